@@ -1,0 +1,1 @@
+//! xlb's kernel glue (XDP program, loader, AF_XDP I/O). Placeholder.

@@ -1,0 +1,866 @@
+//! The forwarding tables: what control configures, built into an immutable
+//! snapshot that workers read without locks.
+//!
+//! Control describes the wanted state as a [`TablesSpec`] (services, endpoints,
+//! next hops, the balancer's own addresses), calls [`Tables::build`] — which
+//! validates everything and precomputes Maglev tables and schedules — and
+//! publishes the result with [`TablesHandle::publish`]: one pointer swap (RCU).
+//! Workers call [`TablesHandle::load`] once per batch. A rejected spec changes
+//! nothing.
+//!
+//! Endpoints get a stable [`EndpointId`] that survives rebuilds as long as the
+//! (service, address, port) stays configured; connection tracking stores it, so
+//! existing flows keep their backend across table changes unless that backend
+//! is removed or taken down.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::frame::PortId;
+use crate::maglev::{Maglev, MaglevBackend, MaglevError, DEFAULT_TABLE_SIZE};
+use crate::net::{stable_hash64, Cidr, Ip16, MacAddr};
+
+/// Most endpoints one rule may have (loxilb's limit).
+pub const MAX_ENDPOINTS_PER_SERVICE: usize = 32;
+/// Most endpoint ids alive at once; per-worker per-endpoint counters are sized by it.
+pub const MAX_ENDPOINT_IDS: usize = 1 << 16;
+
+/// Layer-4 protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4Proto {
+    /// TCP (6)
+    Tcp,
+    /// UDP (17)
+    Udp,
+    /// SCTP (132)
+    Sctp,
+    /// ICMP for IPv4 VIPs, ICMPv6 for IPv6 VIPs; the port is 0.
+    Icmp,
+}
+
+impl L4Proto {
+    /// The IP protocol number (ICMP's is the IPv4 one; see [`L4Proto::ip_proto_for`]).
+    pub fn number(self) -> u8 {
+        match self {
+            L4Proto::Tcp => 6,
+            L4Proto::Udp => 17,
+            L4Proto::Sctp => 132,
+            L4Proto::Icmp => 1,
+        }
+    }
+    /// The protocol number as it appears in a packet of the given family.
+    pub fn ip_proto_for(self, v4: bool) -> u8 {
+        match (self, v4) {
+            (L4Proto::Icmp, false) => 58,
+            (p, _) => p.number(),
+        }
+    }
+    /// loxilb's spelling: "tcp", "udp", "sctp", "icmp".
+    pub fn name(self) -> &'static str {
+        match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+            L4Proto::Sctp => "sctp",
+            L4Proto::Icmp => "icmp",
+        }
+    }
+}
+
+/// How a service rewrites traffic (loxilb's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NatMode {
+    /// 0: destination NAT; the client address is kept; replies must return through xlb.
+    Dnat,
+    /// 1: one-arm: source NAT to the balancer's own address on the backend's LAN.
+    OneArm,
+    /// 2: full NAT: source NAT to a balancer-owned address.
+    FullNat,
+    /// 3: direct server return: only the L2 header changes (optionally IPIP-encapsulated).
+    Dsr,
+}
+
+/// How a service picks a backend for a new flow (loxilb's `sel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Selection {
+    /// 0: round robin over active endpoints (per worker).
+    RoundRobin,
+    /// 1: Maglev over the 5-tuple hash.
+    Hash,
+    /// 2: weighted by the endpoints' weights (percentages), smooth round robin.
+    Priority,
+    /// 3: client-IP affinity: Maglev over the client address only, so a client
+    ///    sticks to one backend on every worker for as long as that backend is up.
+    Persist,
+    /// 4: least active connections (counted per worker).
+    LeastConn,
+}
+
+/// Health/administrative state of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointState {
+    /// Takes new flows.
+    Active,
+    /// Down (probe failed or forced): takes nothing; its flows are re-selected.
+    Down,
+    /// Draining: no new flows, existing flows continue.
+    Draining,
+}
+
+/// A backend of a service as control configures it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// Backend address (same family as the VIP).
+    pub addr: IpAddr,
+    /// Backend port; 0 keeps the client's destination port (port ranges).
+    pub port: u16,
+    /// Relative weight (percentage for `Selection::Priority`); 0 = drain.
+    pub weight: u32,
+    /// Health state.
+    pub state: EndpointState,
+}
+
+/// Identity of a service: what loxilb keys rules by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// The VIP.
+    pub vip: IpAddr,
+    /// Protocol.
+    pub proto: L4Proto,
+    /// First port of the range (0 for ICMP).
+    pub port_min: u16,
+    /// Last port of the range (== `port_min` for a single port).
+    pub port_max: u16,
+    /// loxilb's `block`; rules that differ only in block are distinct.
+    pub block: u32,
+}
+
+/// A service (load-balancer rule) as control configures it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Identity.
+    pub key: ServiceKey,
+    /// Backend choice.
+    pub sel: Selection,
+    /// NAT mode.
+    pub mode: NatMode,
+    /// If non-empty, only clients inside one of these prefixes are served.
+    pub allowed_sources: Vec<Cidr>,
+    /// 1..=32 backends.
+    pub endpoints: Vec<EndpointSpec>,
+    /// Idle timeout of this service's flows in seconds (already defaulted by control).
+    pub inactive_timeout_s: u32,
+    /// DSR only: encapsulate in IPIP (IPv4) instead of rewriting only L2.
+    pub dsr_ipip: bool,
+    /// Rule name, for diagnostics.
+    pub name: String,
+}
+
+/// Where packets to a given address go next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    /// Destination MAC (the neighbour itself, or the gateway towards it).
+    pub mac: MacAddr,
+    /// Port to transmit on.
+    pub port: PortId,
+}
+
+/// One of the balancer's ports (interfaces) and its own addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// Index used in verdicts.
+    pub id: PortId,
+    /// Interface name, for diagnostics.
+    pub name: String,
+    /// The port's MAC: source MAC of everything xlb sends on it.
+    pub mac: MacAddr,
+    /// The balancer's addresses on this port (one-arm source NAT uses the first of the family).
+    pub addrs: Vec<IpAddr>,
+}
+
+/// Everything control wants the dataplane to do.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TablesSpec {
+    /// Load-balancer rules.
+    pub services: Vec<ServiceSpec>,
+    /// Next hop per backend (and per known client/gateway) address.
+    pub next_hops: Vec<(IpAddr, NextHop)>,
+    /// The balancer's ports.
+    pub ports: Vec<PortSpec>,
+    /// Source-NAT addresses for full NAT; if empty, the egress port's address is used.
+    pub snat_addrs: Vec<IpAddr>,
+    /// First and last source-NAT port (inclusive); (0, 0) = the default range.
+    pub nat_ports: (u16, u16),
+    /// Maglev table size (a prime); 0 = [`DEFAULT_TABLE_SIZE`].
+    pub maglev_size: usize,
+}
+
+/// Default source-NAT port range. xlb reserves it in the kernel
+/// (`ip_local_reserved_ports`) so the node's own connections never collide.
+pub const DEFAULT_NAT_PORTS: (u16, u16) = (40000, 59999);
+
+/// Why a spec was rejected. Nothing is applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// two rules with the same identity
+    #[error("duplicate rule {0}")]
+    DuplicateService(String),
+    /// a rule whose port range overlaps another rule on the same VIP/protocol/block
+    #[error("rule {0} overlaps rule {1}")]
+    OverlappingService(String, String),
+    /// port_max below port_min
+    #[error("rule {0}: port range is inverted")]
+    BadPortRange(String),
+    /// no endpoints or more than 32
+    #[error("rule {0}: needs 1..=32 endpoints, has {1}")]
+    EndpointCount(String, usize),
+    /// endpoint family differs from the VIP's
+    #[error("rule {0}: endpoint {1} is not of the VIP's address family")]
+    EndpointFamily(String, IpAddr),
+    /// same endpoint listed twice
+    #[error("rule {0}: endpoint {1}:{2} listed twice")]
+    DuplicateEndpoint(String, IpAddr, u16),
+    /// DSR needs the backend port to equal the service port
+    #[error("rule {0}: DSR needs targetPort equal to the service port")]
+    DsrPortChange(String),
+    /// IPIP only for IPv4
+    #[error("rule {0}: IPIP encapsulation is only available for IPv4")]
+    IpipV6(String),
+    /// the NAT port range is empty or inverted
+    #[error("source-NAT port range {0}-{1} is empty")]
+    NatPorts(u16, u16),
+    /// a port id used twice
+    #[error("port id {0} configured twice")]
+    DuplicatePort(PortId),
+    /// too many endpoints overall
+    #[error("more than {MAX_ENDPOINT_IDS} endpoints configured")]
+    TooManyEndpoints,
+    /// Maglev could not be built
+    #[error("rule {0}: {1}")]
+    Maglev(String, MaglevError),
+}
+
+/// Dense, stable identity of an endpoint; indexes per-endpoint counters.
+pub type EndpointId = u32;
+
+/// A built endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Stable id.
+    pub id: EndpointId,
+    /// Address as a fixed-size key.
+    pub addr: Ip16,
+    /// Backend port (0 = keep the client's destination port).
+    pub port: u16,
+    /// Weight.
+    pub weight: u32,
+    /// State.
+    pub state: EndpointState,
+    /// Next hop towards it, if known (else packets to it drop as `NoNeighbor`).
+    pub next_hop: Option<NextHop>,
+    /// Source address for one-arm/full-NAT flows to this endpoint.
+    pub snat_addr: Option<Ip16>,
+}
+
+/// A built service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// The spec it was built from.
+    pub spec: ServiceSpec,
+    /// Index in [`Tables::services`].
+    pub index: u32,
+    /// Built endpoints, in spec order.
+    pub endpoints: Vec<Endpoint>,
+    /// Round-robin / priority schedule: endpoint indices of active endpoints
+    /// (priority: repeated by weight, interleaved smoothly). Empty = no endpoint.
+    pub schedule: Vec<u8>,
+    /// Maglev table over active endpoints (only for `Hash` and `Persist`).
+    pub maglev: Option<Maglev>,
+    /// Idle timeout in nanoseconds.
+    pub idle_timeout_ns: u64,
+    /// VIP as a fixed-size key.
+    pub vip: Ip16,
+}
+
+/// Where an endpoint id lives in this snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointLoc {
+    /// Service index.
+    pub service: u32,
+    /// Endpoint index within the service.
+    pub endpoint: u8,
+}
+
+/// An immutable snapshot of every table the workers need.
+#[derive(Debug)]
+pub struct Tables {
+    /// Increases by one on every publish.
+    pub generation: u64,
+    /// Services, indexed by `Service::index`.
+    pub services: Vec<Service>,
+    /// (vip, ip proto number) -> service indices on that VIP/protocol, sorted by port_min.
+    by_vip: HashMap<(Ip16, u8), Vec<u32>>,
+    /// VIPs (any protocol), for ICMP echo and "VIP but no rule" drops.
+    vips: HashMap<Ip16, ()>,
+    /// Endpoint id -> location; `None` for ids not in use.
+    pub endpoint_locs: Vec<Option<EndpointLoc>>,
+    /// Next hops.
+    pub next_hops: HashMap<Ip16, NextHop>,
+    /// Ports by id.
+    pub ports: Vec<PortSpec>,
+    /// Source-NAT addresses (full NAT) and every one-arm address in use.
+    pub snat_addrs: Vec<Ip16>,
+    /// Source-NAT port range (inclusive).
+    pub nat_ports: (u16, u16),
+    /// Maglev table size.
+    pub maglev_size: usize,
+    /// The spec, kept for the next build (stable ids) and for control's GETs.
+    pub spec: TablesSpec,
+    /// (service key, endpoint addr, endpoint port) -> id, carried into the next build.
+    ids: HashMap<(ServiceKey, IpAddr, u16), EndpointId>,
+}
+
+impl Tables {
+    /// An empty snapshot (generation 0).
+    pub fn empty() -> Tables {
+        Tables {
+            generation: 0,
+            services: Vec::new(),
+            by_vip: HashMap::new(),
+            vips: HashMap::new(),
+            endpoint_locs: Vec::new(),
+            next_hops: HashMap::new(),
+            ports: Vec::new(),
+            snat_addrs: Vec::new(),
+            nat_ports: DEFAULT_NAT_PORTS,
+            maglev_size: DEFAULT_TABLE_SIZE,
+            spec: TablesSpec::default(),
+            ids: HashMap::new(),
+        }
+    }
+
+    /// Validate `spec` and build a snapshot that follows `prev` (ids carried over,
+    /// generation + 1). On error nothing is built.
+    pub fn build(spec: TablesSpec, prev: &Tables) -> Result<Tables, BuildError> {
+        let nat_ports = if spec.nat_ports == (0, 0) {
+            DEFAULT_NAT_PORTS
+        } else {
+            spec.nat_ports
+        };
+        if nat_ports.0 == 0 || nat_ports.1 < nat_ports.0 {
+            return Err(BuildError::NatPorts(nat_ports.0, nat_ports.1));
+        }
+        let maglev_size = if spec.maglev_size == 0 {
+            DEFAULT_TABLE_SIZE
+        } else {
+            spec.maglev_size
+        };
+        let mut port_seen = std::collections::HashSet::new();
+        for p in &spec.ports {
+            if !port_seen.insert(p.id) {
+                return Err(BuildError::DuplicatePort(p.id));
+            }
+        }
+        let next_hops: HashMap<Ip16, NextHop> = spec
+            .next_hops
+            .iter()
+            .map(|(a, n)| (Ip16::from(*a), *n))
+            .collect();
+
+        // Identity and overlap checks.
+        let mut keys: Vec<(ServiceKey, &str)> = Vec::with_capacity(spec.services.len());
+        for s in &spec.services {
+            if s.key.port_max < s.key.port_min {
+                return Err(BuildError::BadPortRange(s.spec_name()));
+            }
+            keys.push((s.key, &s.name));
+        }
+        keys.sort();
+        for w in keys.windows(2) {
+            let (a, b) = (w[0].0, w[1].0);
+            if a == b {
+                return Err(BuildError::DuplicateService(describe(&a)));
+            }
+            if a.vip == b.vip
+                && a.proto == b.proto
+                && a.block == b.block
+                && b.port_min <= a.port_max
+            {
+                return Err(BuildError::OverlappingService(describe(&a), describe(&b)));
+            }
+        }
+
+        // Stable endpoint ids: keep the previous id for every surviving endpoint.
+        let mut ids: HashMap<(ServiceKey, IpAddr, u16), EndpointId> = HashMap::new();
+        let mut used = vec![false; MAX_ENDPOINT_IDS];
+        for s in &spec.services {
+            for e in &s.endpoints {
+                if let Some(&id) = prev.ids.get(&(s.key, e.addr, e.port)) {
+                    ids.insert((s.key, e.addr, e.port), id);
+                    used[id as usize] = true;
+                }
+            }
+        }
+        let mut next_free = 0usize;
+
+        let mut services = Vec::with_capacity(spec.services.len());
+        let mut by_vip: HashMap<(Ip16, u8), Vec<u32>> = HashMap::new();
+        let mut vips = HashMap::new();
+        let mut endpoint_locs: Vec<Option<EndpointLoc>> = Vec::new();
+        let mut snat_addrs: Vec<Ip16> = spec.snat_addrs.iter().map(|a| Ip16::from(*a)).collect();
+
+        for (si, s) in spec.services.iter().enumerate() {
+            let name = s.spec_name();
+            let n = s.endpoints.len();
+            if n == 0 || n > MAX_ENDPOINTS_PER_SERVICE {
+                return Err(BuildError::EndpointCount(name, n));
+            }
+            let v4 = s.key.vip.is_ipv4();
+            if s.dsr_ipip && !v4 {
+                return Err(BuildError::IpipV6(name));
+            }
+            let mut seen = std::collections::HashSet::new();
+            let mut endpoints = Vec::with_capacity(n);
+            for (ei, e) in s.endpoints.iter().enumerate() {
+                if e.addr.is_ipv4() != v4 {
+                    return Err(BuildError::EndpointFamily(name, e.addr));
+                }
+                if !seen.insert((e.addr, e.port)) {
+                    return Err(BuildError::DuplicateEndpoint(name, e.addr, e.port));
+                }
+                if s.mode == NatMode::Dsr && e.port != 0 && e.port != s.key.port_min {
+                    return Err(BuildError::DsrPortChange(name));
+                }
+                let id = match ids.get(&(s.key, e.addr, e.port)) {
+                    Some(&id) => id,
+                    None => {
+                        while next_free < MAX_ENDPOINT_IDS && used[next_free] {
+                            next_free += 1;
+                        }
+                        if next_free == MAX_ENDPOINT_IDS {
+                            return Err(BuildError::TooManyEndpoints);
+                        }
+                        used[next_free] = true;
+                        let id = next_free as EndpointId;
+                        ids.insert((s.key, e.addr, e.port), id);
+                        id
+                    }
+                };
+                let addr = Ip16::from(e.addr);
+                let next_hop = next_hops.get(&addr).copied();
+                let snat_addr = match s.mode {
+                    NatMode::FullNat => spec
+                        .snat_addrs
+                        .iter()
+                        .find(|a| a.is_ipv4() == v4)
+                        .map(|a| Ip16::from(*a))
+                        .or_else(|| port_addr(&spec.ports, next_hop, v4)),
+                    NatMode::OneArm => port_addr(&spec.ports, next_hop, v4),
+                    NatMode::Dnat | NatMode::Dsr => None,
+                };
+                if let Some(a) = snat_addr {
+                    if !snat_addrs.contains(&a) {
+                        snat_addrs.push(a);
+                    }
+                }
+                if endpoint_locs.len() <= id as usize {
+                    endpoint_locs.resize(id as usize + 1, None);
+                }
+                endpoint_locs[id as usize] = Some(EndpointLoc {
+                    service: si as u32,
+                    endpoint: ei as u8,
+                });
+                endpoints.push(Endpoint {
+                    id,
+                    addr,
+                    port: e.port,
+                    weight: e.weight,
+                    state: e.state,
+                    next_hop,
+                    snat_addr,
+                });
+            }
+            let active: Vec<usize> = (0..n)
+                .filter(|&i| endpoints[i].state == EndpointState::Active && endpoints[i].weight > 0)
+                .collect();
+            let schedule = match s.sel {
+                Selection::Priority => weighted_schedule(&endpoints, &active),
+                _ => active.iter().map(|&i| i as u8).collect(),
+            };
+            let maglev = match s.sel {
+                Selection::Hash | Selection::Persist => {
+                    let backends: Vec<MaglevBackend> = endpoints
+                        .iter()
+                        .map(|e| MaglevBackend {
+                            key: endpoint_identity(e),
+                            weight: if e.state == EndpointState::Active {
+                                e.weight
+                            } else {
+                                0
+                            },
+                        })
+                        .collect();
+                    Some(
+                        Maglev::build(&backends, maglev_size)
+                            .map_err(|err| BuildError::Maglev(name.clone(), err))?,
+                    )
+                }
+                _ => None,
+            };
+            let vip = Ip16::from(s.key.vip);
+            by_vip
+                .entry((vip, s.key.proto.ip_proto_for(v4)))
+                .or_default()
+                .push(si as u32);
+            vips.insert(vip, ());
+            let timeout_s = u64::from(s.inactive_timeout_s.max(1));
+            services.push(Service {
+                spec: s.clone(),
+                index: si as u32,
+                endpoints,
+                schedule,
+                maglev,
+                idle_timeout_ns: timeout_s * 1_000_000_000,
+                vip,
+            });
+        }
+        for list in by_vip.values_mut() {
+            list.sort_by_key(|&i| (services[i as usize].spec.key.port_min, i));
+        }
+        Ok(Tables {
+            generation: prev.generation + 1,
+            services,
+            by_vip,
+            vips,
+            endpoint_locs,
+            next_hops,
+            ports: spec.ports.clone(),
+            snat_addrs,
+            nat_ports,
+            maglev_size,
+            spec,
+            ids,
+        })
+    }
+
+    /// The service for a packet to `vip`/`ip_proto`/`port`, if any. For ICMP pass port 0.
+    #[inline]
+    pub fn lookup(&self, vip: Ip16, ip_proto: u8, port: u16) -> Option<&Service> {
+        let list = self.by_vip.get(&(vip, ip_proto))?;
+        // Lists are short (usually one rule per VIP/protocol); the first range that
+        // covers the port wins (ranges of one block never overlap).
+        for &i in list {
+            let s = &self.services[i as usize];
+            if s.spec.key.port_min <= port && port <= s.spec.key.port_max {
+                return Some(s);
+            }
+            if s.spec.key.port_min > port {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Whether `addr` is a VIP of any rule.
+    #[inline]
+    pub fn is_vip(&self, addr: Ip16) -> bool {
+        self.vips.contains_key(&addr)
+    }
+
+    /// Whether `addr` is one of the balancer's source-NAT addresses.
+    #[inline]
+    pub fn is_snat_addr(&self, addr: Ip16) -> bool {
+        self.snat_addrs.contains(&addr)
+    }
+
+    /// The endpoint with this id, if it is still configured.
+    #[inline]
+    pub fn endpoint(&self, id: EndpointId) -> Option<(&Service, &Endpoint)> {
+        let loc = (*self.endpoint_locs.get(id as usize)?)?;
+        let s = &self.services[loc.service as usize];
+        Some((s, &s.endpoints[loc.endpoint as usize]))
+    }
+
+    /// The port with this id.
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&PortSpec> {
+        self.ports.iter().find(|p| p.id == id)
+    }
+
+    /// Every VIP with its services, for the XDP program's steering map.
+    pub fn vips(&self) -> impl Iterator<Item = Ip16> + '_ {
+        self.vips.keys().copied()
+    }
+}
+
+impl ServiceSpec {
+    fn spec_name(&self) -> String {
+        if self.name.is_empty() {
+            describe(&self.key)
+        } else {
+            format!("{} ({})", self.name, describe(&self.key))
+        }
+    }
+}
+
+fn describe(k: &ServiceKey) -> String {
+    if k.port_max != k.port_min {
+        format!("{}:{}-{}/{}", k.vip, k.port_min, k.port_max, k.proto.name())
+    } else {
+        format!("{}:{}/{}", k.vip, k.port_min, k.proto.name())
+    }
+}
+
+/// The Maglev identity of an endpoint: stable across processes, independent of ids.
+fn endpoint_identity(e: &Endpoint) -> u64 {
+    let mut b = [0u8; 18];
+    b[..16].copy_from_slice(&e.addr.0);
+    b[16..].copy_from_slice(&e.port.to_be_bytes());
+    stable_hash64(&b)
+}
+
+fn port_addr(ports: &[PortSpec], nh: Option<NextHop>, v4: bool) -> Option<Ip16> {
+    let nh = nh?;
+    let p = ports.iter().find(|p| p.id == nh.port)?;
+    p.addrs
+        .iter()
+        .find(|a| a.is_ipv4() == v4)
+        .map(|a| Ip16::from(*a))
+}
+
+/// Smooth weighted round robin (nginx's): a 100-ish slot schedule where each
+/// endpoint appears in proportion to its weight, spread out rather than bunched.
+fn weighted_schedule(endpoints: &[Endpoint], active: &[usize]) -> Vec<u8> {
+    if active.is_empty() {
+        return Vec::new();
+    }
+    let total: u64 = active.iter().map(|&i| u64::from(endpoints[i].weight)).sum();
+    // Scale to about 100 slots so the schedule stays small whatever the weights.
+    let slots = total.clamp(1, 100 * active.len() as u64);
+    let weights: Vec<i64> = active
+        .iter()
+        .map(|&i| (u64::from(endpoints[i].weight) * slots / total).max(1) as i64)
+        .collect();
+    let sum: i64 = weights.iter().sum();
+    let mut current = vec![0i64; active.len()];
+    let mut out = Vec::with_capacity(sum as usize);
+    for _ in 0..sum {
+        let mut best = 0;
+        for k in 0..active.len() {
+            current[k] += weights[k];
+            if current[k] > current[best] {
+                best = k;
+            }
+        }
+        current[best] -= sum;
+        out.push(active[best] as u8);
+    }
+    out
+}
+
+/// The RCU cell through which control publishes snapshots to the workers.
+#[derive(Debug, Clone)]
+pub struct TablesHandle {
+    cell: Arc<ArcSwap<Tables>>,
+}
+
+impl TablesHandle {
+    /// A handle holding an empty snapshot.
+    pub fn new() -> TablesHandle {
+        TablesHandle {
+            cell: Arc::new(ArcSwap::from_pointee(Tables::empty())),
+        }
+    }
+
+    /// Publish a new snapshot (one atomic pointer swap). The old one is freed
+    /// once the last worker batch that loaded it is done.
+    pub fn publish(&self, tables: Tables) {
+        self.cell.store(Arc::new(tables));
+    }
+
+    /// The current snapshot; workers call this once per batch.
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<Tables>> {
+        self.cell.load()
+    }
+
+    /// The current snapshot as an owned `Arc` (control side).
+    pub fn current(&self) -> Arc<Tables> {
+        self.cell.load_full()
+    }
+}
+
+impl Default for TablesHandle {
+    fn default() -> Self {
+        TablesHandle::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(a: &str, port: u16, w: u32) -> EndpointSpec {
+        EndpointSpec {
+            addr: a.parse().expect("ip"),
+            port,
+            weight: w,
+            state: EndpointState::Active,
+        }
+    }
+
+    fn svc(vip: &str, pmin: u16, pmax: u16, eps: Vec<EndpointSpec>) -> ServiceSpec {
+        ServiceSpec {
+            key: ServiceKey {
+                vip: vip.parse().expect("ip"),
+                proto: L4Proto::Tcp,
+                port_min: pmin,
+                port_max: pmax,
+                block: 0,
+            },
+            sel: Selection::RoundRobin,
+            mode: NatMode::Dnat,
+            allowed_sources: vec![],
+            endpoints: eps,
+            inactive_timeout_s: 240,
+            dsr_ipip: false,
+            name: String::new(),
+        }
+    }
+
+    #[test]
+    fn lookup_finds_port_ranges_and_rejects_overlaps() {
+        let spec = TablesSpec {
+            services: vec![
+                svc("10.0.0.1", 80, 80, vec![ep("10.1.0.1", 8080, 1)]),
+                svc("10.0.0.1", 1000, 1999, vec![ep("10.1.0.2", 0, 1)]),
+            ],
+            ..Default::default()
+        };
+        let t = Tables::build(spec.clone(), &Tables::empty()).expect("valid");
+        let vip = Ip16::from("10.0.0.1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(t.lookup(vip, 6, 80).map(|s| s.index), Some(0));
+        assert_eq!(t.lookup(vip, 6, 1500).map(|s| s.index), Some(1));
+        assert!(t.lookup(vip, 6, 81).is_none());
+        assert!(t.lookup(vip, 17, 80).is_none());
+
+        let mut bad = spec;
+        bad.services
+            .push(svc("10.0.0.1", 1500, 1500, vec![ep("10.1.0.3", 1, 1)]));
+        assert!(matches!(
+            Tables::build(bad, &Tables::empty()),
+            Err(BuildError::OverlappingService(..))
+        ));
+    }
+
+    #[test]
+    fn endpoint_ids_survive_rebuilds_and_removed_ids_vanish() {
+        let a = TablesSpec {
+            services: vec![svc(
+                "10.0.0.1",
+                80,
+                80,
+                vec![ep("10.1.0.1", 80, 1), ep("10.1.0.2", 80, 1)],
+            )],
+            ..Default::default()
+        };
+        let t1 = Tables::build(a, &Tables::empty()).expect("valid");
+        let id2 = t1.services[0].endpoints[1].id;
+        let id1 = t1.services[0].endpoints[0].id;
+        let b = TablesSpec {
+            services: vec![svc(
+                "10.0.0.1",
+                80,
+                80,
+                vec![ep("10.1.0.3", 80, 1), ep("10.1.0.2", 80, 1)],
+            )],
+            ..Default::default()
+        };
+        let t2 = Tables::build(b, &t1).expect("valid");
+        assert_eq!(t2.generation, t1.generation + 1);
+        assert_eq!(
+            t2.services[0].endpoints[1].id, id2,
+            "surviving endpoint keeps its id"
+        );
+        assert!(t2.endpoint(id1).is_none() || t2.services[0].endpoints[0].id == id1);
+        let (_, e) = t2.endpoint(id2).expect("still there");
+        assert_eq!(
+            IpAddr::from(e.addr),
+            "10.1.0.2".parse::<IpAddr>().expect("ip")
+        );
+    }
+
+    #[test]
+    fn weighted_schedule_follows_percentages() {
+        let mut s = svc(
+            "10.0.0.1",
+            80,
+            80,
+            vec![ep("10.1.0.1", 80, 70), ep("10.1.0.2", 80, 30)],
+        );
+        s.sel = Selection::Priority;
+        let t = Tables::build(
+            TablesSpec {
+                services: vec![s],
+                ..Default::default()
+            },
+            &Tables::empty(),
+        )
+        .expect("valid");
+        let sch = &t.services[0].schedule;
+        let a = sch.iter().filter(|&&i| i == 0).count();
+        assert_eq!(sch.len(), 100);
+        assert_eq!(a, 70);
+        // Spread out: never more than 3 of the heavy endpoint in a row.
+        assert!(!sch.windows(4).any(|w| w.iter().all(|&i| i == 0)));
+    }
+
+    #[test]
+    fn invalid_specs_are_rejected_whole() {
+        let bad_family = svc("10.0.0.1", 80, 80, vec![ep("2001:db8::1", 80, 1)]);
+        assert!(matches!(
+            Tables::build(
+                TablesSpec {
+                    services: vec![bad_family],
+                    ..Default::default()
+                },
+                &Tables::empty()
+            ),
+            Err(BuildError::EndpointFamily(..))
+        ));
+        let none = svc("10.0.0.1", 80, 80, vec![]);
+        assert!(matches!(
+            Tables::build(
+                TablesSpec {
+                    services: vec![none],
+                    ..Default::default()
+                },
+                &Tables::empty()
+            ),
+            Err(BuildError::EndpointCount(..))
+        ));
+        let mut dsr = svc("10.0.0.1", 80, 80, vec![ep("10.1.0.1", 8080, 1)]);
+        dsr.mode = NatMode::Dsr;
+        assert!(matches!(
+            Tables::build(
+                TablesSpec {
+                    services: vec![dsr],
+                    ..Default::default()
+                },
+                &Tables::empty()
+            ),
+            Err(BuildError::DsrPortChange(..))
+        ));
+    }
+
+    #[test]
+    fn publish_swaps_what_load_sees() {
+        let h = TablesHandle::new();
+        assert_eq!(h.load().generation, 0);
+        let t = Tables::build(TablesSpec::default(), &h.current()).expect("valid");
+        h.publish(t);
+        assert_eq!(h.load().generation, 1);
+    }
+}

@@ -1,0 +1,1 @@
+//! Checked packet views (see the wire helper's contract).

@@ -1,0 +1,1 @@
+//! xlb-pktgen and the benchmark harness. Placeholder.

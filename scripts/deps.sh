@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what building and testing xlb needs on a fresh Debian 12 machine.
+# Safe to run again: it installs only what is missing. Needs root.
+set -euo pipefail
+
+pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "xlb: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  echo "xlb: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every xlb test: format and lint checks, unit/property/golden tests,
+# the end-to-end tests in network namespaces (root required), and a fuzz smoke run.
+# Usage: sudo scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "xlb: the end-to-end tests create network namespaces and attach XDP programs: run as root" >&2
+  exit 1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test (unit, property, golden, end-to-end)"
+cargo test --workspace --locked -- --test-threads=1
