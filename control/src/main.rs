@@ -1,5 +1,518 @@
-//! The `xlb` binary (daemon and operator CLI). Placeholder until the control plane lands.
-fn main() {
-    eprintln!("xlb: the daemon and CLI are not built yet (see the open issues)");
-    std::process::exit(2);
+//! The `xlb` binary: `xlb run` is the daemon; the other verbs are the operator's
+//! client of its REST API, modelled on loxicmd.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use tracing_subscriber::{reload, EnvFilter};
+use xlb_control::cli::{self, Client, LbArgs};
+use xlb_control::config;
+use xlb_control::daemon::{self, ServeOptions};
+use xlb_control::env::{StaticNet, StaticView};
+use xlb_control::model::{CiStateOut, CtAttr};
+use xlb_dataplane::tables::TablesHandle;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xlb",
+    version,
+    about = "xlb: an AF_XDP L4 load balancer with loxilb's API"
+)]
+struct Cli {
+    /// API server the client verbs talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "XLB_API_SERVER",
+        default_value = "http://127.0.0.1:11111"
+    )]
+    api_server: String,
+    /// Bearer token (client verbs send it; `run` requires it when set).
+    #[arg(long, global = true, env = "XLB_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon: dataplane workers and the REST API.
+    Run(RunArgs),
+    /// Show rules, probe entries, connections or the cluster-instance state.
+    Get {
+        /// What to show.
+        what: GetWhat,
+        /// Output format.
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+    },
+    /// Create a rule or a probe entry.
+    Create {
+        #[command(subcommand)]
+        what: CreateWhat,
+    },
+    /// Delete a rule or a probe entry.
+    Delete {
+        #[command(subcommand)]
+        what: DeleteWhat,
+    },
+    /// Write the running config to lbconfig.txt/EPconfig.txt (managed rules skipped).
+    Save {
+        /// Directory to write into.
+        #[arg(short = 'c', long, default_value = config::DEFAULT_DIR)]
+        config_path: PathBuf,
+    },
+    /// Check lbconfig.txt/EPconfig.txt without starting anything; exit 1 on a rejected entry.
+    CheckConfig {
+        /// Directory to read.
+        #[arg(short = 'c', long, default_value = config::DEFAULT_DIR)]
+        config_path: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Interface(s) to attach to (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    iface: Vec<String>,
+    /// Queues per interface to serve.
+    #[arg(long)]
+    queues: Option<u32>,
+    /// CPU cores for the workers (e.g. 1,2).
+    #[arg(long, value_delimiter = ',')]
+    cores: Vec<usize>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: XdpMode,
+    /// Busy-poll the AF_XDP sockets.
+    #[arg(long)]
+    busy_poll: bool,
+    /// Directory of lbconfig.txt and EPconfig.txt.
+    #[arg(long, default_value = config::DEFAULT_DIR)]
+    config_path: PathBuf,
+    /// API listen address.
+    #[arg(long, default_value = "0.0.0.0:11111")]
+    api: SocketAddr,
+    /// TLS certificate for the API (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS key for the API (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the API without a dataplane (nothing forwards).
+    #[arg(long)]
+    no_dataplane: bool,
+    /// Exit if a config-file entry is rejected.
+    #[arg(long)]
+    strict_config: bool,
+    /// Initial log level (loxilb names: trace, debug, info, warning, error, ...).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum XdpMode {
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum GetWhat {
+    Lb,
+    Ep,
+    Ct,
+    Cistate,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Json,
+    Wide,
+}
+
+#[derive(Subcommand, Debug)]
+enum CreateWhat {
+    /// A load-balancer rule, e.g. `xlb create lb 192.0.2.1 --tcp=80:8080 --endpoints=10.0.0.1:1,10.0.0.2:1`.
+    Lb(LbFlags),
+    /// A health-probe entry, e.g. `xlb create ep 10.0.0.1 --probetype=tcp --probeport=8080`.
+    Ep(EpFlags),
+}
+
+#[derive(Subcommand, Debug)]
+enum DeleteWhat {
+    /// A rule by VIP and ports (`--tcp=80`), or `--all`, or `--name`.
+    Lb {
+        /// The VIP.
+        vip: Option<String>,
+        #[command(flatten)]
+        ports: PortFlags,
+        /// Block (mark) of the rule.
+        #[arg(long, default_value_t = 0)]
+        block: u32,
+        /// Delete every rule.
+        #[arg(long)]
+        all: bool,
+        /// Delete every rule with this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Probe entries of a host.
+    Ep {
+        /// Host address.
+        host: String,
+        /// Entry name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Probe type.
+        #[arg(long)]
+        probetype: Option<String>,
+        /// Probe port.
+        #[arg(long)]
+        probeport: Option<u16>,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+struct PortFlags {
+    /// TCP ports: "port[-portmax][:targetport]", comma-separated.
+    #[arg(long)]
+    tcp: Option<String>,
+    /// UDP ports.
+    #[arg(long)]
+    udp: Option<String>,
+    /// SCTP ports.
+    #[arg(long)]
+    sctp: Option<String>,
+    /// An ICMP rule.
+    #[arg(long)]
+    icmp: bool,
+}
+
+#[derive(Args, Debug)]
+struct LbFlags {
+    /// The VIP.
+    vip: String,
+    #[command(flatten)]
+    ports: PortFlags,
+    /// Endpoints "ip:weight", comma-separated.
+    #[arg(long)]
+    endpoints: String,
+    /// dnat, onearm, fullnat, dsr.
+    #[arg(long, default_value = "dnat")]
+    mode: String,
+    /// rr, hash, priority, persist, lc.
+    #[arg(long, alias = "select", default_value = "rr")]
+    sel: String,
+    /// Health-probe the endpoints.
+    #[arg(long)]
+    monitor: bool,
+    /// Rule name.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Idle timeout in seconds (0: protocol default).
+    #[arg(long, default_value_t = 0)]
+    inactive_timeout: u32,
+    /// Block (mark).
+    #[arg(long, default_value_t = 0)]
+    block: u32,
+    /// Advertise over BGP.
+    #[arg(long)]
+    bgp: bool,
+    /// Probe type: tcp, udp, sctp, ping, none.
+    #[arg(long, default_value = "")]
+    probetype: String,
+    /// Probe port.
+    #[arg(long, default_value_t = 0)]
+    probeport: u16,
+    /// Allowed client prefixes, comma-separated.
+    #[arg(long, default_value = "")]
+    allowed_sources: String,
+}
+
+#[derive(Args, Debug)]
+struct EpFlags {
+    /// Host address.
+    host: String,
+    /// Entry name (default host_type_port).
+    #[arg(long, default_value = "")]
+    name: String,
+    /// tcp, udp, sctp, ping, http, https, none.
+    #[arg(long, default_value = "ping")]
+    probetype: String,
+    /// Port to probe.
+    #[arg(long, default_value_t = 0)]
+    probeport: u16,
+    /// Request (URI for http/https).
+    #[arg(long, default_value = "")]
+    probereq: String,
+    /// Expected response.
+    #[arg(long, default_value = "")]
+    proberesp: String,
+    /// Probe interval in seconds.
+    #[arg(long, default_value_t = 0)]
+    period: u32,
+    /// Failures before down.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+}
+
+impl PortFlags {
+    fn into_args(self, args: &mut LbArgs) {
+        for (proto, v) in [("tcp", self.tcp), ("udp", self.udp), ("sctp", self.sctp)] {
+            if let Some(v) = v {
+                args.ports.push((proto.to_string(), v));
+            }
+        }
+        args.icmp = self.icmp;
+    }
+}
+
+fn tracing_level(loxilb: &str) -> &'static str {
+    match loxilb {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" | "notice" => "info",
+        "warning" => "warn",
+        _ => "error",
+    }
+}
+
+fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(tracing_level(&args.log_level)));
+    let (filter, reload_handle) = reload::Layer::new(filter);
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer())
+        .init();
+    let setter: xlb_control::api::LogLevelSetter = Box::new(move |level: &str| {
+        reload_handle
+            .reload(EnvFilter::new(tracing_level(level)))
+            .map_err(|e| e.to_string())
+    });
+
+    if args.tls_cert.is_some() {
+        return Err(anyhow!(
+            "--tls-cert/--tls-key: TLS is not built into this xlb yet; terminate TLS in front of the API"
+        ));
+    }
+    if !args.no_dataplane {
+        return Err(anyhow!(
+            "the AF_XDP dataplane runtime is not built into this xlb yet; use --no-dataplane for the API alone \
+             (iface={:?} queues={:?} cores={:?} xdp-mode={:?} busy-poll={})",
+            args.iface,
+            args.queues,
+            args.cores,
+            args.xdp_mode,
+            args.busy_poll
+        ));
+    }
+    let handle = TablesHandle::new();
+    let view = Arc::new(StaticView::new());
+    let net = Arc::new(StaticNet::default());
+    let opts = ServeOptions {
+        config_path: args.config_path,
+        api: args.api,
+        api_token: token,
+        strict_config: args.strict_config,
+    };
+    let api = daemon::prepare(&opts, handle, view, net, Some((args.log_level, setter)))?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(daemon::serve(&opts, api, shutdown_signal()))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Run(_) => unreachable!("handled in main"),
+        Cmd::Get { what, output } => {
+            let wide = output == Some(Output::Wide);
+            let path = match what {
+                GetWhat::Lb => "/config/loadbalancer/all",
+                GetWhat::Ep => "/config/endpoint/all",
+                GetWhat::Ct => "/config/conntrack/all",
+                GetWhat::Cistate => "/config/cistate/all",
+            };
+            let v = c.call("GET", path, None)?;
+            if output == Some(Output::Json) {
+                return print_json(&v);
+            }
+            let text = match what {
+                GetWhat::Lb => cli::lb_table(&serde_json::from_value(v)?, wide),
+                GetWhat::Ep => cli::ep_table(&serde_json::from_value(v)?, wide),
+                GetWhat::Ct => {
+                    let l: Vec<CtAttr> =
+                        serde_json::from_value(v.get("ctAttr").cloned().unwrap_or(json!([])))?;
+                    cli::ct_table(&l)
+                }
+                GetWhat::Cistate => {
+                    let l: Vec<CiStateOut> =
+                        serde_json::from_value(v.get("Attr").cloned().unwrap_or(json!([])))?;
+                    cli::ci_table(&l)
+                }
+            };
+            print!("{text}");
+        }
+        Cmd::Create { what } => match what {
+            CreateWhat::Lb(f) => {
+                let mut a = LbArgs {
+                    vip: f.vip,
+                    endpoints: f.endpoints,
+                    mode: f.mode,
+                    sel: f.sel,
+                    monitor: f.monitor,
+                    name: f.name,
+                    inactive_timeout: f.inactive_timeout,
+                    block: f.block,
+                    bgp: f.bgp,
+                    probetype: f.probetype,
+                    probeport: f.probeport,
+                    allowed: f.allowed_sources,
+                    ..Default::default()
+                };
+                f.ports.into_args(&mut a);
+                for body in cli::lb_bodies(&a)? {
+                    c.call("POST", "/config/loadbalancer", Some(&body))?;
+                }
+                println!("Success");
+            }
+            CreateWhat::Ep(f) => {
+                let body = json!({
+                    "hostName": f.host, "name": f.name, "probeType": f.probetype,
+                    "probePort": f.probeport, "probeReq": f.probereq, "probeResp": f.proberesp,
+                    "probeDuration": f.period, "inactiveReTries": f.retries,
+                });
+                c.call("POST", "/config/endpoint", Some(&body))?;
+                println!("Success");
+            }
+        },
+        Cmd::Delete { what } => match what {
+            DeleteWhat::Lb {
+                vip,
+                ports,
+                block,
+                all,
+                name,
+            } => {
+                if all {
+                    c.call("DELETE", "/config/loadbalancer/all", None)?;
+                } else if let Some(n) = name {
+                    c.call("DELETE", &format!("/config/loadbalancer/name/{n}"), None)?;
+                } else {
+                    let mut a = LbArgs {
+                        vip: vip.ok_or_else(|| anyhow!("give a VIP, --all or --name"))?,
+                        block,
+                        ..Default::default()
+                    };
+                    ports.into_args(&mut a);
+                    for p in cli::lb_delete_paths(&a)? {
+                        c.call("DELETE", &p, None)?;
+                    }
+                }
+                println!("Success");
+            }
+            DeleteWhat::Ep {
+                host,
+                name,
+                probetype,
+                probeport,
+            } => {
+                let mut q = Vec::new();
+                if let Some(n) = name {
+                    q.push(format!("name={n}"));
+                }
+                if let Some(t) = probetype {
+                    q.push(format!("probe_type={t}"));
+                }
+                if let Some(p) = probeport {
+                    q.push(format!("probe_port={p}"));
+                }
+                let q = if q.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", q.join("&"))
+                };
+                c.call(
+                    "DELETE",
+                    &format!("/config/endpoint/epipaddress/{host}{q}"),
+                    None,
+                )?;
+                println!("Success");
+            }
+        },
+        Cmd::Save { config_path } => {
+            let rules = c.rules()?;
+            let eps = c.endpoints()?;
+            config::save(&config_path, &rules, &eps)?;
+            println!(
+                "saved {} and {} in {}",
+                config::LB_FILE,
+                config::EP_FILE,
+                config_path.display()
+            );
+        }
+        Cmd::CheckConfig { config_path } => {
+            let mut state = xlb_control::state::ControlState::new(
+                TablesHandle::new(),
+                Arc::new(StaticNet::default()),
+            );
+            let report = config::load(&mut state, &config_path);
+            for e in &report.errors {
+                eprintln!("{e}");
+            }
+            println!(
+                "{} rules, {} probe entries loaded; {} rejected",
+                report.rules,
+                report.endpoints,
+                report.errors.len()
+            );
+            if !report.is_clean() {
+                return Err(anyhow!("config has rejected entries"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Run(args) => run(args, cli.api_token),
+        cmd => client_cmd(&Client::new(&cli.api_server, cli.api_token), cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

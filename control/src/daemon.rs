@@ -1,0 +1,103 @@
+//! `xlb run`: load the config files, publish the tables, serve the API.
+//!
+//! The dataplane plugs in from outside: whoever starts the workers hands
+//! [`serve`] the [`TablesHandle`] the workers read and an
+//! `Arc<dyn DataplaneView>` over their statistics (plus a [`NetEnv`]). With
+//! `--no-dataplane` the binary passes a [`crate::env::StaticView`] and a
+//! [`crate::env::StaticNet`]: the API and the tables work, nothing forwards.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use xlb_dataplane::tables::TablesHandle;
+
+use crate::api::{router, Api, LogLevelSetter};
+use crate::config;
+use crate::env::{DataplaneView, NetEnv};
+use crate::state::ControlState;
+
+/// Options of `xlb run` that the control plane uses.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Directory of `lbconfig.txt` / `EPconfig.txt`.
+    pub config_path: PathBuf,
+    /// Listen address of the API.
+    pub api: SocketAddr,
+    /// Bearer token required by the API, if any.
+    pub api_token: Option<String>,
+    /// Stop if a config entry is rejected (instead of logging and going on).
+    pub strict_config: bool,
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// config entries were rejected and `--strict-config` was given
+    #[error("{0} config entries rejected (see the log)")]
+    Config(usize),
+    /// the API address could not be bound
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// the server failed
+    #[error("API server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Build the control state, load the config files into it (publishing through
+/// `handle`) and return the API over it. Rejected entries are logged at error
+/// level with file, index and reason.
+pub fn prepare(
+    opts: &ServeOptions,
+    handle: TablesHandle,
+    view: Arc<dyn DataplaneView>,
+    net: Arc<dyn NetEnv>,
+    log: Option<(String, LogLevelSetter)>,
+) -> Result<Api, DaemonError> {
+    let mut state = ControlState::new(handle, net);
+    let report = config::load(&mut state, &opts.config_path);
+    for e in &report.errors {
+        tracing::error!("config: {e}");
+    }
+    if report.is_clean() {
+        tracing::info!(
+            dir = %opts.config_path.display(),
+            rules = report.rules,
+            endpoints = report.endpoints,
+            "config loaded"
+        );
+    } else {
+        tracing::error!(
+            dir = %opts.config_path.display(),
+            rules = report.rules,
+            endpoints = report.endpoints,
+            rejected = report.errors.len(),
+            "config loaded with REJECTED entries"
+        );
+        if opts.strict_config {
+            return Err(DaemonError::Config(report.errors.len()));
+        }
+    }
+    let api = Api::new(state, view).with_token(opts.api_token.clone());
+    Ok(match log {
+        Some((level, setter)) => api.with_log_setter(&level, setter),
+        None => api,
+    })
+}
+
+/// Run the API until `shutdown` resolves.
+pub async fn serve(
+    opts: &ServeOptions,
+    api: Api,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let listener = tokio::net::TcpListener::bind(opts.api)
+        .await
+        .map_err(|e| DaemonError::Bind(opts.api, e))?;
+    tracing::info!(addr = %opts.api, auth = opts.api_token.is_some(), "API listening");
+    axum::serve(listener, router(Arc::new(api)))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(DaemonError::Serve)
+}

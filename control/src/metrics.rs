@@ -1,0 +1,162 @@
+//! `GET /netlox/v1/metrics`: Prometheus text exposition (format 0.0.4) of the
+//! rules, endpoints and their state, per-worker traffic and drops by reason,
+//! and connection-table occupancy.
+
+use std::fmt::Write;
+
+use crate::env::DataplaneView;
+use crate::state::ControlState;
+
+/// Content type of the exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: u64) {
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+            .collect();
+        if l.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{}}} {v}", l.join(","));
+        }
+    }
+}
+
+/// Render every metric.
+pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
+    let mut o = Out(String::new());
+    let rules: Vec<_> = state.rules().collect();
+    o.family("xlb_rules", "gauge", "Load-balancer rules configured.");
+    o.sample("xlb_rules", &[], rules.len() as u64);
+    o.family(
+        "xlb_tables_generation",
+        "gauge",
+        "Generation of the table snapshot the dataplane reads.",
+    );
+    o.sample(
+        "xlb_tables_generation",
+        &[],
+        state.handle().current().generation,
+    );
+
+    let rows = state.endpoint_rows(view);
+    let active = rows.iter().filter(|r| r.up).count() as u64;
+    o.family("xlb_endpoints", "gauge", "Endpoints by health state.");
+    o.sample("xlb_endpoints", &[("state", "active")], active);
+    o.sample(
+        "xlb_endpoints",
+        &[("state", "inactive")],
+        rows.len() as u64 - active,
+    );
+    let label = |r: &crate::state::EndpointRow<'_>| {
+        let k = r.rule.key;
+        let rule = if k.port_max != k.port_min {
+            format!("{}:{}-{}/{}", k.vip, k.port_min, k.port_max, k.proto.name())
+        } else {
+            format!("{}:{}/{}", k.vip, k.port_min, k.proto.name())
+        };
+        let ep = format!("{}:{}", r.endpoint.addr, r.endpoint.port);
+        (rule, ep, r.rule.doc.serviceargs.name.clone())
+    };
+    for (name, kind, help, f) in [
+        (
+            "xlb_endpoint_up",
+            "gauge",
+            "1 if the endpoint takes new flows, 0 if health probing marked it down.",
+            (|r: &crate::state::EndpointRow<'_>| u64::from(r.up)) as fn(&_) -> u64,
+        ),
+        (
+            "xlb_endpoint_packets_total",
+            "counter",
+            "Packets sent to the endpoint.",
+            |r| r.packets,
+        ),
+        (
+            "xlb_endpoint_bytes_total",
+            "counter",
+            "Bytes sent to the endpoint.",
+            |r| r.bytes,
+        ),
+    ] {
+        o.family(name, kind, help);
+        for r in &rows {
+            let (rule, ep, n) = label(r);
+            o.sample(
+                name,
+                &[("rule", &rule), ("name", &n), ("endpoint", &ep)],
+                f(r),
+            );
+        }
+    }
+
+    let workers = view.worker_stats();
+    for (name, help, f) in [
+        (
+            "xlb_worker_rx_packets_total",
+            "Frames received.",
+            (|w: &crate::env::WorkerStats| w.rx_packets) as fn(&_) -> u64,
+        ),
+        ("xlb_worker_rx_bytes_total", "Bytes received.", |w| {
+            w.rx_bytes
+        }),
+        ("xlb_worker_tx_packets_total", "Frames transmitted.", |w| {
+            w.tx_packets
+        }),
+        ("xlb_worker_tx_bytes_total", "Bytes transmitted.", |w| {
+            w.tx_bytes
+        }),
+    ] {
+        o.family(name, "counter", help);
+        for w in &workers {
+            o.sample(name, &[("worker", &w.worker.to_string())], f(w));
+        }
+    }
+    o.family(
+        "xlb_worker_drops_total",
+        "counter",
+        "Frames dropped, by reason.",
+    );
+    for w in &workers {
+        for (reason, n) in &w.drops {
+            o.sample(
+                "xlb_worker_drops_total",
+                &[("worker", &w.worker.to_string()), ("reason", reason.name())],
+                *n,
+            );
+        }
+    }
+    o.family("xlb_conntrack_entries", "gauge", "Connections tracked.");
+    for w in &workers {
+        o.sample(
+            "xlb_conntrack_entries",
+            &[("worker", &w.worker.to_string())],
+            w.ct_entries,
+        );
+    }
+    o.family(
+        "xlb_conntrack_capacity",
+        "gauge",
+        "Connection-table capacity.",
+    );
+    for w in &workers {
+        o.sample(
+            "xlb_conntrack_capacity",
+            &[("worker", &w.worker.to_string())],
+            w.ct_capacity,
+        );
+    }
+    o.0
+}

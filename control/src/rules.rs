@@ -1,0 +1,670 @@
+//! Semantic validation of rules and probe entries: wire type in, typed config out.
+//!
+//! [`LbRule::validate`] and [`EpProbe::validate`] are the only way a wire value
+//! becomes something the state accepts; the REST API and the config files both
+//! go through them. A validated rule keeps its canonical document (defaults
+//! applied, `oper`/`state`/`counter` cleared) so that GET and `save` print what
+//! the rule really is, and an identical re-post compares equal.
+
+use std::net::IpAddr;
+
+use xlb_dataplane::net::Cidr;
+use xlb_dataplane::tables::{L4Proto, NatMode, Selection, ServiceKey, MAX_ENDPOINTS_PER_SERVICE};
+
+use crate::error::RuleError;
+use crate::model::{EpProbe, LbRule};
+
+/// Longest idle timeout loxilb accepts (s).
+pub const MAX_INACTIVE_TIMEOUT: i64 = 86_400;
+/// Default idle timeout for tcp/sctp (s).
+pub const DEFAULT_TIMEOUT_TCP: u32 = 240;
+/// Default idle timeout for udp/icmp (s).
+pub const DEFAULT_TIMEOUT_OTHER: u32 = 20;
+/// Default probe interval (s).
+pub const DEFAULT_PROBE_DURATION: u32 = 60;
+/// Default failures before an endpoint goes down.
+pub const DEFAULT_PROBE_RETRIES: u32 = 2;
+/// Most probe retries an entry may ask for.
+pub const MAX_PROBE_RETRIES: i64 = 100;
+
+/// What a rule POST asks for (`oper`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oper {
+    /// 0: create, or replace the endpoint list of an existing rule.
+    Add,
+    /// 1: add the given endpoints.
+    Attach,
+    /// 2: remove the given endpoints.
+    Detach,
+}
+
+/// How an endpoint is health-checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProbeType {
+    /// TCP connect.
+    Tcp,
+    /// UDP send, ICMP unreachable means down.
+    Udp,
+    /// SCTP association.
+    Sctp,
+    /// ICMP echo.
+    Ping,
+    /// HTTP HEAD.
+    Http,
+    /// HTTPS GET.
+    Https,
+    /// Always up.
+    None,
+}
+
+impl ProbeType {
+    /// Parse loxilb's spelling.
+    pub fn parse(s: &str) -> Option<ProbeType> {
+        Some(match s {
+            "tcp" => ProbeType::Tcp,
+            "udp" => ProbeType::Udp,
+            "sctp" => ProbeType::Sctp,
+            "ping" => ProbeType::Ping,
+            "http" => ProbeType::Http,
+            "https" => ProbeType::Https,
+            "none" => ProbeType::None,
+            _ => return None,
+        })
+    }
+    /// loxilb's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeType::Tcp => "tcp",
+            ProbeType::Udp => "udp",
+            ProbeType::Sctp => "sctp",
+            ProbeType::Ping => "ping",
+            ProbeType::Http => "http",
+            ProbeType::Https => "https",
+            ProbeType::None => "none",
+        }
+    }
+    /// Whether this probe needs a port.
+    pub fn needs_port(self) -> bool {
+        matches!(self, ProbeType::Tcp | ProbeType::Udp | ProbeType::Sctp)
+    }
+}
+
+/// A health-probe target: what the prober runs and what GET shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Entry name (the key).
+    pub name: String,
+    /// Address probed.
+    pub host: IpAddr,
+    /// Method.
+    pub probe_type: ProbeType,
+    /// Port (0 for ping/none).
+    pub port: u16,
+    /// Request.
+    pub req: String,
+    /// Expected response.
+    pub resp: String,
+    /// Interval in seconds.
+    pub duration_s: u32,
+    /// Consecutive failures before down.
+    pub retries: u32,
+}
+
+/// The key loxilb gives a probe entry without a name.
+pub fn probe_key(host: IpAddr, t: ProbeType, port: u16) -> String {
+    format!("{host}_{}_{port}", t.name())
+}
+
+/// A validated backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValidEndpoint {
+    /// Address.
+    pub addr: IpAddr,
+    /// Port (0 = keep the client's).
+    pub port: u16,
+    /// Weight.
+    pub weight: u32,
+}
+
+/// A validated rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidRule {
+    /// Identity.
+    pub key: ServiceKey,
+    /// What the POST asked for.
+    pub oper: Oper,
+    /// Backend choice.
+    pub sel: Selection,
+    /// NAT mode.
+    pub mode: NatMode,
+    /// Backends in the posted order.
+    pub endpoints: Vec<ValidEndpoint>,
+    /// Allowed client prefixes.
+    pub allowed: Vec<Cidr>,
+    /// Effective idle timeout (s).
+    pub timeout_s: u32,
+    /// Effective monitor flag.
+    pub monitor: bool,
+    /// Canonical document (GET/save form, without state and counter).
+    pub doc: LbRule,
+}
+
+fn port16(v: i64) -> Option<u16> {
+    u16::try_from(v).ok()
+}
+
+/// Parse a protocol name as loxilb spells it.
+pub fn parse_proto(s: &str) -> Option<L4Proto> {
+    Some(match s {
+        "tcp" => L4Proto::Tcp,
+        "udp" => L4Proto::Udp,
+        "sctp" => L4Proto::Sctp,
+        "icmp" => L4Proto::Icmp,
+        _ => return None,
+    })
+}
+
+impl LbRule {
+    /// loxilb's handler checks (after [`LbRule::check_schema`]), plus xlb's
+    /// refusals of what it does not implement. Yields the typed rule.
+    pub fn validate(&self) -> Result<ValidRule, RuleError> {
+        let s = &self.serviceargs;
+        let n = self.endpoints.len();
+        if n == 0 || n > MAX_ENDPOINTS_PER_SERVICE {
+            return Err(RuleError::EndpointsRange);
+        }
+        let vip: IpAddr = s
+            .externalip
+            .trim()
+            .parse()
+            .map_err(|_| RuleError::MalformedService(String::new()))?;
+        if !s.privateip.is_empty() && s.privateip.parse::<IpAddr>().is_err() {
+            return Err(RuleError::MalformedService(format!(
+                "privateIP {:?} is not an address",
+                s.privateip
+            )));
+        }
+        let proto = parse_proto(&s.protocol).ok_or(RuleError::MalformedProto)?;
+        let port = port16(s.port)
+            .ok_or_else(|| RuleError::MalformedService(format!("port {} out of range", s.port)))?;
+        let port_max = match s.portmax {
+            0 => port,
+            p => port16(p)
+                .ok_or_else(|| RuleError::MalformedService(format!("portMax {p} out of range")))?,
+        };
+        if proto == L4Proto::Icmp {
+            if port != 0 || port_max != 0 {
+                return Err(RuleError::MalformedService("icmp rules use port 0".into()));
+            }
+        } else if port == 0 {
+            return Err(RuleError::MalformedService(format!(
+                "{} rules need a port",
+                proto.name()
+            )));
+        }
+        if port_max < port {
+            return Err(RuleError::MalformedService(format!(
+                "portMax {port_max} is below port {port}"
+            )));
+        }
+        let block = u32::try_from(s.block)
+            .map_err(|_| RuleError::ServiceArgs(format!("block {} out of range", s.block)))?;
+        let oper = match s.oper {
+            1 => Oper::Attach,
+            2 => Oper::Detach,
+            _ => Oper::Add,
+        };
+        let sel = match s.sel {
+            0 => Selection::RoundRobin,
+            1 => Selection::Hash,
+            2 => Selection::Priority,
+            3 => Selection::Persist,
+            4 => Selection::LeastConn,
+            5 => return Err(RuleError::Unsupported("sel 5 (N2)".into())),
+            6 => return Err(RuleError::Unsupported("sel 6 (N3)".into())),
+            v => return Err(RuleError::ServiceArgs(format!("sel {v}"))),
+        };
+        let mode = match s.mode {
+            0 => NatMode::Dnat,
+            1 => NatMode::OneArm,
+            2 => NatMode::FullNat,
+            3 => NatMode::Dsr,
+            4 => return Err(RuleError::Unsupported("mode 4 (full-proxy)".into())),
+            5 => return Err(RuleError::Unsupported("mode 5 (host-one-arm)".into())),
+            v => return Err(RuleError::ServiceArgs(format!("mode {v}"))),
+        };
+        match s.security {
+            0 => {}
+            v => {
+                return Err(RuleError::Unsupported(format!(
+                    "security {v} (TLS termination needs full-proxy mode)"
+                )))
+            }
+        }
+        if !s.host.is_empty() {
+            return Err(RuleError::Unsupported(
+                "host (URL-based rules need full-proxy mode)".into(),
+            ));
+        }
+        if s.snat {
+            return Err(RuleError::Unsupported("snat rules".into()));
+        }
+        if s.egress {
+            return Err(RuleError::Unsupported("egress rules".into()));
+        }
+        if s.proxyprotocolv2 {
+            if proto != L4Proto::Tcp {
+                return Err(RuleError::ServiceArgs(
+                    "proxy protocol is only for tcp".into(),
+                ));
+            }
+            return Err(RuleError::Unsupported("proxyprotocolv2".into()));
+        }
+        if !self.secondaryips.is_empty() {
+            return Err(RuleError::Unsupported(
+                "secondaryIPs (SCTP multihoming)".into(),
+            ));
+        }
+        if !(0..=MAX_INACTIVE_TIMEOUT).contains(&s.inactivetimeout) {
+            return Err(RuleError::ServiceArgs(format!(
+                "inactiveTimeOut {} not in 0..={MAX_INACTIVE_TIMEOUT}",
+                s.inactivetimeout
+            )));
+        }
+        let timeout_s = match s.inactivetimeout {
+            0 if matches!(proto, L4Proto::Tcp | L4Proto::Sctp) => DEFAULT_TIMEOUT_TCP,
+            0 => DEFAULT_TIMEOUT_OTHER,
+            // In range 1..=86400 (checked above).
+            t => u32::try_from(t).unwrap_or(DEFAULT_TIMEOUT_TCP),
+        };
+
+        // Probes.
+        let probe_port = port16(s.probeport).ok_or_else(|| {
+            RuleError::MalformedProbe(format!("probeport {} out of range", s.probeport))
+        })?;
+        let probe_type = match s.probetype.as_str() {
+            "" => None,
+            t => Some(
+                ProbeType::parse(t)
+                    .ok_or_else(|| RuleError::MalformedProbe(format!("unknown probetype {t:?}")))?,
+            ),
+        };
+        match probe_type {
+            Some(ProbeType::Http | ProbeType::Https) => {
+                return Err(RuleError::MalformedProbe(
+                    "http/https probes are only accepted through /config/endpoint".into(),
+                ))
+            }
+            Some(t) if t.needs_port() && probe_port == 0 => {
+                return Err(RuleError::MalformedProbe(format!(
+                    "{} probes need probeport",
+                    t.name()
+                )))
+            }
+            Some(t @ (ProbeType::Ping | ProbeType::None)) if probe_port != 0 => {
+                return Err(RuleError::MalformedProbe(format!(
+                    "{} probes take no probeport",
+                    t.name()
+                )))
+            }
+            None if probe_port != 0 => {
+                return Err(RuleError::MalformedProbe(
+                    "probeport without probetype".into(),
+                ))
+            }
+            _ => {}
+        }
+        if s.proberetries < 0 || s.proberetries > MAX_PROBE_RETRIES {
+            return Err(RuleError::MalformedProbe(format!(
+                "probeRetries {} not in 0..={MAX_PROBE_RETRIES}",
+                s.proberetries
+            )));
+        }
+        if !(0..=MAX_INACTIVE_TIMEOUT).contains(&s.probetimeout) {
+            return Err(RuleError::MalformedProbe(format!(
+                "probeTimeout {} not in 0..={MAX_INACTIVE_TIMEOUT}",
+                s.probetimeout
+            )));
+        }
+        let monitor = s.monitor || matches!(probe_type, Some(t) if t != ProbeType::None);
+
+        // Endpoints.
+        let mut endpoints = Vec::with_capacity(n);
+        for e in &self.endpoints {
+            let addr: IpAddr = e.endpointip.trim().parse().map_err(|_| {
+                RuleError::MalformedEndpoint(format!("{:?} is not an address", e.endpointip))
+            })?;
+            if addr.is_ipv4() != vip.is_ipv4() {
+                return Err(RuleError::Unsupported(format!(
+                    "endpoint {addr} of another address family than the VIP (NAT64/46)"
+                )));
+            }
+            let eport = port16(e.targetport).ok_or_else(|| {
+                RuleError::MalformedEndpoint(format!("targetPort {} out of range", e.targetport))
+            })?;
+            let weight = u32::try_from(e.weight).map_err(|_| {
+                RuleError::MalformedEndpoint(format!("weight {} out of range", e.weight))
+            })?;
+            if mode == NatMode::Dsr && eport != port && eport != 0 {
+                return Err(RuleError::ServiceArgs(
+                    "DSR (mode 3) needs targetPort equal to port".into(),
+                ));
+            }
+            let ep = ValidEndpoint {
+                addr,
+                port: eport,
+                weight,
+            };
+            if endpoints
+                .iter()
+                .any(|o: &ValidEndpoint| o.addr == addr && o.port == eport)
+            {
+                return Err(RuleError::MalformedEndpoint(format!(
+                    "{addr}:{eport} listed twice"
+                )));
+            }
+            endpoints.push(ep);
+        }
+        if mode == NatMode::Dsr && sel != Selection::Hash {
+            return Err(RuleError::ServiceArgs(
+                "DSR (mode 3) needs sel 1 (hash)".into(),
+            ));
+        }
+        let mut allowed = Vec::with_capacity(self.allowedsources.len());
+        for a in &self.allowedsources {
+            let c: Cidr = a.prefix.parse().map_err(|_| {
+                RuleError::ServiceArgs(format!("allowed source {:?} is not a prefix", a.prefix))
+            })?;
+            if c.addr().is_ipv4() != vip.is_ipv4() {
+                return Err(RuleError::ServiceArgs(format!(
+                    "allowed source {c} of another address family than the VIP"
+                )));
+            }
+            allowed.push(c);
+        }
+
+        let mut doc = self.clone();
+        doc.serviceargs.oper = 0;
+        doc.serviceargs.externalip = vip.to_string();
+        doc.serviceargs.inactivetimeout = i64::from(timeout_s);
+        doc.serviceargs.monitor = monitor;
+        for e in &mut doc.endpoints {
+            e.state.clear();
+            e.counter.clear();
+            e.endpointip = e.endpointip.trim().to_string();
+        }
+        Ok(ValidRule {
+            key: ServiceKey {
+                vip,
+                proto,
+                port_min: port,
+                port_max,
+                block,
+            },
+            oper,
+            sel,
+            mode,
+            endpoints,
+            allowed,
+            timeout_s,
+            monitor,
+            doc,
+        })
+    }
+}
+
+impl ValidRule {
+    /// The probe entry monitoring gives endpoint `e` (`None` if not monitored):
+    /// the rule's probe fields, else its protocol and the endpoint's port.
+    pub fn probe_for(&self, e: &ValidEndpoint) -> Option<Probe> {
+        if !self.monitor {
+            return None;
+        }
+        let s = &self.doc.serviceargs;
+        let (probe_type, port) = match ProbeType::parse(&s.probetype) {
+            Some(t) if t.needs_port() => (t, port16(s.probeport).unwrap_or(0)),
+            Some(t) => (t, 0),
+            None => match self.key.proto {
+                L4Proto::Tcp => (ProbeType::Tcp, e.port),
+                L4Proto::Udp => (ProbeType::Udp, e.port),
+                L4Proto::Sctp => (ProbeType::Sctp, e.port),
+                L4Proto::Icmp => (ProbeType::Ping, 0),
+            },
+        };
+        Some(Probe {
+            name: probe_key(e.addr, probe_type, port),
+            host: e.addr,
+            probe_type,
+            port,
+            req: s.probereq.clone(),
+            resp: s.proberesp.clone(),
+            duration_s: match s.probetimeout {
+                0 => DEFAULT_PROBE_DURATION,
+                t => u32::try_from(t).unwrap_or(DEFAULT_PROBE_DURATION),
+            },
+            retries: match s.proberetries {
+                0 => DEFAULT_PROBE_RETRIES,
+                r => u32::try_from(r).unwrap_or(DEFAULT_PROBE_RETRIES),
+            },
+        })
+    }
+
+    /// What a re-post may change in place (endpoints, probe settings, sel,
+    /// mode, allowed sources); if none of it differs the post is a duplicate.
+    pub fn updatable(&self) -> impl PartialEq + std::fmt::Debug {
+        let s = &self.doc.serviceargs;
+        let mut eps = self.endpoints.clone();
+        eps.sort();
+        let mut allowed: Vec<String> = self.allowed.iter().map(|c| c.to_string()).collect();
+        allowed.sort();
+        (
+            eps,
+            (
+                s.probetype.clone(),
+                s.probeport,
+                s.probereq.clone(),
+                s.proberesp.clone(),
+                s.probetimeout,
+                s.proberetries,
+                self.monitor,
+            ),
+            s.sel,
+            s.mode,
+            allowed,
+        )
+    }
+}
+
+impl EpProbe {
+    /// loxilb's endpoint-probe checks; yields the typed entry with defaults applied.
+    pub fn validate(&self) -> Result<Probe, RuleError> {
+        let host: IpAddr = self.hostname.trim().parse().map_err(|_| {
+            RuleError::MalformedEp(format!("hostName {:?} is not an address", self.hostname))
+        })?;
+        let probe_type = ProbeType::parse(&self.probetype).ok_or_else(|| {
+            RuleError::MalformedEp(format!("unknown probeType {:?}", self.probetype))
+        })?;
+        if !(0..=MAX_PROBE_RETRIES).contains(&self.inactiveretries) {
+            return Err(RuleError::MalformedEp(format!(
+                "inactiveReTries {} not in 0..={MAX_PROBE_RETRIES}",
+                self.inactiveretries
+            )));
+        }
+        if !(0..=MAX_INACTIVE_TIMEOUT).contains(&self.probeduration) {
+            return Err(RuleError::MalformedEp(format!(
+                "probeDuration {} not in 0..={MAX_INACTIVE_TIMEOUT}",
+                self.probeduration
+            )));
+        }
+        let port = port16(self.probeport).ok_or_else(|| {
+            RuleError::MalformedEp(format!("probePort {} out of range", self.probeport))
+        })?;
+        let port = match probe_type {
+            t if t.needs_port() && port == 0 => {
+                return Err(RuleError::MalformedEp(format!(
+                    "{} probes need probePort",
+                    t.name()
+                )))
+            }
+            ProbeType::Http if port == 0 => 80,
+            ProbeType::Https if port == 0 => 443,
+            ProbeType::Ping | ProbeType::None => 0,
+            _ => port,
+        };
+        let name = if self.name.is_empty() {
+            probe_key(host, probe_type, port)
+        } else {
+            self.name.clone()
+        };
+        Ok(Probe {
+            name,
+            host,
+            probe_type,
+            port,
+            req: self.probereq.clone(),
+            resp: self.proberesp.clone(),
+            duration_s: match self.probeduration {
+                0 => DEFAULT_PROBE_DURATION,
+                d => u32::try_from(d).unwrap_or(DEFAULT_PROBE_DURATION),
+            },
+            retries: match self.inactiveretries {
+                0 => DEFAULT_PROBE_RETRIES,
+                r => u32::try_from(r).unwrap_or(DEFAULT_PROBE_RETRIES),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LbEndpoint, ServiceArgs};
+
+    fn rule(f: impl FnOnce(&mut ServiceArgs)) -> LbRule {
+        let mut s = ServiceArgs {
+            externalip: "192.0.2.1".into(),
+            port: 80,
+            protocol: "tcp".into(),
+            ..Default::default()
+        };
+        f(&mut s);
+        LbRule {
+            serviceargs: s,
+            endpoints: vec![LbEndpoint {
+                endpointip: "10.0.0.1".into(),
+                targetport: 8080,
+                weight: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_applied() {
+        let v = rule(|_| {}).validate().expect("valid");
+        assert_eq!(v.timeout_s, 240);
+        assert_eq!(v.doc.serviceargs.inactivetimeout, 240);
+        let v = rule(|s| s.protocol = "udp".into())
+            .validate()
+            .expect("valid");
+        assert_eq!(v.timeout_s, 20);
+        let v = rule(|s| {
+            s.probetype = "tcp".into();
+            s.probeport = 8080;
+        })
+        .validate()
+        .expect("valid");
+        assert!(v.monitor, "a probe type turns monitor on");
+        let p = v.probe_for(&v.endpoints[0]).expect("monitored");
+        assert_eq!(p.name, "10.0.0.1_tcp_8080");
+    }
+
+    #[test]
+    fn each_check_has_its_error() {
+        let cases: Vec<(LbRule, &str)> = vec![
+            (
+                rule(|s| s.externalip = "x".into()),
+                "malformed-service error",
+            ),
+            (
+                rule(|s| s.protocol = String::new()),
+                "malformed-proto error",
+            ),
+            (rule(|s| s.port = 70000), "malformed-service error"),
+            (rule(|s| s.port = 0), "malformed-service error"),
+            (
+                rule(|s| {
+                    s.protocol = "icmp".into();
+                }),
+                "malformed-service error",
+            ),
+            (rule(|s| s.portmax = 10), "malformed-service error"),
+            (rule(|s| s.inactivetimeout = 86_401), "service-args error"),
+            (rule(|s| s.mode = 4), "unsupported error"),
+            (rule(|s| s.mode = 5), "unsupported error"),
+            (rule(|s| s.sel = 5), "unsupported error"),
+            (rule(|s| s.sel = 6), "unsupported error"),
+            (
+                rule(|s| s.probetype = "http".into()),
+                "malformed-lb-probe error",
+            ),
+            (
+                rule(|s| s.probetype = "tcp".into()),
+                "malformed-lb-probe error",
+            ),
+            (
+                rule(|s| {
+                    s.probetype = "ping".into();
+                    s.probeport = 1;
+                }),
+                "malformed-lb-probe error",
+            ),
+            (
+                rule(|s| {
+                    s.protocol = "udp".into();
+                    s.proxyprotocolv2 = true;
+                }),
+                "service-args error",
+            ),
+            (rule(|s| s.mode = 3), "service-args error"),
+        ];
+        for (r, want) in cases {
+            let got = r.validate().expect_err("invalid").to_string();
+            assert!(got.starts_with(want), "{r:?}: got {got}, want {want}");
+        }
+        let mut r = rule(|_| {});
+        r.endpoints.clear();
+        assert_eq!(r.validate(), Err(RuleError::EndpointsRange));
+        let mut r = rule(|_| {});
+        r.endpoints = vec![r.endpoints[0].clone(); 33];
+        assert_eq!(r.validate(), Err(RuleError::EndpointsRange));
+    }
+
+    #[test]
+    fn endpoint_probe_defaults_and_key() {
+        let p = EpProbe {
+            hostname: "10.0.0.1".into(),
+            probetype: "tcp".into(),
+            probeport: 6443,
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!(p.name, "10.0.0.1_tcp_6443");
+        assert_eq!((p.retries, p.duration_s), (2, 60));
+        let bad = EpProbe {
+            hostname: "10.0.0.1".into(),
+            probetype: "udp".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = EpProbe {
+            hostname: "10.0.0.1".into(),
+            probetype: "ping".into(),
+            inactiveretries: 101,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

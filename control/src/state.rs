@@ -1,0 +1,526 @@
+//! The control state: load-balancer rules, health-probe entries and their
+//! results, cluster-instance state — and the one path by which it changes.
+//!
+//! Invariant: every mutation computes a complete candidate state, converts it
+//! to a [`TablesSpec`], has [`Tables::build`] accept it and publishes the new
+//! snapshot before the candidate becomes the state. A rejected mutation leaves
+//! both the state and the published tables untouched. Callers serialise
+//! mutations (the API holds one lock around `ControlState`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use xlb_dataplane::tables::{
+    BuildError, EndpointSpec, EndpointState, ServiceKey, ServiceSpec, Tables, TablesHandle,
+    TablesSpec, MAX_ENDPOINTS_PER_SERVICE,
+};
+
+use crate::env::{DataplaneView, NetEnv};
+use crate::error::RuleError;
+use crate::model::{CiStateIn, CiStateOut, EpProbeStatus, LbRule};
+use crate::rules::{Oper, Probe, ValidEndpoint, ValidRule};
+
+/// Most rules xlb holds (beyond this: `rule-hwm error`, 403).
+pub const MAX_RULES: usize = 4096;
+/// The instance loxilb reports before any `POST /config/cistate`.
+pub const DEFAULT_INSTANCE: &str = "llb-inst0";
+/// Valid cluster-instance states.
+pub const CI_STATES: &[&str] = &["MASTER", "BACKUP", "FAULT", "STOP", "NOT_DEFINED"];
+
+/// Latest probe result of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeStatus {
+    /// Up?
+    pub ok: bool,
+    /// Smallest, average and largest delay, preformatted (e.g. "1.2ms").
+    pub delays: [String; 3],
+}
+
+/// One endpoint of one rule, as GET and the metrics show it.
+#[derive(Debug, Clone)]
+pub struct EndpointRow<'a> {
+    /// The rule.
+    pub rule: &'a ValidRule,
+    /// The endpoint.
+    pub endpoint: ValidEndpoint,
+    /// Not marked down by health probing.
+    pub up: bool,
+    /// Packets sent to it.
+    pub packets: u64,
+    /// Bytes sent to it.
+    pub bytes: u64,
+}
+
+/// Everything control configures.
+pub struct ControlState {
+    handle: TablesHandle,
+    net: Arc<dyn NetEnv>,
+    rules: BTreeMap<ServiceKey, ValidRule>,
+    probes: BTreeMap<String, Probe>,
+    status: HashMap<String, ProbeStatus>,
+    cistate: BTreeMap<String, CiStateOut>,
+    snat_addrs: Vec<IpAddr>,
+}
+
+impl std::fmt::Debug for ControlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlState")
+            .field("rules", &self.rules.len())
+            .field("probes", &self.probes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A candidate for the next state (the parts a mutation may change).
+#[derive(Clone)]
+struct Candidate {
+    rules: BTreeMap<ServiceKey, ValidRule>,
+    probes: BTreeMap<String, Probe>,
+    status: HashMap<String, ProbeStatus>,
+}
+
+impl ControlState {
+    /// An empty state publishing through `handle`.
+    pub fn new(handle: TablesHandle, net: Arc<dyn NetEnv>) -> ControlState {
+        let mut cistate = BTreeMap::new();
+        cistate.insert(
+            DEFAULT_INSTANCE.to_string(),
+            CiStateOut {
+                instance: DEFAULT_INSTANCE.into(),
+                state: "NOT_DEFINED".into(),
+                sync: 0,
+                vip: "0.0.0.0".into(),
+            },
+        );
+        ControlState {
+            handle,
+            net,
+            rules: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            status: HashMap::new(),
+            cistate,
+            snat_addrs: Vec::new(),
+        }
+    }
+
+    /// The handle the dataplane reads.
+    pub fn handle(&self) -> &TablesHandle {
+        &self.handle
+    }
+
+    /// Set full-NAT source addresses (applied with the next rebuild).
+    pub fn set_snat_addrs(&mut self, addrs: Vec<IpAddr>) {
+        self.snat_addrs = addrs;
+    }
+
+    fn candidate(&self) -> Candidate {
+        Candidate {
+            rules: self.rules.clone(),
+            probes: self.probes.clone(),
+            status: self.status.clone(),
+        }
+    }
+
+    /// Build and publish `next`; on success it becomes the state.
+    fn commit(&mut self, next: Candidate) -> Result<(), RuleError> {
+        let spec = self.spec_for(&next);
+        let current = self.handle.current();
+        if spec != current.spec {
+            let tables = Tables::build(spec, &current).map_err(build_error)?;
+            self.handle.publish(tables);
+        }
+        self.rules = next.rules;
+        self.probes = next.probes;
+        self.status = next.status;
+        Ok(())
+    }
+
+    /// Rebuild the tables from the current state (e.g. after the network changed).
+    pub fn refresh(&mut self) -> Result<(), RuleError> {
+        self.commit(self.candidate())
+    }
+
+    fn spec_for(&self, c: &Candidate) -> TablesSpec {
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        let services = c
+            .rules
+            .values()
+            .map(|r| {
+                let endpoints = r
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        addrs.push(e.addr);
+                        EndpointSpec {
+                            addr: e.addr,
+                            port: e.port,
+                            weight: e.weight,
+                            state: if endpoint_up(&c.status, r, e) {
+                                EndpointState::Active
+                            } else {
+                                EndpointState::Down
+                            },
+                        }
+                    })
+                    .collect();
+                ServiceSpec {
+                    key: r.key,
+                    sel: r.sel,
+                    mode: r.mode,
+                    allowed_sources: r.allowed.clone(),
+                    endpoints,
+                    inactive_timeout_s: r.timeout_s,
+                    dsr_ipip: false,
+                    name: r.doc.serviceargs.name.clone(),
+                }
+            })
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        TablesSpec {
+            services,
+            next_hops: self.net.next_hops(&addrs),
+            ports: self.net.ports(),
+            snat_addrs: self.snat_addrs.clone(),
+            nat_ports: (0, 0),
+            maglev_size: 0,
+        }
+    }
+
+    /// `POST /config/loadbalancer` with a validated rule.
+    pub fn post_rule(&mut self, rule: ValidRule) -> Result<(), RuleError> {
+        let mut next = self.candidate();
+        let existing = next.rules.get(&rule.key).cloned();
+        match (rule.oper, existing) {
+            (Oper::Add | Oper::Attach, None) => {
+                if next.rules.len() >= MAX_RULES {
+                    return Err(RuleError::RuleHwm(format!("at most {MAX_RULES} rules")));
+                }
+                next.rules.insert(rule.key, rule);
+            }
+            (Oper::Detach, None) => return Err(RuleError::RuleNotExists),
+            (Oper::Add, Some(old)) => {
+                if old.updatable() == rule.updatable() {
+                    return Err(RuleError::Exists);
+                }
+                next.rules.insert(rule.key, update_in_place(&old, &rule)?);
+            }
+            (Oper::Attach, Some(old)) => {
+                let mut doc = old.doc.clone();
+                let mut changed = false;
+                for (new_doc, new) in rule.doc.endpoints.iter().zip(&rule.endpoints) {
+                    match old
+                        .endpoints
+                        .iter()
+                        .position(|o| o.addr == new.addr && o.port == new.port)
+                    {
+                        Some(i) if old.endpoints[i].weight == new.weight => {}
+                        Some(i) => {
+                            doc.endpoints[i].weight = new_doc.weight;
+                            changed = true;
+                        }
+                        None => {
+                            doc.endpoints.push(new_doc.clone());
+                            changed = true;
+                        }
+                    }
+                }
+                if !changed {
+                    return Err(RuleError::Exists);
+                }
+                if doc.endpoints.len() > MAX_ENDPOINTS_PER_SERVICE {
+                    return Err(RuleError::EndpointsRange);
+                }
+                next.rules.insert(rule.key, doc.validate()?);
+            }
+            (Oper::Detach, Some(old)) => {
+                let mut doc = old.doc.clone();
+                let keep: Vec<bool> = old
+                    .endpoints
+                    .iter()
+                    .map(|o| {
+                        !rule
+                            .endpoints
+                            .iter()
+                            .any(|d| d.addr == o.addr && d.port == o.port)
+                    })
+                    .collect();
+                if keep.iter().all(|k| *k) {
+                    return Err(RuleError::RuleNotExists);
+                }
+                let mut i = 0;
+                doc.endpoints.retain(|_| {
+                    i += 1;
+                    keep[i - 1]
+                });
+                if doc.endpoints.is_empty() {
+                    next.rules.remove(&rule.key);
+                } else {
+                    next.rules.insert(rule.key, doc.validate()?);
+                }
+            }
+        }
+        prune_status(&mut next);
+        self.commit(next)
+    }
+
+    /// Delete the rule with this identity (`no-rule error` if absent).
+    pub fn delete_rule(&mut self, key: &ServiceKey) -> Result<(), RuleError> {
+        let mut next = self.candidate();
+        if next.rules.remove(key).is_none() {
+            return Err(RuleError::NoRule);
+        }
+        prune_status(&mut next);
+        self.commit(next)
+    }
+
+    /// Delete every rule named `name` (always succeeds).
+    pub fn delete_rules_named(&mut self, name: &str) -> Result<(), RuleError> {
+        let mut next = self.candidate();
+        next.rules.retain(|_, r| r.doc.serviceargs.name != name);
+        prune_status(&mut next);
+        self.commit(next)
+    }
+
+    /// Delete every rule (always succeeds).
+    pub fn delete_all_rules(&mut self) -> Result<(), RuleError> {
+        let mut next = self.candidate();
+        next.rules.clear();
+        prune_status(&mut next);
+        self.commit(next)
+    }
+
+    /// Every endpoint of every rule, in rule order, with its state and counters.
+    pub fn endpoint_rows(&self, view: &dyn DataplaneView) -> Vec<EndpointRow<'_>> {
+        let tables = self.handle.current();
+        let ids: HashMap<(ServiceKey, IpAddr, u16), u32> = tables
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.endpoints
+                    .iter()
+                    .map(move |e| ((s.spec.key, IpAddr::from(e.addr), e.port), e.id))
+            })
+            .collect();
+        self.rules
+            .values()
+            .flat_map(|r| r.endpoints.iter().map(move |e| (r, e)))
+            .map(|(r, e)| {
+                let (packets, bytes) = ids
+                    .get(&(r.key, e.addr, e.port))
+                    .map_or((0, 0), |id| view.endpoint_counters(*id));
+                EndpointRow {
+                    rule: r,
+                    endpoint: *e,
+                    up: endpoint_up(&self.status, r, e),
+                    packets,
+                    bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// The rules as `GET /config/loadbalancer/all` shows them.
+    pub fn rules_view(&self, view: &dyn DataplaneView) -> Vec<LbRule> {
+        let mut rows = self.endpoint_rows(view).into_iter();
+        self.rules
+            .values()
+            .map(|r| {
+                let mut doc = r.doc.clone();
+                for (d, row) in doc.endpoints.iter_mut().zip(rows.by_ref()) {
+                    d.counter = format!("{}:{}", row.packets, row.bytes);
+                    d.state = if row.up { "active" } else { "inactive" }.into();
+                }
+                doc
+            })
+            .collect()
+    }
+
+    /// The configured rules (validated form).
+    pub fn rules(&self) -> impl Iterator<Item = &ValidRule> {
+        self.rules.values()
+    }
+
+    /// `POST /config/endpoint` with a validated entry: add or update.
+    pub fn post_probe(&mut self, probe: Probe) -> Result<(), RuleError> {
+        let mut next = self.candidate();
+        next.probes.insert(probe.name.clone(), probe);
+        prune_status(&mut next);
+        self.commit(next)
+    }
+
+    /// `DELETE /config/endpoint/epipaddress/{ip}`: entries of `host` matching the
+    /// given name / probe type / port (each optional).
+    pub fn delete_probe(
+        &mut self,
+        host: IpAddr,
+        name: Option<&str>,
+        probe_type: Option<&str>,
+        port: Option<u16>,
+    ) -> Result<(), RuleError> {
+        let matches = |p: &Probe| {
+            p.host == host
+                && name.is_none_or(|n| n == p.name)
+                && probe_type.is_none_or(|t| t == p.probe_type.name())
+                && port.is_none_or(|x| x == p.port)
+        };
+        let derived = self.derived_probes();
+        if derived.values().any(&matches) {
+            return Err(RuleError::EpInUse);
+        }
+        let mut next = self.candidate();
+        let before = next.probes.len();
+        next.probes.retain(|_, p| !matches(p));
+        if next.probes.len() == before {
+            return Err(RuleError::EpNotExists);
+        }
+        prune_status(&mut next);
+        self.commit(next)
+    }
+
+    fn derived_probes(&self) -> BTreeMap<String, Probe> {
+        derived(&self.rules)
+    }
+
+    /// Every probe target: entries that monitored rules imply, overridden by
+    /// posted entries of the same name, plus the other posted entries. The
+    /// health prober runs these.
+    pub fn probe_targets(&self) -> Vec<Probe> {
+        let mut all = self.derived_probes();
+        for (k, p) in &self.probes {
+            all.insert(k.clone(), p.clone());
+        }
+        all.into_values().collect()
+    }
+
+    /// `GET /config/endpoint/all`.
+    pub fn probes_view(&self) -> Vec<EpProbeStatus> {
+        self.probe_targets()
+            .into_iter()
+            .map(|p| {
+                let st = self.status.get(&p.name);
+                EpProbeStatus {
+                    avgdelay: st.map(|s| s.delays[1].clone()).unwrap_or_default(),
+                    currstate: if st.is_none_or(|s| s.ok) { "ok" } else { "nok" }.into(),
+                    hostname: p.host.to_string(),
+                    inactiveretries: i64::from(p.retries),
+                    maxdelay: st.map(|s| s.delays[2].clone()).unwrap_or_default(),
+                    mindelay: st.map(|s| s.delays[0].clone()).unwrap_or_default(),
+                    name: p.name.clone(),
+                    probeduration: i64::from(p.duration_s),
+                    probeport: i64::from(p.port),
+                    probereq: p.req.clone(),
+                    proberesp: p.resp.clone(),
+                    probetype: p.probe_type.name().into(),
+                }
+            })
+            .collect()
+    }
+
+    /// Record a probe result (the health prober's entry point). Endpoints that
+    /// change state reach the dataplane in a new snapshot. Unknown names are ignored.
+    pub fn set_probe_status(&mut self, name: &str, status: ProbeStatus) -> Result<(), RuleError> {
+        if !self.probe_targets().iter().any(|p| p.name == name) {
+            return Ok(());
+        }
+        let mut next = self.candidate();
+        next.status.insert(name.to_string(), status);
+        self.commit(next)
+    }
+
+    /// `POST /config/cistate`.
+    pub fn post_cistate(&mut self, ci: &CiStateIn) -> Result<(), RuleError> {
+        let state = ci.state.to_uppercase();
+        if !CI_STATES.contains(&state.as_str()) {
+            return Err(RuleError::MalformedCiState(format!(
+                "state {:?} is not one of {CI_STATES:?}",
+                ci.state
+            )));
+        }
+        let vip = match ci.vip.trim() {
+            "" => "0.0.0.0".to_string(),
+            v => v
+                .parse::<IpAddr>()
+                .map_err(|_| RuleError::MalformedCiState(format!("vip {v:?} is not an address")))?
+                .to_string(),
+        };
+        let instance = match ci.instance.as_str() {
+            "" => DEFAULT_INSTANCE.to_string(),
+            i => i.to_string(),
+        };
+        self.cistate.insert(
+            instance.clone(),
+            CiStateOut {
+                instance,
+                state,
+                sync: 0,
+                vip,
+            },
+        );
+        Ok(())
+    }
+
+    /// `GET /config/cistate/all`.
+    pub fn cistate_view(&self) -> Vec<CiStateOut> {
+        self.cistate.values().cloned().collect()
+    }
+}
+
+/// An endpoint is up unless its rule is monitored and the last result of its
+/// probe entry (by name; a posted entry of that name replaces the probe but
+/// shares the result) was a failure.
+fn endpoint_up(status: &HashMap<String, ProbeStatus>, r: &ValidRule, e: &ValidEndpoint) -> bool {
+    r.probe_for(e)
+        .is_none_or(|p| status.get(&p.name).is_none_or(|s| s.ok))
+}
+
+fn derived(rules: &BTreeMap<ServiceKey, ValidRule>) -> BTreeMap<String, Probe> {
+    rules
+        .values()
+        .flat_map(|r| r.endpoints.iter().filter_map(|e| r.probe_for(e)))
+        .map(|p| (p.name.clone(), p))
+        .collect()
+}
+
+/// Forget results of entries that no longer exist.
+fn prune_status(c: &mut Candidate) {
+    let live = derived(&c.rules);
+    let probes = &c.probes;
+    c.status
+        .retain(|k, _| live.contains_key(k) || probes.contains_key(k));
+}
+
+/// Apply a re-post's changeable parts (endpoints, probe settings, sel, mode,
+/// allowed sources) to the existing rule; the rest (name, timeout, flags) stays.
+fn update_in_place(old: &ValidRule, new: &ValidRule) -> Result<ValidRule, RuleError> {
+    let mut doc = old.doc.clone();
+    let n = &new.doc.serviceargs;
+    let s = &mut doc.serviceargs;
+    s.sel = n.sel;
+    s.mode = n.mode;
+    s.probetype = n.probetype.clone();
+    s.probeport = n.probeport;
+    s.probereq = n.probereq.clone();
+    s.proberesp = n.proberesp.clone();
+    s.probetimeout = n.probetimeout;
+    s.proberetries = n.proberetries;
+    s.monitor = n.monitor;
+    doc.allowedsources = new.doc.allowedsources.clone();
+    doc.endpoints = new.doc.endpoints.clone();
+    doc.validate()
+}
+
+fn build_error(e: BuildError) -> RuleError {
+    match e {
+        BuildError::TooManyEndpoints => RuleError::RuleHwm(e.to_string()),
+        BuildError::EndpointCount(..) => RuleError::EndpointsRange,
+        BuildError::EndpointFamily(..) | BuildError::DuplicateEndpoint(..) => {
+            RuleError::MalformedEndpoint(e.to_string())
+        }
+        BuildError::OverlappingService(..)
+        | BuildError::DuplicateService(..)
+        | BuildError::BadPortRange(..) => RuleError::MalformedService(e.to_string()),
+        other => RuleError::ServiceArgs(other.to_string()),
+    }
+}
