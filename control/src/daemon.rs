@@ -96,6 +96,15 @@ pub async fn serve(
         .await
         .map_err(|e| DaemonError::Bind(opts.api, e))?;
     tracing::info!(addr = %opts.api, auth = opts.api_token.is_some(), "API listening");
+    serve_on(listener, api, shutdown).await
+}
+
+/// Run the API on an already bound listener until `shutdown` resolves.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    api: Api,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
     axum::serve(listener, router(Arc::new(api)))
         .with_graceful_shutdown(shutdown)
         .await
