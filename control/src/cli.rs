@@ -84,7 +84,7 @@ impl Client {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, CliError> {
-    serde_json::from_value(v).map_err(|e| CliError::Decode(e.to_string()))
+    crate::model::from_json(v).map_err(|e| CliError::Decode(e.to_string()))
 }
 
 /// loxilb's error text: `result` of handler errors, else `message`.

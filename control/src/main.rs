@@ -14,7 +14,7 @@ use xlb_control::cli::{self, Client, LbArgs};
 use xlb_control::config;
 use xlb_control::daemon::{self, ServeOptions};
 use xlb_control::env::{StaticNet, StaticView};
-use xlb_control::model::{CiStateOut, CtAttr};
+use xlb_control::model::{from_json, CiStateOut, CtAttr};
 use xlb_dataplane::tables::TablesHandle;
 
 #[derive(Parser, Debug)]
@@ -366,8 +366,8 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                 return print_json(&v);
             }
             let text = match what {
-                GetWhat::Lb => cli::lb_table(&serde_json::from_value(v)?, wide),
-                GetWhat::Ep => cli::ep_table(&serde_json::from_value(v)?, wide),
+                GetWhat::Lb => cli::lb_table(&from_json(v)?, wide),
+                GetWhat::Ep => cli::ep_table(&from_json(v)?, wide),
                 GetWhat::Ct => {
                     let l: Vec<CtAttr> =
                         serde_json::from_value(v.get("ctAttr").cloned().unwrap_or(json!([])))?;

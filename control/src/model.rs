@@ -177,7 +177,7 @@ pub struct AllowedSource {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LbRuleList {
     /// The rules.
-    #[serde(rename = "lbAttr", default)]
+    #[serde(rename(serialize = "lbAttr", deserialize = "lbattr"), default)]
     pub lb_attr: Vec<LbRule>,
 }
 
@@ -306,7 +306,7 @@ impl EpProbeStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpStatusList {
     /// The entries.
-    #[serde(rename = "Attr", default)]
+    #[serde(rename(serialize = "Attr", deserialize = "attr"), default)]
     pub attr: Vec<EpProbeStatus>,
 }
 
@@ -314,7 +314,7 @@ pub struct EpStatusList {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpProbeList {
     /// The entries.
-    #[serde(rename = "Attr", default)]
+    #[serde(rename(serialize = "Attr", deserialize = "attr"), default)]
     pub attr: Vec<EpProbe>,
 }
 
@@ -422,6 +422,13 @@ pub fn normalise_keys(v: Value) -> Value {
         ),
         other => other,
     }
+}
+
+/// Deserialise any of this module's loxilb types the way Go would: keys
+/// case-insensitive. (The derived `Deserialize` impls expect lower-cased keys;
+/// always go through this or [`parse_body`]/[`parse_value`].)
+pub fn from_json<T: DeserializeOwned>(v: Value) -> serde_json::Result<T> {
+    serde_json::from_value(normalise_keys(v))
 }
 
 /// Parse a request body as go-openapi would: empty → required (422), not JSON

@@ -1,0 +1,473 @@
+//! Config files at start-up, `save`, and the round trip through a real server,
+//! the `xlb` binary and a restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use serde_json::json;
+use xlb_control::config::{self, ConfigError};
+use xlb_control::daemon::{self, ServeOptions};
+use xlb_control::env::{StaticNet, StaticView};
+use xlb_control::state::ControlState;
+use xlb_dataplane::tables::{NatMode, Selection, TablesHandle};
+
+fn k3s_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/k3s-ha")
+}
+
+/// A harness whose state was loaded from `dir` (as `xlb run` does at start).
+fn harness_from(dir: &Path) -> (Harness, config::LoadReport) {
+    let mut report = None;
+    let h = Harness::with(|api| {
+        let mut st = futures_lock(&api);
+        report = Some(config::load(&mut st, dir));
+        drop(st);
+        api
+    });
+    (h, report.expect("loaded"))
+}
+
+fn futures_lock(api: &xlb_control::api::Api) -> tokio::sync::MutexGuard<'_, ControlState> {
+    api.state().try_lock().expect("uncontended at start")
+}
+
+#[tokio::test]
+async fn k3s_guide_files_load_and_show_in_get() {
+    let (h, report) = harness_from(&k3s_dir());
+    assert!(report.is_clean(), "{:?}", report.errors);
+    assert_eq!((report.rules, report.endpoints), (1, 3));
+    assert_eq!(
+        h.get("/netlox/v1/config/loadbalancer/all").await.body,
+        r#"{"lbAttr":[{"allowedSources":null,"endpoints":[{"counter":"0:0","endpointIP":"192.168.80.10","state":"active","targetPort":6443,"weight":1},{"counter":"0:0","endpointIP":"192.168.80.11","state":"active","targetPort":6443,"weight":1},{"counter":"0:0","endpointIP":"192.168.80.12","state":"active","targetPort":6443,"weight":1}],"secondaryIPs":null,"serviceArguments":{"externalIP":"192.168.80.80","inactiveTimeOut":240,"mode":2,"monitor":true,"port":6443,"protocol":"tcp"}}]}"#
+    );
+    let eps = h.get("/netlox/v1/config/endpoint/all").await.json();
+    let attr = eps["Attr"].as_array().expect("Attr");
+    assert_eq!(attr.len(), 3, "the rule's probes are the file's entries");
+    for (e, ip) in attr
+        .iter()
+        .zip(["192.168.80.10", "192.168.80.11", "192.168.80.12"])
+    {
+        assert_eq!(e["hostName"], ip);
+        assert_eq!(e["name"], format!("{ip}_tcp_6443"));
+        assert_eq!(e["probeType"], "tcp");
+        assert_eq!(e["probePort"], 6443);
+        assert_eq!(e["probeDuration"], 10);
+        assert_eq!(e["inactiveReTries"], 2);
+    }
+    let t = h.handle.current();
+    assert_eq!(t.services.len(), 1);
+    let s = &t.services[0].spec;
+    assert_eq!((s.mode, s.sel), (NatMode::FullNat, Selection::RoundRobin));
+    assert_eq!(s.inactive_timeout_s, 240);
+    assert_eq!(s.endpoints.len(), 3);
+}
+
+#[tokio::test]
+async fn k3s_files_with_addresses_moved_load_too() {
+    // The lab moves the guide's addresses into its namespaces' subnet.
+    let dir = tempfile::tempdir().expect("tmp");
+    for f in [config::LB_FILE, config::EP_FILE] {
+        let text = std::fs::read_to_string(k3s_dir().join(f)).expect("read");
+        std::fs::write(dir.path().join(f), text.replace("192.168.80.", "10.77.0.")).expect("write");
+    }
+    let (h, report) = harness_from(dir.path());
+    assert!(report.is_clean(), "{:?}", report.errors);
+    let got = h.get("/netlox/v1/config/loadbalancer/all").await.json();
+    assert_eq!(
+        got["lbAttr"][0]["serviceArguments"]["externalIP"],
+        "10.77.0.80"
+    );
+    assert_eq!(h.handle.current().services[0].endpoints.len(), 3);
+}
+
+#[tokio::test]
+async fn bad_entries_are_reported_and_good_ones_load() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ep = |host: &str, t: &str, port: u16| json!({"hostName": host, "probeType": t, "probePort": port});
+    std::fs::write(
+        dir.path().join(config::EP_FILE),
+        json!({"Attr": [ep("10.0.0.1", "tcp", 80), ep("10.0.0.2", "tcp", 0), ep("10.0.0.3", "ping", 0)]})
+            .to_string(),
+    )
+    .expect("write");
+    let rule = |vip: &str, mode: i64| {
+        json!({"serviceArguments": {"externalIP": vip, "port": 80, "protocol": "tcp", "mode": mode},
+               "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1}]})
+    };
+    std::fs::write(
+        dir.path().join(config::LB_FILE),
+        json!({"lbAttr": [rule("192.0.2.1", 0), rule("192.0.2.2", 4), {"serviceArguments": {"port": 1}}, rule("192.0.2.4", 2)]})
+            .to_string(),
+    )
+    .expect("write");
+    let (h, report) = harness_from(dir.path());
+    assert_eq!((report.rules, report.endpoints), (2, 2));
+    let msgs: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+    let ep_file = dir.path().join(config::EP_FILE);
+    let lb_file = dir.path().join(config::LB_FILE);
+    assert_eq!(
+        msgs,
+        [
+            format!(
+                "{}: entry 1: malformed-ep error: tcp probes need probePort",
+                ep_file.display()
+            ),
+            format!(
+                "{}: entry 1: unsupported error: mode 4 (full-proxy) is not supported by xlb",
+                lb_file.display()
+            ),
+            format!(
+                "{}: entry 2: endpoints in body is required",
+                lb_file.display()
+            ),
+        ]
+    );
+    assert!(matches!(
+        &report.errors[0],
+        ConfigError::Entry { index: 1, .. }
+    ));
+    let got = h.get("/netlox/v1/config/loadbalancer/all").await.json();
+    let vips: Vec<&str> = got["lbAttr"]
+        .as_array()
+        .expect("lbAttr")
+        .iter()
+        .map(|r| r["serviceArguments"]["externalIP"].as_str().expect("ip"))
+        .collect();
+    assert_eq!(vips, ["192.0.2.1", "192.0.2.4"]);
+
+    // A file that is not JSON at all: one file-level error, the other file still loads.
+    std::fs::write(&ep_file, "{not json").expect("write");
+    let (_, report) = harness_from(dir.path());
+    assert_eq!(report.rules, 2);
+    assert_eq!(report.errors.len(), 3);
+    assert!(matches!(&report.errors[0], ConfigError::File { file, .. } if *file == ep_file));
+
+    // Missing files are not an error.
+    let empty = tempfile::tempdir().expect("tmp");
+    let (_, report) = harness_from(empty.path());
+    assert!(report.is_clean());
+    assert_eq!((report.rules, report.endpoints), (0, 0));
+}
+
+#[tokio::test]
+async fn save_skips_managed_rules_and_round_trips() {
+    let h = Harness::new();
+    let mk = |vip: &str, managed: bool, extra: serde_json::Value| {
+        let mut sa = json!({"externalIP": vip, "port": 80, "protocol": "tcp", "managed": managed,
+                            "name": format!("r-{vip}"), "sel": 1, "mode": 1, "inactiveTimeOut": 600});
+        for (k, v) in extra.as_object().expect("object") {
+            sa[k] = v.clone();
+        }
+        json!({"serviceArguments": sa,
+               "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 8080, "weight": 1},
+                             {"endpointIP": "10.0.0.2", "targetPort": 8080, "weight": 3}],
+               "allowedSources": [{"prefix": "198.51.100.0/24"}]})
+        .to_string()
+    };
+    for b in [
+        mk(
+            "192.0.2.1",
+            false,
+            json!({"probetype": "tcp", "probeport": 8080}),
+        ),
+        mk("192.0.2.2", true, json!({})),
+        mk("192.0.2.3", false, json!({"portMax": 90, "block": 3})),
+    ] {
+        assert_eq!(
+            h.post("/netlox/v1/config/loadbalancer", &b).await.status,
+            200
+        );
+    }
+    let r = h
+        .post(
+            "/netlox/v1/config/endpoint",
+            r#"{"hostName":"10.0.0.9","name":"extra","probeType":"https","probePort":8443,"probeResp":"ok"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let rules: xlb_control::model::LbRuleList =
+        xlb_control::model::from_json(h.get("/netlox/v1/config/loadbalancer/all").await.json())
+            .expect("json");
+    let eps: xlb_control::model::EpStatusList =
+        xlb_control::model::from_json(h.get("/netlox/v1/config/endpoint/all").await.json())
+            .expect("json");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    config::save(dir.path(), &rules, &eps).expect("save");
+    let saved = std::fs::read_to_string(dir.path().join(config::LB_FILE)).expect("read");
+    assert!(!saved.contains("192.0.2.2"), "managed rule skipped");
+    assert!(!dir.path().join("lbconfig.txt.bk").exists());
+    config::save(dir.path(), &rules, &eps).expect("save again");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("lbconfig.txt.bk")).expect("bk"),
+        saved,
+        "the previous file is kept as .bk"
+    );
+
+    // "Restart": a fresh state loading the saved files shows the same state,
+    // minus the managed rule (its controller re-pushes it).
+    let (h2, report) = harness_from(dir.path());
+    assert!(report.is_clean(), "{:?}", report.errors);
+    let mut want = rules.clone();
+    want.lb_attr.retain(|r| !r.serviceargs.managed);
+    let got: xlb_control::model::LbRuleList =
+        xlb_control::model::from_json(h2.get("/netlox/v1/config/loadbalancer/all").await.json())
+            .expect("json");
+    assert_eq!(got, want);
+    let got_eps: xlb_control::model::EpStatusList =
+        xlb_control::model::from_json(h2.get("/netlox/v1/config/endpoint/all").await.json())
+            .expect("json");
+    let mut want_eps = eps.clone();
+    // Probe entries implied by monitored rules were saved as entries too (as loxicmd does).
+    want_eps.attr.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut got_sorted = got_eps.clone();
+    got_sorted.attr.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(got_sorted, want_eps);
+}
+
+/// A free localhost port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn xlb(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args(args)
+        .output()
+        .expect("run xlb")
+}
+
+fn start_daemon(dir: &Path, port: u16) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args([
+            "run",
+            "--no-dataplane",
+            "--api",
+            &format!("127.0.0.1:{port}"),
+            "--config-path",
+            dir.to_str().expect("utf-8 path"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn xlb run");
+    let d = Daemon(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "xlb run did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+/// The issue's round trip with the real binary: `xlb run --no-dataplane`,
+/// `xlb create`, `xlb save`, restart, the same state.
+#[test]
+fn binary_round_trip_create_save_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().to_str().expect("utf-8 path");
+    let port = free_port();
+    let server = format!("http://127.0.0.1:{port}");
+    let daemon = start_daemon(dir.path(), port);
+    let ok = |args: &[&str]| {
+        let mut full = vec!["--api-server", server.as_str()];
+        full.extend_from_slice(args);
+        let out = xlb(&full);
+        assert!(
+            out.status.success(),
+            "xlb {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&[
+        "create",
+        "lb",
+        "192.0.2.10",
+        "--tcp=80:8080,443:8443",
+        "--endpoints=10.0.0.1:1,10.0.0.2:2",
+        "--mode=fullnat",
+        "--sel=hash",
+        "--monitor",
+        "--name=web",
+    ]);
+    ok(&[
+        "create",
+        "lb",
+        "192.0.2.11",
+        "--udp=53",
+        "--endpoints=10.0.0.3:1",
+    ]);
+    ok(&[
+        "create",
+        "ep",
+        "10.0.0.7",
+        "--probetype=tcp",
+        "--probeport=22",
+        "--period=5",
+    ]);
+    let table = ok(&["get", "lb"]);
+    assert!(table.starts_with("EXT IP"), "{table}");
+    assert!(table.contains("192.0.2.10") && table.contains("fullnat") && table.contains("hash"));
+    let before = ok(&["get", "lb", "-o", "json"]);
+    let before_ep = ok(&["get", "ep", "-o", "json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&before).expect("json")["lbAttr"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+
+    // Errors show loxilb's message and fail.
+    let mut full = vec!["--api-server", server.as_str()];
+    full.extend_from_slice(&[
+        "create",
+        "lb",
+        "192.0.2.11",
+        "--udp=53",
+        "--endpoints=10.0.0.3:1",
+    ]);
+    let out = xlb(&full);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lbrule-exists error"));
+
+    ok(&["save", "-c", d]);
+    drop(daemon);
+    assert!(dir.path().join(config::LB_FILE).exists());
+
+    let check = xlb(&["check-config", "-c", d]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let port2 = free_port();
+    let server2 = format!("http://127.0.0.1:{port2}");
+    let _daemon = start_daemon(dir.path(), port2);
+    let get = |what: &str| {
+        let out = xlb(&["--api-server", &server2, "get", what, "-o", "json"]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get("lb"), before, "same rules after save and restart");
+    assert_eq!(
+        get("ep"),
+        before_ep,
+        "same probe entries after save and restart"
+    );
+    let out = xlb(&[
+        "--api-server",
+        &server2,
+        "delete",
+        "lb",
+        "192.0.2.11",
+        "--udp=53",
+    ]);
+    assert!(out.status.success());
+    let out = xlb(&[
+        "--api-server",
+        &server2,
+        "delete",
+        "lb",
+        "192.0.2.11",
+        "--udp=53",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-rule error"));
+}
+
+#[test]
+fn check_config_fails_on_a_rejected_entry() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join(config::LB_FILE),
+        r#"{"lbAttr":[{"serviceArguments":{"externalIP":"192.0.2.1","port":80,"protocol":"tcp","mode":5},"endpoints":[{"endpointIP":"10.0.0.1","targetPort":80,"weight":1}]}]}"#,
+    )
+    .expect("write");
+    let out = xlb(&["check-config", "-c", dir.path().to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lbconfig.txt: entry 0: unsupported error: mode 5"),
+        "{err}"
+    );
+    let ok = xlb(&["check-config", "-c", k3s_dir().to_str().expect("utf-8")]);
+    assert!(ok.status.success());
+}
+
+#[tokio::test]
+async fn daemon_prepare_and_serve_over_tcp() {
+    let opts = ServeOptions {
+        config_path: k3s_dir(),
+        api: "127.0.0.1:0".parse().expect("addr"),
+        api_token: None,
+        strict_config: true,
+    };
+    let handle = TablesHandle::new();
+    let api = daemon::prepare(
+        &opts,
+        handle.clone(),
+        Arc::new(StaticView::new()),
+        Arc::new(StaticNet::default()),
+        None,
+    )
+    .expect("clean config");
+    assert_eq!(
+        handle.current().services.len(),
+        1,
+        "published before serving"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(daemon::serve_on(listener, api, async {
+        let _ = rx.await;
+    }));
+    let body = tokio::task::spawn_blocking(move || {
+        let c = xlb_control::cli::Client::new(&format!("http://{addr}"), None);
+        c.rules().expect("GET over TCP")
+    })
+    .await
+    .expect("join");
+    assert_eq!(body.lb_attr.len(), 1);
+    let _ = tx.send(());
+    server.await.expect("join").expect("clean shutdown");
+
+    // --strict-config refuses a bad file.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join(config::LB_FILE), "{").expect("write");
+    let opts = ServeOptions {
+        config_path: dir.path().into(),
+        ..opts
+    };
+    let err = daemon::prepare(
+        &opts,
+        TablesHandle::new(),
+        Arc::new(StaticView::new()),
+        Arc::new(StaticNet::default()),
+        None,
+    )
+    .expect_err("strict");
+    assert_eq!(err.to_string(), "1 config entries rejected (see the log)");
+}
