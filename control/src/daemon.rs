@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub api_token: Option<String>,
     /// Stop if a config entry is rejected (instead of logging and going on).
     pub strict_config: bool,
+    /// Serve HTTPS with this PEM certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why the daemon could not run.
@@ -43,6 +45,9 @@ pub enum DaemonError {
     /// the server failed
     #[error("API server: {0}")]
     Serve(std::io::Error),
+    /// the TLS certificate or key is not usable
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Build the control state, load the config files into it (publishing through
@@ -86,17 +91,30 @@ pub fn prepare(
     })
 }
 
-/// Run the API until `shutdown` resolves.
+/// Run the API until `shutdown` resolves (HTTPS if `opts.tls` is set).
 pub async fn serve(
     opts: &ServeOptions,
     api: Api,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    // Read the certificate before binding, so a bad one fails fast.
+    let acceptor = match &opts.tls {
+        Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(opts.api)
         .await
         .map_err(|e| DaemonError::Bind(opts.api, e))?;
-    tracing::info!(addr = %opts.api, auth = opts.api_token.is_some(), "API listening");
-    serve_on(listener, api, shutdown).await
+    tracing::info!(
+        addr = %opts.api,
+        tls = acceptor.is_some(),
+        auth = opts.api_token.is_some(),
+        "API listening"
+    );
+    match acceptor {
+        Some(acceptor) => serve_tls_on(listener, acceptor, api, shutdown).await,
+        None => serve_on(listener, api, shutdown).await,
+    }
 }
 
 /// Run the API on an already bound listener until `shutdown` resolves.
@@ -105,6 +123,20 @@ pub async fn serve_on(
     api: Api,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    axum::serve(listener, router(Arc::new(api)))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(DaemonError::Serve)
+}
+
+/// [`serve_on`] over TLS.
+pub async fn serve_tls_on(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    api: Api,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let listener = crate::tls::TlsListener::new(listener, acceptor).map_err(DaemonError::Serve)?;
     axum::serve(listener, router(Arc::new(api)))
         .with_graceful_shutdown(shutdown)
         .await

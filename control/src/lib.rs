@@ -19,3 +19,4 @@ pub mod openapi;
 pub mod rules;
 pub mod state;
 pub mod sysinfo;
+pub mod tls;

@@ -13,7 +13,7 @@ use tracing_subscriber::{reload, EnvFilter};
 use xlb_control::cli::{self, Client, LbArgs};
 use xlb_control::config;
 use xlb_control::daemon::{self, ServeOptions};
-use xlb_control::env::{StaticNet, StaticView};
+use xlb_control::env::{DataplaneView, NetEnv, StaticNet, StaticView};
 use xlb_control::model::{from_json, CiStateOut, CtAttr};
 use xlb_dataplane::tables::TablesHandle;
 
@@ -43,6 +43,13 @@ struct Cli {
 enum Cmd {
     /// Run the daemon: dataplane workers and the REST API.
     Run(RunArgs),
+    #[command(flatten)]
+    Client(ClientCmd),
+}
+
+/// The operator's verbs: clients of a running daemon's API.
+#[derive(Subcommand, Debug)]
+enum ClientCmd {
     /// Show rules, probe entries, connections or the cluster-instance state.
     Get {
         /// What to show.
@@ -298,36 +305,42 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
             .map_err(|e| e.to_string())
     });
 
-    if args.tls_cert.is_some() {
-        return Err(anyhow!(
-            "--tls-cert/--tls-key: TLS is not built into this xlb yet; terminate TLS in front of the API"
-        ));
-    }
-    if !args.no_dataplane {
-        return Err(anyhow!(
-            "the AF_XDP dataplane runtime is not built into this xlb yet; use --no-dataplane for the API alone \
-             (iface={:?} queues={:?} cores={:?} xdp-mode={:?} busy-poll={})",
-            args.iface,
-            args.queues,
-            args.cores,
-            args.xdp_mode,
-            args.busy_poll
-        ));
-    }
-    let handle = TablesHandle::new();
-    let view = Arc::new(StaticView::new());
-    let net = Arc::new(StaticNet::default());
+    let (handle, view, net) = if args.no_dataplane {
+        let view: Arc<dyn DataplaneView> = Arc::new(StaticView::new());
+        let net: Arc<dyn NetEnv> = Arc::new(StaticNet::default());
+        (TablesHandle::new(), view, net)
+    } else {
+        start_dataplane(&args)?
+    };
     let opts = ServeOptions {
         config_path: args.config_path,
         api: args.api,
         api_token: token,
         strict_config: args.strict_config,
+        tls: args.tls_cert.zip(args.tls_key),
     };
     let api = daemon::prepare(&opts, handle, view, net, Some((args.log_level, setter)))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(daemon::serve(&opts, api, shutdown_signal()))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The plug point for the AF_XDP runtime: start the workers on `args.iface`
+/// reading a fresh [`TablesHandle`], and return the handle, a view of their
+/// statistics and the netlink-backed [`NetEnv`].
+fn start_dataplane(
+    args: &RunArgs,
+) -> anyhow::Result<(TablesHandle, Arc<dyn DataplaneView>, Arc<dyn NetEnv>)> {
+    Err(anyhow!(
+        "the AF_XDP dataplane runtime is not built into this xlb yet; use --no-dataplane for the API alone \
+         (iface={:?} queues={:?} cores={:?} xdp-mode={:?} busy-poll={})",
+        args.iface,
+        args.queues,
+        args.cores,
+        args.xdp_mode,
+        args.busy_poll
+    ))
 }
 
 async fn shutdown_signal() {
@@ -350,10 +363,9 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
+fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Run(_) => unreachable!("handled in main"),
-        Cmd::Get { what, output } => {
+        ClientCmd::Get { what, output } => {
             let wide = output == Some(Output::Wide);
             let path = match what {
                 GetWhat::Lb => "/config/loadbalancer/all",
@@ -381,7 +393,7 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
             };
             print!("{text}");
         }
-        Cmd::Create { what } => match what {
+        ClientCmd::Create { what } => match what {
             CreateWhat::Lb(f) => {
                 let mut a = LbArgs {
                     vip: f.vip,
@@ -414,7 +426,7 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                 println!("Success");
             }
         },
-        Cmd::Delete { what } => match what {
+        ClientCmd::Delete { what } => match what {
             DeleteWhat::Lb {
                 vip,
                 ports,
@@ -468,7 +480,7 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                 println!("Success");
             }
         },
-        Cmd::Save { config_path } => {
+        ClientCmd::Save { config_path } => {
             let rules = c.rules()?;
             let eps = c.endpoints()?;
             config::save(&config_path, &rules, &eps)?;
@@ -479,7 +491,7 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                 config_path.display()
             );
         }
-        Cmd::CheckConfig { config_path } => {
+        ClientCmd::CheckConfig { config_path } => {
             let mut state = xlb_control::state::ControlState::new(
                 TablesHandle::new(),
                 Arc::new(StaticNet::default()),
@@ -506,7 +518,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run(args) => run(args, cli.api_token),
-        cmd => client_cmd(&Client::new(&cli.api_server, cli.api_token), cmd),
+        Cmd::Client(cmd) => client_cmd(&Client::new(&cli.api_server, cli.api_token), cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -421,6 +421,7 @@ async fn daemon_prepare_and_serve_over_tcp() {
         api: "127.0.0.1:0".parse().expect("addr"),
         api_token: None,
         strict_config: true,
+        tls: None,
     };
     let handle = TablesHandle::new();
     let api = daemon::prepare(
@@ -470,4 +471,100 @@ async fn daemon_prepare_and_serve_over_tcp() {
     )
     .expect_err("strict");
     assert_eq!(err.to_string(), "1 config entries rejected (see the log)");
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        || Command::new(tool)
+            .arg("version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn https_with_cert_and_key() {
+    if !have("openssl") || !have("curl") {
+        eprintln!("skipped: needs openssl and curl");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=xlb-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(ok.success());
+    assert!(
+        xlb_control::tls::acceptor(&key, &key).is_err(),
+        "a key is not a certificate"
+    );
+    assert!(xlb_control::tls::acceptor(&cert, &dir.path().join("none")).is_err());
+    let acceptor = xlb_control::tls::acceptor(&cert, &key).expect("usable pair");
+
+    let api = xlb_control::api::Api::new(
+        ControlState::new(TablesHandle::new(), Arc::new(StaticNet::default())),
+        Arc::new(StaticView::new()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(daemon::serve_tls_on(listener, acceptor, api, async {
+        let _ = rx.await;
+    }));
+    let (https, plain) = tokio::task::spawn_blocking(move || {
+        let run = |url: String| {
+            Command::new("curl")
+                .args(["-sk", "--max-time", "5", "-o", "-", "-w", " %{http_code}"])
+                .arg(url)
+                .output()
+                .expect("curl")
+        };
+        (
+            run(format!("https://{addr}/netlox/v1/config/loadbalancer/all")),
+            run(format!("http://{addr}/netlox/v1/config/loadbalancer/all")),
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        String::from_utf8_lossy(&https.stdout),
+        r#"{"lbAttr":[]} 200"#
+    );
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).ends_with(" 200"),
+        "plain HTTP is not served on a TLS port"
+    );
+    let _ = tx.send(());
+    server.await.expect("join").expect("clean shutdown");
 }
