@@ -1,10 +1,10 @@
 //! `xlb run`: load the config files, publish the tables, serve the API.
 //!
 //! The dataplane plugs in from outside: whoever starts the workers hands
-//! [`serve`] the [`TablesHandle`] the workers read and an
-//! `Arc<dyn DataplaneView>` over their statistics (plus a [`NetEnv`]). With
-//! `--no-dataplane` the binary passes a [`crate::env::StaticView`] and a
-//! [`crate::env::StaticNet`]: the API and the tables work, nothing forwards.
+//! [`prepare`] a [`Dataplane`]: the [`TablesHandle`] the workers read, an
+//! `Arc<dyn DataplaneView>` over their statistics and a [`NetEnv`]. With
+//! `--no-dataplane` the binary passes [`Dataplane::none`]: the API and the
+//! tables work, nothing forwards.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +33,34 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
+/// What a running dataplane hands control: the handle its workers read, a
+/// view of their statistics, and the host network it forwards on.
+pub struct Dataplane {
+    /// Tables the workers load once per batch.
+    pub handle: TablesHandle,
+    /// Worker statistics.
+    pub view: Arc<dyn DataplaneView>,
+    /// Interfaces and neighbours.
+    pub net: Arc<dyn NetEnv>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane").finish_non_exhaustive()
+    }
+}
+
+impl Dataplane {
+    /// No dataplane (`--no-dataplane`): tables are built and published, nothing reads them.
+    pub fn none() -> Dataplane {
+        Dataplane {
+            handle: TablesHandle::new(),
+            view: Arc::new(crate::env::StaticView::new()),
+            net: Arc::new(crate::env::StaticNet::default()),
+        }
+    }
+}
+
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -55,11 +83,10 @@ pub enum DaemonError {
 /// level with file, index and reason.
 pub fn prepare(
     opts: &ServeOptions,
-    handle: TablesHandle,
-    view: Arc<dyn DataplaneView>,
-    net: Arc<dyn NetEnv>,
+    dataplane: Dataplane,
     log: Option<(String, LogLevelSetter)>,
 ) -> Result<Api, DaemonError> {
+    let Dataplane { handle, view, net } = dataplane;
     let mut state = ControlState::new(handle, net);
     let report = config::load(&mut state, &opts.config_path);
     for e in &report.errors {

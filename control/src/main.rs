@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use tracing_subscriber::{reload, EnvFilter};
 use xlb_control::cli::{self, Client, LbArgs};
 use xlb_control::config;
-use xlb_control::daemon::{self, ServeOptions};
-use xlb_control::env::{DataplaneView, NetEnv, StaticNet, StaticView};
+use xlb_control::daemon::{self, Dataplane, ServeOptions};
+use xlb_control::env::StaticNet;
 use xlb_control::model::{from_json, CiStateOut, CtAttr};
 use xlb_dataplane::tables::TablesHandle;
 
@@ -305,10 +305,8 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
             .map_err(|e| e.to_string())
     });
 
-    let (handle, view, net) = if args.no_dataplane {
-        let view: Arc<dyn DataplaneView> = Arc::new(StaticView::new());
-        let net: Arc<dyn NetEnv> = Arc::new(StaticNet::default());
-        (TablesHandle::new(), view, net)
+    let dataplane = if args.no_dataplane {
+        Dataplane::none()
     } else {
         start_dataplane(&args)?
     };
@@ -319,7 +317,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         strict_config: args.strict_config,
         tls: args.tls_cert.zip(args.tls_key),
     };
-    let api = daemon::prepare(&opts, handle, view, net, Some((args.log_level, setter)))?;
+    let api = daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(daemon::serve(&opts, api, shutdown_signal()))?;
     tracing::info!("stopped");
@@ -327,11 +325,9 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
 }
 
 /// The plug point for the AF_XDP runtime: start the workers on `args.iface`
-/// reading a fresh [`TablesHandle`], and return the handle, a view of their
-/// statistics and the netlink-backed [`NetEnv`].
-fn start_dataplane(
-    args: &RunArgs,
-) -> anyhow::Result<(TablesHandle, Arc<dyn DataplaneView>, Arc<dyn NetEnv>)> {
+/// reading a fresh `TablesHandle`, and return it with a view of their
+/// statistics and the netlink-backed `NetEnv`.
+fn start_dataplane(args: &RunArgs) -> anyhow::Result<Dataplane> {
     Err(anyhow!(
         "the AF_XDP dataplane runtime is not built into this xlb yet; use --no-dataplane for the API alone \
          (iface={:?} queues={:?} cores={:?} xdp-mode={:?} busy-poll={})",

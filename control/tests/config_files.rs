@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::Harness;
 use serde_json::json;
 use xlb_control::config::{self, ConfigError};
-use xlb_control::daemon::{self, ServeOptions};
+use xlb_control::daemon::{self, Dataplane, ServeOptions};
 use xlb_control::env::{StaticNet, StaticView};
 use xlb_control::state::ControlState;
 use xlb_dataplane::tables::{NatMode, Selection, TablesHandle};
@@ -423,15 +423,9 @@ async fn daemon_prepare_and_serve_over_tcp() {
         strict_config: true,
         tls: None,
     };
-    let handle = TablesHandle::new();
-    let api = daemon::prepare(
-        &opts,
-        handle.clone(),
-        Arc::new(StaticView::new()),
-        Arc::new(StaticNet::default()),
-        None,
-    )
-    .expect("clean config");
+    let dp = Dataplane::none();
+    let handle = dp.handle.clone();
+    let api = daemon::prepare(&opts, dp, None).expect("clean config");
     assert_eq!(
         handle.current().services.len(),
         1,
@@ -462,14 +456,7 @@ async fn daemon_prepare_and_serve_over_tcp() {
         config_path: dir.path().into(),
         ..opts
     };
-    let err = daemon::prepare(
-        &opts,
-        TablesHandle::new(),
-        Arc::new(StaticView::new()),
-        Arc::new(StaticNet::default()),
-        None,
-    )
-    .expect_err("strict");
+    let err = daemon::prepare(&opts, Dataplane::none(), None).expect_err("strict");
     assert_eq!(err.to_string(), "1 config entries rejected (see the log)");
 }
 
