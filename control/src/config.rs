@@ -123,41 +123,58 @@ pub fn apply_probe(state: &mut ControlState, v: Value) -> Result<(), ApiError> {
 }
 
 /// Load `EPconfig.txt` then `lbconfig.txt` from `dir`. Missing files are fine.
+/// All entries are applied with one table build; should that build fail (a
+/// conflict only the whole set shows), they are replayed one by one so the
+/// offending entry is the one reported.
 pub fn load(state: &mut ControlState, dir: &Path) -> LoadReport {
+    let mut file_errors = Vec::new();
+    let mut read = |name: &str, root: &str| {
+        let file = dir.join(name);
+        match read_entries(&file, root) {
+            Ok(entries) => (file, entries.unwrap_or_default()),
+            Err(e) => {
+                file_errors.push(e);
+                (file, Vec::new())
+            }
+        }
+    };
+    let eps = read(EP_FILE, "Attr");
+    let rules = read(LB_FILE, "lbAttr");
+    let mut report = match state.batch(|st| apply_all(st, &eps, &rules)) {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::warn!("config: loading all entries at once failed ({e}); applying one by one");
+            apply_all(state, &eps, &rules)
+        }
+    };
+    file_errors.append(&mut report.errors);
+    report.errors = file_errors;
+    report
+}
+
+type Entries = (PathBuf, Vec<Value>);
+
+fn apply_all(state: &mut ControlState, eps: &Entries, rules: &Entries) -> LoadReport {
     let mut report = LoadReport::default();
-    let ep_file = dir.join(EP_FILE);
-    match read_entries(&ep_file, "Attr") {
-        Ok(Some(entries)) => {
-            for (index, e) in entries.into_iter().enumerate() {
-                match apply_probe(state, e) {
-                    Ok(()) => report.endpoints += 1,
-                    Err(err) => report.errors.push(ConfigError::Entry {
-                        file: ep_file.clone(),
-                        index,
-                        reason: err.to_string(),
-                    }),
-                }
-            }
+    for (index, e) in eps.1.iter().enumerate() {
+        match apply_probe(state, e.clone()) {
+            Ok(()) => report.endpoints += 1,
+            Err(err) => report.errors.push(ConfigError::Entry {
+                file: eps.0.clone(),
+                index,
+                reason: err.to_string(),
+            }),
         }
-        Ok(None) => {}
-        Err(e) => report.errors.push(e),
     }
-    let lb_file = dir.join(LB_FILE);
-    match read_entries(&lb_file, "lbAttr") {
-        Ok(Some(entries)) => {
-            for (index, e) in entries.into_iter().enumerate() {
-                match apply_rule(state, e) {
-                    Ok(()) => report.rules += 1,
-                    Err(err) => report.errors.push(ConfigError::Entry {
-                        file: lb_file.clone(),
-                        index,
-                        reason: err.to_string(),
-                    }),
-                }
-            }
+    for (index, e) in rules.1.iter().enumerate() {
+        match apply_rule(state, e.clone()) {
+            Ok(()) => report.rules += 1,
+            Err(err) => report.errors.push(ConfigError::Entry {
+                file: rules.0.clone(),
+                index,
+                reason: err.to_string(),
+            }),
         }
-        Ok(None) => {}
-        Err(e) => report.errors.push(e),
     }
     report
 }

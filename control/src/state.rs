@@ -61,6 +61,8 @@ pub struct ControlState {
     status: HashMap<String, ProbeStatus>,
     cistate: BTreeMap<String, CiStateOut>,
     snat_addrs: Vec<IpAddr>,
+    /// Inside [`ControlState::batch`]: commit without building.
+    deferred: bool,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -101,6 +103,7 @@ impl ControlState {
             status: HashMap::new(),
             cistate,
             snat_addrs: Vec::new(),
+            deferred: false,
         }
     }
 
@@ -124,16 +127,39 @@ impl ControlState {
 
     /// Build and publish `next`; on success it becomes the state.
     fn commit(&mut self, next: Candidate) -> Result<(), RuleError> {
-        let spec = self.spec_for(&next);
-        let current = self.handle.current();
-        if spec != current.spec {
-            let tables = Tables::build(spec, &current).map_err(build_error)?;
-            self.handle.publish(tables);
+        if !self.deferred {
+            let spec = self.spec_for(&next);
+            let current = self.handle.current();
+            if spec != current.spec {
+                let tables = Tables::build(spec, &current).map_err(build_error)?;
+                self.handle.publish(tables);
+            }
         }
         self.rules = next.rules;
         self.probes = next.probes;
         self.status = next.status;
         Ok(())
+    }
+
+    /// Run many mutations with one table build at the end (loading a config
+    /// file of many rules would otherwise rebuild every table per entry).
+    /// Each mutation inside still gets every check except `Tables::build`'s;
+    /// if the final build fails, everything `f` did is undone and that error
+    /// returned, so the caller can replay one by one to find the culprit.
+    pub fn batch<T>(&mut self, f: impl FnOnce(&mut ControlState) -> T) -> Result<T, RuleError> {
+        let saved = self.candidate();
+        self.deferred = true;
+        let out = f(self);
+        self.deferred = false;
+        match self.refresh() {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                self.rules = saved.rules;
+                self.probes = saved.probes;
+                self.status = saved.status;
+                Err(e)
+            }
+        }
     }
 
     /// Rebuild the tables from the current state (e.g. after the network changed).

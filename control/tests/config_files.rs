@@ -555,3 +555,39 @@ async fn https_with_cert_and_key() {
     let _ = tx.send(());
     server.await.expect("join").expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn load_builds_once_and_finds_conflicts_only_the_whole_set_shows() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rule = |port: u16, portmax: u16| {
+        json!({"serviceArguments": {"externalIP": "192.0.2.1", "port": port, "portMax": portmax,
+                                    "protocol": "tcp", "sel": 1},
+               "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 0, "weight": 1}]})
+    };
+    let many: Vec<_> = (1..=50).map(|p| rule(p * 100, 0)).collect();
+    std::fs::write(
+        dir.path().join(config::LB_FILE),
+        json!({"lbAttr": many}).to_string(),
+    )
+    .expect("write");
+    let (h, report) = harness_from(dir.path());
+    assert!(report.is_clean());
+    assert_eq!(report.rules, 50);
+    assert_eq!(h.generation(), 1, "one table build for the whole file");
+
+    // Overlapping ranges pass every per-entry check; only the build sees them.
+    std::fs::write(
+        dir.path().join(config::LB_FILE),
+        json!({"lbAttr": [rule(70, 90), rule(100, 0), rule(80, 0)]}).to_string(),
+    )
+    .expect("write");
+    let (h, report) = harness_from(dir.path());
+    assert_eq!(report.rules, 2);
+    let msgs: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].contains("lbconfig.txt: entry 2: malformed-service error: rule"),
+        "{msgs:?}"
+    );
+    assert_eq!(h.handle.current().services.len(), 2);
+}
