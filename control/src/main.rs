@@ -43,6 +43,8 @@ struct Cli {
 enum Cmd {
     /// Run the daemon: dataplane workers and the REST API.
     Run(RunArgs),
+    /// Print xlb's OpenAPI document (what `xlb run` serves at /netlox/v1/openapi.json).
+    Openapi,
     #[command(flatten)]
     Client(ClientCmd),
 }
@@ -514,6 +516,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run(args) => run(args, cli.api_token),
+        Cmd::Openapi => print_json(&xlb_control::openapi::document()),
         Cmd::Client(cmd) => client_cmd(&Client::new(&cli.api_server, cli.api_token), cmd),
     };
     match result {

@@ -874,3 +874,16 @@ async fn bearer_auth_when_enabled() {
         .await;
     assert_eq!(r.status, 200);
 }
+
+/// The published document (`control/openapi.json`) is what the server serves.
+#[test]
+fn published_openapi_document_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+    let file = std::fs::read_to_string(path).expect("control/openapi.json");
+    let want = serde_json::to_string_pretty(&xlb_control::openapi::document()).expect("json");
+    assert_eq!(
+        file.trim_end(),
+        want,
+        "regenerate with: cargo run -p xlb-control -- openapi > control/openapi.json"
+    );
+}
