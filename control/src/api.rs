@@ -17,7 +17,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::Mutex;
 use xlb_dataplane::tables::ServiceKey;
 
@@ -391,9 +391,7 @@ impl Api {
         match op {
             Op::Liveness => Ok(success()),
             Op::LbPost => {
-                let (rule, v): (LbRule, Value) = parse_body(body)?;
-                rule.check_schema(&v)?;
-                let valid = rule.validate()?;
+                let valid = parse_body::<LbRule>(body)?.validate()?;
                 self.state.lock().await.post_rule(valid)?;
                 Ok(success())
             }
@@ -425,9 +423,7 @@ impl Api {
                 Ok(success())
             }
             Op::EpPost => {
-                let (ep, v): (EpProbe, Value) = parse_body(body)?;
-                ep.check_schema(&v)?;
-                let probe = ep.validate()?;
+                let probe = parse_body::<EpProbe>(body)?.validate()?;
                 self.state.lock().await.post_probe(probe)?;
                 Ok(success())
             }
@@ -461,7 +457,7 @@ impl Api {
                 Ok(success())
             }
             Op::CiPost => {
-                let (ci, _): (CiStateIn, Value) = parse_body(body)?;
+                let ci: CiStateIn = parse_body(body)?;
                 self.state.lock().await.post_cistate(&ci)?;
                 Ok(success())
             }
@@ -521,8 +517,7 @@ impl Api {
                 Ok(json_response(200, &json!({ "logLevel": level })))
             }
             Op::ParamsPost => {
-                let (p, v): (OperParams, Value) = parse_body(body)?;
-                p.check_schema(&v)?;
+                let p: OperParams = parse_body(body)?;
                 if let Some(set) = &self.log_setter {
                     set(&p.loglevel).map_err(RuleError::Internal)?;
                 }

@@ -107,18 +107,13 @@ fn read_entries(file: &Path, root_key: &str) -> Result<Option<Vec<Value>>, Confi
 
 /// Apply one rule entry exactly as `POST /config/loadbalancer` would.
 pub fn apply_rule(state: &mut ControlState, v: Value) -> Result<(), ApiError> {
-    let (rule, norm): (LbRule, Value) = parse_value(v)?;
-    rule.check_schema(&norm)?;
-    let valid = rule.validate()?;
-    state.post_rule(valid)?;
+    state.post_rule(parse_value::<LbRule>(v)?.validate()?)?;
     Ok(())
 }
 
 /// Apply one probe entry exactly as `POST /config/endpoint` would.
 pub fn apply_probe(state: &mut ControlState, v: Value) -> Result<(), ApiError> {
-    let (ep, norm): (EpProbe, Value) = parse_value(v)?;
-    ep.check_schema(&norm)?;
-    state.post_probe(ep.validate()?)?;
+    state.post_probe(parse_value::<EpProbe>(v)?.validate()?)?;
     Ok(())
 }
 

@@ -318,6 +318,13 @@ pub struct EpProbeList {
     pub attr: Vec<EpProbe>,
 }
 
+impl Schema for CiStateIn {
+    /// `CIStatusEntry` has no required fields or enums.
+    fn check_schema(&self, _: &Value) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
 /// Body of `POST /config/cistate`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -431,10 +438,16 @@ pub fn from_json<T: DeserializeOwned>(v: Value) -> serde_json::Result<T> {
     serde_json::from_value(normalise_keys(v))
 }
 
+/// A request type with go-openapi's schema checks (required fields, enums).
+pub trait Schema: DeserializeOwned {
+    /// Check `self`, parsed from the normalised JSON `v` (which tells which
+    /// keys were present); first failure only, in go-swagger's order.
+    fn check_schema(&self, v: &Value) -> Result<(), ApiError>;
+}
+
 /// Parse a request body as go-openapi would: empty → required (422), not JSON
-/// or not fitting `T` → 400. Returns the typed value and the normalised JSON
-/// (the schema checks look at which keys were present).
-pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<(T, Value), ApiError> {
+/// or not fitting `T` → 400, schema violations → 422.
+pub fn parse_body<T: Schema>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::Required("attr in body".into()));
     }
@@ -443,7 +456,7 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<(T, Value), ApiErr
 }
 
 /// [`parse_body`] for an already-parsed JSON value (config-file entries).
-pub fn parse_value<T: DeserializeOwned>(raw: Value) -> Result<(T, Value), ApiError> {
+pub fn parse_value<T: Schema>(raw: Value) -> Result<T, ApiError> {
     if !raw.is_object() {
         return Err(ApiError::Parse(format!(
             "json: cannot unmarshal {} into an object",
@@ -451,8 +464,9 @@ pub fn parse_value<T: DeserializeOwned>(raw: Value) -> Result<(T, Value), ApiErr
         )));
     }
     let v = normalise_keys(raw);
-    let t = serde_json::from_value(v.clone()).map_err(|e| ApiError::Parse(e.to_string()))?;
-    Ok((t, v))
+    let t: T = serde_json::from_value(v.clone()).map_err(|e| ApiError::Parse(e.to_string()))?;
+    t.check_schema(&v)?;
+    Ok(t)
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -506,10 +520,8 @@ pub const LOG_LEVELS: &[&str] = &[
     "alert",
 ];
 
-impl LbRule {
-    /// go-openapi's schema checks (required fields, enums), first failure only,
-    /// in the order go-swagger's generated `Validate` runs them.
-    pub fn check_schema(&self, v: &Value) -> Result<(), ApiError> {
+impl Schema for LbRule {
+    fn check_schema(&self, v: &Value) -> Result<(), ApiError> {
         if !has(v, "endpoints") {
             return Err(ApiError::Required("endpoints in body".into()));
         }
@@ -573,9 +585,8 @@ impl LbRule {
     }
 }
 
-impl EpProbe {
-    /// go-openapi's schema checks for `EndPoint`.
-    pub fn check_schema(&self, v: &Value) -> Result<(), ApiError> {
+impl Schema for EpProbe {
+    fn check_schema(&self, v: &Value) -> Result<(), ApiError> {
         if !has(v, "hostname") {
             return Err(ApiError::Required("hostName in body".into()));
         }
@@ -588,9 +599,8 @@ impl EpProbe {
     }
 }
 
-impl OperParams {
-    /// go-openapi's schema checks for `OperParams`.
-    pub fn check_schema(&self, v: &Value) -> Result<(), ApiError> {
+impl Schema for OperParams {
+    fn check_schema(&self, v: &Value) -> Result<(), ApiError> {
         if !has(v, "loglevel") {
             return Err(ApiError::Required("logLevel in body".into()));
         }
@@ -610,8 +620,7 @@ mod tests {
     #[test]
     fn keys_are_case_insensitive_and_unknown_keys_ignored() {
         let body = br#"{"serviceArguments":{"externalIP":"1.2.3.4","port":80,"BGP":true,"Monitor":true,"mtls_frontend":1},"endpoints":[{"EndpointIP":"10.0.0.1","targetPort":8080,"weight":1,"state":"","counter":""}],"secondaryIPs":null}"#;
-        let (r, v): (LbRule, _) = parse_body(body).expect("parses");
-        r.check_schema(&v).expect("valid schema");
+        let r: LbRule = parse_body(body).expect("parses and fits the schema");
         assert!(r.serviceargs.bgp);
         assert!(r.serviceargs.monitor);
         assert_eq!(r.endpoints[0].endpointip, "10.0.0.1");
@@ -649,8 +658,9 @@ mod tests {
     #[test]
     fn schema_errors_come_in_go_swagger_order() {
         let check = |body: &str| -> String {
-            let (r, v): (LbRule, _) = parse_body(body.as_bytes()).expect("parses");
-            r.check_schema(&v).expect_err("invalid").to_string()
+            parse_body::<LbRule>(body.as_bytes())
+                .expect_err("invalid")
+                .to_string()
         };
         assert_eq!(
             check(r#"{"serviceArguments":{"port":80}}"#),

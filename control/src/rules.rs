@@ -126,6 +126,13 @@ pub struct ValidEndpoint {
     pub weight: u32,
 }
 
+impl ValidEndpoint {
+    /// Same backend (address and port), whatever the weight.
+    pub fn same_backend(&self, other: &ValidEndpoint) -> bool {
+        self.addr == other.addr && self.port == other.port
+    }
+}
+
 /// A validated rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidRule {
@@ -165,7 +172,7 @@ pub fn parse_proto(s: &str) -> Option<L4Proto> {
 }
 
 impl LbRule {
-    /// loxilb's handler checks (after [`LbRule::check_schema`]), plus xlb's
+    /// loxilb's handler checks (after the schema checks of [`crate::model::Schema`]), plus xlb's
     /// refusals of what it does not implement. Yields the typed rule.
     pub fn validate(&self) -> Result<ValidRule, RuleError> {
         let s = &self.serviceargs;
@@ -357,7 +364,7 @@ impl LbRule {
             };
             if endpoints
                 .iter()
-                .any(|o: &ValidEndpoint| o.addr == addr && o.port == eport)
+                .any(|o: &ValidEndpoint| o.same_backend(&ep))
             {
                 return Err(RuleError::MalformedEndpoint(format!(
                     "{addr}:{eport} listed twice"

@@ -236,11 +236,7 @@ impl ControlState {
                 let mut doc = old.doc.clone();
                 let mut changed = false;
                 for (new_doc, new) in rule.doc.endpoints.iter().zip(&rule.endpoints) {
-                    match old
-                        .endpoints
-                        .iter()
-                        .position(|o| o.addr == new.addr && o.port == new.port)
-                    {
+                    match old.endpoints.iter().position(|o| o.same_backend(new)) {
                         Some(i) if old.endpoints[i].weight == new.weight => {}
                         Some(i) => {
                             doc.endpoints[i].weight = new_doc.weight;
@@ -261,25 +257,18 @@ impl ControlState {
                 next.rules.insert(rule.key, doc.validate()?);
             }
             (Oper::Detach, Some(old)) => {
-                let mut doc = old.doc.clone();
-                let keep: Vec<bool> = old
-                    .endpoints
-                    .iter()
-                    .map(|o| {
-                        !rule
-                            .endpoints
-                            .iter()
-                            .any(|d| d.addr == o.addr && d.port == o.port)
-                    })
-                    .collect();
-                if keep.iter().all(|k| *k) {
+                let detached = |o: &ValidEndpoint| rule.endpoints.iter().any(|d| d.same_backend(o));
+                if !old.endpoints.iter().any(detached) {
                     return Err(RuleError::RuleNotExists);
                 }
-                let mut i = 0;
-                doc.endpoints.retain(|_| {
-                    i += 1;
-                    keep[i - 1]
-                });
+                let mut doc = old.doc.clone();
+                doc.endpoints = doc
+                    .endpoints
+                    .into_iter()
+                    .zip(&old.endpoints)
+                    .filter(|(_, o)| !detached(o))
+                    .map(|(d, _)| d)
+                    .collect();
                 if doc.endpoints.is_empty() {
                     next.rules.remove(&rule.key);
                 } else {

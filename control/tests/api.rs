@@ -26,7 +26,7 @@ async fn kube_loxilb_call_sequence() {
 
     // 1. Liveness.
     let r = h.get("/netlox/v1").await;
-    assert_eq!(r.status, 200);
+    assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
     json_ct(&r);
 
     // 2. cistate.
@@ -37,6 +37,12 @@ async fn kube_loxilb_call_sequence() {
         )
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+    json_ct(&r);
+    let r = h.get("/netlox/v1/config/cistate/all").await;
+    assert_eq!(
+        r.body,
+        r#"{"Attr":[{"instance":"llb-inst0","state":"MASTER","sync":0,"vip":"0.0.0.0"}]}"#
+    );
     json_ct(&r);
 
     // 3. Create.
