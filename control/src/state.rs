@@ -539,3 +539,213 @@ fn build_error(e: BuildError) -> RuleError {
         other => RuleError::ServiceArgs(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::{StaticNet, StaticView};
+    use crate::model::{parse_value, EpProbe};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn state() -> ControlState {
+        ControlState::new(TablesHandle::new(), Arc::new(StaticNet::default()))
+    }
+
+    fn rule(v: serde_json::Value) -> Result<ValidRule, crate::error::ApiError> {
+        Ok(parse_value::<LbRule>(v)?.validate()?)
+    }
+
+    fn tcp(vip: &str, port: u16, portmax: u16, eps: &[&str]) -> serde_json::Value {
+        let eps: Vec<_> = eps
+            .iter()
+            .map(|e| json!({"endpointIP": e, "targetPort": 0, "weight": 1}))
+            .collect();
+        json!({"serviceArguments": {"externalIP": vip, "port": port, "portMax": portmax, "protocol": "tcp"},
+               "endpoints": eps})
+    }
+
+    #[test]
+    fn a_build_error_changes_nothing() {
+        let mut st = state();
+        st.post_rule(rule(tcp("192.0.2.1", 80, 90, &["10.0.0.1"])).expect("valid"))
+            .expect("accepted");
+        let g = st.handle().current().generation;
+        let err = st
+            .post_rule(rule(tcp("192.0.2.1", 85, 0, &["10.0.0.2"])).expect("valid"))
+            .expect_err("overlap");
+        assert!(matches!(err, RuleError::MalformedService(_)), "{err}");
+        assert_eq!(st.rules().count(), 1);
+        assert_eq!(st.handle().current().generation, g);
+    }
+
+    #[test]
+    fn batch_builds_once_and_rolls_back_whole() {
+        let mut st = state();
+        let out = st.batch(|st| {
+            for p in [80, 81, 82] {
+                st.post_rule(rule(tcp("192.0.2.1", p, 0, &["10.0.0.1"])).expect("valid"))
+                    .expect("accepted");
+            }
+        });
+        assert!(out.is_ok());
+        assert_eq!(st.handle().current().generation, 1);
+        assert_eq!(st.handle().current().services.len(), 3);
+        let out = st.batch(|st| {
+            st.post_rule(rule(tcp("192.0.2.2", 10, 20, &["10.0.0.1"])).expect("valid"))
+                .expect("no build inside a batch");
+            st.post_rule(rule(tcp("192.0.2.2", 15, 0, &["10.0.0.1"])).expect("valid"))
+                .expect("no build inside a batch");
+        });
+        assert!(out.is_err(), "the overlap shows at the one build");
+        assert_eq!(st.rules().count(), 3, "rolled back whole");
+        assert_eq!(st.handle().current().generation, 1);
+    }
+
+    #[test]
+    fn probe_results_for_unknown_entries_are_ignored() {
+        let mut st = state();
+        let down = ProbeStatus {
+            ok: false,
+            delays: Default::default(),
+        };
+        st.set_probe_status("nothing", down.clone())
+            .expect("ignored");
+        assert_eq!(st.handle().current().generation, 0);
+        let ep: EpProbe =
+            parse_value(json!({"hostName": "10.0.0.1", "probeType": "ping"})).expect("valid");
+        st.post_probe(ep.validate().expect("valid"))
+            .expect("accepted");
+        st.set_probe_status("10.0.0.1_ping_0", down)
+            .expect("recorded");
+        assert_eq!(st.probes_view()[0].currstate, "nok");
+        // Not used by any rule: no table change.
+        assert_eq!(st.handle().current().generation, 0);
+        st.delete_probe("10.0.0.1".parse().expect("ip"), None, Some("ping"), None)
+            .expect("deleted");
+        assert!(st.probes_view().is_empty());
+    }
+
+    /// One random API operation.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Post {
+            vip: u8,
+            port: u16,
+            portmax: u16,
+            proto: u8,
+            oper: u8,
+            sel: u8,
+            mode: u8,
+            eps: Vec<(u8, u16, u8)>,
+        },
+        Delete {
+            vip: u8,
+            port: u16,
+            proto: u8,
+        },
+        DeleteAll,
+        ProbeDown(u8, u16, bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (
+                0u8..3,
+                prop_oneof![Just(0u16), Just(80), Just(81), Just(1000)],
+                prop_oneof![Just(0u16), Just(85), Just(1005)],
+                0u8..4,
+                0u8..3,
+                0u8..7,
+                0u8..6,
+                proptest::collection::vec((0u8..4, prop_oneof![Just(0u16), Just(80), Just(8080)], 0u8..3), 0..5),
+            )
+                .prop_map(|(vip, port, portmax, proto, oper, sel, mode, eps)| Op::Post {
+                    vip, port, portmax, proto, oper, sel, mode, eps,
+                }),
+            2 => (0u8..3, prop_oneof![Just(80u16), Just(81), Just(1000)], 0u8..4)
+                .prop_map(|(vip, port, proto)| Op::Delete { vip, port, proto }),
+            1 => Just(Op::DeleteAll),
+            2 => (0u8..4, prop_oneof![Just(80u16), Just(8080)], any::<bool>())
+                .prop_map(|(e, p, ok)| Op::ProbeDown(e, p, ok)),
+        ]
+    }
+
+    const PROTOS: [&str; 4] = ["tcp", "udp", "icmp", "sctp"];
+
+    fn apply(st: &mut ControlState, op: &Op) -> Result<(), String> {
+        match op {
+            Op::Post {
+                vip,
+                port,
+                portmax,
+                proto,
+                oper,
+                sel,
+                mode,
+                eps,
+            } => {
+                let eps: Vec<_> = eps
+                    .iter()
+                    .map(|(e, p, w)| json!({"endpointIP": format!("10.0.0.{e}"), "targetPort": p, "weight": w}))
+                    .collect();
+                let v = json!({"serviceArguments": {
+                    "externalIP": format!("192.0.2.{vip}"), "port": port, "portMax": portmax,
+                    "protocol": PROTOS[usize::from(*proto)], "oper": oper, "sel": sel, "mode": mode,
+                    "monitor": true},
+                    "endpoints": eps});
+                let r = rule(v).map_err(|e| e.to_string())?;
+                st.post_rule(r).map_err(|e| e.to_string())
+            }
+            Op::Delete { vip, port, proto } => {
+                let key = ServiceKey {
+                    vip: format!("192.0.2.{vip}").parse().map_err(|_| "ip")?,
+                    proto: crate::rules::parse_proto(PROTOS[usize::from(*proto)]).ok_or("proto")?,
+                    port_min: *port,
+                    port_max: *port,
+                    block: 0,
+                };
+                st.delete_rule(&key).map_err(|e| e.to_string())
+            }
+            Op::DeleteAll => st.delete_all_rules().map_err(|e| e.to_string()),
+            Op::ProbeDown(e, p, ok) => st
+                .set_probe_status(
+                    &format!("10.0.0.{e}_tcp_{p}"),
+                    ProbeStatus {
+                        ok: *ok,
+                        delays: Default::default(),
+                    },
+                )
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    proptest! {
+        /// Whatever sequence of requests arrives: a rejected one changes neither
+        /// the state nor the published tables, and after every request the
+        /// published tables are exactly what the state describes.
+        #[test]
+        fn published_tables_always_match_the_state(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut st = state();
+            let view = StaticView::new();
+            for op in &ops {
+                let before = (st.rules_view(&view), st.probes_view(), st.handle().current().generation);
+                let res = apply(&mut st, op);
+                let t = st.handle().current();
+                if res.is_err() {
+                    prop_assert_eq!(&before.0, &st.rules_view(&view));
+                    prop_assert_eq!(&before.1, &st.probes_view());
+                    prop_assert_eq!(before.2, t.generation);
+                }
+                let c = st.candidate();
+                prop_assert_eq!(&t.spec, &st.spec_for(&c));
+                prop_assert_eq!(t.services.len(), st.rules().count());
+                for (row, r) in st.endpoint_rows(&view).iter().zip(
+                    t.services.iter().flat_map(|s| s.endpoints.iter()),
+                ) {
+                    prop_assert_eq!(row.up, r.state == EndpointState::Active);
+                }
+            }
+        }
+    }
+}
