@@ -62,7 +62,7 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
         rows.len() as u64 - active,
     );
     let label = |r: &crate::state::EndpointRow<'_>| {
-        let k = r.rule.key;
+        let k = r.rule.service.key;
         let rule = if k.port_max != k.port_min {
             format!("{}:{}-{}/{}", k.vip, k.port_min, k.port_max, k.proto.name())
         } else {

@@ -9,7 +9,10 @@
 use std::net::IpAddr;
 
 use xlb_dataplane::net::Cidr;
-use xlb_dataplane::tables::{L4Proto, NatMode, Selection, ServiceKey, MAX_ENDPOINTS_PER_SERVICE};
+use xlb_dataplane::tables::{
+    EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec,
+    MAX_ENDPOINTS_PER_SERVICE,
+};
 
 use crate::error::RuleError;
 use crate::model::{EpProbe, LbRule};
@@ -115,41 +118,19 @@ pub fn probe_key(host: IpAddr, t: ProbeType, port: u16) -> String {
     format!("{host}_{}_{port}", t.name())
 }
 
-/// A validated backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ValidEndpoint {
-    /// Address.
-    pub addr: IpAddr,
-    /// Port (0 = keep the client's).
-    pub port: u16,
-    /// Weight.
-    pub weight: u32,
-}
-
-impl ValidEndpoint {
-    /// Same backend (address and port), whatever the weight.
-    pub fn same_backend(&self, other: &ValidEndpoint) -> bool {
-        self.addr == other.addr && self.port == other.port
-    }
+/// Whether two endpoints are the same backend (address and port), whatever the weight.
+pub fn same_backend(a: &EndpointSpec, b: &EndpointSpec) -> bool {
+    a.addr == b.addr && a.port == b.port
 }
 
 /// A validated rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidRule {
-    /// Identity.
-    pub key: ServiceKey,
+    /// The service as the dataplane takes it; endpoints are `Active` here,
+    /// health probing decides their state when the tables are built.
+    pub service: ServiceSpec,
     /// What the POST asked for.
     pub oper: Oper,
-    /// Backend choice.
-    pub sel: Selection,
-    /// NAT mode.
-    pub mode: NatMode,
-    /// Backends in the posted order.
-    pub endpoints: Vec<ValidEndpoint>,
-    /// Allowed client prefixes.
-    pub allowed: Vec<Cidr>,
-    /// Effective idle timeout (s).
-    pub timeout_s: u32,
     /// Effective monitor flag.
     pub monitor: bool,
     /// Canonical document (GET/save form, without state and counter).
@@ -357,15 +338,13 @@ impl LbRule {
                     "DSR (mode 3) needs targetPort equal to port".into(),
                 ));
             }
-            let ep = ValidEndpoint {
+            let ep = EndpointSpec {
                 addr,
                 port: eport,
                 weight,
+                state: EndpointState::Active,
             };
-            if endpoints
-                .iter()
-                .any(|o: &ValidEndpoint| o.same_backend(&ep))
-            {
+            if endpoints.iter().any(|o| same_backend(o, &ep)) {
                 return Err(RuleError::MalformedEndpoint(format!(
                     "{addr}:{eport} listed twice"
                 )));
@@ -401,19 +380,23 @@ impl LbRule {
             e.endpointip = e.endpointip.trim().to_string();
         }
         Ok(ValidRule {
-            key: ServiceKey {
-                vip,
-                proto,
-                port_min: port,
-                port_max,
-                block,
+            service: ServiceSpec {
+                key: ServiceKey {
+                    vip,
+                    proto,
+                    port_min: port,
+                    port_max,
+                    block,
+                },
+                sel,
+                mode,
+                allowed_sources: allowed,
+                endpoints,
+                inactive_timeout_s: timeout_s,
+                dsr_ipip: false,
+                name: doc.serviceargs.name.clone(),
             },
             oper,
-            sel,
-            mode,
-            endpoints,
-            allowed,
-            timeout_s,
             monitor,
             doc,
         })
@@ -423,7 +406,7 @@ impl LbRule {
 impl ValidRule {
     /// The probe entry monitoring gives endpoint `e` (`None` if not monitored):
     /// the rule's probe fields, else its protocol and the endpoint's port.
-    pub fn probe_for(&self, e: &ValidEndpoint) -> Option<Probe> {
+    pub fn probe_for(&self, e: &EndpointSpec) -> Option<Probe> {
         if !self.monitor {
             return None;
         }
@@ -431,7 +414,7 @@ impl ValidRule {
         let (probe_type, port) = match ProbeType::parse(&s.probetype) {
             Some(t) if t.needs_port() => (t, port16(s.probeport).unwrap_or(0)),
             Some(t) => (t, 0),
-            None => match self.key.proto {
+            None => match self.service.key.proto {
                 L4Proto::Tcp => (ProbeType::Tcp, e.port),
                 L4Proto::Udp => (ProbeType::Udp, e.port),
                 L4Proto::Sctp => (ProbeType::Sctp, e.port),
@@ -460,9 +443,19 @@ impl ValidRule {
     /// mode, allowed sources); if none of it differs the post is a duplicate.
     pub fn updatable(&self) -> impl PartialEq + std::fmt::Debug {
         let s = &self.doc.serviceargs;
-        let mut eps = self.endpoints.clone();
+        let mut eps: Vec<_> = self
+            .service
+            .endpoints
+            .iter()
+            .map(|e| (e.addr, e.port, e.weight))
+            .collect();
         eps.sort();
-        let mut allowed: Vec<String> = self.allowed.iter().map(|c| c.to_string()).collect();
+        let mut allowed: Vec<String> = self
+            .service
+            .allowed_sources
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         allowed.sort();
         (
             eps,
@@ -570,12 +563,12 @@ mod tests {
     #[test]
     fn defaults_are_applied() {
         let v = rule(|_| {}).validate().expect("valid");
-        assert_eq!(v.timeout_s, 240);
+        assert_eq!(v.service.inactive_timeout_s, 240);
         assert_eq!(v.doc.serviceargs.inactivetimeout, 240);
         let v = rule(|s| s.protocol = "udp".into())
             .validate()
             .expect("valid");
-        assert_eq!(v.timeout_s, 20);
+        assert_eq!(v.service.inactive_timeout_s, 20);
         let v = rule(|s| {
             s.probetype = "tcp".into();
             s.probeport = 8080;
@@ -583,7 +576,7 @@ mod tests {
         .validate()
         .expect("valid");
         assert!(v.monitor, "a probe type turns monitor on");
-        let p = v.probe_for(&v.endpoints[0]).expect("monitored");
+        let p = v.probe_for(&v.service.endpoints[0]).expect("monitored");
         assert_eq!(p.name, "10.0.0.1_tcp_8080");
     }
 

@@ -12,14 +12,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use xlb_dataplane::tables::{
-    BuildError, EndpointSpec, EndpointState, ServiceKey, ServiceSpec, Tables, TablesHandle,
-    TablesSpec, MAX_ENDPOINTS_PER_SERVICE,
+    BuildError, EndpointSpec, EndpointState, ServiceKey, Tables, TablesHandle, TablesSpec,
+    MAX_ENDPOINTS_PER_SERVICE,
 };
 
 use crate::env::{DataplaneView, NetEnv};
 use crate::error::RuleError;
 use crate::model::{CiStateIn, CiStateOut, EpProbeStatus, LbRule};
-use crate::rules::{Oper, Probe, ValidEndpoint, ValidRule};
+use crate::rules::{same_backend, Oper, Probe, ValidRule};
 
 /// Most rules xlb holds (beyond this: `rule-hwm error`, 403).
 pub const MAX_RULES: usize = 4096;
@@ -43,7 +43,7 @@ pub struct EndpointRow<'a> {
     /// The rule.
     pub rule: &'a ValidRule,
     /// The endpoint.
-    pub endpoint: ValidEndpoint,
+    pub endpoint: &'a EndpointSpec,
     /// Not marked down by health probing.
     pub up: bool,
     /// Packets sent to it.
@@ -173,33 +173,16 @@ impl ControlState {
             .rules
             .values()
             .map(|r| {
-                let endpoints = r
-                    .endpoints
-                    .iter()
-                    .map(|e| {
-                        addrs.push(e.addr);
-                        EndpointSpec {
-                            addr: e.addr,
-                            port: e.port,
-                            weight: e.weight,
-                            state: if endpoint_up(&c.status, r, e) {
-                                EndpointState::Active
-                            } else {
-                                EndpointState::Down
-                            },
-                        }
-                    })
-                    .collect();
-                ServiceSpec {
-                    key: r.key,
-                    sel: r.sel,
-                    mode: r.mode,
-                    allowed_sources: r.allowed.clone(),
-                    endpoints,
-                    inactive_timeout_s: r.timeout_s,
-                    dsr_ipip: false,
-                    name: r.doc.serviceargs.name.clone(),
+                let mut service = r.service.clone();
+                for e in &mut service.endpoints {
+                    addrs.push(e.addr);
+                    e.state = if endpoint_up(&c.status, r, e) {
+                        EndpointState::Active
+                    } else {
+                        EndpointState::Down
+                    };
                 }
+                service
             })
             .collect();
         addrs.sort();
@@ -217,27 +200,29 @@ impl ControlState {
     /// `POST /config/loadbalancer` with a validated rule.
     pub fn post_rule(&mut self, rule: ValidRule) -> Result<(), RuleError> {
         let mut next = self.candidate();
-        let existing = next.rules.get(&rule.key).cloned();
+        let key = rule.service.key;
+        let existing = next.rules.get(&key).cloned();
         match (rule.oper, existing) {
             (Oper::Add | Oper::Attach, None) => {
                 if next.rules.len() >= MAX_RULES {
                     return Err(RuleError::RuleHwm(format!("at most {MAX_RULES} rules")));
                 }
-                next.rules.insert(rule.key, rule);
+                next.rules.insert(key, rule);
             }
             (Oper::Detach, None) => return Err(RuleError::RuleNotExists),
             (Oper::Add, Some(old)) => {
                 if old.updatable() == rule.updatable() {
                     return Err(RuleError::Exists);
                 }
-                next.rules.insert(rule.key, update_in_place(&old, &rule)?);
+                next.rules.insert(key, update_in_place(&old, &rule)?);
             }
             (Oper::Attach, Some(old)) => {
                 let mut doc = old.doc.clone();
                 let mut changed = false;
-                for (new_doc, new) in rule.doc.endpoints.iter().zip(&rule.endpoints) {
-                    match old.endpoints.iter().position(|o| o.same_backend(new)) {
-                        Some(i) if old.endpoints[i].weight == new.weight => {}
+                let old_eps = &old.service.endpoints;
+                for (new_doc, new) in rule.doc.endpoints.iter().zip(&rule.service.endpoints) {
+                    match old_eps.iter().position(|o| same_backend(o, new)) {
+                        Some(i) if old_eps[i].weight == new.weight => {}
                         Some(i) => {
                             doc.endpoints[i].weight = new_doc.weight;
                             changed = true;
@@ -254,25 +239,26 @@ impl ControlState {
                 if doc.endpoints.len() > MAX_ENDPOINTS_PER_SERVICE {
                     return Err(RuleError::EndpointsRange);
                 }
-                next.rules.insert(rule.key, doc.validate()?);
+                next.rules.insert(key, doc.validate()?);
             }
             (Oper::Detach, Some(old)) => {
-                let detached = |o: &ValidEndpoint| rule.endpoints.iter().any(|d| d.same_backend(o));
-                if !old.endpoints.iter().any(detached) {
+                let detached =
+                    |o: &EndpointSpec| rule.service.endpoints.iter().any(|d| same_backend(d, o));
+                if !old.service.endpoints.iter().any(detached) {
                     return Err(RuleError::RuleNotExists);
                 }
                 let mut doc = old.doc.clone();
                 doc.endpoints = doc
                     .endpoints
                     .into_iter()
-                    .zip(&old.endpoints)
+                    .zip(&old.service.endpoints)
                     .filter(|(_, o)| !detached(o))
                     .map(|(d, _)| d)
                     .collect();
                 if doc.endpoints.is_empty() {
-                    next.rules.remove(&rule.key);
+                    next.rules.remove(&key);
                 } else {
-                    next.rules.insert(rule.key, doc.validate()?);
+                    next.rules.insert(key, doc.validate()?);
                 }
             }
         }
@@ -320,14 +306,14 @@ impl ControlState {
             .collect();
         self.rules
             .values()
-            .flat_map(|r| r.endpoints.iter().map(move |e| (r, e)))
+            .flat_map(|r| r.service.endpoints.iter().map(move |e| (r, e)))
             .map(|(r, e)| {
                 let (packets, bytes) = ids
-                    .get(&(r.key, e.addr, e.port))
+                    .get(&(r.service.key, e.addr, e.port))
                     .map_or((0, 0), |id| view.endpoint_counters(*id));
                 EndpointRow {
                     rule: r,
-                    endpoint: *e,
+                    endpoint: e,
                     up: endpoint_up(&self.status, r, e),
                     packets,
                     bytes,
@@ -485,7 +471,7 @@ impl ControlState {
 /// An endpoint is up unless its rule is monitored and the last result of its
 /// probe entry (by name; a posted entry of that name replaces the probe but
 /// shares the result) was a failure.
-fn endpoint_up(status: &HashMap<String, ProbeStatus>, r: &ValidRule, e: &ValidEndpoint) -> bool {
+fn endpoint_up(status: &HashMap<String, ProbeStatus>, r: &ValidRule, e: &EndpointSpec) -> bool {
     r.probe_for(e)
         .is_none_or(|p| status.get(&p.name).is_none_or(|s| s.ok))
 }
@@ -493,7 +479,7 @@ fn endpoint_up(status: &HashMap<String, ProbeStatus>, r: &ValidRule, e: &ValidEn
 fn derived(rules: &BTreeMap<ServiceKey, ValidRule>) -> BTreeMap<String, Probe> {
     rules
         .values()
-        .flat_map(|r| r.endpoints.iter().filter_map(|e| r.probe_for(e)))
+        .flat_map(|r| r.service.endpoints.iter().filter_map(|e| r.probe_for(e)))
         .map(|p| (p.name.clone(), p))
         .collect()
 }
