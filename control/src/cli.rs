@@ -22,6 +22,14 @@ pub enum CliError {
     /// the answer is not what the API returns
     #[error("unexpected answer from the API server: {0}")]
     Decode(String),
+    /// the CA certificate file is not usable
+    #[error("CA certificate {}: {reason}", file.display())]
+    CaCert {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A client of the REST API.
@@ -42,6 +50,38 @@ impl Client {
                 .timeout(Duration::from_secs(10))
                 .build(),
         }
+    }
+
+    /// Trust the PEM certificates in `file` (instead of the public web roots)
+    /// for an `https://` API server with its own CA or a self-signed certificate.
+    pub fn with_ca_cert(mut self, file: &std::path::Path) -> Result<Client, CliError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        use tokio_rustls::rustls;
+        let bad = |reason: String| CliError::CaCert {
+            file: file.into(),
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(e.to_string()))? {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate found".into()));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .tls_config(std::sync::Arc::new(config))
+            .build();
+        Ok(self)
     }
 
     /// Send a request; `Ok` with the body on 2xx, the server's error text otherwise.

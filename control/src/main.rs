@@ -32,6 +32,9 @@ struct Cli {
         default_value = "http://127.0.0.1:11111"
     )]
     api_server: String,
+    /// CA certificate (PEM) to trust for an https:// API server.
+    #[arg(long, global = true, env = "XLB_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Bearer token (client verbs send it; `run` requires it when set).
     #[arg(long, global = true, env = "XLB_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -517,7 +520,14 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Run(args) => run(args, cli.api_token),
         Cmd::Openapi => print_json(&xlb_control::openapi::document()),
-        Cmd::Client(cmd) => client_cmd(&Client::new(&cli.api_server, cli.api_token), cmd),
+        Cmd::Client(cmd) => {
+            let client = Client::new(&cli.api_server, cli.api_token);
+            match cli.ca_cert {
+                Some(ca) => client.with_ca_cert(&ca).map_err(anyhow::Error::from),
+                None => Ok(client),
+            }
+            .and_then(|c| client_cmd(&c, cmd))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

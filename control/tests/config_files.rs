@@ -483,33 +483,67 @@ async fn https_with_cert_and_key() {
     let dir = tempfile::tempdir().expect("tmp");
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args([
-            "-days",
-            "1",
-            "-subj",
-            "/CN=xlb-test",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(ok.success());
+    let ca = dir.path().join("ca.pem");
+    // A CA and a server certificate it signed (webpki refuses a trust anchor as the server).
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .current_dir(dir.path())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    std::fs::write(
+        dir.path().join("ca.cnf"),
+        "[req]\ndistinguished_name=dn\nx509_extensions=v3\nprompt=no\n[dn]\nCN=xlb-test-ca\n\
+         [v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("srv.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_args = [
+        "-config", "ca.cnf", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+    ];
+    openssl(&[&["req", "-x509"][..], &ec, &ca_args].concat());
+    let csr_args = [
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "srv.csr",
+    ];
+    openssl(&[&["req", "-new"][..], &ec, &csr_args].concat());
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "srv.ext",
+    ]);
     assert!(
         xlb_control::tls::acceptor(&key, &key).is_err(),
         "a key is not a certificate"
@@ -529,7 +563,7 @@ async fn https_with_cert_and_key() {
     let server = tokio::spawn(daemon::serve_tls_on(listener, acceptor, api, async {
         let _ = rx.await;
     }));
-    let (https, plain) = tokio::task::spawn_blocking(move || {
+    let (https, plain, cli) = tokio::task::spawn_blocking(move || {
         let run = |url: String| {
             Command::new("curl")
                 .args(["-sk", "--max-time", "5", "-o", "-", "-w", " %{http_code}"])
@@ -537,9 +571,14 @@ async fn https_with_cert_and_key() {
                 .output()
                 .expect("curl")
         };
+        let cli = xlb_control::cli::Client::new(&format!("https://{addr}"), None)
+            .with_ca_cert(&ca)
+            .expect("CA file")
+            .rules();
         (
             run(format!("https://{addr}/netlox/v1/config/loadbalancer/all")),
             run(format!("http://{addr}/netlox/v1/config/loadbalancer/all")),
+            cli,
         )
     })
     .await
@@ -551,6 +590,12 @@ async fn https_with_cert_and_key() {
     assert!(
         !String::from_utf8_lossy(&plain.stdout).ends_with(" 200"),
         "plain HTTP is not served on a TLS port"
+    );
+    assert_eq!(
+        cli.expect("the CLI verifies the server against --ca-cert")
+            .lb_attr
+            .len(),
+        0
     );
     let _ = tx.send(());
     server.await.expect("join").expect("clean shutdown");
