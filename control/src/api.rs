@@ -8,6 +8,7 @@
 //! a body (415) → body parse (400) → schema (422) → handler (400/403/404/409).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
@@ -438,22 +439,19 @@ impl Api {
             }
             Op::EpDelete => {
                 let ip = params.get("ip_address").cloned().unwrap_or_default();
-                let host = ip
-                    .parse()
-                    .map_err(|_| RuleError::MalformedEp(format!("{ip:?} is not an address")))?;
-                let port = match query.get("probe_port") {
-                    None => None,
-                    Some(p) if p.is_empty() => None,
-                    Some(p) => Some(parse_number(p, "probe_port", "query")?),
+                let host: IpAddr = ip.trim().parse().map_err(|_| RuleError::HostParse)?;
+                let port = match query.get("probe_port").map(String::as_str) {
+                    None | Some("") => 0,
+                    Some(p) => parse_number(p, "probe_port", "query")?,
                 };
-                let name = query.get("name").filter(|n| !n.is_empty());
-                let ptype = query.get("probe_type").filter(|n| !n.is_empty());
-                self.state.lock().await.delete_probe(
-                    host,
-                    name.map(String::as_str),
-                    ptype.map(String::as_str),
-                    port,
-                )?;
+                let key = match query.get("name").filter(|n| !n.is_empty()) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let ptype = query.get("probe_type").map_or("", String::as_str);
+                        format!("{host}_{ptype}_{port}")
+                    }
+                };
+                self.state.lock().await.delete_probe(&key)?;
                 Ok(success())
             }
             Op::CiPost => {

@@ -32,12 +32,30 @@ pub enum RuleError {
     /// an argument is out of range or inconsistent with another
     #[error("service-args error{}", detail(.0))]
     ServiceArgs(String),
-    /// an endpoint's address, port or weight is not usable
+    /// an endpoint's port or weight is not usable, or it is listed twice (xlb's checks)
     #[error("malformed-endpoint error{}", detail(.0))]
     MalformedEndpoint(String),
-    /// the rule's probe settings are inconsistent
-    #[error("malformed-lb-probe error{}", detail(.0))]
-    MalformedProbe(String),
+    /// an endpoint address that does not parse
+    #[error("malformed-lbep error")]
+    MalformedLbEp,
+    /// an IPv6 endpoint behind an IPv4 VIP
+    #[error("malformed-service nat46 error")]
+    Nat46,
+    /// DSR with a target port other than the service port
+    #[error("malformed-service dsr-port error")]
+    DsrPort,
+    /// a private IP that does not parse
+    #[error("malformed-service privateIP error")]
+    PrivateIp,
+    /// secondary IPs on a rule that is not sctp
+    #[error("secondaryIP-args error")]
+    SecondaryIpArgs,
+    /// a rule's probe type that rules do not take
+    #[error("malformed-service-ptype error{}", detail(.0))]
+    ProbeType(String),
+    /// a rule's probe port missing for tcp/udp/sctp probes, or given for others
+    #[error("malformed-service-pport error")]
+    ProbePort,
     /// loxilb accepts it, xlb does not implement it
     #[error("unsupported error: {0} is not supported by xlb")]
     Unsupported(String),
@@ -45,14 +63,23 @@ pub enum RuleError {
     #[error("rule-hwm error{}", detail(.0))]
     RuleHwm(String),
     /// a health-probe entry that is not configured
-    #[error("ep-host not-exists error")]
-    EpNotExists,
+    #[error("host-notfound error")]
+    HostNotFound,
     /// a health-probe entry a load-balancer rule still uses
-    #[error("ep-host in-use error: a load-balancer rule still monitors it")]
-    EpInUse,
-    /// a health-probe entry whose arguments are not usable
-    #[error("malformed-ep error{}", detail(.0))]
-    MalformedEp(String),
+    #[error("LB Rule-referred")]
+    RuleReferred,
+    /// a probe entry's host is not an address
+    #[error("host-parse error")]
+    HostParse,
+    /// a probe entry's retries or duration out of range
+    #[error("host-args error")]
+    HostArgs,
+    /// a probe entry's probe type missing or unknown
+    #[error("host-args unknown probe type")]
+    HostProbeType,
+    /// a tcp/udp/sctp probe entry without a port
+    #[error("host-args unknown probe port")]
+    HostProbePort,
     /// a cluster-instance state that is not usable
     #[error("malformed-cistate error{}", detail(.0))]
     MalformedCiState(String),
@@ -73,8 +100,8 @@ impl RuleError {
     /// The HTTP status loxilb gives this class.
     pub fn status(&self) -> u16 {
         match self {
-            RuleError::Exists | RuleError::EpInUse => 409,
-            RuleError::NoRule | RuleError::RuleNotExists | RuleError::EpNotExists => 404,
+            RuleError::Exists | RuleError::RuleReferred => 409,
+            RuleError::NoRule | RuleError::RuleNotExists | RuleError::HostNotFound => 404,
             RuleError::RuleHwm(_) => 403,
             RuleError::Internal(_) => 500,
             _ => 400,

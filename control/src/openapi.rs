@@ -85,7 +85,7 @@ fn error_responses() -> Value {
         "403": {"description": "Capacity (rule-hwm error)", "content": e},
         "404": {"description": "Resource or path not found", "content": e},
         "405": {"description": "Method not allowed (see Allow)", "content": e},
-        "409": {"description": "Resource conflict (lbrule-exists error, ep-host in-use error)", "content": e},
+        "409": {"description": "Resource conflict (lbrule-exists error, LB Rule-referred)", "content": e},
         "415": {"description": "Body without Content-Type: application/json", "content": e},
         "422": {"description": "Schema violation: code 602 required field, 606 enum, 601 type", "content": e},
     })

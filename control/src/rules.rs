@@ -153,26 +153,72 @@ pub fn parse_proto(s: &str) -> Option<L4Proto> {
 }
 
 impl LbRule {
-    /// loxilb's handler checks (after the schema checks of [`crate::model::Schema`]), plus xlb's
-    /// refusals of what it does not implement. Yields the typed rule.
+    /// loxilb's handler checks (after the schema checks of [`crate::model::Schema`]),
+    /// in loxilb's order (`AddNatLbRule`) so the first error reported is the
+    /// one loxilb would report, plus xlb's refusals of what it does not
+    /// implement. Yields the typed rule.
     pub fn validate(&self) -> Result<ValidRule, RuleError> {
         let s = &self.serviceargs;
-        let n = self.endpoints.len();
-        if n == 0 || n > MAX_ENDPOINTS_PER_SERVICE {
-            return Err(RuleError::EndpointsRange);
-        }
         let vip: IpAddr = s
             .externalip
             .trim()
             .parse()
             .map_err(|_| RuleError::MalformedService(String::new()))?;
         if !s.privateip.is_empty() && s.privateip.parse::<IpAddr>().is_err() {
-            return Err(RuleError::MalformedService(format!(
-                "privateIP {:?} is not an address",
-                s.privateip
+            return Err(RuleError::PrivateIp);
+        }
+        if !(0..=MAX_INACTIVE_TIMEOUT).contains(&s.inactivetimeout) {
+            return Err(RuleError::ServiceArgs(format!(
+                "inactiveTimeOut {} not in 0..={MAX_INACTIVE_TIMEOUT}",
+                s.inactivetimeout
             )));
         }
+
+        // Probes.
+        let probe_port = port16(s.probeport).ok_or(RuleError::ProbePort)?;
+        let probe_type = match s.probetype.as_str() {
+            "" => None,
+            t => Some(ProbeType::parse(t).ok_or_else(|| RuleError::ProbeType(String::new()))?),
+        };
+        match probe_type {
+            Some(ProbeType::Http | ProbeType::Https) => {
+                return Err(RuleError::ProbeType(
+                    "http/https probes are only accepted through /config/endpoint".into(),
+                ))
+            }
+            Some(t) if t.needs_port() && probe_port == 0 => return Err(RuleError::ProbePort),
+            Some(ProbeType::Ping | ProbeType::None) | None if probe_port != 0 => {
+                return Err(RuleError::ProbePort)
+            }
+            _ => {}
+        }
+        if !(0..=MAX_PROBE_RETRIES).contains(&s.proberetries) {
+            return Err(RuleError::ServiceArgs(format!(
+                "probeRetries {} not in 0..={MAX_PROBE_RETRIES}",
+                s.proberetries
+            )));
+        }
+        if !(0..=MAX_INACTIVE_TIMEOUT).contains(&s.probetimeout) {
+            return Err(RuleError::ServiceArgs(format!(
+                "probeTimeout {} not in 0..={MAX_INACTIVE_TIMEOUT}",
+                s.probetimeout
+            )));
+        }
+        let monitor = s.monitor || matches!(probe_type, Some(t) if t != ProbeType::None);
+
+        let n = self.endpoints.len();
+        if n == 0 || n > MAX_ENDPOINTS_PER_SERVICE {
+            return Err(RuleError::EndpointsRange);
+        }
+        if s.protocol == "icmp" && s.port != 0 {
+            return Err(RuleError::MalformedService(String::new()));
+        }
         let proto = parse_proto(&s.protocol).ok_or(RuleError::MalformedProto)?;
+        if proto != L4Proto::Sctp && !self.secondaryips.is_empty() {
+            return Err(RuleError::SecondaryIpArgs);
+        }
+
+        // Ports and identity (xlb's checks: loxilb truncates silently).
         let port = port16(s.port)
             .ok_or_else(|| RuleError::MalformedService(format!("port {} out of range", s.port)))?;
         let port_max = match s.portmax {
@@ -180,11 +226,10 @@ impl LbRule {
             p => port16(p)
                 .ok_or_else(|| RuleError::MalformedService(format!("portMax {p} out of range")))?,
         };
-        if proto == L4Proto::Icmp {
-            if port != 0 || port_max != 0 {
-                return Err(RuleError::MalformedService("icmp rules use port 0".into()));
-            }
-        } else if port == 0 {
+        if proto == L4Proto::Icmp && port_max != 0 {
+            return Err(RuleError::MalformedService("icmp rules use port 0".into()));
+        }
+        if proto != L4Proto::Icmp && port == 0 {
             return Err(RuleError::MalformedService(format!(
                 "{} rules need a port",
                 proto.name()
@@ -202,6 +247,8 @@ impl LbRule {
             2 => Oper::Detach,
             _ => Oper::Add,
         };
+
+        // What xlb does not implement.
         let sel = match s.sel {
             0 => Selection::RoundRobin,
             1 => Selection::Hash,
@@ -221,13 +268,11 @@ impl LbRule {
             5 => return Err(RuleError::Unsupported("mode 5 (host-one-arm)".into())),
             v => return Err(RuleError::ServiceArgs(format!("mode {v}"))),
         };
-        match s.security {
-            0 => {}
-            v => {
-                return Err(RuleError::Unsupported(format!(
-                    "security {v} (TLS termination needs full-proxy mode)"
-                )))
-            }
+        if s.security != 0 {
+            return Err(RuleError::Unsupported(format!(
+                "security {} (TLS termination needs full-proxy mode)",
+                s.security
+            )));
         }
         if !s.host.is_empty() {
             return Err(RuleError::Unsupported(
@@ -253,12 +298,6 @@ impl LbRule {
                 "secondaryIPs (SCTP multihoming)".into(),
             ));
         }
-        if !(0..=MAX_INACTIVE_TIMEOUT).contains(&s.inactivetimeout) {
-            return Err(RuleError::ServiceArgs(format!(
-                "inactiveTimeOut {} not in 0..={MAX_INACTIVE_TIMEOUT}",
-                s.inactivetimeout
-            )));
-        }
         let timeout_s = match s.inactivetimeout {
             0 if matches!(proto, L4Proto::Tcp | L4Proto::Sctp) => DEFAULT_TIMEOUT_TCP,
             0 => DEFAULT_TIMEOUT_OTHER,
@@ -266,66 +305,27 @@ impl LbRule {
             t => u32::try_from(t).unwrap_or(DEFAULT_TIMEOUT_TCP),
         };
 
-        // Probes.
-        let probe_port = port16(s.probeport).ok_or_else(|| {
-            RuleError::MalformedProbe(format!("probeport {} out of range", s.probeport))
-        })?;
-        let probe_type = match s.probetype.as_str() {
-            "" => None,
-            t => Some(
-                ProbeType::parse(t)
-                    .ok_or_else(|| RuleError::MalformedProbe(format!("unknown probetype {t:?}")))?,
-            ),
-        };
-        match probe_type {
-            Some(ProbeType::Http | ProbeType::Https) => {
-                return Err(RuleError::MalformedProbe(
-                    "http/https probes are only accepted through /config/endpoint".into(),
-                ))
-            }
-            Some(t) if t.needs_port() && probe_port == 0 => {
-                return Err(RuleError::MalformedProbe(format!(
-                    "{} probes need probeport",
-                    t.name()
-                )))
-            }
-            Some(t @ (ProbeType::Ping | ProbeType::None)) if probe_port != 0 => {
-                return Err(RuleError::MalformedProbe(format!(
-                    "{} probes take no probeport",
-                    t.name()
-                )))
-            }
-            None if probe_port != 0 => {
-                return Err(RuleError::MalformedProbe(
-                    "probeport without probetype".into(),
-                ))
-            }
-            _ => {}
-        }
-        if s.proberetries < 0 || s.proberetries > MAX_PROBE_RETRIES {
-            return Err(RuleError::MalformedProbe(format!(
-                "probeRetries {} not in 0..={MAX_PROBE_RETRIES}",
-                s.proberetries
-            )));
-        }
-        if !(0..=MAX_INACTIVE_TIMEOUT).contains(&s.probetimeout) {
-            return Err(RuleError::MalformedProbe(format!(
-                "probeTimeout {} not in 0..={MAX_INACTIVE_TIMEOUT}",
-                s.probetimeout
-            )));
-        }
-        let monitor = s.monitor || matches!(probe_type, Some(t) if t != ProbeType::None);
-
         // Endpoints.
-        let mut endpoints = Vec::with_capacity(n);
+        let mut endpoints: Vec<EndpointSpec> = Vec::with_capacity(n);
         for e in &self.endpoints {
-            let addr: IpAddr = e.endpointip.trim().parse().map_err(|_| {
-                RuleError::MalformedEndpoint(format!("{:?} is not an address", e.endpointip))
-            })?;
-            if addr.is_ipv4() != vip.is_ipv4() {
+            let addr: IpAddr = e
+                .endpointip
+                .trim()
+                .parse()
+                .map_err(|_| RuleError::MalformedLbEp)?;
+            if vip.is_ipv4() && addr.is_ipv6() {
+                return Err(RuleError::Nat46);
+            }
+            if vip.is_ipv6() && addr.is_ipv4() {
                 return Err(RuleError::Unsupported(format!(
-                    "endpoint {addr} of another address family than the VIP (NAT64/46)"
+                    "IPv4 endpoint {addr} behind an IPv6 VIP (NAT64)"
                 )));
+            }
+            if proto == L4Proto::Icmp && e.targetport != 0 {
+                return Err(RuleError::MalformedService(String::new()));
+            }
+            if mode == NatMode::Dsr && e.targetport != s.port {
+                return Err(RuleError::DsrPort);
             }
             let eport = port16(e.targetport).ok_or_else(|| {
                 RuleError::MalformedEndpoint(format!("targetPort {} out of range", e.targetport))
@@ -333,11 +333,6 @@ impl LbRule {
             let weight = u32::try_from(e.weight).map_err(|_| {
                 RuleError::MalformedEndpoint(format!("weight {} out of range", e.weight))
             })?;
-            if mode == NatMode::Dsr && eport != port && eport != 0 {
-                return Err(RuleError::ServiceArgs(
-                    "DSR (mode 3) needs targetPort equal to port".into(),
-                ));
-            }
             let ep = EndpointSpec {
                 addr,
                 port: eport,
@@ -476,36 +471,23 @@ impl ValidRule {
 }
 
 impl EpProbe {
-    /// loxilb's endpoint-probe checks; yields the typed entry with defaults applied.
+    /// loxilb's endpoint-probe checks (`validateEPHostOpts`); yields the typed
+    /// entry with defaults applied.
     pub fn validate(&self) -> Result<Probe, RuleError> {
-        let host: IpAddr = self.hostname.trim().parse().map_err(|_| {
-            RuleError::MalformedEp(format!("hostName {:?} is not an address", self.hostname))
-        })?;
-        let probe_type = ProbeType::parse(&self.probetype).ok_or_else(|| {
-            RuleError::MalformedEp(format!("unknown probeType {:?}", self.probetype))
-        })?;
-        if !(0..=MAX_PROBE_RETRIES).contains(&self.inactiveretries) {
-            return Err(RuleError::MalformedEp(format!(
-                "inactiveReTries {} not in 0..={MAX_PROBE_RETRIES}",
-                self.inactiveretries
-            )));
+        let host: IpAddr = self
+            .hostname
+            .trim()
+            .parse()
+            .map_err(|_| RuleError::HostParse)?;
+        if !(0..=MAX_PROBE_RETRIES).contains(&self.inactiveretries)
+            || !(0..=MAX_INACTIVE_TIMEOUT).contains(&self.probeduration)
+        {
+            return Err(RuleError::HostArgs);
         }
-        if !(0..=MAX_INACTIVE_TIMEOUT).contains(&self.probeduration) {
-            return Err(RuleError::MalformedEp(format!(
-                "probeDuration {} not in 0..={MAX_INACTIVE_TIMEOUT}",
-                self.probeduration
-            )));
-        }
-        let port = port16(self.probeport).ok_or_else(|| {
-            RuleError::MalformedEp(format!("probePort {} out of range", self.probeport))
-        })?;
+        let probe_type = ProbeType::parse(&self.probetype).ok_or(RuleError::HostProbeType)?;
+        let port = port16(self.probeport).ok_or(RuleError::HostArgs)?;
         let port = match probe_type {
-            t if t.needs_port() && port == 0 => {
-                return Err(RuleError::MalformedEp(format!(
-                    "{} probes need probePort",
-                    t.name()
-                )))
-            }
+            t if t.needs_port() && port == 0 => return Err(RuleError::HostProbePort),
             ProbeType::Http if port == 0 => 80,
             ProbeType::Https if port == 0 => 443,
             ProbeType::Ping | ProbeType::None => 0,
@@ -607,18 +589,18 @@ mod tests {
             (rule(|s| s.sel = 6), "unsupported error"),
             (
                 rule(|s| s.probetype = "http".into()),
-                "malformed-lb-probe error",
+                "malformed-service-ptype error",
             ),
             (
                 rule(|s| s.probetype = "tcp".into()),
-                "malformed-lb-probe error",
+                "malformed-service-pport error",
             ),
             (
                 rule(|s| {
                     s.probetype = "ping".into();
                     s.probeport = 1;
                 }),
-                "malformed-lb-probe error",
+                "malformed-service-pport error",
             ),
             (
                 rule(|s| {
@@ -627,7 +609,18 @@ mod tests {
                 }),
                 "service-args error",
             ),
-            (rule(|s| s.mode = 3), "service-args error"),
+            (rule(|s| s.mode = 3), "malformed-service dsr-port error"),
+            (
+                rule(|s| {
+                    s.mode = 3;
+                    s.port = 8080;
+                }),
+                "service-args error: DSR (mode 3) needs sel 1",
+            ),
+            (
+                rule(|s| s.privateip = "x".into()),
+                "malformed-service privateIP error",
+            ),
         ];
         for (r, want) in cases {
             let got = r.validate().expect_err("invalid").to_string();

@@ -245,7 +245,8 @@ impl ControlState {
                 let detached =
                     |o: &EndpointSpec| rule.service.endpoints.iter().any(|d| same_backend(d, o));
                 if !old.service.endpoints.iter().any(detached) {
-                    return Err(RuleError::RuleNotExists);
+                    // Nothing to detach: nothing changes, as loxilb's "exists".
+                    return Err(RuleError::Exists);
                 }
                 let mut doc = old.doc.clone();
                 doc.endpoints = doc
@@ -351,30 +352,16 @@ impl ControlState {
         self.commit(next)
     }
 
-    /// `DELETE /config/endpoint/epipaddress/{ip}`: entries of `host` matching the
-    /// given name / probe type / port (each optional).
-    pub fn delete_probe(
-        &mut self,
-        host: IpAddr,
-        name: Option<&str>,
-        probe_type: Option<&str>,
-        port: Option<u16>,
-    ) -> Result<(), RuleError> {
-        let matches = |p: &Probe| {
-            p.host == host
-                && name.is_none_or(|n| n == p.name)
-                && probe_type.is_none_or(|t| t == p.probe_type.name())
-                && port.is_none_or(|x| x == p.port)
-        };
-        let derived = self.derived_probes();
-        if derived.values().any(&matches) {
-            return Err(RuleError::EpInUse);
+    /// `DELETE /config/endpoint/epipaddress/{ip}`: the entry with this key
+    /// (its name, or `<ip>_<probe_type>_<probe_port>`). An entry a monitored
+    /// rule implies cannot be deleted while the rule exists.
+    pub fn delete_probe(&mut self, key: &str) -> Result<(), RuleError> {
+        if self.derived_probes().contains_key(key) {
+            return Err(RuleError::RuleReferred);
         }
         let mut next = self.candidate();
-        let before = next.probes.len();
-        next.probes.retain(|_, p| !matches(p));
-        if next.probes.len() == before {
-            return Err(RuleError::EpNotExists);
+        if next.probes.remove(key).is_none() {
+            return Err(RuleError::HostNotFound);
         }
         prune_status(&mut next);
         self.commit(next)
@@ -493,7 +480,8 @@ fn prune_status(c: &mut Candidate) {
 }
 
 /// Apply a re-post's changeable parts (endpoints, probe settings, sel, mode,
-/// allowed sources) to the existing rule; the rest (name, timeout, flags) stays.
+/// allowed sources, and with them the idle timeout, as loxilb does) to the
+/// existing rule; the rest (name, flags) stays.
 fn update_in_place(old: &ValidRule, new: &ValidRule) -> Result<ValidRule, RuleError> {
     let mut doc = old.doc.clone();
     let n = &new.doc.serviceargs;
@@ -507,6 +495,7 @@ fn update_in_place(old: &ValidRule, new: &ValidRule) -> Result<ValidRule, RuleEr
     s.probetimeout = n.probetimeout;
     s.proberetries = n.proberetries;
     s.monitor = n.monitor;
+    s.inactivetimeout = n.inactivetimeout;
     doc.allowedsources = new.doc.allowedsources.clone();
     doc.endpoints = new.doc.endpoints.clone();
     doc.validate()
@@ -607,8 +596,11 @@ mod tests {
         assert_eq!(st.probes_view()[0].currstate, "nok");
         // Not used by any rule: no table change.
         assert_eq!(st.handle().current().generation, 0);
-        st.delete_probe("10.0.0.1".parse().expect("ip"), None, Some("ping"), None)
-            .expect("deleted");
+        assert_eq!(
+            st.delete_probe("10.0.0.1_tcp_0"),
+            Err(RuleError::HostNotFound)
+        );
+        st.delete_probe("10.0.0.1_ping_0").expect("deleted");
         assert!(st.probes_view().is_empty());
     }
 

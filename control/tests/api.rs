@@ -178,7 +178,12 @@ async fn rule_rejections_change_nothing() {
         ("33 endpoints", eps(33), handler(400, "endpoints-range error")),
         ("bad VIP", sa(json!({"externalIP": "not-an-ip"})), handler(400, "malformed-service error")),
         ("no protocol", sa(json!({"protocol": ""})), handler(400, "malformed-proto error")),
-        ("icmp with a port", sa(json!({"protocol": "icmp"})), handler(400, "malformed-service error: icmp rules use port 0")),
+        ("icmp with a port", sa(json!({"protocol": "icmp"})), handler(400, "malformed-service error")),
+        ("icmp with a target port", sa(json!({"protocol": "icmp", "port": 0})), handler(400, "malformed-service error")),
+        ("bad privateIP", sa(json!({"privateIP": "x"})), handler(400, "malformed-service privateIP error")),
+        ("bad endpoint", json!({"serviceArguments": {"externalIP": "192.0.2.9", "port": 80, "protocol": "tcp"}, "endpoints": [{"endpointIP": "x", "targetPort": 80, "weight": 1}]}).to_string(), handler(400, "malformed-lbep error")),
+        ("v6 endpoint behind a v4 VIP", json!({"serviceArguments": {"externalIP": "192.0.2.9", "port": 80, "protocol": "tcp"}, "endpoints": [{"endpointIP": "2001:db8::1", "targetPort": 80, "weight": 1}]}).to_string(), handler(400, "malformed-service nat46 error")),
+        ("secondary IPs on tcp", json!({"serviceArguments": {"externalIP": "192.0.2.9", "port": 80, "protocol": "tcp"}, "secondaryIPs": [{"secondaryIP": "192.0.2.10"}], "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1}]}).to_string(), handler(400, "secondaryIP-args error")),
         ("tcp port 0", sa(json!({"port": 0})), handler(400, "malformed-service error: tcp rules need a port")),
         ("port out of range", sa(json!({"port": 70000})), handler(400, "malformed-service error: port 70000 out of range")),
         ("inverted range", sa(json!({"portMax": 10})), handler(400, "malformed-service error: portMax 10 is below port 80")),
@@ -187,14 +192,15 @@ async fn rule_rejections_change_nothing() {
         ("mode 5", sa(json!({"mode": 5})), handler(400, "unsupported error: mode 5 (host-one-arm) is not supported by xlb")),
         ("sel 5", sa(json!({"sel": 5})), handler(400, "unsupported error: sel 5 (N2) is not supported by xlb")),
         ("sel 6", sa(json!({"sel": 6})), handler(400, "unsupported error: sel 6 (N3) is not supported by xlb")),
-        ("http probe", sa(json!({"probetype": "http", "probeport": 80})), handler(400, "malformed-lb-probe error: http/https probes are only accepted through /config/endpoint")),
-        ("https probe", sa(json!({"probetype": "https"})), handler(400, "malformed-lb-probe error: http/https probes are only accepted through /config/endpoint")),
-        ("tcp probe without port", sa(json!({"probetype": "tcp"})), handler(400, "malformed-lb-probe error: tcp probes need probeport")),
-        ("ping probe with port", sa(json!({"probetype": "ping", "probeport": 9})), handler(400, "malformed-lb-probe error: ping probes take no probeport")),
-        ("none probe with port", sa(json!({"probetype": "none", "probeport": 9})), handler(400, "malformed-lb-probe error: none probes take no probeport")),
+        ("http probe", sa(json!({"probetype": "http", "probeport": 80})), handler(400, "malformed-service-ptype error: http/https probes are only accepted through /config/endpoint")),
+        ("https probe", sa(json!({"probetype": "https"})), handler(400, "malformed-service-ptype error: http/https probes are only accepted through /config/endpoint")),
+        ("tcp probe without port", sa(json!({"probetype": "tcp"})), handler(400, "malformed-service-pport error")),
+        ("ping probe with port", sa(json!({"probetype": "ping", "probeport": 9})), handler(400, "malformed-service-pport error")),
+        ("none probe with port", sa(json!({"probetype": "none", "probeport": 9})), handler(400, "malformed-service-pport error")),
         ("proxy protocol on udp", sa(json!({"protocol": "udp", "proxyprotocolv2": true})), handler(400, "service-args error: proxy protocol is only for tcp")),
         ("proxy protocol", sa(json!({"proxyprotocolv2": true})), handler(400, "unsupported error: proxyprotocolv2 is not supported by xlb")),
-        ("DSR port change", sa(json!({"mode": 3, "sel": 1})), handler(400, "service-args error: DSR (mode 3) needs targetPort equal to port")),
+        ("DSR port change", sa(json!({"mode": 3, "sel": 1})), handler(400, "malformed-service dsr-port error")),
+        ("probe port without type", sa(json!({"probeport": 80})), handler(400, "malformed-service-pport error")),
         ("security", sa(json!({"security": 1})), handler(400, "unsupported error: security 1 (TLS termination needs full-proxy mode) is not supported by xlb")),
         ("host", sa(json!({"host": "a.example"})), handler(400, "unsupported error: host (URL-based rules need full-proxy mode) is not supported by xlb")),
         ("detach from a missing rule", sa(json!({"oper": 2})), handler(404, "lbrule not-exists error")),
@@ -463,8 +469,9 @@ async fn oper_replace_attach_detach() {
     assert_eq!(h.post(LB, &body(2, &[("10.0.0.1", 1)])).await.status, 200);
     assert_eq!(ips().await, ["10.0.0.2/30"]);
     let before = h.snapshot().await;
+    // Detaching what is not there changes nothing: loxilb's "exists".
     let r = h.post(LB, &body(2, &[("10.0.0.9", 1)])).await;
-    assert_eq!(r.body, handler_error(404, "lbrule not-exists error"));
+    assert_eq!(r.body, handler_error(409, "lbrule-exists error"));
     assert_eq!(h.snapshot().await, before);
     // Replace (oper 0) with a different list, then the same list: exists.
     assert_eq!(
@@ -587,13 +594,7 @@ async fn endpoint_state_and_counters_come_from_the_dataplane_and_probes() {
         .delete("/netlox/v1/config/endpoint/epipaddress/10.0.0.2?probe_type=tcp&probe_port=8080")
         .await;
     assert_eq!(r.status, 409);
-    assert_eq!(
-        r.body,
-        handler_error(
-            409,
-            "ep-host in-use error: a load-balancer rule still monitors it"
-        )
-    );
+    assert_eq!(r.body, handler_error(409, "LB Rule-referred"));
 }
 
 #[tokio::test]
@@ -650,36 +651,27 @@ async fn endpoint_probe_api() {
         (
             "bad host",
             r#"{"hostName":"nope","probeType":"ping"}"#,
-            handler(
-                400,
-                "malformed-ep error: hostName \"nope\" is not an address",
-            ),
+            handler(400, "host-parse error"),
         ),
         (
             "no probe type",
             r#"{"hostName":"10.0.0.1"}"#,
-            handler(400, "malformed-ep error: unknown probeType \"\""),
+            handler(400, "host-args unknown probe type"),
         ),
         (
             "tcp without port",
             r#"{"hostName":"10.0.0.1","probeType":"tcp"}"#,
-            handler(400, "malformed-ep error: tcp probes need probePort"),
+            handler(400, "host-args unknown probe port"),
         ),
         (
             "too many retries",
             r#"{"hostName":"10.0.0.1","probeType":"ping","inactiveReTries":101}"#,
-            handler(
-                400,
-                "malformed-ep error: inactiveReTries 101 not in 0..=100",
-            ),
+            handler(400, "host-args error"),
         ),
         (
             "too long duration",
             r#"{"hostName":"10.0.0.1","probeType":"ping","probeDuration":86401}"#,
-            handler(
-                400,
-                "malformed-ep error: probeDuration 86401 not in 0..=86400",
-            ),
+            handler(400, "host-args error"),
         ),
     ] {
         let r = h.post(EP, body).await;
@@ -693,9 +685,16 @@ async fn endpoint_probe_api() {
     let r = h.post(EP, "{").await;
     assert_eq!(r.status, 400);
 
-    // Delete: missing → 404; by name; by type and port.
+    // Delete: by exact key (name, or host_type_port); missing → 404.
     let r = h.delete(&format!("{EP}/epipaddress/10.0.0.9")).await;
-    assert_eq!(r.body, handler_error(404, "ep-host not-exists error"));
+    assert_eq!(r.body, handler_error(404, "host-notfound error"));
+    let r = h.delete(&format!("{EP}/epipaddress/10.0.0.2")).await;
+    assert_eq!(
+        r.status, 404,
+        "without type and port the key is 10.0.0.2__0"
+    );
+    let r = h.delete(&format!("{EP}/epipaddress/nope")).await;
+    assert_eq!(r.body, handler_error(400, "host-parse error"));
     let r = h
         .delete(&format!("{EP}/epipaddress/10.0.0.1?name=other"))
         .await;

@@ -114,7 +114,7 @@ async fn bad_entries_are_reported_and_good_ones_load() {
         msgs,
         [
             format!(
-                "{}: entry 1: malformed-ep error: tcp probes need probePort",
+                "{}: entry 1: host-args unknown probe port",
                 ep_file.display()
             ),
             format!(
