@@ -558,21 +558,30 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn parse_number(v: &str, name: &str, location: &'static str) -> Result<u16, ApiError> {
-    // go-openapi parses "number" as a float; loxilb then truncates to an integer.
-    // xlb takes integers only and treats out-of-range values as matching nothing.
-    let invalid = || ApiError::InvalidType {
+/// A "number" path or query parameter. go-openapi parses it as a float and
+/// loxilb truncates; xlb takes integers only.
+fn number(v: &str, name: &str, location: &'static str) -> Result<i64, ApiError> {
+    v.trim().parse().map_err(|_| ApiError::InvalidType {
         name: name.to_string(),
         location,
         ty: "number",
         value: v.to_string(),
-    };
-    let n: i64 = v.trim().parse().map_err(|_| invalid())?;
-    u16::try_from(n).map_err(|_| invalid())
+    })
 }
 
-/// The identity a delete path names; `None` when it cannot name any rule
-/// (a host other than `any`, an unknown protocol, ports out of range).
+fn parse_number(v: &str, name: &str, location: &'static str) -> Result<u16, ApiError> {
+    let n = number(v, name, location)?;
+    u16::try_from(n).map_err(|_| ApiError::InvalidType {
+        name: name.to_string(),
+        location,
+        ty: "number",
+        value: v.to_string(),
+    })
+}
+
+/// The identity a delete path names, checked in loxilb's order
+/// (`DeleteNatLbRule`); `None` when it cannot name any rule (a host other
+/// than `any`, values out of range).
 fn delete_key(
     params: &Params,
     query: &BTreeMap<String, String>,
@@ -593,54 +602,25 @@ fn delete_key(
     }
     let block = match query.get("block").map(String::as_str) {
         None | Some("") => 0,
-        Some(b) => {
-            let n: i64 = b.trim().parse().map_err(|_| ApiError::InvalidType {
-                name: "block".into(),
-                location: "query",
-                ty: "number",
-                value: b.to_string(),
-            })?;
-            match u32::try_from(n) {
-                Ok(n) => n,
-                Err(_) => return Ok(None),
-            }
-        }
+        Some(b) => number(b, "block", "query")?,
     };
+    let port = number(get("port"), "port", "path")?;
+    let port_max = match params.get("portmax") {
+        None => 0,
+        Some(pm) => number(pm, "portmax", "path")?,
+    };
+    let port_max = if port_max == 0 { port } else { port_max };
     let vip = get("ip_address")
         .parse()
         .map_err(|_| RuleError::MalformedService(String::new()))?;
-    let port_s = get("port");
-    let port = match port_s.trim().parse::<i64>() {
-        Ok(p) => p,
-        Err(_) => {
-            return Err(ApiError::InvalidType {
-                name: "port".into(),
-                location: "path",
-                ty: "number",
-                value: port_s.to_string(),
-            })
-        }
-    };
-    let port_max = match params.get("portmax") {
-        None => port,
-        Some(pm) => pm
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| ApiError::InvalidType {
-                name: "portmax".into(),
-                location: "path",
-                ty: "number",
-                value: pm.clone(),
-            })?,
-    };
-    let port_max = if port_max == 0 { port } else { port_max };
+    let proto = parse_proto(get("proto")).ok_or(RuleError::MalformedProto)?;
     if params.get("hosturl").is_some_and(|h| h != "any") {
         return Ok(None);
     }
-    let (Some(proto), Ok(port_min), Ok(port_max)) = (
-        parse_proto(get("proto")),
+    let (Ok(port_min), Ok(port_max), Ok(block)) = (
         u16::try_from(port),
         u16::try_from(port_max),
+        u32::try_from(block),
     ) else {
         return Ok(None);
     };

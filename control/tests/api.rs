@@ -355,7 +355,6 @@ async fn deletes_by_identity_range_host_name_and_all() {
         "/externalipaddress/192.0.2.2/port/80/protocol/tcp",
         "/externalipaddress/192.0.2.2/port/80/protocol/tcp?block=6",
         "/hosturl/a.example/externalipaddress/192.0.2.1/port/80/protocol/tcp",
-        "/externalipaddress/192.0.2.1/port/80/protocol/quic",
         "/externalipaddress/192.0.2.1/port/1000/protocol/udp",
     ] {
         let r = h.delete(&format!("{base}{p}")).await;
@@ -393,6 +392,12 @@ async fn deletes_by_identity_range_host_name_and_all() {
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body, handler_error(400, "malformed-service error"));
+    let r = h
+        .delete(&format!(
+            "{base}/externalipaddress/192.0.2.1/port/80/protocol/quic"
+        ))
+        .await;
+    assert_eq!(r.body, handler_error(400, "malformed-proto error"));
     assert_eq!(h.snapshot().await, before);
 
     let ok = |p: String| {
