@@ -672,7 +672,12 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     let uri = req.uri().clone();
     match api.handle(req).await {
         Ok(r) => {
-            tracing::debug!(%method, %uri, status = r.status().as_u16(), "api");
+            if method == Method::GET {
+                tracing::debug!(%method, %uri, status = r.status().as_u16(), "api");
+            } else {
+                // Changes are rare and worth an audit line.
+                tracing::info!(%method, %uri, status = r.status().as_u16(), "api change applied");
+            }
             r
         }
         Err(e) => {
