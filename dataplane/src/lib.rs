@@ -17,6 +17,7 @@ pub mod frame;
 pub mod maglev;
 pub mod net;
 pub mod pipeline;
+pub mod prefetch;
 pub mod tables;
 pub mod wire;
 
