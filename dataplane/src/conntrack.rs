@@ -57,6 +57,26 @@ pub mod flags {
     pub const ACK: u8 = 16;
 }
 
+/// NAT mode numbers stored in flow entries (loxilb's `mode`, plus DSR over IPIP).
+pub mod mode {
+    /// Destination NAT.
+    pub const DNAT: u8 = 0;
+    /// One-arm (source NAT to the balancer's LAN address).
+    pub const ONE_ARM: u8 = 1;
+    /// Full NAT.
+    pub const FULL_NAT: u8 = 2;
+    /// Direct server return, L2 rewrite only.
+    pub const DSR: u8 = 3;
+    /// Direct server return, IPIP-encapsulated.
+    pub const DSR_IPIP: u8 = 4;
+
+    /// Whether replies bypass xlb.
+    #[inline]
+    pub fn is_dsr(m: u8) -> bool {
+        m == DSR || m == DSR_IPIP
+    }
+}
+
 /// The 5-tuple of a packet as it appears on the wire. For ICMP echo the echo
 /// identifier stands in for both ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -673,7 +693,7 @@ impl ShardWriter {
             proto: key.proto,
             last: last.max(plast),
             timeout_ns: flow_timeout_ns(d.timeout_s, key.proto, d.mode, fwd, rep),
-            established: rep & flags::SEEN != 0 || (d.mode == 3 && fwd & flags::ACK != 0),
+            established: rep & flags::SEEN != 0 || (mode::is_dsr(d.mode) && fwd & flags::ACK != 0),
         })
     }
 
@@ -754,16 +774,16 @@ struct FlowView {
 }
 
 /// The idle timeout that applies to a flow given what both directions have seen.
-pub fn flow_timeout_ns(timeout_s: u32, proto: u8, mode: u8, fwd: u8, rep: u8) -> u64 {
+pub fn flow_timeout_ns(timeout_s: u32, proto: u8, flow_mode: u8, fwd: u8, rep: u8) -> u64 {
     let all = fwd | rep;
     let configured = u64::from(timeout_s.max(1)) * 1_000_000_000;
     if proto != 6 {
         return configured;
     }
-    if all & flags::RST != 0 || (fwd & flags::FIN != 0 && (rep & flags::FIN != 0 || mode == 3)) {
+    if all & flags::RST != 0 || (fwd & flags::FIN != 0 && (rep & flags::FIN != 0 || mode::is_dsr(flow_mode))) {
         return CLOSING_TIMEOUT_NS.min(configured);
     }
-    let est = rep & flags::SEEN != 0 || (mode == 3 && fwd & flags::ACK != 0);
+    let est = rep & flags::SEEN != 0 || (mode::is_dsr(flow_mode) && fwd & flags::ACK != 0);
     if est {
         configured
     } else {

@@ -13,6 +13,7 @@ pub mod checksum;
 pub mod conntrack;
 pub mod counters;
 pub mod drop;
+pub mod edit;
 pub mod frame;
 pub mod maglev;
 pub mod net;

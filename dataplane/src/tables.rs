@@ -13,7 +13,7 @@
 //! existing flows keep their backend across table changes unless that backend
 //! is removed or taken down.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 

@@ -1,0 +1,210 @@
+//! Packet edits the pipeline makes: L2/L3/L4 rewrites with incremental
+//! checksum updates (RFC 1624), TTL handling, ICMP echo replies, IPIP.
+//! Every function takes a frame already validated by [`wire::parse`], whose
+//! [`PacketMeta`] offsets are in bounds.
+
+use crate::checksum;
+use crate::frame::Frame;
+use crate::net::{Ip16, MacAddr};
+use crate::wire::{Frag, PacketMeta};
+
+/// TTL of packets xlb originates (ICMP echo replies, IPIP outer headers).
+pub const OWN_TTL: u8 = 64;
+
+const ETH_DST: usize = 0;
+const ETH_SRC: usize = 6;
+
+/// Whether the frame carries IPv4 or IPv6.
+#[inline]
+pub fn is_ip(m: &PacketMeta) -> bool {
+    m.ethertype == 0x0800 || m.ethertype == 0x86dd
+}
+
+/// ICMP(v6) error messages that quote a packet: destination unreachable
+/// (incl. fragmentation needed), time exceeded, parameter problem, and for
+/// ICMPv6 also packet too big.
+#[inline]
+pub fn is_icmp_error(m: &PacketMeta) -> bool {
+    match m.proto {
+        1 => matches!(m.icmp_type, 3 | 11 | 12),
+        58 => matches!(m.icmp_type, 1..=4),
+        _ => false,
+    }
+}
+
+/// ICMP echo request (v4 type 8, v6 type 128).
+#[inline]
+pub fn is_echo_request(m: &PacketMeta) -> bool {
+    (m.proto == 1 && m.icmp_type == 8) || (m.proto == 58 && m.icmp_type == 128)
+}
+
+/// ICMP echo request or reply: messages whose identifier plays the port.
+#[inline]
+pub fn icmp_has_id(m: &PacketMeta) -> bool {
+    match m.proto {
+        1 => matches!(m.icmp_type, 0 | 8),
+        58 => matches!(m.icmp_type, 128 | 129),
+        _ => false,
+    }
+}
+
+pub fn eth_src(data: &[u8]) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&data[ETH_SRC..ETH_SRC + 6]);
+    m
+}
+
+pub fn set_macs(data: &mut [u8], dst: MacAddr, src: MacAddr) {
+    data[ETH_DST..ETH_DST + 6].copy_from_slice(&dst.0);
+    data[ETH_SRC..ETH_SRC + 6].copy_from_slice(&src.0);
+}
+
+/// Rewrite addresses and ports of an IP packet (outer or quoted) described by
+/// `m`, updating the IPv4 header checksum and the L4 checksum incrementally.
+pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport: u16, dport: u16) {
+    let l4 = usize::from(m.l4_off);
+    let (old_src, old_dst) = (m.src, m.dst);
+    set_ip_addrs(data, m, src, dst);
+    // Pseudo-header part of the L4 checksum (not for ICMPv4 or SCTP).
+    let pseudo = matches!(m.proto, 6 | 17 | 58);
+    let csum_at = match m.proto {
+        6 => Some(l4 + 16),
+        17 => Some(l4 + 6),
+        1 | 58 => Some(l4 + 2),
+        _ => None,
+    };
+    let csum_at = csum_at.filter(|&c| c + 2 <= data.len());
+    let mut csum = csum_at.map(|c| u16::from_be_bytes([data[c], data[c + 1]]));
+    let udp_none = m.proto == 17 && m.v4 && csum == Some(0);
+    if let (Some(c), true, false) = (csum.as_mut(), pseudo, udp_none) {
+        let (a, b) = addr_bytes(m.v4, &old_src, &src);
+        *c = checksum::update_bytes(*c, a, b);
+        let (a, b) = addr_bytes(m.v4, &old_dst, &dst);
+        *c = checksum::update_bytes(*c, a, b);
+    }
+    match m.proto {
+        6 | 17 | 132 => {
+            if l4 + 4 <= data.len() {
+                let (os, od) = (m.sport, m.dport);
+                data[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+                data[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
+                if let (Some(c), false) = (csum.as_mut(), udp_none) {
+                    *c = checksum::update16(*c, os, sport);
+                    *c = checksum::update16(*c, od, dport);
+                }
+            }
+        }
+        1 | 58 => {
+            // Echo: the identifier plays the port; it is rewritten to `sport`.
+            if icmp_has_id(m) && l4 + 6 <= data.len() {
+                let old = u16::from_be_bytes([data[l4 + 4], data[l4 + 5]]);
+                data[l4 + 4..l4 + 6].copy_from_slice(&sport.to_be_bytes());
+                if let Some(c) = csum.as_mut() {
+                    *c = checksum::update16(*c, old, sport);
+                }
+            }
+        }
+        _ => {}
+    }
+    if let (Some(at), Some(mut c)) = (csum_at, csum) {
+        if m.proto == 17 && !udp_none && c == 0 {
+            // RFC 768: a computed zero is transmitted as all ones.
+            c = 0xffff;
+        }
+        if !udp_none {
+            data[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+    if m.proto == 132 && m.frag == Frag::None {
+        checksum::fill_sctp_checksum(data, m);
+    }
+}
+
+fn addr_bytes<'a>(v4: bool, old: &'a Ip16, new: &'a Ip16) -> (&'a [u8], &'a [u8]) {
+    if v4 {
+        (&old.0[12..], &new.0[12..])
+    } else {
+        (&old.0[..], &new.0[..])
+    }
+}
+
+/// Write new IP addresses, keeping the IPv4 header checksum right.
+pub fn set_ip_addrs(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16) {
+    let l3 = usize::from(m.l3_off);
+    if m.v4 {
+        let mut c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
+        c = checksum::update_bytes(c, &data[l3 + 12..l3 + 16], &src.0[12..]);
+        c = checksum::update_bytes(c, &data[l3 + 16..l3 + 20], &dst.0[12..]);
+        data[l3 + 12..l3 + 16].copy_from_slice(&src.0[12..]);
+        data[l3 + 16..l3 + 20].copy_from_slice(&dst.0[12..]);
+        data[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        data[l3 + 8..l3 + 24].copy_from_slice(&src.0);
+        data[l3 + 24..l3 + 40].copy_from_slice(&dst.0);
+    }
+}
+
+pub fn decrement_ttl(data: &mut [u8], m: &PacketMeta) {
+    set_ttl(data, m, m.ttl.saturating_sub(1));
+}
+
+/// Wrap the IP packet in an outer IPv4 header (protocol 4, RFC 2003).
+pub fn encap_ipip(f: &mut Frame<'_>, m: &PacketMeta, src: Ip16, dst: Ip16) -> bool {
+    let l3 = usize::from(m.l3_off);
+    if !f.insert(l3, 20) {
+        return false;
+    }
+    let inner_len = f.len - l3 - 20;
+    let Ok(total) = u16::try_from(inner_len + 20) else {
+        return false;
+    };
+    write_ipv4_header(&mut f.data_mut()[l3..l3 + 20], src, dst, 4, OWN_TTL, total);
+    true
+}
+
+
+/// Set the TTL / hop limit, keeping the IPv4 header checksum right.
+pub fn set_ttl(data: &mut [u8], m: &PacketMeta, ttl: u8) {
+    let l3 = usize::from(m.l3_off);
+    if m.v4 {
+        let old = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
+        let new = u16::from_be_bytes([ttl, data[l3 + 9]]);
+        let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
+        data[l3 + 8] = ttl;
+        data[l3 + 10..l3 + 12].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+    } else {
+        data[l3 + 7] = ttl;
+    }
+}
+
+/// Turn an echo request into an echo reply in place (type only; the caller swaps addresses).
+pub fn make_echo_reply(data: &mut [u8], m: &PacketMeta) {
+    let l4 = usize::from(m.l4_off);
+    let reply = if m.proto == 1 { 0 } else { 129 };
+    let old = u16::from_be_bytes([data[l4], data[l4 + 1]]);
+    let new = u16::from_be_bytes([reply, data[l4 + 1]]);
+    let c = u16::from_be_bytes([data[l4 + 2], data[l4 + 3]]);
+    data[l4] = reply;
+    // ICMPv6's pseudo-header holds both addresses; swapping them leaves the sum unchanged.
+    data[l4 + 2..l4 + 4].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+}
+
+/// Recompute the ICMP(v6) checksum over the whole message (error path only).
+pub fn fill_icmp_checksum(data: &mut [u8], m: &PacketMeta) {
+    let _ = checksum::fill_l4_checksum(data, m);
+}
+
+/// Write a 20-byte IPv4 header (no options, DF clear) with a correct checksum.
+pub fn write_ipv4_header(h: &mut [u8], src: Ip16, dst: Ip16, proto: u8, ttl: u8, total: u16) {
+    h[0] = 0x45;
+    h[1] = 0;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..8].fill(0);
+    h[8] = ttl;
+    h[9] = proto;
+    h[10..12].fill(0);
+    h[12..16].copy_from_slice(&src.0[12..]);
+    h[16..20].copy_from_slice(&dst.0[12..]);
+    let c = checksum::checksum(&h[..20]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+}
