@@ -65,7 +65,7 @@ impl CounterBlock {
 
     /// Count a drop.
     #[inline(always)]
-    pub fn drop(&self, r: DropReason) {
+    pub fn count_drop(&self, r: DropReason) {
         bump(&self.drops[r as usize], 1);
     }
 
@@ -118,7 +118,7 @@ mod tests {
         assert_eq!(c.endpoint(3), (2, 150));
         assert_eq!(c.endpoint(4), (0, 0));
         assert_eq!(c.endpoint(MAX_ENDPOINT_IDS as u32), (0, 0));
-        c.drop(DropReason::NoEndpoint);
+        c.count_drop(DropReason::NoEndpoint);
         assert_eq!(c.drops(DropReason::NoEndpoint), 1);
         assert_eq!(c.total_drops(), 1);
     }

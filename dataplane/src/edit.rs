@@ -3,22 +3,16 @@
 //! Every function takes a frame already validated by [`wire::parse`], whose
 //! [`PacketMeta`] offsets are in bounds.
 
-use crate::checksum;
+use crate::checksum::{self, L4Checksum};
 use crate::frame::Frame;
 use crate::net::{Ip16, MacAddr};
-use crate::wire::{Frag, PacketMeta};
+use crate::wire::PacketMeta;
 
 /// TTL of packets xlb originates (ICMP echo replies, IPIP outer headers).
 pub const OWN_TTL: u8 = 64;
 
 const ETH_DST: usize = 0;
 const ETH_SRC: usize = 6;
-
-/// Whether the frame carries IPv4 or IPv6.
-#[inline]
-pub fn is_ip(m: &PacketMeta) -> bool {
-    m.ethertype == 0x0800 || m.ethertype == 0x86dd
-}
 
 /// ICMP(v6) error messages that quote a packet: destination unreachable
 /// (incl. fragmentation needed), time exceeded, parameter problem, and for
@@ -60,63 +54,55 @@ pub fn set_macs(data: &mut [u8], dst: MacAddr, src: MacAddr) {
 }
 
 /// Rewrite addresses and ports of an IP packet (outer or quoted) described by
-/// `m`, updating the IPv4 header checksum and the L4 checksum incrementally.
+/// `m`, updating the IPv4 header checksum and the L4 checksum incrementally
+/// (RFC 1624). The L4 checksum is only touched if it lies inside the
+/// `m.l4_len` bytes present (quoted packets carry as few as 8).
 pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport: u16, dport: u16) {
     let l4 = usize::from(m.l4_off);
-    let (old_src, old_dst) = (m.src, m.dst);
+    let l4_end = (l4 + usize::from(m.l4_len)).min(data.len());
     set_ip_addrs(data, m, src, dst);
-    // Pseudo-header part of the L4 checksum (not for ICMPv4 or SCTP).
-    let pseudo = matches!(m.proto, 6 | 17 | 58);
-    let csum_at = match m.proto {
-        6 => Some(l4 + 16),
-        17 => Some(l4 + 6),
-        1 | 58 => Some(l4 + 2),
-        _ => None,
-    };
-    let csum_at = csum_at.filter(|&c| c + 2 <= data.len());
+    let kind = L4Checksum::of(m);
+    let csum_at = kind.field_offset().map(|o| l4 + o).filter(|&c| c + 2 <= l4_end);
     let mut csum = csum_at.map(|c| u16::from_be_bytes([data[c], data[c + 1]]));
-    let udp_none = m.proto == 17 && m.v4 && csum == Some(0);
-    if let (Some(c), true, false) = (csum.as_mut(), pseudo, udp_none) {
-        let (a, b) = addr_bytes(m.v4, &old_src, &src);
+    // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
+    let none = kind == L4Checksum::Udp && m.v4 && csum == Some(0);
+    if none {
+        csum = None;
+    }
+    if let (Some(c), true) = (csum.as_mut(), kind.covers_pseudo_header()) {
+        let (a, b) = addr_bytes(m.v4, &m.src, &src);
         *c = checksum::update_bytes(*c, a, b);
-        let (a, b) = addr_bytes(m.v4, &old_dst, &dst);
+        let (a, b) = addr_bytes(m.v4, &m.dst, &dst);
         *c = checksum::update_bytes(*c, a, b);
     }
-    match m.proto {
-        6 | 17 | 132 => {
-            if l4 + 4 <= data.len() {
-                let (os, od) = (m.sport, m.dport);
-                data[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
-                data[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
-                if let (Some(c), false) = (csum.as_mut(), udp_none) {
-                    *c = checksum::update16(*c, os, sport);
-                    *c = checksum::update16(*c, od, dport);
-                }
+    match kind {
+        L4Checksum::Tcp | L4Checksum::Udp | L4Checksum::Sctp if l4 + 4 <= l4_end => {
+            data[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+            data[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
+            if let Some(c) = csum.as_mut() {
+                *c = checksum::update16(*c, m.sport, sport);
+                *c = checksum::update16(*c, m.dport, dport);
             }
         }
-        1 | 58 => {
-            // Echo: the identifier plays the port; it is rewritten to `sport`.
-            if icmp_has_id(m) && l4 + 6 <= data.len() {
-                let old = u16::from_be_bytes([data[l4 + 4], data[l4 + 5]]);
-                data[l4 + 4..l4 + 6].copy_from_slice(&sport.to_be_bytes());
-                if let Some(c) = csum.as_mut() {
-                    *c = checksum::update16(*c, old, sport);
-                }
+        // Echo: the identifier plays the port; it is rewritten to `sport`.
+        L4Checksum::Icmpv4 | L4Checksum::Icmpv6 if icmp_has_id(m) && l4 + 6 <= l4_end => {
+            let old = u16::from_be_bytes([data[l4 + 4], data[l4 + 5]]);
+            data[l4 + 4..l4 + 6].copy_from_slice(&sport.to_be_bytes());
+            if let Some(c) = csum.as_mut() {
+                *c = checksum::update16(*c, old, sport);
             }
         }
         _ => {}
     }
     if let (Some(at), Some(mut c)) = (csum_at, csum) {
-        if m.proto == 17 && !udp_none && c == 0 {
-            // RFC 768: a computed zero is transmitted as all ones.
-            c = 0xffff;
+        if kind == L4Checksum::Udp {
+            c = checksum::udp_nonzero(c);
         }
-        if !udp_none {
-            data[at..at + 2].copy_from_slice(&c.to_be_bytes());
-        }
+        data[at..at + 2].copy_from_slice(&c.to_be_bytes());
     }
-    if m.proto == 132 && m.frag == Frag::None {
-        checksum::fill_sctp_checksum(data, m);
+    if kind == L4Checksum::Sctp && l4_end == l4 + usize::from(m.l4_len) {
+        // CRC32c cannot be updated incrementally; only whole packets carry a valid one.
+        let _ = checksum::fill_sctp_checksum(data, m);
     }
 }
 
@@ -189,7 +175,8 @@ pub fn make_echo_reply(data: &mut [u8], m: &PacketMeta) {
     data[l4 + 2..l4 + 4].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
 }
 
-/// Recompute the ICMP(v6) checksum over the whole message (error path only).
+/// Recompute the ICMP(v6) checksum over the whole message (error path only);
+/// `m` must carry the packet's current addresses (ICMPv6 sums them).
 pub fn fill_icmp_checksum(data: &mut [u8], m: &PacketMeta) {
     let _ = checksum::fill_l4_checksum(data, m);
 }

@@ -22,10 +22,10 @@ use crate::tables::{
     Endpoint, EndpointState, NatMode, Selection, Service, Tables, MAX_ENDPOINT_IDS,
 };
 use crate::edit::{
-    decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, is_ip, make_echo_reply,
+    decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
     rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
 };
-use crate::wire::{self, Frag, PacketMeta};
+use crate::wire::{self, Frag, InnerMeta, PacketMeta};
 
 /// Something that decides, for each frame of a batch, what happens to it.
 /// `verdicts.len() >= frames.len()`; entry `i` is written for frame `i`.
@@ -197,7 +197,7 @@ impl Pipeline {
         if m.proto == 6 {
             fl |= tcp_flag_bits(m.tcp_flags);
         }
-        self.ct.add_flags(hit, fl);
+        self.ct.table().add_flags(hit, fl);
         self.ct.table().touch(hit, now, f.len as u64);
         self.counters.endpoint_packet(d.endpoint, f.len as u64);
         self.apply(t, f, m, &d)
@@ -385,14 +385,16 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NoPort);
         };
         let src_mac = port.mac;
-        if m.ttl <= 1 {
+        // DSR changes only the L2 header (the backend answers the client
+        // directly, from the VIP), so not even the TTL is touched.
+        let dsr = d.kind == Kind::Forward && mode::is_dsr(d.mode);
+        if !dsr && m.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        let dsr = d.kind == Kind::Forward && mode::is_dsr(d.mode);
         if !dsr {
             rewrite_l3l4(f.data_mut(), m, d.new_src, d.new_dst, d.new_sport, d.new_dport);
+            decrement_ttl(f.data_mut(), m);
         }
-        decrement_ttl(f.data_mut(), m);
         set_macs(f.data_mut(), d.mac, src_mac);
         if d.kind == Kind::Forward && d.mode == mode::DSR_IPIP {
             let outer_src = port.addrs.iter().find(|a| a.is_ipv4()).map(|a| Ip16::from(*a));
@@ -443,11 +445,12 @@ impl Pipeline {
         }
         let data = f.data_mut();
         // Quoted packet: it must look like the one the receiver of the error sent.
-        rewrite_l3l4(data, &inner.as_meta(m), d.new_dst, d.new_src, d.new_dport, d.new_sport);
+        rewrite_l3l4(data, &quoted_meta(&inner), d.new_dst, d.new_src, d.new_dport, d.new_sport);
         // Outer header: from the VIP (or SNAT address) to the receiver.
         set_ip_addrs(data, m, d.new_src, d.new_dst);
         decrement_ttl(data, m);
-        crate::edit::fill_icmp_checksum(data, m);
+        let outer = PacketMeta { src: d.new_src, dst: d.new_dst, ..*m };
+        crate::edit::fill_icmp_checksum(data, &outer);
         set_macs(data, d.mac, port.mac);
         self.counters.endpoint_packet(d.endpoint, f.len as u64);
         Verdict::Tx(d.port)
@@ -472,6 +475,24 @@ impl FlowData {
     /// DSR keeps the VIP as destination; the backend address comes from the tables.
     fn new_dst_backend(&self, t: &Tables) -> Ip16 {
         t.endpoint(self.endpoint).map_or(self.new_dst, |(_, e)| e.addr)
+    }
+}
+
+/// A quoted packet described like an outer one, so the same rewrite applies.
+fn quoted_meta(i: &InnerMeta) -> PacketMeta {
+    PacketMeta {
+        l3_off: i.l3_off,
+        ethertype: if i.v4 { 0x0800 } else { 0x86dd },
+        v4: i.v4,
+        src: i.src,
+        dst: i.dst,
+        proto: i.proto,
+        l4_off: i.l4_off,
+        l4_len: i.l4_avail,
+        sport: i.sport,
+        dport: i.dport,
+        frag: i.frag,
+        ..PacketMeta::default()
     }
 }
 
@@ -519,7 +540,7 @@ impl Processor for Pipeline {
                 bump(&self.counters.rx_bytes, f.len as u64);
                 metas[i] = wire::parse(f.data());
                 if let Ok(m) = &metas[i] {
-                    if is_ip(m) {
+                    if m.is_ip() {
                         keys[i] = FlowKey {
                             src: m.src,
                             dst: m.dst,
@@ -536,7 +557,7 @@ impl Processor for Pipeline {
             for (i, (f, v)) in fc.iter_mut().zip(vc.iter_mut()).enumerate() {
                 *v = match &metas[i] {
                     Err(r) => Verdict::Drop(*r),
-                    Ok(m) if !is_ip(m) => Verdict::Pass,
+                    Ok(m) if !m.is_ip() => Verdict::Pass,
                     Ok(m) => {
                         let m = *m;
                         self.decide(tables, now_ns, f, &m, &keys[i], hashes[i])
@@ -548,7 +569,7 @@ impl Processor for Pipeline {
                         bump(&self.counters.tx_bytes, f.len as u64);
                     }
                     Verdict::Pass => bump(&self.counters.passed, 1),
-                    Verdict::Drop(r) => self.counters.drop(r),
+                    Verdict::Drop(r) => self.counters.count_drop(r),
                 }
             }
         }
