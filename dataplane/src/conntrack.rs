@@ -780,7 +780,9 @@ pub fn flow_timeout_ns(timeout_s: u32, proto: u8, flow_mode: u8, fwd: u8, rep: u
     if proto != 6 {
         return configured;
     }
-    if all & flags::RST != 0 || (fwd & flags::FIN != 0 && (rep & flags::FIN != 0 || mode::is_dsr(flow_mode))) {
+    if all & flags::RST != 0
+        || (fwd & flags::FIN != 0 && (rep & flags::FIN != 0 || mode::is_dsr(flow_mode)))
+    {
         return CLOSING_TIMEOUT_NS.min(configured);
     }
     let est = rep & flags::SEEN != 0 || (mode::is_dsr(flow_mode) && fwd & flags::ACK != 0);

@@ -62,7 +62,10 @@ pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport
     let l4_end = (l4 + usize::from(m.l4_len)).min(data.len());
     set_ip_addrs(data, m, src, dst);
     let kind = L4Checksum::of(m);
-    let csum_at = kind.field_offset().map(|o| l4 + o).filter(|&c| c + 2 <= l4_end);
+    let csum_at = kind
+        .field_offset()
+        .map(|o| l4 + o)
+        .filter(|&c| c + 2 <= l4_end);
     let mut csum = csum_at.map(|c| u16::from_be_bytes([data[c], data[c + 1]]));
     // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
     let none = kind == L4Checksum::Udp && m.v4 && csum == Some(0);
@@ -147,7 +150,6 @@ pub fn encap_ipip(f: &mut Frame<'_>, m: &PacketMeta, src: Ip16, dst: Ip16) -> bo
     write_ipv4_header(&mut f.data_mut()[l3..l3 + 20], src, dst, 4, OWN_TTL, total);
     true
 }
-
 
 /// Set the TTL / hop limit, keeping the IPv4 header checksum right.
 pub fn set_ttl(data: &mut [u8], m: &PacketMeta, ttl: u8) {

@@ -13,17 +13,19 @@
 
 use std::sync::Arc;
 
-use crate::conntrack::{flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardWriter};
+use crate::conntrack::{
+    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardWriter,
+};
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
+use crate::edit::{
+    decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
+    rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
+};
 use crate::frame::{Frame, PortId, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
 use crate::tables::{
     Endpoint, EndpointState, NatMode, Selection, Service, Tables, MAX_ENDPOINT_IDS,
-};
-use crate::edit::{
-    decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
 };
 use crate::wire::{self, Frag, InnerMeta, PacketMeta};
 
@@ -47,7 +49,6 @@ pub const CHUNK: usize = 64;
 const GC_BUCKETS_PER_BATCH: usize = 16;
 /// Candidate source-NAT ports tried before giving up on a new flow.
 const NAT_PORT_TRIES: usize = 32;
-
 
 /// One worker's pipeline.
 #[derive(Debug)]
@@ -101,7 +102,8 @@ impl Pipeline {
     /// Expire idle flows; call when no traffic arrived for a while.
     pub fn maintain(&mut self, now_ns: u64, buckets: usize) -> usize {
         let (active, counters) = (&mut self.active, &self.counters);
-        self.ct.expire(now_ns, buckets, &mut |r| on_removed(active, counters, r))
+        self.ct
+            .expire(now_ns, buckets, &mut |r| on_removed(active, counters, r))
     }
 
     fn on_tables(&mut self, t: &Tables) {
@@ -134,7 +136,7 @@ impl Pipeline {
         if let Some(hit) = self.ct.table().find_in(self.worker, key, hash) {
             return self.tracked(t, now, f, m, key, &hit);
         }
-        if let Some(svc) = t.lookup(m.dst, m.proto, m.dport) {
+        if let Some(svc) = t.lookup(m.dst, m.proto, service_port(m)) {
             return self.new_flow(t, now, f, m, key, svc, false);
         }
         if let Some(hit) = self.ct.table().find_elsewhere(self.worker, key, hash) {
@@ -186,7 +188,7 @@ impl Pipeline {
                     if let Some(r) = self.ct.remove_pair(hit.slot, true) {
                         on_removed(active, counters, r);
                     }
-                    return match t.lookup(m.dst, m.proto, m.dport) {
+                    return match t.lookup(m.dst, m.proto, service_port(m)) {
                         Some(svc) => self.new_flow(t, now, f, m, key, svc, true),
                         None => Verdict::Drop(DropReason::NoService),
                     };
@@ -217,7 +219,10 @@ impl Pipeline {
     ) -> Verdict {
         let spec = &svc.spec;
         if !spec.allowed_sources.is_empty()
-            && !spec.allowed_sources.iter().any(|c| c.contains(m.src.into()))
+            && !spec
+                .allowed_sources
+                .iter()
+                .any(|c| c.contains(m.src.into()))
         {
             return Verdict::Drop(DropReason::SourceNotAllowed);
         }
@@ -238,7 +243,11 @@ impl Pipeline {
         if t.port(nh.port).is_none() {
             return Verdict::Drop(DropReason::NoPort);
         }
-        let bport = if icmp || ep.port == 0 { m.dport } else { ep.port };
+        let bport = if icmp || ep.port == 0 {
+            m.dport
+        } else {
+            ep.port
+        };
         let flow_mode = match spec.mode {
             NatMode::Dnat => mode::DNAT,
             NatMode::OneArm => mode::ONE_ARM,
@@ -274,7 +283,13 @@ impl Pipeline {
             new_src,
             new_dst: if dsr { m.dst } else { ep.addr },
             new_sport,
-            new_dport: if icmp { new_sport } else if dsr { m.dport } else { bport },
+            new_dport: if icmp {
+                new_sport
+            } else if dsr {
+                m.dport
+            } else {
+                bport
+            },
             mac: nh.mac,
             port: nh.port,
         };
@@ -372,7 +387,12 @@ impl Pipeline {
                 dport: port,
                 proto,
             };
-            if self.ct.table().find_in(self.worker, &reply_key, reply_key.hash()).is_none() {
+            if self
+                .ct
+                .table()
+                .find_in(self.worker, &reply_key, reply_key.hash())
+                .is_none()
+            {
                 return Some(port);
             }
         }
@@ -392,12 +412,23 @@ impl Pipeline {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         if !dsr {
-            rewrite_l3l4(f.data_mut(), m, d.new_src, d.new_dst, d.new_sport, d.new_dport);
+            rewrite_l3l4(
+                f.data_mut(),
+                m,
+                d.new_src,
+                d.new_dst,
+                d.new_sport,
+                d.new_dport,
+            );
             decrement_ttl(f.data_mut(), m);
         }
         set_macs(f.data_mut(), d.mac, src_mac);
         if d.kind == Kind::Forward && d.mode == mode::DSR_IPIP {
-            let outer_src = port.addrs.iter().find(|a| a.is_ipv4()).map(|a| Ip16::from(*a));
+            let outer_src = port
+                .addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .map(|a| Ip16::from(*a));
             let Some(outer_src) = outer_src else {
                 return Verdict::Drop(DropReason::NoPort);
             };
@@ -412,7 +443,11 @@ impl Pipeline {
     fn icmp_error(&mut self, t: &Tables, f: &mut Frame<'_>, m: &PacketMeta) -> Verdict {
         let ours = t.is_vip(m.dst) || t.is_snat_addr(m.dst);
         let Some(inner) = wire::parse_icmp_inner(f.data(), m) else {
-            return if ours { Verdict::Drop(DropReason::IcmpUntracked) } else { Verdict::Pass };
+            return if ours {
+                Verdict::Drop(DropReason::IcmpUntracked)
+            } else {
+                Verdict::Pass
+            };
         };
         // The error travels against the quoted packet: the entry for traffic in
         // the error's direction is keyed by the quoted packet reversed.
@@ -430,26 +465,45 @@ impl Pipeline {
             .find_in(self.worker, &key, hash)
             .or_else(|| self.ct.table().find_elsewhere(self.worker, &key, hash));
         let Some(hit) = hit else {
-            return if ours { Verdict::Drop(DropReason::IcmpUntracked) } else { Verdict::Pass };
+            return if ours {
+                Verdict::Drop(DropReason::IcmpUntracked)
+            } else {
+                Verdict::Pass
+            };
         };
         let d = hit.data;
         if d.kind == Kind::Forward && mode::is_dsr(d.mode) {
             // DSR never rewrote the flow: forward the error unchanged to the backend.
-            let Some(port) = t.port(d.port) else { return Verdict::Drop(DropReason::NoPort) };
+            let Some(port) = t.port(d.port) else {
+                return Verdict::Drop(DropReason::NoPort);
+            };
             set_macs(f.data_mut(), d.mac, port.mac);
             return Verdict::Tx(d.port);
         }
-        let Some(port) = t.port(d.port) else { return Verdict::Drop(DropReason::NoPort) };
+        let Some(port) = t.port(d.port) else {
+            return Verdict::Drop(DropReason::NoPort);
+        };
         if m.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         let data = f.data_mut();
         // Quoted packet: it must look like the one the receiver of the error sent.
-        rewrite_l3l4(data, &quoted_meta(&inner), d.new_dst, d.new_src, d.new_dport, d.new_sport);
+        rewrite_l3l4(
+            data,
+            &quoted_meta(&inner),
+            d.new_dst,
+            d.new_src,
+            d.new_dport,
+            d.new_sport,
+        );
         // Outer header: from the VIP (or SNAT address) to the receiver.
         set_ip_addrs(data, m, d.new_src, d.new_dst);
         decrement_ttl(data, m);
-        let outer = PacketMeta { src: d.new_src, dst: d.new_dst, ..*m };
+        let outer = PacketMeta {
+            src: d.new_src,
+            dst: d.new_dst,
+            ..*m
+        };
         crate::edit::fill_icmp_checksum(data, &outer);
         set_macs(data, d.mac, port.mac);
         self.counters.endpoint_packet(d.endpoint, f.len as u64);
@@ -458,7 +512,9 @@ impl Pipeline {
 
     /// Answer an echo request to a VIP that has no ICMP rule: the VIP is alive.
     fn echo_reply(&mut self, t: &Tables, f: &mut Frame<'_>, m: &PacketMeta) -> Verdict {
-        let Some(port) = t.port(f.rx_port) else { return Verdict::Drop(DropReason::NoPort) };
+        let Some(port) = t.port(f.rx_port) else {
+            return Verdict::Drop(DropReason::NoPort);
+        };
         let port_mac = port.mac;
         let data = f.data_mut();
         let peer = eth_src(data);
@@ -474,7 +530,18 @@ impl Pipeline {
 impl FlowData {
     /// DSR keeps the VIP as destination; the backend address comes from the tables.
     fn new_dst_backend(&self, t: &Tables) -> Ip16 {
-        t.endpoint(self.endpoint).map_or(self.new_dst, |(_, e)| e.addr)
+        t.endpoint(self.endpoint)
+            .map_or(self.new_dst, |(_, e)| e.addr)
+    }
+}
+
+/// The port a packet is matched against rules with: ICMP rules use port 0
+/// (the echo identifier in `dport` is a flow key, not a service port).
+fn service_port(m: &PacketMeta) -> u16 {
+    if m.proto == 1 || m.proto == 58 {
+        0
+    } else {
+        m.dport
     }
 }
 

@@ -36,7 +36,14 @@ fn case(
     verdict: Verdict,
     output: Option<Vec<u8>>,
 ) -> Case {
-    Case { desc, worker, rx, input, verdict, output }
+    Case {
+        desc,
+        worker,
+        rx,
+        input,
+        verdict,
+        output,
+    }
 }
 
 fn drop(desc: &'static str, worker: usize, rx: u16, input: Vec<u8>, r: DropReason) -> Case {
@@ -47,9 +54,23 @@ fn services() -> Vec<xlb_dataplane::tables::ServiceSpec> {
     use L4Proto::*;
     use NatMode::*;
     use Selection::*;
-    let mut ipip = svc("192.0.2.13", Tcp, (80, 80), Hash, Dsr, vec![ep("10.1.0.13", 80)]);
+    let mut ipip = svc(
+        "192.0.2.13",
+        Tcp,
+        (80, 80),
+        Hash,
+        Dsr,
+        vec![ep("10.1.0.13", 80)],
+    );
     ipip.dsr_ipip = true;
-    let mut down = svc("192.0.2.18", Tcp, (80, 80), RoundRobin, Dnat, vec![ep("10.1.0.12", 80)]);
+    let mut down = svc(
+        "192.0.2.18",
+        Tcp,
+        (80, 80),
+        RoundRobin,
+        Dnat,
+        vec![ep("10.1.0.12", 80)],
+    );
     down.endpoints[0].state = EndpointState::Down;
     vec![
         svc(
@@ -58,9 +79,20 @@ fn services() -> Vec<xlb_dataplane::tables::ServiceSpec> {
             (80, 80),
             RoundRobin,
             Dnat,
-            vec![ep("10.1.0.11", 8080), ep("10.1.0.12", 8080), ep("10.1.0.13", 8080)],
+            vec![
+                ep("10.1.0.11", 8080),
+                ep("10.1.0.12", 8080),
+                ep("10.1.0.13", 8080),
+            ],
         ),
-        svc("192.0.2.10", Tcp, (443, 443), Hash, FullNat, vec![ep("10.1.0.12", 8443)]),
+        svc(
+            "192.0.2.10",
+            Tcp,
+            (443, 443),
+            Hash,
+            FullNat,
+            vec![ep("10.1.0.12", 8443)],
+        ),
         svc(
             "192.0.2.11",
             Udp,
@@ -69,11 +101,32 @@ fn services() -> Vec<xlb_dataplane::tables::ServiceSpec> {
             OneArm,
             vec![ep("10.1.0.11", 5353), ep("10.1.0.12", 5353)],
         ),
-        svc("192.0.2.12", Tcp, (80, 80), Hash, Dsr, vec![ep("10.1.0.11", 0)]),
+        svc(
+            "192.0.2.12",
+            Tcp,
+            (80, 80),
+            Hash,
+            Dsr,
+            vec![ep("10.1.0.11", 0)],
+        ),
         ipip,
-        svc("192.0.2.14", Udp, (30000, 30010), RoundRobin, Dnat, vec![ep("10.1.0.11", 0)]),
+        svc(
+            "192.0.2.14",
+            Udp,
+            (30000, 30010),
+            RoundRobin,
+            Dnat,
+            vec![ep("10.1.0.11", 0)],
+        ),
         allowed(
-            svc("192.0.2.15", Tcp, (80, 80), RoundRobin, Dnat, vec![ep("10.1.0.11", 80)]),
+            svc(
+                "192.0.2.15",
+                Tcp,
+                (80, 80),
+                RoundRobin,
+                Dnat,
+                vec![ep("10.1.0.11", 80)],
+            ),
             &["10.0.0.0/24"],
         ),
         svc(
@@ -84,8 +137,22 @@ fn services() -> Vec<xlb_dataplane::tables::ServiceSpec> {
             FullNat,
             vec![ep("2001:db8:1::11", 8080), ep("2001:db8:1::12", 8080)],
         ),
-        svc("192.0.2.16", Sctp, (9000, 9000), RoundRobin, FullNat, vec![ep("10.1.0.12", 9000)]),
-        svc("192.0.2.17", Icmp, (0, 0), RoundRobin, FullNat, vec![ep("10.1.0.13", 0)]),
+        svc(
+            "192.0.2.16",
+            Sctp,
+            (9000, 9000),
+            RoundRobin,
+            FullNat,
+            vec![ep("10.1.0.12", 9000)],
+        ),
+        svc(
+            "192.0.2.17",
+            Icmp,
+            (0, 0),
+            RoundRobin,
+            FullNat,
+            vec![ep("10.1.0.13", 0)],
+        ),
         down,
     ]
 }
@@ -93,7 +160,20 @@ fn services() -> Vec<xlb_dataplane::tables::ServiceSpec> {
 /// Outer IPv4 header of an IPIP packet, computed independently of the pipeline.
 fn ipip_outer(src: [u8; 4], dst: [u8; 4], inner_len: usize) -> Vec<u8> {
     let total = (inner_len + 20) as u16;
-    let mut h = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, 4, 0, 0];
+    let mut h = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0,
+        0,
+        64,
+        4,
+        0,
+        0,
+    ];
     h.extend_from_slice(&src);
     h.extend_from_slice(&dst);
     let c = checksum::checksum(&h);
@@ -129,14 +209,20 @@ fn cases() -> Vec<Case> {
     // And what the client must see quoted: the packet it sent.
     let client_sent =
         to_client(Builder::tcp(sa("10.0.0.2:40003"), sa("192.0.2.10:443"), ACK).ttl(63));
-    let unknown_quoted =
-        from_client(Builder::tcp(sa("10.9.9.9:1"), sa("192.0.2.10:443"), ACK));
+    let unknown_quoted = from_client(Builder::tcp(sa("10.9.9.9:1"), sa("192.0.2.10:443"), ACK));
 
     let mut bad_ihl = from_client(Builder::udp(sa("10.0.0.2:1"), sa("192.0.2.11:53")));
     bad_ihl[14] = 0x44;
 
     vec![
-        case("ARP request passes to the kernel", 0, 0, arp, Verdict::Pass, None),
+        case(
+            "ARP request passes to the kernel",
+            0,
+            0,
+            arp,
+            Verdict::Pass,
+            None,
+        ),
         case(
             "TCP to the node's own address passes to the kernel",
             0,
@@ -189,7 +275,11 @@ fn cases() -> Vec<Case> {
             "DNAT: the backend's reply is un-NATed to come from the VIP",
             0,
             BACKEND_PORT,
-            from_backend(Builder::tcp(sa("10.1.0.11:8080"), sa("10.0.0.2:40001"), SYNACK)),
+            from_backend(Builder::tcp(
+                sa("10.1.0.11:8080"),
+                sa("10.0.0.2:40001"),
+                SYNACK,
+            )),
             Tx(CLIENT_PORT),
             Some(to_client(
                 Builder::tcp(sa("192.0.2.10:80"), sa("10.0.0.2:40001"), SYNACK).ttl(63),
@@ -199,7 +289,11 @@ fn cases() -> Vec<Case> {
             "DNAT: a reply landing on the other worker's queue still finds its flow",
             1,
             BACKEND_PORT,
-            from_backend(Builder::tcp(sa("10.1.0.12:8080"), sa("10.0.0.2:40002"), SYNACK)),
+            from_backend(Builder::tcp(
+                sa("10.1.0.12:8080"),
+                sa("10.0.0.2:40002"),
+                SYNACK,
+            )),
             Tx(CLIENT_PORT),
             Some(to_client(
                 Builder::tcp(sa("192.0.2.10:80"), sa("10.0.0.2:40002"), SYNACK).ttl(63),
@@ -209,7 +303,11 @@ fn cases() -> Vec<Case> {
             "full NAT: SYN to VIP:443 leaves from the SNAT address and worker 0's first port",
             0,
             0,
-            from_client(Builder::tcp(sa("10.0.0.2:40003"), sa("192.0.2.10:443"), SYN)),
+            from_client(Builder::tcp(
+                sa("10.0.0.2:40003"),
+                sa("192.0.2.10:443"),
+                SYN,
+            )),
             Tx(BACKEND_PORT),
             Some(to_backend(
                 Builder::tcp(sa("10.9.0.1:40000"), sa("10.1.0.12:8443"), SYN).ttl(63),
@@ -220,7 +318,11 @@ fn cases() -> Vec<Case> {
             "full NAT: the reply to the SNAT address maps back, on the other worker",
             1,
             BACKEND_PORT,
-            from_backend(Builder::tcp(sa("10.1.0.12:8443"), sa("10.9.0.1:40000"), SYNACK)),
+            from_backend(Builder::tcp(
+                sa("10.1.0.12:8443"),
+                sa("10.9.0.1:40000"),
+                SYNACK,
+            )),
             Tx(CLIENT_PORT),
             Some(to_client(
                 Builder::tcp(sa("192.0.2.10:443"), sa("10.0.0.2:40003"), SYNACK).ttl(63),
@@ -233,7 +335,9 @@ fn cases() -> Vec<Case> {
             from_client(Builder::udp(sa("10.0.0.2:5000"), sa("192.0.2.11:53")).payload(b"q")),
             Tx(BACKEND_PORT),
             Some(to_backend(
-                Builder::udp(sa("10.1.0.1:40002"), sa("10.1.0.11:5353")).payload(b"q").ttl(63),
+                Builder::udp(sa("10.1.0.1:40002"), sa("10.1.0.11:5353"))
+                    .payload(b"q")
+                    .ttl(63),
                 "10.1.0.11",
             )),
         ),
@@ -244,7 +348,9 @@ fn cases() -> Vec<Case> {
             from_backend(Builder::udp(sa("10.1.0.11:5353"), sa("10.1.0.1:40002")).payload(b"a")),
             Tx(CLIENT_PORT),
             Some(to_client(
-                Builder::udp(sa("192.0.2.11:53"), sa("10.0.0.2:5000")).payload(b"a").ttl(63),
+                Builder::udp(sa("192.0.2.11:53"), sa("10.0.0.2:5000"))
+                    .payload(b"a")
+                    .ttl(63),
             )),
         ),
         case(
@@ -306,8 +412,12 @@ fn cases() -> Vec<Case> {
             )),
             Tx(BACKEND_PORT),
             Some(to_backend(
-                Builder::tcp(sa("[2001:db8:9::1]:40004"), sa("[2001:db8:1::11]:8080"), SYN)
-                    .ttl(63),
+                Builder::tcp(
+                    sa("[2001:db8:9::1]:40004"),
+                    sa("[2001:db8:1::11]:8080"),
+                    SYN,
+                )
+                .ttl(63),
                 "2001:db8:1::11",
             )),
         ),
@@ -322,21 +432,29 @@ fn cases() -> Vec<Case> {
             )),
             Tx(CLIENT_PORT),
             Some(to_client(
-                Builder::tcp(sa("[2001:db8:100::10]:80"), sa("[2001:db8::2]:40007"), SYNACK)
-                    .ttl(63),
+                Builder::tcp(
+                    sa("[2001:db8:100::10]:80"),
+                    sa("[2001:db8::2]:40007"),
+                    SYNACK,
+                )
+                .ttl(63),
             )),
         ),
         case(
             "SCTP full NAT: ports rewritten and the CRC32c recomputed",
             0,
             0,
-            from_client(Builder::sctp(sa("10.0.0.2:7000"), sa("192.0.2.16:9000"), 0).payload(
-                &[1, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0x10, 0, 0, 1, 0, 1, 0, 0, 0, 1],
-            )),
+            from_client(
+                Builder::sctp(sa("10.0.0.2:7000"), sa("192.0.2.16:9000"), 0).payload(&[
+                    1, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0x10, 0, 0, 1, 0, 1, 0, 0, 0, 1,
+                ]),
+            ),
             Tx(BACKEND_PORT),
             Some(to_backend(
                 Builder::sctp(sa("10.9.0.1:40006"), sa("10.1.0.12:9000"), 0)
-                    .payload(&[1, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0x10, 0, 0, 1, 0, 1, 0, 0, 0, 1])
+                    .payload(&[
+                        1, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0x10, 0, 0, 1, 0, 1, 0, 0, 0, 1,
+                    ])
                     .ttl(63),
                 "10.1.0.12",
             )),
@@ -366,7 +484,13 @@ fn cases() -> Vec<Case> {
             "ICMP echo reply from the backend maps back to the client's id",
             1,
             BACKEND_PORT,
-            from_backend(Builder::icmp_echo(ip("10.1.0.13"), ip("10.9.0.1"), 40008, 1, true)),
+            from_backend(Builder::icmp_echo(
+                ip("10.1.0.13"),
+                ip("10.9.0.1"),
+                40008,
+                1,
+                true,
+            )),
             Tx(CLIENT_PORT),
             Some(to_client(
                 Builder::icmp_echo(ip("192.0.2.17"), ip(c), 78, 1, true).ttl(63),
@@ -391,7 +515,13 @@ fn cases() -> Vec<Case> {
             "ICMP error about no tracked flow, sent to a VIP, is dropped",
             0,
             0,
-            from_client(Builder::icmp_error(ip(c), ip("192.0.2.10"), 3, 3, &unknown_quoted)),
+            from_client(Builder::icmp_error(
+                ip(c),
+                ip("192.0.2.10"),
+                3,
+                3,
+                &unknown_quoted,
+            )),
             DropReason::IcmpUntracked,
         ),
         drop(
@@ -433,7 +563,9 @@ fn cases() -> Vec<Case> {
             from_client(Builder::tcp(sa("10.0.0.2:40010"), sa("192.0.2.10:80"), SYN).vlan(100)),
             Tx(BACKEND_PORT),
             Some(to_backend(
-                Builder::tcp(sa("10.0.0.2:40010"), sa("10.1.0.11:8080"), SYN).vlan(100).ttl(63),
+                Builder::tcp(sa("10.0.0.2:40010"), sa("10.1.0.11:8080"), SYN)
+                    .vlan(100)
+                    .ttl(63),
                 "10.1.0.11",
             )),
         ),
@@ -444,12 +576,26 @@ fn cases() -> Vec<Case> {
             from_client(Builder::udp(sa("10.0.0.2:5001"), sa("192.0.2.11:53")).no_udp_checksum()),
             Tx(BACKEND_PORT),
             Some(to_backend(
-                Builder::udp(sa("10.1.0.1:40010"), sa("10.1.0.12:5353")).no_udp_checksum().ttl(63),
+                Builder::udp(sa("10.1.0.1:40010"), sa("10.1.0.12:5353"))
+                    .no_udp_checksum()
+                    .ttl(63),
                 "10.1.0.12",
             )),
         ),
-        drop("a 10-byte frame is dropped", 0, 0, vec![0u8; 10], DropReason::TruncatedEthernet),
-        drop("an IPv4 header length of 4 words is dropped", 0, 0, bad_ihl, DropReason::BadIpv4Header),
+        drop(
+            "a 10-byte frame is dropped",
+            0,
+            0,
+            vec![0u8; 10],
+            DropReason::TruncatedEthernet,
+        ),
+        drop(
+            "an IPv4 header length of 4 words is dropped",
+            0,
+            0,
+            bad_ihl,
+            DropReason::BadIpv4Header,
+        ),
         drop(
             "TTL 1 to a VIP is dropped, not forwarded",
             0,
@@ -478,7 +624,13 @@ fn golden_fixtures_in_order() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} fixtures failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 
     // Counters after the run: each drop reason exercised exactly once, and
     // the totals add up.
@@ -511,10 +663,18 @@ fn golden_fixtures_in_order() {
         tx(&c0) + tx(&c1) + passed(&c0) + passed(&c1) + c0.total_drops() + c1.total_drops()
     );
     assert_eq!(passed(&c0), 2);
-    assert_eq!(c0.icmp_echo_replies.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        c0.icmp_echo_replies
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     // Endpoint counters: 10.1.0.11:8080 of rule 0 saw SYN, data and the SYN-ACK.
     let id = lab.tables.services[0].endpoints[0].id;
-    assert_eq!(c0.endpoint(id).0 + c1.endpoint(id).0, 4, "3 on worker 0 + the VLAN flow on 1");
+    assert_eq!(
+        c0.endpoint(id).0 + c1.endpoint(id).0,
+        4,
+        "3 on worker 0 + the VLAN flow on 1"
+    );
 }
 
 fn hex(b: &[u8]) -> String {

@@ -40,7 +40,12 @@ pub fn be_mac(addr: &str) -> MacAddr {
 }
 
 pub fn ep(addr: &str, port: u16) -> EndpointSpec {
-    EndpointSpec { addr: ip(addr), port, weight: 1, state: EndpointState::Active }
+    EndpointSpec {
+        addr: ip(addr),
+        port,
+        weight: 1,
+        state: EndpointState::Active,
+    }
 }
 
 pub fn svc(
@@ -52,7 +57,13 @@ pub fn svc(
     endpoints: Vec<EndpointSpec>,
 ) -> ServiceSpec {
     ServiceSpec {
-        key: ServiceKey { vip: ip(vip), proto, port_min: ports.0, port_max: ports.1, block: 0 },
+        key: ServiceKey {
+            vip: ip(vip),
+            proto,
+            port_min: ports.0,
+            port_max: ports.1,
+            block: 0,
+        },
         sel,
         mode,
         allowed_sources: Vec::new(),
@@ -70,7 +81,13 @@ pub const BACKENDS_V6: [&str; 2] = ["2001:db8:1::11", "2001:db8:1::12"];
 pub fn spec(services: Vec<ServiceSpec>) -> TablesSpec {
     let mut next_hops = Vec::new();
     for b in BACKENDS_V4.iter().chain(BACKENDS_V6.iter()) {
-        next_hops.push((ip(b), NextHop { mac: be_mac(b), port: BACKEND_PORT }));
+        next_hops.push((
+            ip(b),
+            NextHop {
+                mac: be_mac(b),
+                port: BACKEND_PORT,
+            },
+        ));
     }
     TablesSpec {
         services,
@@ -96,7 +113,10 @@ pub fn spec(services: Vec<ServiceSpec>) -> TablesSpec {
 }
 
 pub fn allowed(mut s: ServiceSpec, prefixes: &[&str]) -> ServiceSpec {
-    s.allowed_sources = prefixes.iter().map(|p| p.parse::<Cidr>().expect("prefix")).collect();
+    s.allowed_sources = prefixes
+        .iter()
+        .map(|p| p.parse::<Cidr>().expect("prefix"))
+        .collect();
     s
 }
 
@@ -115,9 +135,19 @@ impl Lab {
 
     pub fn with_buckets(spec: TablesSpec, buckets: usize) -> Lab {
         let tables = Tables::build(spec, &Tables::empty()).expect("valid lab tables");
-        let ct = Arc::new(Conntrack::new(2, ConntrackConfig { buckets_per_shard: buckets }));
+        let ct = Arc::new(Conntrack::new(
+            2,
+            ConntrackConfig {
+                buckets_per_shard: buckets,
+            },
+        ));
         let workers = (0..2).map(|w| Pipeline::new(w, 2, &ct)).collect();
-        Lab { tables, ct, workers, now: 1_000_000_000 }
+        Lab {
+            tables,
+            ct,
+            workers,
+            now: 1_000_000_000,
+        }
     }
 
     /// Replace the tables (as control would publish a new snapshot).
@@ -139,23 +169,31 @@ impl Lab {
 
 /// A frame from the client side (client MAC → xlb's port 0 MAC).
 pub fn from_client(b: Builder<'_>) -> Vec<u8> {
-    b.macs(CLIENT_MAC, LB_MAC0).to_vec().expect("buildable frame")
+    b.macs(CLIENT_MAC, LB_MAC0)
+        .to_vec()
+        .expect("buildable frame")
 }
 
 /// A frame from a backend (its MAC → xlb's port 1 MAC).
 pub fn from_backend(b: Builder<'_>) -> Vec<u8> {
     let src = b.src.to_string();
-    b.macs(be_mac(&src), LB_MAC1).to_vec().expect("buildable frame")
+    b.macs(be_mac(&src), LB_MAC1)
+        .to_vec()
+        .expect("buildable frame")
 }
 
 /// What xlb should send to backend `addr`.
 pub fn to_backend(b: Builder<'_>, addr: &str) -> Vec<u8> {
-    b.macs(LB_MAC1, be_mac(addr)).to_vec().expect("buildable frame")
+    b.macs(LB_MAC1, be_mac(addr))
+        .to_vec()
+        .expect("buildable frame")
 }
 
 /// What xlb should send to the client.
 pub fn to_client(b: Builder<'_>) -> Vec<u8> {
-    b.macs(LB_MAC0, CLIENT_MAC).to_vec().expect("buildable frame")
+    b.macs(LB_MAC0, CLIENT_MAC)
+        .to_vec()
+        .expect("buildable frame")
 }
 
 /// Destination address and port of a built frame (to learn which backend was chosen).
