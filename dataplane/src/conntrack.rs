@@ -578,6 +578,11 @@ pub struct ShardWriter {
 pub struct Full;
 
 impl ShardWriter {
+    /// Buckets in this writer's shard.
+    pub fn buckets(&self) -> usize {
+        self.shard_ref().mask + 1
+    }
+
     /// This writer's shard index.
     pub fn shard(&self) -> usize {
         self.me

@@ -53,51 +53,81 @@ pub fn set_macs(data: &mut [u8], dst: MacAddr, src: MacAddr) {
     data[ETH_SRC..ETH_SRC + 6].copy_from_slice(&src.0);
 }
 
+/// One's-complement sum of the change from `old` to `new` (RFC 1624 eqn. 3:
+/// the `~m + m'` part), over the address bytes a checksum covers (4 for
+/// IPv4, 16 for IPv6), as 32-bit words: 2^16 ≡ 1 (mod 0xffff), so a 32-bit
+/// word sums to the same as its two 16-bit halves and `!w` to their complements.
+#[inline(always)]
+fn addr_delta(v4: bool, old: &Ip16, new: &Ip16) -> u64 {
+    let w = |a: &Ip16, i: usize| u32::from_be_bytes([a.0[i], a.0[i + 1], a.0[i + 2], a.0[i + 3]]);
+    let first = if v4 { 12 } else { 0 };
+    let mut d = 0u64;
+    let mut i = first;
+    while i < 16 {
+        d += u64::from(!w(old, i)) + u64::from(w(new, i));
+        i += 4;
+    }
+    d
+}
+
+/// The change of one 16-bit field, for [`apply_delta`].
+#[inline(always)]
+fn delta16(old: u16, new: u16) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
+/// Apply a summed change to a checksum field: HC' = ~(~HC + Σ(~m + m')).
+#[inline(always)]
+fn apply_delta(hc: u16, delta: u64) -> u16 {
+    let mut s = u64::from(!hc) + delta;
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    let mut s = s as u32;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
+
 /// Rewrite addresses and ports of an IP packet (outer or quoted) described by
 /// `m`, updating the IPv4 header checksum and the L4 checksum incrementally
-/// (RFC 1624). The L4 checksum is only touched if it lies inside the
-/// `m.l4_len` bytes present (quoted packets carry as few as 8).
+/// (RFC 1624): the address change is summed once and applied to both. The
+/// L4 checksum is only touched if it lies inside the `m.l4_len` bytes present
+/// (quoted packets carry as few as 8).
+#[inline]
 pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport: u16, dport: u16) {
     let l4 = usize::from(m.l4_off);
     let l4_end = (l4 + usize::from(m.l4_len)).min(data.len());
-    set_ip_addrs(data, m, src, dst);
+    let addrs = addr_delta(m.v4, &m.src, &src) + addr_delta(m.v4, &m.dst, &dst);
+    write_ip_addrs(data, m, src, dst, addrs);
     let kind = L4Checksum::of(m);
     let csum_at = kind
         .field_offset()
         .map(|o| l4 + o)
         .filter(|&c| c + 2 <= l4_end);
-    let mut csum = csum_at.map(|c| u16::from_be_bytes([data[c], data[c + 1]]));
+    let old = csum_at.map(|c| u16::from_be_bytes([data[c], data[c + 1]]));
     // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
-    let none = kind == L4Checksum::Udp && m.v4 && csum == Some(0);
-    if none {
-        csum = None;
-    }
-    if let (Some(c), true) = (csum.as_mut(), kind.covers_pseudo_header()) {
-        let (a, b) = addr_bytes(m.v4, &m.src, &src);
-        *c = checksum::update_bytes(*c, a, b);
-        let (a, b) = addr_bytes(m.v4, &m.dst, &dst);
-        *c = checksum::update_bytes(*c, a, b);
-    }
+    let none = kind == L4Checksum::Udp && m.v4 && old == Some(0);
+    let mut delta = if kind.covers_pseudo_header() {
+        addrs
+    } else {
+        0
+    };
     match kind {
         L4Checksum::Tcp | L4Checksum::Udp | L4Checksum::Sctp if l4 + 4 <= l4_end => {
             data[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
             data[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
-            if let Some(c) = csum.as_mut() {
-                *c = checksum::update16(*c, m.sport, sport);
-                *c = checksum::update16(*c, m.dport, dport);
-            }
+            delta += delta16(m.sport, sport) + delta16(m.dport, dport);
         }
         // Echo: the identifier plays the port; it is rewritten to `sport`.
         L4Checksum::Icmpv4 | L4Checksum::Icmpv6 if icmp_has_id(m) && l4 + 6 <= l4_end => {
-            let old = u16::from_be_bytes([data[l4 + 4], data[l4 + 5]]);
+            let id = u16::from_be_bytes([data[l4 + 4], data[l4 + 5]]);
             data[l4 + 4..l4 + 6].copy_from_slice(&sport.to_be_bytes());
-            if let Some(c) = csum.as_mut() {
-                *c = checksum::update16(*c, old, sport);
-            }
+            delta += delta16(id, sport);
         }
         _ => {}
     }
-    if let (Some(at), Some(mut c)) = (csum_at, csum) {
+    if let (Some(at), Some(hc), false) = (csum_at, old, none) {
+        let mut c = apply_delta(hc, delta);
         if kind == L4Checksum::Udp {
             c = checksum::udp_nonzero(c);
         }
@@ -109,24 +139,21 @@ pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport
     }
 }
 
-fn addr_bytes<'a>(v4: bool, old: &'a Ip16, new: &'a Ip16) -> (&'a [u8], &'a [u8]) {
-    if v4 {
-        (&old.0[12..], &new.0[12..])
-    } else {
-        (&old.0[..], &new.0[..])
-    }
+/// Write new IP addresses, keeping the IPv4 header checksum right.
+#[inline]
+pub fn set_ip_addrs(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16) {
+    let delta = addr_delta(m.v4, &m.src, &src) + addr_delta(m.v4, &m.dst, &dst);
+    write_ip_addrs(data, m, src, dst, delta);
 }
 
-/// Write new IP addresses, keeping the IPv4 header checksum right.
-pub fn set_ip_addrs(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16) {
+#[inline(always)]
+fn write_ip_addrs(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, delta: u64) {
     let l3 = usize::from(m.l3_off);
     if m.v4 {
-        let mut c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
-        c = checksum::update_bytes(c, &data[l3 + 12..l3 + 16], &src.0[12..]);
-        c = checksum::update_bytes(c, &data[l3 + 16..l3 + 20], &dst.0[12..]);
+        let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
+        data[l3 + 10..l3 + 12].copy_from_slice(&apply_delta(c, delta).to_be_bytes());
         data[l3 + 12..l3 + 16].copy_from_slice(&src.0[12..]);
         data[l3 + 16..l3 + 20].copy_from_slice(&dst.0[12..]);
-        data[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
     } else {
         data[l3 + 8..l3 + 24].copy_from_slice(&src.0);
         data[l3 + 24..l3 + 40].copy_from_slice(&dst.0);
@@ -152,6 +179,7 @@ pub fn encap_ipip(f: &mut Frame<'_>, m: &PacketMeta, src: Ip16, dst: Ip16) -> bo
 }
 
 /// Set the TTL / hop limit, keeping the IPv4 header checksum right.
+#[inline]
 pub fn set_ttl(data: &mut [u8], m: &PacketMeta, ttl: u8) {
     let l3 = usize::from(m.l3_off);
     if m.v4 {
@@ -159,7 +187,7 @@ pub fn set_ttl(data: &mut [u8], m: &PacketMeta, ttl: u8) {
         let new = u16::from_be_bytes([ttl, data[l3 + 9]]);
         let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
         data[l3 + 8] = ttl;
-        data[l3 + 10..l3 + 12].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+        data[l3 + 10..l3 + 12].copy_from_slice(&apply_delta(c, delta16(old, new)).to_be_bytes());
     } else {
         data[l3 + 7] = ttl;
     }

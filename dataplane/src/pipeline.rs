@@ -45,8 +45,12 @@ pub trait Processor {
 
 /// Frames decided per inner step; larger batches are processed in chunks.
 pub const CHUNK: usize = 64;
-/// Buckets of the flow table examined for expiry after each batch.
-const GC_BUCKETS_PER_BATCH: usize = 16;
+/// The flow table is swept for expired flows once per this period; each
+/// batch examines the share of buckets that the time since the last batch
+/// calls for, so the cost per packet falls as the packet rate rises.
+const GC_SWEEP_NS: u64 = 1_000_000_000;
+/// Most buckets examined after one batch (bounds the latency of a batch).
+const GC_MAX_BUCKETS: u64 = 256;
 /// Candidate source-NAT ports tried before giving up on a new flow.
 const NAT_PORT_TRIES: usize = 32;
 
@@ -65,6 +69,9 @@ pub struct Pipeline {
     active: Box<[u32]>,
     /// Next source-NAT port candidate (index into this worker's share of the range).
     nat_cursor: u32,
+    /// When expiry last ran, and the fraction of a bucket it still owes (in ns·buckets).
+    gc_last: u64,
+    gc_owed: u64,
 }
 
 /// Release what a removed flow held. A free function so it can be called while
@@ -91,6 +98,8 @@ impl Pipeline {
             rr: Vec::new(),
             active: vec![0u32; MAX_ENDPOINT_IDS].into_boxed_slice(),
             nat_cursor: 0,
+            gc_last: 0,
+            gc_owed: 0,
         }
     }
 
@@ -104,6 +113,22 @@ impl Pipeline {
         let (active, counters) = (&mut self.active, &self.counters);
         self.ct
             .expire(now_ns, buckets, &mut |r| on_removed(active, counters, r))
+    }
+
+    /// Run the share of the expiry sweep that is due at `now`.
+    pub fn expire_due(&mut self, now: u64) {
+        if self.gc_last == 0 || now < self.gc_last {
+            self.gc_last = now;
+            return;
+        }
+        let buckets = self.ct.buckets() as u64;
+        self.gc_owed += (now - self.gc_last).min(GC_SWEEP_NS) * buckets;
+        self.gc_last = now;
+        let due = (self.gc_owed / GC_SWEEP_NS).min(GC_MAX_BUCKETS);
+        if due > 0 {
+            self.gc_owed = self.gc_owed.saturating_sub(due * GC_SWEEP_NS);
+            self.maintain(now, due as usize);
+        }
     }
 
     fn on_tables(&mut self, t: &Tables) {
@@ -262,7 +287,7 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::NatPortsExhausted);
                 };
                 match self.nat_port(t, snat, ep.addr, bport, m.proto, icmp) {
-                    Some(p) => (snat, p),
+                    Some(pair) => pair,
                     None => return Verdict::Drop(DropReason::NatPortsExhausted),
                 }
             }
@@ -368,7 +393,7 @@ impl Pipeline {
         bport: u16,
         proto: u8,
         icmp: bool,
-    ) -> Option<u16> {
+    ) -> Option<(Ip16, u16)> {
         let (lo, hi) = t.nat_ports;
         let span = u32::from(hi - lo) + 1;
         let w = self.workers as u32;
@@ -376,13 +401,21 @@ impl Pipeline {
         if mine == 0 {
             return None;
         }
-        for _ in 0..NAT_PORT_TRIES.min(mine as usize) {
+        // Full NAT with a pool of addresses walks (address, port) pairs, so the
+        // pool multiplies the flows one backend can take.
+        let pool = t.snat_pool(snat);
+        for _ in 0..NAT_PORT_TRIES {
             let k = self.nat_cursor % mine;
+            let addr = if pool.is_empty() {
+                snat
+            } else {
+                pool[(self.nat_cursor / mine) as usize % pool.len()]
+            };
             self.nat_cursor = self.nat_cursor.wrapping_add(1);
             let port = (u32::from(lo) + self.worker as u32 + k * w) as u16;
             let reply_key = FlowKey {
                 src: backend,
-                dst: snat,
+                dst: addr,
                 sport: if icmp { port } else { bport },
                 dport: port,
                 proto,
@@ -393,7 +426,7 @@ impl Pipeline {
                 .find_in(self.worker, &reply_key, reply_key.hash())
                 .is_none()
             {
-                return Some(port);
+                return Some((addr, port));
             }
         }
         None
@@ -640,7 +673,7 @@ impl Processor for Pipeline {
                 }
             }
         }
-        self.maintain(now_ns, GC_BUCKETS_PER_BATCH);
+        self.expire_due(now_ns);
     }
 }
 

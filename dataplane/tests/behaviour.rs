@@ -348,3 +348,38 @@ fn jumbo_frames_are_forwarded_whole() {
         "checksum right after NAT"
     );
 }
+
+#[test]
+fn a_full_nat_address_pool_multiplies_the_ports() {
+    let mut t = spec(vec![svc(
+        "192.0.2.10",
+        L4Proto::Tcp,
+        (80, 80),
+        Selection::RoundRobin,
+        NatMode::FullNat,
+        vec![ep("10.1.0.11", 80)],
+    )]);
+    t.nat_ports = (40000, 40003); // two ports per worker...
+    t.snat_addrs = vec![ip("10.9.0.1"), ip("10.9.0.2"), ip("2001:db8:9::1")]; // ...per address
+    let mut lab = Lab::new(t);
+    let mut used = std::collections::HashSet::new();
+    for p in 1..=4 {
+        let f = from_client(Builder::tcp(
+            sa(&format!("10.0.0.2:{p}")),
+            sa("192.0.2.10:80"),
+            SYN,
+        ));
+        let (v, out) = lab.run(0, CLIENT_PORT, &f);
+        assert_eq!(v, Verdict::Tx(BACKEND_PORT), "flow {p}");
+        assert!(
+            used.insert(src_of(&out)),
+            "every flow has its own (address, port)"
+        );
+    }
+    let addrs: std::collections::HashSet<IpAddr> = used.iter().map(|(a, _)| *a).collect();
+    assert_eq!(addrs.len(), 2, "both IPv4 pool addresses in use: {used:?}");
+    assert!(
+        syn(&mut lab, 0, "10.0.0.2", 5).is_none(),
+        "2 addresses × 2 ports, then exhausted"
+    );
+}
