@@ -1,7 +1,10 @@
 //! What the kernel knows about interfaces, routes and neighbours, turned into
 //! the dataplane's [`PortSpec`] and [`NextHop`] values. Control-plane only.
 //!
-//! Trade-off: this reads sysfs and parses `ip -j` (iproute2 JSON) output
+//! Everything is asked in the calling thread's network namespace (never via
+//! sysfs, which shows the namespace it was mounted in).
+//!
+//! Trade-off: this parses `ip -j` (iproute2 JSON) output
 //! instead of speaking rtnetlink. It costs a process spawn per query (fine for
 //! a control loop that runs every few seconds, wrong for anything per packet)
 //! and depends on iproute2 being installed (scripts/deps.sh installs it), but
@@ -10,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, UdpSocket};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -25,15 +27,6 @@ pub enum NetInfoError {
     /// no such network interface
     #[error("no network interface named {0:?}")]
     NoInterface(String),
-    /// reading sysfs failed
-    #[error("reading {path}: {source}")]
-    Sysfs {
-        /// File read.
-        path: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
     /// running `ip` failed (iproute2 missing?)
     #[error("running `ip {args}`: {detail}")]
     Ip {
@@ -64,7 +57,7 @@ pub struct IfaceInfo {
     pub mac: MacAddr,
     /// Global-scope addresses, IPv4 first.
     pub addrs: Vec<IpAddr>,
-    /// Number of rx queues (`/sys/class/net/IF/queues/rx-*`).
+    /// Number of rx queues (ethtool channels).
     pub rx_queues: u32,
 }
 
@@ -80,38 +73,44 @@ impl IfaceInfo {
     }
 }
 
-fn read_sys(path: &str) -> Result<String, NetInfoError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|source| NetInfoError::Sysfs {
-            path: path.to_string(),
-            source,
-        })
+#[derive(Deserialize)]
+struct LinkEntry {
+    ifindex: u32,
+    address: Option<String>,
+    num_rx_queues: Option<u32>,
 }
 
-/// The kernel's interface index of `name`.
-pub fn ifindex(name: &str) -> Result<u32, NetInfoError> {
-    let dir = format!("/sys/class/net/{name}");
-    if name.is_empty() || name.contains('/') || !Path::new(&dir).exists() {
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() < 16 && !name.contains(['/', ' ', '\0'])
+}
+
+fn link(name: &str) -> Result<LinkEntry, NetInfoError> {
+    if !valid_name(name) {
         return Err(NetInfoError::NoInterface(name.to_string()));
     }
-    let s = read_sys(&format!("{dir}/ifindex"))?;
-    s.parse()
-        .map_err(|_| NetInfoError::NoInterface(name.to_string()))
+    let v: Vec<LinkEntry> = ip_json(&["-d", "link", "show", "dev", name]).map_err(|e| match e {
+        NetInfoError::Ip { .. } => NetInfoError::NoInterface(name.to_string()),
+        other => other,
+    })?;
+    v.into_iter()
+        .next()
+        .ok_or_else(|| NetInfoError::NoInterface(name.to_string()))
 }
 
-/// Number of rx queues of `name`.
+/// The kernel's interface index of `name` (in the calling thread's namespace).
+pub fn ifindex(name: &str) -> Result<u32, NetInfoError> {
+    Ok(link(name)?.ifindex)
+}
+
+/// Number of rx queues of `name`: the ethtool channel count (rx + combined),
+/// else the device's allocated queue count.
 pub fn rx_queues(name: &str) -> Result<u32, NetInfoError> {
-    let dir = format!("/sys/class/net/{name}/queues");
-    let rd = std::fs::read_dir(&dir).map_err(|source| NetInfoError::Sysfs {
-        path: dir.clone(),
-        source,
-    })?;
-    let n = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count();
-    Ok(n.max(1) as u32)
+    if let Ok((rx, _tx, combined)) = crate::sys::ethtool_channels(name) {
+        if rx + combined > 0 {
+            return Ok(rx + combined);
+        }
+    }
+    Ok(link(name)?.num_rx_queues.unwrap_or(1).max(1))
 }
 
 fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<T, NetInfoError> {
@@ -167,9 +166,13 @@ fn parse_addrs(entries: &[AddrEntry]) -> Vec<IpAddr> {
 
 /// Everything about interface `name`.
 pub fn iface_info(name: &str) -> Result<IfaceInfo, NetInfoError> {
-    let ifindex = ifindex(name)?;
-    let mac_s = read_sys(&format!("/sys/class/net/{name}/address"))?;
-    let mac = mac_s.parse().unwrap_or_default();
+    let l = link(name)?;
+    let ifindex = l.ifindex;
+    let mac = l
+        .address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_default();
     let entries: Vec<AddrEntry> = ip_json(&["addr", "show", "dev", name])?;
     Ok(IfaceInfo {
         name: name.to_string(),

@@ -56,3 +56,55 @@ pub fn poll_readable(
     }
     Ok(rc as usize)
 }
+
+/// `struct ethtool_channels` (linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// Current (rx, tx, combined) channel counts of interface `name`, asked with
+/// `SIOCETHTOOL` on a socket of the calling thread's network namespace (sysfs
+/// would show the namespace it was mounted in instead).
+pub fn ethtool_channels(name: &str) -> io::Result<(u32, u32, u32)> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    // SAFETY: plain socket(2) call; the fd is closed below on every path.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ifr` is a valid ifreq naming the interface, its data pointer
+    // points at a live, writable ethtool_channels for the whole call.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr) };
+    let err = io::Error::last_os_error();
+    // SAFETY: `fd` is ours and not used after this.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err);
+    }
+    Ok((ch.rx_count, ch.tx_count, ch.combined_count))
+}

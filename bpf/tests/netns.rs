@@ -1,0 +1,515 @@
+//! End-to-end tests of the runtime on veth pairs between network namespaces,
+//! with real kernel sockets on both sides. Root required (they fail, never
+//! skip, without it).
+//!
+//! Every test builds its own namespaces (pid + test tag in the names), runs
+//! the runtime from a thread that has entered the balancer's namespace (XDP
+//! attach/detach and AF_XDP binds act on the caller's namespace), and a
+//! [`Lab`] guard deletes the namespaces - and with them every veth and XDP
+//! program - even when the test panics. All traffic stays between these
+//! namespaces.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xlb_bpf::{Runtime, RuntimeConfig, Stat, XdpMode};
+use xlb_dataplane::drop::DropReason;
+use xlb_dataplane::frame::{Frame, Verdict};
+use xlb_dataplane::pipeline::Processor;
+use xlb_dataplane::tables::{
+    EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec, Tables,
+    TablesHandle, TablesSpec,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 100);
+const VIP_PORT: u16 = 7;
+const LB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+
+// ---------------------------------------------------------------- lab guard
+
+/// Namespaces of one test; deleted on drop (also on panic), which removes
+/// their veths and any XDP program attached to them.
+struct Lab {
+    tag: String,
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    fn new(test: &str) -> Lab {
+        assert_eq!(
+            xlb_bpf_euid(),
+            0,
+            "these tests create namespaces and attach XDP: run them as root"
+        );
+        Lab {
+            tag: format!("{}{}", std::process::id() % 100_000, test),
+            namespaces: Vec::new(),
+        }
+    }
+
+    /// Create namespace `xlbt-<pid><test>-<role>` with loopback up.
+    fn ns(&mut self, role: &str) -> String {
+        let name = format!("xlbt-{}-{role}", self.tag);
+        run(&["ip", "netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    /// A short interface name unique to this test (IFNAMSIZ is 16).
+    fn ifname(&self, role: &str) -> String {
+        let n = format!("x{}{role}", self.tag);
+        assert!(n.len() < 16, "{n} too long");
+        n
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
+
+fn xlb_bpf_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn output(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {args:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run `f` on a thread that has entered namespace `ns` (threads it spawns,
+/// and processes they start, inherit the namespace).
+fn in_ns<'s, T: Send + 's>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 's,
+) -> std::thread::ScopedJoinHandle<'s, T> {
+    let path = format!("/run/netns/{ns}");
+    scope.spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: `file` is an open namespace fd; setns only changes this
+        // thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// A veth pair `a` (in `ns_a`) <-> `b` (in `ns_b`) with `queues` queues each,
+/// TX checksum offload off on both (veth leaves partial checksums otherwise).
+fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str, queues: u32) {
+    let q = (queues * 2).to_string();
+    run(&[
+        "ip",
+        "-n",
+        ns_a,
+        "link",
+        "add",
+        a,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b,
+        "netns",
+        ns_b,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+    ]);
+    let qs = queues.to_string();
+    for (ns, i) in [(ns_a, a), (ns_b, b)] {
+        run(&[
+            "ip", "netns", "exec", ns, "ethtool", "-L", i, "rx", &qs, "tx", &qs,
+        ]);
+        run(&["ip", "netns", "exec", ns, "ethtool", "-K", i, "tx", "off"]);
+        run(&["ip", "-n", ns, "link", "set", i, "up"]);
+    }
+}
+
+fn addr(ns: &str, ifname: &str, cidr: &str) {
+    run(&["ip", "-n", ns, "addr", "add", cidr, "dev", ifname]);
+}
+
+fn xdp_attached(ns: &str) -> bool {
+    output(&["ip", "-n", ns, "-o", "link"]).contains("xdp")
+}
+
+// ---------------------------------------------------------------- processors
+
+/// Answers UDP datagrams to VIP:VIP_PORT by swapping MACs, addresses and
+/// ports (checksums are unchanged by swaps) and sending them back out of the
+/// port they came in on. Drops everything else as `NoService`.
+struct Reflector {
+    seen: Arc<AtomicU64>,
+}
+
+fn is_udp_to(p: &[u8], dst: Ipv4Addr, port: u16) -> Option<usize> {
+    if p.len() < 14 + 20 + 8 || p[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ihl = usize::from(p[14] & 0xf) * 4;
+    let l4 = 14 + ihl;
+    if ihl < 20 || p.len() < l4 + 8 || p[14 + 9] != 17 || p[30..34] != dst.octets() {
+        return None;
+    }
+    (u16::from_be_bytes([p[l4 + 2], p[l4 + 3]]) == port).then_some(l4)
+}
+
+impl Processor for Reflector {
+    fn process_batch(
+        &mut self,
+        _tables: &Tables,
+        _now_ns: u64,
+        frames: &mut [Frame<'_>],
+        verdicts: &mut [Verdict],
+    ) {
+        for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+            let port = f.rx_port;
+            let p = f.data_mut();
+            let Some(l4) = is_udp_to(p, VIP, VIP_PORT) else {
+                *v = Verdict::Drop(DropReason::NoService);
+                continue;
+            };
+            for i in 0..6 {
+                p.swap(i, 6 + i);
+            }
+            for i in 0..4 {
+                p.swap(26 + i, 30 + i);
+            }
+            for i in 0..2 {
+                p.swap(l4 + i, l4 + 2 + i);
+            }
+            self.seen.fetch_add(1, Ordering::Relaxed);
+            *v = Verdict::Tx(port);
+        }
+    }
+}
+
+fn udp_service(vip: Ipv4Addr, port: u16, mode: NatMode, backend: (Ipv4Addr, u16)) -> ServiceSpec {
+    ServiceSpec {
+        key: ServiceKey {
+            vip: IpAddr::V4(vip),
+            proto: L4Proto::Udp,
+            port_min: port,
+            port_max: port,
+            block: 0,
+        },
+        sel: Selection::RoundRobin,
+        mode,
+        allowed_sources: vec![],
+        endpoints: vec![EndpointSpec {
+            addr: IpAddr::V4(backend.0),
+            port: backend.1,
+            weight: 1,
+            state: EndpointState::Active,
+        }],
+        inactive_timeout_s: 60,
+        dsr_ipip: false,
+        name: "test".into(),
+    }
+}
+
+fn tables_with(services: Vec<ServiceSpec>) -> TablesHandle {
+    let h = TablesHandle::new();
+    let t = Tables::build(
+        TablesSpec {
+            services,
+            ..Default::default()
+        },
+        &h.current(),
+    )
+    .expect("valid spec");
+    h.publish(t);
+    h
+}
+
+/// Send `n` datagrams to `to` from `sockets` fresh sockets (round robin) and
+/// count the echoes that come back. Bounded: one 500 ms wait per datagram.
+fn udp_exchange(to: SocketAddr, n: usize, sockets: usize) -> usize {
+    let socks: Vec<UdpSocket> = (0..sockets)
+        .map(|_| {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            s.connect(to).expect("connect");
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            s
+        })
+        .collect();
+    let mut ok = 0;
+    let mut buf = [0u8; 256];
+    for i in 0..n {
+        let s = &socks[i % sockets];
+        let msg = format!("xlb-{i}");
+        s.send(msg.as_bytes()).expect("send");
+        if let Ok(len) = s.recv(&mut buf) {
+            if &buf[..len] == msg.as_bytes() {
+                ok += 1;
+            }
+        }
+    }
+    ok
+}
+
+/// The standard two-namespace topology: client ns <-> lb ns, VIP routed via
+/// the lb. Returns (lb ns, client ns, lb ifname).
+fn client_lb(lab: &mut Lab, queues: u32) -> (String, String, String) {
+    let lb = lab.ns("lb");
+    let cl = lab.ns("cl");
+    let lif = lab.ifname("l");
+    let cif = lab.ifname("c");
+    veth(&lb, &lif, &cl, &cif, queues);
+    addr(&lb, &lif, &format!("{LB_ADDR}/24"));
+    addr(&cl, &cif, &format!("{CLIENT_ADDR}/24"));
+    run(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "add",
+        "10.99.1.0/24",
+        "via",
+        &LB_ADDR.to_string(),
+    ]);
+    (lb, cl, lif)
+}
+
+fn config(ifaces: Vec<String>) -> RuntimeConfig {
+    RuntimeConfig {
+        ifaces,
+        xdp_mode: XdpMode::Native,
+        frame_count: 2048,
+        ..RuntimeConfig::default()
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel() {
+    let mut lab = Lab::new("a");
+    let (lb, cl, lif) = client_lb(&mut lab, 1);
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            let seen = Arc::new(AtomicU64::new(0));
+            let tables = tables_with(vec![udp_service(
+                VIP,
+                VIP_PORT,
+                NatMode::Dnat,
+                (CLIENT_ADDR, 9),
+            )]);
+            let seen2 = seen.clone();
+            let rt = Runtime::start(config(vec![lif.clone()]), tables, move |_| {
+                Box::new(Reflector {
+                    seen: seen2.clone(),
+                })
+            })
+            .expect("runtime starts");
+            assert_eq!(rt.ports().len(), 1);
+            assert_eq!(
+                rt.ports()[0].xdp_mode,
+                XdpMode::Native,
+                "veth does native XDP"
+            );
+            assert_eq!(rt.ports()[0].iface.addrs, vec![IpAddr::V4(LB_ADDR)]);
+            assert!(xdp_attached(&lb));
+
+            // The kernel's own service on the lb address: must not be stolen.
+            let listener = TcpListener::bind((LB_ADDR, 8080)).expect("listen");
+            listener.set_nonblocking(false).expect("blocking");
+            let server = s.spawn(move || {
+                let (mut c, _) = listener.accept().expect("accept");
+                c.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                let mut b = [0u8; 5];
+                c.read_exact(&mut b).expect("read");
+                c.write_all(&b).expect("write");
+            });
+
+            let client = in_ns(s, &cl, || {
+                let echoed = udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 50, 1);
+                let mut t = TcpStream::connect_timeout(
+                    &SocketAddr::from((LB_ADDR, 8080)),
+                    Duration::from_secs(5),
+                )
+                .expect("TCP to the lb's own address still works");
+                t.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                t.write_all(b"hello").expect("write");
+                let mut b = [0u8; 5];
+                t.read_exact(&mut b).expect("read");
+                assert_eq!(&b, b"hello");
+                // UDP to a port nobody configured: the kernel answers (ICMP
+                // port unreachable -> ECONNREFUSED), xlb never sees it.
+                let u = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                u.connect((LB_ADDR, 9999)).expect("connect");
+                u.set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                u.send(b"x").expect("send");
+                let refused = u.recv(&mut [0u8; 8]).is_err();
+                (echoed, refused)
+            })
+            .join()
+            .expect("client thread");
+            server.join().expect("server thread");
+            let (echoed, refused) = client;
+            assert!(echoed >= 48, "only {echoed}/50 datagrams came back");
+            assert!(
+                refused,
+                "the kernel handled the datagram to an unconfigured port"
+            );
+            let neigh = output(&["ip", "-n", &cl, "neigh", "show", &LB_ADDR.to_string()]);
+            assert!(
+                neigh.contains("lladdr"),
+                "ARP through XDP_PASS works: {neigh}"
+            );
+
+            let st = rt.stats();
+            assert!(st.rx() >= 50, "{st:?}");
+            assert!(st.tx() >= 48, "{st:?}");
+            assert_eq!(st.workers[0].not_ours, 0);
+            assert!(st.xdp[0].get(Stat::RedirectVip) >= 50, "{st:?}");
+            assert!(st.xdp[0].get(Stat::Pass) > 0, "ARP/TCP passed: {st:?}");
+            assert!(seen.load(Ordering::Relaxed) >= 50);
+            rt.stop().expect("clean stop");
+            assert!(!xdp_attached(&lb), "program detached on stop");
+        })
+        .join()
+        .expect("lb thread");
+    });
+}
+
+#[test]
+fn two_queues_get_two_workers_that_both_carry_traffic() {
+    let mut lab = Lab::new("q");
+    let (lb, cl, lif) = client_lb(&mut lab, 2);
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            let tables = tables_with(vec![udp_service(
+                VIP,
+                VIP_PORT,
+                NatMode::Dnat,
+                (CLIENT_ADDR, 9),
+            )]);
+            let seen = Arc::new(AtomicU64::new(0));
+            let rt = Runtime::start(config(vec![lif.clone()]), tables, move |_| {
+                Box::new(Reflector { seen: seen.clone() })
+            })
+            .expect("runtime starts");
+            let echoed = in_ns(s, &cl, || {
+                udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 128, 32)
+            })
+            .join()
+            .expect("client");
+            let st = rt.stats();
+            assert_eq!(st.workers.len(), 2, "one worker per queue");
+            assert!(echoed >= 120, "only {echoed}/128 came back; {st:?}");
+            assert!(
+                st.workers.iter().all(|w| w.rx > 0),
+                "32 flows spread over both queues: {:?}",
+                st.workers.iter().map(|w| w.rx).collect::<Vec<_>>()
+            );
+            rt.stop().expect("clean stop");
+        })
+        .join()
+        .expect("lb thread");
+    });
+}
+
+#[test]
+fn a_restart_after_a_crash_detaches_the_stale_program_and_serves_again() {
+    let mut lab = Lab::new("r");
+    let (lb, cl, lif) = client_lb(&mut lab, 1);
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            let start = || {
+                let tables = tables_with(vec![udp_service(
+                    VIP,
+                    VIP_PORT,
+                    NatMode::Dnat,
+                    (CLIENT_ADDR, 9),
+                )]);
+                let seen = Arc::new(AtomicU64::new(0));
+                Runtime::start(config(vec![lif.clone()]), tables, move |_| {
+                    Box::new(Reflector { seen: seen.clone() })
+                })
+                .expect("runtime starts")
+            };
+            let rt = start();
+            rt.abandon(); // as if the process died: program stays attached
+            assert!(xdp_attached(&lb), "the crashed run left its program behind");
+            let rt = start();
+            let echoed = in_ns(s, &cl, || {
+                udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 20, 1)
+            })
+            .join()
+            .expect("client");
+            assert!(echoed >= 19, "only {echoed}/20 after restart");
+            rt.stop().expect("clean stop");
+            assert!(!xdp_attached(&lb));
+        })
+        .join()
+        .expect("lb thread");
+    });
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let mut lab = Lab::new("e");
+    let lb = lab.ns("lb");
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            let r = Runtime::start(
+                config(vec!["xlb-nope0".into()]),
+                TablesHandle::new(),
+                |_| {
+                    Box::new(Reflector {
+                        seen: Arc::default(),
+                    })
+                },
+            );
+            let e = r.expect_err("missing interface");
+            assert!(
+                matches!(e, xlb_bpf::RuntimeError::InterfaceMissing(ref n) if n == "xlb-nope0"),
+                "{e}"
+            );
+            assert!(e.to_string().contains("does not exist"));
+        })
+        .join()
+        .expect("lb thread");
+    });
+    let _ = Instant::now();
+}
