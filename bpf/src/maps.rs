@@ -44,7 +44,8 @@ pub enum Stat {
     RedirectBackend = 3,
     /// Fragment / unparsed IPv6 chain to a VIP address.
     RedirectUnparsed = 4,
-    /// Ours, but no AF_XDP socket on the rx queue: passed to the kernel.
+    /// Ours (also counted by class), but no AF_XDP socket on the rx queue:
+    /// passed to the kernel.
     NoSocket = 5,
     /// Headers cut short: passed to the kernel.
     Malformed = 6,
@@ -245,6 +246,11 @@ impl MapSync {
     /// The set last synced.
     pub fn current(&self) -> &Desired {
         &self.current
+    }
+
+    #[cfg(test)]
+    pub(crate) fn maps_for_tests(&self) -> &SteeringMaps {
+        &self.maps
     }
 }
 

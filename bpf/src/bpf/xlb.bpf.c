@@ -124,12 +124,13 @@ int xlb_steer(struct xdp_md *ctx)
 		xlb_count(XLB_STAT_PASS);
 		return XDP_PASS;
 	}
+	/* Counted by class even when no socket takes it: NO_SOCKET is a subset. */
+	xlb_count(stat);
 	__u32 q = ctx->rx_queue_index;
 	if (!bpf_map_lookup_elem(&xsks_map, &q)) {
 		xlb_count(XLB_STAT_NO_SOCKET);
 		return XDP_PASS;
 	}
-	xlb_count(stat);
 	return bpf_redirect_map(&xsks_map, q, XDP_PASS);
 }
 

@@ -43,7 +43,8 @@ enum xlb_stat {
 	/* Fragment or unparsed IPv6 extension chain to a VIP address: user space
 	 * counts it (DropReason::Fragment / BadIpv6ExtHeader). */
 	XLB_STAT_REDIRECT_UNPARSED = 4,
-	/* Ours, but no AF_XDP socket on this rx queue: passed to the kernel. */
+	/* Ours (also counted by class above), but no AF_XDP socket on this rx
+	 * queue: passed to the kernel. */
 	XLB_STAT_NO_SOCKET = 5,
 	/* Headers cut short: passed to the kernel, which drops them. */
 	XLB_STAT_MALFORMED = 6,
