@@ -511,5 +511,191 @@ fn errors_name_the_problem() {
         .join()
         .expect("lb thread");
     });
-    let _ = Instant::now();
+}
+
+// ------------------------------------------- two interfaces, one shared UMEM
+
+const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 99, 2, 2);
+const LB_BACKSIDE: Ipv4Addr = Ipv4Addr::new(10, 99, 2, 1);
+
+/// RFC 1624 (eqn. 3) incremental checksum update for replacing `old` by `new`
+/// (equal even lengths).
+fn csum_replace(csum: u16, old: &[u8], new: &[u8]) -> u16 {
+    let mut sum = u32::from(!csum);
+    for (o, n) in old.chunks(2).zip(new.chunks(2)) {
+        sum += u32::from(!u16::from_be_bytes([o[0], o[1]]));
+        sum += u32::from(u16::from_be_bytes([n[0], n[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Rewrite the IPv4 address at `at` (12 = source, 16 = destination, relative
+/// to the IP header) and fix the IP and UDP checksums.
+fn rewrite_v4(p: &mut [u8], l4: usize, at: usize, new: Ipv4Addr) {
+    let off = 14 + at;
+    let old: [u8; 4] = p[off..off + 4].try_into().expect("4 bytes");
+    let ip_sum = u16::from_be_bytes([p[24], p[25]]);
+    p[24..26].copy_from_slice(&csum_replace(ip_sum, &old, &new.octets()).to_be_bytes());
+    let udp_sum = u16::from_be_bytes([p[l4 + 6], p[l4 + 7]]);
+    if udp_sum != 0 {
+        let mut s = csum_replace(udp_sum, &old, &new.octets());
+        if s == 0 {
+            s = 0xffff;
+        }
+        p[l4 + 6..l4 + 8].copy_from_slice(&s.to_be_bytes());
+    }
+    p[off..off + 4].copy_from_slice(&new.octets());
+}
+
+fn is_udp_from(p: &[u8], src: Ipv4Addr, port: u16) -> Option<usize> {
+    if p.len() < 14 + 20 + 8 || p[12..14] != [0x08, 0x00] || p[14 + 9] != 17 {
+        return None;
+    }
+    let ihl = usize::from(p[14] & 0xf) * 4;
+    let l4 = 14 + ihl;
+    if ihl < 20 || p.len() < l4 + 8 || p[26..30] != src.octets() {
+        return None;
+    }
+    (u16::from_be_bytes([p[l4], p[l4 + 1]]) == port).then_some(l4)
+}
+
+/// A minimal DNAT balancer for one service, driven by the published tables
+/// (next hops and port MACs): client -> VIP:7 becomes -> BACKEND:7 on port 1,
+/// replies from BACKEND:7 become VIP:7 -> client on port 0.
+struct MiniDnat;
+
+impl Processor for MiniDnat {
+    fn process_batch(
+        &mut self,
+        tables: &Tables,
+        _now_ns: u64,
+        frames: &mut [Frame<'_>],
+        verdicts: &mut [Verdict],
+    ) {
+        for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+            let p = f.data_mut();
+            let (l4, to_ip, dst_addr_off, new_addr, out_of) =
+                if let Some(l4) = is_udp_to(p, VIP, VIP_PORT) {
+                    (l4, BACKEND, 16, BACKEND, 1)
+                } else if let Some(l4) = is_udp_from(p, BACKEND, VIP_PORT) {
+                    let client = Ipv4Addr::new(p[30], p[31], p[32], p[33]);
+                    (l4, client, 12, VIP, 0)
+                } else {
+                    *v = Verdict::Drop(DropReason::NoService);
+                    continue;
+                };
+            let nh = tables.next_hops.get(&IpAddr::V4(to_ip).into());
+            let port = tables.port(out_of);
+            let (Some(nh), Some(port)) = (nh, port) else {
+                *v = Verdict::Drop(DropReason::NoNeighbor);
+                continue;
+            };
+            rewrite_v4(p, l4, dst_addr_off, new_addr);
+            p[0..6].copy_from_slice(&nh.mac.0);
+            p[6..12].copy_from_slice(&port.mac.0);
+            *v = Verdict::Tx(nh.port);
+        }
+    }
+}
+
+#[test]
+fn dnat_across_two_interfaces_uses_next_hops_from_netinfo_and_steers_backend_replies() {
+    let mut lab = Lab::new("d");
+    let (lb, cl, lif) = client_lb(&mut lab, 1);
+    let be = lab.ns("be");
+    let mif = lab.ifname("m");
+    let bif = lab.ifname("b");
+    veth(&lb, &mif, &be, &bif, 1);
+    addr(&lb, &mif, &format!("{LB_BACKSIDE}/24"));
+    addr(&be, &bif, &format!("{BACKEND}/24"));
+    run(&[
+        "ip",
+        "-n",
+        &be,
+        "route",
+        "add",
+        "10.99.0.0/24",
+        "via",
+        &LB_BACKSIDE.to_string(),
+    ]);
+    std::thread::scope(|s| {
+        // The backend: a kernel UDP echo server, bounded in time.
+        let server = in_ns(s, &be, || {
+            let u = UdpSocket::bind((BACKEND, VIP_PORT)).expect("bind backend");
+            u.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let mut served = 0;
+            let mut buf = [0u8; 512];
+            while Instant::now() < deadline && served < 40 {
+                if let Ok((n, from)) = u.recv_from(&mut buf) {
+                    assert_eq!(
+                        from.ip(),
+                        IpAddr::V4(CLIENT_ADDR),
+                        "DNAT keeps the client address"
+                    );
+                    u.send_to(&buf[..n], from).expect("echo");
+                    served += 1;
+                }
+            }
+            served
+        });
+        in_ns(s, &lb, || {
+            let service = udp_service(VIP, VIP_PORT, NatMode::Dnat, (BACKEND, VIP_PORT));
+            let handle = tables_with(vec![service.clone()]);
+            let rt = Runtime::start(
+                config(vec![lif.clone(), mif.clone()]),
+                handle.clone(),
+                |_| Box::new(MiniDnat),
+            )
+            .expect("runtime starts");
+            let ports = rt.port_specs();
+            assert_eq!(ports.len(), 2);
+            assert_eq!(ports[1].addrs, vec![IpAddr::V4(LB_BACKSIDE)]);
+            let hops = xlb_bpf::netinfo::next_hops(
+                &[IpAddr::V4(BACKEND), IpAddr::V4(CLIENT_ADDR)],
+                &ports,
+                Duration::from_secs(3),
+            )
+            .expect("next hops");
+            assert_eq!(hops.len(), 2, "both neighbours resolved: {hops:?}");
+            assert_eq!(hops[0].1.port, 1, "backend behind port 1");
+            assert_eq!(hops[1].1.port, 0, "client behind port 0");
+            let t = Tables::build(
+                TablesSpec {
+                    services: vec![service],
+                    next_hops: hops,
+                    ports,
+                    ..Default::default()
+                },
+                &handle.current(),
+            )
+            .expect("valid spec");
+            handle.publish(t);
+            rt.sync(&handle.current()).expect("sync");
+
+            let echoed = in_ns(s, &cl, || {
+                udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 40, 4)
+            })
+            .join()
+            .expect("client");
+            let st = rt.stats();
+            assert!(echoed >= 38, "only {echoed}/40 through the backend; {st:?}");
+            assert!(st.xdp[0].get(Stat::RedirectVip) >= 40, "{st:?}");
+            assert!(
+                st.xdp[1].get(Stat::RedirectBackend) >= 38,
+                "replies steered by the backends map: {st:?}"
+            );
+            assert!(st.tx() >= 76, "{st:?}");
+            rt.stop().expect("clean stop");
+            assert!(!xdp_attached(&lb));
+        })
+        .join()
+        .expect("lb thread");
+        let served = server.join().expect("backend");
+        assert!(served >= 38, "backend served {served}");
+    });
 }
