@@ -164,6 +164,11 @@ fn addr(ns: &str, ifname: &str, cidr: &str) {
     run(&["ip", "-n", ns, "addr", "add", cidr, "dev", ifname]);
 }
 
+/// Whether any link of the calling thread's namespace has an XDP program.
+fn xdp_attached_here() -> bool {
+    output(&["ip", "-o", "link"]).contains("xdp")
+}
+
 fn xdp_attached(ns: &str) -> bool {
     output(&["ip", "-n", ns, "-o", "link"]).contains("xdp")
 }
@@ -507,6 +512,21 @@ fn errors_name_the_problem() {
                 "{e}"
             );
             assert!(e.to_string().contains("does not exist"));
+
+            run(&["ip", "link", "add", "xlbtdum0", "type", "bridge"]);
+            run(&["ip", "link", "set", "xlbtdum0", "up"]);
+            let cfg = RuntimeConfig {
+                queues: Some(4),
+                ..config(vec!["xlbtdum0".into()])
+            };
+            let e = Runtime::start(cfg, TablesHandle::new(), |_| {
+                Box::new(Reflector {
+                    seen: Arc::default(),
+                })
+            })
+            .expect_err("4 queues on a 1-queue device");
+            assert!(matches!(e, xlb_bpf::RuntimeError::QueueMismatch(_)), "{e}");
+            assert!(!xdp_attached_here(), "nothing attached by a failed start");
         })
         .join()
         .expect("lb thread");
@@ -697,5 +717,65 @@ fn dnat_across_two_interfaces_uses_next_hops_from_netinfo_and_steers_backend_rep
         .expect("lb thread");
         let served = server.join().expect("backend");
         assert!(served >= 38, "backend served {served}");
+    });
+}
+
+#[test]
+fn idle_workers_block_in_poll_and_busy_poll_keeps_spinning() {
+    let mut lab = Lab::new("i");
+    let (lb, _cl, lif) = client_lb(&mut lab, 1);
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            for busy in [false, true] {
+                let cfg = RuntimeConfig {
+                    busy_poll: busy,
+                    ..config(vec![lif.clone()])
+                };
+                let rt = Runtime::start(cfg, TablesHandle::new(), |_| {
+                    Box::new(Reflector {
+                        seen: Arc::default(),
+                    })
+                })
+                .expect("runtime starts");
+                std::thread::sleep(Duration::from_millis(400));
+                let sleeps = rt.stats().workers[0].sleeps;
+                if busy {
+                    assert_eq!(sleeps, 0, "busy_poll never blocks");
+                } else {
+                    // 400 ms / 50 ms poll timeout: a handful of blocking polls,
+                    // not millions of empty spins.
+                    assert!((2..=20).contains(&sleeps), "sleeps = {sleeps}");
+                }
+                rt.stop().expect("clean stop");
+            }
+        })
+        .join()
+        .expect("lb thread");
+    });
+}
+
+#[test]
+fn native_xdp_refused_falls_back_to_generic_and_still_serves() {
+    // A bridge has no driver XDP: native attach is refused.
+    let mut lab = Lab::new("g");
+    let lb = lab.ns("lb");
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            run(&["ip", "link", "add", "xlbtdum1", "type", "bridge"]);
+            run(&["ip", "addr", "add", "10.99.5.1/24", "dev", "xlbtdum1"]);
+            run(&["ip", "link", "set", "xlbtdum1", "up"]);
+            let rt = Runtime::start(config(vec!["xlbtdum1".into()]), TablesHandle::new(), |_| {
+                Box::new(Reflector {
+                    seen: Arc::default(),
+                })
+            })
+            .expect("runtime starts in generic mode");
+            assert_eq!(rt.ports()[0].xdp_mode, XdpMode::Generic);
+            assert!(output(&["ip", "-o", "link", "show", "xlbtdum1"]).contains("xdpgeneric"));
+            rt.stop().expect("clean stop");
+            assert!(!xdp_attached_here());
+        })
+        .join()
+        .expect("lb thread");
     });
 }
