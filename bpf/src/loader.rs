@@ -16,6 +16,8 @@ use crate::maps::{Stat, SteeringMaps, STAT_SLOTS};
 pub const XLB_BPF_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xlb.bpf.o"));
 
 const STEER_PROG: &str = "xlb_steer";
+/// XSKMAP capacity (`XLB_MAX_QUEUES`): most queues (workers) per interface.
+pub const MAX_QUEUES: u32 = 64;
 const PASS_PROG: &str = "xlb_pass";
 /// Maps shared by every interface's program (one sync updates them all).
 const SHARED_MAPS: [&str; 5] = ["vip_ports", "vip_addrs", "snat_addrs", "backends", "config"];
@@ -74,10 +76,13 @@ pub enum XdpError {
 /// either mode. Returns how many were detached. Used at start-up: a program
 /// attached with a plain attach survives the process that attached it.
 pub fn detach_stale(ifindex: u32) -> Result<usize, XdpError> {
-    // `Xdp` needs some program fd for its opts; detach/query ignore it, so
-    // borrow the pass program of a throwaway load.
     let obj = open_and_load(None)?;
-    let prog = find_prog(&obj, PASS_PROG)?;
+    detach_all(&obj, ifindex)
+}
+
+fn detach_all(obj: &Object, ifindex: u32) -> Result<usize, XdpError> {
+    // `Xdp` wants a program fd for its opts; detach and query ignore it.
+    let prog = find_prog(obj, PASS_PROG)?;
     let xdp = Xdp::new(prog.as_fd());
     let mut n = 0;
     for mode in [XdpMode::Native, XdpMode::Generic] {

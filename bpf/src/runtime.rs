@@ -283,6 +283,12 @@ impl Runtime {
                 q
             }
         };
+        if queues > crate::loader::MAX_QUEUES {
+            return Err(RuntimeError::QueueMismatch(format!(
+                "{queues} queues; the XSKMAP holds {}",
+                crate::loader::MAX_QUEUES
+            )));
+        }
         if let Some(c) = &cfg.cores {
             if c.len() < queues as usize {
                 return Err(RuntimeError::Config(format!(
@@ -411,6 +417,19 @@ impl Runtime {
     pub fn sync(&self, tables: &Tables) -> Result<SyncReport, RuntimeError> {
         let mut s = self.sync.lock().unwrap_or_else(|p| p.into_inner());
         Ok(s.sync(tables)?)
+    }
+
+    /// Publish `tables` to the workers, then sync the steering maps to it: the
+    /// order that never steers a packet to workers that do not know its
+    /// service yet (new VIPs reach the kernel until the sync; removed VIPs
+    /// reach the workers, which drop them as `NoService`, until the sync).
+    pub fn publish(
+        &self,
+        handle: &TablesHandle,
+        tables: Tables,
+    ) -> Result<SyncReport, RuntimeError> {
+        handle.publish(tables);
+        self.sync(&handle.current())
     }
 
     /// A flag that stops the workers when set (the runtime still needs

@@ -137,8 +137,11 @@ impl std::fmt::Debug for WorkerIo {
     }
 }
 
+/// A ring size (power of two, 64..=4096) no larger than `n` where possible,
+/// so the fill rings never hold more than the frames meant for them.
 fn ring_size(n: u32) -> u32 {
-    n.clamp(64, 4096).next_power_of_two().min(4096)
+    let n = n.clamp(64, 4096);
+    1 << (31 - n.leading_zeros())
 }
 
 impl WorkerIo {

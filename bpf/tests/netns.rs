@@ -694,8 +694,8 @@ fn dnat_across_two_interfaces_uses_next_hops_from_netinfo_and_steers_backend_rep
                 &handle.current(),
             )
             .expect("valid spec");
-            handle.publish(t);
-            rt.sync(&handle.current()).expect("sync");
+            let r = rt.publish(&handle, t).expect("publish + sync");
+            assert_eq!(r.added, 0, "same service: the maps already hold its keys");
 
             let echoed = in_ns(s, &cl, || {
                 udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 40, 4)
@@ -777,5 +777,28 @@ fn native_xdp_refused_falls_back_to_generic_and_still_serves() {
         })
         .join()
         .expect("lb thread");
+    });
+}
+
+#[test]
+fn the_pass_program_attaches_to_a_peer_and_detaches_on_drop() {
+    let mut lab = Lab::new("p");
+    let (_lb, cl, _lif) = client_lb(&mut lab, 1);
+    let cif = lab.ifname("c");
+    std::thread::scope(|s| {
+        in_ns(s, &cl, || {
+            let idx = xlb_bpf::netinfo::ifindex(&cif).expect("ifindex");
+            let p = xlb_bpf::attach_pass_program(idx, XdpMode::Native).expect("attach");
+            assert!(xdp_attached_here());
+            drop(p);
+            assert!(!xdp_attached_here(), "detached on drop");
+            // A plain attach survives its owner; detach_stale cleans up.
+            let p = xlb_bpf::attach_pass_program(idx, XdpMode::Native).expect("attach");
+            std::mem::forget(p);
+            assert_eq!(xlb_bpf::detach_stale(idx).expect("detach"), 1);
+            assert!(!xdp_attached_here());
+        })
+        .join()
+        .expect("client thread");
     });
 }
