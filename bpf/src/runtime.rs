@@ -480,3 +480,14 @@ impl Drop for Runtime {
         // Programs detach in their own Drop.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_can_be_shared_with_control_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Runtime>();
+    }
+}

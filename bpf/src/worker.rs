@@ -290,18 +290,20 @@ impl WorkerIo {
                 // owns until it is produced to a ring below.
                 let mut data = unsafe { self.umem.data_mut(d) };
                 let len = data.contents().len();
-                let mut cur = data.cursor();
-                cur.set_pos(usize::MAX); // clamps to the chunk's end
-                let cap = cur.pos();
-                let ptr = data.contents_mut().as_mut_ptr();
-                data.cursor().set_pos(len);
+                // Widen the segment to the chunk's end (set_pos clamps), then
+                // take the pointer last: `data` is not touched again, so the
+                // pointer stays the most recent borrow of these bytes. The
+                // descriptor's length is stale from here on; TX sets it below.
+                data.cursor().set_pos(usize::MAX);
+                let whole = data.contents_mut();
+                let (ptr, cap) = (whole.as_mut_ptr(), whole.len());
                 // SAFETY: `ptr..ptr+cap` is the rest of this frame's chunk
                 // (xsk-rs's data segment runs from the packet to the chunk end),
                 // inside the mapped UMEM. Frames are disjoint chunks and each is
                 // in exactly one slot of this batch, so the slices never alias;
                 // the kernel does not touch a frame in the worker's hands. The
                 // slices die (frames is recycled) before the descriptors go back
-                // to any ring.
+                // to any ring or are touched through xsk-rs again.
                 let buf: &mut [u8] = unsafe { std::slice::from_raw_parts_mut(ptr, cap) };
                 frames.push(Frame::new(buf, len, rx_port));
             }
@@ -325,6 +327,7 @@ impl WorkerIo {
                     self.tx_pending[p as usize].push(d);
                 }
                 Verdict::Tx(_) => {
+                    // Fill rings ignore the length, so the stale one is fine.
                     bad_port += 1;
                     self.free.push(d);
                 }
