@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +32,7 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 100);
 const VIP_PORT: u16 = 7;
 const LB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd99, 1, 0, 0, 0, 0, 0, 0x100);
 
 // ---------------------------------------------------------------- lab guard
 
@@ -194,6 +195,15 @@ fn is_udp_to(p: &[u8], dst: Ipv4Addr, port: u16) -> Option<usize> {
     (u16::from_be_bytes([p[l4 + 2], p[l4 + 3]]) == port).then_some(l4)
 }
 
+/// UDP in IPv6 without extension headers to `dst`:`port`.
+fn is_udp6_to(p: &[u8], dst: Ipv6Addr, port: u16) -> bool {
+    p.len() >= 14 + 40 + 8
+        && p[12..14] == [0x86, 0xdd]
+        && p[20] == 17
+        && p[38..54] == dst.octets()
+        && p[56..58] == port.to_be_bytes()
+}
+
 impl Processor for Reflector {
     fn process_batch(
         &mut self,
@@ -205,15 +215,19 @@ impl Processor for Reflector {
         for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
             let port = f.rx_port;
             let p = f.data_mut();
-            let Some(l4) = is_udp_to(p, VIP, VIP_PORT) else {
+            let (l4, addr_at, addr_len) = if let Some(l4) = is_udp_to(p, VIP, VIP_PORT) {
+                (l4, 26, 4)
+            } else if is_udp6_to(p, VIP6, VIP_PORT) {
+                (54, 22, 16)
+            } else {
                 *v = Verdict::Drop(DropReason::NoService);
                 continue;
             };
             for i in 0..6 {
                 p.swap(i, 6 + i);
             }
-            for i in 0..4 {
-                p.swap(26 + i, 30 + i);
+            for i in 0..addr_len {
+                p.swap(addr_at + i, addr_at + addr_len + i);
             }
             for i in 0..2 {
                 p.swap(l4 + i, l4 + 2 + i);
@@ -224,10 +238,15 @@ impl Processor for Reflector {
     }
 }
 
-fn udp_service(vip: Ipv4Addr, port: u16, mode: NatMode, backend: (Ipv4Addr, u16)) -> ServiceSpec {
+fn udp_service(
+    vip: impl Into<IpAddr>,
+    port: u16,
+    mode: NatMode,
+    backend: (impl Into<IpAddr>, u16),
+) -> ServiceSpec {
     ServiceSpec {
         key: ServiceKey {
-            vip: IpAddr::V4(vip),
+            vip: vip.into(),
             proto: L4Proto::Udp,
             port_min: port,
             port_max: port,
@@ -237,7 +256,7 @@ fn udp_service(vip: Ipv4Addr, port: u16, mode: NatMode, backend: (Ipv4Addr, u16)
         mode,
         allowed_sources: vec![],
         endpoints: vec![EndpointSpec {
-            addr: IpAddr::V4(backend.0),
+            addr: backend.0.into(),
             port: backend.1,
             weight: 1,
             state: EndpointState::Active,
@@ -265,9 +284,10 @@ fn tables_with(services: Vec<ServiceSpec>) -> TablesHandle {
 /// Send `n` datagrams to `to` from `sockets` fresh sockets (round robin) and
 /// count the echoes that come back. Bounded: one 500 ms wait per datagram.
 fn udp_exchange(to: SocketAddr, n: usize, sockets: usize) -> usize {
+    let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let socks: Vec<UdpSocket> = (0..sockets)
         .map(|_| {
-            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let s = UdpSocket::bind(any).expect("bind");
             s.connect(to).expect("connect");
             s.set_read_timeout(Some(Duration::from_millis(500)))
                 .expect("timeout");
@@ -800,5 +820,79 @@ fn the_pass_program_attaches_to_a_peer_and_detaches_on_drop() {
         })
         .join()
         .expect("client thread");
+    });
+}
+
+#[test]
+fn ipv6_udp_to_a_vip_is_answered_and_neighbour_discovery_passes() {
+    let mut lab = Lab::new("6");
+    let (lb, cl, lif) = client_lb(&mut lab, 1);
+    let cif = lab.ifname("c");
+    run(&[
+        "ip",
+        "-n",
+        &lb,
+        "-6",
+        "addr",
+        "add",
+        "fd99::1/64",
+        "dev",
+        &lif,
+        "nodad",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &cl,
+        "-6",
+        "addr",
+        "add",
+        "fd99::2/64",
+        "dev",
+        &cif,
+        "nodad",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &cl,
+        "-6",
+        "route",
+        "add",
+        "fd99:1::/64",
+        "via",
+        "fd99::1",
+    ]);
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            let tables = tables_with(vec![udp_service(
+                VIP6,
+                VIP_PORT,
+                NatMode::Dnat,
+                ("fd99::2".parse::<IpAddr>().expect("ip"), 9),
+            )]);
+            let rt = Runtime::start(config(vec![lif.clone()]), tables, |_| {
+                Box::new(Reflector {
+                    seen: Arc::default(),
+                })
+            })
+            .expect("runtime starts");
+            let echoed = in_ns(s, &cl, || {
+                udp_exchange(SocketAddr::from((VIP6, VIP_PORT)), 30, 2)
+            })
+            .join()
+            .expect("client");
+            let st = rt.stats();
+            assert!(echoed >= 29, "only {echoed}/30 over IPv6; {st:?}");
+            assert!(st.xdp[0].get(Stat::RedirectVip) >= 30, "{st:?}");
+            let neigh = output(&["ip", "-n", &cl, "-6", "neigh", "show", "fd99::1"]);
+            assert!(
+                neigh.contains("lladdr"),
+                "NDP through XDP_PASS works: {neigh}"
+            );
+            rt.stop().expect("clean stop");
+        })
+        .join()
+        .expect("lb thread");
     });
 }
