@@ -215,6 +215,18 @@ impl Processor for Reflector {
         for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
             let port = f.rx_port;
             let p = f.data_mut();
+            // Payload markers let tests exercise the other verdicts.
+            let payload = |l4: usize| p.get(l4 + 8..l4 + 12).unwrap_or_default();
+            if let Some(l4) = is_udp_to(p, VIP, VIP_PORT) {
+                if payload(l4) == b"PASS" {
+                    *v = Verdict::Pass;
+                    continue;
+                }
+                if payload(l4) == b"DROP" {
+                    *v = Verdict::Drop(DropReason::SourceNotAllowed);
+                    continue;
+                }
+            }
             let (l4, addr_at, addr_len) = if let Some(l4) = is_udp_to(p, VIP, VIP_PORT) {
                 (l4, 26, 4)
             } else if is_udp6_to(p, VIP6, VIP_PORT) {
@@ -399,6 +411,11 @@ fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel(
                 assert_eq!(&b, b"hello");
                 // UDP to a port nobody configured: the kernel answers (ICMP
                 // port unreachable -> ECONNREFUSED), xlb never sees it.
+                // Verdicts other than Tx: nothing comes back, both are counted.
+                let m = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                m.connect((VIP, VIP_PORT)).expect("connect");
+                m.send(b"PASS").expect("send");
+                m.send(b"DROP").expect("send");
                 let u = UdpSocket::bind("0.0.0.0:0").expect("bind");
                 u.connect((LB_ADDR, 9999)).expect("connect");
                 u.set_read_timeout(Some(Duration::from_secs(2)))
@@ -423,9 +440,16 @@ fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel(
             );
 
             let st = rt.stats();
-            assert!(st.rx() >= 50, "{st:?}");
+            assert!(st.rx() >= 52, "{st:?}");
             assert!(st.tx() >= 48, "{st:?}");
-            assert_eq!(st.workers[0].not_ours, 0);
+            assert_eq!(
+                st.workers[0].not_ours, 1,
+                "Verdict::Pass is counted, not delivered"
+            );
+            assert_eq!(
+                st.workers[0].drops[DropReason::SourceNotAllowed as usize],
+                1
+            );
             assert!(st.xdp[0].get(Stat::RedirectVip) >= 50, "{st:?}");
             assert!(st.xdp[0].get(Stat::Pass) > 0, "ARP/TCP passed: {st:?}");
             assert!(seen.load(Ordering::Relaxed) >= 50);
