@@ -148,6 +148,14 @@ pub struct WorkerCounters {
     pub tx_kicks: u64,
     /// Drops by reason (`DropReason as usize`).
     pub drops: [u64; DropReason::SLOTS],
+    /// Kernel: RX ring full (frames lost before the worker saw them).
+    pub kernel_rx_ring_full: u64,
+    /// Kernel: fill ring empty when a frame arrived.
+    pub kernel_fill_ring_empty: u64,
+    /// Kernel: other RX drops.
+    pub kernel_rx_dropped: u64,
+    /// Kernel: invalid TX descriptors.
+    pub kernel_tx_invalid: u64,
 }
 
 impl WorkerCounters {
@@ -167,6 +175,10 @@ impl WorkerCounters {
             sleeps: l(&s.sleeps),
             tx_kicks: l(&s.tx_kicks),
             drops,
+            kernel_rx_ring_full: l(&s.kernel_rx_ring_full),
+            kernel_fill_ring_empty: l(&s.kernel_fill_ring_empty),
+            kernel_rx_dropped: l(&s.kernel_rx_dropped),
+            kernel_tx_invalid: l(&s.kernel_tx_invalid),
         }
     }
 }

@@ -60,7 +60,19 @@ pub struct WorkerStats {
     pub tx_kicks: AtomicU64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [AtomicU64; DropReason::SLOTS],
+    /// Kernel-side losses (`XDP_STATISTICS`, summed over the worker's
+    /// sockets, refreshed about once a second): RX ring full.
+    pub kernel_rx_ring_full: AtomicU64,
+    /// Kernel-side: fill ring was empty when a frame arrived.
+    pub kernel_fill_ring_empty: AtomicU64,
+    /// Kernel-side: other RX drops (e.g. frame too large for a chunk).
+    pub kernel_rx_dropped: AtomicU64,
+    /// Kernel-side: invalid TX descriptors.
+    pub kernel_tx_invalid: AtomicU64,
 }
+
+/// How often a worker copies its sockets' kernel statistics.
+const KERNEL_STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Socket-creation failure of one (interface, queue).
 #[derive(Debug, thiserror::Error)]
@@ -392,6 +404,23 @@ impl WorkerIo {
         self.ports.iter().any(|p| p.in_flight > 0)
     }
 
+    /// Copy the kernel's per-socket counters (one getsockopt per socket).
+    fn publish_kernel_stats(&self, stats: &WorkerStats) {
+        let (mut full, mut empty, mut dropped, mut invalid) = (0, 0, 0, 0);
+        for p in &self.ports {
+            if let Ok(k) = p.rx.fd().xdp_statistics() {
+                full += k.rx_ring_full();
+                empty += k.rx_fill_ring_empty_descs();
+                dropped += k.rx_dropped();
+                invalid += k.tx_invalid_descs();
+            }
+        }
+        stats.kernel_rx_ring_full.store(full, Ordering::Relaxed);
+        stats.kernel_fill_ring_empty.store(empty, Ordering::Relaxed);
+        stats.kernel_rx_dropped.store(dropped, Ordering::Relaxed);
+        stats.kernel_tx_invalid.store(invalid, Ordering::Relaxed);
+    }
+
     fn publish_drops(&mut self, stats: &WorkerStats) {
         for (i, d) in self.drops.iter_mut().enumerate() {
             if *d > 0 {
@@ -411,6 +440,7 @@ impl WorkerIo {
         stats: Arc<WorkerStats>,
     ) {
         let mut last_traffic = Instant::now();
+        let mut last_kernel_stats = last_traffic;
         while !stop.load(Ordering::Relaxed) {
             let mut got = 0;
             {
@@ -426,6 +456,10 @@ impl WorkerIo {
             if got > 0 {
                 self.publish_drops(&stats);
                 last_traffic = Instant::now();
+                if last_traffic.duration_since(last_kernel_stats) >= KERNEL_STATS_EVERY {
+                    self.publish_kernel_stats(&stats);
+                    last_kernel_stats = last_traffic;
+                }
                 continue;
             }
             if busy_poll || self.in_flight() || last_traffic.elapsed() < SPIN_BEFORE_SLEEP {
@@ -435,12 +469,17 @@ impl WorkerIo {
             // Idle: block until a socket is readable (or the timeout, to notice
             // `stop`). Never burns a core while nothing flows.
             stats.sleeps.fetch_add(1, Ordering::Relaxed);
+            if last_kernel_stats.elapsed() >= KERNEL_STATS_EVERY {
+                self.publish_kernel_stats(&stats);
+                last_kernel_stats = Instant::now();
+            }
             if let Err(e) = sys::poll_readable(&self.poll_fds, &mut self.pollfds, IDLE_POLL_MS) {
                 tracing::warn!(error = %e, "poll on AF_XDP sockets failed");
                 std::thread::sleep(Duration::from_millis(IDLE_POLL_MS as u64));
             }
         }
         self.publish_drops(&stats);
+        self.publish_kernel_stats(&stats);
     }
 }
 
