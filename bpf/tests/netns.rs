@@ -651,7 +651,9 @@ impl Processor for MiniDnat {
                     *v = Verdict::Drop(DropReason::NoService);
                     continue;
                 };
-            let nh = tables.next_hops.get(&IpAddr::V4(to_ip).into());
+            let nh = tables
+                .next_hops
+                .get(&xlb_dataplane::net::Ip16::from(IpAddr::V4(to_ip)));
             let port = tables.port(out_of);
             let (Some(nh), Some(port)) = (nh, port) else {
                 *v = Verdict::Drop(DropReason::NoNeighbor);
