@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xlb_dataplane::wire::{self, ipv4, Frag};
 use xlb_dataplane::checksum;
+use xlb_dataplane::wire::{self, ipv4, Frag};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = wire::parse(data) else {
@@ -46,7 +46,12 @@ fuzz_target!(|data: &[u8]| {
         let new: Vec<u8> = old.iter().map(|b| b ^ 0x5a).collect();
         c[at..at + n].copy_from_slice(&new);
         if m.v4 {
-            assert!(checksum::update_ipv4_header(&mut c, usize::from(m.l3_off), &old, &new));
+            assert!(checksum::update_ipv4_header(
+                &mut c,
+                usize::from(m.l3_off),
+                &old,
+                &new
+            ));
         }
         checksum::update_l4_for_addr(&mut c, &m, &old, &new);
         let m2 = wire::parse(&c).expect("an address rewrite keeps the frame parseable");
