@@ -7,7 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use xlb_dataplane::checksum;
-use xlb_dataplane::wire::{self, ipv4, Frag};
+use xlb_dataplane::net::Ip16;
+use xlb_dataplane::wire::{self, ipv4, nat, Frag};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = wire::parse(data) else {
@@ -23,6 +24,14 @@ fuzz_target!(|data: &[u8]| {
     if let Some(i) = wire::parse_icmp_inner(data, &m) {
         assert!(i.l3_off < i.l4_off);
         assert!(usize::from(i.l4_off) + usize::from(i.l4_avail) <= data.len());
+        // Translating the embedded packet keeps a valid outer checksum valid.
+        let mut c = data.to_vec();
+        if checksum::fill_l4_checksum(&mut c, &m) {
+            let new = if m.v4 { Ip16::v4([10, 9, 8, 7]) } else { m.dst };
+            nat::set_inner_addr(&mut c, &m, &i, nat::Side::Dst, new);
+            nat::set_inner_port(&mut c, &m, &i, nat::Side::Dst, 4242);
+            assert!(checksum::verify_l4_checksum(&c, &m));
+        }
     }
 
     let mut c = data.to_vec();

@@ -32,6 +32,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod nat;
 pub mod sctp;
 pub mod tcp;
 pub mod udp;
