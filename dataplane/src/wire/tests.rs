@@ -938,7 +938,11 @@ fn parse_cost() {
     // Best of 7 rounds of 2M iterations each: the machine is shared, so the
     // minimum is the closest to the undisturbed cost.
     fn best(mut round: impl FnMut() -> u32) -> f64 {
-        let n = 2_000_000u32;
+        // XLB_PARSE_ITERS=1000 for a run under callgrind (instruction counts).
+        let n = std::env::var("XLB_PARSE_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000_000u32);
         let mut best = f64::MAX;
         for _ in 0..7 {
             let t = Instant::now();
