@@ -3,6 +3,25 @@
 //! then `check_len`, and no accessor can panic after `check_len`), plus
 //! [`parse`], the one summarising parser the pipeline runs on every frame.
 //!
+//! A DNAT rewrite with the helpers in [`crate::checksum`]:
+//!
+//! ```
+//! use xlb_dataplane::wire::{build::Builder, parse, tcp};
+//! use xlb_dataplane::checksum;
+//!
+//! let mut f = Builder::tcp("192.0.2.1:40000".parse()?, "10.0.0.10:80".parse()?, tcp::flags::SYN)
+//!     .to_vec()?;
+//! let m = parse(&f).expect("a valid frame");
+//! let (l3, backend) = (usize::from(m.l3_off), [10, 1, 0, 7]);
+//! let old = m.dst.v4_octets();
+//! f[l3 + 16..l3 + 20].copy_from_slice(&backend);
+//! assert!(checksum::update_ipv4_header(&mut f, l3, &old, &backend));
+//! assert!(checksum::update_l4_for_addr(&mut f, &m, &old, &backend));
+//! let m2 = parse(&f).expect("still valid");
+//! assert!(checksum::verify_l4_checksum(&f, &m2));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Invariants: nothing here allocates or panics on any input; every rejection
 //! is a [`DropReason`]; offsets in [`PacketMeta`] and [`InnerMeta`] always lie
 //! inside the frame they were parsed from.
@@ -13,6 +32,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod nat;
 pub mod sctp;
 pub mod tcp;
 pub mod udp;

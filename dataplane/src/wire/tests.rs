@@ -289,9 +289,25 @@ fn cross_check_etherparse(s: &Spec, f: &[u8], m: &PacketMeta) -> Result<(), Test
     match p.transport {
         Some(TransportSlice::Tcp(t)) => {
             prop_assert_eq!((t.source_port(), t.destination_port()), (m.sport, m.dport));
+            // etherparse's own checksum code agrees with ours.
+            let c = if m.v4 {
+                t.calc_checksum_ipv4(m.src.v4_octets(), m.dst.v4_octets())
+            } else {
+                t.calc_checksum_ipv6(m.src.0, m.dst.0)
+            };
+            prop_assert_eq!(c.ok(), Some(t.checksum()));
         }
         Some(TransportSlice::Udp(u)) => {
             prop_assert_eq!((u.source_port(), u.destination_port()), (m.sport, m.dport));
+            if u.checksum() != 0 {
+                let h = u.to_header();
+                let c = if m.v4 {
+                    h.calc_checksum_ipv4_raw(m.src.v4_octets(), m.dst.v4_octets(), u.payload())
+                } else {
+                    h.calc_checksum_ipv6_raw(m.src.0, m.dst.0, u.payload())
+                };
+                prop_assert_eq!(c.ok(), Some(u.checksum()));
+            }
         }
         Some(TransportSlice::Icmpv4(i)) => {
             prop_assert_eq!((i.type_u8(), i.code_u8()), (m.icmp_type, m.icmp_code));
@@ -493,7 +509,13 @@ fn exercise(data: &[u8]) {
         if let Some(i) = parse_icmp_inner(data, &m) {
             assert!(usize::from(i.l4_off) + usize::from(i.l4_avail) <= data.len());
             assert!(i.l3_off < i.l4_off);
+            let mut c = data.to_vec();
+            nat::set_inner_addr(&mut c, &m, &i, nat::Side::Dst, m.src);
+            nat::set_inner_port(&mut c, &m, &i, nat::Side::Src, 7);
         }
+        let mut c = data.to_vec();
+        nat::set_addr(&mut c, &m, nat::Side::Src, m.dst);
+        nat::set_port(&mut c, &m, nat::Side::Dst, 7);
         let mut c = data.to_vec();
         checksum::fill_ipv4_checksum(&mut c, &m);
         checksum::fill_l4_checksum(&mut c, &m);
@@ -913,15 +935,239 @@ fn parse_cost() {
             .expect("valid"),
         ),
     ];
-    for (name, f) in &frames {
-        let n = 20_000_000u32;
-        let t = Instant::now();
-        let mut acc = 0u32;
-        for _ in 0..n {
-            let m = parse(black_box(f));
-            acc = acc.wrapping_add(u32::from(m.map(|m| m.dport).unwrap_or(0)));
+    // Best of 7 rounds of 2M iterations each: the machine is shared, so the
+    // minimum is the closest to the undisturbed cost.
+    fn best(mut round: impl FnMut() -> u32) -> f64 {
+        // XLB_PARSE_ITERS=1000 for a run under callgrind (instruction counts).
+        let n = std::env::var("XLB_PARSE_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000_000u32);
+        let mut best = f64::MAX;
+        for _ in 0..7 {
+            let t = Instant::now();
+            let mut acc = 0u32;
+            for _ in 0..n {
+                acc = acc.wrapping_add(round());
+            }
+            black_box(acc);
+            best = best.min(t.elapsed().as_nanos() as f64 / f64::from(n));
         }
-        let ns = t.elapsed().as_nanos() as f64 / f64::from(n);
-        println!("{name}: {ns:.2} ns/parse ({acc})");
+        best
     }
+    let f0 = &frames[0].1;
+    let ns = best(|| u32::from(black_box(f0)[36]));
+    println!("baseline (one byte through black_box): {ns:.2} ns/iter");
+    for (name, f) in &frames {
+        let ns = best(|| u32::from(parse(black_box(f)).map(|m| m.dport).unwrap_or(0)));
+        println!("{name}: {ns:.2} ns/parse");
+        // The same frame through etherparse, as a yardstick on a shared machine.
+        let ns = best(|| u32::from(etherparse::SlicedPacket::from_ethernet(black_box(f)).is_ok()));
+        println!("{name}: {ns:.2} ns/etherparse::SlicedPacket::from_ethernet");
+    }
+}
+
+/// Seed corpus for the fuzz targets: one file per interesting frame shape.
+/// `scripts/fuzz-smoke.sh` runs this when `dataplane/fuzz/seeds/` is empty;
+/// set `XLB_FUZZ_SEEDS` to write elsewhere.
+#[test]
+#[ignore = "writes files; run by scripts/fuzz-smoke.sh"]
+fn write_fuzz_seeds() {
+    let dir = std::env::var("XLB_FUZZ_SEEDS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds").to_string());
+    std::fs::create_dir_all(&dir).expect("seed dir");
+    let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
+    let pairs: [(&str, &str); 2] = [
+        ("10.0.0.1:40000", "10.0.0.2:80"),
+        ("[2001:db8::1]:40000", "[2001:db8::2]:80"),
+    ];
+    let exts = [
+        Ext::HopByHop { units: 0 },
+        Ext::DstOpts { units: 1 },
+        Ext::Routing { units: 0 },
+        Ext::Ah { units: 4 },
+    ];
+    for (fam, (s, d)) in ["v4", "v6"].iter().zip(pairs) {
+        let (s, d): (SocketAddr, SocketAddr) = (s.parse().expect("addr"), d.parse().expect("addr"));
+        let b = [
+            ("tcp_syn", Builder::tcp(s, d, tcp::flags::SYN)),
+            (
+                "tcp_ack_data",
+                Builder::tcp(s, d, tcp::flags::ACK | tcp::flags::PSH)
+                    .payload(b"GET / HTTP/1.1\r\n\r\n"),
+            ),
+            ("udp", Builder::udp(s, d).payload(b"dns?")),
+            ("udp_nocsum", Builder::udp(s, d).no_udp_checksum()),
+            (
+                "sctp",
+                Builder::sctp(s, d, 0xdead_beef)
+                    .payload(&[1, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1]),
+            ),
+            (
+                "echo",
+                Builder::icmp_echo(s.ip(), d.ip(), 7, 1, false).payload(b"ping"),
+            ),
+            ("vlan_tcp", Builder::tcp(s, d, tcp::flags::SYN).vlan(100)),
+            ("qinq_udp", Builder::udp(s, d).qinq(10, 20)),
+            (
+                "frag_first",
+                Builder::udp(s, d).payload(&[0; 32]).fragment(0, true),
+            ),
+            (
+                "frag_later",
+                Builder::udp(s, d).payload(&[0; 32]).fragment(40, false),
+            ),
+        ];
+        for (name, b) in b {
+            let f = b.to_vec().expect("valid");
+            if name == "tcp_syn" {
+                let e = Builder::icmp_error(
+                    d.ip(),
+                    s.ip(),
+                    if s.is_ipv4() { 3 } else { 2 },
+                    if s.is_ipv4() { 4 } else { 0 },
+                    &f,
+                )
+                .icmp_rest(1400)
+                .to_vec()
+                .expect("valid");
+                frames.push((format!("{fam}_icmp_error"), e));
+            }
+            frames.push((format!("{fam}_{name}"), f));
+        }
+    }
+    let (s, d): (SocketAddr, SocketAddr) = (
+        "[2001:db8::1]:1".parse().expect("addr"),
+        "[2001:db8::2]:2".parse().expect("addr"),
+    );
+    frames.push((
+        "v6_ext_chain".into(),
+        Builder::tcp(s, d, tcp::flags::SYN)
+            .ext(&exts)
+            .to_vec()
+            .expect("valid"),
+    ));
+    let (s, d): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().expect("addr"),
+        "10.0.0.2:2".parse().expect("addr"),
+    );
+    frames.push((
+        "v4_options".into(),
+        Builder::tcp(s, d, tcp::flags::SYN)
+            .ipv4_options(&[1; 12])
+            .to_vec()
+            .expect("valid"),
+    ));
+    let mut arp = [0u8; 42];
+    build::arp_request(
+        &mut arp,
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+    )
+    .expect("fits");
+    frames.push(("arp_request".into(), arp.to_vec()));
+    for (name, f) in frames {
+        std::fs::write(format!("{dir}/{name}"), f).expect("write seed");
+    }
+}
+
+/// The spec with one side's address and port replaced (for ICMP echo the
+/// "port" is the identifier, kept in `sport`).
+fn rewritten(s: &Spec, side: nat::Side, a4: Ipv4Addr, a6: Ipv6Addr, port: u16) -> Spec {
+    let mut t = s.clone();
+    let i = usize::from(side == nat::Side::Dst);
+    t.a4[i] = a4;
+    t.a6[i] = a6;
+    match (s.kind, side) {
+        (4 | 5, _) | (_, nat::Side::Src) => t.sport = port,
+        (_, nat::Side::Dst) => t.dport = port,
+    }
+    t
+}
+
+proptest! {
+    /// NAT in place gives the very bytes the builder makes for the translated
+    /// packet: every checksum matches a full recompute.
+    #[test]
+    fn nat_rewrite_equals_a_fresh_build(
+        s in spec_strategy(),
+        a4 in any::<u32>(),
+        a6 in any::<u128>(),
+        port in any::<u16>(),
+        dst in any::<bool>(),
+    ) {
+        prop_assume!(s.kind <= 5);
+        let side = if dst { nat::Side::Dst } else { nat::Side::Src };
+        let (a4, a6) = (Ipv4Addr::from(a4), Ipv6Addr::from(a6));
+        let new_ip = if s.v4 { Ip16::from(IpAddr::from(a4)) } else { Ip16::from(IpAddr::from(a6)) };
+        let t = rewritten(&s, side, a4, a6, port);
+        let want = t.builder().to_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
+
+        let mut f = s.builder().to_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let m = parse(&f).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        prop_assert!(nat::set_addr(&mut f, &m, side, new_ip));
+        prop_assert!(nat::set_port(&mut f, &m, side, port));
+        prop_assert_eq!(&f, &want);
+
+        // The same translation on the packet embedded in an ICMP error.
+        let (router, host): (IpAddr, IpAddr) = if s.v4 {
+            (Ipv4Addr::new(192, 0, 2, 1).into(), Ipv4Addr::new(198, 51, 100, 9).into())
+        } else {
+            ("2001:db8::1".parse::<Ipv6Addr>().expect("literal").into(), "2001:db8::9".parse::<Ipv6Addr>().expect("literal").into())
+        };
+        let ty = if s.v4 { icmp::v4::DEST_UNREACH } else { icmp::v6::DEST_UNREACH };
+        let orig = s.builder().to_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut e = Builder::icmp_error(router, host, ty, 3, &orig).to_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let want = Builder::icmp_error(router, host, ty, 3, &want).to_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let om = parse(&e).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        let im = parse_icmp_inner(&e, &om).ok_or_else(|| TestCaseError::fail("no inner"))?;
+        prop_assert!(nat::set_inner_addr(&mut e, &om, &im, side, new_ip));
+        prop_assert!(nat::set_inner_port(&mut e, &om, &im, side, port));
+        prop_assert_eq!(&e, &want);
+    }
+}
+
+#[test]
+fn nat_refuses_what_it_cannot_do() {
+    let (s, d): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().expect("addr"),
+        "10.0.0.2:2".parse().expect("addr"),
+    );
+    let later = Builder::udp(s, d)
+        .payload(&[0; 16])
+        .fragment(8, false)
+        .to_vec()
+        .expect("valid");
+    let m = parse(&later).expect("fragment");
+    let mut f = later.clone();
+    assert!(!nat::set_port(&mut f, &m, nat::Side::Dst, 9));
+    assert_eq!(f, later);
+    let v6: Ip16 = Ip16::from("2001:db8::1".parse::<IpAddr>().expect("addr"));
+    assert!(!nat::set_addr(&mut f, &m, nat::Side::Dst, v6));
+    assert!(nat::set_addr(
+        &mut f,
+        &m,
+        nat::Side::Dst,
+        Ip16::v4([10, 0, 0, 3])
+    ));
+    let ip = ipv4::Packet::new_checked(&f[14..]).expect("ipv4");
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.dst_addr(), [10, 0, 0, 3]);
+    // Non-IP frames are left alone.
+    let mut arp = [0u8; 42];
+    build::arp_request(
+        &mut arp,
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+    )
+    .expect("fits");
+    let m = parse(&arp).expect("arp");
+    assert!(!nat::set_addr(
+        &mut arp,
+        &m,
+        nat::Side::Src,
+        Ip16::v4([1, 1, 1, 1])
+    ));
 }
