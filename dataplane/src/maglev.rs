@@ -95,8 +95,8 @@ struct Turn {
 
 impl Ord for Turn {
     /// `BinaryHeap` pops the greatest, so the earliest turn is the greatest.
-    /// Exact rationals: `due` ≤ 2^24 and `weight` < 2^32, so the products
-    /// stay below 2^56.
+    /// Exact rationals: `due` ≤ m + 1 ≤ 2^24 + 1 and `weight` < 2^32, so
+    /// the cross products stay below 2^57.
     fn cmp(&self, o: &Self) -> Ordering {
         (o.due * self.weight)
             .cmp(&(self.due * o.weight))
@@ -326,8 +326,7 @@ mod tests {
     /// Fraction of the slots owned by surviving backends that change owner
     /// when backend `r` is removed from the list; also checks that none of
     /// the removed backend's slots survive.
-    fn disruption(b: &[MaglevBackend], r: usize) -> f64 {
-        let before = owners(&build(b, M), b);
+    fn disruption(b: &[MaglevBackend], before: &[u64], r: usize) -> f64 {
         let mut rest = b.to_vec();
         let gone = rest.remove(r);
         let after = owners(&build(&rest, M), &rest);
@@ -346,7 +345,9 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        // Most cases build 65537-slot tables; 32 keeps the debug suite quick
+        // on a shared machine while still covering varied weight sets.
+        #![proptest_config(ProptestConfig::with_cases(32))]
 
         #[test]
         fn no_empty_slot_when_any_backend_has_weight(
@@ -426,7 +427,7 @@ mod tests {
     }
 
     proptest! {
-        // Each case builds four 65537-slot tables over 100 backends.
+        // Each case builds three 65537-slot tables over 100 backends.
         #![proptest_config(ProptestConfig::with_cases(16))]
 
         #[test]
@@ -435,7 +436,8 @@ mod tests {
             r in 0usize..100,
         ) {
             let b = backends(&weights);
-            let d = disruption(&b, r);
+            let before = owners(&build(&b, M), &b);
+            let d = disruption(&b, &before, r);
             // Disruption grows (sublinearly) with the removed backend's share:
             // measured 0.63 % at an average share, 0.89 % at twice it, 1.1 %
             // at nine times it. So: under 1 %, scaled by how far above the
@@ -451,7 +453,7 @@ mod tests {
             let mut again = b.clone();
             let gone = again.remove(r);
             again.push(gone);
-            prop_assert_eq!(owners(&build(&b, M), &b), owners(&build(&again, M), &again));
+            prop_assert_eq!(before, owners(&build(&again, M), &again));
         }
     }
 
@@ -460,7 +462,10 @@ mod tests {
     #[test]
     fn disruption_with_100_equal_backends() {
         let b = backends(&[1; 100]);
-        let worst = (0..100).map(|r| disruption(&b, r)).fold(0.0, f64::max);
+        let before = owners(&build(&b, M), &b);
+        let worst = (0..100)
+            .map(|r| disruption(&b, &before, r))
+            .fold(0.0, f64::max);
         eprintln!(
             "maglev: removing 1 of 100 equal backends moves at most {:.3} % of unaffected slots",
             worst * 100.0
@@ -473,7 +478,8 @@ mod tests {
     fn disruption_when_removing_a_dominant_backend() {
         let mut w = vec![1; 100];
         w[0] = 10;
-        let d = disruption(&backends(&w), 0);
+        let b = backends(&w);
+        let d = disruption(&b, &owners(&build(&b, M), &b), 0);
         eprintln!(
             "maglev: removing a 9 % backend moves {:.3} % of unaffected slots",
             d * 100.0
