@@ -26,6 +26,7 @@ fi
 if [[ -z "$(ls -A "$fuzz/seeds" 2>/dev/null)" ]]; then
   echo "== writing seed frames to $fuzz/seeds"
   XLB_FUZZ_SEEDS="$PWD/$fuzz/seeds" cargo test -p xlb-dataplane --lib -- --ignored write_fuzz_seeds
+  XLB_FUZZ_SEEDS="$PWD/$fuzz/seeds" cargo test -p xlb-dataplane --test golden -- --ignored write_golden_fuzz_seeds
 fi
 
 targets=("$@")

@@ -680,3 +680,17 @@ fn golden_fixtures_in_order() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// Writes every fixture's input frame to `$XLB_FUZZ_SEEDS/golden-NN` for the
+/// fuzz corpus (`scripts/fuzz-smoke.sh` runs it when the seeds are missing).
+#[test]
+#[ignore = "writes files; run by scripts/fuzz-smoke.sh"]
+fn write_golden_fuzz_seeds() {
+    let Ok(dir) = std::env::var("XLB_FUZZ_SEEDS") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).expect("seed dir");
+    for (i, c) in cases().iter().enumerate() {
+        std::fs::write(format!("{dir}/golden-{i:02}"), &c.input).expect("seed file");
+    }
+}
