@@ -32,7 +32,13 @@ fn tables() -> Tables {
         state: EndpointState::Active,
     };
     let svc = |vip: &str, proto, port: u16, sel, mode, eps: Vec<EndpointSpec>| ServiceSpec {
-        key: ServiceKey { vip: ip(vip), proto, port_min: port, port_max: port, block: 0 },
+        key: ServiceKey {
+            vip: ip(vip),
+            proto,
+            port_min: port,
+            port_max: port,
+            block: 0,
+        },
         sel,
         mode,
         allowed_sources: vec![],
@@ -47,22 +53,92 @@ fn tables() -> Tables {
     let mut ipip = svc("192.0.2.13", Tcp, 80, Hash, Dsr, vec![ep("10.1.0.13", 80)]);
     ipip.dsr_ipip = true;
     let services = vec![
-        svc("192.0.2.10", Tcp, 80, RoundRobin, Dnat, vec![ep("10.1.0.11", 8080), ep("10.1.0.12", 8080)]),
-        svc("192.0.2.10", Tcp, 443, Hash, FullNat, vec![ep("10.1.0.12", 8443)]),
-        svc("192.0.2.11", Udp, 53, LeastConn, OneArm, vec![ep("10.1.0.11", 5353)]),
-        svc("192.0.2.12", Tcp, 80, Persist, Dsr, vec![ep("10.1.0.11", 0)]),
+        svc(
+            "192.0.2.10",
+            Tcp,
+            80,
+            RoundRobin,
+            Dnat,
+            vec![ep("10.1.0.11", 8080), ep("10.1.0.12", 8080)],
+        ),
+        svc(
+            "192.0.2.10",
+            Tcp,
+            443,
+            Hash,
+            FullNat,
+            vec![ep("10.1.0.12", 8443)],
+        ),
+        svc(
+            "192.0.2.11",
+            Udp,
+            53,
+            LeastConn,
+            OneArm,
+            vec![ep("10.1.0.11", 5353)],
+        ),
+        svc(
+            "192.0.2.12",
+            Tcp,
+            80,
+            Persist,
+            Dsr,
+            vec![ep("10.1.0.11", 0)],
+        ),
         ipip,
-        svc("192.0.2.16", Sctp, 9000, RoundRobin, FullNat, vec![ep("10.1.0.12", 9000)]),
-        svc("192.0.2.17", Icmp, 0, RoundRobin, FullNat, vec![ep("10.1.0.13", 0)]),
-        svc("2001:db8:100::10", Tcp, 80, RoundRobin, FullNat, vec![ep("2001:db8:1::11", 8080)]),
-        svc("2001:db8:100::10", Udp, 53, Priority, Dnat, vec![ep("2001:db8:1::12", 53)]),
+        svc(
+            "192.0.2.16",
+            Sctp,
+            9000,
+            RoundRobin,
+            FullNat,
+            vec![ep("10.1.0.12", 9000)],
+        ),
+        svc(
+            "192.0.2.17",
+            Icmp,
+            0,
+            RoundRobin,
+            FullNat,
+            vec![ep("10.1.0.13", 0)],
+        ),
+        svc(
+            "2001:db8:100::10",
+            Tcp,
+            80,
+            RoundRobin,
+            FullNat,
+            vec![ep("2001:db8:1::11", 8080)],
+        ),
+        svc(
+            "2001:db8:100::10",
+            Udp,
+            53,
+            Priority,
+            Dnat,
+            vec![ep("2001:db8:1::12", 53)],
+        ),
     ];
-    let backends = ["10.1.0.11", "10.1.0.12", "10.1.0.13", "2001:db8:1::11", "2001:db8:1::12"];
+    let backends = [
+        "10.1.0.11",
+        "10.1.0.12",
+        "10.1.0.13",
+        "2001:db8:1::11",
+        "2001:db8:1::12",
+    ];
     let spec = TablesSpec {
         services,
         next_hops: backends
             .iter()
-            .map(|b| (ip(b), NextHop { mac: MacAddr([2, 0xbb, 0, 0, 0, 1]), port: 1 }))
+            .map(|b| {
+                (
+                    ip(b),
+                    NextHop {
+                        mac: MacAddr([2, 0xbb, 0, 0, 0, 1]),
+                        port: 1,
+                    },
+                )
+            })
             .collect(),
         ports: vec![
             PortSpec {
@@ -108,16 +184,29 @@ fuzz_target!(|data: &[u8]| {
         lab.now += 1_000_000 * (1 + data.first().copied().unwrap_or(0) as u64);
         let mut buf = vec![0u8; data.len() + 64];
         buf[..data.len()].copy_from_slice(data);
-        let before = lab.workers[worker].counters().rx_packets.load(std::sync::atomic::Ordering::Relaxed);
+        let before = lab.workers[worker]
+            .counters()
+            .rx_packets
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut frames = [Frame::new(&mut buf, data.len(), rx)];
         let mut verdicts = [Verdict::Drop(xlb_dataplane::DropReason::NoRoom)];
-        let Lab { tables, workers, now } = &mut *lab;
+        let Lab {
+            tables,
+            workers,
+            now,
+        } = &mut *lab;
         workers[worker].process_batch(tables, *now, &mut frames, &mut verdicts);
         let c = lab.workers[worker].counters();
-        assert_eq!(c.rx_packets.load(std::sync::atomic::Ordering::Relaxed), before + 1);
+        assert_eq!(
+            c.rx_packets.load(std::sync::atomic::Ordering::Relaxed),
+            before + 1
+        );
         if let Verdict::Tx(p) = verdicts[0] {
             assert!(p <= 1, "transmits only on a configured port");
-            assert!(wire::parse(frames[0].data()).is_ok(), "a transmitted frame still parses");
+            assert!(
+                wire::parse(frames[0].data()).is_ok(),
+                "a transmitted frame still parses"
+            );
         }
     });
 });
