@@ -18,3 +18,6 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (unit, property, golden, end-to-end)"
 cargo test --workspace --locked -- --test-threads=1
+echo "== fuzz smoke (every target in dataplane/fuzz, ${FUZZ_SECONDS:-15}s each)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-15} scripts/fuzz-smoke.sh
+echo "== all xlb tests passed"

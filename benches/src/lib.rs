@@ -1,1 +1,192 @@
-//! Shared helpers for xlb's criterion benchmarks.
+//! Shared helpers for xlb's benchmarks: a benchmark table set, frame
+//! factories and a batch runner, used by the criterion benches and by
+//! `examples/profile.rs` (for callgrind).
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig};
+use xlb_dataplane::net::MacAddr;
+use xlb_dataplane::pipeline::{Pipeline, Processor};
+use xlb_dataplane::tables::{
+    EndpointSpec, EndpointState, L4Proto, NatMode, NextHop, PortSpec, Selection, ServiceKey,
+    ServiceSpec, Tables, TablesSpec,
+};
+use xlb_dataplane::wire::build::Builder;
+use xlb_dataplane::{Frame, Verdict};
+
+pub const BATCH: usize = 64;
+pub const BUF: usize = 2048;
+pub const VIP: [u8; 4] = [192, 0, 2, 10];
+
+pub fn tables() -> Tables {
+    let backends: Vec<IpAddr> = (1..=16)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 1, 0, i)))
+        .collect();
+    let spec = TablesSpec {
+        services: vec![ServiceSpec {
+            key: ServiceKey {
+                vip: IpAddr::V4(VIP.into()),
+                proto: L4Proto::Tcp,
+                port_min: 80,
+                port_max: 80,
+                block: 0,
+            },
+            sel: Selection::Hash,
+            mode: NatMode::FullNat,
+            allowed_sources: vec![],
+            endpoints: backends
+                .iter()
+                .map(|&addr| EndpointSpec {
+                    addr,
+                    port: 8080,
+                    weight: 1,
+                    state: EndpointState::Active,
+                })
+                .collect(),
+            inactive_timeout_s: 3600,
+            dsr_ipip: false,
+            name: "bench".into(),
+        }],
+        next_hops: backends
+            .iter()
+            .map(|&a| {
+                (
+                    a,
+                    NextHop {
+                        mac: MacAddr([2, 0xbb, 0, 0, 0, 1]),
+                        port: 1,
+                    },
+                )
+            })
+            .collect(),
+        ports: vec![
+            PortSpec {
+                id: 0,
+                name: "c".into(),
+                mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                addrs: vec!["10.0.0.1".parse().expect("ip")],
+            },
+            PortSpec {
+                id: 1,
+                name: "b".into(),
+                mac: MacAddr([2, 0, 0, 0, 1, 1]),
+                addrs: vec!["10.1.0.1".parse().expect("ip")],
+            },
+        ],
+        snat_addrs: (0..64)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(10, 9, 0, i)))
+            .collect(),
+        nat_ports: (1024, 65535),
+        maglev_size: 65537,
+    };
+    Tables::build(spec, &Tables::empty()).expect("bench tables")
+}
+
+/// Client i: address 10.(i>>16).(i>>8).(i) port 1024 + i % 50000.
+pub fn client(i: u32) -> SocketAddr {
+    let a = 0x0a00_0000 | (i & 0x00ff_ffff);
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), 1024 + (i % 50000) as u16)
+}
+
+pub fn frame(i: u32, flags: u8) -> Vec<u8> {
+    Builder::tcp(
+        client(i),
+        SocketAddr::new(IpAddr::V4(VIP.into()), 80),
+        flags,
+    )
+    .macs(MacAddr([2, 0xcc, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
+    .payload(&[0u8; 6])
+    .to_vec()
+    .expect("frame")
+}
+
+/// A worker's buffers: 64 frames of up to 2 KiB.
+#[allow(missing_debug_implementations)]
+pub struct Batch {
+    bufs: Vec<u8>,
+    /// Verdicts of the last run.
+    pub verdicts: [Verdict; BATCH],
+}
+
+impl Batch {
+    /// 64 empty buffers.
+    pub fn new() -> Batch {
+        Batch {
+            bufs: vec![0u8; BATCH * BUF],
+            verdicts: [Verdict::Pass; BATCH],
+        }
+    }
+
+    /// Copy `src` frames in and run them (or only copy, for the reference).
+    pub fn run(&mut self, p: Option<&mut Pipeline>, t: &Tables, now: u64, src: &[Vec<u8>]) {
+        for (b, f) in self.bufs.chunks_mut(BUF).zip(src) {
+            b[..f.len()].copy_from_slice(f);
+        }
+        let mut it = self.bufs.chunks_mut(BUF).zip(src);
+        let mut frames: [Frame<'_>; BATCH] = std::array::from_fn(|_| {
+            let (b, f) = it.next().expect("64 buffers");
+            Frame::new(b, f.len(), 0)
+        });
+        if let Some(p) = p {
+            p.process_batch(t, now, &mut frames, &mut self.verdicts);
+        }
+        black_box(&frames);
+    }
+}
+
+/// A pipeline with `n` established flows, and 1024 batches of packets drawn
+/// from them in a scattered order.
+pub fn established(n: u32, buckets: usize) -> (Pipeline, Tables, Vec<Vec<Vec<u8>>>) {
+    let t = tables();
+    let ct = Arc::new(Conntrack::new(
+        1,
+        ConntrackConfig {
+            buckets_per_shard: buckets,
+        },
+    ));
+    let mut p = Pipeline::new(0, 1, &ct);
+    let mut b = Batch::new();
+    let syns: Vec<u32> = (0..n).collect();
+    for chunk in syns.chunks(BATCH) {
+        let frames: Vec<Vec<u8>> = chunk.iter().map(|&i| frame(i, 0x02)).collect();
+        if frames.len() == BATCH {
+            b.run(Some(&mut p), &t, 1, &frames);
+            assert!(
+                b.verdicts.iter().all(|v| matches!(v, Verdict::Tx(1))),
+                "{:?}",
+                b.verdicts[0]
+            );
+        } else {
+            for f in frames {
+                b.run(Some(&mut p), &t, 1, &vec![f; BATCH]);
+            }
+        }
+    }
+    assert!(
+        ct.used() >= 2 * u64::from(n) * 99 / 100,
+        "flows were tracked: {}",
+        ct.used()
+    );
+    let mut x = 0x9e37_79b9u32;
+    let batches = (0..1024)
+        .map(|_| {
+            (0..BATCH)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    frame(x % n, 0x10)
+                })
+                .collect()
+        })
+        .collect();
+    (p, t, batches)
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::new()
+    }
+}

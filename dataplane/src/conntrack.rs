@@ -1,1 +1,1009 @@
-//! TODO
+//! Connection tracking: one shard per worker, written only by its worker,
+//! readable by every worker without locks.
+//!
+//! Why not one `hashbrown` map per worker: reply traffic of a flow can arrive on
+//! another NIC queue than its forward traffic (RSS hashes the two directions
+//! differently), so the worker that sees a reply must be able to read the flow
+//! the forward worker created — without a global lock and without moving the
+//! packet between threads. Each shard is therefore a fixed-size table of
+//! atomics: the owning worker inserts, updates and removes entries under a
+//! per-slot sequence lock; any worker reads them with the seqlock read protocol
+//! (retry if the sequence number moved). All of it is safe Rust: a misbehaving
+//! writer could only produce a stale read, never undefined behaviour.
+//!
+//! Layout: a shard is `buckets × WAYS` slots of 128 bytes (two cache lines),
+//! plus a separate array of 16-bit tags (one per slot, 0 = empty) so that a
+//! lookup touches one tag line and then only the slot whose tag matches. Both
+//! can be prefetched a batch ahead. A full bucket evicts, in this order: an
+//! expired flow, then the least recently seen flow that is not an established
+//! TCP connection, then the least recently seen flow — so floods of new flows
+//! push out half-open and idle flows before established ones.
+//!
+//! Every flow has two entries: *forward* (keyed by the client's packet as it
+//! arrives at the VIP) and *reply* (keyed by the backend's answer as it
+//! arrives at xlb), except DSR flows whose replies bypass xlb. Each entry holds
+//! the translation to apply to packets matching it, and the partner's key
+//! follows from it: partner = (new_dst:new_dport → new_src:new_sport).
+//! Both entries live in the owner's shard, so the owner removes them together.
+
+use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
+
+use crate::frame::PortId;
+use crate::net::{fmix64, Ip16, MacAddr};
+use crate::prefetch::prefetch;
+use crate::tables::EndpointId;
+
+/// Slots per bucket.
+pub const WAYS: usize = 8;
+
+/// Idle timeout of a TCP flow whose handshake has not completed.
+pub const SYN_TIMEOUT_NS: u64 = 30_000_000_000;
+/// Idle timeout of a TCP flow after RST or FIN in both directions.
+pub const CLOSING_TIMEOUT_NS: u64 = 10_000_000_000;
+/// last_seen is refreshed at most this often per entry (keeps cross-core writes rare).
+const TOUCH_GRANULARITY_NS: u64 = 50_000_000;
+
+/// Flag bits kept per entry (`FlowData::flags`).
+pub mod flags {
+    /// A TCP SYN was seen in this entry's direction.
+    pub const SYN: u8 = 1;
+    /// A TCP FIN was seen in this entry's direction.
+    pub const FIN: u8 = 2;
+    /// A TCP RST was seen in this entry's direction.
+    pub const RST: u8 = 4;
+    /// A packet matched this entry after it was created (for a reply entry: the backend answered).
+    pub const SEEN: u8 = 8;
+    /// A TCP packet without SYN was seen (the client completed the handshake; DSR uses it).
+    pub const ACK: u8 = 16;
+}
+
+/// NAT mode numbers stored in flow entries (loxilb's `mode`, plus DSR over IPIP).
+pub mod mode {
+    /// Destination NAT.
+    pub const DNAT: u8 = 0;
+    /// One-arm (source NAT to the balancer's LAN address).
+    pub const ONE_ARM: u8 = 1;
+    /// Full NAT.
+    pub const FULL_NAT: u8 = 2;
+    /// Direct server return, L2 rewrite only.
+    pub const DSR: u8 = 3;
+    /// Direct server return, IPIP-encapsulated.
+    pub const DSR_IPIP: u8 = 4;
+
+    /// Whether replies bypass xlb.
+    #[inline]
+    pub fn is_dsr(m: u8) -> bool {
+        m == DSR || m == DSR_IPIP
+    }
+}
+
+/// The 5-tuple of a packet as it appears on the wire. For ICMP echo the echo
+/// identifier stands in for both ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: Ip16,
+    /// Destination address.
+    pub dst: Ip16,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+impl FlowKey {
+    /// The direction-sensitive hash that places the key in a shard.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        let w = self.words();
+        let mut h = w[0].wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h = (h ^ w[1])
+            .rotate_left(23)
+            .wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        h = (h ^ w[2])
+            .rotate_left(23)
+            .wrapping_mul(0x1656_67b1_9e37_79f9);
+        h = (h ^ w[3])
+            .rotate_left(23)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        fmix64(h ^ w[4])
+    }
+
+    #[inline]
+    fn words(&self) -> [u64; 5] {
+        let s = self.src.words();
+        let d = self.dst.words();
+        [
+            s[0],
+            s[1],
+            d[0],
+            d[1],
+            (u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto),
+        ]
+    }
+
+    #[inline]
+    fn from_words(w: [u64; 5]) -> FlowKey {
+        FlowKey {
+            src: Ip16::from_words([w[0], w[1]]),
+            dst: Ip16::from_words([w[2], w[3]]),
+            sport: (w[4] >> 32) as u16,
+            dport: (w[4] >> 16) as u16,
+            proto: w[4] as u8,
+        }
+    }
+}
+
+/// Which direction an entry describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Client → VIP.
+    Forward,
+    /// Backend → xlb (the answer).
+    Reply,
+}
+
+/// What an entry says about its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowData {
+    /// Direction.
+    pub kind: Kind,
+    /// [`flags`] bits seen in this direction.
+    pub flags: u8,
+    /// The rule's idle timeout, seconds.
+    pub timeout_s: u32,
+    /// Low 32 bits of the tables generation the cached next hop was taken from.
+    pub gen: u32,
+    /// The backend.
+    pub endpoint: EndpointId,
+    /// Service index at creation (diagnostics; the endpoint id is authoritative).
+    pub service: u16,
+    /// The rule's NAT mode number (0 DNAT, 1 one-arm, 2 full NAT, 3 DSR).
+    pub mode: u8,
+    /// Source address to write (forward: SNAT address or the client; reply: the VIP).
+    pub new_src: Ip16,
+    /// Destination address to write (forward: the backend; reply: the client).
+    pub new_dst: Ip16,
+    /// Source port to write.
+    pub new_sport: u16,
+    /// Destination port to write.
+    pub new_dport: u16,
+    /// Destination MAC to write (forward: backend next hop; reply: the client's last hop).
+    pub mac: MacAddr,
+    /// Port to transmit on.
+    pub port: PortId,
+}
+
+impl FlowData {
+    /// Key of the partner entry (the other direction of the same flow).
+    #[inline]
+    pub fn partner_key(&self, proto: u8) -> FlowKey {
+        FlowKey {
+            src: self.new_dst,
+            dst: self.new_src,
+            sport: self.new_dport,
+            dport: self.new_sport,
+            proto,
+        }
+    }
+}
+
+/// One 128-byte slot. Field order keeps the key and the hot counters in the
+/// first cache line and the translation in the second.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Slot {
+    seq: AtomicU32,
+    /// bits 0-1 kind (1 fwd, 2 reply), 2-7 flags, 8-31 timeout seconds.
+    meta: AtomicU32,
+    key: [AtomicU64; 5],
+    last_seen: AtomicU64,
+    packets: AtomicU64,
+    // --- second cache line ---
+    bytes: AtomicU64,
+    /// gen (low 32) | endpoint (high 32)
+    gen_ep: AtomicU64,
+    new_src: [AtomicU64; 2],
+    new_dst: [AtomicU64; 2],
+    /// new_sport | new_dport << 16 | mode << 32 | service << 40
+    ports: AtomicU64,
+    /// mac (low 48) | port << 48
+    l2: AtomicU64,
+}
+
+const KIND_FWD: u32 = 1;
+const KIND_REPLY: u32 = 2;
+
+fn pack_meta(kind: Kind, flags: u8, timeout_s: u32) -> u32 {
+    let k = match kind {
+        Kind::Forward => KIND_FWD,
+        Kind::Reply => KIND_REPLY,
+    };
+    k | (u32::from(flags & 0x3f) << 2) | (timeout_s.min(0x00ff_ffff) << 8)
+}
+
+fn mac_word(mac: MacAddr, port: PortId) -> u64 {
+    let m = mac.0;
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]) | (u64::from(port) << 48)
+}
+
+fn word_mac(w: u64) -> (MacAddr, PortId) {
+    let b = w.to_le_bytes();
+    (
+        MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]]),
+        (w >> 48) as u16,
+    )
+}
+
+impl Slot {
+    /// Read key and data under the seqlock; `None` if empty, being written, or
+    /// its key is not `want`.
+    #[inline]
+    fn read(&self, want: Option<&FlowKey>) -> Option<(FlowKey, FlowData, u64)> {
+        for _ in 0..4 {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let kw: [u64; 5] = std::array::from_fn(|i| self.key[i].load(Ordering::Relaxed));
+            let meta = self.meta.load(Ordering::Relaxed);
+            let gen_ep = self.gen_ep.load(Ordering::Relaxed);
+            let src = [
+                self.new_src[0].load(Ordering::Relaxed),
+                self.new_src[1].load(Ordering::Relaxed),
+            ];
+            let dst = [
+                self.new_dst[0].load(Ordering::Relaxed),
+                self.new_dst[1].load(Ordering::Relaxed),
+            ];
+            let ports = self.ports.load(Ordering::Relaxed);
+            let l2 = self.l2.load(Ordering::Relaxed);
+            let last = self.last_seen.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) != s1 {
+                continue;
+            }
+            let kind = match meta & 3 {
+                KIND_FWD => Kind::Forward,
+                KIND_REPLY => Kind::Reply,
+                _ => return None,
+            };
+            let key = FlowKey::from_words(kw);
+            if let Some(w) = want {
+                if *w != key {
+                    return None;
+                }
+            }
+            let (mac, port) = word_mac(l2);
+            let data = FlowData {
+                kind,
+                flags: ((meta >> 2) & 0x3f) as u8,
+                timeout_s: meta >> 8,
+                gen: gen_ep as u32,
+                endpoint: (gen_ep >> 32) as u32,
+                service: (ports >> 40) as u16,
+                mode: (ports >> 32) as u8,
+                new_src: Ip16::from_words(src),
+                new_dst: Ip16::from_words(dst),
+                new_sport: ports as u16,
+                new_dport: (ports >> 16) as u16,
+                mac,
+                port,
+            };
+            return Some((key, data, last));
+        }
+        None
+    }
+
+    /// Owner only: write a whole entry.
+    fn write(&self, key: &FlowKey, d: &FlowData, now: u64) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (slot, w) in self.key.iter().zip(key.words()) {
+            slot.store(w, Ordering::Relaxed);
+        }
+        self.meta
+            .store(pack_meta(d.kind, d.flags, d.timeout_s), Ordering::Relaxed);
+        self.last_seen.store(now, Ordering::Relaxed);
+        self.packets.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        self.write_translation(d);
+        self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
+    }
+
+    fn write_translation(&self, d: &FlowData) {
+        self.gen_ep.store(
+            u64::from(d.gen) | (u64::from(d.endpoint) << 32),
+            Ordering::Relaxed,
+        );
+        let s = d.new_src.words();
+        let t = d.new_dst.words();
+        self.new_src[0].store(s[0], Ordering::Relaxed);
+        self.new_src[1].store(s[1], Ordering::Relaxed);
+        self.new_dst[0].store(t[0], Ordering::Relaxed);
+        self.new_dst[1].store(t[1], Ordering::Relaxed);
+        self.ports.store(
+            u64::from(d.new_sport)
+                | (u64::from(d.new_dport) << 16)
+                | (u64::from(d.mode) << 32)
+                | (u64::from(d.service) << 40),
+            Ordering::Relaxed,
+        );
+        self.l2.store(mac_word(d.mac, d.port), Ordering::Relaxed);
+    }
+
+    /// Owner only: mark empty.
+    fn clear(&self) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.meta.store(0, Ordering::Relaxed);
+        self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
+    }
+}
+
+/// One worker's part of the table.
+#[derive(Debug)]
+struct Shard {
+    tags: Box<[AtomicU16]>,
+    slots: Box<[Slot]>,
+    mask: usize,
+    used: AtomicU64,
+}
+
+impl Shard {
+    fn new(buckets: usize) -> Shard {
+        let n = buckets * WAYS;
+        Shard {
+            tags: (0..n).map(|_| AtomicU16::new(0)).collect(),
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            mask: buckets - 1,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn bucket(&self, hash: u64) -> usize {
+        (hash as usize) & self.mask
+    }
+
+    #[inline]
+    fn find(&self, key: &FlowKey, hash: u64) -> Option<(usize, FlowData, u64)> {
+        let base = self.bucket(hash) * WAYS;
+        let tag = tag_of(hash);
+        for i in base..base + WAYS {
+            if self.tags[i].load(Ordering::Acquire) == tag {
+                if let Some((_, d, last)) = self.slots[i].read(Some(key)) {
+                    return Some((i, d, last));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[inline]
+fn tag_of(hash: u64) -> u16 {
+    ((hash >> 48) as u16) | 1
+}
+
+/// A hit in the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit {
+    /// Shard (worker) that owns the entry.
+    pub shard: usize,
+    /// Slot index within the shard.
+    pub slot: usize,
+    /// The entry.
+    pub data: FlowData,
+    /// When a packet last matched it (ns).
+    pub last_seen: u64,
+}
+
+/// A tracked flow, for dumps (`config/conntrack/all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// The entry's key.
+    pub key: FlowKey,
+    /// The entry.
+    pub data: FlowData,
+    /// Packets that matched it.
+    pub packets: u64,
+    /// Bytes that matched it.
+    pub bytes: u64,
+    /// Last match (ns, monotonic).
+    pub last_seen: u64,
+}
+
+/// Sizing of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct ConntrackConfig {
+    /// Buckets per shard; rounded up to a power of two. Each bucket holds
+    /// [`WAYS`] entries (a flow takes two) of 128 bytes.
+    pub buckets_per_shard: usize,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        // 2^15 buckets × 8 ways × 128 B = 32 MiB per worker: about 100k flows.
+        ConntrackConfig {
+            buckets_per_shard: 1 << 15,
+        }
+    }
+}
+
+/// The whole table: one shard per worker.
+#[derive(Debug)]
+pub struct Conntrack {
+    shards: Box<[Shard]>,
+}
+
+impl Conntrack {
+    /// A table for `workers` workers.
+    pub fn new(workers: usize, cfg: ConntrackConfig) -> Conntrack {
+        let buckets = cfg.buckets_per_shard.max(1).next_power_of_two();
+        Conntrack {
+            shards: (0..workers.max(1)).map(|_| Shard::new(buckets)).collect(),
+        }
+    }
+
+    /// Number of shards (workers).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Entries in use, summed over shards.
+    pub fn used(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.used.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Slots in all shards.
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.slots.len()).sum()
+    }
+
+    /// Look a key up in shard `shard`.
+    #[inline]
+    pub fn find_in(&self, shard: usize, key: &FlowKey, hash: u64) -> Option<Hit> {
+        let s = self.shards.get(shard)?;
+        s.find(key, hash).map(|(slot, data, last_seen)| Hit {
+            shard,
+            slot,
+            data,
+            last_seen,
+        })
+    }
+
+    /// Look a key up in every shard but `except` (cross-queue replies).
+    #[inline]
+    pub fn find_elsewhere(&self, except: usize, key: &FlowKey, hash: u64) -> Option<Hit> {
+        (0..self.shards.len())
+            .filter(|&i| i != except)
+            .find_map(|i| self.find_in(i, key, hash))
+    }
+
+    /// Prefetch the tag line a lookup of `hash` in `shard` will read.
+    #[inline]
+    pub fn prefetch(&self, shard: usize, hash: u64) {
+        if let Some(s) = self.shards.get(shard) {
+            let i = s.bucket(hash) * WAYS;
+            prefetch(&s.tags[i]);
+            // The slot is only known after the tag compare; prefetching the
+            // bucket's first slot still helps the common 1-entry-per-bucket case.
+            prefetch(&s.slots[i + (tag_of(hash) as usize & (WAYS - 1))]);
+        }
+    }
+
+    /// Count a packet of `bytes` on a hit entry and refresh its last-seen time.
+    /// Called by whichever worker received the packet; each direction of a flow
+    /// arrives on one queue, so every entry has a single writer here too.
+    #[inline]
+    pub fn touch(&self, hit: &Hit, now: u64, bytes: u64) {
+        let slot = &self.shards[hit.shard].slots[hit.slot];
+        crate::counters::bump(&slot.packets, 1);
+        crate::counters::bump(&slot.bytes, bytes);
+        if now.saturating_sub(hit.last_seen) >= TOUCH_GRANULARITY_NS {
+            slot.last_seen.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Record flag bits on a hit entry (any worker; atomic OR, only when new).
+    #[inline]
+    pub fn add_flags(&self, hit: &Hit, f: u8) {
+        if hit.data.flags & f != f {
+            let slot = &self.shards[hit.shard].slots[hit.slot];
+            slot.meta
+                .fetch_or(u32::from(f & 0x3f) << 2, Ordering::Relaxed);
+        }
+    }
+
+    /// Every entry, for dumps. Allocates: control plane only.
+    pub fn dump(&self) -> Vec<FlowInfo> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            for (i, slot) in s.slots.iter().enumerate() {
+                if s.tags[i].load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                if let Some((key, data, last_seen)) = slot.read(None) {
+                    out.push(FlowInfo {
+                        key,
+                        data,
+                        packets: slot.packets.load(Ordering::Relaxed),
+                        bytes: slot.bytes.load(Ordering::Relaxed),
+                        last_seen,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The writer for shard `me`. Exactly one worker may hold it.
+    pub fn writer(self: &std::sync::Arc<Self>, me: usize) -> ShardWriter {
+        ShardWriter {
+            ct: self.clone(),
+            me: me.min(self.shards.len() - 1),
+            gc_cursor: 0,
+        }
+    }
+}
+
+/// What happened to an entry that was removed.
+#[derive(Debug, Clone, Copy)]
+pub struct Removed {
+    /// The forward entry's data (or the reply's, if the forward was gone).
+    pub data: FlowData,
+    /// Whether it was removed before its timeout (eviction or revalidation).
+    pub early: bool,
+}
+
+/// Write access to one shard; owned by its worker.
+#[derive(Debug)]
+pub struct ShardWriter {
+    ct: std::sync::Arc<Conntrack>,
+    me: usize,
+    gc_cursor: usize,
+}
+
+/// The insert could not find room (every candidate was protected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+impl ShardWriter {
+    /// Buckets in this writer's shard.
+    pub fn buckets(&self) -> usize {
+        self.shard_ref().mask + 1
+    }
+
+    /// This writer's shard index.
+    pub fn shard(&self) -> usize {
+        self.me
+    }
+
+    /// The table (for reads in any shard).
+    pub fn table(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    fn shard_ref(&self) -> &Shard {
+        &self.ct.shards[self.me]
+    }
+
+    /// Insert a flow: its forward entry and (unless DSR) its reply entry.
+    /// Evicted flows are passed to `on_removed` (to release what they held).
+    pub fn insert_flow(
+        &mut self,
+        fwd_key: &FlowKey,
+        fwd: &FlowData,
+        reply: Option<&FlowData>,
+        now: u64,
+        on_removed: &mut dyn FnMut(Removed),
+    ) -> Result<usize, Full> {
+        let proto = fwd_key.proto;
+        let fslot = self.insert_one(fwd_key, fwd, now, None, on_removed)?;
+        if let Some(r) = reply {
+            let rkey = fwd.partner_key(proto);
+            if let Err(e) = self.insert_one(&rkey, r, now, Some(fslot), on_removed) {
+                self.clear_slot(fslot);
+                return Err(e);
+            }
+        }
+        Ok(fslot)
+    }
+
+    fn insert_one(
+        &mut self,
+        key: &FlowKey,
+        d: &FlowData,
+        now: u64,
+        protect: Option<usize>,
+        on_removed: &mut dyn FnMut(Removed),
+    ) -> Result<usize, Full> {
+        let hash = key.hash();
+        let (base, tag) = {
+            let s = self.shard_ref();
+            (s.bucket(hash) * WAYS, tag_of(hash))
+        };
+        // Same key already present (e.g. a stale entry): overwrite it.
+        if let Some((i, _, _)) = self.shard_ref().find(key, hash) {
+            self.shard_ref().slots[i].write(key, d, now);
+            return Ok(i);
+        }
+        let free =
+            (base..base + WAYS).find(|&i| self.shard_ref().tags[i].load(Ordering::Relaxed) == 0);
+        let idx = match free {
+            Some(i) => i,
+            None => {
+                let victim = self.pick_victim(base, now, protect).ok_or(Full)?;
+                if let Some(r) = self.remove_pair(victim, true) {
+                    on_removed(r);
+                }
+                (base..base + WAYS)
+                    .find(|&i| self.shard_ref().tags[i].load(Ordering::Relaxed) == 0)
+                    .ok_or(Full)?
+            }
+        };
+        let s = self.shard_ref();
+        s.slots[idx].write(key, d, now);
+        s.tags[idx].store(tag, Ordering::Release);
+        s.used.fetch_add(1, Ordering::Relaxed);
+        Ok(idx)
+    }
+
+    fn pick_victim(&self, base: usize, now: u64, protect: Option<usize>) -> Option<usize> {
+        let mut best: Option<(u8, u64, usize)> = None;
+        for i in base..base + WAYS {
+            if Some(i) == protect {
+                continue;
+            }
+            let Some(v) = self.flow_view(i) else { continue };
+            let rank = if now.saturating_sub(v.last) > v.timeout_ns {
+                0
+            } else if !(v.proto == 6 && v.established) {
+                1
+            } else {
+                2
+            };
+            if best.is_none_or(|(r, l, _)| (rank, v.last) < (r, l)) {
+                best = Some((rank, v.last, i));
+            }
+        }
+        best.map(|(_, _, i)| i)
+    }
+
+    /// The flow that slot `i` belongs to, seen through both of its entries.
+    fn flow_view(&self, i: usize) -> Option<FlowView> {
+        let s = self.shard_ref();
+        if s.tags[i].load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let (key, d, last) = s.slots[i].read(None)?;
+        let pk = d.partner_key(key.proto);
+        let (plast, pflags) = s
+            .find(&pk, pk.hash())
+            .map_or((0, 0), |(_, pd, pl)| (pl, pd.flags));
+        let (fwd, rep) = match d.kind {
+            Kind::Forward => (d.flags, pflags),
+            Kind::Reply => (pflags, d.flags),
+        };
+        Some(FlowView {
+            proto: key.proto,
+            last: last.max(plast),
+            timeout_ns: flow_timeout_ns(d.timeout_s, key.proto, d.mode, fwd, rep),
+            established: rep & flags::SEEN != 0 || (mode::is_dsr(d.mode) && fwd & flags::ACK != 0),
+        })
+    }
+
+    fn clear_slot(&self, i: usize) {
+        let s = self.shard_ref();
+        if s.tags[i].load(Ordering::Relaxed) != 0 {
+            s.tags[i].store(0, Ordering::Release);
+            s.slots[i].clear();
+            s.used.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Remove the entry in slot `i` and its partner. Returns the forward entry's data.
+    pub fn remove_pair(&mut self, i: usize, early: bool) -> Option<Removed> {
+        let (key, d, _) = self.shard_ref().slots.get(i)?.read(None)?;
+        self.clear_slot(i);
+        let pk = d.partner_key(key.proto);
+        let mut fwd = if d.kind == Kind::Forward {
+            Some(d)
+        } else {
+            None
+        };
+        if let Some((pi, pd, _)) = self.shard_ref().find(&pk, pk.hash()) {
+            self.clear_slot(pi);
+            if pd.kind == Kind::Forward {
+                fwd = Some(pd);
+            }
+        }
+        Some(Removed {
+            data: fwd.unwrap_or(d),
+            early,
+        })
+    }
+
+    /// Refresh the cached next hop and generation of an entry (after a table change).
+    pub fn revalidate(&self, slot: usize, d: &FlowData) {
+        let s = &self.shard_ref().slots[slot];
+        let seq = s.seq.load(Ordering::Relaxed);
+        s.seq.store(seq.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.write_translation(d);
+        s.seq.store((seq | 1).wrapping_add(1), Ordering::Release);
+    }
+
+    /// Expire flows: examine up to `buckets` buckets from where the last call stopped.
+    /// Returns the number of flows removed; each is passed to `on_removed`.
+    pub fn expire(
+        &mut self,
+        now: u64,
+        buckets: usize,
+        on_removed: &mut dyn FnMut(Removed),
+    ) -> usize {
+        let nb = self.shard_ref().mask + 1;
+        let mut removed = 0;
+        for _ in 0..buckets.min(nb) {
+            let b = self.gc_cursor;
+            self.gc_cursor = (self.gc_cursor + 1) & (nb - 1);
+            for i in b * WAYS..(b + 1) * WAYS {
+                let Some(v) = self.flow_view(i) else { continue };
+                if now.saturating_sub(v.last) > v.timeout_ns {
+                    if let Some(r) = self.remove_pair(i, false) {
+                        removed += 1;
+                        on_removed(r);
+                    }
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// A flow judged from both of its entries.
+struct FlowView {
+    proto: u8,
+    last: u64,
+    timeout_ns: u64,
+    established: bool,
+}
+
+/// The idle timeout that applies to a flow given what both directions have seen.
+pub fn flow_timeout_ns(timeout_s: u32, proto: u8, flow_mode: u8, fwd: u8, rep: u8) -> u64 {
+    let all = fwd | rep;
+    let configured = u64::from(timeout_s.max(1)) * 1_000_000_000;
+    if proto != 6 {
+        return configured;
+    }
+    if all & flags::RST != 0
+        || (fwd & flags::FIN != 0 && (rep & flags::FIN != 0 || mode::is_dsr(flow_mode)))
+    {
+        return CLOSING_TIMEOUT_NS.min(configured);
+    }
+    let est = rep & flags::SEEN != 0 || (mode::is_dsr(flow_mode) && fwd & flags::ACK != 0);
+    if est {
+        configured
+    } else {
+        SYN_TIMEOUT_NS.min(configured)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    fn ip(s: &str) -> Ip16 {
+        Ip16::from(s.parse::<IpAddr>().expect("ip"))
+    }
+
+    fn flow(client_port: u16) -> (FlowKey, FlowData, FlowData) {
+        let key = FlowKey {
+            src: ip("10.0.0.2"),
+            dst: ip("192.0.2.1"),
+            sport: client_port,
+            dport: 80,
+            proto: 6,
+        };
+        let fwd = FlowData {
+            kind: Kind::Forward,
+            flags: flags::SYN,
+            timeout_s: 240,
+            gen: 1,
+            endpoint: 7,
+            service: 0,
+            mode: 2,
+            new_src: ip("10.9.0.1"),
+            new_dst: ip("10.1.0.5"),
+            new_sport: 40000 + client_port,
+            new_dport: 8080,
+            mac: MacAddr([2, 0, 0, 0, 0, 5]),
+            port: 1,
+        };
+        let reply = FlowData {
+            kind: Kind::Reply,
+            flags: 0,
+            new_src: key.dst,
+            new_dst: key.src,
+            new_sport: key.dport,
+            new_dport: key.sport,
+            mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            port: 0,
+            ..fwd
+        };
+        (key, fwd, reply)
+    }
+
+    #[test]
+    fn insert_then_both_directions_are_found_and_removed_together() {
+        let ct = Arc::new(Conntrack::new(
+            2,
+            ConntrackConfig {
+                buckets_per_shard: 64,
+            },
+        ));
+        let mut w = ct.writer(0);
+        let (key, fwd, reply) = flow(1234);
+        w.insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
+            .expect("room");
+        let hit = ct.find_in(0, &key, key.hash()).expect("forward entry");
+        assert_eq!(hit.data, fwd);
+        let rkey = fwd.partner_key(6);
+        assert_eq!(rkey.src, ip("10.1.0.5"));
+        assert_eq!(rkey.dport, 41234);
+        let rhit = ct
+            .find_elsewhere(1, &rkey, rkey.hash())
+            .expect("reply visible from worker 1");
+        assert_eq!(rhit.data, reply);
+        assert_eq!(
+            reply.partner_key(6),
+            key,
+            "partner of the reply is the forward key"
+        );
+        assert!(
+            ct.find_in(1, &key, key.hash()).is_none(),
+            "other shard does not have it"
+        );
+        assert_eq!(ct.used(), 2);
+        let removed = w.remove_pair(rhit.slot, false).expect("removed");
+        assert_eq!(removed.data.kind, Kind::Forward);
+        assert!(ct.find_in(0, &key, key.hash()).is_none());
+        assert_eq!(ct.used(), 0);
+    }
+
+    #[test]
+    fn expiry_follows_tcp_state_of_both_directions() {
+        let ct = Arc::new(Conntrack::new(
+            1,
+            ConntrackConfig {
+                buckets_per_shard: 16,
+            },
+        ));
+        let mut w = ct.writer(0);
+        let (key, fwd, reply) = flow(1);
+        w.insert_flow(&key, &fwd, Some(&reply), 0, &mut |_| {})
+            .expect("room");
+        // Half-open: expires after the SYN timeout, not the 240 s rule timeout.
+        let mut n = 0;
+        w.expire(SYN_TIMEOUT_NS - 1, 16, &mut |_| n += 1);
+        assert_eq!(n, 0);
+        w.expire(SYN_TIMEOUT_NS + 1, 16, &mut |_| n += 1);
+        assert_eq!(n, 1);
+
+        // Established (the backend answered): lives for the rule's timeout.
+        let (key, fwd, reply) = flow(2);
+        w.insert_flow(&key, &fwd, Some(&reply), 0, &mut |_| {})
+            .expect("room");
+        let rk = fwd.partner_key(6);
+        let rhit = ct.find_in(0, &rk, rk.hash()).expect("reply");
+        ct.add_flags(&rhit, flags::SEEN);
+        let mut n = 0;
+        w.expire(SYN_TIMEOUT_NS + 1, 16, &mut |_| n += 1);
+        assert_eq!(n, 0, "established flow survives the SYN timeout");
+        w.expire(241_000_000_000, 16, &mut |_| n += 1);
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn full_bucket_evicts_half_open_before_established() {
+        // One bucket: every key lands in it.
+        let ct = Arc::new(Conntrack::new(
+            1,
+            ConntrackConfig {
+                buckets_per_shard: 1,
+            },
+        ));
+        let mut w = ct.writer(0);
+        // Four established flows fill the 8 ways.
+        for p in 0..4u16 {
+            let (key, mut fwd, reply) = flow(p);
+            fwd.flags |= flags::ACK;
+            w.insert_flow(&key, &fwd, Some(&reply), u64::from(p), &mut |_| {})
+                .expect("room");
+            let rk = fwd.partner_key(6);
+            let h = ct.find_in(0, &rk, rk.hash()).expect("reply");
+            ct.add_flags(&h, flags::SEEN);
+        }
+        assert_eq!(ct.used(), 8);
+        // A new flow must evict; established flows are all equal rank, oldest goes.
+        let mut evicted = Vec::new();
+        let (key, fwd, reply) = flow(100);
+        w.insert_flow(&key, &fwd, Some(&reply), 10, &mut |r| evicted.push(r))
+            .expect("evicts");
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(
+            evicted[0].data.new_sport, 40000,
+            "the oldest flow (port 0) went"
+        );
+        // Another new flow evicts the half-open one, not an established one.
+        let (key2, fwd2, reply2) = flow(101);
+        let mut ev2 = Vec::new();
+        w.insert_flow(&key2, &fwd2, Some(&reply2), 11, &mut |r| ev2.push(r))
+            .expect("evicts");
+        assert_eq!(ev2.len(), 1);
+        assert_eq!(
+            ev2[0].data.new_sport, 40100,
+            "the half-open flow went first"
+        );
+        assert!(ct.find_in(0, &key2, key2.hash()).is_some());
+    }
+
+    #[test]
+    fn concurrent_readers_never_see_torn_entries() {
+        let ct = Arc::new(Conntrack::new(
+            2,
+            ConntrackConfig {
+                buckets_per_shard: 4,
+            },
+        ));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let ct = ct.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for info in ct.dump() {
+                        // Writers always store new_sport = 40000 + client port
+                        // and endpoint = client port: a torn read breaks it.
+                        if info.data.kind == Kind::Forward {
+                            assert_eq!(info.data.new_sport, 40000 + info.key.sport);
+                            assert_eq!(info.data.endpoint, u32::from(info.key.sport));
+                            seen += 1;
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        let mut w = ct.writer(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        let mut round = 0u64;
+        while std::time::Instant::now() < deadline && round < 200_000 {
+            let p = (round % 50) as u16;
+            let (key, mut fwd, reply) = flow(p);
+            fwd.endpoint = u32::from(p);
+            let _ = w.insert_flow(&key, &fwd, Some(&reply), round, &mut |_| {});
+            if round.is_multiple_of(3) {
+                if let Some(h) = ct.find_in(0, &key, key.hash()) {
+                    w.remove_pair(h.slot, false);
+                }
+            }
+            round += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let seen = reader.join().expect("reader did not panic");
+        assert!(seen > 0, "the reader observed entries");
+    }
+}

@@ -1,1 +1,125 @@
-//! TODO
+//! Per-worker counters: written by exactly one worker, read by control.
+//!
+//! Each worker owns one [`CounterBlock`] behind an `Arc`; only that worker
+//! writes it, so an increment is a relaxed load and store (no locked
+//! read-modify-write, no shared cache line between workers). Control reads
+//! with relaxed loads and sums across workers; a value may be one batch old.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::drop::DropReason;
+use crate::tables::{EndpointId, MAX_ENDPOINT_IDS};
+
+/// Add `n` to a single-writer counter.
+#[inline(always)]
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// One worker's counters.
+#[derive(Debug)]
+pub struct CounterBlock {
+    /// Frames received.
+    pub rx_packets: AtomicU64,
+    /// Bytes received.
+    pub rx_bytes: AtomicU64,
+    /// Frames transmitted (verdict Tx).
+    pub tx_packets: AtomicU64,
+    /// Bytes transmitted.
+    pub tx_bytes: AtomicU64,
+    /// Frames passed to the kernel.
+    pub passed: AtomicU64,
+    /// Drops by [`DropReason`] (index = reason number).
+    pub drops: [AtomicU64; DropReason::SLOTS],
+    /// Flows created (forward entries inserted).
+    pub flows_created: AtomicU64,
+    /// Flows removed (expired, evicted, or their endpoint went away).
+    pub flows_removed: AtomicU64,
+    /// Flows evicted early because their bucket was full.
+    pub flows_evicted: AtomicU64,
+    /// ICMP echo requests to a VIP answered by xlb itself.
+    pub icmp_echo_replies: AtomicU64,
+    /// Per endpoint id: packets then bytes, forwarded to that endpoint (both directions).
+    endpoint: Box<[AtomicU64]>,
+}
+
+impl CounterBlock {
+    /// All zero.
+    pub fn new() -> CounterBlock {
+        CounterBlock {
+            rx_packets: AtomicU64::new(0),
+            rx_bytes: AtomicU64::new(0),
+            tx_packets: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+            passed: AtomicU64::new(0),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            flows_created: AtomicU64::new(0),
+            flows_removed: AtomicU64::new(0),
+            flows_evicted: AtomicU64::new(0),
+            icmp_echo_replies: AtomicU64::new(0),
+            endpoint: (0..2 * MAX_ENDPOINT_IDS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// Count a drop.
+    #[inline(always)]
+    pub fn count_drop(&self, r: DropReason) {
+        bump(&self.drops[r as usize], 1);
+    }
+
+    /// Drops counted under `r`.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops[r as usize].load(Relaxed)
+    }
+
+    /// Count a packet of `bytes` for endpoint `id`.
+    #[inline(always)]
+    pub fn endpoint_packet(&self, id: EndpointId, bytes: u64) {
+        let i = 2 * (id as usize);
+        if let (Some(p), Some(b)) = (self.endpoint.get(i), self.endpoint.get(i + 1)) {
+            bump(p, 1);
+            bump(b, bytes);
+        }
+    }
+
+    /// (packets, bytes) counted for endpoint `id` by this worker.
+    pub fn endpoint(&self, id: EndpointId) -> (u64, u64) {
+        let i = 2 * (id as usize);
+        match (self.endpoint.get(i), self.endpoint.get(i + 1)) {
+            (Some(p), Some(b)) => (p.load(Relaxed), b.load(Relaxed)),
+            _ => (0, 0),
+        }
+    }
+
+    /// Total drops over every reason.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+impl Default for CounterBlock {
+    fn default() -> Self {
+        CounterBlock::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_counters_are_per_id_and_out_of_range_ids_are_ignored() {
+        let c = CounterBlock::new();
+        c.endpoint_packet(3, 100);
+        c.endpoint_packet(3, 50);
+        c.endpoint_packet(MAX_ENDPOINT_IDS as u32, 1);
+        assert_eq!(c.endpoint(3), (2, 150));
+        assert_eq!(c.endpoint(4), (0, 0));
+        assert_eq!(c.endpoint(MAX_ENDPOINT_IDS as u32), (0, 0));
+        c.count_drop(DropReason::NoEndpoint);
+        assert_eq!(c.drops(DropReason::NoEndpoint), 1);
+        assert_eq!(c.total_drops(), 1);
+    }
+}

@@ -44,11 +44,15 @@ pub enum DropReason {
     HandoffFull = 18,
     /// An ICMP type xlb does not forward to a VIP (only echo and errors are handled).
     IcmpUnsupported = 19,
+    /// Traffic to a source-NAT address, or from a backend, that matches no tracked flow.
+    UntrackedReply = 20,
+    /// An endpoint's next hop port is not one the balancer owns.
+    NoPort = 21,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedL3,
         DropReason::BadIpv4Header,
@@ -68,9 +72,11 @@ impl DropReason {
         DropReason::IcmpUntracked,
         DropReason::HandoffFull,
         DropReason::IcmpUnsupported,
+        DropReason::UntrackedReply,
+        DropReason::NoPort,
     ];
     /// Size of a counter array indexed by `reason as usize`.
-    pub const SLOTS: usize = 20;
+    pub const SLOTS: usize = 22;
 
     /// Stable snake_case name, used as the `reason` label in metrics.
     pub fn name(self) -> &'static str {
@@ -94,6 +100,8 @@ impl DropReason {
             DropReason::IcmpUntracked => "icmp_untracked",
             DropReason::HandoffFull => "handoff_full",
             DropReason::IcmpUnsupported => "icmp_unsupported",
+            DropReason::UntrackedReply => "untracked_reply",
+            DropReason::NoPort => "no_port",
         }
     }
 }

@@ -13,10 +13,12 @@ pub mod checksum;
 pub mod conntrack;
 pub mod counters;
 pub mod drop;
+pub mod edit;
 pub mod frame;
 pub mod maglev;
 pub mod net;
 pub mod pipeline;
+pub mod prefetch;
 pub mod tables;
 pub mod wire;
 

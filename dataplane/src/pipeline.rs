@@ -1,11 +1,33 @@
-//! The per-packet pipeline. (Being written: parse → VIP lookup → conntrack →
-//! backend choice → NAT rewrite → verdict.)
+//! The per-packet pipeline: parse → VIP lookup → connection tracking →
+//! backend choice → NAT rewrite → verdict.
+//!
+//! A [`Pipeline`] belongs to one worker. It reads one [`Tables`] snapshot per
+//! batch, owns its connection-tracking shard (and reads the other workers'),
+//! and counts everything in its own [`CounterBlock`]. Per batch it first parses
+//! every frame and prefetches the conntrack buckets, then decides each frame —
+//! so the cache misses of a large flow table overlap instead of queueing.
 //!
 //! CONTRACT for I/O layers: a worker loop owns one [`Processor`], loads the
-//! tables once per batch, and calls [`Processor::process_batch`].
+//! tables once per batch, and calls [`Processor::process_batch`]; when idle it
+//! calls [`Pipeline::maintain`] so flows still expire.
 
-use crate::frame::{Frame, Verdict};
-use crate::tables::Tables;
+use std::sync::Arc;
+
+use crate::conntrack::{
+    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardWriter,
+};
+use crate::counters::{bump, CounterBlock};
+use crate::drop::DropReason;
+use crate::edit::{
+    decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
+    rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
+};
+use crate::frame::{Frame, PortId, Verdict};
+use crate::net::{fmix64, Ip16, MacAddr};
+use crate::tables::{
+    Endpoint, EndpointState, NatMode, Selection, Service, Tables, MAX_ENDPOINT_IDS,
+};
+use crate::wire::{self, Frag, InnerMeta, PacketMeta};
 
 /// Something that decides, for each frame of a batch, what happens to it.
 /// `verdicts.len() >= frames.len()`; entry `i` is written for frame `i`.
@@ -19,4 +41,646 @@ pub trait Processor {
         frames: &mut [Frame<'_>],
         verdicts: &mut [Verdict],
     );
+}
+
+/// Frames decided per inner step; larger batches are processed in chunks.
+pub const CHUNK: usize = 64;
+/// The flow table is swept for expired flows once per this period; each
+/// batch examines the share of buckets that the time since the last batch
+/// calls for, so the cost per packet falls as the packet rate rises.
+const GC_SWEEP_NS: u64 = 1_000_000_000;
+/// Most buckets examined after one batch (bounds the latency of a batch).
+const GC_MAX_BUCKETS: u64 = 256;
+/// Candidate source-NAT ports tried before giving up on a new flow.
+const NAT_PORT_TRIES: usize = 32;
+
+/// One worker's pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    worker: usize,
+    workers: usize,
+    ct: ShardWriter,
+    counters: Arc<CounterBlock>,
+    /// Generation of the tables the per-service state below was sized for.
+    gen: u64,
+    /// Round-robin cursor per service index.
+    rr: Vec<u32>,
+    /// Active flows per endpoint id (least-connections), this worker's share.
+    active: Box<[u32]>,
+    /// Next source-NAT port candidate (index into this worker's share of the range).
+    nat_cursor: u32,
+    /// When expiry last ran, and the fraction of a bucket it still owes (in ns·buckets).
+    gc_last: u64,
+    gc_owed: u64,
+}
+
+/// Release what a removed flow held. A free function so it can be called while
+/// the conntrack writer is mutably borrowed.
+fn on_removed(active: &mut [u32], counters: &CounterBlock, r: Removed) {
+    if let Some(a) = active.get_mut(r.data.endpoint as usize) {
+        *a = a.saturating_sub(1);
+    }
+    bump(&counters.flows_removed, 1);
+    if r.early {
+        bump(&counters.flows_evicted, 1);
+    }
+}
+
+impl Pipeline {
+    /// The pipeline of worker `worker` out of `workers`, sharing `ct`.
+    pub fn new(worker: usize, workers: usize, ct: &Arc<Conntrack>) -> Pipeline {
+        Pipeline {
+            worker,
+            workers: workers.max(1),
+            ct: ct.writer(worker),
+            counters: Arc::new(CounterBlock::new()),
+            gen: u64::MAX,
+            rr: Vec::new(),
+            active: vec![0u32; MAX_ENDPOINT_IDS].into_boxed_slice(),
+            nat_cursor: 0,
+            gc_last: 0,
+            gc_owed: 0,
+        }
+    }
+
+    /// This worker's counters (control reads them).
+    pub fn counters(&self) -> Arc<CounterBlock> {
+        self.counters.clone()
+    }
+
+    /// Expire idle flows; call when no traffic arrived for a while.
+    pub fn maintain(&mut self, now_ns: u64, buckets: usize) -> usize {
+        let (active, counters) = (&mut self.active, &self.counters);
+        self.ct
+            .expire(now_ns, buckets, &mut |r| on_removed(active, counters, r))
+    }
+
+    /// Run the share of the expiry sweep that is due at `now`.
+    pub fn expire_due(&mut self, now: u64) {
+        if self.gc_last == 0 || now < self.gc_last {
+            self.gc_last = now;
+            return;
+        }
+        let buckets = self.ct.buckets() as u64;
+        self.gc_owed += (now - self.gc_last).min(GC_SWEEP_NS) * buckets;
+        self.gc_last = now;
+        let due = (self.gc_owed / GC_SWEEP_NS).min(GC_MAX_BUCKETS);
+        if due > 0 {
+            self.gc_owed = self.gc_owed.saturating_sub(due * GC_SWEEP_NS);
+            self.maintain(now, due as usize);
+        }
+    }
+
+    fn on_tables(&mut self, t: &Tables) {
+        // Allocation here is per table change, not per packet.
+        self.rr.resize(t.services.len(), 0);
+        self.gen = t.generation;
+    }
+
+    /// Decide one parsed frame.
+    fn decide(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        f: &mut Frame<'_>,
+        m: &PacketMeta,
+        key: &FlowKey,
+        hash: u64,
+    ) -> Verdict {
+        if m.frag == Frag::Later {
+            return if t.is_vip(m.dst) || t.is_snat_addr(m.dst) {
+                Verdict::Drop(DropReason::Fragment)
+            } else {
+                Verdict::Pass
+            };
+        }
+        let icmp = m.proto == 1 || m.proto == 58;
+        if icmp && is_icmp_error(m) {
+            return self.icmp_error(t, f, m);
+        }
+        if let Some(hit) = self.ct.table().find_in(self.worker, key, hash) {
+            return self.tracked(t, now, f, m, key, &hit);
+        }
+        if let Some(svc) = t.lookup(m.dst, m.proto, service_port(m)) {
+            return self.new_flow(t, now, f, m, key, svc, false);
+        }
+        if let Some(hit) = self.ct.table().find_elsewhere(self.worker, key, hash) {
+            return self.tracked(t, now, f, m, key, &hit);
+        }
+        if t.is_vip(m.dst) {
+            if icmp && is_echo_request(m) {
+                return self.echo_reply(t, f, m);
+            }
+            return Verdict::Drop(if icmp {
+                DropReason::IcmpUnsupported
+            } else {
+                DropReason::NoService
+            });
+        }
+        if t.is_snat_addr(m.dst) {
+            return Verdict::Drop(DropReason::UntrackedReply);
+        }
+        Verdict::Pass
+    }
+
+    /// A packet of a tracked flow.
+    fn tracked(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        f: &mut Frame<'_>,
+        m: &PacketMeta,
+        key: &FlowKey,
+        hit: &Hit,
+    ) -> Verdict {
+        let mut d = hit.data;
+        if d.kind == Kind::Forward && d.gen != t.generation as u32 && hit.shard == self.worker {
+            // The tables changed since this flow last passed: is its backend still there?
+            match t.endpoint(d.endpoint) {
+                Some((_, ep)) if ep.state != EndpointState::Down => {
+                    if let Some(nh) = ep.next_hop {
+                        d.mac = nh.mac;
+                        d.port = nh.port;
+                    }
+                    d.gen = t.generation as u32;
+                    self.ct.revalidate(hit.slot, &d);
+                }
+                _ => {
+                    // Backend removed or down: re-select. TCP mid-stream packets go
+                    // to the new backend too, which resets them, so the client
+                    // reconnects at once instead of timing out.
+                    let (active, counters) = (&mut self.active, &self.counters);
+                    if let Some(r) = self.ct.remove_pair(hit.slot, true) {
+                        on_removed(active, counters, r);
+                    }
+                    return match t.lookup(m.dst, m.proto, service_port(m)) {
+                        Some(svc) => self.new_flow(t, now, f, m, key, svc, true),
+                        None => Verdict::Drop(DropReason::NoService),
+                    };
+                }
+            }
+        }
+        let mut fl = flags::SEEN;
+        if m.proto == 6 {
+            fl |= tcp_flag_bits(m.tcp_flags);
+        }
+        self.ct.table().add_flags(hit, fl);
+        self.ct.table().touch(hit, now, f.len as u64);
+        self.counters.endpoint_packet(d.endpoint, f.len as u64);
+        self.apply(t, f, m, &d)
+    }
+
+    /// The first packet of a flow to service `svc`.
+    #[allow(clippy::too_many_arguments)]
+    fn new_flow(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        f: &mut Frame<'_>,
+        m: &PacketMeta,
+        key: &FlowKey,
+        svc: &Service,
+        reselect: bool,
+    ) -> Verdict {
+        let spec = &svc.spec;
+        if !spec.allowed_sources.is_empty()
+            && !spec
+                .allowed_sources
+                .iter()
+                .any(|c| c.contains(m.src.into()))
+        {
+            return Verdict::Drop(DropReason::SourceNotAllowed);
+        }
+        if m.proto == 6 && !reselect && (m.tcp_flags & TCP_SYN == 0 || m.tcp_flags & TCP_ACK != 0) {
+            return Verdict::Drop(DropReason::TcpNotSyn);
+        }
+        let icmp = m.proto == 1 || m.proto == 58;
+        if icmp && !is_echo_request(m) {
+            return Verdict::Drop(DropReason::IcmpUnsupported);
+        }
+        let Some(ei) = self.choose(svc, key) else {
+            return Verdict::Drop(DropReason::NoEndpoint);
+        };
+        let ep: &Endpoint = &svc.endpoints[ei];
+        let Some(nh) = ep.next_hop else {
+            return Verdict::Drop(DropReason::NoNeighbor);
+        };
+        if t.port(nh.port).is_none() {
+            return Verdict::Drop(DropReason::NoPort);
+        }
+        let bport = if icmp || ep.port == 0 {
+            m.dport
+        } else {
+            ep.port
+        };
+        let flow_mode = match spec.mode {
+            NatMode::Dnat => mode::DNAT,
+            NatMode::OneArm => mode::ONE_ARM,
+            NatMode::FullNat => mode::FULL_NAT,
+            NatMode::Dsr if spec.dsr_ipip => mode::DSR_IPIP,
+            NatMode::Dsr => mode::DSR,
+        };
+        let (new_src, new_sport) = match spec.mode {
+            NatMode::Dnat | NatMode::Dsr => (m.src, m.sport),
+            NatMode::OneArm | NatMode::FullNat => {
+                let Some(snat) = ep.snat_addr else {
+                    return Verdict::Drop(DropReason::NatPortsExhausted);
+                };
+                match self.nat_port(t, snat, ep.addr, bport, m.proto, icmp) {
+                    Some(pair) => pair,
+                    None => return Verdict::Drop(DropReason::NatPortsExhausted),
+                }
+            }
+        };
+        let dsr = spec.mode == NatMode::Dsr;
+        let mut fwd_flags = flags::SEEN;
+        if m.proto == 6 {
+            fwd_flags |= tcp_flag_bits(m.tcp_flags);
+        }
+        let fwd = FlowData {
+            kind: Kind::Forward,
+            flags: fwd_flags,
+            timeout_s: spec.inactive_timeout_s,
+            gen: t.generation as u32,
+            endpoint: ep.id,
+            service: svc.index as u16,
+            mode: flow_mode,
+            new_src,
+            new_dst: if dsr { m.dst } else { ep.addr },
+            new_sport,
+            new_dport: if icmp {
+                new_sport
+            } else if dsr {
+                m.dport
+            } else {
+                bport
+            },
+            mac: nh.mac,
+            port: nh.port,
+        };
+        let reply = FlowData {
+            kind: Kind::Reply,
+            flags: 0,
+            new_src: m.dst,
+            new_dst: m.src,
+            new_sport: m.dport,
+            new_dport: m.sport,
+            mac: MacAddr(eth_src(f.data())),
+            port: f.rx_port,
+            ..fwd
+        };
+        let (active, counters) = (&mut self.active, &self.counters);
+        let res = self.ct.insert_flow(
+            key,
+            &fwd,
+            if dsr { None } else { Some(&reply) },
+            now,
+            &mut |r| on_removed(active, counters, r),
+        );
+        if res.is_err() {
+            return Verdict::Drop(DropReason::ConntrackFull);
+        }
+        if let Some(a) = self.active.get_mut(ep.id as usize) {
+            *a += 1;
+        }
+        bump(&self.counters.flows_created, 1);
+        self.counters.endpoint_packet(ep.id, f.len as u64);
+        self.apply(t, f, m, &fwd)
+    }
+
+    /// Pick an endpoint index of `svc` for a new flow.
+    fn choose(&mut self, svc: &Service, key: &FlowKey) -> Option<usize> {
+        match svc.spec.sel {
+            Selection::RoundRobin | Selection::Priority => {
+                if svc.schedule.is_empty() {
+                    return None;
+                }
+                let c = self.rr.get_mut(svc.index as usize)?;
+                let i = svc.schedule[*c as usize % svc.schedule.len()];
+                *c = c.wrapping_add(1);
+                Some(usize::from(i))
+            }
+            Selection::Hash => svc.maglev.as_ref()?.lookup(key.hash()).map(usize::from),
+            Selection::Persist => {
+                let w = key.src.words();
+                let h = fmix64(w[0] ^ fmix64(w[1]));
+                svc.maglev.as_ref()?.lookup(h).map(usize::from)
+            }
+            Selection::LeastConn => {
+                if svc.schedule.is_empty() {
+                    return None;
+                }
+                // Ties are broken round-robin so equal backends share new flows.
+                let c = self.rr.get_mut(svc.index as usize)?;
+                let start = *c as usize;
+                *c = c.wrapping_add(1);
+                let n = svc.schedule.len();
+                (0..n)
+                    .map(|k| usize::from(svc.schedule[(start + k) % n]))
+                    .min_by_key(|&i| self.active.get(svc.endpoints[i].id as usize).copied())
+            }
+        }
+    }
+
+    /// A free source-NAT port on `snat` for a flow to `backend:bport`. Ports are
+    /// partitioned between workers (port ≡ worker mod workers), so a reply's
+    /// port says which worker's shard holds the flow and workers never collide.
+    fn nat_port(
+        &mut self,
+        t: &Tables,
+        snat: Ip16,
+        backend: Ip16,
+        bport: u16,
+        proto: u8,
+        icmp: bool,
+    ) -> Option<(Ip16, u16)> {
+        let (lo, hi) = t.nat_ports;
+        let span = u32::from(hi - lo) + 1;
+        let w = self.workers as u32;
+        let mine = span.saturating_sub(self.worker as u32).div_ceil(w);
+        if mine == 0 {
+            return None;
+        }
+        // Full NAT with a pool of addresses walks (address, port) pairs, so the
+        // pool multiplies the flows one backend can take.
+        let pool = t.snat_pool(snat);
+        for _ in 0..NAT_PORT_TRIES {
+            let k = self.nat_cursor % mine;
+            let addr = if pool.is_empty() {
+                snat
+            } else {
+                pool[(self.nat_cursor / mine) as usize % pool.len()]
+            };
+            self.nat_cursor = self.nat_cursor.wrapping_add(1);
+            let port = (u32::from(lo) + self.worker as u32 + k * w) as u16;
+            let reply_key = FlowKey {
+                src: backend,
+                dst: addr,
+                sport: if icmp { port } else { bport },
+                dport: port,
+                proto,
+            };
+            if self
+                .ct
+                .table()
+                .find_in(self.worker, &reply_key, reply_key.hash())
+                .is_none()
+            {
+                return Some((addr, port));
+            }
+        }
+        None
+    }
+
+    /// Rewrite a frame by a flow entry and pick its port.
+    fn apply(&mut self, t: &Tables, f: &mut Frame<'_>, m: &PacketMeta, d: &FlowData) -> Verdict {
+        let Some(port) = t.port(d.port) else {
+            return Verdict::Drop(DropReason::NoPort);
+        };
+        let src_mac = port.mac;
+        // DSR changes only the L2 header (the backend answers the client
+        // directly, from the VIP), so not even the TTL is touched.
+        let dsr = d.kind == Kind::Forward && mode::is_dsr(d.mode);
+        if !dsr && m.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        if !dsr {
+            rewrite_l3l4(
+                f.data_mut(),
+                m,
+                d.new_src,
+                d.new_dst,
+                d.new_sport,
+                d.new_dport,
+            );
+            decrement_ttl(f.data_mut(), m);
+        }
+        set_macs(f.data_mut(), d.mac, src_mac);
+        if d.kind == Kind::Forward && d.mode == mode::DSR_IPIP {
+            let outer_src = port
+                .addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .map(|a| Ip16::from(*a));
+            let Some(outer_src) = outer_src else {
+                return Verdict::Drop(DropReason::NoPort);
+            };
+            if !encap_ipip(f, m, outer_src, d.new_dst_backend(t)) {
+                return Verdict::Drop(DropReason::NoRoom);
+            }
+        }
+        Verdict::Tx(d.port)
+    }
+
+    /// An ICMP error: translate it like the flow it is about, or drop it.
+    fn icmp_error(&mut self, t: &Tables, f: &mut Frame<'_>, m: &PacketMeta) -> Verdict {
+        let ours = t.is_vip(m.dst) || t.is_snat_addr(m.dst);
+        let Some(inner) = wire::parse_icmp_inner(f.data(), m) else {
+            return if ours {
+                Verdict::Drop(DropReason::IcmpUntracked)
+            } else {
+                Verdict::Pass
+            };
+        };
+        // The error travels against the quoted packet: the entry for traffic in
+        // the error's direction is keyed by the quoted packet reversed.
+        let key = FlowKey {
+            src: inner.dst,
+            dst: inner.src,
+            sport: inner.dport,
+            dport: inner.sport,
+            proto: inner.proto,
+        };
+        let hash = key.hash();
+        let hit = self
+            .ct
+            .table()
+            .find_in(self.worker, &key, hash)
+            .or_else(|| self.ct.table().find_elsewhere(self.worker, &key, hash));
+        let Some(hit) = hit else {
+            return if ours {
+                Verdict::Drop(DropReason::IcmpUntracked)
+            } else {
+                Verdict::Pass
+            };
+        };
+        let d = hit.data;
+        if d.kind == Kind::Forward && mode::is_dsr(d.mode) {
+            // DSR never rewrote the flow: forward the error unchanged to the backend.
+            let Some(port) = t.port(d.port) else {
+                return Verdict::Drop(DropReason::NoPort);
+            };
+            set_macs(f.data_mut(), d.mac, port.mac);
+            return Verdict::Tx(d.port);
+        }
+        let Some(port) = t.port(d.port) else {
+            return Verdict::Drop(DropReason::NoPort);
+        };
+        if m.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let data = f.data_mut();
+        // Quoted packet: it must look like the one the receiver of the error sent.
+        rewrite_l3l4(
+            data,
+            &quoted_meta(&inner),
+            d.new_dst,
+            d.new_src,
+            d.new_dport,
+            d.new_sport,
+        );
+        // Outer header: from the VIP (or SNAT address) to the receiver.
+        set_ip_addrs(data, m, d.new_src, d.new_dst);
+        decrement_ttl(data, m);
+        let outer = PacketMeta {
+            src: d.new_src,
+            dst: d.new_dst,
+            ..*m
+        };
+        crate::edit::fill_icmp_checksum(data, &outer);
+        set_macs(data, d.mac, port.mac);
+        self.counters.endpoint_packet(d.endpoint, f.len as u64);
+        Verdict::Tx(d.port)
+    }
+
+    /// Answer an echo request to a VIP that has no ICMP rule: the VIP is alive.
+    fn echo_reply(&mut self, t: &Tables, f: &mut Frame<'_>, m: &PacketMeta) -> Verdict {
+        let Some(port) = t.port(f.rx_port) else {
+            return Verdict::Drop(DropReason::NoPort);
+        };
+        let port_mac = port.mac;
+        let data = f.data_mut();
+        let peer = eth_src(data);
+        set_ip_addrs(data, m, m.dst, m.src);
+        set_ttl(data, m, crate::edit::OWN_TTL);
+        make_echo_reply(data, m);
+        set_macs(data, MacAddr(peer), port_mac);
+        bump(&self.counters.icmp_echo_replies, 1);
+        Verdict::Tx(f.rx_port)
+    }
+}
+
+impl FlowData {
+    /// DSR keeps the VIP as destination; the backend address comes from the tables.
+    fn new_dst_backend(&self, t: &Tables) -> Ip16 {
+        t.endpoint(self.endpoint)
+            .map_or(self.new_dst, |(_, e)| e.addr)
+    }
+}
+
+/// The port a packet is matched against rules with: ICMP rules use port 0
+/// (the echo identifier in `dport` is a flow key, not a service port).
+fn service_port(m: &PacketMeta) -> u16 {
+    if m.proto == 1 || m.proto == 58 {
+        0
+    } else {
+        m.dport
+    }
+}
+
+/// A quoted packet described like an outer one, so the same rewrite applies.
+fn quoted_meta(i: &InnerMeta) -> PacketMeta {
+    PacketMeta {
+        l3_off: i.l3_off,
+        ethertype: if i.v4 { 0x0800 } else { 0x86dd },
+        v4: i.v4,
+        src: i.src,
+        dst: i.dst,
+        proto: i.proto,
+        l4_off: i.l4_off,
+        l4_len: i.l4_avail,
+        sport: i.sport,
+        dport: i.dport,
+        frag: i.frag,
+        ..PacketMeta::default()
+    }
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+fn tcp_flag_bits(tcp: u8) -> u8 {
+    let mut f = 0;
+    if tcp & TCP_SYN != 0 {
+        f |= flags::SYN;
+    }
+    if tcp & TCP_FIN != 0 {
+        f |= flags::FIN;
+    }
+    if tcp & TCP_RST != 0 {
+        f |= flags::RST;
+    }
+    if tcp & TCP_ACK != 0 && tcp & TCP_SYN == 0 {
+        f |= flags::ACK;
+    }
+    f
+}
+
+impl Processor for Pipeline {
+    fn process_batch(
+        &mut self,
+        tables: &Tables,
+        now_ns: u64,
+        frames: &mut [Frame<'_>],
+        verdicts: &mut [Verdict],
+    ) {
+        if tables.generation != self.gen {
+            self.on_tables(tables);
+        }
+        let mut metas: [Result<PacketMeta, DropReason>; CHUNK] =
+            [Err(DropReason::TruncatedEthernet); CHUNK];
+        let mut keys = [FlowKey::default(); CHUNK];
+        let mut hashes = [0u64; CHUNK];
+        for (fc, vc) in frames.chunks_mut(CHUNK).zip(verdicts.chunks_mut(CHUNK)) {
+            // Stage 1: parse everything and prefetch the flow-table lines.
+            for (i, f) in fc.iter().enumerate() {
+                bump(&self.counters.rx_packets, 1);
+                bump(&self.counters.rx_bytes, f.len as u64);
+                metas[i] = wire::parse(f.data());
+                if let Ok(m) = &metas[i] {
+                    if m.is_ip() {
+                        keys[i] = FlowKey {
+                            src: m.src,
+                            dst: m.dst,
+                            sport: m.sport,
+                            dport: m.dport,
+                            proto: m.proto,
+                        };
+                        hashes[i] = keys[i].hash();
+                        self.ct.table().prefetch(self.worker, hashes[i]);
+                    }
+                }
+            }
+            // Stage 2: decide.
+            for (i, (f, v)) in fc.iter_mut().zip(vc.iter_mut()).enumerate() {
+                *v = match &metas[i] {
+                    Err(r) => Verdict::Drop(*r),
+                    Ok(m) if !m.is_ip() => Verdict::Pass,
+                    Ok(m) => {
+                        let m = *m;
+                        self.decide(tables, now_ns, f, &m, &keys[i], hashes[i])
+                    }
+                };
+                match *v {
+                    Verdict::Tx(_) => {
+                        bump(&self.counters.tx_packets, 1);
+                        bump(&self.counters.tx_bytes, f.len as u64);
+                    }
+                    Verdict::Pass => bump(&self.counters.passed, 1),
+                    Verdict::Drop(r) => self.counters.count_drop(r),
+                }
+            }
+        }
+        self.expire_due(now_ns);
+    }
+}
+
+/// The port a verdict transmits on, if any (helper for I/O layers).
+pub fn tx_port(v: Verdict) -> Option<PortId> {
+    match v {
+        Verdict::Tx(p) => Some(p),
+        _ => None,
+    }
 }

@@ -13,7 +13,7 @@
 //! existing flows keep their backend across table changes unless that backend
 //! is removed or taken down.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -312,6 +312,9 @@ pub struct Tables {
     pub ports: Vec<PortSpec>,
     /// Source-NAT addresses (full NAT) and every one-arm address in use.
     pub snat_addrs: Vec<Ip16>,
+    /// The configured full-NAT pools, per family (IPv4 first element family).
+    snat_pool_v4: Vec<Ip16>,
+    snat_pool_v6: Vec<Ip16>,
     /// Source-NAT port range (inclusive).
     pub nat_ports: (u16, u16),
     /// Maglev table size.
@@ -334,6 +337,8 @@ impl Tables {
             next_hops: HashMap::new(),
             ports: Vec::new(),
             snat_addrs: Vec::new(),
+            snat_pool_v4: Vec::new(),
+            snat_pool_v6: Vec::new(),
             nat_ports: DEFAULT_NAT_PORTS,
             maglev_size: DEFAULT_TABLE_SIZE,
             spec: TablesSpec::default(),
@@ -538,6 +543,8 @@ impl Tables {
             next_hops,
             ports: spec.ports.clone(),
             snat_addrs,
+            snat_pool_v4: pool(&spec.snat_addrs, true),
+            snat_pool_v6: pool(&spec.snat_addrs, false),
             nat_ports,
             maglev_size,
             spec,
@@ -567,6 +574,22 @@ impl Tables {
     #[inline]
     pub fn is_vip(&self, addr: Ip16) -> bool {
         self.vips.contains_key(&addr)
+    }
+
+    /// The full-NAT address pool of `addr`'s family, if `addr` belongs to it
+    /// (empty when `addr` is a one-arm address or no pool is configured).
+    #[inline]
+    pub fn snat_pool(&self, addr: Ip16) -> &[Ip16] {
+        let pool = if addr.is_v4() {
+            &self.snat_pool_v4
+        } else {
+            &self.snat_pool_v6
+        };
+        if pool.contains(&addr) {
+            pool
+        } else {
+            &[]
+        }
     }
 
     /// Whether `addr` is one of the balancer's source-NAT addresses.
@@ -619,6 +642,14 @@ fn endpoint_identity(e: &Endpoint) -> u64 {
     b[..16].copy_from_slice(&e.addr.0);
     b[16..].copy_from_slice(&e.port.to_be_bytes());
     stable_hash64(&b)
+}
+
+fn pool(addrs: &[IpAddr], v4: bool) -> Vec<Ip16> {
+    addrs
+        .iter()
+        .filter(|a| a.is_ipv4() == v4)
+        .map(|a| Ip16::from(*a))
+        .collect()
 }
 
 fn port_addr(ports: &[PortSpec], nh: Option<NextHop>, v4: bool) -> Option<Ip16> {

@@ -1,0 +1,327 @@
+//! What the kernel knows about interfaces, routes and neighbours, turned into
+//! the dataplane's [`PortSpec`] and [`NextHop`] values. Control-plane only.
+//!
+//! Everything is asked in the calling thread's network namespace (never via
+//! sysfs, which shows the namespace it was mounted in).
+//!
+//! Trade-off: this parses `ip -j` (iproute2 JSON) output
+//! instead of speaking rtnetlink. It costs a process spawn per query (fine for
+//! a control loop that runs every few seconds, wrong for anything per packet)
+//! and depends on iproute2 being installed (scripts/deps.sh installs it), but
+//! it has no async runtime, no extra crates and is easy to check by hand with
+//! the same commands. Swap for `netlink-packet-route` if query rates grow.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use xlb_dataplane::frame::PortId;
+use xlb_dataplane::net::MacAddr;
+use xlb_dataplane::tables::{NextHop, PortSpec};
+
+/// Why a kernel query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetInfoError {
+    /// no such network interface
+    #[error("no network interface named {0:?}")]
+    NoInterface(String),
+    /// running `ip` failed (iproute2 missing?)
+    #[error("running `ip {args}`: {detail}")]
+    Ip {
+        /// Arguments.
+        args: String,
+        /// stderr or the spawn error.
+        detail: String,
+    },
+    /// `ip -j` printed something unexpected
+    #[error("parsing `ip {args}` output: {source}")]
+    Parse {
+        /// Arguments.
+        args: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// An interface as the runtime sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceInfo {
+    /// Name.
+    pub name: String,
+    /// Kernel interface index.
+    pub ifindex: u32,
+    /// MAC address.
+    pub mac: MacAddr,
+    /// Global-scope addresses, IPv4 first.
+    pub addrs: Vec<IpAddr>,
+    /// Number of rx queues (ethtool channels).
+    pub rx_queues: u32,
+}
+
+impl IfaceInfo {
+    /// The dataplane's view of this interface as port `id`.
+    pub fn port_spec(&self, id: PortId) -> PortSpec {
+        PortSpec {
+            id,
+            name: self.name.clone(),
+            mac: self.mac,
+            addrs: self.addrs.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LinkEntry {
+    ifindex: u32,
+    address: Option<String>,
+    num_rx_queues: Option<u32>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() < 16 && !name.contains(['/', ' ', '\0'])
+}
+
+fn link(name: &str) -> Result<LinkEntry, NetInfoError> {
+    if !valid_name(name) {
+        return Err(NetInfoError::NoInterface(name.to_string()));
+    }
+    let v: Vec<LinkEntry> = ip_json(&["-d", "link", "show", "dev", name]).map_err(|e| match e {
+        NetInfoError::Ip { .. } => NetInfoError::NoInterface(name.to_string()),
+        other => other,
+    })?;
+    v.into_iter()
+        .next()
+        .ok_or_else(|| NetInfoError::NoInterface(name.to_string()))
+}
+
+/// The kernel's interface index of `name` (in the calling thread's namespace).
+pub fn ifindex(name: &str) -> Result<u32, NetInfoError> {
+    Ok(link(name)?.ifindex)
+}
+
+/// Number of rx queues of `name`: the ethtool channel count (rx + combined),
+/// else the device's allocated queue count.
+pub fn rx_queues(name: &str) -> Result<u32, NetInfoError> {
+    if let Ok((rx, _tx, combined)) = crate::sys::ethtool_channels(name) {
+        if rx + combined > 0 {
+            return Ok(rx + combined);
+        }
+    }
+    Ok(link(name)?.num_rx_queues.unwrap_or(1).max(1))
+}
+
+fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<T, NetInfoError> {
+    let joined = args.join(" ");
+    let out = Command::new("ip")
+        .arg("-j")
+        .args(args)
+        .output()
+        .map_err(|e| NetInfoError::Ip {
+            args: joined.clone(),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(NetInfoError::Ip {
+            args: joined,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let text = if out.stdout.iter().all(|b| b.is_ascii_whitespace()) {
+        b"[]".to_vec()
+    } else {
+        out.stdout
+    };
+    serde_json::from_slice(&text).map_err(|source| NetInfoError::Parse {
+        args: joined,
+        source,
+    })
+}
+
+#[derive(Deserialize)]
+struct AddrEntry {
+    #[serde(default)]
+    addr_info: Vec<AddrInfo>,
+}
+
+#[derive(Deserialize)]
+struct AddrInfo {
+    local: Option<IpAddr>,
+    scope: Option<String>,
+}
+
+/// Parse `ip -j addr show dev X`: global addresses, IPv4 first.
+fn parse_addrs(entries: &[AddrEntry]) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = entries
+        .iter()
+        .flat_map(|e| e.addr_info.iter())
+        .filter(|a| a.scope.as_deref().unwrap_or("global") == "global")
+        .filter_map(|a| a.local)
+        .collect();
+    v.sort_by_key(|a| a.is_ipv6());
+    v
+}
+
+/// Everything about interface `name`.
+pub fn iface_info(name: &str) -> Result<IfaceInfo, NetInfoError> {
+    let l = link(name)?;
+    let ifindex = l.ifindex;
+    let mac = l
+        .address
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_default();
+    let entries: Vec<AddrEntry> = ip_json(&["addr", "show", "dev", name])?;
+    Ok(IfaceInfo {
+        name: name.to_string(),
+        ifindex,
+        mac,
+        addrs: parse_addrs(&entries),
+        rx_queues: rx_queues(name)?,
+    })
+}
+
+#[derive(Deserialize, Debug)]
+struct RouteEntry {
+    dev: Option<String>,
+    gateway: Option<IpAddr>,
+}
+
+#[derive(Deserialize, Debug)]
+struct NeighEntry {
+    dst: Option<IpAddr>,
+    dev: Option<String>,
+    lladdr: Option<String>,
+    #[serde(default)]
+    state: Vec<String>,
+}
+
+/// Where the kernel would send a packet to `dst`: (device, neighbour address).
+pub fn route_to(dst: IpAddr) -> Result<Option<(String, IpAddr)>, NetInfoError> {
+    let d = dst.to_string();
+    let routes: Vec<RouteEntry> = ip_json(&["route", "get", &d])?;
+    Ok(routes
+        .into_iter()
+        .next()
+        .and_then(|r| Some((r.dev?, r.gateway.unwrap_or(dst)))))
+}
+
+/// The neighbour table: (address, device) -> MAC, for usable entries only.
+pub fn neighbours() -> Result<HashMap<(IpAddr, String), MacAddr>, NetInfoError> {
+    let entries: Vec<NeighEntry> = ip_json(&["neigh", "show"])?;
+    Ok(parse_neigh(entries))
+}
+
+fn parse_neigh(entries: Vec<NeighEntry>) -> HashMap<(IpAddr, String), MacAddr> {
+    entries
+        .into_iter()
+        .filter(|e| !e.state.iter().any(|s| s == "FAILED" || s == "INCOMPLETE"))
+        .filter_map(|e| {
+            let mac = e.lladdr?.parse().ok()?;
+            Some(((e.dst?, e.dev?), mac))
+        })
+        .collect()
+}
+
+/// Ask the kernel to resolve `ip` (it sends ARP / neighbour solicitation):
+/// one empty UDP datagram to the discard port. Best effort.
+pub fn trigger_resolution(ip: IpAddr) {
+    let bind: IpAddr = if ip.is_ipv4() {
+        IpAddr::from([0u8; 4])
+    } else {
+        IpAddr::from([0u16; 8])
+    };
+    if let Ok(s) = UdpSocket::bind((bind, 0)) {
+        let _ = s.send_to(&[], (ip, 9));
+    }
+}
+
+/// The next hop of every address in `dsts` that leaves through one of `ports`
+/// (matched by name). Missing neighbours are resolved, waiting at most `wait`;
+/// addresses still unresolved (or routed elsewhere) are left out, so the
+/// dataplane counts their packets as `NoNeighbor`.
+pub fn next_hops(
+    dsts: &[IpAddr],
+    ports: &[PortSpec],
+    wait: Duration,
+) -> Result<Vec<(IpAddr, NextHop)>, NetInfoError> {
+    let mut wanted: Vec<(IpAddr, PortId, String, IpAddr)> = Vec::new();
+    for &dst in dsts {
+        let Some((dev, via)) = route_to(dst)? else {
+            continue;
+        };
+        let Some(port) = ports.iter().find(|p| p.name == dev) else {
+            tracing::debug!(%dst, dev, "route leaves through a port xlb does not serve");
+            continue;
+        };
+        wanted.push((dst, port.id, dev, via));
+    }
+    let deadline = Instant::now() + wait;
+    let mut triggered = false;
+    // Bounded: at most wait / 20 ms rounds.
+    loop {
+        let table = neighbours()?;
+        let missing: Vec<IpAddr> = wanted
+            .iter()
+            .filter(|(_, _, dev, via)| !table.contains_key(&(*via, dev.clone())))
+            .map(|w| w.3)
+            .collect();
+        if missing.is_empty() || Instant::now() >= deadline {
+            return Ok(wanted
+                .iter()
+                .filter_map(|(dst, port, dev, via)| {
+                    let mac = *table.get(&(*via, dev.clone()))?;
+                    Some((*dst, NextHop { mac, port: *port }))
+                })
+                .collect());
+        }
+        if !triggered {
+            for ip in &missing {
+                trigger_resolution(*ip);
+            }
+            triggered = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_json_addr_and_neigh_output() {
+        let addr = r#"[{"ifindex":5,"ifname":"x0","addr_info":[
+            {"family":"inet6","local":"fe80::1","prefixlen":64,"scope":"link"},
+            {"family":"inet6","local":"2001:db8::1","prefixlen":64,"scope":"global"},
+            {"family":"inet","local":"10.0.0.1","prefixlen":24,"scope":"global"}]}]"#;
+        let e: Vec<AddrEntry> = serde_json::from_str(addr).expect("valid json");
+        assert_eq!(
+            parse_addrs(&e),
+            vec![
+                "10.0.0.1".parse::<IpAddr>().expect("ip"),
+                "2001:db8::1".parse().expect("ip")
+            ]
+        );
+        let neigh = r#"[{"dst":"10.0.0.2","dev":"x0","lladdr":"02:00:00:00:00:02","state":["REACHABLE"]},
+            {"dst":"10.0.0.3","dev":"x0","state":["FAILED"]},
+            {"dst":"10.0.0.4","dev":"x0","lladdr":"02:00:00:00:00:04","state":["STALE"]}]"#;
+        let n: Vec<NeighEntry> = serde_json::from_str(neigh).expect("valid json");
+        let t = parse_neigh(n);
+        assert_eq!(t.len(), 2);
+        let k = ("10.0.0.2".parse().expect("ip"), "x0".to_string());
+        assert_eq!(t[&k].to_string(), "02:00:00:00:00:02");
+    }
+
+    #[test]
+    fn loopback_exists_and_bogus_names_are_reported() {
+        assert!(ifindex("lo").is_ok());
+        assert!(matches!(
+            ifindex("no-such-if0"),
+            Err(NetInfoError::NoInterface(_))
+        ));
+        assert!(matches!(ifindex("../x"), Err(NetInfoError::NoInterface(_))));
+    }
+}

@@ -1,0 +1,110 @@
+//! Every raw syscall the crate makes outside xsk-rs and libbpf-rs: `poll` over
+//! the worker's sockets, the monotonic clock, the effective uid. Each wrapper
+//! is safe to call; the unsafe blocks are confined here.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock `Processor::process_batch` expects).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The effective uid (0 = root).
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Block until one of `fds` is readable or `timeout_ms` passes. `pollfds` is
+/// the caller's scratch (reused, so no allocation per call once sized).
+/// Returns the number of ready fds; EINTR counts as 0.
+pub fn poll_readable(
+    fds: &[RawFd],
+    pollfds: &mut Vec<libc::pollfd>,
+    timeout_ms: i32,
+) -> io::Result<usize> {
+    pollfds.clear();
+    pollfds.extend(fds.iter().map(|&fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }));
+    // SAFETY: `pollfds` points at `pollfds.len()` initialised pollfd structs
+    // that stay alive and unaliased for the duration of the call.
+    let rc = unsafe {
+        libc::poll(
+            pollfds.as_mut_ptr(),
+            pollfds.len() as libc::nfds_t,
+            timeout_ms,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(rc as usize)
+}
+
+/// `struct ethtool_channels` (linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// Current (rx, tx, combined) channel counts of interface `name`, asked with
+/// `SIOCETHTOOL` on a socket of the calling thread's network namespace (sysfs
+/// would show the namespace it was mounted in instead).
+pub fn ethtool_channels(name: &str) -> io::Result<(u32, u32, u32)> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    // SAFETY: plain socket(2) call; the fd is closed below on every path.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ifr` is a valid ifreq naming the interface, its data pointer
+    // points at a live, writable ethtool_channels for the whole call.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr) };
+    let err = io::Error::last_os_error();
+    // SAFETY: `fd` is ours and not used after this.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err);
+    }
+    Ok((ch.rx_count, ch.tx_count, ch.combined_count))
+}

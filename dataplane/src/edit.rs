@@ -1,0 +1,227 @@
+//! Packet edits the pipeline makes: L2/L3/L4 rewrites with incremental
+//! checksum updates (RFC 1624), TTL handling, ICMP echo replies, IPIP.
+//! Every function takes a frame already validated by [`wire::parse`], whose
+//! [`PacketMeta`] offsets are in bounds.
+
+use crate::checksum::{self, L4Checksum};
+use crate::frame::Frame;
+use crate::net::{Ip16, MacAddr};
+use crate::wire::PacketMeta;
+
+/// TTL of packets xlb originates (ICMP echo replies, IPIP outer headers).
+pub const OWN_TTL: u8 = 64;
+
+const ETH_DST: usize = 0;
+const ETH_SRC: usize = 6;
+
+/// ICMP(v6) error messages that quote a packet: destination unreachable
+/// (incl. fragmentation needed), time exceeded, parameter problem, and for
+/// ICMPv6 also packet too big.
+#[inline]
+pub fn is_icmp_error(m: &PacketMeta) -> bool {
+    match m.proto {
+        1 => matches!(m.icmp_type, 3 | 11 | 12),
+        58 => matches!(m.icmp_type, 1..=4),
+        _ => false,
+    }
+}
+
+/// ICMP echo request (v4 type 8, v6 type 128).
+#[inline]
+pub fn is_echo_request(m: &PacketMeta) -> bool {
+    (m.proto == 1 && m.icmp_type == 8) || (m.proto == 58 && m.icmp_type == 128)
+}
+
+/// ICMP echo request or reply: messages whose identifier plays the port.
+#[inline]
+pub fn icmp_has_id(m: &PacketMeta) -> bool {
+    match m.proto {
+        1 => matches!(m.icmp_type, 0 | 8),
+        58 => matches!(m.icmp_type, 128 | 129),
+        _ => false,
+    }
+}
+
+pub fn eth_src(data: &[u8]) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&data[ETH_SRC..ETH_SRC + 6]);
+    m
+}
+
+pub fn set_macs(data: &mut [u8], dst: MacAddr, src: MacAddr) {
+    data[ETH_DST..ETH_DST + 6].copy_from_slice(&dst.0);
+    data[ETH_SRC..ETH_SRC + 6].copy_from_slice(&src.0);
+}
+
+/// One's-complement sum of the change from `old` to `new` (RFC 1624 eqn. 3:
+/// the `~m + m'` part), over the address bytes a checksum covers (4 for
+/// IPv4, 16 for IPv6), as 32-bit words: 2^16 ≡ 1 (mod 0xffff), so a 32-bit
+/// word sums to the same as its two 16-bit halves and `!w` to their complements.
+#[inline(always)]
+fn addr_delta(v4: bool, old: &Ip16, new: &Ip16) -> u64 {
+    let w = |a: &Ip16, i: usize| u32::from_be_bytes([a.0[i], a.0[i + 1], a.0[i + 2], a.0[i + 3]]);
+    let first = if v4 { 12 } else { 0 };
+    let mut d = 0u64;
+    let mut i = first;
+    while i < 16 {
+        d += u64::from(!w(old, i)) + u64::from(w(new, i));
+        i += 4;
+    }
+    d
+}
+
+/// The change of one 16-bit field, for [`apply_delta`].
+#[inline(always)]
+fn delta16(old: u16, new: u16) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
+/// Apply a summed change to a checksum field: HC' = ~(~HC + Σ(~m + m')).
+#[inline(always)]
+fn apply_delta(hc: u16, delta: u64) -> u16 {
+    let mut s = u64::from(!hc) + delta;
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    let mut s = s as u32;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
+
+/// Rewrite addresses and ports of an IP packet (outer or quoted) described by
+/// `m`, updating the IPv4 header checksum and the L4 checksum incrementally
+/// (RFC 1624): the address change is summed once and applied to both. The
+/// L4 checksum is only touched if it lies inside the `m.l4_len` bytes present
+/// (quoted packets carry as few as 8).
+#[inline]
+pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport: u16, dport: u16) {
+    let l4 = usize::from(m.l4_off);
+    let l4_end = (l4 + usize::from(m.l4_len)).min(data.len());
+    let addrs = addr_delta(m.v4, &m.src, &src) + addr_delta(m.v4, &m.dst, &dst);
+    write_ip_addrs(data, m, src, dst, addrs);
+    let kind = L4Checksum::of(m);
+    let csum_at = kind
+        .field_offset()
+        .map(|o| l4 + o)
+        .filter(|&c| c + 2 <= l4_end);
+    let old = csum_at.map(|c| u16::from_be_bytes([data[c], data[c + 1]]));
+    // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
+    let none = kind == L4Checksum::Udp && m.v4 && old == Some(0);
+    let mut delta = if kind.covers_pseudo_header() {
+        addrs
+    } else {
+        0
+    };
+    match kind {
+        L4Checksum::Tcp | L4Checksum::Udp | L4Checksum::Sctp if l4 + 4 <= l4_end => {
+            data[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+            data[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
+            delta += delta16(m.sport, sport) + delta16(m.dport, dport);
+        }
+        // Echo: the identifier plays the port; it is rewritten to `sport`.
+        L4Checksum::Icmpv4 | L4Checksum::Icmpv6 if icmp_has_id(m) && l4 + 6 <= l4_end => {
+            let id = u16::from_be_bytes([data[l4 + 4], data[l4 + 5]]);
+            data[l4 + 4..l4 + 6].copy_from_slice(&sport.to_be_bytes());
+            delta += delta16(id, sport);
+        }
+        _ => {}
+    }
+    if let (Some(at), Some(hc), false) = (csum_at, old, none) {
+        let mut c = apply_delta(hc, delta);
+        if kind == L4Checksum::Udp {
+            c = checksum::udp_nonzero(c);
+        }
+        data[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    if kind == L4Checksum::Sctp && l4_end == l4 + usize::from(m.l4_len) {
+        // CRC32c cannot be updated incrementally; only whole packets carry a valid one.
+        let _ = checksum::fill_sctp_checksum(data, m);
+    }
+}
+
+/// Write new IP addresses, keeping the IPv4 header checksum right.
+#[inline]
+pub fn set_ip_addrs(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16) {
+    let delta = addr_delta(m.v4, &m.src, &src) + addr_delta(m.v4, &m.dst, &dst);
+    write_ip_addrs(data, m, src, dst, delta);
+}
+
+#[inline(always)]
+fn write_ip_addrs(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, delta: u64) {
+    let l3 = usize::from(m.l3_off);
+    if m.v4 {
+        let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
+        data[l3 + 10..l3 + 12].copy_from_slice(&apply_delta(c, delta).to_be_bytes());
+        data[l3 + 12..l3 + 16].copy_from_slice(&src.0[12..]);
+        data[l3 + 16..l3 + 20].copy_from_slice(&dst.0[12..]);
+    } else {
+        data[l3 + 8..l3 + 24].copy_from_slice(&src.0);
+        data[l3 + 24..l3 + 40].copy_from_slice(&dst.0);
+    }
+}
+
+pub fn decrement_ttl(data: &mut [u8], m: &PacketMeta) {
+    set_ttl(data, m, m.ttl.saturating_sub(1));
+}
+
+/// Wrap the IP packet in an outer IPv4 header (protocol 4, RFC 2003).
+pub fn encap_ipip(f: &mut Frame<'_>, m: &PacketMeta, src: Ip16, dst: Ip16) -> bool {
+    let l3 = usize::from(m.l3_off);
+    if !f.insert(l3, 20) {
+        return false;
+    }
+    let inner_len = f.len - l3 - 20;
+    let Ok(total) = u16::try_from(inner_len + 20) else {
+        return false;
+    };
+    write_ipv4_header(&mut f.data_mut()[l3..l3 + 20], src, dst, 4, OWN_TTL, total);
+    true
+}
+
+/// Set the TTL / hop limit, keeping the IPv4 header checksum right.
+#[inline]
+pub fn set_ttl(data: &mut [u8], m: &PacketMeta, ttl: u8) {
+    let l3 = usize::from(m.l3_off);
+    if m.v4 {
+        let old = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
+        let new = u16::from_be_bytes([ttl, data[l3 + 9]]);
+        let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
+        data[l3 + 8] = ttl;
+        data[l3 + 10..l3 + 12].copy_from_slice(&apply_delta(c, delta16(old, new)).to_be_bytes());
+    } else {
+        data[l3 + 7] = ttl;
+    }
+}
+
+/// Turn an echo request into an echo reply in place (type only; the caller swaps addresses).
+pub fn make_echo_reply(data: &mut [u8], m: &PacketMeta) {
+    let l4 = usize::from(m.l4_off);
+    let reply = if m.proto == 1 { 0 } else { 129 };
+    let old = u16::from_be_bytes([data[l4], data[l4 + 1]]);
+    let new = u16::from_be_bytes([reply, data[l4 + 1]]);
+    let c = u16::from_be_bytes([data[l4 + 2], data[l4 + 3]]);
+    data[l4] = reply;
+    // ICMPv6's pseudo-header holds both addresses; swapping them leaves the sum unchanged.
+    data[l4 + 2..l4 + 4].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+}
+
+/// Recompute the ICMP(v6) checksum over the whole message (error path only);
+/// `m` must carry the packet's current addresses (ICMPv6 sums them).
+pub fn fill_icmp_checksum(data: &mut [u8], m: &PacketMeta) {
+    let _ = checksum::fill_l4_checksum(data, m);
+}
+
+/// Write a 20-byte IPv4 header (no options, DF clear) with a correct checksum.
+pub fn write_ipv4_header(h: &mut [u8], src: Ip16, dst: Ip16, proto: u8, ttl: u8, total: u16) {
+    h[0] = 0x45;
+    h[1] = 0;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..8].fill(0);
+    h[8] = ttl;
+    h[9] = proto;
+    h[10..12].fill(0);
+    h[12..16].copy_from_slice(&src.0[12..]);
+    h[16..20].copy_from_slice(&dst.0[12..]);
+    let c = checksum::checksum(&h[..20]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+}

@@ -1,0 +1,110 @@
+//! SCTP common header (RFC 9260 §3.1). The checksum is CRC32c, stored
+//! least-significant byte first (RFC 9260 Appendix A); see
+//! [`crate::checksum::sctp_crc`].
+//!
+//! Invariant: after [`Packet::check_len`] the 12-byte common header lies inside
+//! the buffer.
+
+use crate::checksum;
+use crate::drop::DropReason;
+
+/// Byte ranges of the common header.
+pub mod field {
+    use core::ops::{Range, RangeFrom};
+    /// Source port.
+    pub const SRC_PORT: Range<usize> = 0..2;
+    /// Destination port.
+    pub const DST_PORT: Range<usize> = 2..4;
+    /// Verification tag.
+    pub const VTAG: Range<usize> = 4..8;
+    /// CRC32c checksum.
+    pub const CHECKSUM: Range<usize> = 8..12;
+    /// Chunks.
+    pub const CHUNKS: RangeFrom<usize> = 12..;
+}
+
+/// Common header length.
+pub const HEADER_LEN: usize = 12;
+
+/// A read/write view of an SCTP packet.
+#[derive(Debug, Clone)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap without checking; accessors may panic until [`Packet::check_len`] passes.
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+    /// Wrap and check ([`Packet::check_len`]).
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, DropReason> {
+        let p = Packet::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+    /// `TruncatedL4` if the common header is cut short.
+    pub fn check_len(&self) -> Result<(), DropReason> {
+        if self.buffer.as_ref().len() < HEADER_LEN {
+            return Err(DropReason::TruncatedL4);
+        }
+        Ok(())
+    }
+    /// The underlying buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+    fn be16(&self, at: usize) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
+    /// Source port.
+    pub fn src_port(&self) -> u16 {
+        self.be16(field::SRC_PORT.start)
+    }
+    /// Destination port.
+    pub fn dst_port(&self) -> u16 {
+        self.be16(field::DST_PORT.start)
+    }
+    /// Verification tag.
+    pub fn verification_tag(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::VTAG];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+    /// The CRC32c as a number (decoded from its little-endian wire form).
+    pub fn checksum(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::CHECKSUM];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    /// True if the CRC32c over the whole buffer verifies.
+    pub fn verify_checksum(&self) -> bool {
+        checksum::sctp_crc(self.buffer.as_ref()) == self.checksum()
+    }
+    /// The chunks.
+    pub fn chunks(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::CHUNKS]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    fn set16(&mut self, at: usize, v: u16) {
+        self.buffer.as_mut()[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
+    /// Set the source port (recompute the CRC afterwards).
+    pub fn set_src_port(&mut self, v: u16) {
+        self.set16(field::SRC_PORT.start, v);
+    }
+    /// Set the destination port (recompute the CRC afterwards).
+    pub fn set_dst_port(&mut self, v: u16) {
+        self.set16(field::DST_PORT.start, v);
+    }
+    /// Set the verification tag.
+    pub fn set_verification_tag(&mut self, v: u32) {
+        self.buffer.as_mut()[field::VTAG].copy_from_slice(&v.to_be_bytes());
+    }
+    /// Recompute the CRC32c over the whole buffer.
+    pub fn fill_checksum(&mut self) {
+        let c = checksum::sctp_crc(self.buffer.as_ref());
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&c.to_le_bytes());
+    }
+}

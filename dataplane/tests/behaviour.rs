@@ -1,0 +1,385 @@
+//! Pipeline behaviour over time and across table changes: flow expiry,
+//! backend removal/down/drain, selection policies, resource exhaustion, and
+//! arbitrary input.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use common::*;
+use proptest::prelude::*;
+use xlb_dataplane::tables::{EndpointState, L4Proto, NatMode, Selection, ServiceSpec};
+use xlb_dataplane::wire::build::Builder;
+use xlb_dataplane::{DropReason, Verdict};
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+fn three(sel: Selection, mode: NatMode) -> ServiceSpec {
+    svc(
+        "192.0.2.10",
+        L4Proto::Tcp,
+        (80, 80),
+        sel,
+        mode,
+        BACKENDS_V4.iter().map(|b| ep(b, 8080)).collect(),
+    )
+}
+
+/// Send a SYN from `client:port` on `worker`; the backend it went to.
+fn syn(lab: &mut Lab, worker: usize, client: &str, port: u16) -> Option<IpAddr> {
+    let f = from_client(Builder::tcp(
+        sa(&format!("{client}:{port}")),
+        sa("192.0.2.10:80"),
+        SYN,
+    ));
+    match lab.run(worker, CLIENT_PORT, &f) {
+        (Verdict::Tx(_), out) => Some(dst_of(&out).0),
+        _ => None,
+    }
+}
+
+/// A data packet of an existing flow; the backend it went to.
+fn data(lab: &mut Lab, worker: usize, client: &str, port: u16) -> (Verdict, Option<IpAddr>) {
+    let f = from_client(
+        Builder::tcp(sa(&format!("{client}:{port}")), sa("192.0.2.10:80"), ACK).payload(b"x"),
+    );
+    let (v, out) = lab.run(worker, CLIENT_PORT, &f);
+    (v, matches!(v, Verdict::Tx(_)).then(|| dst_of(&out).0))
+}
+
+#[test]
+fn round_robin_spreads_new_flows_evenly() {
+    let mut lab = Lab::new(spec(vec![three(Selection::RoundRobin, NatMode::Dnat)]));
+    let mut n: HashMap<IpAddr, u32> = HashMap::new();
+    for p in 0..300 {
+        *n.entry(syn(&mut lab, 0, "10.0.0.2", 20000 + p).expect("forwarded"))
+            .or_default() += 1;
+    }
+    assert_eq!(n.len(), 3);
+    assert!(n.values().all(|&c| c == 100), "{n:?}");
+}
+
+#[test]
+fn hash_pins_a_five_tuple_on_every_worker_and_spreads_flows() {
+    let mut lab = Lab::new(spec(vec![three(Selection::Hash, NatMode::Dnat)]));
+    let mut n: HashMap<IpAddr, u32> = HashMap::new();
+    for p in 0..600u16 {
+        let b0 = syn(&mut lab, 0, "10.0.0.2", 20000 + p).expect("forwarded");
+        // The same 5-tuple arriving first on the other worker picks the same backend.
+        let mut other = Lab::new(spec(vec![three(Selection::Hash, NatMode::Dnat)]));
+        if p % 50 == 0 {
+            assert_eq!(syn(&mut other, 1, "10.0.0.2", 20000 + p), Some(b0));
+        }
+        *n.entry(b0).or_default() += 1;
+    }
+    assert_eq!(n.len(), 3);
+    assert!(
+        n.values().all(|&c| (120..=280).contains(&c)),
+        "roughly even: {n:?}"
+    );
+}
+
+#[test]
+fn persist_keeps_a_client_on_one_backend_whatever_its_ports() {
+    let mut lab = Lab::new(spec(vec![three(Selection::Persist, NatMode::Dnat)]));
+    let mut clients_per_backend: HashMap<IpAddr, u32> = HashMap::new();
+    for c in 0..60 {
+        let client = format!("10.0.{}.{}", c / 200, 2 + c % 200);
+        let first = syn(&mut lab, 0, &client, 30000).expect("forwarded");
+        for p in 1..5 {
+            assert_eq!(
+                syn(&mut lab, (p % 2) as usize, &client, 30000 + p),
+                Some(first)
+            );
+        }
+        *clients_per_backend.entry(first).or_default() += 1;
+    }
+    assert_eq!(
+        clients_per_backend.len(),
+        3,
+        "clients spread: {clients_per_backend:?}"
+    );
+}
+
+#[test]
+fn priority_follows_weights() {
+    let mut s = three(Selection::Priority, NatMode::Dnat);
+    s.endpoints[0].weight = 60;
+    s.endpoints[1].weight = 30;
+    s.endpoints[2].weight = 10;
+    let mut lab = Lab::new(spec(vec![s]));
+    let mut n: HashMap<IpAddr, u32> = HashMap::new();
+    for p in 0..1000 {
+        *n.entry(syn(&mut lab, 0, "10.0.0.2", 10000 + p).expect("forwarded"))
+            .or_default() += 1;
+    }
+    assert_eq!(n[&ip("10.1.0.11")], 600);
+    assert_eq!(n[&ip("10.1.0.12")], 300);
+    assert_eq!(n[&ip("10.1.0.13")], 100);
+}
+
+#[test]
+fn least_connections_fills_the_emptiest_backend() {
+    let mut lab = Lab::new(spec(vec![three(Selection::LeastConn, NatMode::Dnat)]));
+    // Three flows: one per backend.
+    let b: Vec<IpAddr> = (0..3)
+        .map(|p| syn(&mut lab, 0, "10.0.0.2", 100 + p).expect("forwarded"))
+        .collect();
+    assert_eq!(b.iter().collect::<std::collections::HashSet<_>>().len(), 3);
+    // Close the first flow with RST; once it expires its backend is the emptiest.
+    let rst = from_client(Builder::tcp(sa("10.0.0.2:100"), sa("192.0.2.10:80"), 0x04));
+    lab.run(0, CLIENT_PORT, &rst);
+    lab.now += 11_000_000_000;
+    lab.workers[0].maintain(lab.now, 1 << 12);
+    // The two other flows are half-open (30 s) and survive the 11 s.
+    assert_eq!(syn(&mut lab, 0, "10.0.0.2", 200), Some(b[0]));
+}
+
+#[test]
+fn idle_flows_expire_after_the_rule_timeout_and_are_chosen_afresh() {
+    let mut s = svc(
+        "192.0.2.11",
+        L4Proto::Udp,
+        (53, 53),
+        Selection::RoundRobin,
+        NatMode::Dnat,
+        vec![ep("10.1.0.11", 53), ep("10.1.0.12", 53)],
+    );
+    s.inactive_timeout_s = 5;
+    let mut lab = Lab::new(spec(vec![s]));
+    let q = from_client(Builder::udp(sa("10.0.0.2:5000"), sa("192.0.2.11:53")));
+    let first = dst_of(&lab.run(0, CLIENT_PORT, &q).1).0;
+    lab.now += 4_000_000_000;
+    assert_eq!(
+        dst_of(&lab.run(0, CLIENT_PORT, &q).1).0,
+        first,
+        "active flow keeps its backend"
+    );
+    lab.now += 4_000_000_000;
+    assert_eq!(
+        dst_of(&lab.run(0, CLIENT_PORT, &q).1).0,
+        first,
+        "timeout counts from last packet"
+    );
+    lab.now += 6_000_000_000;
+    let removed = lab.workers[0].maintain(lab.now, 1 << 12);
+    assert_eq!(removed, 1, "the idle flow expired");
+    assert_eq!(lab.ct.used(), 0, "both directions removed");
+    let again = dst_of(&lab.run(0, CLIENT_PORT, &q).1).0;
+    assert_ne!(
+        again, first,
+        "a new flow is chosen afresh (round robin moved on)"
+    );
+}
+
+#[test]
+fn removing_a_backend_reselects_only_its_flows() {
+    let mut lab = Lab::new(spec(vec![three(Selection::Hash, NatMode::FullNat)]));
+    let mut before = HashMap::new();
+    for p in 0..90u16 {
+        before.insert(
+            p,
+            syn(&mut lab, 0, "10.0.0.2", 1000 + p).expect("forwarded"),
+        );
+    }
+    let gone = ip("10.1.0.12");
+    let mut s = three(Selection::Hash, NatMode::FullNat);
+    s.endpoints.retain(|e| e.addr != gone);
+    lab.update(spec(vec![s]));
+    for (p, b) in &before {
+        let (v, now) = data(&mut lab, 0, "10.0.0.2", 1000 + p);
+        assert!(
+            matches!(v, Verdict::Tx(_)),
+            "flow {p} still forwarded: {v:?}"
+        );
+        if *b == gone {
+            assert_ne!(now, Some(gone), "flow {p} moved off the removed backend");
+        } else {
+            assert_eq!(now, Some(*b), "flow {p} kept its backend");
+        }
+    }
+}
+
+#[test]
+fn down_backend_loses_its_flows_and_draining_backend_keeps_them() {
+    let mut lab = Lab::new(spec(vec![three(Selection::RoundRobin, NatMode::Dnat)]));
+    let b: Vec<IpAddr> = (0..3)
+        .map(|p| syn(&mut lab, 0, "10.0.0.2", 500 + p).expect("forwarded"))
+        .collect();
+    let mut s = three(Selection::RoundRobin, NatMode::Dnat);
+    s.endpoints[0].state = EndpointState::Draining;
+    s.endpoints[1].state = EndpointState::Down;
+    lab.update(spec(vec![s]));
+    // Draining: the existing flow continues.
+    assert_eq!(data(&mut lab, 0, "10.0.0.2", 500).1, Some(b[0]));
+    // Down: the flow is re-selected onto the only active backend.
+    assert_eq!(data(&mut lab, 0, "10.0.0.2", 501).1, Some(ip("10.1.0.13")));
+    // Untouched backend keeps its flow.
+    assert_eq!(data(&mut lab, 0, "10.0.0.2", 502).1, Some(b[2]));
+    // New flows avoid both the draining and the down backend.
+    for p in 0..10 {
+        assert_eq!(syn(&mut lab, 0, "10.0.0.2", 600 + p), Some(ip("10.1.0.13")));
+    }
+}
+
+#[test]
+fn adding_a_backend_leaves_established_hash_flows_in_place() {
+    let mut two = three(Selection::Hash, NatMode::Dnat);
+    two.endpoints.truncate(2);
+    let mut lab = Lab::new(spec(vec![two]));
+    let before: Vec<IpAddr> = (0..100)
+        .map(|p| syn(&mut lab, 0, "10.0.0.2", 3000 + p).expect("forwarded"))
+        .collect();
+    lab.update(spec(vec![three(Selection::Hash, NatMode::Dnat)]));
+    for (p, b) in before.iter().enumerate() {
+        assert_eq!(data(&mut lab, 0, "10.0.0.2", 3000 + p as u16).1, Some(*b));
+    }
+}
+
+#[test]
+fn source_nat_ports_run_out_with_a_counted_drop() {
+    let mut t = spec(vec![svc(
+        "192.0.2.10",
+        L4Proto::Tcp,
+        (80, 80),
+        Selection::RoundRobin,
+        NatMode::FullNat,
+        vec![ep("10.1.0.11", 80)],
+    )]);
+    t.nat_ports = (40000, 40003); // two ports per worker
+    let mut lab = Lab::new(t);
+    assert!(syn(&mut lab, 0, "10.0.0.2", 1).is_some());
+    assert!(syn(&mut lab, 0, "10.0.0.2", 2).is_some());
+    assert!(syn(&mut lab, 0, "10.0.0.2", 3).is_none());
+    assert_eq!(
+        lab.workers[0]
+            .counters()
+            .drops(DropReason::NatPortsExhausted),
+        1
+    );
+    // Worker 1 has its own two ports.
+    assert!(syn(&mut lab, 1, "10.0.0.2", 4).is_some());
+}
+
+#[test]
+fn a_full_flow_table_evicts_and_counts() {
+    let mut lab = Lab::with_buckets(spec(vec![three(Selection::RoundRobin, NatMode::Dnat)]), 1);
+    for p in 0..20 {
+        assert!(
+            syn(&mut lab, 0, "10.0.0.2", 100 + p).is_some(),
+            "new flows always get in"
+        );
+    }
+    let c = lab.workers[0].counters();
+    assert_eq!(
+        c.flows_created.load(std::sync::atomic::Ordering::Relaxed),
+        20
+    );
+    assert_eq!(
+        c.flows_evicted.load(std::sync::atomic::Ordering::Relaxed),
+        16
+    );
+    assert_eq!(lab.ct.used(), 8, "one bucket of 8 ways, 2 per flow");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes, and valid frames with random corruption, never panic and
+    /// every frame gets exactly one verdict that the counters account for.
+    #[test]
+    fn arbitrary_frames_never_panic(
+        frames in prop::collection::vec(
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..200),
+                (0usize..60, any::<u8>(), 0u16..40000).prop_map(|(i, b, p)| {
+                    let mut f = from_client(
+                        Builder::tcp(sa(&format!("10.0.0.2:{}", p + 1)), sa("192.0.2.10:80"), SYN),
+                    );
+                    let i = i % f.len();
+                    f[i] = b;
+                    f
+                }),
+            ],
+            1..80,
+        )
+    ) {
+        let mut lab = Lab::new(spec(vec![three(Selection::Hash, NatMode::FullNat)]));
+        for f in &frames {
+            let _ = lab.run(0, CLIENT_PORT, f);
+            let _ = lab.run(1, BACKEND_PORT, f);
+        }
+        let c = lab.workers[0].counters();
+        let rx = c.rx_packets.load(std::sync::atomic::Ordering::Relaxed);
+        let tx = c.tx_packets.load(std::sync::atomic::Ordering::Relaxed);
+        let pass = c.passed.load(std::sync::atomic::Ordering::Relaxed);
+        prop_assert_eq!(rx, frames.len() as u64);
+        prop_assert_eq!(rx, tx + pass + c.total_drops());
+    }
+}
+
+#[test]
+fn jumbo_frames_are_forwarded_whole() {
+    let payload = vec![0xabu8; 8900];
+    let mut lab = Lab::new(spec(vec![svc(
+        "192.0.2.11",
+        L4Proto::Udp,
+        (53, 53),
+        Selection::RoundRobin,
+        NatMode::FullNat,
+        vec![ep("10.1.0.11", 53)],
+    )]));
+    let f = from_client(Builder::udp(sa("10.0.0.2:5000"), sa("192.0.2.11:53")).payload(&payload));
+    let mut buf = vec![0u8; 9216];
+    buf[..f.len()].copy_from_slice(&f);
+    let mut frames = [xlb_dataplane::Frame::new(&mut buf, f.len(), CLIENT_PORT)];
+    let mut v = [Verdict::Pass];
+    use xlb_dataplane::pipeline::Processor;
+    lab.workers[0].process_batch(&lab.tables, lab.now, &mut frames, &mut v);
+    assert_eq!(v[0], Verdict::Tx(BACKEND_PORT));
+    let len = frames[0].len;
+    let out = &buf[..len];
+    assert_eq!(len, f.len());
+    let m = xlb_dataplane::wire::parse(out).expect("valid");
+    assert!(
+        xlb_dataplane::checksum::verify_l4_checksum(out, &m),
+        "checksum right after NAT"
+    );
+}
+
+#[test]
+fn a_full_nat_address_pool_multiplies_the_ports() {
+    let mut t = spec(vec![svc(
+        "192.0.2.10",
+        L4Proto::Tcp,
+        (80, 80),
+        Selection::RoundRobin,
+        NatMode::FullNat,
+        vec![ep("10.1.0.11", 80)],
+    )]);
+    t.nat_ports = (40000, 40003); // two ports per worker...
+    t.snat_addrs = vec![ip("10.9.0.1"), ip("10.9.0.2"), ip("2001:db8:9::1")]; // ...per address
+    let mut lab = Lab::new(t);
+    let mut used = std::collections::HashSet::new();
+    for p in 1..=4 {
+        let f = from_client(Builder::tcp(
+            sa(&format!("10.0.0.2:{p}")),
+            sa("192.0.2.10:80"),
+            SYN,
+        ));
+        let (v, out) = lab.run(0, CLIENT_PORT, &f);
+        assert_eq!(v, Verdict::Tx(BACKEND_PORT), "flow {p}");
+        assert!(
+            used.insert(src_of(&out)),
+            "every flow has its own (address, port)"
+        );
+    }
+    let addrs: std::collections::HashSet<IpAddr> = used.iter().map(|(a, _)| *a).collect();
+    assert_eq!(addrs.len(), 2, "both IPv4 pool addresses in use: {used:?}");
+    assert!(
+        syn(&mut lab, 0, "10.0.0.2", 5).is_none(),
+        "2 addresses × 2 ports, then exhausted"
+    );
+}
