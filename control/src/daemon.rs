@@ -121,7 +121,7 @@ pub fn prepare(
 /// Run the API until `shutdown` resolves (HTTPS if `opts.tls` is set).
 pub async fn serve(
     opts: &ServeOptions,
-    api: Api,
+    api: impl Into<Arc<Api>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     // Read the certificate before binding, so a bad one fails fast.
@@ -147,10 +147,10 @@ pub async fn serve(
 /// Run the API on an already bound listener until `shutdown` resolves.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
-    api: Api,
+    api: impl Into<Arc<Api>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    axum::serve(listener, router(Arc::new(api)))
+    axum::serve(listener, router(api.into()))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(DaemonError::Serve)
@@ -160,11 +160,11 @@ pub async fn serve_on(
 pub async fn serve_tls_on(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    api: Api,
+    api: impl Into<Arc<Api>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let listener = crate::tls::TlsListener::new(listener, acceptor).map_err(DaemonError::Serve)?;
-    axum::serve(listener, router(Arc::new(api)))
+    axum::serve(listener, router(api.into()))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(DaemonError::Serve)

@@ -7,6 +7,7 @@
 //! to the dataplane (RCU). Statistics flow back through [`env::DataplaneView`].
 #![deny(unsafe_code)]
 
+pub mod afxdp;
 pub mod api;
 pub mod cli;
 pub mod config;

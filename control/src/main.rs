@@ -10,6 +10,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use tracing_subscriber::{reload, EnvFilter};
+use xlb_control::afxdp;
 use xlb_control::cli::{self, Client, LbArgs};
 use xlb_control::config;
 use xlb_control::daemon::{self, Dataplane, ServeOptions};
@@ -119,6 +120,9 @@ struct RunArgs {
     /// Serve the API without a dataplane (nothing forwards).
     #[arg(long)]
     no_dataplane: bool,
+    /// Connection-table buckets per worker (8 entries of 128 B; a flow takes two).
+    #[arg(long, default_value_t = 1 << 15)]
+    conntrack_buckets: usize,
     /// Exit if a config-file entry is rejected.
     #[arg(long)]
     strict_config: bool,
@@ -310,10 +314,12 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
             .map_err(|e| e.to_string())
     });
 
-    let dataplane = if args.no_dataplane {
-        Dataplane::none()
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let (dataplane, running) = if args.no_dataplane {
+        (Dataplane::none(), None)
     } else {
-        start_dataplane(&args)?
+        let (d, running, net) = start_dataplane(&args)?;
+        (d, Some((running, net)))
     };
     let opts = ServeOptions {
         config_path: args.config_path,
@@ -322,26 +328,57 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         strict_config: args.strict_config,
         tls: args.tls_cert.zip(args.tls_key),
     };
-    let api = daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?;
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(daemon::serve(&opts, api, shutdown_signal()))?;
+    let api = Arc::new(daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?);
+    let served = rt.block_on(async {
+        if let Some((_, net)) = &running {
+            // Retry unresolved next hops, and re-resolve all of them now and
+            // then so changed neighbour MACs reach the tables.
+            let (api, net) = (api.clone(), net.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+                let mut rounds = 0u32;
+                loop {
+                    tick.tick().await;
+                    rounds += 1;
+                    let full = rounds % 15 == 0;
+                    if full {
+                        net.forget();
+                    }
+                    if full || net.missing_next_hops() {
+                        let mut st = api.state().lock().await;
+                        if let Err(e) = st.refresh() {
+                            tracing::warn!("refreshing next hops: {e}");
+                        }
+                    }
+                }
+            });
+        }
+        daemon::serve(&opts, api, shutdown_signal()).await
+    });
+    if let Some((running, _)) = running {
+        running.shutdown();
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The plug point for the AF_XDP runtime: start the workers on `args.iface`
-/// reading a fresh `TablesHandle`, and return it with a view of their
-/// statistics and the netlink-backed `NetEnv`.
-fn start_dataplane(args: &RunArgs) -> anyhow::Result<Dataplane> {
-    Err(anyhow!(
-        "the AF_XDP dataplane runtime is not built into this xlb yet; use --no-dataplane for the API alone \
-         (iface={:?} queues={:?} cores={:?} xdp-mode={:?} busy-poll={})",
-        args.iface,
-        args.queues,
-        args.cores,
-        args.xdp_mode,
-        args.busy_poll
-    ))
+/// Start the AF_XDP workers on `args.iface`.
+fn start_dataplane(
+    args: &RunArgs,
+) -> anyhow::Result<(Dataplane, Arc<afxdp::Running>, Arc<afxdp::KernelNet>)> {
+    let opts = afxdp::DataplaneOptions {
+        ifaces: args.iface.clone(),
+        queues: args.queues,
+        cores: (!args.cores.is_empty()).then(|| args.cores.clone()),
+        xdp_mode: match args.xdp_mode {
+            XdpMode::Auto | XdpMode::Native => xlb_bpf::XdpMode::Native,
+            XdpMode::Generic => xlb_bpf::XdpMode::Generic,
+        },
+        busy_poll: args.busy_poll,
+        conntrack_buckets: args.conntrack_buckets,
+    };
+    afxdp::start(&opts).context("starting the dataplane")
 }
 
 async fn shutdown_signal() {
