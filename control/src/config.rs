@@ -150,28 +150,35 @@ pub fn load(state: &mut ControlState, dir: &Path) -> LoadReport {
 type Entries = (PathBuf, Vec<Value>);
 
 fn apply_all(state: &mut ControlState, eps: &Entries, rules: &Entries) -> LoadReport {
-    let mut report = LoadReport::default();
-    for (index, e) in eps.1.iter().enumerate() {
-        match apply_probe(state, e.clone()) {
-            Ok(()) => report.endpoints += 1,
-            Err(err) => report.errors.push(ConfigError::Entry {
-                file: eps.0.clone(),
+    let mut errors = Vec::new();
+    let endpoints = apply_entries(state, eps, apply_probe, &mut errors);
+    let rules = apply_entries(state, rules, apply_rule, &mut errors);
+    LoadReport {
+        endpoints,
+        rules,
+        errors,
+    }
+}
+
+/// Apply each entry of one file; returns how many were accepted.
+fn apply_entries(
+    state: &mut ControlState,
+    (file, entries): &Entries,
+    apply: fn(&mut ControlState, Value) -> Result<(), ApiError>,
+    errors: &mut Vec<ConfigError>,
+) -> usize {
+    let mut accepted = 0;
+    for (index, e) in entries.iter().enumerate() {
+        match apply(state, e.clone()) {
+            Ok(()) => accepted += 1,
+            Err(err) => errors.push(ConfigError::Entry {
+                file: file.clone(),
                 index,
                 reason: err.to_string(),
             }),
         }
     }
-    for (index, e) in rules.1.iter().enumerate() {
-        match apply_rule(state, e.clone()) {
-            Ok(()) => report.rules += 1,
-            Err(err) => report.errors.push(ConfigError::Entry {
-                file: rules.0.clone(),
-                index,
-                reason: err.to_string(),
-            }),
-        }
-    }
-    report
+    accepted
 }
 
 /// The documents `save` writes, from the GET answers: `managed` rules are left

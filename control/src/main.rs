@@ -126,8 +126,9 @@ struct RunArgs {
     /// Exit if a config-file entry is rejected.
     #[arg(long)]
     strict_config: bool,
-    /// Initial log level (loxilb names: trace, debug, info, warning, error, ...).
-    #[arg(long, default_value = "info")]
+    /// Initial log level (loxilb's names; `POST /config/params` changes it).
+    #[arg(long, default_value = "info",
+          value_parser = clap::builder::PossibleValuesParser::new(xlb_control::model::LOG_LEVELS))]
     log_level: String,
 }
 
