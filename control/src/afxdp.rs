@@ -71,7 +71,9 @@ pub struct Running {
 
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("workers", &self.counters.len()).finish_non_exhaustive()
+        f.debug_struct("Running")
+            .field("workers", &self.counters.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,7 +90,9 @@ pub fn start(
     let handle = TablesHandle::new();
     let ct = Arc::new(Conntrack::new(
         workers,
-        ConntrackConfig { buckets_per_shard: opts.conntrack_buckets },
+        ConntrackConfig {
+            buckets_per_shard: opts.conntrack_buckets,
+        },
     ));
     let counters: Arc<Mutex<Vec<(usize, Arc<CounterBlock>)>>> = Arc::default();
     let cfg = RuntimeConfig {
@@ -103,7 +107,9 @@ pub fn start(
     let ct_for_workers = ct.clone();
     let runtime = Runtime::start(cfg, handle.clone(), move |w| {
         let p = Pipeline::new(w, workers, &ct_for_workers);
-        made.lock().unwrap_or_else(|e| e.into_inner()).push((w, p.counters()));
+        made.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((w, p.counters()));
         Box::new(p) as Box<dyn Processor + Send>
     })?;
     let mut counters = std::mem::take(&mut *counters.lock().unwrap_or_else(|e| e.into_inner()));
@@ -136,7 +142,11 @@ pub fn start(
         stop,
         sync_thread,
     });
-    let dataplane = Dataplane { handle, view: running.clone(), net: net.clone() };
+    let dataplane = Dataplane {
+        handle,
+        view: running.clone(),
+        net: net.clone(),
+    };
     Ok((dataplane, running, net))
 }
 
@@ -201,20 +211,26 @@ fn owned_addrs() -> BTreeSet<IpAddr> {
 fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>) {
     for a in want.difference(&owned.clone()) {
         let prefix = if a.is_ipv4() { 32 } else { 128 };
-        let out = Command::new("ip").args(["addr", "add", &format!("{a}/{prefix}"), "dev", "lo"]).output();
+        let out = Command::new("ip")
+            .args(["addr", "add", &format!("{a}/{prefix}"), "dev", "lo"])
+            .output();
         match out {
             Ok(o) if o.status.success() => {
                 owned.insert(*a);
             }
             // Already there (configured by the operator): answer for it, but never remove it.
             Ok(o) if String::from_utf8_lossy(&o.stderr).contains("File exists") => {}
-            Ok(o) => tracing::warn!(addr = %a, "adding a VIP to lo: {}", String::from_utf8_lossy(&o.stderr).trim()),
+            Ok(o) => {
+                tracing::warn!(addr = %a, "adding a VIP to lo: {}", String::from_utf8_lossy(&o.stderr).trim())
+            }
             Err(e) => tracing::warn!(addr = %a, "adding a VIP to lo: {e}"),
         }
     }
     for a in owned.clone().difference(want) {
         let prefix = if a.is_ipv4() { 32 } else { 128 };
-        let _ = Command::new("ip").args(["addr", "del", &format!("{a}/{prefix}"), "dev", "lo"]).output();
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{a}/{prefix}"), "dev", "lo"])
+            .output();
         owned.remove(a);
     }
 }
@@ -330,7 +346,9 @@ pub struct KernelNet {
 
 impl std::fmt::Debug for KernelNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelNet").field("ports", &self.ports).finish_non_exhaustive()
+        f.debug_struct("KernelNet")
+            .field("ports", &self.ports)
+            .finish_non_exhaustive()
     }
 }
 
@@ -338,7 +356,11 @@ impl KernelNet {
     /// Whether an address the tables use has no next hop yet (the tables
     /// should be rebuilt, which retries the resolution).
     pub fn missing_next_hops(&self) -> bool {
-        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let wanted = self
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         wanted.iter().any(|a| !cache.contains_key(a))
     }
@@ -358,7 +380,11 @@ impl NetEnv for KernelNet {
     fn next_hops(&self, addrs: &[IpAddr]) -> Vec<(IpAddr, NextHop)> {
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = addrs.to_vec();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let unknown: Vec<IpAddr> = addrs.iter().filter(|a| !cache.contains_key(a)).copied().collect();
+        let unknown: Vec<IpAddr> = addrs
+            .iter()
+            .filter(|a| !cache.contains_key(a))
+            .copied()
+            .collect();
         if !unknown.is_empty() {
             // Resolve new addresses now (the kernel sends ARP/NDP), waiting a
             // little so the first table already reaches them.
@@ -376,6 +402,9 @@ impl NetEnv for KernelNet {
                 }
             }
         }
-        addrs.iter().filter_map(|a| cache.get(a).map(|nh| (*a, *nh))).collect()
+        addrs
+            .iter()
+            .filter_map(|a| cache.get(a).map(|nh| (*a, *nh)))
+            .collect()
     }
 }

@@ -329,7 +329,11 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         strict_config: args.strict_config,
         tls: args.tls_cert.zip(args.tls_key),
     };
-    let api = Arc::new(daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?);
+    let api = Arc::new(daemon::prepare(
+        &opts,
+        dataplane,
+        Some((args.log_level, setter)),
+    )?);
     let served = rt.block_on(async {
         if let Some((_, net)) = &running {
             // Retry unresolved next hops, and re-resolve all of them now and
