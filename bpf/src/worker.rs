@@ -469,6 +469,7 @@ impl WorkerIo {
             // Idle: block until a socket is readable (or the timeout, to notice
             // `stop`). Never burns a core while nothing flows.
             stats.sleeps.fetch_add(1, Ordering::Relaxed);
+            processor.idle(sys::monotonic_ns());
             if last_kernel_stats.elapsed() >= KERNEL_STATS_EVERY {
                 self.publish_kernel_stats(&stats);
                 last_kernel_stats = Instant::now();

@@ -679,6 +679,13 @@ impl ShardWriter {
         best.map(|(_, _, i)| i)
     }
 
+    /// Whether the flow of slot `i` has been idle (in both directions) for
+    /// longer than its timeout.
+    pub fn is_expired(&self, i: usize, now: u64) -> bool {
+        self.flow_view(i)
+            .is_some_and(|v| now.saturating_sub(v.last) > v.timeout_ns)
+    }
+
     /// The flow that slot `i` belongs to, seen through both of its entries.
     fn flow_view(&self, i: usize) -> Option<FlowView> {
         let s = self.shard_ref();

@@ -41,6 +41,13 @@ pub trait Processor {
         frames: &mut [Frame<'_>],
         verdicts: &mut [Verdict],
     );
+
+    /// Called by the worker loop when no frame arrived for a while (at most
+    /// every few tens of milliseconds), so time-driven work such as flow
+    /// expiry goes on while traffic is idle.
+    fn idle(&mut self, now_ns: u64) {
+        let _ = now_ns;
+    }
 }
 
 /// Frames decided per inner step; larger batches are processed in chunks.
@@ -49,6 +56,9 @@ pub const CHUNK: usize = 64;
 /// batch examines the share of buckets that the time since the last batch
 /// calls for, so the cost per packet falls as the packet rate rises.
 const GC_SWEEP_NS: u64 = 1_000_000_000;
+/// A hit idle for longer than this is checked against its flow's timeout
+/// (the shortest timeout a rule can have is one second).
+const MIN_IDLE_CHECK_NS: u64 = 1_000_000_000;
 /// Most buckets examined after one batch (bounds the latency of a batch).
 const GC_MAX_BUCKETS: u64 = 256;
 /// Candidate source-NAT ports tried before giving up on a new flow.
@@ -194,6 +204,22 @@ impl Pipeline {
         hit: &Hit,
     ) -> Verdict {
         let mut d = hit.data;
+        if d.kind == Kind::Forward
+            && hit.shard == self.worker
+            && now.saturating_sub(hit.last_seen) > MIN_IDLE_CHECK_NS
+            && self.ct.is_expired(hit.slot, now)
+        {
+            // Idle past its timeout but not yet swept: the flow is over, and
+            // this packet starts a new one (chosen afresh).
+            let (active, counters) = (&mut self.active, &self.counters);
+            if let Some(r) = self.ct.remove_pair(hit.slot, false) {
+                on_removed(active, counters, r);
+            }
+            return match t.lookup(m.dst, m.proto, service_port(m)) {
+                Some(svc) => self.new_flow(t, now, f, m, key, svc, false),
+                None => Verdict::Drop(DropReason::NoService),
+            };
+        }
         if d.kind == Kind::Forward && d.gen != t.generation as u32 && hit.shard == self.worker {
             // The tables changed since this flow last passed: is its backend still there?
             match t.endpoint(d.endpoint) {
@@ -673,6 +699,10 @@ impl Processor for Pipeline {
                 }
             }
         }
+        self.expire_due(now_ns);
+    }
+
+    fn idle(&mut self, now_ns: u64) {
         self.expire_due(now_ns);
     }
 }

@@ -383,3 +383,30 @@ fn a_full_nat_address_pool_multiplies_the_ports() {
         "2 addresses × 2 ports, then exhausted"
     );
 }
+
+#[test]
+fn an_idle_flow_past_its_timeout_is_replaced_on_its_next_packet_even_before_the_sweep() {
+    let mut s = svc(
+        "192.0.2.11",
+        L4Proto::Udp,
+        (53, 53),
+        Selection::RoundRobin,
+        NatMode::FullNat,
+        vec![ep("10.1.0.11", 53), ep("10.1.0.12", 53)],
+    );
+    s.inactive_timeout_s = 2;
+    // A big table: one batch's share of the sweep cannot reach the flow's bucket.
+    let mut lab = Lab::with_buckets(spec(vec![s]), 1 << 16);
+    let q = from_client(Builder::udp(sa("10.0.0.2:5000"), sa("192.0.2.11:53")));
+    let first = dst_of(&lab.run(0, CLIENT_PORT, &q).1).0;
+    lab.now += 1_500_000_000;
+    assert_eq!(dst_of(&lab.run(0, CLIENT_PORT, &q).1).0, first);
+    lab.now += 2_500_000_000;
+    let again = dst_of(&lab.run(0, CLIENT_PORT, &q).1).0;
+    assert_ne!(again, first, "expired flow replaced, backend chosen afresh");
+    assert_eq!(
+        lab.ct.used(),
+        2,
+        "the old flow's entries are gone, the new flow's are there"
+    );
+}
