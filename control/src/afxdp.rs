@@ -27,6 +27,9 @@ use xlb_dataplane::DropReason;
 use crate::daemon::Dataplane;
 use crate::env::{CtEntry, DataplaneView, NetEnv, WorkerStats};
 
+/// Each worker's counter block, by worker index, as the workers are made.
+type WorkerCounters = Vec<(usize, Arc<CounterBlock>)>;
+
 /// How `xlb run` wants the dataplane.
 #[derive(Debug, Clone)]
 pub struct DataplaneOptions {
@@ -94,7 +97,7 @@ pub fn start(
             buckets_per_shard: opts.conntrack_buckets,
         },
     ));
-    let counters: Arc<Mutex<Vec<(usize, Arc<CounterBlock>)>>> = Arc::default();
+    let counters: Arc<Mutex<WorkerCounters>> = Arc::default();
     let cfg = RuntimeConfig {
         ifaces: opts.ifaces.clone(),
         queues: opts.queues,

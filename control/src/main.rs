@@ -345,7 +345,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
                 loop {
                     tick.tick().await;
                     rounds += 1;
-                    let full = rounds % 15 == 0;
+                    let full = rounds.is_multiple_of(15);
                     if full {
                         net.forget();
                     }
