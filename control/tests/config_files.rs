@@ -477,7 +477,10 @@ fn have(tool: &str) -> bool {
 #[tokio::test]
 async fn https_with_cert_and_key() {
     // scripts/deps.sh installs both; a missing tool is a failure, not a skip.
-    assert!(have("openssl") && have("curl"), "needs openssl and curl (scripts/deps.sh)");
+    assert!(
+        have("openssl") && have("curl"),
+        "needs openssl and curl (scripts/deps.sh)"
+    );
     let dir = tempfile::tempdir().expect("tmp");
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");

@@ -276,8 +276,11 @@ pub struct Service {
     /// Round-robin / priority schedule: endpoint indices of active endpoints
     /// (priority: repeated by weight, interleaved smoothly). Empty = no endpoint.
     pub schedule: Vec<u8>,
-    /// Maglev table over active endpoints (only for `Hash` and `Persist`).
-    pub maglev: Option<Maglev>,
+    /// Maglev table over active endpoints (only for `Hash` and `Persist`);
+    /// shared with the previous snapshot when its inputs did not change.
+    pub maglev: Option<Arc<Maglev>>,
+    /// What the Maglev table was built from (to reuse it in the next build).
+    maglev_inputs: Vec<MaglevBackend>,
     /// Idle timeout in nanoseconds.
     pub idle_timeout_ns: u64,
     /// VIP as a fixed-size key.
@@ -416,6 +419,12 @@ impl Tables {
         let mut endpoint_locs: Vec<Option<EndpointLoc>> = Vec::new();
         let mut snat_addrs: Vec<Ip16> = spec.snat_addrs.iter().map(|a| Ip16::from(*a)).collect();
 
+        let prev_by_key: HashMap<ServiceKey, usize> = prev
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.spec.key, i))
+            .collect();
         for (si, s) in spec.services.iter().enumerate() {
             let name = s.spec_name();
             let n = s.endpoints.len();
@@ -494,7 +503,7 @@ impl Tables {
                 Selection::Priority => weighted_schedule(&endpoints, &active),
                 _ => active.iter().map(|&i| i as u8).collect(),
             };
-            let maglev = match s.sel {
+            let (maglev, maglev_inputs) = match s.sel {
                 Selection::Hash | Selection::Persist => {
                     let backends: Vec<MaglevBackend> = endpoints
                         .iter()
@@ -507,12 +516,23 @@ impl Tables {
                             },
                         })
                         .collect();
-                    Some(
-                        Maglev::build(&backends, maglev_size)
-                            .map_err(|err| BuildError::Maglev(name.clone(), err))?,
-                    )
+                    // Rebuilding costs milliseconds per rule: reuse the previous
+                    // snapshot's table when nothing it depends on changed.
+                    let reused = prev_by_key
+                        .get(&s.key)
+                        .map(|&i| &prev.services[i])
+                        .filter(|p| p.maglev_inputs == backends && prev.maglev_size == maglev_size)
+                        .and_then(|p| p.maglev.clone());
+                    let table = match reused {
+                        Some(t) => t,
+                        None => Arc::new(
+                            Maglev::build(&backends, maglev_size)
+                                .map_err(|err| BuildError::Maglev(name.clone(), err))?,
+                        ),
+                    };
+                    (Some(table), backends)
                 }
-                _ => None,
+                _ => (None, Vec::new()),
             };
             let vip = Ip16::from(s.key.vip);
             by_vip
@@ -527,6 +547,7 @@ impl Tables {
                 endpoints,
                 schedule,
                 maglev,
+                maglev_inputs,
                 idle_timeout_ns: timeout_s * 1_000_000_000,
                 vip,
             });
@@ -884,6 +905,46 @@ mod tests {
             ),
             Err(BuildError::DsrPortChange(..))
         ));
+    }
+
+    #[test]
+    fn unchanged_maglev_tables_are_shared_and_changed_ones_rebuilt() {
+        let mut a = svc(
+            "10.0.0.1",
+            80,
+            80,
+            vec![ep("10.1.0.1", 80, 1), ep("10.1.0.2", 80, 1)],
+        );
+        a.sel = Selection::Hash;
+        let mut b = svc("10.0.0.2", 80, 80, vec![ep("10.1.0.1", 80, 1)]);
+        b.sel = Selection::Hash;
+        let spec = TablesSpec {
+            services: vec![a.clone(), b.clone()],
+            maglev_size: 251,
+            ..Default::default()
+        };
+        let t1 = Tables::build(spec, &Tables::empty()).expect("valid");
+        let mut a2 = a;
+        a2.endpoints[1].state = EndpointState::Down;
+        let spec2 = TablesSpec {
+            services: vec![a2, b],
+            maglev_size: 251,
+            ..Default::default()
+        };
+        let t2 = Tables::build(spec2, &t1).expect("valid");
+        let m = |t: &Tables, i: usize| t.services[i].maglev.clone().expect("hash rule");
+        assert!(
+            Arc::ptr_eq(&m(&t1, 1), &m(&t2, 1)),
+            "untouched rule shares its table"
+        );
+        assert!(
+            !Arc::ptr_eq(&m(&t1, 0), &m(&t2, 0)),
+            "changed rule gets a new table"
+        );
+        assert!(
+            m(&t2, 0).slots().iter().all(|&e| e == 0),
+            "the down endpoint has no slots"
+        );
     }
 
     #[test]
