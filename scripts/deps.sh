@@ -3,7 +3,7 @@
 # Safe to run again: it installs only what is missing. Needs root.
 set -euo pipefail
 
-pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool iputils-ping curl python3 openssl)
+pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool iputils-ping iputils-arping curl python3 openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

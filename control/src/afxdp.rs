@@ -163,7 +163,7 @@ impl Running {
                 if let Some(t) = me.sync_thread.take() {
                     let _ = t.join();
                 }
-                set_local_addrs(&BTreeSet::new(), &mut owned_addrs());
+                set_local_addrs(&BTreeSet::new(), &mut owned_addrs(), &[]);
                 if let Ok(rt) = Arc::try_unwrap(me.runtime) {
                     if let Err(e) = rt.stop() {
                         tracing::warn!("stopping the dataplane: {e}");
@@ -189,7 +189,7 @@ fn sync_loop(runtime: &Runtime, handle: &TablesHandle, stop: &AtomicBool) {
                 }
                 Err(e) => tracing::error!("syncing the XDP steering maps: {e}"),
             }
-            set_local_addrs(&wanted_local_addrs(&t), &mut owned);
+            set_local_addrs(&wanted_local_addrs(&t), &mut owned, &t.ports);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -211,7 +211,7 @@ fn owned_addrs() -> BTreeSet<IpAddr> {
     BTreeSet::new()
 }
 
-fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>) {
+fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>, ports: &[PortSpec]) {
     for a in want.difference(&owned.clone()) {
         let prefix = if a.is_ipv4() { 32 } else { 128 };
         let out = Command::new("ip")
@@ -220,6 +220,7 @@ fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>) {
         match out {
             Ok(o) if o.status.success() => {
                 owned.insert(*a);
+                announce(*a, ports);
             }
             // Already there (configured by the operator): answer for it, but never remove it.
             Ok(o) if String::from_utf8_lossy(&o.stderr).contains("File exists") => {}
@@ -235,6 +236,40 @@ fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>) {
             .args(["addr", "del", &format!("{a}/{prefix}"), "dev", "lo"])
             .output();
         owned.remove(a);
+    }
+}
+
+/// Tell the LAN that `addr` now lives here: gratuitous ARP (IPv4, RFC 5227
+/// announcement) on every port that has an IPv4 address, so
+/// neighbours and switches update at once after a takeover. IPv6 neighbours
+/// learn from the kernel's own unsolicited advertisements when the address is added.
+fn announce(addr: IpAddr, ports: &[PortSpec]) {
+    let IpAddr::V4(a) = addr else { return };
+    for p in ports {
+        if !p.addrs.iter().any(IpAddr::is_ipv4) {
+            continue;
+        }
+        // Best effort and in the background: arping waits for its one packet.
+        let spawned = Command::new("arping")
+            .args([
+                "-U",
+                "-c",
+                "1",
+                "-I",
+                &p.name,
+                "-s",
+                &a.to_string(),
+                &a.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(mut child) => {
+                std::thread::spawn(move || child.wait());
+            }
+            Err(e) => tracing::warn!(addr = %a, port = %p.name, "gratuitous ARP: arping: {e}"),
+        }
     }
 }
 
