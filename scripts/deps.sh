@@ -3,8 +3,8 @@
 # Safe to run again: it installs only what is missing. Needs root.
 set -euo pipefail
 
-# nftables: the kernel DNAT contender of `xlb-perf bench`.
-pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool nftables)
+# nftables: the kernel DNAT contender of `xlb-perf bench`; librsvg2-bin: its PNG chart.
+pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool nftables librsvg2-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

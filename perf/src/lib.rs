@@ -7,6 +7,8 @@
 //! (AF_PACKET syscalls) and [`lab`] (setns); every block says why it is sound.
 #![deny(unsafe_code)]
 
+pub mod bench;
+pub mod chart;
 pub mod engine;
 pub mod frames;
 pub mod lab;
