@@ -105,6 +105,12 @@ pub struct BenchOpts {
     pub batch: usize,
     /// AF_XDP contenders: UMEM frames per worker.
     pub frames: u32,
+    /// Threaded NAPI on the balancer's ingress veth (kthread pinned to
+    /// `lb_cpu`) and on the backends' veth (pinned to `rx_cpu`), instead of
+    /// NAPI in the sender's softirq.
+    pub threaded_napi: bool,
+    /// Nice value for the generator, receiver and AF_XDP workers (`None` = leave).
+    pub nice: Option<i32>,
     /// Output directory (Markdown, JSON, SVG, PNG).
     pub out: std::path::PathBuf,
     /// Print progress.
@@ -224,6 +230,41 @@ struct Topo {
     l0: String,
     l1: String,
     b0: String,
+}
+
+/// Threaded NAPI on `iface` in `ns`, its kthread pinned to `cpu` (and
+/// reniced): GRO on keeps the veth's NAPI instance alive, so the kthread
+/// exists before any XDP program is attached.
+fn thread_napi(ns: &str, iface: &str, cpu: usize, nice: Option<i32>) -> Result<Vec<i32>> {
+    ns_sh(ns, &["ethtool", "-K", iface, "gro", "on"])?;
+    ns_sh(
+        ns,
+        &[
+            "sh",
+            "-c",
+            &format!("echo 1 > /sys/class/net/{iface}/threaded"),
+        ],
+    )?;
+    // Kthread names are "napi/<iface>-<id>", cut at 15 characters.
+    let want: String = format!("napi/{iface}").chars().take(15).collect();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(&want) {
+            sh(&["taskset", "-pc", &cpu.to_string(), &pid.to_string()])?;
+            if let Some(n) = nice {
+                lab::renice(pid, n);
+            }
+            pids.push(pid);
+        }
+    }
+    if pids.is_empty() {
+        bail!("no NAPI kthread for {iface} after enabling threaded NAPI");
+    }
+    Ok(pids)
 }
 
 fn build_topology() -> Result<Topo> {
@@ -601,7 +642,14 @@ fn one_run(t: &Topo, o: &BenchOpts, which: Contender, rep: u32) -> Result<RunRes
     let load = loadavg();
     let mut xsk = None;
     match which {
-        Contender::Xlb | Contender::Fwd => xsk = Some(start_xsk(t, which, o)?),
+        Contender::Xlb | Contender::Fwd => {
+            xsk = Some(start_xsk(t, which, o)?);
+            if let Some(n) = o.nice {
+                for tid in lab::threads_named("xlb-worker") {
+                    lab::renice(tid, n);
+                }
+            }
+        }
         Contender::Nft => start_nft(t, o)?,
     }
     let lb_mac: MacAddr = lab::mac_of(&t.lb, &t.l0)?
@@ -614,11 +662,13 @@ fn one_run(t: &Topo, o: &BenchOpts, which: Contender, rep: u32) -> Result<RunRes
     tx.duration = Duration::from_secs_f64(o.secs);
     tx.count = 200_000_000;
     tx.cpus = vec![o.gen_cpu];
+    tx.nice = o.nice;
     let mut rx = RxOpts::new(&t.b0);
     rx.netns = Some(t.be.clone());
     rx.mode = RxMode::Xdp;
     rx.addrs = BACKENDS.iter().map(|b| IpAddr::V4(*b)).collect();
     rx.cpus = vec![o.rx_cpu];
+    rx.nice = o.nice;
     rx.linger = Duration::from_millis(300);
     let soft0 = net_rx_softirqs();
     // Sample where the workers run, half-way through the traffic.
@@ -692,6 +742,10 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
     let t0 = Instant::now();
     let load0 = loadavg();
     let topo = build_topology()?;
+    if o.threaded_napi {
+        thread_napi(&topo.lb, &topo.l0, o.lb_cpu, o.nice)?;
+        thread_napi(&topo.be, &topo.b0, o.rx_cpu, o.nice)?;
+    }
     let mut runs = Vec::new();
     for rep in 0..o.reps {
         for &c in &o.contenders {
@@ -756,11 +810,16 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
         placement: format!(
             "generator (AF_XDP TX) pinned to cpu{g}; receiver (AF_XDP RX at the backends) pinned to cpu{r}; \
              AF_XDP contenders: one worker pinned to cpu{l} ({poll}); kernel contender: RPS of the balancer's \
-             ingress veth to cpu{l}; veth NAPI (XDP + copy into the UMEM at the balancer's ingress) runs in the \
-             generator's softirq on cpu{g} (no threaded NAPI); the NET_RX softirq counts per CPU are in each run",
+             ingress veth to cpu{l}; {napi}; the NET_RX softirq counts per CPU are in each run; nice of generator, receiver and AF_XDP workers: {nice}",
             g = o.gen_cpu,
             r = o.rx_cpu,
             l = o.lb_cpu,
+            napi = if o.threaded_napi {
+                format!("threaded NAPI: the balancer's ingress veth kthread pinned to cpu{}, the backends' veth kthread pinned to cpu{} (same nice)", o.lb_cpu, o.rx_cpu)
+            } else {
+                format!("veth NAPI runs in the sender's softirq: the balancer's ingress (XDP + copy into the UMEM, or the kernel's receive) on the generator's cpu{}, the backends' on the balancer's cpu{} (no threaded NAPI)", o.gen_cpu, o.lb_cpu)
+            },
+            nice = o.nice.map_or("unchanged".to_string(), |n| n.to_string()),
             poll = if o.busy_poll { format!("busy-poll, batch {}, {} UMEM frames", o.batch, o.frames) } else { format!("blocks in poll() when idle, batch {}, {} UMEM frames", o.batch, o.frames) }
         ),
         loadavg: (load0, loadavg()),

@@ -33,6 +33,37 @@ pub fn pin(cpu: usize) -> bool {
     core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
 }
 
+/// The calling thread's id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Set thread `tid`'s nice value (Linux: per thread). Returns whether it worked.
+/// The harness raises its own threads (generator, receiver, AF_XDP workers)
+/// so compilers sharing the machine do not take their cores: softirq work
+/// (the kernel contender) already preempts every user thread.
+pub fn renice(tid: i32, nice: i32) -> bool {
+    // SAFETY: setpriority takes plain integers; a bad tid only yields ESRCH.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) == 0 }
+}
+
+/// Thread ids of this process whose name starts with `prefix`.
+pub fn threads_named(prefix: &str) -> Vec<i32> {
+    let mut v = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if comm.starts_with(prefix) {
+                if let Some(t) = e.file_name().to_str().and_then(|t| t.parse().ok()) {
+                    v.push(t);
+                }
+            }
+        }
+    }
+    v
+}
+
 /// The CPU the calling thread runs on right now.
 pub fn current_cpu() -> i32 {
     // SAFETY: sched_getcpu has no preconditions.

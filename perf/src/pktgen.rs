@@ -16,7 +16,7 @@ use crate::engine::{
     TxJob,
 };
 use crate::frames::{FlowSpec, Proto, SizeSpec, Templates};
-use crate::lab::{current_cpu, enter_netns, pin};
+use crate::lab::{current_cpu, enter_netns, gettid, pin, renice};
 use crate::stats;
 
 /// The sending side.
@@ -56,6 +56,8 @@ pub struct TxOpts {
     pub cpus: Vec<usize>,
     /// Frames per batch.
     pub batch: usize,
+    /// Nice value for the TX threads (`None` = inherit).
+    pub nice: Option<i32>,
 }
 
 impl TxOpts {
@@ -79,6 +81,7 @@ impl TxOpts {
             queues: 1,
             cpus: Vec::new(),
             batch: 64,
+            nice: None,
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct RxOpts {
     pub linger: Duration,
     /// Verify L4 checksums of stamped frames.
     pub verify: bool,
+    /// Nice value for the RX threads (`None` = inherit).
+    pub nice: Option<i32>,
 }
 
 impl RxOpts {
@@ -122,6 +127,7 @@ impl RxOpts {
             duration: Duration::from_secs(10),
             linger: Duration::from_millis(300),
             verify: true,
+            nice: None,
         }
     }
 }
@@ -250,6 +256,9 @@ pub fn run(tx: Option<&TxOpts>, rx: Option<&RxOpts>, live: bool) -> Result<Summa
                         if let Some(c) = cpu {
                             pin(c);
                         }
+                        if let Some(n) = r.nice {
+                            renice(gettid(), n);
+                        }
                         let addrs = if r.addrs.is_empty() {
                             xlb_bpf::netinfo::iface_info(&r.iface)?.addrs
                         } else {
@@ -304,6 +313,9 @@ pub fn run(tx: Option<&TxOpts>, rx: Option<&RxOpts>, live: bool) -> Result<Summa
                     enter(&t.netns)?;
                     if let Some(c) = cpu {
                         pin(c);
+                    }
+                    if let Some(n) = t.nice {
+                        renice(gettid(), n);
                     }
                     let r = engine::run_tx(&job, tpl, stop, progress)?;
                     Ok((r, current_cpu()))

@@ -124,6 +124,8 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
         flows: 1024,
         batch: 32,
         frames: 4096,
+        nice: None,
+        threaded_napi: false,
         out: out.clone(),
         verbose: false,
     };

@@ -57,6 +57,16 @@ enum Cmd {
         /// AF_XDP contenders: UMEM frames per worker.
         #[arg(long, default_value_t = 4096)]
         frames: u32,
+        /// Threaded NAPI: the balancer's ingress veth kthread on --lb-cpu, the
+        /// backends' on --rx-cpu (default: NAPI in the sender's softirq).
+        #[arg(long)]
+        threaded_napi: bool,
+        /// Nice value for the generator, receiver and AF_XDP workers, so
+        /// other work on the machine does not take their cores (softirq
+        /// work - the kernel contender - preempts user threads anyway).
+        /// 0 = leave unchanged.
+        #[arg(long, default_value_t = -20, allow_hyphen_values = true)]
+        nice: i32,
         /// Output directory.
         #[arg(long, default_value = "perf/results")]
         out: PathBuf,
@@ -81,6 +91,8 @@ fn main() -> Result<()> {
             flows,
             batch,
             frames,
+            nice,
+            threaded_napi,
             out,
             quiet,
         } => {
@@ -95,6 +107,8 @@ fn main() -> Result<()> {
                 flows,
                 batch,
                 frames,
+                nice: (nice != 0).then_some(nice),
+                threaded_napi,
                 out,
                 verbose: !quiet,
             };

@@ -28,6 +28,9 @@ use xlb_perf::pktgen::{run, RxOpts, TxOpts};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Nice value for the TX/RX threads (e.g. -20 on a shared machine).
+    #[arg(long, global = true, allow_hyphen_values = true)]
+    nice: Option<i32>,
     /// Print the summary as JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -200,10 +203,21 @@ impl RxArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let live = !cli.quiet;
+    let nice = cli.nice;
+    let txo = |t: &TxArgs| -> Result<TxOpts> {
+        let mut o = t.opts()?;
+        o.nice = nice;
+        Ok(o)
+    };
+    let rxo = |r: &RxArgs| -> RxOpts {
+        let mut o = r.opts();
+        o.nice = nice;
+        o
+    };
     let summary = match &cli.cmd {
-        Cmd::Tx(t) => run(Some(&t.opts()?), None, live)?,
-        Cmd::Rx(r) => run(None, Some(&r.opts()), live)?,
-        Cmd::Run { tx, rx } => run(Some(&tx.opts()?), Some(&rx.opts()), live)?,
+        Cmd::Tx(t) => run(Some(&txo(t)?), None, live)?,
+        Cmd::Rx(r) => run(None, Some(&rxo(r)), live)?,
+        Cmd::Run { tx, rx } => run(Some(&txo(tx)?), Some(&rxo(rx)), live)?,
     };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
