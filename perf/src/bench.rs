@@ -580,12 +580,18 @@ fn start_nft(t: &Topo, o: &BenchOpts) -> Result<()> {
     let r = ns_sh(&t.lb, &["nft", "-f", &f.to_string_lossy()]);
     let _ = std::fs::remove_file(&f);
     r.context("loading the nftables DNAT rules (is nftables installed? scripts/deps.sh)")?;
-    set_rps(t, &format!("{:x}", 1u64 << o.lb_cpu))?;
+    // With threaded NAPI the whole kernel path already runs in the ingress
+    // NAPI kthread on lb_cpu; RPS would only bounce it through a softirq.
+    if !o.threaded_napi {
+        set_rps(t, &format!("{:x}", 1u64 << o.lb_cpu))?;
+    }
     Ok(())
 }
 
-fn stop_nft(t: &Topo) -> Result<()> {
-    set_rps(t, "0")?;
+fn stop_nft(t: &Topo, o: &BenchOpts) -> Result<()> {
+    if !o.threaded_napi {
+        set_rps(t, "0")?;
+    }
     ns_sh(&t.lb, &["nft", "delete", "table", "ip", "xlbbench"])?;
     Ok(())
 }
@@ -702,7 +708,7 @@ fn one_run(t: &Topo, o: &BenchOpts, which: Contender, rep: u32) -> Result<RunRes
             Err(_) => stop_err = Some(anyhow!("contender thread panicked")),
         }
     } else {
-        stop_nft(t)?;
+        stop_nft(t, o)?;
     }
     let sum = res?;
     if let Some(e) = stop_err {
@@ -741,6 +747,7 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
     }
     let t0 = Instant::now();
     let load0 = loadavg();
+    let autogroup = o.nice.is_some_and(lab::own_autogroup);
     let topo = build_topology()?;
     if o.threaded_napi {
         thread_napi(&topo.lb, &topo.l0, o.lb_cpu, o.nice)?;
@@ -809,11 +816,15 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
         kernel: sh(&["uname", "-r"]).unwrap_or_default().trim().to_string(),
         placement: format!(
             "generator (AF_XDP TX) pinned to cpu{g}; receiver (AF_XDP RX at the backends) pinned to cpu{r}; \
-             AF_XDP contenders: one worker pinned to cpu{l} ({poll}); kernel contender: RPS of the balancer's \
-             ingress veth to cpu{l}; {napi}; the NET_RX softirq counts per CPU are in each run; nice of generator, receiver and AF_XDP workers: {nice}",
+             AF_XDP contenders: one worker pinned to cpu{l} ({poll}); kernel contender: {rps}; {napi}; the NET_RX softirq counts per CPU are in each run; nice of generator, receiver and AF_XDP workers: {nice}; own scheduler autogroup at that nice: {autogroup}",
             g = o.gen_cpu,
             r = o.rx_cpu,
             l = o.lb_cpu,
+            rps = if o.threaded_napi {
+                "no RPS (forwarding runs in the ingress NAPI kthread)".to_string()
+            } else {
+                format!("RPS of the balancer's ingress veth to cpu{}", o.lb_cpu)
+            },
             napi = if o.threaded_napi {
                 format!("threaded NAPI: the balancer's ingress veth kthread pinned to cpu{}, the backends' veth kthread pinned to cpu{} (same nice)", o.lb_cpu, o.rx_cpu)
             } else {
