@@ -756,6 +756,9 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
     let mut runs = Vec::new();
     for rep in 0..o.reps {
         for &c in &o.contenders {
+            if lab::interrupted() {
+                bail!("interrupted; namespaces removed");
+            }
             if o.verbose {
                 eprintln!("rep {}/{}: {}", rep + 1, o.reps, c.label());
             }
@@ -778,6 +781,9 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
         }
     }
     drop(topo.lab);
+    if lab::interrupted() {
+        bail!("interrupted; namespaces removed, no report written");
+    }
     let mut summary = Vec::new();
     for &c in &o.contenders {
         let mine: Vec<&RunResult> = runs.iter().filter(|r| r.contender == c).collect();

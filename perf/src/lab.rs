@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
 
@@ -26,6 +27,31 @@ pub fn enter_netns(name: &str) -> Result<()> {
         bail!("setns {path}: {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Turn SIGINT and SIGTERM into a flag ([`interrupted`]) that the loops
+/// poll, so an interrupted run still stops its senders and drops its
+/// [`Lab`] (deleting the namespaces) instead of dying mid-way.
+pub fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe);
+        // `on_signal` has the C ABI signal(2) expects and lives forever.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// Whether SIGINT/SIGTERM arrived (after [`catch_signals`]).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
 }
 
 /// Pin the calling thread to `cpu` (best effort; returns whether it worked).

@@ -335,6 +335,10 @@ pub fn run(tx: Option<&TxOpts>, rx: Option<&RxOpts>, live: bool) -> Result<Summa
             if !running {
                 break;
             }
+            if crate::lab::interrupted() {
+                stop.store(true, Ordering::Relaxed);
+                rx_stop.store(true, Ordering::Relaxed);
+            }
             std::thread::sleep(Duration::from_millis(100));
             if live && last.2.elapsed() >= Duration::from_secs(1) {
                 let (txn, rxn) = (

@@ -77,6 +77,7 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    xlb_perf::lab::catch_signals();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     match Cli::parse().cmd {
         Cmd::Bench {

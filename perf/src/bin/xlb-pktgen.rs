@@ -201,6 +201,7 @@ impl RxArgs {
 }
 
 fn main() -> Result<()> {
+    xlb_perf::lab::catch_signals();
     let cli = Cli::parse();
     let live = !cli.quiet;
     let nice = cli.nice;
