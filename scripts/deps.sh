@@ -3,7 +3,10 @@
 # Safe to run again: it installs only what is missing. Needs root.
 set -euo pipefail
 
-pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool iputils-ping iputils-arping curl python3 openssl)
+# ping/arping/curl/python3/openssl: the lab and the end-to-end tests;
+# nftables: the kernel DNAT contender of `xlb-perf bench`; librsvg2-bin: its PNG chart.
+pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool iputils-ping iputils-arping curl python3
+  openssl nftables librsvg2-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

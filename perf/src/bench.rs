@@ -1,0 +1,997 @@
+//! The side-by-side benchmark: one namespaced topology, one traffic pattern
+//! (UDP 64 B, 1024 flows, as fast as the generator goes), several
+//! contenders on the same core placement, repetitions interleaved so drift
+//! hits every contender alike.
+//!
+//! Topology (all namespaces and veths owned by a [`Lab`], removed on drop):
+//! ```text
+//!  cl: c0 10.98.0.2 ── l0 10.98.0.1 :lb: l1 10.98.1.1 ── b0 10.98.1.2 :be
+//!      (xlb-pktgen TX)     (contender)                      + backends .11 .12 .13
+//!                                                           (xlb-pktgen RX, AF_XDP)
+//! ```
+//! Contenders: `xlb` (the real `Pipeline`, DNAT, Maglev over three backends,
+//! under the xlb-bpf `Runtime`), `fwd` (a trivial `Processor` under the same
+//! Runtime: hash → rewrite MACs and destination → TX, no conntrack, no
+//! lookup), `nft` (kernel nftables DNAT with conntrack).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use xlb_bpf::{Runtime, RuntimeConfig, XdpMode};
+use xlb_dataplane::checksum::{udp_nonzero, update_bytes};
+use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig};
+use xlb_dataplane::drop::DropReason;
+use xlb_dataplane::frame::{Frame, Verdict};
+use xlb_dataplane::net::{fmix64, Ip16, MacAddr};
+use xlb_dataplane::pipeline::{Pipeline, Processor};
+use xlb_dataplane::tables::{
+    EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec, Tables,
+    TablesHandle, TablesSpec,
+};
+
+use crate::engine::{RxMode, Summary};
+use crate::lab::{self, enter_netns, ns_sh, sh, Lab};
+use crate::pktgen::{self, RxOpts, TxOpts};
+
+/// The service address.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 98, 9, 100);
+/// The service port.
+pub const VIP_PORT: u16 = 7;
+/// The backends (all on the sink namespace's interface).
+pub const BACKENDS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(10, 98, 1, 11),
+    Ipv4Addr::new(10, 98, 1, 12),
+    Ipv4Addr::new(10, 98, 1, 13),
+];
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+const LB_FRONT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+const LB_BACK: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 1);
+const SINK: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 2);
+
+/// A contender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Contender {
+    /// xlb's Pipeline under the xlb-bpf Runtime.
+    Xlb,
+    /// A minimal AF_XDP forwarder under the same Runtime.
+    Fwd,
+    /// Kernel nftables DNAT with conntrack.
+    Nft,
+}
+
+impl Contender {
+    /// Display name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Contender::Xlb => "xlb (Pipeline, DNAT, AF_XDP)",
+            Contender::Fwd => "minimal AF_XDP forwarder",
+            Contender::Nft => "nftables DNAT + conntrack",
+        }
+    }
+    fn short(self) -> &'static str {
+        match self {
+            Contender::Xlb => "xlb",
+            Contender::Fwd => "fwd",
+            Contender::Nft => "nft",
+        }
+    }
+}
+
+/// Harness options.
+#[derive(Debug, Clone)]
+pub struct BenchOpts {
+    /// Repetitions per contender.
+    pub reps: u32,
+    /// Seconds of traffic per run.
+    pub secs: f64,
+    /// Contenders, in run order within a repetition.
+    pub contenders: Vec<Contender>,
+    /// Generator CPU.
+    pub gen_cpu: usize,
+    /// Balancer CPU (AF_XDP worker; RPS target for the kernel path).
+    pub lb_cpu: usize,
+    /// Receiver CPU.
+    pub rx_cpu: usize,
+    /// AF_XDP workers busy-poll (else they block in poll() when idle).
+    pub busy_poll: bool,
+    /// Flows.
+    pub flows: u32,
+    /// AF_XDP contenders: RX batch (the Runtime's `batch`).
+    pub batch: usize,
+    /// AF_XDP contenders: UMEM frames per worker.
+    pub frames: u32,
+    /// Threaded NAPI on the balancer's ingress veth (kthread pinned to
+    /// `lb_cpu`) and on the backends' veth (pinned to `rx_cpu`), instead of
+    /// NAPI in the sender's softirq.
+    pub threaded_napi: bool,
+    /// Nice value for the generator, receiver and AF_XDP workers (`None` = leave).
+    pub nice: Option<i32>,
+    /// Output directory (Markdown, JSON, SVG, PNG).
+    pub out: std::path::PathBuf,
+    /// Print progress.
+    pub verbose: bool,
+}
+
+/// One run of one contender.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Contender.
+    pub contender: Contender,
+    /// Repetition (0-based).
+    pub rep: u32,
+    /// Offered Mpps (generator).
+    pub offered_mpps: f64,
+    /// Delivered Mpps (stamped packets at the backends / generator run time).
+    pub delivered_mpps: f64,
+    /// Loss fraction.
+    pub loss: f64,
+    /// Reordered packets.
+    pub reordered: u64,
+    /// Bad checksums seen at the backends.
+    pub bad_checksum: u64,
+    /// Latency p50 / p99 (µs).
+    pub p50_us: f64,
+    /// p99 (µs).
+    pub p99_us: f64,
+    /// The generator's CPU.
+    pub gen_cpu: Vec<i32>,
+    /// The receiver's CPU.
+    pub rx_cpu: Vec<i32>,
+    /// CPUs the balancer's worker threads were seen on (AF_XDP contenders).
+    pub worker_cpus: Vec<i32>,
+    /// NET_RX softirqs per CPU during the run (where NAPI/forwarding ran).
+    pub net_rx_softirqs: Vec<u64>,
+    /// 1-minute load average before the run.
+    pub loadavg: f64,
+    /// The full pktgen summary.
+    pub pktgen: Summary,
+}
+
+/// Median, min, max of one metric.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Spread {
+    /// Median.
+    pub median: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// Median/min/max of `v` (empty → zeros).
+pub fn spread(v: &[f64]) -> Spread {
+    if v.is_empty() {
+        return Spread::default();
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    Spread {
+        median,
+        min: s[0],
+        max: s[n - 1],
+    }
+}
+
+/// Per-contender summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContenderSummary {
+    /// Contender.
+    pub contender: Contender,
+    /// Offered Mpps.
+    pub offered: Spread,
+    /// Delivered Mpps.
+    pub delivered: Spread,
+    /// Median loss.
+    pub loss: f64,
+    /// Median delivered of this contender ÷ xlb's.
+    pub ratio_to_xlb: Option<f64>,
+    /// xlb's median delivered ÷ this contender's.
+    pub xlb_over_this: Option<f64>,
+}
+
+/// Everything a bench run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// When (UTC, from `date -u`).
+    pub when: String,
+    /// The command line.
+    pub command: String,
+    /// Kernel.
+    pub kernel: String,
+    /// Placement description.
+    pub placement: String,
+    /// Load average at start and end.
+    pub loadavg: (f64, f64),
+    /// Per contender.
+    pub summary: Vec<ContenderSummary>,
+    /// Every run.
+    pub runs: Vec<RunResult>,
+}
+
+// ---------------------------------------------------------------- topology
+
+struct Topo {
+    lab: Lab,
+    cl: String,
+    lb: String,
+    be: String,
+    c0: String,
+    l0: String,
+    l1: String,
+    b0: String,
+}
+
+/// Threaded NAPI on `iface` in `ns`, its kthread pinned to `cpu` (and
+/// reniced): GRO on keeps the veth's NAPI instance alive, so the kthread
+/// exists before any XDP program is attached.
+fn thread_napi(ns: &str, iface: &str, cpu: usize, nice: Option<i32>) -> Result<Vec<i32>> {
+    ns_sh(ns, &["ethtool", "-K", iface, "gro", "on"])?;
+    ns_sh(
+        ns,
+        &[
+            "sh",
+            "-c",
+            &format!("echo 1 > /sys/class/net/{iface}/threaded"),
+        ],
+    )?;
+    // Kthread names are "napi/<iface>-<id>", cut at 15 characters.
+    let want: String = format!("napi/{iface}").chars().take(15).collect();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(&want) {
+            sh(&["taskset", "-pc", &cpu.to_string(), &pid.to_string()])?;
+            if let Some(n) = nice {
+                lab::renice(pid, n);
+            }
+            pids.push(pid);
+        }
+    }
+    if pids.is_empty() {
+        bail!("no NAPI kthread for {iface} after enabling threaded NAPI");
+    }
+    Ok(pids)
+}
+
+fn build_topology() -> Result<Topo> {
+    let mut lab = Lab::new("b")?;
+    let cl = lab.ns("cl")?;
+    let lb = lab.ns("lb")?;
+    let be = lab.ns("be")?;
+    let (c0, l0, l1, b0) = (
+        lab.ifname("c0"),
+        lab.ifname("l0"),
+        lab.ifname("l1"),
+        lab.ifname("b0"),
+    );
+    lab::veth(
+        &cl,
+        &c0,
+        &format!("{CLIENT}/24"),
+        &lb,
+        &l0,
+        &format!("{LB_FRONT}/24"),
+        1,
+    )?;
+    lab::veth(
+        &lb,
+        &l1,
+        &format!("{LB_BACK}/24"),
+        &be,
+        &b0,
+        &format!("{SINK}/24"),
+        1,
+    )?;
+    for b in BACKENDS {
+        sh(&[
+            "ip",
+            "-n",
+            &be,
+            "addr",
+            "add",
+            &format!("{b}/24"),
+            "dev",
+            &b0,
+        ])?;
+    }
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "add",
+        &format!("{VIP}/32"),
+        "via",
+        &LB_FRONT.to_string(),
+    ])?;
+    sh(&[
+        "ip",
+        "-n",
+        &be,
+        "route",
+        "add",
+        "10.98.0.0/24",
+        "via",
+        &LB_BACK.to_string(),
+    ])?;
+    ns_sh(&lb, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    // Let the balancer learn the backends (and they it) before any contender.
+    for b in BACKENDS {
+        let _ = ns_sh(
+            &lb,
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                &b.to_string(),
+                "lladdr",
+                &lab::mac_of(&be, &b0)?,
+                "dev",
+                &l1,
+                "nud",
+                "permanent",
+            ],
+        );
+    }
+    Ok(Topo {
+        lab,
+        cl,
+        lb,
+        be,
+        c0,
+        l0,
+        l1,
+        b0,
+    })
+}
+
+// ---------------------------------------------------------------- contenders
+
+/// The minimal forwarder: for UDP to VIP:port, hash the source, pick a
+/// backend, rewrite the destination address (incremental checksums), set
+/// the MACs, transmit. No conntrack, no service lookup.
+#[derive(Debug)]
+pub struct MinFwd {
+    backends: Vec<Ipv4Addr>,
+    /// Per backend: (dst MAC, src MAC, port), refreshed per tables generation.
+    hops: Vec<Option<(MacAddr, MacAddr, u16)>>,
+    gen: u64,
+}
+
+impl MinFwd {
+    /// A forwarder to `backends`.
+    pub fn new(backends: &[Ipv4Addr]) -> MinFwd {
+        MinFwd {
+            backends: backends.to_vec(),
+            hops: Vec::new(),
+            gen: u64::MAX,
+        }
+    }
+}
+
+impl Processor for MinFwd {
+    fn process_batch(
+        &mut self,
+        tables: &Tables,
+        _now_ns: u64,
+        frames: &mut [Frame<'_>],
+        verdicts: &mut [Verdict],
+    ) {
+        if tables.generation != self.gen {
+            self.gen = tables.generation;
+            self.hops = self
+                .backends
+                .iter()
+                .map(|b| {
+                    let nh = tables.next_hops.get(&Ip16::from(IpAddr::V4(*b)))?;
+                    let port = tables.port(nh.port)?;
+                    Some((nh.mac, port.mac, nh.port))
+                })
+                .collect();
+        }
+        let nb = self.backends.len().max(1) as u64;
+        for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+            let p = f.data_mut();
+            // Ethernet + IPv4 without options + UDP to VIP:port.
+            if p.len() < 42
+                || p[12..14] != [0x08, 0x00]
+                || p[14] != 0x45
+                || p[23] != 17
+                || p[30..34] != VIP.octets()
+                || p[36..38] != VIP_PORT.to_be_bytes()
+            {
+                *v = Verdict::Drop(DropReason::NoService);
+                continue;
+            }
+            let h = fmix64(
+                u64::from(u32::from_be_bytes([p[26], p[27], p[28], p[29]])) << 16
+                    | u64::from(u16::from_be_bytes([p[34], p[35]])),
+            );
+            let i = (h % nb) as usize;
+            let Some((dmac, smac, port)) = self.hops.get(i).copied().flatten() else {
+                *v = Verdict::Drop(DropReason::NoNeighbor);
+                continue;
+            };
+            let new = self.backends[i].octets();
+            let old = [p[30], p[31], p[32], p[33]];
+            let ip_sum = u16::from_be_bytes([p[24], p[25]]);
+            p[24..26].copy_from_slice(&update_bytes(ip_sum, &old, &new).to_be_bytes());
+            let udp_sum = u16::from_be_bytes([p[40], p[41]]);
+            if udp_sum != 0 {
+                let c = udp_nonzero(update_bytes(udp_sum, &old, &new));
+                p[40..42].copy_from_slice(&c.to_be_bytes());
+            }
+            p[30..34].copy_from_slice(&new);
+            p[0..6].copy_from_slice(&dmac.0);
+            p[6..12].copy_from_slice(&smac.0);
+            *v = Verdict::Tx(port);
+        }
+    }
+}
+
+fn service() -> ServiceSpec {
+    ServiceSpec {
+        key: ServiceKey {
+            vip: IpAddr::V4(VIP),
+            proto: L4Proto::Udp,
+            port_min: VIP_PORT,
+            port_max: VIP_PORT,
+            block: 0,
+        },
+        sel: Selection::Hash,
+        mode: NatMode::Dnat,
+        allowed_sources: vec![],
+        endpoints: BACKENDS
+            .iter()
+            .map(|b| EndpointSpec {
+                addr: IpAddr::V4(*b),
+                port: VIP_PORT,
+                weight: 1,
+                state: EndpointState::Active,
+            })
+            .collect(),
+        inactive_timeout_s: 60,
+        dsr_ipip: false,
+        name: "bench-udp".into(),
+    }
+}
+
+/// A running AF_XDP contender: a thread in the balancer namespace holds the
+/// Runtime until told to stop (start, sync and stop in one namespace).
+struct XskContender {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Result<String>>,
+    worker_cpus: Arc<std::sync::Mutex<Vec<i32>>>,
+}
+
+fn start_xsk(t: &Topo, which: Contender, o: &BenchOpts) -> Result<XskContender> {
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let (lb, l0, l1) = (t.lb.clone(), t.l0.clone(), t.l1.clone());
+    let (cpu, busy, batch, frames) = (o.lb_cpu, o.busy_poll, o.batch, o.frames);
+    let worker_cpus = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let thread = std::thread::Builder::new()
+        .name(format!("bench-{}", which.short()))
+        .spawn(move || -> Result<String> {
+            let started = (|| -> Result<(Runtime, TablesHandle)> {
+                enter_netns(&lb)?;
+                let handle = TablesHandle::new();
+                handle.publish(Tables::build(
+                    TablesSpec {
+                        services: vec![service()],
+                        ..Default::default()
+                    },
+                    &handle.current(),
+                )?);
+                let cfg = RuntimeConfig {
+                    ifaces: vec![l0.clone(), l1.clone()],
+                    queues: Some(1),
+                    cores: Some(vec![cpu]),
+                    xdp_mode: XdpMode::Native,
+                    busy_poll: busy,
+                    batch,
+                    frame_count: frames,
+                };
+                let ct = Arc::new(Conntrack::new(1, ConntrackConfig::default()));
+                let rt = Runtime::start(cfg, handle.clone(), |w| match which {
+                    Contender::Fwd => Box::new(MinFwd::new(&BACKENDS)),
+                    _ => Box::new(Pipeline::new(w, 1, &ct)),
+                })?;
+                let ports = rt.port_specs();
+                let dsts: Vec<IpAddr> = BACKENDS.iter().map(|b| IpAddr::V4(*b)).collect();
+                let hops = xlb_bpf::netinfo::next_hops(&dsts, &ports, Duration::from_secs(3))?;
+                if hops.len() != BACKENDS.len() {
+                    bail!(
+                        "only {} of {} backend next hops resolved",
+                        hops.len(),
+                        BACKENDS.len()
+                    );
+                }
+                let tables = Tables::build(
+                    TablesSpec {
+                        services: vec![service()],
+                        next_hops: hops,
+                        ports,
+                        ..Default::default()
+                    },
+                    &handle.current(),
+                )?;
+                rt.publish(&handle, tables)?;
+                Ok((rt, handle))
+            })();
+            let (rt, _handle) = match started {
+                Ok(v) => {
+                    let _ = ready_tx.send(Ok(()));
+                    v
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    let _ = ready_tx.send(Err(e));
+                    return Err(anyhow!(msg));
+                }
+            };
+            // Bounded: the harness always sends stop; 15 minutes is the backstop.
+            let _ = stop_rx.recv_timeout(Duration::from_secs(900));
+            let st = rt.stats();
+            rt.stop()?;
+            Ok(format!("{:?}", st.workers))
+        })
+        .context("spawning the contender thread")?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| anyhow!("{} did not start in 30 s", which.short()))??;
+    Ok(XskContender {
+        stop: stop_tx,
+        thread,
+        worker_cpus,
+    })
+}
+
+fn nft_ruleset() -> String {
+    let [a, b, c] = BACKENDS;
+    format!(
+        "table ip xlbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {VIP} udp dport {VIP_PORT} dnat to jhash ip saddr . udp sport mod 3 map {{ 0 : {a}, 1 : {b}, 2 : {c} }}\n  }}\n}}\n"
+    )
+}
+
+fn set_rps(t: &Topo, cpus_mask: &str) -> Result<()> {
+    let path = format!("/sys/class/net/{}/queues/rx-0/rps_cpus", t.l0);
+    ns_sh(&t.lb, &["sh", "-c", &format!("echo {cpus_mask} > {path}")])?;
+    Ok(())
+}
+
+fn start_nft(t: &Topo, o: &BenchOpts) -> Result<()> {
+    let f = std::env::temp_dir().join(format!("xlbbench-{}.nft", std::process::id()));
+    std::fs::write(&f, nft_ruleset())?;
+    let r = ns_sh(&t.lb, &["nft", "-f", &f.to_string_lossy()]);
+    let _ = std::fs::remove_file(&f);
+    r.context("loading the nftables DNAT rules (is nftables installed? scripts/deps.sh)")?;
+    // With threaded NAPI the whole kernel path already runs in the ingress
+    // NAPI kthread on lb_cpu; RPS would only bounce it through a softirq.
+    if !o.threaded_napi {
+        set_rps(t, &format!("{:x}", 1u64 << o.lb_cpu))?;
+    }
+    Ok(())
+}
+
+fn stop_nft(t: &Topo, o: &BenchOpts) -> Result<()> {
+    if !o.threaded_napi {
+        set_rps(t, "0")?;
+    }
+    ns_sh(&t.lb, &["nft", "delete", "table", "ip", "xlbbench"])?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- sampling
+
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// NET_RX softirq counts per CPU.
+fn net_rx_softirqs() -> Vec<u64> {
+    let s = std::fs::read_to_string("/proc/softirqs").unwrap_or_default();
+    s.lines()
+        .find(|l| l.trim_start().starts_with("NET_RX:"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// CPUs of this process's threads named `xlb-worker-*` right now.
+fn worker_cpus() -> Vec<i32> {
+    let mut v = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return v;
+    };
+    for e in dir.flatten() {
+        let p = e.path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        if !comm.starts_with("xlb-worker") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+        // Field 39 (processor), counted after the ")" that ends the name.
+        if let Some(rest) = stat.rsplit_once(')').map(|x| x.1) {
+            if let Some(cpu) = rest.split_whitespace().nth(36).and_then(|c| c.parse().ok()) {
+                v.push(cpu);
+            }
+        }
+    }
+    v
+}
+
+// ---------------------------------------------------------------- runs
+
+fn one_run(t: &Topo, o: &BenchOpts, which: Contender, rep: u32) -> Result<RunResult> {
+    let load = loadavg();
+    let mut xsk = None;
+    match which {
+        Contender::Xlb | Contender::Fwd => {
+            xsk = Some(start_xsk(t, which, o)?);
+            if let Some(n) = o.nice {
+                for tid in lab::threads_named("xlb-worker") {
+                    lab::renice(tid, n);
+                }
+            }
+        }
+        Contender::Nft => start_nft(t, o)?,
+    }
+    let lb_mac: MacAddr = lab::mac_of(&t.lb, &t.l0)?
+        .parse()
+        .map_err(|_| anyhow!("bad MAC of {}", t.l0))?;
+    let mut tx = TxOpts::new(&t.c0, SocketAddr::from((VIP, VIP_PORT)));
+    tx.netns = Some(t.cl.clone());
+    tx.dst_mac = Some(lb_mac);
+    tx.flows = o.flows;
+    tx.duration = Duration::from_secs_f64(o.secs);
+    tx.count = 200_000_000;
+    tx.cpus = vec![o.gen_cpu];
+    tx.nice = o.nice;
+    let mut rx = RxOpts::new(&t.b0);
+    rx.netns = Some(t.be.clone());
+    rx.mode = RxMode::Xdp;
+    rx.addrs = BACKENDS.iter().map(|b| IpAddr::V4(*b)).collect();
+    rx.cpus = vec![o.rx_cpu];
+    rx.nice = o.nice;
+    rx.linger = Duration::from_millis(300);
+    let soft0 = net_rx_softirqs();
+    // Sample where the workers run, half-way through the traffic.
+    let sampler = xsk.as_ref().map(|x| {
+        let slot = x.worker_cpus.clone();
+        let at = Duration::from_secs_f64(o.secs / 2.0 + 0.5);
+        std::thread::spawn(move || {
+            std::thread::sleep(at);
+            if let Ok(mut s) = slot.lock() {
+                *s = worker_cpus();
+            }
+        })
+    });
+    let res = pktgen::run(Some(&tx), Some(&rx), o.verbose);
+    let soft1 = net_rx_softirqs();
+    if let Some(h) = sampler {
+        let _ = h.join();
+    }
+    let mut wcpus = Vec::new();
+    let mut stop_err = None;
+    if let Some(x) = xsk {
+        wcpus = x.worker_cpus.lock().map(|v| v.clone()).unwrap_or_default();
+        let _ = x.stop.send(());
+        match x.thread.join() {
+            Ok(Ok(stats)) => {
+                if o.verbose {
+                    eprintln!("  {} worker counters: {stats}", which.short());
+                }
+            }
+            Ok(Err(e)) => stop_err = Some(e),
+            Err(_) => stop_err = Some(anyhow!("contender thread panicked")),
+        }
+    } else {
+        stop_nft(t, o)?;
+    }
+    let sum = res?;
+    if let Some(e) = stop_err {
+        return Err(e);
+    }
+    let txs = sum.tx.clone().unwrap_or_default();
+    let rxs = sum.rx.clone().unwrap_or_default();
+    let loss = sum.loss.unwrap_or_default();
+    Ok(RunResult {
+        contender: which,
+        rep,
+        offered_mpps: txs.pps / 1e6,
+        delivered_mpps: rxs.pps / 1e6,
+        loss: loss.loss_ratio(),
+        reordered: loss.reordered,
+        bad_checksum: rxs.bad_checksum,
+        p50_us: rxs.latency.p50_ns as f64 / 1e3,
+        p99_us: rxs.latency.p99_ns as f64 / 1e3,
+        gen_cpu: txs.cpus.clone(),
+        rx_cpu: rxs.cpus.clone(),
+        worker_cpus: wcpus,
+        net_rx_softirqs: soft1
+            .iter()
+            .zip(soft0.iter().chain(std::iter::repeat(&0)))
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect(),
+        loadavg: load,
+        pktgen: sum,
+    })
+}
+
+/// Run the benchmark; write the report files; return the report.
+pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
+    if o.reps == 0 || o.secs <= 0.0 || o.secs > 60.0 {
+        bail!("--reps >= 1 and --secs in (0, 60]");
+    }
+    let t0 = Instant::now();
+    let load0 = loadavg();
+    let autogroup = o.nice.is_some_and(lab::own_autogroup);
+    let topo = build_topology()?;
+    if o.threaded_napi {
+        thread_napi(&topo.lb, &topo.l0, o.lb_cpu, o.nice)?;
+        thread_napi(&topo.be, &topo.b0, o.rx_cpu, o.nice)?;
+    }
+    let mut runs = Vec::new();
+    for rep in 0..o.reps {
+        for &c in &o.contenders {
+            if lab::interrupted() {
+                bail!("interrupted; namespaces removed");
+            }
+            if o.verbose {
+                eprintln!("rep {}/{}: {}", rep + 1, o.reps, c.label());
+            }
+            let r =
+                one_run(&topo, o, c, rep).with_context(|| format!("{} rep {rep}", c.short()))?;
+            if o.verbose {
+                eprintln!(
+                    "  offered {:.3} Mpps, delivered {:.3} Mpps, loss {:.1} %, p50 {:.0} us, gen cpu {:?}, rx cpu {:?}, workers {:?}, NET_RX softirqs/cpu {:?}",
+                    r.offered_mpps,
+                    r.delivered_mpps,
+                    100.0 * r.loss,
+                    r.p50_us,
+                    r.gen_cpu,
+                    r.rx_cpu,
+                    r.worker_cpus,
+                    r.net_rx_softirqs
+                );
+            }
+            runs.push(r);
+        }
+    }
+    drop(topo.lab);
+    if lab::interrupted() {
+        bail!("interrupted; namespaces removed, no report written");
+    }
+    let mut summary = Vec::new();
+    for &c in &o.contenders {
+        let mine: Vec<&RunResult> = runs.iter().filter(|r| r.contender == c).collect();
+        let off: Vec<f64> = mine.iter().map(|r| r.offered_mpps).collect();
+        let del: Vec<f64> = mine.iter().map(|r| r.delivered_mpps).collect();
+        let loss: Vec<f64> = mine.iter().map(|r| r.loss).collect();
+        summary.push(ContenderSummary {
+            contender: c,
+            offered: spread(&off),
+            delivered: spread(&del),
+            loss: spread(&loss).median,
+            ratio_to_xlb: None,
+            xlb_over_this: None,
+        });
+    }
+    if let Some(x) = summary
+        .iter()
+        .find(|s| s.contender == Contender::Xlb)
+        .map(|s| s.delivered.median)
+    {
+        for s in &mut summary {
+            if x > 0.0 {
+                s.ratio_to_xlb = Some(s.delivered.median / x);
+            }
+            if s.delivered.median > 0.0 {
+                s.xlb_over_this = Some(x / s.delivered.median);
+            }
+        }
+    }
+    let report = BenchReport {
+        when: sh(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"])
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        command: command.to_string(),
+        kernel: sh(&["uname", "-r"]).unwrap_or_default().trim().to_string(),
+        placement: format!(
+            "generator (AF_XDP TX) pinned to cpu{g}; receiver (AF_XDP RX at the backends) pinned to cpu{r}; \
+             AF_XDP contenders: one worker pinned to cpu{l} ({poll}); kernel contender: {rps}; {napi}; the NET_RX softirq counts per CPU are in each run; nice of generator, receiver and AF_XDP workers: {nice}; own scheduler autogroup at that nice: {autogroup}",
+            g = o.gen_cpu,
+            r = o.rx_cpu,
+            l = o.lb_cpu,
+            rps = if o.threaded_napi {
+                "no RPS (forwarding runs in the ingress NAPI kthread)".to_string()
+            } else {
+                format!("RPS of the balancer's ingress veth to cpu{}", o.lb_cpu)
+            },
+            napi = if o.threaded_napi {
+                format!("threaded NAPI: the balancer's ingress veth kthread pinned to cpu{}, the backends' veth kthread pinned to cpu{} (same nice)", o.lb_cpu, o.rx_cpu)
+            } else {
+                format!("veth NAPI runs in the sender's softirq: the balancer's ingress (XDP + copy into the UMEM, or the kernel's receive) on the generator's cpu{}, the backends' on the balancer's cpu{} (no threaded NAPI)", o.gen_cpu, o.lb_cpu)
+            },
+            nice = o.nice.map_or("unchanged".to_string(), |n| n.to_string()),
+            poll = if o.busy_poll { format!("busy-poll, batch {}, {} UMEM frames", o.batch, o.frames) } else { format!("blocks in poll() when idle, batch {}, {} UMEM frames", o.batch, o.frames) }
+        ),
+        loadavg: (load0, loadavg()),
+        summary,
+        runs,
+    };
+    write_outputs(o, &report)?;
+    if o.verbose {
+        eprintln!("bench took {:.0} s", t0.elapsed().as_secs_f64());
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------- outputs
+
+/// The Markdown table.
+pub fn markdown(r: &BenchReport) -> String {
+    let mut s = String::new();
+    s += "# UDP 64-byte frames, 1024 flows: xlb vs. a minimal AF_XDP forwarder vs. nftables DNAT\n\n";
+    s += &format!(
+        "- when: {}\n- command: `{}`\n- kernel: {}\n- load average (1 min) at start / end: {:.2} / {:.2}\n- placement: {}\n\n",
+        r.when, r.command, r.kernel, r.loadavg.0, r.loadavg.1, r.placement
+    );
+    let reps = r.runs.iter().map(|x| x.rep).max().map_or(0, |m| m + 1);
+    s += &format!("Median of {reps} repetition(s) (min–max in brackets); Mpps = million packets per second.\n\n");
+    s += "| contender | offered Mpps | delivered Mpps | loss | delivered ÷ xlb | xlb ÷ this |\n";
+    s += "|---|---|---|---|---|---|\n";
+    for c in &r.summary {
+        let f = |x: &Spread| format!("{:.3} [{:.3}–{:.3}]", x.median, x.min, x.max);
+        let o = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}×"));
+        s += &format!(
+            "| {} | {} | {} | {:.1} % | {} | {} |\n",
+            c.contender.label(),
+            f(&c.offered),
+            f(&c.delivered),
+            100.0 * c.loss,
+            o(c.ratio_to_xlb),
+            o(c.xlb_over_this)
+        );
+    }
+    s += "\n## Runs\n\n| rep | contender | offered | delivered | loss | reordered | bad csum | p50 µs | p99 µs | gen cpu | rx cpu | worker cpu | NET_RX softirqs per cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for x in &r.runs {
+        s += &format!(
+            "| {} | {} | {:.3} | {:.3} | {:.1} % | {} | {} | {:.0} | {:.0} | {:?} | {:?} | {:?} | {:?} | {:.2} |\n",
+            x.rep + 1,
+            x.contender.short(),
+            x.offered_mpps,
+            x.delivered_mpps,
+            100.0 * x.loss,
+            x.reordered,
+            x.bad_checksum,
+            x.p50_us,
+            x.p99_us,
+            x.gen_cpu,
+            x.rx_cpu,
+            x.worker_cpus,
+            x.net_rx_softirqs,
+            x.loadavg
+        );
+    }
+    s
+}
+
+fn write_outputs(o: &BenchOpts, r: &BenchReport) -> Result<()> {
+    std::fs::create_dir_all(&o.out)?;
+    let base = o.out.join("udp64-1024flows");
+    std::fs::write(base.with_extension("md"), markdown(r))?;
+    std::fs::write(
+        base.with_extension("json"),
+        serde_json::to_string_pretty(r)?,
+    )?;
+    let svg = base.with_extension("svg");
+    crate::chart::bars(r, &svg)?;
+    // A PNG too, when librsvg's converter is installed (scripts/deps.sh).
+    let png = base.with_extension("png");
+    let _ = std::process::Command::new("rsvg-convert")
+        .args(["-b", "white", "-o"])
+        .arg(&png)
+        .arg(&svg)
+        .status();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_median_min_max() {
+        let s = spread(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(spread(&[1.0, 4.0]).median, 2.5);
+        assert_eq!(spread(&[]).median, 0.0);
+    }
+
+    #[test]
+    fn the_minimal_forwarder_rewrites_and_keeps_checksums_valid() {
+        use crate::frames::l4_checksum_ok;
+        use xlb_dataplane::tables::{NextHop, PortSpec};
+        use xlb_dataplane::wire::build::Builder;
+        let mut frame = Builder::udp(
+            SocketAddr::from((CLIENT, 4000)),
+            SocketAddr::from((VIP, VIP_PORT)),
+        )
+        .payload(&[7u8; 18])
+        .to_vec()
+        .expect("frame");
+        let port_mac = MacAddr([2, 0, 0, 0, 0, 0x11]);
+        let nh_mac = MacAddr([2, 0, 0, 0, 0, 0x22]);
+        let spec = TablesSpec {
+            services: vec![service()],
+            next_hops: BACKENDS
+                .iter()
+                .map(|b| {
+                    (
+                        IpAddr::V4(*b),
+                        NextHop {
+                            mac: nh_mac,
+                            port: 1,
+                        },
+                    )
+                })
+                .collect(),
+            ports: vec![PortSpec {
+                id: 1,
+                name: "x".into(),
+                mac: port_mac,
+                addrs: vec![],
+            }],
+            ..Default::default()
+        };
+        let t = Tables::build(spec, &Tables::empty()).expect("tables");
+        let mut fwd = MinFwd::new(&BACKENDS);
+        let len = frame.len();
+        let mut v = [Verdict::Pass];
+        {
+            let mut frames = [Frame::new(&mut frame, len, 0)];
+            fwd.process_batch(&t, 0, &mut frames, &mut v);
+        }
+        assert_eq!(v[0], Verdict::Tx(1));
+        assert!(BACKENDS.iter().any(|b| frame[30..34] == b.octets()));
+        assert_eq!(frame[0..6], nh_mac.0);
+        assert_eq!(frame[6..12], port_mac.0);
+        assert!(l4_checksum_ok(&frame));
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..]).expect("ip");
+        let h = ip.to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+    }
+
+    #[test]
+    fn the_nft_ruleset_names_every_backend() {
+        let r = nft_ruleset();
+        for b in BACKENDS {
+            assert!(r.contains(&b.to_string()));
+        }
+        assert!(r.contains("dnat to"));
+    }
+}

@@ -1,0 +1,542 @@
+//! The generator's TX and RX loops, and the summary they produce.
+//!
+//! Both loops are bounded by a packet count *and* a duration, always, and by
+//! a shared stop flag. Progress goes through relaxed atomics that a reporter
+//! thread reads once a second; the loops never print.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use xlb_bpf::monotonic_ns;
+
+use crate::frames::{l4_checksum_ok, stamp_of, Stamp, Templates};
+use crate::pace::Pacer;
+use crate::stats::{LatencySummary, LossReport, RxStats};
+use crate::xsk::XskPort;
+
+/// Hard ceiling on any run.
+pub const MAX_DURATION: Duration = Duration::from_secs(600);
+
+/// Live counters shared with the progress reporter.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Packets put on TX rings.
+    pub tx: AtomicU64,
+    /// Stamped packets received.
+    pub rx: AtomicU64,
+}
+
+/// One TX queue's job.
+#[derive(Debug, Clone)]
+pub struct TxJob {
+    /// Interface.
+    pub iface: String,
+    /// Queue index.
+    pub queue: u32,
+    /// Flows this queue sends (global flow numbers).
+    pub flows: Vec<u32>,
+    /// Packets per second for this queue (`None` = as fast as possible).
+    pub rate: Option<u64>,
+    /// Most packets.
+    pub count: u64,
+    /// Longest time.
+    pub duration: Duration,
+    /// Frames per TX batch.
+    pub batch: usize,
+    /// UMEM frames.
+    pub frames: u32,
+}
+
+/// What one TX queue did.
+#[derive(Debug, Clone, Default)]
+pub struct TxResult {
+    /// Packets put on the TX ring.
+    pub sent: u64,
+    /// Their bytes (without FCS).
+    pub bytes: u64,
+    /// Per global flow number.
+    pub per_flow: Vec<u64>,
+    /// From first send to the last completion (ns).
+    pub elapsed_ns: u64,
+    /// Packets the pacer gave up on because the sender fell behind.
+    pub forgiven: u64,
+    /// Frames still in flight when the run ended (not completed in 200 ms).
+    pub unfinished: u64,
+}
+
+/// Send `job` with `templates`. Runs on the calling thread (pin it first).
+pub fn run_tx(
+    job: &TxJob,
+    templates: &Templates,
+    stop: &AtomicBool,
+    progress: &Progress,
+) -> Result<TxResult> {
+    if job.flows.is_empty() {
+        return Ok(TxResult::default());
+    }
+    let mut port = XskPort::open(&job.iface, job.queue, job.frames, false)
+        .with_context(|| format!("TX socket on {} queue {}", job.iface, job.queue))?;
+    let mut seqs = vec![0u32; job.flows.len()];
+    let mut per_flow = vec![0u64; templates.flows() as usize];
+    let mut batch_flows: Vec<usize> = Vec::with_capacity(job.batch);
+    let mut cursor = 0usize;
+    let (mut sent, mut bytes) = (0u64, 0u64);
+    let start = monotonic_ns();
+    let end = start + job.duration.min(MAX_DURATION).as_nanos() as u64;
+    let mut pacer = Pacer::new(job.rate, job.batch as u32, start);
+    let mut now = start;
+    while sent < job.count && now < end && !stop.load(Ordering::Relaxed) {
+        port.reclaim();
+        let allow = pacer.allowance(now).min(job.count - sent) as usize;
+        if allow == 0 {
+            port.kick();
+            let w = pacer.wait_ns(now);
+            if w > 100_000 {
+                std::thread::sleep(Duration::from_nanos(w - 50_000));
+            } else {
+                std::hint::spin_loop();
+            }
+            now = monotonic_ns();
+            continue;
+        }
+        batch_flows.clear();
+        let saved = cursor;
+        let ts = now;
+        let mut batch_bytes = 0u64;
+        let n = port.send(allow, |_, buf| {
+            let fi = cursor;
+            cursor = if cursor + 1 == job.flows.len() {
+                0
+            } else {
+                cursor + 1
+            };
+            let seq = seqs[fi];
+            let st = Stamp {
+                flow: job.flows[fi],
+                seq,
+                tx_ns: ts,
+            };
+            let len = templates.write(u64::from(seq), &st, buf);
+            if len > 0 {
+                seqs[fi] = seq.wrapping_add(1);
+                batch_flows.push(fi);
+                batch_bytes += len as u64;
+            }
+            len
+        });
+        if n == batch_flows.len() {
+            for &fi in &batch_flows {
+                per_flow[job.flows[fi] as usize] += 1;
+            }
+            sent += n as u64;
+            bytes += batch_bytes;
+            pacer.sent(n as u64);
+            progress.tx.fetch_add(n as u64, Ordering::Relaxed);
+        } else {
+            // Nothing went out (the ring's all-or-nothing reservation):
+            // undo the sequence numbers so the flows stay gap-free.
+            for &fi in &batch_flows {
+                seqs[fi] = seqs[fi].wrapping_sub(1);
+            }
+            cursor = saved;
+            debug_assert_eq!(n, 0);
+        }
+        now = monotonic_ns();
+    }
+    // Let the kernel finish what is on the ring (bounded).
+    let drain_end = monotonic_ns() + 200_000_000;
+    while port.in_flight() > 0 && monotonic_ns() < drain_end {
+        port.kick();
+        if port.reclaim() == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    Ok(TxResult {
+        sent,
+        bytes,
+        per_flow,
+        elapsed_ns: monotonic_ns().saturating_sub(start),
+        forgiven: pacer.forgiven(),
+        unfinished: u64::from(port.in_flight()),
+    })
+}
+
+/// How the receiver gets frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RxMode {
+    /// AF_XDP socket fed by xlb's steering program (addresses as "VIPs").
+    Xdp,
+    /// AF_PACKET raw socket (fallback; slower, sees the kernel's copy).
+    Raw,
+}
+
+/// One receive job (one queue).
+#[derive(Debug, Clone)]
+pub struct RxJob {
+    /// Interface.
+    pub iface: String,
+    /// Queue.
+    pub queue: u32,
+    /// Mode.
+    pub mode: RxMode,
+    /// Stop after this many stamped packets.
+    pub count: u64,
+    /// Stop after this long.
+    pub duration: Duration,
+    /// Verify every stamped frame's L4 checksum.
+    pub verify: bool,
+}
+
+/// What one receiver counted.
+#[derive(Debug, Clone, Default)]
+pub struct RxResult {
+    /// Stamped arrivals, per flow, latency.
+    pub stats: RxStats,
+    /// First to last stamped arrival (ns).
+    pub span_ns: u64,
+    /// Kernel AF_XDP drops: (RX ring full, fill ring empty, other).
+    pub kernel_drops: (u64, u64, u64),
+}
+
+/// Account one received frame.
+#[inline]
+fn account_frame(
+    st: &mut RxStats,
+    f: &[u8],
+    now: u64,
+    verify: bool,
+    first: &mut u64,
+    last: &mut u64,
+) {
+    match stamp_of(f) {
+        Some(s) => {
+            if verify && !l4_checksum_ok(f) {
+                st.bad_checksum += 1;
+            }
+            st.record(&s, now, f.len());
+            if *first == 0 {
+                *first = now;
+            }
+            *last = now;
+        }
+        None => st.foreign += 1,
+    }
+}
+
+/// The receive side of an AF_XDP socket: xlb's steering program redirects
+/// UDP/TCP to `addrs` (any port) into the socket; everything else passes.
+pub struct XdpRx {
+    port: XskPort,
+    // Kept alive for the program's lifetime; detached on drop.
+    _prog: xlb_bpf::XdpProgram,
+}
+
+impl std::fmt::Debug for XdpRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("XdpRx")
+    }
+}
+
+/// Steering tables that make every address of `addrs` a UDP and TCP "VIP"
+/// on all ports (a wide range becomes the program's wildcard key).
+pub fn sink_tables(addrs: &[IpAddr]) -> Result<xlb_dataplane::tables::Tables> {
+    use xlb_dataplane::tables::{
+        EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec, Tables,
+        TablesSpec,
+    };
+    let mut services = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        for proto in [L4Proto::Udp, L4Proto::Tcp] {
+            services.push(ServiceSpec {
+                key: ServiceKey {
+                    vip: *a,
+                    proto,
+                    port_min: 1,
+                    port_max: 65535,
+                    block: 0,
+                },
+                sel: Selection::RoundRobin,
+                mode: NatMode::Dnat,
+                allowed_sources: vec![],
+                endpoints: vec![EndpointSpec {
+                    addr: *a,
+                    port: 1,
+                    weight: 1,
+                    state: EndpointState::Active,
+                }],
+                inactive_timeout_s: 60,
+                dsr_ipip: false,
+                name: format!("sink{i}{}", proto.name()),
+            });
+        }
+    }
+    Tables::build(
+        TablesSpec {
+            services,
+            ..Default::default()
+        },
+        &Tables::empty(),
+    )
+    .context("sink steering tables")
+}
+
+impl XdpRx {
+    /// Attach the steering program to `iface`, steer `addrs` to a socket on `queue`.
+    pub fn open(iface: &str, queue: u32, addrs: &[IpAddr]) -> Result<XdpRx> {
+        let ifindex = xlb_bpf::netinfo::ifindex(iface)?;
+        let prog = xlb_bpf::XdpProgram::load_and_attach(ifindex, xlb_bpf::XdpMode::Native)
+            .context("attaching the steering program for RX")?;
+        let mut sync = xlb_bpf::MapSync::new(prog.steering_maps()?);
+        sync.sync(&sink_tables(addrs)?)?;
+        let port = XskPort::open(iface, queue, 8192, true)
+            .with_context(|| format!("RX socket on {iface} queue {queue}"))?;
+        prog.register_socket(queue, port.fd())?;
+        Ok(XdpRx { port, _prog: prog })
+    }
+}
+
+/// Receive per `job` until its count or duration (or `stop`).
+pub fn run_rx(
+    job: &RxJob,
+    addrs: &[IpAddr],
+    stop: &AtomicBool,
+    progress: &Progress,
+    ready: &AtomicBool,
+) -> Result<RxResult> {
+    let mut st = RxStats::default();
+    let (mut first, mut last) = (0u64, 0u64);
+    let start = monotonic_ns();
+    let end = start + job.duration.min(MAX_DURATION).as_nanos() as u64;
+    let mut res = RxResult::default();
+    match job.mode {
+        RxMode::Xdp => {
+            let mut rx = XdpRx::open(&job.iface, job.queue, addrs)?;
+            ready.store(true, Ordering::Release);
+            while st.packets < job.count && !stop.load(Ordering::Relaxed) {
+                let now = monotonic_ns();
+                if now >= end {
+                    break;
+                }
+                let before = st.packets;
+                let n = rx.port.recv(64, |f| {
+                    account_frame(&mut st, f, now, job.verify, &mut first, &mut last)
+                });
+                if n == 0 {
+                    rx.port.wait_rx(10);
+                } else {
+                    progress
+                        .rx
+                        .fetch_add(st.packets - before, Ordering::Relaxed);
+                }
+            }
+            res.kernel_drops = rx.port.kernel_rx_drops();
+        }
+        RxMode::Raw => {
+            let sock = crate::raw::RawSocket::open(&job.iface)?;
+            ready.store(true, Ordering::Release);
+            let mut buf = vec![0u8; 2048];
+            while st.packets < job.count && !stop.load(Ordering::Relaxed) {
+                let now = monotonic_ns();
+                if now >= end {
+                    break;
+                }
+                match sock.recv(&mut buf)? {
+                    Some(n) => {
+                        let before = st.packets;
+                        account_frame(&mut st, &buf[..n], now, job.verify, &mut first, &mut last);
+                        progress
+                            .rx
+                            .fetch_add(st.packets - before, Ordering::Relaxed);
+                    }
+                    None => sock.wait(10),
+                }
+            }
+        }
+    }
+    res.span_ns = last.saturating_sub(first);
+    res.stats = st;
+    Ok(res)
+}
+
+/// The TX half of a summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TxSummary {
+    /// Queues used.
+    pub queues: u32,
+    /// Packets sent.
+    pub packets: u64,
+    /// Bytes sent (without FCS).
+    pub bytes: u64,
+    /// Seconds from first send to end.
+    pub secs: f64,
+    /// Offered packets per second.
+    pub pps: f64,
+    /// Offered bits per second on the wire (with FCS, preamble and gap: +24 B).
+    pub wire_bps: f64,
+    /// Packets the pacer skipped because the sender fell behind.
+    pub behind: u64,
+    /// Wire sizes sent.
+    pub wire_sizes: Vec<usize>,
+    /// CPU each TX thread ended on.
+    pub cpus: Vec<i32>,
+}
+
+/// The RX half of a summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RxSummary {
+    /// Stamped packets received.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Received per second of the sender's run time (or of the arrival span).
+    pub pps: f64,
+    /// Frames without our stamp.
+    pub foreign: u64,
+    /// Stamped frames with a bad L4 checksum.
+    pub bad_checksum: u64,
+    /// Kernel AF_XDP drops (ring full, fill empty, other), summed.
+    pub kernel_drops: u64,
+    /// Latency.
+    pub latency: LatencySummary,
+    /// CPU each RX thread ended on.
+    pub cpus: Vec<i32>,
+}
+
+/// The final report of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Sender side (absent in `rx` mode).
+    pub tx: Option<TxSummary>,
+    /// Receiver side (absent in `tx` mode).
+    pub rx: Option<RxSummary>,
+    /// Loss accounting (exact when both sides ran in this process).
+    pub loss: Option<LossReport>,
+}
+
+/// Combine TX results.
+pub fn tx_summary(rs: &[TxResult], templates: &Templates, cpus: Vec<i32>) -> TxSummary {
+    let packets: u64 = rs.iter().map(|r| r.sent).sum();
+    let bytes: u64 = rs.iter().map(|r| r.bytes).sum();
+    let ns = rs.iter().map(|r| r.elapsed_ns).max().unwrap_or(0);
+    let secs = ns as f64 / 1e9;
+    let per_sec = |v: f64| if secs > 0.0 { v / secs } else { 0.0 };
+    TxSummary {
+        queues: rs.len() as u32,
+        packets,
+        bytes,
+        secs,
+        pps: per_sec(packets as f64),
+        wire_bps: per_sec(((bytes + packets * 24) * 8) as f64),
+        behind: rs.iter().map(|r| r.forgiven).sum(),
+        wire_sizes: templates.wire_sizes(),
+        cpus,
+    }
+}
+
+/// Combine RX results; `secs` is the sender's run time if known.
+pub fn rx_summary(rs: &[RxResult], secs: Option<f64>, cpus: Vec<i32>) -> (RxSummary, RxStats) {
+    let mut all = RxStats::default();
+    for r in rs {
+        all.merge(&r.stats);
+    }
+    let secs = secs.unwrap_or_else(|| rs.iter().map(|r| r.span_ns).max().unwrap_or(0) as f64 / 1e9);
+    let s = RxSummary {
+        packets: all.packets,
+        bytes: all.bytes,
+        pps: if secs > 0.0 {
+            all.packets as f64 / secs
+        } else {
+            0.0
+        },
+        foreign: all.foreign,
+        bad_checksum: all.bad_checksum,
+        kernel_drops: rs
+            .iter()
+            .map(|r| r.kernel_drops.0 + r.kernel_drops.1 + r.kernel_drops.2)
+            .sum(),
+        latency: all.latency.summary(),
+        cpus,
+    };
+    (s, all)
+}
+
+/// Per-flow TX counts summed over queues.
+pub fn sent_per_flow(rs: &[TxResult]) -> Vec<u64> {
+    let n = rs.iter().map(|r| r.per_flow.len()).max().unwrap_or(0);
+    let mut v = vec![0u64; n];
+    for r in rs {
+        for (a, b) in v.iter_mut().zip(&r.per_flow) {
+            *a += b;
+        }
+    }
+    v
+}
+
+/// One human line per summary.
+pub fn render(s: &Summary) -> String {
+    let mut out = String::new();
+    if let Some(t) = &s.tx {
+        out += &format!(
+            "tx: {} pkts in {:.2} s = {:.3} Mpps ({:.1} Mbit/s wire), sizes {:?}, {} queue(s), behind {}, cpus {:?}\n",
+            t.packets,
+            t.secs,
+            t.pps / 1e6,
+            t.wire_bps / 1e6,
+            t.wire_sizes,
+            t.queues,
+            t.behind,
+            t.cpus
+        );
+    }
+    if let Some(r) = &s.rx {
+        let l = r.latency;
+        out += &format!(
+            "rx: {} pkts = {:.3} Mpps, foreign {}, bad checksum {}, kernel drops {}; latency us p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}, cpus {:?}\n",
+            r.packets,
+            r.pps / 1e6,
+            r.foreign,
+            r.bad_checksum,
+            r.kernel_drops,
+            l.p50_ns as f64 / 1e3,
+            l.p90_ns as f64 / 1e3,
+            l.p99_ns as f64 / 1e3,
+            l.max_ns as f64 / 1e3,
+            r.cpus
+        );
+    }
+    if let Some(l) = &s.loss {
+        out += &format!(
+            "loss: sent {} received {} lost {} ({:.3} %) duplicates {} reordered {} ({})\n",
+            l.sent,
+            l.received,
+            l.lost,
+            100.0 * l.loss_ratio(),
+            l.duplicates,
+            l.reordered,
+            if l.exact {
+                "exact"
+            } else {
+                "estimate from sequences"
+            }
+        );
+    }
+    out
+}
+
+/// Check counts and time bounds of a CLI request.
+pub fn check_bounds(count: u64, duration: Duration) -> Result<()> {
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    if duration.is_zero() || duration > MAX_DURATION {
+        bail!(
+            "--duration must be in (0, {}] seconds",
+            MAX_DURATION.as_secs()
+        );
+    }
+    Ok(())
+}
