@@ -185,7 +185,39 @@ pub(crate) async fn ping_mode(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::testutil::Netns;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    async fn ping_both() -> Vec<Mode> {
+        let mut modes = Vec::new();
+        for host in [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ] {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let (rtt, mode) = ping_mode(host, deadline).await.unwrap();
+            assert!(rtt < Duration::from_secs(1));
+            modes.push(mode);
+        }
+        modes
+    }
+
+    /// Both socket kinds work, chosen by the namespace's ping_group_range.
+    #[test]
+    fn ping_socket_when_allowed_raw_socket_otherwise() {
+        let closed = Netns::new("pr");
+        assert_eq!(closed.run(ping_both), vec![Mode::Raw, Mode::Raw]);
+        let open = Netns::new("pd");
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &open.name, "sysctl", "-qw"])
+            .arg("net.ipv4.ping_group_range=0 2147483647")
+            .status()
+            .unwrap();
+        assert!(out.success());
+        assert_eq!(open.run(ping_both), vec![Mode::Dgram, Mode::Dgram]);
+    }
 
     #[test]
     fn checksum_matches_rfc1071_example() {

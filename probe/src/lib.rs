@@ -2,6 +2,23 @@
 //! http, https, ping, sctp, none) run by one fixed-rate scheduler with bounded
 //! concurrency, turning results into Up/Down states and transition events that
 //! the control plane maps onto the dataplane's `EndpointState`.
+//!
+//! Wiring it into control (not done here):
+//! - `POST /config/endpoint` → [`ProbeEngine::upsert`]; `DELETE` →
+//!   [`ProbeEngine::remove`] ([`ProbeError::NotFound`] → 404,
+//!   [`ProbeError::InUse`] → 409); `GET /config/endpoint/all` →
+//!   [`ProbeEngine::snapshot`] (`currState` "ok" for [`ProbeState::Up`],
+//!   "nok" for Down; delays from `min/avg/max_delay`).
+//! - Each endpoint of a monitored rule → [`ProbeEngine::acquire`] with the
+//!   key `<ip>_<type>_<port>`, [`ProbeEngine::release`] when the rule or
+//!   endpoint goes; a user entry of the same name overrides the rule's spec.
+//! - `endpointhoststate` → [`ProbeEngine::force`].
+//! - [`ProbeEngine::subscribe`]: on every [`Transition`] rebuild the tables
+//!   with Up → `EndpointState::Active`, Down → `EndpointState::Down`
+//!   (endpoints without an entry stay Active, as in loxilb); on a lagged
+//!   receiver rebuild from a snapshot.
+//! - SCTP probes are refused with [`ProbeError::SctpUnsupported`] when the
+//!   kernel has no SCTP (no `sctp` module), so a rule can fall back to ping or none.
 #![deny(unsafe_code)]
 
 mod engine;
