@@ -80,6 +80,16 @@ async fn main() {
     let snap = e.snapshot();
     let up = snap.iter().filter(|s| s.state == ProbeState::Up).count();
     let probes: u64 = snap.iter().map(|s| s.probes).sum();
+    // How long probes themselves take: with `concurrency` slots, probes
+    // longer than concurrency / rate make starts wait (lateness without drift).
+    let delays: Vec<Duration> = snap.iter().filter_map(|s| s.avg_delay).collect();
+    let mean = delays.iter().sum::<Duration>() / (delays.len().max(1) as u32);
+    let worst = snap
+        .iter()
+        .filter_map(|s| s.max_delay)
+        .max()
+        .unwrap_or_default();
+    println!("probe duration: mean {mean:.2?}, worst {worst:.2?}");
     let probes_in_window = n as f64 * wall / interval.as_secs_f64();
     println!(
         "cpu {:.1}% of one core over {wall:.1} s ({:.1} µs per probe, listeners included); {up}/{n} up; {probes} probes in total",
