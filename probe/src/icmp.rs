@@ -207,6 +207,7 @@ mod tests {
     /// Both socket kinds work, chosen by the namespace's ping_group_range.
     #[test]
     fn ping_socket_when_allowed_raw_socket_otherwise() {
+        let _timing = crate::testutil::TIMING.blocking_lock();
         let closed = Netns::new("pr");
         assert_eq!(closed.run(ping_both), vec![Mode::Raw, Mode::Raw]);
         let open = Netns::new("pd");

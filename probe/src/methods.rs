@@ -84,8 +84,8 @@ pub async fn probe_once(spec: &ProbeSpec) -> Result<Duration, ProbeFailure> {
             let fut = async {
                 match kind {
                     ProbeKind::Tcp => tcp(spec).await,
-                    ProbeKind::Http => http(spec).await,
-                    ProbeKind::Https => https(spec).await,
+                    ProbeKind::Http => http_like(spec, false).await,
+                    ProbeKind::Https => http_like(spec, true).await,
                     ProbeKind::Sctp => sctp(spec).await,
                     _ => unreachable!("handled above"),
                 }
@@ -211,40 +211,151 @@ fn port_or(spec: &ProbeSpec, default: u16) -> u16 {
     }
 }
 
-/// http: `HEAD http://host:port/<probeReq>`; status 200 is up.
-async fn http(spec: &ProbeSpec) -> Result<(), ProbeFailure> {
-    let port = port_or(spec, 80);
-    let mut s = tcp_connect(SocketAddr::new(spec.host, port)).await?;
-    let (status, _) = exchange(&mut s, "HEAD", spec.host, port, &spec.req, false).await?;
-    if status == 200 {
-        Ok(())
-    } else {
-        Err(ProbeFailure::Status(status))
+/// Redirects followed, as Go's `http.Client` (which loxilb uses) does.
+const MAX_REDIRECTS: usize = 10;
+
+/// Where one HTTP request goes; a redirect replaces it.
+#[derive(Debug, Clone)]
+struct Target {
+    tls: bool,
+    addr: SocketAddr,
+    /// `Host` header: the URL's authority.
+    authority: String,
+    path: String,
+    /// TLS server name when the URL named a host rather than an address.
+    sni: Option<String>,
+}
+
+impl Target {
+    /// The target of a `Location` (RFC 9110 §10.2.2): an absolute http(s)
+    /// URL (a host name is resolved), an absolute path, or a path relative
+    /// to the current one.
+    async fn follow(&self, location: &str) -> Result<Target, ProbeFailure> {
+        let location = location.split('#').next().unwrap_or_default();
+        let (tls, rest) = if let Some(r) = location.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = location.strip_prefix("https://") {
+            (true, r)
+        } else {
+            let path = if location.starts_with('/') {
+                location.to_string()
+            } else {
+                let dir = &self.path[..=self.path.rfind('/').unwrap_or(0)];
+                format!("{dir}{location}")
+            };
+            return Ok(Target {
+                path,
+                ..self.clone()
+            });
+        };
+        let (auth, path) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        let bad = ProbeFailure::BadHttp("bad redirect location");
+        let (host, port) = match auth.strip_prefix('[') {
+            Some(r) => {
+                let end = r.find(']').ok_or(bad.clone())?;
+                let port = match r[end + 1..].strip_prefix(':') {
+                    Some(p) => p.parse().map_err(|_| bad.clone())?,
+                    None => {
+                        if tls {
+                            443
+                        } else {
+                            80
+                        }
+                    }
+                };
+                (&r[..end], port)
+            }
+            None => match auth.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse().map_err(|_| bad.clone())?),
+                None => (auth, if tls { 443 } else { 80 }),
+            },
+        };
+        let (ip, sni) = match host.parse::<IpAddr>() {
+            Ok(ip) => (ip, None),
+            Err(_) => {
+                let addr = tokio::net::lookup_host((host, port))
+                    .await?
+                    .next()
+                    .ok_or(ProbeFailure::BadHttp("redirect host does not resolve"))?;
+                (addr.ip(), Some(host.to_string()))
+            }
+        };
+        Ok(Target {
+            tls,
+            addr: SocketAddr::new(ip, port),
+            authority: auth.to_string(),
+            path,
+            sni,
+        })
     }
 }
 
+/// http: `HEAD http://host:port/<probeReq>`; status 200 is up.
+///
 /// https: `GET https://host:port/<probeReq>` over TLS; status 200, and the body
 /// equal to probeResp when set, is up. The server's certificate is NOT
 /// verified: a probe checks that the endpoint is alive, not who it is, and
 /// backends commonly use self-signed certificates (loxilb's Go client does the
 /// same with `InsecureSkipVerify`). The handshake's signatures are still checked.
-async fn https(spec: &ProbeSpec) -> Result<(), ProbeFailure> {
-    let port = port_or(spec, 443);
-    let tcp = tcp_connect(SocketAddr::new(spec.host, port)).await?;
-    let name = rustls::pki_types::ServerName::IpAddress(spec.host.into());
+///
+/// Both follow up to 10 redirects (301, 302, 303, 307, 308) keeping the
+/// method, as loxilb's Go `http.Client` does for HEAD and GET.
+async fn http_like(spec: &ProbeSpec, tls: bool) -> Result<(), ProbeFailure> {
+    let port = port_or(spec, if tls { 443 } else { 80 });
+    let mut target = Target {
+        tls,
+        addr: SocketAddr::new(spec.host, port),
+        authority: authority(spec.host, port),
+        path: path(&spec.req),
+        sni: None,
+    };
+    let method = if tls { "GET" } else { "HEAD" };
+    let want_body = tls && !spec.resp.is_empty();
+    for _ in 0..=MAX_REDIRECTS {
+        let r = request(&target, method, want_body).await?;
+        if matches!(r.status, 301 | 302 | 303 | 307 | 308) {
+            if let Some(loc) = r.location {
+                target = target.follow(&loc).await?;
+                continue;
+            }
+        }
+        if r.status != 200 {
+            return Err(ProbeFailure::Status(r.status));
+        }
+        if want_body && r.body != spec.resp.as_bytes() {
+            return Err(ProbeFailure::Mismatch);
+        }
+        return Ok(());
+    }
+    Err(ProbeFailure::BadHttp("more than 10 redirects"))
+}
+
+async fn request(t: &Target, method: &str, want_body: bool) -> Result<Response, ProbeFailure> {
+    let mut tcp = tcp_connect(t.addr).await?;
+    if !t.tls {
+        return exchange(&mut tcp, method, &t.authority, &t.path, want_body).await;
+    }
+    let name = match &t.sni {
+        Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
+            .map_err(|_| ProbeFailure::BadHttp("bad redirect host name"))?,
+        None => rustls::pki_types::ServerName::IpAddress(t.addr.ip().into()),
+    };
     let mut s = tokio_rustls::TlsConnector::from(crate::tls::client_config())
         .connect(name, tcp)
         .await
         .map_err(|e| ProbeFailure::Tls(e.to_string()))?;
-    let want_body = !spec.resp.is_empty();
-    let (status, body) = exchange(&mut s, "GET", spec.host, port, &spec.req, want_body).await?;
-    if status != 200 {
-        return Err(ProbeFailure::Status(status));
-    }
-    if want_body && body != spec.resp.as_bytes() {
-        return Err(ProbeFailure::Mismatch);
-    }
-    Ok(())
+    exchange(&mut s, method, &t.authority, &t.path, want_body).await
+}
+
+/// What `exchange` learnt.
+struct Response {
+    status: u16,
+    location: Option<String>,
+    body: Vec<u8>,
 }
 
 /// Minimal HTTP/1.1 client exchange (RFC 9112): one request with
@@ -253,15 +364,12 @@ async fn https(spec: &ProbeSpec) -> Result<(), ProbeFailure> {
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     method: &str,
-    host: IpAddr,
-    port: u16,
-    req: &str,
+    authority: &str,
+    path: &str,
     want_body: bool,
-) -> Result<(u16, Vec<u8>), ProbeFailure> {
+) -> Result<Response, ProbeFailure> {
     let request = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xlb-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        path(req),
-        authority(host, port)
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: xlb-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
     );
     s.write_all(request.as_bytes()).await?;
     s.flush().await?;
@@ -295,11 +403,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         .next()
         .and_then(|c| c.parse().ok())
         .ok_or(ProbeFailure::BadHttp("bad status code"))?;
-    if !want_body {
-        return Ok((status, Vec::new()));
-    }
     let mut content_length = None;
     let mut chunked = false;
+    let mut location = None;
     for line in lines {
         if let Some((k, v)) = line.split_once(':') {
             let (k, v) = (k.trim(), v.trim());
@@ -312,12 +418,23 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                 && v.to_ascii_lowercase().contains("chunked")
             {
                 chunked = true;
+            } else if k.eq_ignore_ascii_case("location") {
+                location = Some(v.to_string());
             }
         }
     }
+    let mut r = Response {
+        status,
+        location,
+        body: Vec::new(),
+    };
+    if !want_body || (300..400).contains(&status) {
+        return Ok(r);
+    }
     let mut rest = buf.split_off(head_end);
     if chunked {
-        return Ok((status, read_chunked(s, rest).await?));
+        r.body = read_chunked(s, rest).await?;
+        return Ok(r);
     }
     let limit = content_length.unwrap_or(MAX_BODY).min(MAX_BODY);
     while rest.len() < limit {
@@ -334,7 +451,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
         rest.truncate(len);
     }
-    Ok((status, rest))
+    r.body = rest;
+    Ok(r)
 }
 
 /// Reads, treating a TLS peer that closes without close_notify as EOF: many

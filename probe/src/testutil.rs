@@ -11,6 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
+/// Held by the tests that measure time or create namespaces, so that they do
+/// not disturb each other when the harness runs tests in parallel.
+pub static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A TCP listener that accepts and drops connections; `close` stops it.
 pub struct TcpServer {
     pub addr: SocketAddr,
@@ -94,6 +98,8 @@ pub struct HttpKnobs {
     /// Requests seen, as "METHOD /path".
     pub seen: Mutex<Vec<String>>,
     pub chunked: std::sync::atomic::AtomicBool,
+    /// (path, Location): answer requests for path with 301 to Location.
+    pub redirects: Mutex<Vec<(String, String)>>,
 }
 
 /// Serves one HTTP/1.1 request: `knobs.status` for `path`, 404 elsewhere.
@@ -115,6 +121,20 @@ pub async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
     let method = parts.next().unwrap_or_default().to_string();
     let p = parts.next().unwrap_or_default().to_string();
     knobs.seen.lock().unwrap().push(format!("{method} {p}"));
+    let redirect = knobs
+        .redirects
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.0 == p)
+        .map(|r| r.1.clone());
+    if let Some(loc) = redirect {
+        let resp =
+            format!("HTTP/1.1 301 Moved\r\nLocation: {loc}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = s.write_all(resp.as_bytes()).await;
+        let _ = s.shutdown().await;
+        return;
+    }
     let (status, body) = if p == path {
         (
             knobs.status.load(Ordering::SeqCst),

@@ -117,6 +117,48 @@ async fn http_head_status_and_path() {
 }
 
 #[tokio::test]
+async fn http_and_https_follow_redirects_like_go() {
+    let (addr, knobs, _t) = http_server("/healthz").await;
+    *knobs.redirects.lock().unwrap() = vec![
+        ("/old".into(), "/healthz".into()),
+        ("/dir/rel".into(), "sub".into()),
+        ("/dir/sub".into(), "/healthz".into()),
+        ("/abs".into(), format!("http://{addr}/healthz")),
+        ("/twice".into(), "/old".into()),
+        ("/loop".into(), "/loop".into()),
+        ("/gone".into(), "/missing".into()),
+    ];
+    let mut s = spec(addr, ProbeKind::Http);
+    for ok in ["old", "abs", "twice", "dir/rel"] {
+        s.req = ok.into();
+        assert_eq!(probe_once(&s).await.map(|_| ()), Ok(()), "{ok}");
+    }
+    assert!(
+        knobs
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.starts_with("HEAD ")),
+        "method kept"
+    );
+    s.req = "gone".into();
+    assert_eq!(probe_once(&s).await, Err(ProbeFailure::Status(404)));
+    s.req = "loop".into();
+    assert_eq!(
+        probe_once(&s).await,
+        Err(ProbeFailure::BadHttp("more than 10 redirects"))
+    );
+
+    let (addr, knobs, _t) = https_server("/status").await;
+    *knobs.body.lock().unwrap() = "alive".into();
+    *knobs.redirects.lock().unwrap() = vec![("/".into(), format!("https://{addr}/status"))];
+    let mut s = spec(addr, ProbeKind::Https);
+    s.resp = "alive".into();
+    assert_eq!(probe_once(&s).await.map(|_| ()), Ok(()));
+}
+
+#[tokio::test]
 async fn http_silent_server_times_out() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
