@@ -7,8 +7,9 @@
 //! - `POST /config/endpoint` → [`ProbeEngine::upsert`]; `DELETE` →
 //!   [`ProbeEngine::remove`] ([`ProbeError::NotFound`] → 404,
 //!   [`ProbeError::InUse`] → 409); `GET /config/endpoint/all` →
-//!   [`ProbeEngine::snapshot`] (`currState` "ok" for [`ProbeState::Up`],
-//!   "nok" for Down; delays from `min/avg/max_delay`).
+//!   [`ProbeEngine::snapshot`] (`currState` from [`ProbeState::as_loxilb`];
+//!   loxilb shows `minDelay`/`avgDelay`/`maxDelay` for ping entries only, as
+//!   Go duration strings: [`go_duration`]).
 //! - Each endpoint of a monitored rule → [`ProbeEngine::acquire`] with the
 //!   key `<ip>_<type>_<port>`, [`ProbeEngine::release`] when the rule or
 //!   endpoint goes; a user entry of the same name overrides the rule's spec.
@@ -22,6 +23,7 @@
 #![deny(unsafe_code)]
 
 mod engine;
+mod fmt;
 mod icmp;
 mod methods;
 mod spec;
@@ -34,6 +36,7 @@ mod testutil;
 pub use engine::{
     Cause, EngineConfig, EngineStats, ProbeEngine, ProbeError, ProbeState, ProbeStatus, Transition,
 };
+pub use fmt::go_duration;
 pub use methods::{probe_once, sctp_supported, ProbeFailure, UDP_PROBE_PAYLOAD};
 pub use spec::{
     ProbeKind, ProbeSpec, SpecError, DEFAULT_INTERVAL, DEFAULT_RETRIES, MAX_INTERVAL, MAX_RETRIES,
