@@ -535,10 +535,16 @@ async fn sctp(spec: &ProbeSpec) -> Result<(), ProbeFailure> {
         }
         _ => e.into(),
     })?;
+    stream_connect(sock, SocketAddr::new(spec.host, spec.port)).await
+}
+
+/// Non-blocking connect of a stream socket of any protocol, closed with an
+/// abort (RST / SCTP ABORT) afterwards. Separate from `sctp` so the same path
+/// is tested over TCP on kernels without SCTP.
+async fn stream_connect(sock: Socket, addr: SocketAddr) -> Result<(), ProbeFailure> {
     sock.set_nonblocking(true)?;
     sock.set_linger(Some(Duration::ZERO))?;
-    let addr = SockAddr::from(SocketAddr::new(spec.host, spec.port));
-    match sock.connect(&addr) {
+    match sock.connect(&SockAddr::from(addr)) {
         Ok(()) => return Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e.into()),

@@ -251,3 +251,17 @@ async fn sctp_association_or_clear_unsupported_error() {
     // An INIT to a port without a listener is answered with ABORT.
     assert!(probe_once(&s).await.is_err());
 }
+
+/// The connect path SCTP probes use, exercised over TCP (works on any kernel).
+#[tokio::test]
+async fn stream_connect_path_over_tcp() {
+    use socket2::{Domain, Socket, Type};
+    let mut srv = TcpServer::start("127.0.0.1:0".parse().unwrap()).await;
+    let sock = || Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    assert_eq!(stream_connect(sock(), srv.addr).await, Ok(()));
+    srv.close().await;
+    assert_eq!(
+        stream_connect(sock(), srv.addr).await,
+        Err(ProbeFailure::Refused)
+    );
+}
