@@ -1,7 +1,7 @@
 //! Probe-period drift and CPU for many TCP endpoints on loopback.
 //!
-//! `cargo run --release -p xlb-probe --example drift -- [endpoints] [interval_ms] [periods] [concurrency]`
-//! (defaults 5000 1000 5 256). Starts 8 local listeners, probes each endpoint
+//! `cargo run --release -p xlb-probe --example drift -- [endpoints] [interval_ms] [periods] [concurrency] [tcp|none]`
+//! (defaults 5000 1000 5 256 tcp; `none` measures the scheduler alone). Starts 8 local listeners, probes each endpoint
 //! every interval, and after a warm-up period reports per period the lateness
 //! of probe starts against their deadlines (p50/p99/max: drift would show as
 //! growth) and the process CPU time per wall second, then the totals.
@@ -24,10 +24,13 @@ fn cpu() -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("numbers"))
-        .collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let kind = match args.get(4).map(String::as_str) {
+        Some("none") => ProbeKind::None,
+        _ => ProbeKind::Tcp,
+    };
+    args.truncate(4);
+    let args: Vec<u64> = args.iter().map(|a| a.parse().expect("numbers")).collect();
     let n = *args.first().unwrap_or(&5000) as usize;
     let interval = Duration::from_millis(*args.get(1).unwrap_or(&1000));
     let periods = *args.get(2).unwrap_or(&5) as u32;
@@ -48,12 +51,13 @@ async fn main() {
     let e = ProbeEngine::new(conc);
     for i in 0..n {
         let a = addrs[i % addrs.len()];
-        let mut s = ProbeSpec::new(a.ip(), ProbeKind::Tcp, a.port());
+        let port = if kind == ProbeKind::None { 0 } else { a.port() };
+        let mut s = ProbeSpec::new(a.ip(), kind, port);
         s.name = format!("ep{i}");
         s.interval = interval;
         e.upsert(s).unwrap();
     }
-    println!("{n} tcp endpoints, interval {interval:?}, concurrency {conc}, {periods} periods after 1 warm-up");
+    println!("{n} {kind} endpoints, interval {interval:?}, concurrency {conc}, {periods} periods after 1 warm-up");
     tokio::time::sleep(interval).await;
     e.reset_stats();
     let (cpu0, t0) = (cpu(), std::time::Instant::now());
