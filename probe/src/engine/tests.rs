@@ -166,7 +166,7 @@ async fn udp_http_https_none_through_the_engine() {
     let https = e.upsert(hs).unwrap();
     let none = e
         .upsert({
-            let mut n = ProbeSpec::new("192.0.2.1".parse().unwrap(), ProbeKind::None, 0);
+            let mut n = ProbeSpec::new("127.0.2.1".parse().unwrap(), ProbeKind::None, 0);
             n.interval = INTERVAL;
             n
         })
@@ -359,10 +359,11 @@ async fn sctp_supported_or_refused_at_start() {
 
 #[tokio::test]
 async fn references_and_user_override() {
+    // Loopback only: the engine may fire a probe before the test ends.
     let e = ProbeEngine::new(4);
-    let auto = ProbeSpec::new("10.0.0.9".parse().unwrap(), ProbeKind::Tcp, 80);
+    let auto = ProbeSpec::new("127.0.0.9".parse().unwrap(), ProbeKind::Tcp, 80);
     let key = e.acquire(auto.clone()).unwrap();
-    assert_eq!(key, "10.0.0.9_tcp_80");
+    assert_eq!(key, "127.0.0.9_tcp_80");
     assert_eq!(e.acquire(auto.clone()).unwrap(), key);
     assert_eq!(e.snapshot()[0].refs, 2);
     assert_eq!(
@@ -373,7 +374,7 @@ async fn references_and_user_override() {
         })
     );
     // The user posts the same name with another probe type: it wins.
-    let mut user = ProbeSpec::new("10.0.0.9".parse().unwrap(), ProbeKind::None, 0);
+    let mut user = ProbeSpec::new("127.0.0.9".parse().unwrap(), ProbeKind::None, 0);
     user.name = key.clone();
     e.upsert(user).unwrap();
     let st = &e.snapshot()[0];
@@ -395,7 +396,7 @@ async fn references_and_user_override() {
     assert!(e.snapshot().is_empty());
 
     // Invalid specs are refused with loxilb's reasons.
-    let bad = ProbeSpec::new("10.0.0.9".parse().unwrap(), ProbeKind::Udp, 0);
+    let bad = ProbeSpec::new("127.0.0.9".parse().unwrap(), ProbeKind::Udp, 0);
     assert_eq!(
         e.upsert(bad),
         Err(ProbeError::Spec(SpecError::PortRequired {
@@ -408,7 +409,7 @@ async fn references_and_user_override() {
 async fn force_overrides_and_clears() {
     let e = ProbeEngine::new(4);
     let mut rx = e.subscribe();
-    let mut s = ProbeSpec::new("192.0.2.7".parse().unwrap(), ProbeKind::None, 0);
+    let mut s = ProbeSpec::new("127.0.2.7".parse().unwrap(), ProbeKind::None, 0);
     s.interval = INTERVAL;
     let k = e.upsert(s).unwrap();
     e.force(&k, Some(ProbeState::Down)).unwrap();
@@ -441,7 +442,7 @@ async fn initial_state_is_configurable() {
         ..EngineConfig::default()
     });
     let mut rx = e.subscribe();
-    let mut s = ProbeSpec::new("192.0.2.8".parse().unwrap(), ProbeKind::None, 0);
+    let mut s = ProbeSpec::new("127.0.2.8".parse().unwrap(), ProbeKind::None, 0);
     s.interval = INTERVAL;
     let k = e.upsert(s).unwrap();
     assert_eq!(e.state(&k), Some(ProbeState::Down));
@@ -452,7 +453,7 @@ async fn initial_state_is_configurable() {
 #[tokio::test]
 async fn changing_a_spec_restarts_its_schedule() {
     let e = ProbeEngine::new(4);
-    let mut s = ProbeSpec::new("192.0.2.9".parse().unwrap(), ProbeKind::None, 0);
+    let mut s = ProbeSpec::new("127.0.2.9".parse().unwrap(), ProbeKind::None, 0);
     s.interval = Duration::from_secs(3600);
     let k = e.upsert(s.clone()).unwrap();
     // Re-posting the same spec keeps the schedule (no probe for an hour)...
