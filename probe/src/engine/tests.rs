@@ -482,11 +482,35 @@ fn noise_canary(
     })
 }
 
+/// Time this process's tokio worker threads spent runnable but waiting for
+/// a CPU (schedstat's run_delay), summed: what other tenants cost the engine.
+fn workers_run_queue_wait() -> Duration {
+    let mut total = 0u64;
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        // tokio names its workers "tokio-rt-worker" (older: "tokio-runtime-worker").
+        if !comm.starts_with("tokio-r") {
+            continue;
+        }
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            total += s
+                .split(' ')
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(total)
+}
+
 /// 5,000 TCP probes against local listeners, every 4 s (1,250 connects/s,
 /// 15 times loxilb's default load for as many endpoints): the scheduler keeps
 /// its deadlines with a concurrency cap of 256. The bound is p99 lateness
-/// under 100 ms on top of the worst stall of the machine itself, measured by
-/// a canary thread at the same time, so a loaded CI machine does not fail it.
+/// under 100 ms on top of the worst stall of a canary thread; and only when
+/// the machine starves the runtime (its workers wait for a CPU more than 25 %
+/// of the time: other builds share these 2 cores) is that wait allowed too,
+/// so a loaded CI machine does not fail it while a scheduler that drifts or
+/// serialises still does.
 /// (`examples/drift.rs` measures heavier loads and reports CPU.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_probes_keep_their_schedule() {
@@ -511,27 +535,31 @@ async fn five_thousand_probes_keep_their_schedule() {
     let canary = noise_canary(stop.clone());
     e.reset_stats();
     let t0 = Instant::now();
+    let waited0 = workers_run_queue_wait();
     sleep(period * 2).await;
     let stats = e.stats();
     let window = t0.elapsed();
+    let waited = workers_run_queue_wait().saturating_sub(waited0) / 2;
     stop.store(true, Ordering::Relaxed);
     let noise = canary.join().unwrap();
     let noise_p99 = noise[(noise.len() * 99 / 100).min(noise.len() - 1)];
     let noise_max = noise.last().copied().unwrap_or_default();
     let snap = e.snapshot();
     let up = snap.iter().filter(|s| s.state == ProbeState::Up).count();
-    eprintln!("5000 probes over {window:?}: {stats:?}, up {up}; machine noise p99 {noise_p99:?} max {noise_max:?}");
+    eprintln!("5000 probes over {window:?}: {stats:?}, up {up}; machine noise p99 {noise_p99:?} max {noise_max:?}, each worker waited {waited:?} for a CPU");
+    let starved = waited > window / 4;
+    let allowance = noise_max + if starved { waited } else { Duration::ZERO };
     assert_eq!(up, N, "every endpoint up");
     let expected = (N as f64 * window.as_secs_f64() / period.as_secs_f64()) as u64;
-    let slack = (noise_max.as_secs_f64() / period.as_secs_f64() * N as f64) as u64;
+    let slack = (allowance.as_secs_f64() / period.as_secs_f64() * N as f64) as u64;
     assert!(
         stats.dispatched + slack >= expected * 9 / 10 && stats.dispatched <= expected * 11 / 10,
         "dispatched {} of ~{expected}",
         stats.dispatched
     );
     assert!(
-        stats.lateness_p99 < Duration::from_millis(100) + noise_max,
-        "p99 lateness {:?} (machine stalls up to {noise_max:?})",
+        stats.lateness_p99 < Duration::from_millis(100) + allowance,
+        "p99 lateness {:?} (machine stalls up to {noise_max:?}, waited for CPU {waited:?})",
         stats.lateness_p99
     );
 }
