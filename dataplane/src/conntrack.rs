@@ -35,6 +35,8 @@ use crate::tables::EndpointId;
 
 /// Slots per bucket.
 pub const WAYS: usize = 8;
+/// [`Conntrack::probe`]'s answer when no tag matches.
+pub const NO_SLOT: usize = usize::MAX;
 
 /// Idle timeout of a TCP flow whose handshake has not completed.
 pub const SYN_TIMEOUT_NS: u64 = 30_000_000_000;
@@ -97,7 +99,13 @@ impl FlowKey {
     /// The direction-sensitive hash that places the key in a shard.
     #[inline]
     pub fn hash(&self) -> u64 {
-        let w = self.words();
+        FlowKey::hash_words(&self.words())
+    }
+
+    /// [`FlowKey::hash`] of a key given as its [`FlowKey::words`] (the fast
+    /// path builds the words straight from the frame).
+    #[inline]
+    pub fn hash_words(w: &[u64; 5]) -> u64 {
         let mut h = w[0].wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h = (h ^ w[1])
             .rotate_left(23)
@@ -111,8 +119,10 @@ impl FlowKey {
         fmix64(h ^ w[4])
     }
 
+    /// The key as the five words a slot stores: both addresses as
+    /// [`Ip16::words`], then `sport << 32 | dport << 16 | proto`.
     #[inline]
-    fn words(&self) -> [u64; 5] {
+    pub fn words(&self) -> [u64; 5] {
         let s = self.src.words();
         let d = self.dst.words();
         [
@@ -298,6 +308,43 @@ impl Slot {
         None
     }
 
+    /// The established fast path's read: only what forwarding an IPv4 packet
+    /// needs (the low address words are not read: an IPv4 rewrite writes
+    /// bytes 12..16 of each address, which live in the high words). `None`
+    /// if empty, being written, moved during the read, or keyed otherwise.
+    #[inline]
+    fn read_fast(&self, slot: usize, want: &[u64; 5]) -> Option<FastHit> {
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 & 1 == 1 {
+            return None;
+        }
+        let mut diff = 0;
+        for (k, w) in self.key.iter().zip(want) {
+            diff |= k.load(Ordering::Relaxed) ^ w;
+        }
+        let meta = self.meta.load(Ordering::Relaxed);
+        let gen_ep = self.gen_ep.load(Ordering::Relaxed);
+        let new_src = self.new_src[1].load(Ordering::Relaxed);
+        let new_dst = self.new_dst[1].load(Ordering::Relaxed);
+        let ports = self.ports.load(Ordering::Relaxed);
+        let l2 = self.l2.load(Ordering::Relaxed);
+        let last_seen = self.last_seen.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != s1 || diff != 0 || meta & 3 == 0 {
+            return None;
+        }
+        Some(FastHit {
+            slot,
+            meta,
+            gen_ep,
+            new_src,
+            new_dst,
+            ports,
+            l2,
+            last_seen,
+        })
+    }
+
     /// Owner only: write a whole entry.
     fn write(&self, key: &FlowKey, d: &FlowData, now: u64) {
         let s = self.seq.load(Ordering::Relaxed);
@@ -404,6 +451,79 @@ pub struct Hit {
     pub last_seen: u64,
 }
 
+/// A hit of the established fast path: the raw words of the fields it
+/// needs, decoded on use (the full [`FlowData`] is only built on the slow path).
+#[derive(Debug, Clone, Copy)]
+pub struct FastHit {
+    /// Slot index within the shard.
+    pub slot: usize,
+    meta: u32,
+    gen_ep: u64,
+    new_src: u64,
+    new_dst: u64,
+    ports: u64,
+    l2: u64,
+    /// When a packet last matched it (ns).
+    pub last_seen: u64,
+}
+
+impl FastHit {
+    /// Direction.
+    #[inline]
+    pub fn kind(&self) -> Kind {
+        if self.meta & 3 == KIND_FWD {
+            Kind::Forward
+        } else {
+            Kind::Reply
+        }
+    }
+    /// [`flags`] bits seen so far.
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        ((self.meta >> 2) & 0x3f) as u8
+    }
+    /// Low 32 bits of the tables generation of the cached next hop.
+    #[inline]
+    pub fn gen(&self) -> u32 {
+        self.gen_ep as u32
+    }
+    /// The backend.
+    #[inline]
+    pub fn endpoint(&self) -> EndpointId {
+        (self.gen_ep >> 32) as u32
+    }
+    /// NAT mode number.
+    #[inline]
+    pub fn mode(&self) -> u8 {
+        (self.ports >> 32) as u8
+    }
+    /// Bytes 12..16 of the source address to write (the IPv4 address).
+    #[inline]
+    pub fn new_src_v4(&self) -> [u8; 4] {
+        ((self.new_src >> 32) as u32).to_le_bytes()
+    }
+    /// Bytes 12..16 of the destination address to write.
+    #[inline]
+    pub fn new_dst_v4(&self) -> [u8; 4] {
+        ((self.new_dst >> 32) as u32).to_le_bytes()
+    }
+    /// Source port to write.
+    #[inline]
+    pub fn new_sport(&self) -> u16 {
+        self.ports as u16
+    }
+    /// Destination port to write.
+    #[inline]
+    pub fn new_dport(&self) -> u16 {
+        (self.ports >> 16) as u16
+    }
+    /// Destination MAC and transmit port.
+    #[inline]
+    pub fn l2(&self) -> (MacAddr, PortId) {
+        word_mac(self.l2)
+    }
+}
+
 /// A tracked flow, for dumps (`config/conntrack/all`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowInfo {
@@ -489,16 +609,52 @@ impl Conntrack {
             .find_map(|i| self.find_in(i, key, hash))
     }
 
-    /// Prefetch the tag line a lookup of `hash` in `shard` will read.
+    /// Prefetch the tag line a lookup of `hash` in `shard` will read (stage 1
+    /// of a batch; [`Conntrack::probe`] follows once the line has arrived).
     #[inline]
     pub fn prefetch(&self, shard: usize, hash: u64) {
         if let Some(s) = self.shards.get(shard) {
-            let i = s.bucket(hash) * WAYS;
-            prefetch(&s.tags[i]);
-            // The slot is only known after the tag compare; prefetching the
-            // bucket's first slot still helps the common 1-entry-per-bucket case.
-            prefetch(&s.slots[i + (tag_of(hash) as usize & (WAYS - 1))]);
+            if let Some(t) = s.tags.get(s.bucket(hash) * WAYS) {
+                prefetch(t);
+            }
         }
+    }
+
+    /// The first slot of `hash`'s bucket in `shard` whose tag matches (or
+    /// [`NO_SLOT`]), with both of its cache lines prefetched: the second
+    /// stage of a batch's prefetching, run after [`Conntrack::prefetch`] had
+    /// time to bring the tag line in. The slot is only a candidate: its key
+    /// is checked when it is read ([`Conntrack::read_fast`]).
+    #[inline]
+    pub fn probe(&self, shard: usize, hash: u64) -> usize {
+        let Some(s) = self.shards.get(shard) else {
+            return NO_SLOT;
+        };
+        let base = s.bucket(hash) * WAYS;
+        let tag = tag_of(hash);
+        let Some(tags) = s.tags.get(base..base + WAYS) else {
+            return NO_SLOT;
+        };
+        for (i, t) in tags.iter().enumerate() {
+            if t.load(Ordering::Acquire) == tag {
+                let slot = &s.slots[base + i];
+                prefetch(&slot.seq);
+                prefetch(&slot.bytes);
+                return base + i;
+            }
+        }
+        NO_SLOT
+    }
+
+    /// Read slot `slot` of `shard` for the established fast path if it holds
+    /// the key whose [`FlowKey::words`] are `want`.
+    #[inline]
+    pub fn read_fast(&self, shard: usize, slot: usize, want: &[u64; 5]) -> Option<FastHit> {
+        self.shards
+            .get(shard)?
+            .slots
+            .get(slot)?
+            .read_fast(slot, want)
     }
 
     /// Count a packet of `bytes` on a hit entry and refresh its last-seen time.
@@ -506,10 +662,18 @@ impl Conntrack {
     /// arrives on one queue, so every entry has a single writer here too.
     #[inline]
     pub fn touch(&self, hit: &Hit, now: u64, bytes: u64) {
-        let slot = &self.shards[hit.shard].slots[hit.slot];
+        self.touch_at(hit.shard, hit.slot, hit.last_seen, now, bytes);
+    }
+
+    /// [`Conntrack::touch`] by slot, with the last-seen time the read returned.
+    #[inline]
+    pub fn touch_at(&self, shard: usize, slot: usize, last_seen: u64, now: u64, bytes: u64) {
+        let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) else {
+            return;
+        };
         crate::counters::bump(&slot.packets, 1);
         crate::counters::bump(&slot.bytes, bytes);
-        if now.saturating_sub(hit.last_seen) >= TOUCH_GRANULARITY_NS {
+        if now.saturating_sub(last_seen) >= TOUCH_GRANULARITY_NS {
             slot.last_seen.store(now, Ordering::Relaxed);
         }
     }
@@ -517,10 +681,17 @@ impl Conntrack {
     /// Record flag bits on a hit entry (any worker; atomic OR, only when new).
     #[inline]
     pub fn add_flags(&self, hit: &Hit, f: u8) {
-        if hit.data.flags & f != f {
-            let slot = &self.shards[hit.shard].slots[hit.slot];
-            slot.meta
-                .fetch_or(u32::from(f & 0x3f) << 2, Ordering::Relaxed);
+        self.add_flags_at(hit.shard, hit.slot, hit.data.flags, f);
+    }
+
+    /// [`Conntrack::add_flags`] by slot, given the flags the read returned.
+    #[inline]
+    pub fn add_flags_at(&self, shard: usize, slot: usize, have: u8, f: u8) {
+        if have & f != f {
+            if let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) {
+                slot.meta
+                    .fetch_or(u32::from(f & 0x3f) << 2, Ordering::Relaxed);
+            }
         }
     }
 

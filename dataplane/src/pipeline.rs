@@ -14,20 +14,21 @@
 use std::sync::Arc;
 
 use crate::conntrack::{
-    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardWriter,
+    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardWriter, NO_SLOT,
 };
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::edit::{
     decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
+    rewrite_fast, rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
 };
 use crate::frame::{Frame, PortId, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
+use crate::prefetch::prefetch;
 use crate::tables::{
     Endpoint, EndpointState, NatMode, Selection, Service, Tables, MAX_ENDPOINT_IDS,
 };
-use crate::wire::{self, Frag, InnerMeta, PacketMeta};
+use crate::wire::{self, FastMeta, Frag, InnerMeta, PacketMeta};
 
 /// Something that decides, for each frame of a batch, what happens to it.
 /// `verdicts.len() >= frames.len()`; entry `i` is written for frame `i`.
@@ -618,6 +619,111 @@ fn tcp_flag_bits(tcp: u8) -> u8 {
     f
 }
 
+impl Pipeline {
+    /// The established-flow fast path for a frame [`wire::parse_fast`]
+    /// accepted, whose flow stage 1.5 found a candidate slot for in this
+    /// worker's shard. It does exactly what [`Pipeline::decide`] →
+    /// [`Pipeline::tracked`] → [`Pipeline::apply`] would, for the common case
+    /// only; `None` (with nothing changed) hands the frame to that slow path:
+    /// no entry here, an entry in another shard, a forward entry whose next
+    /// hop predates the tables, DSR, no such port, TTL ≤ 1.
+    #[inline(always)]
+    fn fast(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        f: &mut Frame<'_>,
+        q: &FastMeta,
+        words: &[u64; 5],
+        cand: usize,
+    ) -> Option<Verdict> {
+        if cand == NO_SLOT || q.ttl <= 1 {
+            return None;
+        }
+        let ct = self.ct.table();
+        let hit = ct.read_fast(self.worker, cand, words)?;
+        if hit.kind() == Kind::Forward
+            && (hit.gen() != t.generation as u32 || mode::is_dsr(hit.mode()))
+        {
+            return None;
+        }
+        let (mac, port_id) = hit.l2();
+        let port = t.port(port_id)?;
+        let mut fl = flags::SEEN;
+        if q.proto == 6 {
+            fl |= tcp_flag_bits(q.tcp_flags);
+        }
+        let bytes = f.len as u64;
+        ct.add_flags_at(self.worker, hit.slot, hit.flags(), fl);
+        ct.touch_at(self.worker, hit.slot, hit.last_seen, now, bytes);
+        self.counters.endpoint_packet(hit.endpoint(), bytes);
+        let done = rewrite_fast(
+            f.data_mut(),
+            q.proto == 6,
+            hit.new_src_v4(),
+            hit.new_dst_v4(),
+            hit.new_sport(),
+            hit.new_dport(),
+            mac,
+            port.mac,
+        );
+        // parse_fast checked the frame holds its headers, so this cannot drop.
+        Some(if done {
+            Verdict::Tx(port_id)
+        } else {
+            Verdict::Drop(DropReason::TruncatedL4)
+        })
+    }
+
+    /// The slow path: every frame the fast path does not take.
+    #[inline(never)]
+    fn slow(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        f: &mut Frame<'_>,
+        meta: &Result<PacketMeta, DropReason>,
+        hash: u64,
+    ) -> Verdict {
+        match meta {
+            Err(r) => Verdict::Drop(*r),
+            Ok(m) if !m.is_ip() => Verdict::Pass,
+            Ok(m) => {
+                let m = *m;
+                let key = FlowKey {
+                    src: m.src,
+                    dst: m.dst,
+                    sport: m.sport,
+                    dport: m.dport,
+                    proto: m.proto,
+                };
+                self.decide(t, now, f, &m, &key, hash)
+            }
+        }
+    }
+}
+
+/// [`FlowKey::words`] of an IPv4 5-tuple, straight from the frame's bytes
+/// (an IPv4 address maps to `::ffff:a.b.c.d`: low word 0, high word
+/// `0xffff_0000 | a.b.c.d << 32` in little-endian byte order).
+#[inline(always)]
+fn fast_words(q: &FastMeta) -> [u64; 5] {
+    let v4 = |a: [u8; 4]| 0xffff_0000 | (u64::from(u32::from_le_bytes(a)) << 32);
+    [
+        0,
+        v4(q.src),
+        0,
+        v4(q.dst),
+        (u64::from(q.sport) << 32) | (u64::from(q.dport) << 16) | u64::from(q.proto),
+    ]
+}
+
+/// Frames ahead of the one being decided whose first line is prefetched:
+/// stage 1 read every header, but frame buffers sit a power of two apart
+/// (2–4 KiB), so 64 headers share a few L1 sets and most are evicted by
+/// the time stage 2 comes back to them.
+const FRAME_PREFETCH_AHEAD: usize = 4;
+
 impl Processor for Pipeline {
     fn process_batch(
         &mut self,
@@ -631,48 +737,99 @@ impl Processor for Pipeline {
         }
         let mut metas: [Result<PacketMeta, DropReason>; CHUNK] =
             [Err(DropReason::TruncatedEthernet); CHUNK];
-        let mut keys = [FlowKey::default(); CHUNK];
+        let mut fasts = [FastMeta::default(); CHUNK];
+        let mut is_fast = [false; CHUNK];
+        let mut has_key = [false; CHUNK];
+        let mut words = [[0u64; 5]; CHUNK];
         let mut hashes = [0u64; CHUNK];
+        let mut cands = [NO_SLOT; CHUNK];
+        // Counted in locals and stored once per batch (single writer; control
+        // reads counters that may be a batch old anyway).
+        let (mut rx_packets, mut rx_bytes) = (0u64, 0u64);
+        let (mut tx_packets, mut tx_bytes, mut passed) = (0u64, 0u64, 0u64);
         for (fc, vc) in frames.chunks_mut(CHUNK).zip(verdicts.chunks_mut(CHUNK)) {
-            // Stage 1: parse everything and prefetch the flow-table lines.
+            // Stage 1: parse everything and prefetch the flow-table tag lines.
             for (i, f) in fc.iter().enumerate() {
-                bump(&self.counters.rx_packets, 1);
-                bump(&self.counters.rx_bytes, f.len as u64);
-                metas[i] = wire::parse(f.data());
-                if let Ok(m) = &metas[i] {
-                    if m.is_ip() {
-                        keys[i] = FlowKey {
-                            src: m.src,
-                            dst: m.dst,
-                            sport: m.sport,
-                            dport: m.dport,
-                            proto: m.proto,
-                        };
-                        hashes[i] = keys[i].hash();
-                        self.ct.table().prefetch(self.worker, hashes[i]);
+                rx_packets += 1;
+                rx_bytes += f.len as u64;
+                let data = f.data();
+                if let Some(q) = wire::parse_fast(data) {
+                    fasts[i] = q;
+                    is_fast[i] = true;
+                    words[i] = fast_words(&q);
+                } else {
+                    is_fast[i] = false;
+                    metas[i] = wire::parse(data);
+                    match &metas[i] {
+                        Ok(m) if m.is_ip() => {
+                            words[i] = FlowKey {
+                                src: m.src,
+                                dst: m.dst,
+                                sport: m.sport,
+                                dport: m.dport,
+                                proto: m.proto,
+                            }
+                            .words();
+                        }
+                        _ => {
+                            has_key[i] = false;
+                            continue;
+                        }
                     }
                 }
+                has_key[i] = true;
+                hashes[i] = FlowKey::hash_words(&words[i]);
+                self.ct.table().prefetch(self.worker, hashes[i]);
+            }
+            // Stage 1.5: the tag lines have had a stage to arrive; find each
+            // frame's candidate slot and prefetch it.
+            for i in 0..fc.len() {
+                cands[i] = if has_key[i] {
+                    self.ct.table().probe(self.worker, hashes[i])
+                } else {
+                    NO_SLOT
+                };
             }
             // Stage 2: decide.
-            for (i, (f, v)) in fc.iter_mut().zip(vc.iter_mut()).enumerate() {
-                *v = match &metas[i] {
-                    Err(r) => Verdict::Drop(*r),
-                    Ok(m) if !m.is_ip() => Verdict::Pass,
-                    Ok(m) => {
-                        let m = *m;
-                        self.decide(tables, now_ns, f, &m, &keys[i], hashes[i])
+            let n = fc.len();
+            for i in 0..n {
+                if let Some(ahead) = fc.get(i + FRAME_PREFETCH_AHEAD) {
+                    if let Some(b) = ahead.buf.first() {
+                        prefetch(b);
                     }
+                }
+                let (Some(f), Some(v)) = (fc.get_mut(i), vc.get_mut(i)) else {
+                    break;
+                };
+                let fast = if is_fast[i] {
+                    self.fast(tables, now_ns, f, &fasts[i], &words[i], cands[i])
+                } else {
+                    None
+                };
+                *v = match fast {
+                    Some(v) => v,
+                    None if is_fast[i] => {
+                        let meta = wire::parse(f.data());
+                        self.slow(tables, now_ns, f, &meta, hashes[i])
+                    }
+                    None => self.slow(tables, now_ns, f, &metas[i], hashes[i]),
                 };
                 match *v {
                     Verdict::Tx(_) => {
-                        bump(&self.counters.tx_packets, 1);
-                        bump(&self.counters.tx_bytes, f.len as u64);
+                        tx_packets += 1;
+                        tx_bytes += f.len as u64;
                     }
-                    Verdict::Pass => bump(&self.counters.passed, 1),
+                    Verdict::Pass => passed += 1,
                     Verdict::Drop(r) => self.counters.count_drop(r),
                 }
             }
         }
+        let c = &self.counters;
+        bump(&c.rx_packets, rx_packets);
+        bump(&c.rx_bytes, rx_bytes);
+        bump(&c.tx_packets, tx_packets);
+        bump(&c.tx_bytes, tx_bytes);
+        bump(&c.passed, passed);
         self.expire_due(now_ns);
     }
 }
@@ -682,5 +839,32 @@ pub fn tx_port(v: Verdict) -> Option<PortId> {
     match v {
         Verdict::Tx(p) => Some(p),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_words_are_the_flow_key_words() {
+        let q = FastMeta {
+            src: [10, 0, 0, 2],
+            dst: [192, 0, 2, 250],
+            sport: 40001,
+            dport: 443,
+            proto: 17,
+            tcp_flags: 0,
+            ttl: 9,
+        };
+        let key = FlowKey {
+            src: Ip16::v4(q.src),
+            dst: Ip16::v4(q.dst),
+            sport: q.sport,
+            dport: q.dport,
+            proto: q.proto,
+        };
+        assert_eq!(fast_words(&q), key.words());
+        assert_eq!(FlowKey::hash_words(&fast_words(&q)), key.hash());
     }
 }
