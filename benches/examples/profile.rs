@@ -7,7 +7,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let flows: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
-    let buckets = (flows as usize / 2).next_power_of_two().max(1024);
+    let buckets = xlb_benches::buckets_for(flows);
     let (mut p, t, batches) = established(flows, buckets);
     let mut b = Batch::new();
     let start = std::time::Instant::now();

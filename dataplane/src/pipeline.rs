@@ -73,6 +73,40 @@ pub struct Pipeline {
     /// When expiry last ran, and the fraction of a bucket it still owes (in ns·buckets).
     gc_last: u64,
     gc_owed: u64,
+    /// Per-frame state between the stages of a batch. Kept here, not on the
+    /// stack, so a batch does not start by zeroing ~8 KiB; taken out of the
+    /// pipeline for the length of a batch (so `self` stays borrowable).
+    scratch: Option<Box<Scratch>>,
+}
+
+/// What stage 1 learns about each frame of a chunk, for the later stages.
+#[derive(Debug)]
+struct Scratch {
+    /// Full parse (frames the fast parser did not take).
+    metas: [Result<PacketMeta, DropReason>; CHUNK],
+    /// Fast parse.
+    fasts: [FastMeta; CHUNK],
+    is_fast: [bool; CHUNK],
+    /// Whether `words` and `hashes` hold the frame's flow key.
+    has_key: [bool; CHUNK],
+    words: [[u64; 5]; CHUNK],
+    hashes: [u64; CHUNK],
+    /// Candidate conntrack slot from stage 1.5 ([`NO_SLOT`] if none).
+    cands: [usize; CHUNK],
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            metas: [Err(DropReason::TruncatedEthernet); CHUNK],
+            fasts: [FastMeta::default(); CHUNK],
+            is_fast: [false; CHUNK],
+            has_key: [false; CHUNK],
+            words: [[0u64; 5]; CHUNK],
+            hashes: [0u64; CHUNK],
+            cands: [NO_SLOT; CHUNK],
+        }
+    }
 }
 
 /// Release what a removed flow held. A free function so it can be called while
@@ -101,6 +135,7 @@ impl Pipeline {
             nat_cursor: 0,
             gc_last: 0,
             gc_owed: 0,
+            scratch: Some(Box::new(Scratch::new())),
         }
     }
 
@@ -735,19 +770,29 @@ impl Processor for Pipeline {
         if tables.generation != self.gen {
             self.on_tables(tables);
         }
-        let mut metas: [Result<PacketMeta, DropReason>; CHUNK] =
-            [Err(DropReason::TruncatedEthernet); CHUNK];
-        let mut fasts = [FastMeta::default(); CHUNK];
-        let mut is_fast = [false; CHUNK];
-        let mut has_key = [false; CHUNK];
-        let mut words = [[0u64; 5]; CHUNK];
-        let mut hashes = [0u64; CHUNK];
-        let mut cands = [NO_SLOT; CHUNK];
+        // Always present outside a batch; allocating is only the fallback.
+        let mut sc = self
+            .scratch
+            .take()
+            .unwrap_or_else(|| Box::new(Scratch::new()));
+        let Scratch {
+            metas,
+            fasts,
+            is_fast,
+            has_key,
+            words,
+            hashes,
+            cands,
+        } = &mut *sc;
         // Counted in locals and stored once per batch (single writer; control
         // reads counters that may be a batch old anyway).
         let (mut rx_packets, mut rx_bytes) = (0u64, 0u64);
         let (mut tx_packets, mut tx_bytes, mut passed) = (0u64, 0u64, 0u64);
         for (fc, vc) in frames.chunks_mut(CHUNK).zip(verdicts.chunks_mut(CHUNK)) {
+            // chunks_mut yields at most CHUNK frames; saying so lets the
+            // compiler drop the bounds checks on the scratch arrays.
+            let n = fc.len().min(vc.len()).min(CHUNK);
+            let (fc, vc) = (&mut fc[..n], &mut vc[..n]);
             // Stage 1: parse everything and prefetch the flow-table tag lines.
             for (i, f) in fc.iter().enumerate() {
                 rx_packets += 1;
@@ -783,7 +828,7 @@ impl Processor for Pipeline {
             }
             // Stage 1.5: the tag lines have had a stage to arrive; find each
             // frame's candidate slot and prefetch it.
-            for i in 0..fc.len() {
+            for i in 0..n {
                 cands[i] = if has_key[i] {
                     self.ct.table().probe(self.worker, hashes[i])
                 } else {
@@ -791,7 +836,6 @@ impl Processor for Pipeline {
                 };
             }
             // Stage 2: decide.
-            let n = fc.len();
             for i in 0..n {
                 if let Some(ahead) = fc.get(i + FRAME_PREFETCH_AHEAD) {
                     if let Some(b) = ahead.buf.first() {
@@ -809,7 +853,7 @@ impl Processor for Pipeline {
                 *v = match fast {
                     Some(v) => v,
                     None if is_fast[i] => {
-                        let meta = wire::parse(f.data());
+                        let meta = Ok(fasts[i].to_meta());
                         self.slow(tables, now_ns, f, &meta, hashes[i])
                     }
                     None => self.slow(tables, now_ns, f, &metas[i], hashes[i]),
@@ -830,6 +874,7 @@ impl Processor for Pipeline {
         bump(&c.tx_packets, tx_packets);
         bump(&c.tx_bytes, tx_bytes);
         bump(&c.passed, passed);
+        self.scratch = Some(sc);
         self.expire_due(now_ns);
     }
 }
@@ -856,6 +901,7 @@ mod tests {
             proto: 17,
             tcp_flags: 0,
             ttl: 9,
+            l4_len: 8,
         };
         let key = FlowKey {
             src: Ip16::v4(q.src),
