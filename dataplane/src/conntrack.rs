@@ -26,7 +26,7 @@
 //! follows from it: partner = (new_dst:new_dport → new_src:new_sport).
 //! Both entries live in the owner's shard, so the owner removes them together.
 
-use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::frame::PortId;
 use crate::net::{fmix64, Ip16, MacAddr};
@@ -393,10 +393,97 @@ impl Slot {
     }
 }
 
+/// The 16-bit tags of a shard's slots (0 = empty), four to an atomic word so
+/// that a bucket's eight are two loads and a SWAR compare, without a
+/// data-dependent branch per way. Only the shard's owner writes them (a
+/// lane update is a load and a store of its word); readers load whole words.
+#[derive(Debug)]
+struct Tags(Box<[AtomicU64]>);
+
+const LANES: usize = 4;
+const LANE_ONES: u64 = 0x0001_0001_0001_0001;
+const LANE_HIGHS: u64 = 0x8000_8000_8000_8000;
+
+impl Tags {
+    fn new(slots: usize) -> Tags {
+        Tags(
+            (0..slots.div_ceil(LANES))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        )
+    }
+
+    /// Tag of slot `i` (0 for a slot out of range: empty).
+    #[inline]
+    fn get(&self, i: usize, order: Ordering) -> u16 {
+        self.0
+            .get(i / LANES)
+            .map_or(0, |w| (w.load(order) >> (16 * (i % LANES))) as u16)
+    }
+
+    /// Owner only: set the tag of slot `i`.
+    #[inline]
+    fn set(&self, i: usize, tag: u16) {
+        if let Some(w) = self.0.get(i / LANES) {
+            let shift = 16 * (i % LANES);
+            let v = w.load(Ordering::Relaxed) & !(0xffff << shift);
+            w.store(v | (u64::from(tag) << shift), Ordering::Release);
+        }
+    }
+
+    /// Bit `w` set for each way `w` of bucket `b` whose tag equals `tag`
+    /// (`tag` 0: the free ways).
+    #[inline]
+    fn matches(&self, b: usize, tag: u16, order: Ordering) -> u32 {
+        let Some(words) = self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES) else {
+            return 0;
+        };
+        let pattern = u64::from(tag) * LANE_ONES;
+        let mut bits = 0u32;
+        for (k, w) in words.iter().enumerate() {
+            let x = w.load(order) ^ pattern;
+            // A lane is nonzero iff its low 15 bits plus 0x7fff carry into
+            // bit 15, or bit 15 is already set; no carry crosses lanes.
+            let nonzero = ((x & !LANE_HIGHS) + !LANE_HIGHS) | x;
+            let mut zero = !nonzero & LANE_HIGHS;
+            while zero != 0 {
+                let lane = zero.trailing_zeros() as usize / 16;
+                bits |= 1 << (k * LANES + lane);
+                zero &= zero - 1;
+            }
+        }
+        bits
+    }
+
+    /// Way of bucket `b` holding the first tag equal to `tag` (nonzero).
+    #[inline]
+    fn first_match(&self, b: usize, tag: u16) -> Option<usize> {
+        let words = self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES)?;
+        let pattern = u64::from(tag) * LANE_ONES;
+        for (k, w) in words.iter().enumerate() {
+            let x = w.load(Ordering::Acquire) ^ pattern;
+            let nonzero = ((x & !LANE_HIGHS) + !LANE_HIGHS) | x;
+            let zero = !nonzero & LANE_HIGHS;
+            if zero != 0 {
+                return Some(k * LANES + zero.trailing_zeros() as usize / 16);
+            }
+        }
+        None
+    }
+
+    /// Prefetch bucket `b`'s tags.
+    #[inline]
+    fn prefetch(&self, b: usize) {
+        if let Some(w) = self.0.get(b * WAYS / LANES) {
+            prefetch(w);
+        }
+    }
+}
+
 /// One worker's part of the table.
 #[derive(Debug)]
 struct Shard {
-    tags: Box<[AtomicU16]>,
+    tags: Tags,
     slots: Box<[Slot]>,
     mask: usize,
     used: AtomicU64,
@@ -406,7 +493,7 @@ impl Shard {
     fn new(buckets: usize) -> Shard {
         let n = buckets * WAYS;
         Shard {
-            tags: (0..n).map(|_| AtomicU16::new(0)).collect(),
+            tags: Tags::new(n),
             slots: (0..n).map(|_| Slot::default()).collect(),
             mask: buckets - 1,
             used: AtomicU64::new(0),
@@ -420,13 +507,13 @@ impl Shard {
 
     #[inline]
     fn find(&self, key: &FlowKey, hash: u64) -> Option<(usize, FlowData, u64)> {
-        let base = self.bucket(hash) * WAYS;
-        let tag = tag_of(hash);
-        for i in base..base + WAYS {
-            if self.tags[i].load(Ordering::Acquire) == tag {
-                if let Some((_, d, last)) = self.slots[i].read(Some(key)) {
-                    return Some((i, d, last));
-                }
+        let b = self.bucket(hash);
+        let mut ways = self.tags.matches(b, tag_of(hash), Ordering::Acquire);
+        while ways != 0 {
+            let i = b * WAYS + ways.trailing_zeros() as usize;
+            ways &= ways - 1;
+            if let Some((_, d, last)) = self.slots.get(i).and_then(|s| s.read(Some(key))) {
+                return Some((i, d, last));
             }
         }
         None
@@ -614,9 +701,7 @@ impl Conntrack {
     #[inline]
     pub fn prefetch(&self, shard: usize, hash: u64) {
         if let Some(s) = self.shards.get(shard) {
-            if let Some(t) = s.tags.get(s.bucket(hash) * WAYS) {
-                prefetch(t);
-            }
+            s.tags.prefetch(s.bucket(hash));
         }
     }
 
@@ -630,20 +715,17 @@ impl Conntrack {
         let Some(s) = self.shards.get(shard) else {
             return NO_SLOT;
         };
-        let base = s.bucket(hash) * WAYS;
-        let tag = tag_of(hash);
-        let Some(tags) = s.tags.get(base..base + WAYS) else {
-            return NO_SLOT;
-        };
-        for (i, t) in tags.iter().enumerate() {
-            if t.load(Ordering::Acquire) == tag {
-                let slot = &s.slots[base + i];
-                prefetch(&slot.seq);
-                prefetch(&slot.bytes);
-                return base + i;
+        let b = s.bucket(hash);
+        match s.tags.first_match(b, tag_of(hash)) {
+            Some(i) => {
+                if let Some(slot) = s.slots.get(b * WAYS + i) {
+                    prefetch(&slot.seq);
+                    prefetch(&slot.bytes);
+                }
+                b * WAYS + i
             }
+            None => NO_SLOT,
         }
-        NO_SLOT
     }
 
     /// Read slot `slot` of `shard` for the established fast path if it holds
@@ -700,7 +782,7 @@ impl Conntrack {
         let mut out = Vec::new();
         for s in self.shards.iter() {
             for (i, slot) in s.slots.iter().enumerate() {
-                if s.tags[i].load(Ordering::Relaxed) == 0 {
+                if s.tags.get(i, Ordering::Relaxed) == 0 {
                     continue;
                 }
                 if let Some((key, data, last_seen)) = slot.read(None) {
@@ -808,8 +890,7 @@ impl ShardWriter {
             self.shard_ref().slots[i].write(key, d, now);
             return Ok(i);
         }
-        let free =
-            (base..base + WAYS).find(|&i| self.shard_ref().tags[i].load(Ordering::Relaxed) == 0);
+        let free = self.free_way(base);
         let idx = match free {
             Some(i) => i,
             None => {
@@ -817,16 +898,23 @@ impl ShardWriter {
                 if let Some(r) = self.remove_pair(victim, true) {
                     on_removed(r);
                 }
-                (base..base + WAYS)
-                    .find(|&i| self.shard_ref().tags[i].load(Ordering::Relaxed) == 0)
-                    .ok_or(Full)?
+                self.free_way(base).ok_or(Full)?
             }
         };
         let s = self.shard_ref();
         s.slots[idx].write(key, d, now);
-        s.tags[idx].store(tag, Ordering::Release);
+        s.tags.set(idx, tag);
         s.used.fetch_add(1, Ordering::Relaxed);
         Ok(idx)
+    }
+
+    /// The first free slot of the bucket starting at slot `base`.
+    fn free_way(&self, base: usize) -> Option<usize> {
+        let free = self
+            .shard_ref()
+            .tags
+            .matches(base / WAYS, 0, Ordering::Relaxed);
+        (free != 0).then(|| base + free.trailing_zeros() as usize)
     }
 
     fn pick_victim(&self, base: usize, now: u64, protect: Option<usize>) -> Option<usize> {
@@ -853,7 +941,7 @@ impl ShardWriter {
     /// The flow that slot `i` belongs to, seen through both of its entries.
     fn flow_view(&self, i: usize) -> Option<FlowView> {
         let s = self.shard_ref();
-        if s.tags[i].load(Ordering::Relaxed) == 0 {
+        if s.tags.get(i, Ordering::Relaxed) == 0 {
             return None;
         }
         let (key, d, last) = s.slots[i].read(None)?;
@@ -875,8 +963,8 @@ impl ShardWriter {
 
     fn clear_slot(&self, i: usize) {
         let s = self.shard_ref();
-        if s.tags[i].load(Ordering::Relaxed) != 0 {
-            s.tags[i].store(0, Ordering::Release);
+        if s.tags.get(i, Ordering::Relaxed) != 0 {
+            s.tags.set(i, 0);
             s.slots[i].clear();
             s.used.fetch_sub(1, Ordering::Relaxed);
         }
@@ -1014,6 +1102,43 @@ mod tests {
             ..fwd
         };
         (key, fwd, reply)
+    }
+
+    proptest::proptest! {
+        /// The SWAR tag match finds the first equal tag of a bucket, as a scan would.
+        #[test]
+        fn tag_match_is_the_first_equal_way(
+            ways in proptest::array::uniform8(proptest::prop_oneof![
+                proptest::prelude::Just(0u16),
+                proptest::prelude::Just(1u16),
+                proptest::prelude::Just(0x8001u16),
+                proptest::prelude::any::<u16>(),
+            ]),
+            tag in proptest::prop_oneof![
+                proptest::prelude::Just(1u16),
+                proptest::prelude::Just(0x8001u16),
+                proptest::prelude::any::<u16>(),
+            ],
+        ) {
+            let tag = tag | 1;
+            let t = Tags::new(2 * WAYS);
+            for (i, &w) in ways.iter().enumerate() {
+                t.set(WAYS + i, w);
+                proptest::prop_assert_eq!(t.get(WAYS + i, Ordering::Relaxed), w);
+            }
+            proptest::prop_assert_eq!(t.first_match(1, tag), ways.iter().position(|&w| w == tag));
+            proptest::prop_assert_eq!(t.first_match(0, tag), None);
+            for want in [tag, 0] {
+                let bits: u32 = ways
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &w)| w == want)
+                    .map(|(i, _)| 1 << i)
+                    .sum();
+                proptest::prop_assert_eq!(t.matches(1, want, Ordering::Relaxed), bits);
+            }
+            proptest::prop_assert_eq!(t.matches(0, 0, Ordering::Relaxed), 0xff);
+        }
     }
 
     #[test]

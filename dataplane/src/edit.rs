@@ -150,7 +150,7 @@ pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport
 ///
 /// [`wire::parse_fast`]: crate::wire::parse_fast
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub fn rewrite_fast(
     data: &mut [u8],
     tcp: bool,

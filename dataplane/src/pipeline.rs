@@ -480,18 +480,37 @@ impl Pipeline {
         if !dsr && m.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        if !dsr {
-            rewrite_l3l4(
+        // The common shape takes the fixed-offset rewrite (same bytes, tested).
+        let simple = !dsr
+            && m.v4
+            && usize::from(m.l3_off) == wire::FAST_L3
+            && usize::from(m.l4_off) == wire::FAST_L4
+            && m.frag == Frag::None
+            && (m.proto == 6 || m.proto == 17)
+            && rewrite_fast(
                 f.data_mut(),
-                m,
-                d.new_src,
-                d.new_dst,
+                m.proto == 6,
+                d.new_src.v4_octets(),
+                d.new_dst.v4_octets(),
                 d.new_sport,
                 d.new_dport,
+                d.mac,
+                src_mac,
             );
-            decrement_ttl(f.data_mut(), m);
+        if !simple {
+            if !dsr {
+                rewrite_l3l4(
+                    f.data_mut(),
+                    m,
+                    d.new_src,
+                    d.new_dst,
+                    d.new_sport,
+                    d.new_dport,
+                );
+                decrement_ttl(f.data_mut(), m);
+            }
+            set_macs(f.data_mut(), d.mac, src_mac);
         }
-        set_macs(f.data_mut(), d.mac, src_mac);
         if d.kind == Kind::Forward && d.mode == mode::DSR_IPIP {
             let outer_src = port
                 .addrs
