@@ -724,7 +724,18 @@ impl Conntrack {
                 }
                 b * WAYS + i
             }
-            None => NO_SLOT,
+            None => {
+                // Likely a new flow: its forward entry will go to the bucket's
+                // first free way (if the owner probes its own shard).
+                let free = s.tags.matches(b, 0, Ordering::Relaxed);
+                if free != 0 {
+                    if let Some(slot) = s.slots.get(b * WAYS + free.trailing_zeros() as usize) {
+                        prefetch(&slot.seq);
+                        prefetch(&slot.bytes);
+                    }
+                }
+                NO_SLOT
+            }
         }
     }
 
