@@ -445,12 +445,11 @@ impl Tags {
             // A lane is nonzero iff its low 15 bits plus 0x7fff carry into
             // bit 15, or bit 15 is already set; no carry crosses lanes.
             let nonzero = ((x & !LANE_HIGHS) + !LANE_HIGHS) | x;
-            let mut zero = !nonzero & LANE_HIGHS;
-            while zero != 0 {
-                let lane = zero.trailing_zeros() as usize / 16;
-                bits |= 1 << (k * LANES + lane);
-                zero &= zero - 1;
-            }
+            let zero = (!nonzero & LANE_HIGHS) >> 15;
+            // Gather bits 0, 16, 32, 48 into bits 60..63: the partial
+            // products land on distinct bits, so nothing carries.
+            let gathered = zero.wrapping_mul((1 << 60) | (1 << 45) | (1 << 30) | (1 << 15)) >> 60;
+            bits |= (gathered as u32) << (k * LANES);
         }
         bits
     }
