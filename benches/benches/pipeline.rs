@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use xlb_benches::{established, frame, tables, Batch, BATCH};
+use xlb_benches::{buckets_for, established, frame, tables, Batch, BATCH};
 use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig};
 use xlb_dataplane::pipeline::Pipeline;
 use xlb_dataplane::Verdict;
@@ -71,8 +71,8 @@ fn benches(c: &mut Criterion) {
     g.finish();
     let copy_ns = measure(|| rb.run(None, &t, 0, &refs));
 
-    let est_10k = per_packet(c, "established_10k_flows", 10_000, 1 << 13);
-    let est_1m = per_packet(c, "established_1m_flows", 1_000_000, 1 << 19);
+    let est_10k = per_packet(c, "established_10k_flows", 10_000, buckets_for(10_000));
+    let est_1m = per_packet(c, "established_1m_flows", 1_000_000, buckets_for(1_000_000));
 
     // New flows: every packet a SYN from a client never seen before. The
     // source address is patched into a template (and the IPv4 checksum fixed

@@ -1,19 +1,60 @@
-//! A fixed amount of established-flow work, for instruction-level profiling:
-//! `valgrind --tool=callgrind target/release/examples/profile [flows] [batches]`.
+//! A fixed amount of pipeline work, for instruction-level profiling:
+//! `valgrind --tool=callgrind target/release/examples/profile [flows] [batches]`
+//! for established flows, or `profile syn [batches]` for new flows (every
+//! packet a SYN from a client never seen before).
 
-use xlb_benches::{established, Batch};
+use std::sync::Arc;
+
+use xlb_benches::{buckets_for, established, frame, tables, Batch, BATCH};
+use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig};
+use xlb_dataplane::pipeline::Pipeline;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("syn") {
+        args.next();
+        let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
+        return syn(rounds);
+    }
     let flows: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
-    let buckets = (flows as usize / 2).next_power_of_two().max(1024);
-    let (mut p, t, batches) = established(flows, buckets);
+    let (mut p, t, batches) = established(flows, buckets_for(flows));
     let mut b = Batch::new();
     let start = std::time::Instant::now();
     for k in 0..rounds {
         b.run(Some(&mut p), &t, 2, &batches[k % batches.len()]);
     }
-    let ns = start.elapsed().as_nanos() as f64 / (rounds * xlb_benches::BATCH) as f64;
+    let ns = start.elapsed().as_nanos() as f64 / (rounds * BATCH) as f64;
     println!("{flows} flows: {ns:.1} ns/packet (including the buffer refresh)");
+}
+
+/// New flows, as in the bench: the client address and port are patched
+/// into a SYN template and its checksums recomputed.
+fn syn(rounds: usize) {
+    let t = tables();
+    let ct = Arc::new(Conntrack::new(
+        1,
+        ConntrackConfig {
+            buckets_per_shard: 1 << 19,
+        },
+    ));
+    let mut p = Pipeline::new(0, 1, &ct);
+    let mut b = Batch::new();
+    let mut syns: Vec<Vec<u8>> = (0..BATCH as u32).map(|i| frame(i, 0x02)).collect();
+    let mut next = 0u32;
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        for f in syns.iter_mut() {
+            next = next.wrapping_add(1);
+            let src = (0x0b00_0000 | (next & 0x00ff_ffff)).to_be_bytes();
+            f[26..30].copy_from_slice(&src);
+            f[34..36].copy_from_slice(&((next >> 24) as u16 + 1024).to_be_bytes());
+            let m = xlb_dataplane::wire::parse(f).expect("template");
+            xlb_dataplane::checksum::fill_ipv4_checksum(f, &m);
+            xlb_dataplane::checksum::fill_l4_checksum(f, &m);
+        }
+        b.run(Some(&mut p), &t, 3, &syns);
+    }
+    let ns = start.elapsed().as_nanos() as f64 / (rounds * BATCH) as f64;
+    println!("new flows: {ns:.1} ns/packet (including the template patch and buffer refresh)");
 }

@@ -26,7 +26,7 @@
 //! follows from it: partner = (new_dst:new_dport → new_src:new_sport).
 //! Both entries live in the owner's shard, so the owner removes them together.
 
-use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::frame::PortId;
 use crate::net::{fmix64, Ip16, MacAddr};
@@ -35,6 +35,8 @@ use crate::tables::EndpointId;
 
 /// Slots per bucket.
 pub const WAYS: usize = 8;
+/// [`Conntrack::probe`]'s answer when no tag matches.
+pub const NO_SLOT: usize = usize::MAX;
 
 /// Idle timeout of a TCP flow whose handshake has not completed.
 pub const SYN_TIMEOUT_NS: u64 = 30_000_000_000;
@@ -97,7 +99,13 @@ impl FlowKey {
     /// The direction-sensitive hash that places the key in a shard.
     #[inline]
     pub fn hash(&self) -> u64 {
-        let w = self.words();
+        FlowKey::hash_words(&self.words())
+    }
+
+    /// [`FlowKey::hash`] of a key given as its [`FlowKey::words`] (the fast
+    /// path builds the words straight from the frame).
+    #[inline]
+    pub fn hash_words(w: &[u64; 5]) -> u64 {
         let mut h = w[0].wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h = (h ^ w[1])
             .rotate_left(23)
@@ -111,8 +119,10 @@ impl FlowKey {
         fmix64(h ^ w[4])
     }
 
+    /// The key as the five words a slot stores: both addresses as
+    /// [`Ip16::words`], then `sport << 32 | dport << 16 | proto`.
     #[inline]
-    fn words(&self) -> [u64; 5] {
+    pub fn words(&self) -> [u64; 5] {
         let s = self.src.words();
         let d = self.dst.words();
         [
@@ -298,6 +308,43 @@ impl Slot {
         None
     }
 
+    /// The established fast path's read: only what forwarding an IPv4 packet
+    /// needs (the low address words are not read: an IPv4 rewrite writes
+    /// bytes 12..16 of each address, which live in the high words). `None`
+    /// if empty, being written, moved during the read, or keyed otherwise.
+    #[inline]
+    fn read_fast(&self, slot: usize, want: &[u64; 5]) -> Option<FastHit> {
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 & 1 == 1 {
+            return None;
+        }
+        let mut diff = 0;
+        for (k, w) in self.key.iter().zip(want) {
+            diff |= k.load(Ordering::Relaxed) ^ w;
+        }
+        let meta = self.meta.load(Ordering::Relaxed);
+        let gen_ep = self.gen_ep.load(Ordering::Relaxed);
+        let new_src = self.new_src[1].load(Ordering::Relaxed);
+        let new_dst = self.new_dst[1].load(Ordering::Relaxed);
+        let ports = self.ports.load(Ordering::Relaxed);
+        let l2 = self.l2.load(Ordering::Relaxed);
+        let last_seen = self.last_seen.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != s1 || diff != 0 || meta & 3 == 0 {
+            return None;
+        }
+        Some(FastHit {
+            slot,
+            meta,
+            gen_ep,
+            new_src,
+            new_dst,
+            ports,
+            l2,
+            last_seen,
+        })
+    }
+
     /// Owner only: write a whole entry.
     fn write(&self, key: &FlowKey, d: &FlowData, now: u64) {
         let s = self.seq.load(Ordering::Relaxed);
@@ -346,10 +393,96 @@ impl Slot {
     }
 }
 
+/// The 16-bit tags of a shard's slots (0 = empty), four to an atomic word so
+/// that a bucket's eight are two loads and a SWAR compare, without a
+/// data-dependent branch per way. Only the shard's owner writes them (a
+/// lane update is a load and a store of its word); readers load whole words.
+#[derive(Debug)]
+struct Tags(Box<[AtomicU64]>);
+
+const LANES: usize = 4;
+const LANE_ONES: u64 = 0x0001_0001_0001_0001;
+const LANE_HIGHS: u64 = 0x8000_8000_8000_8000;
+
+impl Tags {
+    fn new(slots: usize) -> Tags {
+        Tags(
+            (0..slots.div_ceil(LANES))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        )
+    }
+
+    /// Tag of slot `i` (0 for a slot out of range: empty).
+    #[inline]
+    fn get(&self, i: usize, order: Ordering) -> u16 {
+        self.0
+            .get(i / LANES)
+            .map_or(0, |w| (w.load(order) >> (16 * (i % LANES))) as u16)
+    }
+
+    /// Owner only: set the tag of slot `i`.
+    #[inline]
+    fn set(&self, i: usize, tag: u16) {
+        if let Some(w) = self.0.get(i / LANES) {
+            let shift = 16 * (i % LANES);
+            let v = w.load(Ordering::Relaxed) & !(0xffff << shift);
+            w.store(v | (u64::from(tag) << shift), Ordering::Release);
+        }
+    }
+
+    /// Bit `w` set for each way `w` of bucket `b` whose tag equals `tag`
+    /// (`tag` 0: the free ways).
+    #[inline]
+    fn matches(&self, b: usize, tag: u16, order: Ordering) -> u32 {
+        let Some(words) = self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES) else {
+            return 0;
+        };
+        let pattern = u64::from(tag) * LANE_ONES;
+        let mut bits = 0u32;
+        for (k, w) in words.iter().enumerate() {
+            let x = w.load(order) ^ pattern;
+            // A lane is nonzero iff its low 15 bits plus 0x7fff carry into
+            // bit 15, or bit 15 is already set; no carry crosses lanes.
+            let nonzero = ((x & !LANE_HIGHS) + !LANE_HIGHS) | x;
+            let zero = (!nonzero & LANE_HIGHS) >> 15;
+            // Gather bits 0, 16, 32, 48 into bits 60..63: the partial
+            // products land on distinct bits, so nothing carries.
+            let gathered = zero.wrapping_mul((1 << 60) | (1 << 45) | (1 << 30) | (1 << 15)) >> 60;
+            bits |= (gathered as u32) << (k * LANES);
+        }
+        bits
+    }
+
+    /// Way of bucket `b` holding the first tag equal to `tag` (nonzero).
+    #[inline]
+    fn first_match(&self, b: usize, tag: u16) -> Option<usize> {
+        let words = self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES)?;
+        let pattern = u64::from(tag) * LANE_ONES;
+        for (k, w) in words.iter().enumerate() {
+            let x = w.load(Ordering::Acquire) ^ pattern;
+            let nonzero = ((x & !LANE_HIGHS) + !LANE_HIGHS) | x;
+            let zero = !nonzero & LANE_HIGHS;
+            if zero != 0 {
+                return Some(k * LANES + zero.trailing_zeros() as usize / 16);
+            }
+        }
+        None
+    }
+
+    /// Prefetch bucket `b`'s tags.
+    #[inline]
+    fn prefetch(&self, b: usize) {
+        if let Some(w) = self.0.get(b * WAYS / LANES) {
+            prefetch(w);
+        }
+    }
+}
+
 /// One worker's part of the table.
 #[derive(Debug)]
 struct Shard {
-    tags: Box<[AtomicU16]>,
+    tags: Tags,
     slots: Box<[Slot]>,
     mask: usize,
     used: AtomicU64,
@@ -359,7 +492,7 @@ impl Shard {
     fn new(buckets: usize) -> Shard {
         let n = buckets * WAYS;
         Shard {
-            tags: (0..n).map(|_| AtomicU16::new(0)).collect(),
+            tags: Tags::new(n),
             slots: (0..n).map(|_| Slot::default()).collect(),
             mask: buckets - 1,
             used: AtomicU64::new(0),
@@ -373,13 +506,13 @@ impl Shard {
 
     #[inline]
     fn find(&self, key: &FlowKey, hash: u64) -> Option<(usize, FlowData, u64)> {
-        let base = self.bucket(hash) * WAYS;
-        let tag = tag_of(hash);
-        for i in base..base + WAYS {
-            if self.tags[i].load(Ordering::Acquire) == tag {
-                if let Some((_, d, last)) = self.slots[i].read(Some(key)) {
-                    return Some((i, d, last));
-                }
+        let b = self.bucket(hash);
+        let mut ways = self.tags.matches(b, tag_of(hash), Ordering::Acquire);
+        while ways != 0 {
+            let i = b * WAYS + ways.trailing_zeros() as usize;
+            ways &= ways - 1;
+            if let Some((_, d, last)) = self.slots.get(i).and_then(|s| s.read(Some(key))) {
+                return Some((i, d, last));
             }
         }
         None
@@ -402,6 +535,79 @@ pub struct Hit {
     pub data: FlowData,
     /// When a packet last matched it (ns).
     pub last_seen: u64,
+}
+
+/// A hit of the established fast path: the raw words of the fields it
+/// needs, decoded on use (the full [`FlowData`] is only built on the slow path).
+#[derive(Debug, Clone, Copy)]
+pub struct FastHit {
+    /// Slot index within the shard.
+    pub slot: usize,
+    meta: u32,
+    gen_ep: u64,
+    new_src: u64,
+    new_dst: u64,
+    ports: u64,
+    l2: u64,
+    /// When a packet last matched it (ns).
+    pub last_seen: u64,
+}
+
+impl FastHit {
+    /// Direction.
+    #[inline]
+    pub fn kind(&self) -> Kind {
+        if self.meta & 3 == KIND_FWD {
+            Kind::Forward
+        } else {
+            Kind::Reply
+        }
+    }
+    /// [`flags`] bits seen so far.
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        ((self.meta >> 2) & 0x3f) as u8
+    }
+    /// Low 32 bits of the tables generation of the cached next hop.
+    #[inline]
+    pub fn gen(&self) -> u32 {
+        self.gen_ep as u32
+    }
+    /// The backend.
+    #[inline]
+    pub fn endpoint(&self) -> EndpointId {
+        (self.gen_ep >> 32) as u32
+    }
+    /// NAT mode number.
+    #[inline]
+    pub fn mode(&self) -> u8 {
+        (self.ports >> 32) as u8
+    }
+    /// Bytes 12..16 of the source address to write (the IPv4 address).
+    #[inline]
+    pub fn new_src_v4(&self) -> [u8; 4] {
+        ((self.new_src >> 32) as u32).to_le_bytes()
+    }
+    /// Bytes 12..16 of the destination address to write.
+    #[inline]
+    pub fn new_dst_v4(&self) -> [u8; 4] {
+        ((self.new_dst >> 32) as u32).to_le_bytes()
+    }
+    /// Source port to write.
+    #[inline]
+    pub fn new_sport(&self) -> u16 {
+        self.ports as u16
+    }
+    /// Destination port to write.
+    #[inline]
+    pub fn new_dport(&self) -> u16 {
+        (self.ports >> 16) as u16
+    }
+    /// Destination MAC and transmit port.
+    #[inline]
+    pub fn l2(&self) -> (MacAddr, PortId) {
+        word_mac(self.l2)
+    }
 }
 
 /// A tracked flow, for dumps (`config/conntrack/all`).
@@ -489,16 +695,58 @@ impl Conntrack {
             .find_map(|i| self.find_in(i, key, hash))
     }
 
-    /// Prefetch the tag line a lookup of `hash` in `shard` will read.
+    /// Prefetch the tag line a lookup of `hash` in `shard` will read (stage 1
+    /// of a batch; [`Conntrack::probe`] follows once the line has arrived).
     #[inline]
     pub fn prefetch(&self, shard: usize, hash: u64) {
         if let Some(s) = self.shards.get(shard) {
-            let i = s.bucket(hash) * WAYS;
-            prefetch(&s.tags[i]);
-            // The slot is only known after the tag compare; prefetching the
-            // bucket's first slot still helps the common 1-entry-per-bucket case.
-            prefetch(&s.slots[i + (tag_of(hash) as usize & (WAYS - 1))]);
+            s.tags.prefetch(s.bucket(hash));
         }
+    }
+
+    /// The first slot of `hash`'s bucket in `shard` whose tag matches (or
+    /// [`NO_SLOT`]), with both of its cache lines prefetched: the second
+    /// stage of a batch's prefetching, run after [`Conntrack::prefetch`] had
+    /// time to bring the tag line in. The slot is only a candidate: its key
+    /// is checked when it is read ([`Conntrack::read_fast`]).
+    #[inline]
+    pub fn probe(&self, shard: usize, hash: u64) -> usize {
+        let Some(s) = self.shards.get(shard) else {
+            return NO_SLOT;
+        };
+        let b = s.bucket(hash);
+        match s.tags.first_match(b, tag_of(hash)) {
+            Some(i) => {
+                if let Some(slot) = s.slots.get(b * WAYS + i) {
+                    prefetch(&slot.seq);
+                    prefetch(&slot.bytes);
+                }
+                b * WAYS + i
+            }
+            None => {
+                // Likely a new flow: its forward entry will go to the bucket's
+                // first free way (if the owner probes its own shard).
+                let free = s.tags.matches(b, 0, Ordering::Relaxed);
+                if free != 0 {
+                    if let Some(slot) = s.slots.get(b * WAYS + free.trailing_zeros() as usize) {
+                        prefetch(&slot.seq);
+                        prefetch(&slot.bytes);
+                    }
+                }
+                NO_SLOT
+            }
+        }
+    }
+
+    /// Read slot `slot` of `shard` for the established fast path if it holds
+    /// the key whose [`FlowKey::words`] are `want`.
+    #[inline]
+    pub fn read_fast(&self, shard: usize, slot: usize, want: &[u64; 5]) -> Option<FastHit> {
+        self.shards
+            .get(shard)?
+            .slots
+            .get(slot)?
+            .read_fast(slot, want)
     }
 
     /// Count a packet of `bytes` on a hit entry and refresh its last-seen time.
@@ -506,10 +754,18 @@ impl Conntrack {
     /// arrives on one queue, so every entry has a single writer here too.
     #[inline]
     pub fn touch(&self, hit: &Hit, now: u64, bytes: u64) {
-        let slot = &self.shards[hit.shard].slots[hit.slot];
+        self.touch_at(hit.shard, hit.slot, hit.last_seen, now, bytes);
+    }
+
+    /// [`Conntrack::touch`] by slot, with the last-seen time the read returned.
+    #[inline]
+    pub fn touch_at(&self, shard: usize, slot: usize, last_seen: u64, now: u64, bytes: u64) {
+        let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) else {
+            return;
+        };
         crate::counters::bump(&slot.packets, 1);
         crate::counters::bump(&slot.bytes, bytes);
-        if now.saturating_sub(hit.last_seen) >= TOUCH_GRANULARITY_NS {
+        if now.saturating_sub(last_seen) >= TOUCH_GRANULARITY_NS {
             slot.last_seen.store(now, Ordering::Relaxed);
         }
     }
@@ -517,10 +773,17 @@ impl Conntrack {
     /// Record flag bits on a hit entry (any worker; atomic OR, only when new).
     #[inline]
     pub fn add_flags(&self, hit: &Hit, f: u8) {
-        if hit.data.flags & f != f {
-            let slot = &self.shards[hit.shard].slots[hit.slot];
-            slot.meta
-                .fetch_or(u32::from(f & 0x3f) << 2, Ordering::Relaxed);
+        self.add_flags_at(hit.shard, hit.slot, hit.data.flags, f);
+    }
+
+    /// [`Conntrack::add_flags`] by slot, given the flags the read returned.
+    #[inline]
+    pub fn add_flags_at(&self, shard: usize, slot: usize, have: u8, f: u8) {
+        if have & f != f {
+            if let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) {
+                slot.meta
+                    .fetch_or(u32::from(f & 0x3f) << 2, Ordering::Relaxed);
+            }
         }
     }
 
@@ -529,7 +792,7 @@ impl Conntrack {
         let mut out = Vec::new();
         for s in self.shards.iter() {
             for (i, slot) in s.slots.iter().enumerate() {
-                if s.tags[i].load(Ordering::Relaxed) == 0 {
+                if s.tags.get(i, Ordering::Relaxed) == 0 {
                     continue;
                 }
                 if let Some((key, data, last_seen)) = slot.read(None) {
@@ -637,8 +900,7 @@ impl ShardWriter {
             self.shard_ref().slots[i].write(key, d, now);
             return Ok(i);
         }
-        let free =
-            (base..base + WAYS).find(|&i| self.shard_ref().tags[i].load(Ordering::Relaxed) == 0);
+        let free = self.free_way(base);
         let idx = match free {
             Some(i) => i,
             None => {
@@ -646,16 +908,23 @@ impl ShardWriter {
                 if let Some(r) = self.remove_pair(victim, true) {
                     on_removed(r);
                 }
-                (base..base + WAYS)
-                    .find(|&i| self.shard_ref().tags[i].load(Ordering::Relaxed) == 0)
-                    .ok_or(Full)?
+                self.free_way(base).ok_or(Full)?
             }
         };
         let s = self.shard_ref();
         s.slots[idx].write(key, d, now);
-        s.tags[idx].store(tag, Ordering::Release);
+        s.tags.set(idx, tag);
         s.used.fetch_add(1, Ordering::Relaxed);
         Ok(idx)
+    }
+
+    /// The first free slot of the bucket starting at slot `base`.
+    fn free_way(&self, base: usize) -> Option<usize> {
+        let free = self
+            .shard_ref()
+            .tags
+            .matches(base / WAYS, 0, Ordering::Relaxed);
+        (free != 0).then(|| base + free.trailing_zeros() as usize)
     }
 
     fn pick_victim(&self, base: usize, now: u64, protect: Option<usize>) -> Option<usize> {
@@ -689,7 +958,7 @@ impl ShardWriter {
     /// The flow that slot `i` belongs to, seen through both of its entries.
     fn flow_view(&self, i: usize) -> Option<FlowView> {
         let s = self.shard_ref();
-        if s.tags[i].load(Ordering::Relaxed) == 0 {
+        if s.tags.get(i, Ordering::Relaxed) == 0 {
             return None;
         }
         let (key, d, last) = s.slots[i].read(None)?;
@@ -711,8 +980,8 @@ impl ShardWriter {
 
     fn clear_slot(&self, i: usize) {
         let s = self.shard_ref();
-        if s.tags[i].load(Ordering::Relaxed) != 0 {
-            s.tags[i].store(0, Ordering::Release);
+        if s.tags.get(i, Ordering::Relaxed) != 0 {
+            s.tags.set(i, 0);
             s.slots[i].clear();
             s.used.fetch_sub(1, Ordering::Relaxed);
         }
@@ -850,6 +1119,43 @@ mod tests {
             ..fwd
         };
         (key, fwd, reply)
+    }
+
+    proptest::proptest! {
+        /// The SWAR tag match finds the first equal tag of a bucket, as a scan would.
+        #[test]
+        fn tag_match_is_the_first_equal_way(
+            ways in proptest::array::uniform8(proptest::prop_oneof![
+                proptest::prelude::Just(0u16),
+                proptest::prelude::Just(1u16),
+                proptest::prelude::Just(0x8001u16),
+                proptest::prelude::any::<u16>(),
+            ]),
+            tag in proptest::prop_oneof![
+                proptest::prelude::Just(1u16),
+                proptest::prelude::Just(0x8001u16),
+                proptest::prelude::any::<u16>(),
+            ],
+        ) {
+            let tag = tag | 1;
+            let t = Tags::new(2 * WAYS);
+            for (i, &w) in ways.iter().enumerate() {
+                t.set(WAYS + i, w);
+                proptest::prop_assert_eq!(t.get(WAYS + i, Ordering::Relaxed), w);
+            }
+            proptest::prop_assert_eq!(t.first_match(1, tag), ways.iter().position(|&w| w == tag));
+            proptest::prop_assert_eq!(t.first_match(0, tag), None);
+            for want in [tag, 0] {
+                let bits: u32 = ways
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &w)| w == want)
+                    .map(|(i, _)| 1 << i)
+                    .sum();
+                proptest::prop_assert_eq!(t.matches(1, want, Ordering::Relaxed), bits);
+            }
+            proptest::prop_assert_eq!(t.matches(0, 0, Ordering::Relaxed), 0xff);
+        }
     }
 
     #[test]

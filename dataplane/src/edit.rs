@@ -6,7 +6,7 @@
 use crate::checksum::{self, L4Checksum};
 use crate::frame::Frame;
 use crate::net::{Ip16, MacAddr};
-use crate::wire::PacketMeta;
+use crate::wire::{self, PacketMeta};
 
 /// TTL of packets xlb originates (ICMP echo replies, IPIP outer headers).
 pub const OWN_TTL: u8 = 64;
@@ -139,6 +139,90 @@ pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport
     }
 }
 
+/// A forwarding rewrite of a frame [`wire::parse_fast`] accepted (untagged
+/// Ethernet, 20-byte IPv4 header, TCP or UDP): the same bytes as
+/// [`rewrite_l3l4`] + [`decrement_ttl`] + [`set_macs`] (tested), with fixed
+/// offsets and one bounds check. The address and TTL changes go into the IPv4
+/// header checksum as one RFC 1624 delta (one's-complement addition is
+/// associative, and a fold of a nonzero sum never yields zero, so one update
+/// equals two in sequence). `ttl` must be > 1. Returns false, changing
+/// nothing, if the frame is shorter than its headers.
+///
+/// [`wire::parse_fast`]: crate::wire::parse_fast
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn rewrite_fast(
+    data: &mut [u8],
+    tcp: bool,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    mac_dst: MacAddr,
+    mac_src: MacAddr,
+) -> bool {
+    const TCP_END: usize = wire::FAST_L4 + 20;
+    const UDP_END: usize = wire::FAST_L4 + 8;
+    if tcp {
+        match data.first_chunk_mut::<TCP_END>() {
+            Some(h) => {
+                rewrite_fixed::<TCP_END, 16, false>(h, src, dst, sport, dport, mac_dst, mac_src)
+            }
+            None => return false,
+        }
+    } else {
+        match data.first_chunk_mut::<UDP_END>() {
+            Some(h) => {
+                rewrite_fixed::<UDP_END, 6, true>(h, src, dst, sport, dport, mac_dst, mac_src)
+            }
+            None => return false,
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn rewrite_fixed<const N: usize, const CSUM: usize, const UDP: bool>(
+    h: &mut [u8; N],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    mac_dst: MacAddr,
+    mac_src: MacAddr,
+) {
+    const L3: usize = wire::FAST_L3;
+    const L4: usize = wire::FAST_L4;
+    let be32 =
+        |b: &[u8; N], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let be16 = |b: &[u8; N], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let addrs = u64::from(!be32(h, L3 + 12))
+        + u64::from(u32::from_be_bytes(src))
+        + u64::from(!be32(h, L3 + 16))
+        + u64::from(u32::from_be_bytes(dst));
+    let ttl_proto = be16(h, L3 + 8);
+    let new_ttl_proto = u16::from_be_bytes([h[L3 + 8].saturating_sub(1), h[L3 + 9]]);
+    let ip_csum = apply_delta(be16(h, L3 + 10), addrs + delta16(ttl_proto, new_ttl_proto));
+    let l4_csum = be16(h, L4 + CSUM);
+    // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
+    if !(UDP && l4_csum == 0) {
+        let delta = addrs + delta16(be16(h, L4), sport) + delta16(be16(h, L4 + 2), dport);
+        let mut c = apply_delta(l4_csum, delta);
+        if UDP {
+            c = checksum::udp_nonzero(c);
+        }
+        h[L4 + CSUM..L4 + CSUM + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    h[L4..L4 + 2].copy_from_slice(&sport.to_be_bytes());
+    h[L4 + 2..L4 + 4].copy_from_slice(&dport.to_be_bytes());
+    h[L3 + 8..L3 + 10].copy_from_slice(&new_ttl_proto.to_be_bytes());
+    h[L3 + 10..L3 + 12].copy_from_slice(&ip_csum.to_be_bytes());
+    h[L3 + 12..L3 + 16].copy_from_slice(&src);
+    h[L3 + 16..L3 + 20].copy_from_slice(&dst);
+    h[ETH_DST..ETH_DST + 6].copy_from_slice(&mac_dst.0);
+    h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&mac_src.0);
+}
+
 /// Write new IP addresses, keeping the IPv4 header checksum right.
 #[inline]
 pub fn set_ip_addrs(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16) {
@@ -224,4 +308,52 @@ pub fn write_ipv4_header(h: &mut [u8], src: Ip16, dst: Ip16, proto: u8, ttl: u8,
     h[16..20].copy_from_slice(&dst.0[12..]);
     let c = checksum::checksum(&h[..20]);
     h[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::build::Builder;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    fn sa(a: u32, p: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::from(a), p))
+    }
+
+    proptest! {
+        /// The fast rewrite writes the same bytes as the general one, for any
+        /// addresses, ports, TTL and starting checksums (incl. 0 and 0xffff).
+        #[test]
+        fn rewrite_fast_matches_the_general_rewrite(
+            tcp in any::<bool>(),
+            (a, b, c, d) in (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()),
+            (p, q, r, s) in (any::<u16>(), any::<u16>(), any::<u16>(), any::<u16>()),
+            ttl in 2u8..=255,
+            ip_csum in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            l4_csum in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            macs in any::<[u8; 12]>(),
+        ) {
+            let bld = if tcp {
+                Builder::tcp(sa(a, p), sa(b, q), 0x10)
+            } else {
+                Builder::udp(sa(a, p), sa(b, q))
+            };
+            let mut f = bld.ttl(ttl).payload(b"xlb").to_vec().expect("frame");
+            f[24..26].copy_from_slice(&ip_csum.to_be_bytes());
+            let at = 34 + if tcp { 16 } else { 6 };
+            f[at..at + 2].copy_from_slice(&l4_csum.to_be_bytes());
+            let m = wire::parse(&f).expect("parses");
+            let mac_dst = MacAddr(macs[..6].try_into().expect("6"));
+            let mac_src = MacAddr(macs[6..].try_into().expect("6"));
+            let (src, dst) = (Ipv4Addr::from(c), Ipv4Addr::from(d));
+            let mut slow = f.clone();
+            rewrite_l3l4(&mut slow, &m, Ip16::v4(src.octets()), Ip16::v4(dst.octets()), r, s);
+            decrement_ttl(&mut slow, &m);
+            set_macs(&mut slow, mac_dst, mac_src);
+            let mut fast = f.clone();
+            prop_assert!(rewrite_fast(&mut fast, tcp, src.octets(), dst.octets(), r, s, mac_dst, mac_src));
+            prop_assert_eq!(fast, slow);
+        }
+    }
 }

@@ -14,20 +14,21 @@
 use std::sync::Arc;
 
 use crate::conntrack::{
-    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardWriter,
+    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardWriter, NO_SLOT,
 };
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::edit::{
     decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
+    rewrite_fast, rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
 };
 use crate::frame::{Frame, PortId, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
+use crate::prefetch::prefetch;
 use crate::tables::{
     Endpoint, EndpointState, NatMode, Selection, Service, Tables, MAX_ENDPOINT_IDS,
 };
-use crate::wire::{self, Frag, InnerMeta, PacketMeta};
+use crate::wire::{self, FastMeta, Frag, InnerMeta, PacketMeta};
 
 /// Something that decides, for each frame of a batch, what happens to it.
 /// `verdicts.len() >= frames.len()`; entry `i` is written for frame `i`.
@@ -82,6 +83,40 @@ pub struct Pipeline {
     /// When expiry last ran, and the fraction of a bucket it still owes (in ns·buckets).
     gc_last: u64,
     gc_owed: u64,
+    /// Per-frame state between the stages of a batch. Kept here, not on the
+    /// stack, so a batch does not start by zeroing ~8 KiB; taken out of the
+    /// pipeline for the length of a batch (so `self` stays borrowable).
+    scratch: Option<Box<Scratch>>,
+}
+
+/// What stage 1 learns about each frame of a chunk, for the later stages.
+#[derive(Debug)]
+struct Scratch {
+    /// Full parse (frames the fast parser did not take).
+    metas: [Result<PacketMeta, DropReason>; CHUNK],
+    /// Fast parse.
+    fasts: [FastMeta; CHUNK],
+    is_fast: [bool; CHUNK],
+    /// Whether `words` and `hashes` hold the frame's flow key.
+    has_key: [bool; CHUNK],
+    words: [[u64; 5]; CHUNK],
+    hashes: [u64; CHUNK],
+    /// Candidate conntrack slot from stage 1.5 ([`NO_SLOT`] if none).
+    cands: [usize; CHUNK],
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            metas: [Err(DropReason::TruncatedEthernet); CHUNK],
+            fasts: [FastMeta::default(); CHUNK],
+            is_fast: [false; CHUNK],
+            has_key: [false; CHUNK],
+            words: [[0u64; 5]; CHUNK],
+            hashes: [0u64; CHUNK],
+            cands: [NO_SLOT; CHUNK],
+        }
+    }
 }
 
 /// Release what a removed flow held. A free function so it can be called while
@@ -110,6 +145,7 @@ impl Pipeline {
             nat_cursor: 0,
             gc_last: 0,
             gc_owed: 0,
+            scratch: Some(Box::new(Scratch::new())),
         }
     }
 
@@ -470,18 +506,37 @@ impl Pipeline {
         if !dsr && m.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        if !dsr {
-            rewrite_l3l4(
+        // The common shape takes the fixed-offset rewrite (same bytes, tested).
+        let simple = !dsr
+            && m.v4
+            && usize::from(m.l3_off) == wire::FAST_L3
+            && usize::from(m.l4_off) == wire::FAST_L4
+            && m.frag == Frag::None
+            && (m.proto == 6 || m.proto == 17)
+            && rewrite_fast(
                 f.data_mut(),
-                m,
-                d.new_src,
-                d.new_dst,
+                m.proto == 6,
+                d.new_src.v4_octets(),
+                d.new_dst.v4_octets(),
                 d.new_sport,
                 d.new_dport,
+                d.mac,
+                src_mac,
             );
-            decrement_ttl(f.data_mut(), m);
+        if !simple {
+            if !dsr {
+                rewrite_l3l4(
+                    f.data_mut(),
+                    m,
+                    d.new_src,
+                    d.new_dst,
+                    d.new_sport,
+                    d.new_dport,
+                );
+                decrement_ttl(f.data_mut(), m);
+            }
+            set_macs(f.data_mut(), d.mac, src_mac);
         }
-        set_macs(f.data_mut(), d.mac, src_mac);
         if d.kind == Kind::Forward && d.mode == mode::DSR_IPIP {
             let outer_src = port
                 .addrs
@@ -644,6 +699,116 @@ fn tcp_flag_bits(tcp: u8) -> u8 {
     f
 }
 
+impl Pipeline {
+    /// The established-flow fast path for a frame [`wire::parse_fast`]
+    /// accepted, whose flow stage 1.5 found a candidate slot for in this
+    /// worker's shard. It does exactly what [`Pipeline::decide`] →
+    /// [`Pipeline::tracked`] → [`Pipeline::apply`] would, for the common case
+    /// only; `None` (with nothing changed) hands the frame to that slow path:
+    /// no entry here, an entry in another shard, a forward entry whose next
+    /// hop predates the tables or that was idle for over a second, DSR, no
+    /// such port, TTL ≤ 1.
+    #[inline(always)]
+    fn fast(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        f: &mut Frame<'_>,
+        q: &FastMeta,
+        words: &[u64; 5],
+        cand: usize,
+    ) -> Option<Verdict> {
+        if cand == NO_SLOT || q.ttl <= 1 {
+            return None;
+        }
+        let ct = self.ct.table();
+        let hit = ct.read_fast(self.worker, cand, words)?;
+        if hit.kind() == Kind::Forward
+            && (hit.gen() != t.generation as u32
+                || mode::is_dsr(hit.mode())
+                || now.saturating_sub(hit.last_seen) > MIN_IDLE_CHECK_NS)
+        {
+            // Table change, DSR, or idle long enough that the flow may have
+            // expired: the slow path decides.
+            return None;
+        }
+        let (mac, port_id) = hit.l2();
+        let port = t.port(port_id)?;
+        let mut fl = flags::SEEN;
+        if q.proto == 6 {
+            fl |= tcp_flag_bits(q.tcp_flags);
+        }
+        let bytes = f.len as u64;
+        ct.add_flags_at(self.worker, hit.slot, hit.flags(), fl);
+        ct.touch_at(self.worker, hit.slot, hit.last_seen, now, bytes);
+        self.counters.endpoint_packet(hit.endpoint(), bytes);
+        let done = rewrite_fast(
+            f.data_mut(),
+            q.proto == 6,
+            hit.new_src_v4(),
+            hit.new_dst_v4(),
+            hit.new_sport(),
+            hit.new_dport(),
+            mac,
+            port.mac,
+        );
+        // parse_fast checked the frame holds its headers, so this cannot drop.
+        Some(if done {
+            Verdict::Tx(port_id)
+        } else {
+            Verdict::Drop(DropReason::TruncatedL4)
+        })
+    }
+
+    /// The slow path: every frame the fast path does not take.
+    #[inline(never)]
+    fn slow(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        f: &mut Frame<'_>,
+        meta: &Result<PacketMeta, DropReason>,
+        hash: u64,
+    ) -> Verdict {
+        match meta {
+            Err(r) => Verdict::Drop(*r),
+            Ok(m) if !m.is_ip() => Verdict::Pass,
+            Ok(m) => {
+                let m = *m;
+                let key = FlowKey {
+                    src: m.src,
+                    dst: m.dst,
+                    sport: m.sport,
+                    dport: m.dport,
+                    proto: m.proto,
+                };
+                self.decide(t, now, f, &m, &key, hash)
+            }
+        }
+    }
+}
+
+/// [`FlowKey::words`] of an IPv4 5-tuple, straight from the frame's bytes
+/// (an IPv4 address maps to `::ffff:a.b.c.d`: low word 0, high word
+/// `0xffff_0000 | a.b.c.d << 32` in little-endian byte order).
+#[inline(always)]
+fn fast_words(q: &FastMeta) -> [u64; 5] {
+    let v4 = |a: [u8; 4]| 0xffff_0000 | (u64::from(u32::from_le_bytes(a)) << 32);
+    [
+        0,
+        v4(q.src),
+        0,
+        v4(q.dst),
+        (u64::from(q.sport) << 32) | (u64::from(q.dport) << 16) | u64::from(q.proto),
+    ]
+}
+
+/// Frames ahead of the one being decided whose first line is prefetched:
+/// stage 1 read every header, but frame buffers sit a power of two apart
+/// (2–4 KiB), so 64 headers share a few L1 sets and most are evicted by
+/// the time stage 2 comes back to them.
+const FRAME_PREFETCH_AHEAD: usize = 4;
+
 impl Processor for Pipeline {
     fn process_batch(
         &mut self,
@@ -655,50 +820,111 @@ impl Processor for Pipeline {
         if tables.generation != self.gen {
             self.on_tables(tables);
         }
-        let mut metas: [Result<PacketMeta, DropReason>; CHUNK] =
-            [Err(DropReason::TruncatedEthernet); CHUNK];
-        let mut keys = [FlowKey::default(); CHUNK];
-        let mut hashes = [0u64; CHUNK];
+        // Always present outside a batch; allocating is only the fallback.
+        let mut sc = self
+            .scratch
+            .take()
+            .unwrap_or_else(|| Box::new(Scratch::new()));
+        let Scratch {
+            metas,
+            fasts,
+            is_fast,
+            has_key,
+            words,
+            hashes,
+            cands,
+        } = &mut *sc;
+        // Counted in locals and stored once per batch (single writer; control
+        // reads counters that may be a batch old anyway).
+        let (mut rx_packets, mut rx_bytes) = (0u64, 0u64);
+        let (mut tx_packets, mut tx_bytes, mut passed) = (0u64, 0u64, 0u64);
         for (fc, vc) in frames.chunks_mut(CHUNK).zip(verdicts.chunks_mut(CHUNK)) {
-            // Stage 1: parse everything and prefetch the flow-table lines.
+            // chunks_mut yields at most CHUNK frames; saying so lets the
+            // compiler drop the bounds checks on the scratch arrays.
+            let n = fc.len().min(vc.len()).min(CHUNK);
+            let (fc, vc) = (&mut fc[..n], &mut vc[..n]);
+            // Stage 1: parse everything and prefetch the flow-table tag lines.
             for (i, f) in fc.iter().enumerate() {
-                bump(&self.counters.rx_packets, 1);
-                bump(&self.counters.rx_bytes, f.len as u64);
-                metas[i] = wire::parse(f.data());
-                if let Ok(m) = &metas[i] {
-                    if m.is_ip() {
-                        keys[i] = FlowKey {
-                            src: m.src,
-                            dst: m.dst,
-                            sport: m.sport,
-                            dport: m.dport,
-                            proto: m.proto,
-                        };
-                        hashes[i] = keys[i].hash();
-                        self.ct.table().prefetch(self.worker, hashes[i]);
+                rx_packets += 1;
+                rx_bytes += f.len as u64;
+                let data = f.data();
+                if let Some(q) = wire::parse_fast(data) {
+                    fasts[i] = q;
+                    is_fast[i] = true;
+                    words[i] = fast_words(&q);
+                } else {
+                    is_fast[i] = false;
+                    metas[i] = wire::parse(data);
+                    match &metas[i] {
+                        Ok(m) if m.is_ip() => {
+                            words[i] = FlowKey {
+                                src: m.src,
+                                dst: m.dst,
+                                sport: m.sport,
+                                dport: m.dport,
+                                proto: m.proto,
+                            }
+                            .words();
+                        }
+                        _ => {
+                            has_key[i] = false;
+                            continue;
+                        }
                     }
                 }
+                has_key[i] = true;
+                hashes[i] = FlowKey::hash_words(&words[i]);
+                self.ct.table().prefetch(self.worker, hashes[i]);
+            }
+            // Stage 1.5: the tag lines have had a stage to arrive; find each
+            // frame's candidate slot and prefetch it.
+            for i in 0..n {
+                cands[i] = if has_key[i] {
+                    self.ct.table().probe(self.worker, hashes[i])
+                } else {
+                    NO_SLOT
+                };
             }
             // Stage 2: decide.
-            for (i, (f, v)) in fc.iter_mut().zip(vc.iter_mut()).enumerate() {
-                *v = match &metas[i] {
-                    Err(r) => Verdict::Drop(*r),
-                    Ok(m) if !m.is_ip() => Verdict::Pass,
-                    Ok(m) => {
-                        let m = *m;
-                        self.decide(tables, now_ns, f, &m, &keys[i], hashes[i])
+            for i in 0..n {
+                if let Some(ahead) = fc.get(i + FRAME_PREFETCH_AHEAD) {
+                    if let Some(b) = ahead.buf.first() {
+                        prefetch(b);
                     }
+                }
+                let (Some(f), Some(v)) = (fc.get_mut(i), vc.get_mut(i)) else {
+                    break;
+                };
+                let fast = if is_fast[i] {
+                    self.fast(tables, now_ns, f, &fasts[i], &words[i], cands[i])
+                } else {
+                    None
+                };
+                *v = match fast {
+                    Some(v) => v,
+                    None if is_fast[i] => {
+                        let meta = Ok(fasts[i].to_meta());
+                        self.slow(tables, now_ns, f, &meta, hashes[i])
+                    }
+                    None => self.slow(tables, now_ns, f, &metas[i], hashes[i]),
                 };
                 match *v {
                     Verdict::Tx(_) => {
-                        bump(&self.counters.tx_packets, 1);
-                        bump(&self.counters.tx_bytes, f.len as u64);
+                        tx_packets += 1;
+                        tx_bytes += f.len as u64;
                     }
-                    Verdict::Pass => bump(&self.counters.passed, 1),
+                    Verdict::Pass => passed += 1,
                     Verdict::Drop(r) => self.counters.count_drop(r),
                 }
             }
         }
+        let c = &self.counters;
+        bump(&c.rx_packets, rx_packets);
+        bump(&c.rx_bytes, rx_bytes);
+        bump(&c.tx_packets, tx_packets);
+        bump(&c.tx_bytes, tx_bytes);
+        bump(&c.passed, passed);
+        self.scratch = Some(sc);
         self.expire_due(now_ns);
     }
 
@@ -712,5 +938,33 @@ pub fn tx_port(v: Verdict) -> Option<PortId> {
     match v {
         Verdict::Tx(p) => Some(p),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_words_are_the_flow_key_words() {
+        let q = FastMeta {
+            src: [10, 0, 0, 2],
+            dst: [192, 0, 2, 250],
+            sport: 40001,
+            dport: 443,
+            proto: 17,
+            tcp_flags: 0,
+            ttl: 9,
+            l4_len: 8,
+        };
+        let key = FlowKey {
+            src: Ip16::v4(q.src),
+            dst: Ip16::v4(q.dst),
+            sport: q.sport,
+            dport: q.dport,
+            proto: q.proto,
+        };
+        assert_eq!(fast_words(&q), key.words());
+        assert_eq!(FlowKey::hash_words(&fast_words(&q)), key.hash());
     }
 }

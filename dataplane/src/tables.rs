@@ -313,6 +313,9 @@ pub struct Tables {
     pub next_hops: HashMap<Ip16, NextHop>,
     /// Ports by id.
     pub ports: Vec<PortSpec>,
+    /// Port id -> index in `ports` ([`NO_PORT`] if none): [`Tables::port`]
+    /// runs for every forwarded packet, so it is one index, not a scan.
+    port_index: Vec<u16>,
     /// Source-NAT addresses (full NAT) and every one-arm address in use.
     pub snat_addrs: Vec<Ip16>,
     /// The configured full-NAT pools, per family (IPv4 first element family).
@@ -339,6 +342,7 @@ impl Tables {
             endpoint_locs: Vec::new(),
             next_hops: HashMap::new(),
             ports: Vec::new(),
+            port_index: Vec::new(),
             snat_addrs: Vec::new(),
             snat_pool_v4: Vec::new(),
             snat_pool_v6: Vec::new(),
@@ -562,6 +566,7 @@ impl Tables {
             vips,
             endpoint_locs,
             next_hops,
+            port_index: port_index(&spec.ports),
             ports: spec.ports.clone(),
             snat_addrs,
             snat_pool_v4: pool(&spec.snat_addrs, true),
@@ -630,7 +635,15 @@ impl Tables {
     /// The port with this id.
     #[inline]
     pub fn port(&self, id: PortId) -> Option<&PortSpec> {
-        self.ports.iter().find(|p| p.id == id)
+        let indexed = self
+            .port_index
+            .get(usize::from(id))
+            .and_then(|&i| self.ports.get(usize::from(i)));
+        match indexed {
+            Some(p) if p.id == id => Some(p),
+            // Unknown id, or `ports` (public) was edited after the build: search.
+            _ => self.ports.iter().find(|p| p.id == id),
+        }
     }
 
     /// Every VIP with its services, for the XDP program's steering map.
@@ -671,6 +684,25 @@ fn pool(addrs: &[IpAddr], v4: bool) -> Vec<Ip16> {
         .filter(|a| a.is_ipv4() == v4)
         .map(|a| Ip16::from(*a))
         .collect()
+}
+
+/// Marks an unused id in [`Tables`]' port index.
+const NO_PORT: u16 = u16::MAX;
+
+/// Port id -> index in `ports`, sized to the largest id (ids are unique: checked by the build).
+fn port_index(ports: &[PortSpec]) -> Vec<u16> {
+    let len = ports
+        .iter()
+        .map(|p| usize::from(p.id) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut index = vec![NO_PORT; len];
+    for (i, p) in ports.iter().enumerate() {
+        if let (Some(slot), Ok(i)) = (index.get_mut(usize::from(p.id)), u16::try_from(i)) {
+            *slot = i;
+        }
+    }
+    index
 }
 
 fn port_addr(ports: &[PortSpec], nh: Option<NextHop>, v4: bool) -> Option<Ip16> {

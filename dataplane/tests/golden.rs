@@ -603,6 +603,64 @@ fn cases() -> Vec<Case> {
             from_client(Builder::tcp(sa("10.0.0.2:40011"), sa("192.0.2.12:81"), SYN).ttl(1)),
             DropReason::NoService,
         ),
+        // The established fast path (untagged IPv4 TCP/UDP, no options, flow in
+        // the receiving worker's shard) and the cases it hands to the slow path.
+        case(
+            "fast path: a second UDP datagram without a checksum keeps it zero",
+            0,
+            0,
+            from_client(
+                Builder::udp(sa("10.0.0.2:5001"), sa("192.0.2.11:53"))
+                    .payload(b"again")
+                    .no_udp_checksum(),
+            ),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::udp(sa("10.1.0.1:40010"), sa("10.1.0.12:5353"))
+                    .payload(b"again")
+                    .no_udp_checksum()
+                    .ttl(63),
+                "10.1.0.12",
+            )),
+        ),
+        case(
+            "slow path: DSR data of a tracked flow still changes only the MACs",
+            0,
+            0,
+            from_client(
+                Builder::tcp(sa("10.0.0.2:40004"), sa("192.0.2.12:80"), ACK).seq_ack(2, 1000),
+            ),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40004"), sa("192.0.2.12:80"), ACK).seq_ack(2, 1000),
+                "10.1.0.11",
+            )),
+        ),
+        case(
+            "slow path: IPv4 options on a tracked flow's packet are kept through DNAT",
+            0,
+            0,
+            from_client(
+                Builder::tcp(sa("10.0.0.2:40002"), sa("192.0.2.10:80"), ACK)
+                    .ipv4_options(&[1, 1, 1, 1])
+                    .payload(b"opt"),
+            ),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40002"), sa("10.1.0.12:8080"), ACK)
+                    .ipv4_options(&[1, 1, 1, 1])
+                    .payload(b"opt")
+                    .ttl(63),
+                "10.1.0.12",
+            )),
+        ),
+        drop(
+            "slow path: TTL 1 on a tracked flow is dropped, not forwarded",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40002"), sa("192.0.2.10:80"), ACK).ttl(1)),
+            DropReason::TtlExceeded,
+        ),
     ]
 }
 

@@ -327,6 +327,116 @@ fn parse_l4(m: &mut PacketMeta, l4: &[u8]) -> Result<(), DropReason> {
     Ok(())
 }
 
+/// Offset of the IPv4 header in a frame [`parse_fast`] accepts.
+pub const FAST_L3: usize = ethernet::HEADER_LEN;
+/// Offset of the L4 header in a frame [`parse_fast`] accepts.
+pub const FAST_L4: usize = FAST_L3 + ipv4::MIN_HEADER_LEN;
+
+/// What the established fast path needs of the common frame: untagged
+/// Ethernet, a 20-byte IPv4 header, an unfragmented TCP or UDP datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FastMeta {
+    /// Source address.
+    pub src: [u8; 4],
+    /// Destination address.
+    pub dst: [u8; 4],
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// [`proto::TCP`] or [`proto::UDP`].
+    pub proto: u8,
+    /// TCP flags; 0 for UDP.
+    pub tcp_flags: u8,
+    /// TTL.
+    pub ttl: u8,
+    /// Bytes from the L4 header to the end of the IP payload.
+    pub l4_len: u16,
+}
+
+impl FastMeta {
+    /// The [`PacketMeta`] that [`parse`] gives for the same frame (tested),
+    /// for the slow path, without parsing again.
+    #[inline]
+    pub fn to_meta(&self) -> PacketMeta {
+        PacketMeta {
+            l3_off: FAST_L3 as u16,
+            vlan: None,
+            ethertype: ethertype::IPV4,
+            v4: true,
+            src: Ip16::v4(self.src),
+            dst: Ip16::v4(self.dst),
+            proto: self.proto,
+            l4_off: FAST_L4 as u16,
+            l4_len: self.l4_len,
+            sport: self.sport,
+            dport: self.dport,
+            tcp_flags: self.tcp_flags,
+            frag: Frag::None,
+            icmp_type: 0,
+            icmp_code: 0,
+            ttl: self.ttl,
+        }
+    }
+}
+
+/// The fast path's parser: `Some` only for frames of the one shape it
+/// handles (see [`FastMeta`]) that [`parse`] accepts, with the same values
+/// `parse` reports (tested); everything else — VLAN tags, IPv4 options,
+/// fragments, IPv6, other protocols, malformed frames — is `None` and goes
+/// through [`parse`]. One bounds check covers every header read.
+#[inline]
+pub fn parse_fast(frame: &[u8]) -> Option<FastMeta> {
+    let h = frame.first_chunk::<{ FAST_L4 + udp::HEADER_LEN }>()?;
+    if be16(h[12], h[13]) != ethertype::IPV4 || h[FAST_L3] != 0x45 {
+        return None;
+    }
+    let ip = &h[FAST_L3..];
+    // No fragment offset, no MF (DF may be set).
+    if be16(ip[6], ip[7]) & (ipv4::OFFSET_MASK | ipv4::FLAG_MF) != 0 {
+        return None;
+    }
+    let total = usize::from(be16(ip[2], ip[3]));
+    if total > frame.len() - FAST_L3 {
+        return None;
+    }
+    // total ≥ 20 + 8 is checked per protocol below (it may be < 20: malformed).
+    let l4_len = total.checked_sub(ipv4::MIN_HEADER_LEN)?;
+    let l4 = &h[FAST_L4..];
+    let tcp_flags = match ip[9] {
+        proto::TCP => {
+            // The TCP header's flags and data offset lie past the first 8 bytes.
+            let t = frame
+                .get(FAST_L4..)?
+                .first_chunk::<{ tcp::MIN_HEADER_LEN }>()?;
+            let doff = usize::from(t[12] >> 4) * 4;
+            if doff < tcp::MIN_HEADER_LEN || doff > l4_len {
+                return None;
+            }
+            t[13]
+        }
+        proto::UDP => {
+            let ulen = usize::from(be16(l4[4], l4[5]));
+            if ulen < udp::HEADER_LEN || ulen > l4_len {
+                return None;
+            }
+            0
+        }
+        _ => return None,
+    };
+    Some(FastMeta {
+        src: [ip[12], ip[13], ip[14], ip[15]],
+        dst: [ip[16], ip[17], ip[18], ip[19]],
+        sport: be16(l4[0], l4[1]),
+        dport: be16(l4[2], l4[3]),
+        proto: ip[9],
+        tcp_flags,
+        ttl: ip[8],
+        // total ≤ 65535 (a u16 field).
+        l4_len: l4_len as u16,
+    })
+}
+
 /// The packet embedded in an ICMP error (RFC 792; RFC 4443 §3): the original
 /// datagram's header and at least its first 8 L4 bytes, seen from the router
 /// that answered, so `src` is the original sender.

@@ -1171,3 +1171,40 @@ fn nat_refuses_what_it_cannot_do() {
         Ip16::v4([1, 1, 1, 1])
     ));
 }
+/// `parse_fast` accepts exactly the frames of its shape that `parse` accepts,
+/// and reports what `parse` does.
+fn check_fast_agrees(f: &[u8]) -> Result<(), TestCaseError> {
+    let full = parse(f);
+    let shape = matches!(&full, Ok(m) if m.v4 && m.vlan.is_none() && m.ethertype == ethertype::IPV4
+        && m.l4_off == 34 && m.frag == Frag::None && matches!(m.proto, proto::TCP | proto::UDP));
+    match parse_fast(f) {
+        Some(q) => {
+            let m =
+                full.map_err(|e| TestCaseError::fail(format!("fast accepted, parse: {e:?}")))?;
+            prop_assert!(shape, "fast accepted a frame of another shape: {:?}", m);
+            prop_assert_eq!(q.to_meta(), m);
+        }
+        None => prop_assert!(!shape, "fast refused a frame of its shape: {:?}", full),
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn parse_fast_agrees_with_parse(
+        s in spec_strategy(),
+        flips in proptest::collection::vec((0usize..64, any::<u8>()), 0..3),
+        cut in 0usize..80,
+    ) {
+        let mut f = s.builder().to_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        check_fast_agrees(&f)?;
+        for (at, b) in flips {
+            if let Some(x) = f.get_mut(at) {
+                *x = b;
+            }
+        }
+        check_fast_agrees(&f)?;
+        f.truncate(f.len().saturating_sub(cut));
+        check_fast_agrees(&f)?;
+    }
+}
