@@ -27,6 +27,9 @@ use xlb_dataplane::DropReason;
 use crate::daemon::Dataplane;
 use crate::env::{CtEntry, DataplaneView, NetEnv, WorkerStats};
 
+/// How often starting the runtime is tried when AF_XDP sockets are still busy.
+const START_ATTEMPTS: u32 = 20;
+
 /// Each worker's counter block, by worker index, as the workers are made.
 type WorkerCounters = Vec<(usize, Arc<CounterBlock>)>;
 
@@ -106,15 +109,30 @@ pub fn start(
         busy_poll: opts.busy_poll,
         ..RuntimeConfig::default()
     };
-    let made = counters.clone();
-    let ct_for_workers = ct.clone();
-    let runtime = Runtime::start(cfg, handle.clone(), move |w| {
-        let p = Pipeline::new(w, workers, &ct_for_workers);
-        made.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((w, p.counters()));
-        Box::new(p) as Box<dyn Processor + Send>
-    })?;
+    // After a crash the kernel releases the dead process's AF_XDP sockets a
+    // little later; until then binding the same queue fails. Retry for a while
+    // (a supervisor restarting xlb at once hits exactly this).
+    let mut attempt = 0;
+    let runtime = loop {
+        attempt += 1;
+        counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let made = counters.clone();
+        let ct_for_workers = ct.clone();
+        match Runtime::start(cfg.clone(), handle.clone(), move |w| {
+            let p = Pipeline::new(w, workers, &ct_for_workers);
+            made.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((w, p.counters()));
+            Box::new(p) as Box<dyn Processor + Send>
+        }) {
+            Ok(rt) => break rt,
+            Err(e) if attempt < START_ATTEMPTS && e.to_string().contains("AF_XDP socket") => {
+                tracing::warn!(attempt, "starting the dataplane: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let mut counters = std::mem::take(&mut *counters.lock().unwrap_or_else(|e| e.into_inner()));
     counters.sort_by_key(|(w, _)| *w);
     let runtime = Arc::new(runtime);
