@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod env;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod openapi;

@@ -335,6 +335,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         Some((args.log_level, setter)),
     )?);
     let served = rt.block_on(async {
+        xlb_control::health::spawn(api.clone());
         if let Some((_, net)) = &running {
             // Retry unresolved next hops, and re-resolve all of them now and
             // then so changed neighbour MACs reach the tables.

@@ -600,3 +600,97 @@ fn taking_a_vip_announces_it_with_gratuitous_arp() {
         lab.log()
     );
 }
+
+/// The endpoint's `state` in GET /config/loadbalancer/all.
+fn endpoint_state(lab: &Lab, ip: &str) -> String {
+    let (_, all) = lab
+        .api("GET", "/config/loadbalancer/all", None)
+        .expect("API");
+    all["lbAttr"][0]["endpoints"]
+        .as_array()
+        .and_then(|eps| eps.iter().find(|e| e["endpointIP"] == ip))
+        .and_then(|e| e["state"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn wait_state(lab: &Lab, ip: &str, want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if endpoint_state(lab, ip) == want {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{ip} did not become {want} within {limit:?}\n{}", lab.log());
+}
+
+#[test]
+fn a_dead_backend_is_probed_down_and_avoided_then_returns() {
+    let mut lab = Lab::up("hp", 1);
+    lab.start_xlb(EMPTY, &[]);
+    for b in BACKENDS {
+        let ep = serde_json::json!({
+            "hostName": b, "name": format!("{b}_tcp_8080"), "probeType": "tcp",
+            "probePort": 8080, "probeDuration": 1, "inactiveReTries": 2
+        });
+        let (code, body) = lab.api("POST", "/config/endpoint", Some(&ep)).expect("API");
+        assert_eq!(code, 200, "{body}");
+    }
+    let mut r = http_rule(2, 0, 80, 8080);
+    r["serviceArguments"]["monitor"] = true.into();
+    lab.post_rule(r);
+    let before = lab.client(VIP, 30, 0);
+    assert_eq!(counts(&before, "http"), vec![10, 10, 10], "{before}");
+
+    // Kill backend 2's servers: within retries × period + timeout (+ slack) it
+    // is marked down, and new connections avoid it.
+    for pid in String::from_utf8_lossy(
+        &lab.exec("be2", &["ip", "netns", "pids", &lab.ns("be2")])
+            .stdout,
+    )
+    .split_whitespace()
+    {
+        let _ = Command::new("kill").arg(pid).stderr(Stdio::null()).status();
+    }
+    let took = wait_state(&lab, "10.10.2.12", "inactive", Duration::from_secs(8));
+    assert!(
+        took < Duration::from_secs(5),
+        "detected in {took:?} (budget 2 × 1 s + 1 s timeout + 1 s)"
+    );
+    let during = lab.client(VIP, 30, 0);
+    assert_eq!(
+        during["http_failed"], 0,
+        "no new connection fails: {during}"
+    );
+    assert_eq!(
+        counts(&during, "http"),
+        vec![15, 15],
+        "only the live backends: {during}"
+    );
+
+    // Bring it back: probed up, and it takes new connections again.
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("be2"),
+            "python3",
+            "scripts/lab/backend.py",
+            "backend-2",
+        ])
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("restart backend 2");
+    wait_state(&lab, "10.10.2.12", "active", Duration::from_secs(8));
+    let after = lab.client(VIP, 30, 0);
+    drop(server);
+    assert_eq!(after["http_failed"], 0, "{after}");
+    assert_eq!(
+        counts(&after, "http"),
+        vec![10, 10, 10],
+        "backend 2 is back: {after}"
+    );
+}
