@@ -22,7 +22,7 @@ use crate::edit::{
     decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
     rewrite_fast, rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
 };
-use crate::frame::{Frame, PortId, Verdict};
+use crate::frame::{Frame, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
 use crate::prefetch::prefetch;
 use crate::tables::{
@@ -247,14 +247,7 @@ impl Pipeline {
         {
             // Idle past its timeout but not yet swept: the flow is over, and
             // this packet starts a new one (chosen afresh).
-            let (active, counters) = (&mut self.active, &self.counters);
-            if let Some(r) = self.ct.remove_pair(hit.slot, false) {
-                on_removed(active, counters, r);
-            }
-            return match t.lookup(m.dst, m.proto, service_port(m)) {
-                Some(svc) => self.new_flow(t, now, f, m, key, svc, false),
-                None => Verdict::Drop(DropReason::NoService),
-            };
+            return self.restart_flow(t, now, f, m, key, hit.slot, false);
         }
         if d.kind == Kind::Forward && d.gen != t.generation as u32 && hit.shard == self.worker {
             // The tables changed since this flow last passed: is its backend still there?
@@ -271,14 +264,7 @@ impl Pipeline {
                     // Backend removed or down: re-select. TCP mid-stream packets go
                     // to the new backend too, which resets them, so the client
                     // reconnects at once instead of timing out.
-                    let (active, counters) = (&mut self.active, &self.counters);
-                    if let Some(r) = self.ct.remove_pair(hit.slot, true) {
-                        on_removed(active, counters, r);
-                    }
-                    return match t.lookup(m.dst, m.proto, service_port(m)) {
-                        Some(svc) => self.new_flow(t, now, f, m, key, svc, true),
-                        None => Verdict::Drop(DropReason::NoService),
-                    };
+                    return self.restart_flow(t, now, f, m, key, hit.slot, true);
                 }
             }
         }
@@ -290,6 +276,31 @@ impl Pipeline {
         self.ct.table().touch(hit, now, f.len as u64);
         self.counters.endpoint_packet(d.endpoint, f.len as u64);
         self.apply(t, f, m, &d)
+    }
+
+    /// End the flow in `slot` and treat this packet as the first of a new one.
+    /// `reselect`: the old backend went away, so the flow is removed early and
+    /// a TCP packet without SYN may start the new flow (the new backend resets
+    /// it and the client reconnects at once).
+    #[allow(clippy::too_many_arguments)]
+    fn restart_flow(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        f: &mut Frame<'_>,
+        m: &PacketMeta,
+        key: &FlowKey,
+        slot: usize,
+        reselect: bool,
+    ) -> Verdict {
+        let (active, counters) = (&mut self.active, &self.counters);
+        if let Some(r) = self.ct.remove_pair(slot, reselect) {
+            on_removed(active, counters, r);
+        }
+        match t.lookup(m.dst, m.proto, service_port(m)) {
+            Some(svc) => self.new_flow(t, now, f, m, key, svc, reselect),
+            None => Verdict::Drop(DropReason::NoService),
+        }
     }
 
     /// The first packet of a flow to service `svc`.
@@ -930,41 +941,5 @@ impl Processor for Pipeline {
 
     fn idle(&mut self, now_ns: u64) {
         self.expire_due(now_ns);
-    }
-}
-
-/// The port a verdict transmits on, if any (helper for I/O layers).
-pub fn tx_port(v: Verdict) -> Option<PortId> {
-    match v {
-        Verdict::Tx(p) => Some(p),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fast_words_are_the_flow_key_words() {
-        let q = FastMeta {
-            src: [10, 0, 0, 2],
-            dst: [192, 0, 2, 250],
-            sport: 40001,
-            dport: 443,
-            proto: 17,
-            tcp_flags: 0,
-            ttl: 9,
-            l4_len: 8,
-        };
-        let key = FlowKey {
-            src: Ip16::v4(q.src),
-            dst: Ip16::v4(q.dst),
-            sport: q.sport,
-            dport: q.dport,
-            proto: q.proto,
-        };
-        assert_eq!(fast_words(&q), key.words());
-        assert_eq!(FlowKey::hash_words(&fast_words(&q)), key.hash());
     }
 }
