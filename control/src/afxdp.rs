@@ -64,15 +64,16 @@ pub enum StartError {
     Runtime(#[from] xlb_bpf::RuntimeError),
 }
 
-/// The running dataplane. [`Running::shutdown`] stops it cleanly; if the
-/// process ends without it, the runtime's own drop still detaches XDP.
+/// The running dataplane. [`Running::shutdown`] stops the background sync;
+/// dropping the last reference stops the workers and detaches XDP.
 pub struct Running {
-    runtime: Arc<Runtime>,
+    /// Keeps the workers and XDP programs alive as long as the dataplane is.
+    _runtime: Arc<Runtime>,
     ct: Arc<Conntrack>,
     counters: Vec<Arc<CounterBlock>>,
     handle: TablesHandle,
     stop: Arc<AtomicBool>,
-    sync_thread: Option<JoinHandle<()>>,
+    sync_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Running {
@@ -156,12 +157,12 @@ pub fn start(
         "dataplane started"
     );
     let running = Arc::new(Running {
-        runtime,
+        _runtime: runtime,
         ct,
         counters: counters.into_iter().map(|(_, c)| c).collect(),
         handle: handle.clone(),
         stop,
-        sync_thread,
+        sync_thread: Mutex::new(sync_thread),
     });
     let dataplane = Dataplane {
         handle,
@@ -172,23 +173,18 @@ pub fn start(
 }
 
 impl Running {
-    /// Stop the background sync and the workers, detach the XDP programs, and
-    /// remove the addresses xlb added to `lo`.
-    pub fn shutdown(self: Arc<Self>) {
+    /// Stop the background sync, which removes the addresses xlb added to
+    /// `lo`. The workers stop and the XDP programs are detached when the last
+    /// reference to the runtime drops (the API's view holds one until exit).
+    pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        match Arc::try_unwrap(self) {
-            Ok(mut me) => {
-                if let Some(t) = me.sync_thread.take() {
-                    let _ = t.join();
-                }
-                set_local_addrs(&BTreeSet::new(), &mut owned_addrs(), &[]);
-                if let Ok(rt) = Arc::try_unwrap(me.runtime) {
-                    if let Err(e) = rt.stop() {
-                        tracing::warn!("stopping the dataplane: {e}");
-                    }
-                }
-            }
-            Err(_) => tracing::warn!("dataplane still referenced at shutdown; dropping it as is"),
+        let t = self
+            .sync_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = t {
+            let _ = t.join();
         }
     }
 }
@@ -196,7 +192,8 @@ impl Running {
 /// Keep the XDP maps and the local addresses in step with the published tables.
 fn sync_loop(runtime: &Runtime, handle: &TablesHandle, stop: &AtomicBool) {
     let mut seen = u64::MAX;
-    let mut owned = owned_addrs();
+    // Addresses this loop added to `lo`, so it removes only its own.
+    let mut owned = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
         let t = handle.current();
         if t.generation != seen {
@@ -211,6 +208,7 @@ fn sync_loop(runtime: &Runtime, handle: &TablesHandle, stop: &AtomicBool) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    set_local_addrs(&BTreeSet::new(), &mut owned, &[]);
 }
 
 /// Addresses the kernel must answer ARP/NDP for: every VIP and every source-NAT
@@ -222,11 +220,6 @@ fn wanted_local_addrs(t: &Tables) -> BTreeSet<IpAddr> {
         .map(IpAddr::from)
         .filter(|a| !port_addrs.contains(a))
         .collect()
-}
-
-/// Addresses this process added to `lo` (so it removes only its own).
-fn owned_addrs() -> BTreeSet<IpAddr> {
-    BTreeSet::new()
 }
 
 fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>, ports: &[PortSpec]) {

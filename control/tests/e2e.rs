@@ -300,6 +300,18 @@ fn lab_config_full_nat_http_round_robin_and_udp_maglev() {
             "each backend saw its 20 connections both ways: {c}"
         );
     }
+    // The VIP lives on lo while xlb runs, and is gone after a clean stop.
+    let lo = |lab: &Lab| {
+        String::from_utf8_lossy(&lab.exec("lb", &["ip", "addr", "show", "dev", "lo"]).stdout)
+            .into_owned()
+    };
+    assert!(lo(&lab).contains(VIP), "{}", lo(&lab));
+    lab.stop_xlb("-TERM");
+    assert!(
+        !lo(&lab).contains(VIP),
+        "xlb removes the addresses it added: {}",
+        lo(&lab)
+    );
 }
 
 #[test]
