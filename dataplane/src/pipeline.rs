@@ -943,3 +943,31 @@ impl Processor for Pipeline {
         self.expire_due(now_ns);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_words_are_the_flow_key_words() {
+        let q = FastMeta {
+            src: [10, 0, 0, 2],
+            dst: [192, 0, 2, 250],
+            sport: 40001,
+            dport: 443,
+            proto: 17,
+            tcp_flags: 0,
+            ttl: 9,
+            l4_len: 8,
+        };
+        let key = FlowKey {
+            src: Ip16::v4(q.src),
+            dst: Ip16::v4(q.dst),
+            sport: q.sport,
+            dport: q.dport,
+            proto: q.proto,
+        };
+        assert_eq!(fast_words(&q), key.words());
+        assert_eq!(FlowKey::hash_words(&fast_words(&q)), key.hash());
+    }
+}
