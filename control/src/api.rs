@@ -25,7 +25,8 @@ use xlb_dataplane::tables::ServiceKey;
 use crate::env::DataplaneView;
 use crate::error::{ApiError, RuleError};
 use crate::model::{
-    parse_body, CiStateIn, CtAttr, EpProbe, EpStatusList, LbRule, LbRuleList, OperParams,
+    parse_body, CiStateIn, CtAttr, EpHostState, EpProbe, EpStatusList, LbRule, LbRuleList,
+    OperParams,
 };
 use crate::rules::parse_proto;
 use crate::state::ControlState;
@@ -56,6 +57,8 @@ pub enum Op {
     EpAll,
     /// Delete probe entries.
     EpDelete,
+    /// Hold a host's endpoints down or release them.
+    EpHostState,
     /// Set the cluster-instance state.
     CiPost,
     /// List cluster-instance states.
@@ -152,7 +155,7 @@ pub const ROUTES: &[Route] = routes![
     "/config/cistate" => ["POST": CiPost],
     "/config/endpoint/all" => ["GET": EpAll],
     "/config/endpoint" => ["POST": EpPost],
-    "/config/endpointhoststate" => ["POST": Unsupported],
+    "/config/endpointhoststate" => ["POST": EpHostState],
     "/config/endpoint/epipaddress/{ip_address}" => ["DELETE": EpDelete],
     "/config/firewall/all" => ["GET": Unsupported],
     "/config/firewall" => ["POST": Unsupported, "DELETE": Unsupported],
@@ -452,6 +455,11 @@ impl Api {
                     }
                 };
                 self.state.lock().await.delete_probe(&key)?;
+                Ok(success())
+            }
+            Op::EpHostState => {
+                let (hold, down) = parse_body::<EpHostState>(body)?.validate()?;
+                self.state.lock().await.set_host_state(hold, down)?;
                 Ok(success())
             }
             Op::CiPost => {

@@ -80,6 +80,9 @@ pub enum RuleError {
     /// a tcp/udp/sctp probe entry without a port
     #[error("host-args unknown probe port")]
     HostProbePort,
+    /// a host state that is not green, yellow or red, or a bad port/protocol
+    #[error("host-args error{}", detail(.0))]
+    HostState(String),
     /// a cluster-instance state that is not usable
     #[error("malformed-cistate error{}", detail(.0))]
     MalformedCiState(String),

@@ -220,6 +220,25 @@ pub struct EpProbe {
     pub probetype: String,
 }
 
+/// Body of `POST /config/endpointhoststate`: an operator's verdict on a host
+/// that may serve several endpoints ("red" holds it down, "green" or
+/// "yellow" releases it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EpHostState {
+    /// The host's address (a `/32` or `/128` suffix is accepted).
+    #[serde(rename(serialize = "hostName"))]
+    pub hostname: String,
+    /// Only endpoints on this port (0: every port).
+    #[serde(rename(serialize = "epPort"))]
+    pub epport: i64,
+    /// Only endpoints of this protocol (empty: every protocol).
+    #[serde(rename(serialize = "epProto"))]
+    pub epproto: String,
+    /// "green", "yellow" or "red".
+    pub state: String,
+}
+
 /// An entry of `GET /config/endpoint/all`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -596,6 +615,18 @@ impl Schema for EpProbe {
             "probeType",
             "[tcp udp sctp ping http https none]",
         )
+    }
+}
+
+impl Schema for EpHostState {
+    fn check_schema(&self, v: &Value) -> Result<(), ApiError> {
+        if !has(v, "hostname") {
+            return Err(ApiError::Required("hostName in body".into()));
+        }
+        if !has(v, "state") {
+            return Err(ApiError::Required("state in body".into()));
+        }
+        Ok(())
     }
 }
 

@@ -26,6 +26,11 @@ fn summary(op: Op) -> Option<(&'static str, Option<&'static str>, &'static str)>
         ),
         Op::EpAll => ("List health-probe entries", None, "EndPointList"),
         Op::EpDelete => ("Delete health-probe entries of a host", None, "Success"),
+        Op::EpHostState => (
+            "Hold a host's endpoints down (red) or release them (green, yellow)",
+            Some("EndPointHostState"),
+            "Success",
+        ),
         Op::CiPost => (
             "Set the cluster-instance state",
             Some("CIStatusEntry"),
@@ -173,6 +178,10 @@ pub fn document() -> Value {
                 "allOf": [{"$ref": "#/components/schemas/EndPoint"}, {"type": "object", "properties": {
                     "minDelay": str_, "avgDelay": str_, "maxDelay": str_,
                     "currState": {"type": "string", "enum": ["ok", "nok"]}}}]}}}},
+            "EndPointHostState": {"type": "object", "required": ["hostName", "state"], "properties": {
+                "hostName": str_, "epPort": int,
+                "epProto": {"type": "string", "description": "tcp, udp, sctp, icmp, http, https; empty: every protocol"},
+                "state": {"type": "string", "enum": ["green", "yellow", "red"]}}},
             "CIStatusEntry": {"type": "object", "properties": {"instance": str_,
                 "state": {"type": "string", "enum": ["MASTER", "BACKUP", "FAULT", "STOP", "NOT_DEFINED"]}, "vip": str_}},
             "CIStatusList": {"type": "object", "properties": {"Attr": {"type": "array", "items": {"type": "object", "properties": {

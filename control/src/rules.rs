@@ -15,7 +15,7 @@ use xlb_dataplane::tables::{
 };
 
 use crate::error::RuleError;
-use crate::model::{EpProbe, LbRule};
+use crate::model::{EpHostState, EpProbe, LbRule};
 
 /// Longest idle timeout loxilb accepts (s).
 pub const MAX_INACTIVE_TIMEOUT: i64 = 86_400;
@@ -514,6 +514,95 @@ impl EpProbe {
                 r => u32::try_from(r).unwrap_or(DEFAULT_PROBE_RETRIES),
             },
         })
+    }
+}
+
+/// Endpoints an operator holds down (`POST /config/endpointhoststate` "red"):
+/// every endpoint on `host`, narrowed to one port and/or protocol if given.
+/// A held endpoint leaves selection whatever its probes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostHold {
+    /// The host.
+    pub host: IpAddr,
+    /// Only this endpoint port (0: any).
+    pub port: u16,
+    /// Only rules of this protocol (`None`: any).
+    pub proto: Option<L4Proto>,
+}
+
+impl HostHold {
+    /// Does the hold cover endpoint `e` of a rule for `proto`?
+    pub fn covers_endpoint(&self, proto: L4Proto, e: &EndpointSpec) -> bool {
+        self.host == e.addr
+            && (self.port == 0 || self.port == e.port)
+            && self.proto.is_none_or(|p| p == proto)
+    }
+
+    /// Does the hold cover probe entry `p` (GET shows it `nok`)?
+    pub fn covers_probe(&self, p: &Probe) -> bool {
+        let probe_proto = match p.probe_type {
+            ProbeType::Tcp | ProbeType::Http | ProbeType::Https => Some(L4Proto::Tcp),
+            ProbeType::Udp => Some(L4Proto::Udp),
+            ProbeType::Sctp => Some(L4Proto::Sctp),
+            ProbeType::Ping => Some(L4Proto::Icmp),
+            ProbeType::None => None,
+        };
+        self.host == p.host
+            && (self.port == 0 || p.port == 0 || self.port == p.port)
+            && (self.proto.is_none() || probe_proto.is_none() || self.proto == probe_proto)
+    }
+
+    /// Is `other` within this one (a release of `self` also releases `other`)?
+    pub fn contains(&self, other: &HostHold) -> bool {
+        self.host == other.host
+            && (self.port == 0 || self.port == other.port)
+            && (self.proto.is_none() || self.proto == other.proto)
+    }
+}
+
+impl EpHostState {
+    /// Validate: yields what the request names and whether it holds it down
+    /// (`red`) or releases it (`green`, and `yellow`, which loxilb's model
+    /// calls degraded: a degraded host still serves).
+    pub fn validate(&self) -> Result<(HostHold, bool), RuleError> {
+        let host = self.hostname.trim();
+        let host = match host.split_once('/') {
+            Some((a, len)) => {
+                let a: IpAddr = a.parse().map_err(|_| RuleError::HostParse)?;
+                let full = if a.is_ipv4() { "32" } else { "128" };
+                if len != full {
+                    return Err(RuleError::HostState(format!(
+                        "hostName {host:?} must name one host (/{full})"
+                    )));
+                }
+                a
+            }
+            None => host.parse().map_err(|_| RuleError::HostParse)?,
+        };
+        let port = port16(self.epport)
+            .ok_or_else(|| RuleError::HostState(format!("epPort {} is not a port", self.epport)))?;
+        let proto = match self.epproto.trim().to_ascii_lowercase().as_str() {
+            "" => None,
+            "tcp" | "http" | "https" => Some(L4Proto::Tcp),
+            "udp" => Some(L4Proto::Udp),
+            "sctp" => Some(L4Proto::Sctp),
+            "icmp" | "ping" => Some(L4Proto::Icmp),
+            other => {
+                return Err(RuleError::HostState(format!(
+                    "epProto {other:?} is not one of tcp, udp, sctp, icmp, http, https"
+                )))
+            }
+        };
+        let hold = match self.state.trim().to_ascii_lowercase().as_str() {
+            "red" => true,
+            "green" | "yellow" => false,
+            other => {
+                return Err(RuleError::HostState(format!(
+                    "state {other:?} is not one of green, yellow, red"
+                )))
+            }
+        };
+        Ok((HostHold { host, port, proto }, hold))
     }
 }
 

@@ -19,7 +19,7 @@ use xlb_dataplane::tables::{
 use crate::env::{DataplaneView, NetEnv};
 use crate::error::RuleError;
 use crate::model::{CiStateIn, CiStateOut, EpProbeStatus, LbRule};
-use crate::rules::{same_backend, Oper, Probe, ValidRule};
+use crate::rules::{same_backend, HostHold, Oper, Probe, ValidRule};
 
 /// Most rules xlb holds (beyond this: `rule-hwm error`, 403).
 pub const MAX_RULES: usize = 4096;
@@ -59,6 +59,7 @@ pub struct ControlState {
     rules: BTreeMap<ServiceKey, ValidRule>,
     probes: BTreeMap<String, Probe>,
     status: HashMap<String, ProbeStatus>,
+    holds: Vec<HostHold>,
     cistate: BTreeMap<String, CiStateOut>,
     snat_addrs: Vec<IpAddr>,
     /// Inside [`ControlState::batch`]: commit without building.
@@ -80,6 +81,7 @@ struct Candidate {
     rules: BTreeMap<ServiceKey, ValidRule>,
     probes: BTreeMap<String, Probe>,
     status: HashMap<String, ProbeStatus>,
+    holds: Vec<HostHold>,
 }
 
 impl ControlState {
@@ -101,6 +103,7 @@ impl ControlState {
             rules: BTreeMap::new(),
             probes: BTreeMap::new(),
             status: HashMap::new(),
+            holds: Vec::new(),
             cistate,
             snat_addrs: Vec::new(),
             deferred: false,
@@ -122,6 +125,7 @@ impl ControlState {
             rules: self.rules.clone(),
             probes: self.probes.clone(),
             status: self.status.clone(),
+            holds: self.holds.clone(),
         }
     }
 
@@ -138,6 +142,7 @@ impl ControlState {
         self.rules = next.rules;
         self.probes = next.probes;
         self.status = next.status;
+        self.holds = next.holds;
         Ok(())
     }
 
@@ -157,6 +162,7 @@ impl ControlState {
                 self.rules = saved.rules;
                 self.probes = saved.probes;
                 self.status = saved.status;
+                self.holds = saved.holds;
                 Err(e)
             }
         }
@@ -176,7 +182,7 @@ impl ControlState {
                 let mut service = r.service.clone();
                 for e in &mut service.endpoints {
                     addrs.push(e.addr);
-                    e.state = if endpoint_up(&c.status, r, e) {
+                    e.state = if endpoint_up(&c.status, &c.holds, r, e) {
                         EndpointState::Active
                     } else {
                         EndpointState::Down
@@ -315,7 +321,7 @@ impl ControlState {
                 EndpointRow {
                     rule: r,
                     endpoint: e,
-                    up: endpoint_up(&self.status, r, e),
+                    up: endpoint_up(&self.status, &self.holds, r, e),
                     packets,
                     bytes,
                 }
@@ -388,9 +394,15 @@ impl ControlState {
             .into_iter()
             .map(|p| {
                 let st = self.status.get(&p.name);
+                let held = self.holds.iter().any(|h| h.covers_probe(&p));
                 EpProbeStatus {
                     avgdelay: st.map(|s| s.delays[1].clone()).unwrap_or_default(),
-                    currstate: if st.is_none_or(|s| s.ok) { "ok" } else { "nok" }.into(),
+                    currstate: if !held && st.is_none_or(|s| s.ok) {
+                        "ok"
+                    } else {
+                        "nok"
+                    }
+                    .into(),
                     hostname: p.host.to_string(),
                     inactiveretries: i64::from(p.retries),
                     maxdelay: st.map(|s| s.delays[2].clone()).unwrap_or_default(),
@@ -415,6 +427,34 @@ impl ControlState {
         let mut next = self.candidate();
         next.status.insert(name.to_string(), status);
         self.commit(next)
+    }
+
+    /// `POST /config/endpointhoststate`: hold the endpoints `hold` names down
+    /// (`down`), or release every hold within it. Holds are operator state:
+    /// they override probe results until released, and apply to rules
+    /// created later too.
+    pub fn set_host_state(&mut self, hold: HostHold, down: bool) -> Result<(), RuleError> {
+        let mut next = self.candidate();
+        if down {
+            if !next.holds.contains(&hold) {
+                next.holds.push(hold);
+                next.holds.sort_unstable();
+            }
+        } else {
+            next.holds.retain(|h| !hold.contains(h));
+        }
+        if next.holds == self.holds {
+            return Ok(());
+        }
+        self.commit(next)?;
+        tracing::info!(
+            host = %hold.host,
+            port = hold.port,
+            proto = ?hold.proto,
+            "endpoint host {} by the operator",
+            if down { "held down" } else { "released" }
+        );
+        Ok(())
     }
 
     /// `POST /config/cistate`.
@@ -455,12 +495,20 @@ impl ControlState {
     }
 }
 
-/// An endpoint is up unless its rule is monitored and the last result of its
-/// probe entry (by name; a posted entry of that name replaces the probe but
-/// shares the result) was a failure.
-fn endpoint_up(status: &HashMap<String, ProbeStatus>, r: &ValidRule, e: &EndpointSpec) -> bool {
-    r.probe_for(e)
-        .is_none_or(|p| status.get(&p.name).is_none_or(|s| s.ok))
+/// An endpoint is up unless an operator holds its host down, or its rule is
+/// monitored and the last result of its probe entry (by name; a posted entry
+/// of that name replaces the probe but shares the result) was a failure.
+fn endpoint_up(
+    status: &HashMap<String, ProbeStatus>,
+    holds: &[HostHold],
+    r: &ValidRule,
+    e: &EndpointSpec,
+) -> bool {
+    !holds
+        .iter()
+        .any(|h| h.covers_endpoint(r.service.key.proto, e))
+        && r.probe_for(e)
+            .is_none_or(|p| status.get(&p.name).is_none_or(|s| s.ok))
 }
 
 fn derived(rules: &BTreeMap<ServiceKey, ValidRule>) -> BTreeMap<String, Probe> {

@@ -602,6 +602,208 @@ async fn endpoint_state_and_counters_come_from_the_dataplane_and_probes() {
     assert_eq!(r.body, handler_error(409, "LB Rule-referred"));
 }
 
+/// `POST /config/endpointhoststate`: "red" holds a host's endpoints down
+/// (whatever their probes say, monitored or not), "green"/"yellow" release.
+#[tokio::test]
+async fn endpoint_host_state_holds_and_releases_endpoints() {
+    const HS: &str = "/netlox/v1/config/endpointhoststate";
+    let h = Harness::new();
+    let tcp = json!({"serviceArguments": {"externalIP": "192.0.2.1", "port": 80, "protocol": "tcp", "monitor": true},
+                     "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 8080, "weight": 1},
+                                   {"endpointIP": "10.0.0.2", "targetPort": 8080, "weight": 1}]});
+    let udp = json!({"serviceArguments": {"externalIP": "192.0.2.1", "port": 53, "protocol": "udp"},
+                     "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 5353, "weight": 1}]});
+    assert_eq!(h.post(LB, &tcp.to_string()).await.status, 200);
+    assert_eq!(h.post(LB, &udp.to_string()).await.status, 200);
+    let states = |v: serde_json::Value| -> Vec<(String, String)> {
+        v["lbAttr"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .flat_map(|r| {
+                let port = r["serviceArguments"]["port"].to_string();
+                r["endpoints"]
+                    .as_array()
+                    .expect("endpoints")
+                    .iter()
+                    .map(move |e| {
+                        (
+                            format!("{port}/{}", e["endpointIP"].as_str().expect("ip")),
+                            e["state"].as_str().expect("state").to_string(),
+                        )
+                    })
+            })
+            .collect()
+    };
+    let down_in_tables = |h: &Harness| -> usize {
+        h.handle
+            .current()
+            .services
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.state == EndpointState::Down)
+            .count()
+    };
+
+    // Rejections: nothing changes, no snapshot is published.
+    let g = h.generation();
+    for (body, code, result) in [
+        (
+            r#"{"hostName":"10.0.0.1","state":"blue"}"#,
+            400,
+            r#"host-args error: state "blue" is not one of green, yellow, red"#,
+        ),
+        (
+            r#"{"hostName":"ten","state":"red"}"#,
+            400,
+            "host-parse error",
+        ),
+        (
+            r#"{"hostName":"10.0.0.1/24","state":"red"}"#,
+            400,
+            r#"host-args error: hostName "10.0.0.1/24" must name one host (/32)"#,
+        ),
+        (
+            r#"{"hostName":"10.0.0.1","epPort":70000,"state":"red"}"#,
+            400,
+            "host-args error: epPort 70000 is not a port",
+        ),
+        (
+            r#"{"hostName":"10.0.0.1","epProto":"gre","state":"red"}"#,
+            400,
+            r#"host-args error: epProto "gre" is not one of tcp, udp, sctp, icmp, http, https"#,
+        ),
+    ] {
+        let r = h.post(HS, body).await;
+        assert_eq!(r.status, code, "{body}: {}", r.body);
+        assert_eq!(r.body, handler_error(code, result), "{body}");
+    }
+    let r = h.post(HS, r#"{"state":"red"}"#).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = h.post(HS, r#"{"hostName":"10.0.0.1"}"#).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = h
+        .send("POST", HS, Some("{}"), Some("text/plain"), &[])
+        .await;
+    assert_eq!(r.status, 415);
+    assert_eq!(h.generation(), g, "rejections publish nothing");
+    assert_eq!(down_in_tables(&h), 0);
+
+    // Red on the tcp port only: 10.0.0.1 leaves the tcp rule, keeps udp.
+    let r = h
+        .post(
+            HS,
+            r#"{"hostName":"10.0.0.1/32","epPort":8080,"epProto":"tcp","state":"RED"}"#,
+        )
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+    assert_eq!(h.generation(), g + 1, "one snapshot");
+    let got = states(h.get(LB_ALL).await.json());
+    assert!(
+        got.contains(&("80/10.0.0.1".into(), "inactive".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("80/10.0.0.2".into(), "active".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("53/10.0.0.1".into(), "active".into())),
+        "{got:?}"
+    );
+    assert_eq!(down_in_tables(&h), 1);
+    let eps = h.get("/netlox/v1/config/endpoint/all").await.json();
+    let cur: Vec<(&str, &str)> = eps["Attr"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("n"),
+                e["currState"].as_str().expect("s"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cur,
+        [("10.0.0.1_tcp_8080", "nok"), ("10.0.0.2_tcp_8080", "ok")]
+    );
+
+    // The same hold again changes nothing.
+    let r = h
+        .post(
+            HS,
+            r#"{"hostName":"10.0.0.1","epPort":8080,"epProto":"tcp","state":"red"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(h.generation(), g + 1);
+
+    // Red on the whole host: both of its endpoints go, also on the unmonitored rule.
+    assert_eq!(
+        h.post(HS, r#"{"hostName":"10.0.0.1","state":"red"}"#)
+            .await
+            .status,
+        200
+    );
+    let got = states(h.get(LB_ALL).await.json());
+    assert!(
+        got.contains(&("53/10.0.0.1".into(), "inactive".into())),
+        "{got:?}"
+    );
+    assert_eq!(down_in_tables(&h), 2);
+
+    // A passing probe does not override the operator.
+    h.api
+        .state()
+        .lock()
+        .await
+        .set_probe_status(
+            "10.0.0.1_tcp_8080",
+            ProbeStatus {
+                ok: true,
+                delays: Default::default(),
+            },
+        )
+        .expect("accepted");
+    assert_eq!(down_in_tables(&h), 2);
+
+    // Yellow (degraded) on the whole host releases every hold on it.
+    assert_eq!(
+        h.post(HS, r#"{"hostName":"10.0.0.1","state":"yellow"}"#)
+            .await
+            .status,
+        200
+    );
+    let got = states(h.get(LB_ALL).await.json());
+    assert!(got.iter().all(|(_, s)| s == "active"), "{got:?}");
+    assert_eq!(down_in_tables(&h), 0);
+
+    // A hold outlives the rule: a rule created later starts with it down.
+    assert_eq!(
+        h.post(HS, r#"{"hostName":"10.0.0.9","state":"red"}"#)
+            .await
+            .status,
+        200
+    );
+    let later = json!({"serviceArguments": {"externalIP": "192.0.2.2", "port": 80, "protocol": "tcp"},
+                       "endpoints": [{"endpointIP": "10.0.0.9", "targetPort": 80, "weight": 1},
+                                     {"endpointIP": "10.0.0.8", "targetPort": 80, "weight": 1}]});
+    assert_eq!(h.post(LB, &later.to_string()).await.status, 200);
+    let got = states(h.get(LB_ALL).await.json());
+    assert!(
+        got.contains(&("80/10.0.0.9".into(), "inactive".into())),
+        "{got:?}"
+    );
+    assert_eq!(
+        h.post(HS, r#"{"hostName":"10.0.0.9","state":"green"}"#)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(down_in_tables(&h), 0);
+}
+
 #[tokio::test]
 async fn endpoint_probe_api() {
     let h = Harness::new();
