@@ -7,11 +7,11 @@
 //! The engine probes off the API lock; this task takes the lock only to read
 //! the wanted entries (twice a second) and to apply a transition.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use xlb_probe::{go_duration, ProbeEngine, ProbeKind, ProbeSpec, ProbeState};
 
 use crate::api::Api;
@@ -39,16 +39,29 @@ async fn run(api: Arc<Api>) {
                 let wanted = api.state().lock().await.probe_targets();
                 reconcile(&engine, &mut running, &wanted);
             }
-            ev = events.recv() => match ev {
-                Ok(t) => apply(&api, &engine, &t.name).await,
-                // Missed transitions: apply every entry's current state.
-                Err(RecvError::Lagged(_)) => {
-                    for name in running.keys().cloned().collect::<Vec<_>>() {
-                        apply(&api, &engine, &name).await;
+            ev = events.recv() => {
+                // Take every transition already queued too: a burst (a rack
+                // failing) becomes one snapshot, not one per endpoint.
+                let mut names = HashSet::new();
+                let mut all = false;
+                let mut next = ev.map_err(|e| match e {
+                    RecvError::Lagged(n) => TryRecvError::Lagged(n),
+                    RecvError::Closed => TryRecvError::Closed,
+                });
+                loop {
+                    match next {
+                        Ok(t) => {
+                            names.insert(t.name);
+                        }
+                        // Missed transitions: apply every entry's current state.
+                        Err(TryRecvError::Lagged(_)) => all = true,
+                        Err(TryRecvError::Closed) => return,
+                        Err(TryRecvError::Empty) => break,
                     }
+                    next = events.try_recv();
                 }
-                Err(RecvError::Closed) => return,
-            },
+                apply(&api, &engine, if all { None } else { Some(&names) }).await;
+            }
         }
     }
 }
@@ -101,17 +114,24 @@ fn reconcile(engine: &ProbeEngine, running: &mut HashMap<String, ProbeSpec>, wan
     });
 }
 
-/// Publish the current state of probe `name` into control (one table build).
-async fn apply(api: &Api, engine: &ProbeEngine, name: &str) {
-    let Some(s) = engine.snapshot().into_iter().find(|s| s.spec.key() == name) else {
-        return;
-    };
+/// Publish the current state of the probes named (of every probe if `None`)
+/// into control, with one table build.
+async fn apply(api: &Api, engine: &ProbeEngine, names: Option<&HashSet<String>>) {
     let d = |x: Option<Duration>| x.map(go_duration).unwrap_or_default();
-    let status = ProbeStatus {
-        ok: s.state == ProbeState::Up,
-        delays: [d(s.min_delay), d(s.avg_delay), d(s.max_delay)],
-    };
-    if let Err(e) = api.state().lock().await.set_probe_status(name, status) {
-        tracing::error!(probe = %name, "applying a probe result: {e}");
+    let results: Vec<(String, ProbeStatus)> = engine
+        .snapshot()
+        .into_iter()
+        .filter(|s| names.is_none_or(|n| n.contains(&s.spec.key())))
+        .map(|s| {
+            let status = ProbeStatus {
+                ok: s.state == ProbeState::Up,
+                delays: [d(s.min_delay), d(s.avg_delay), d(s.max_delay)],
+            };
+            (s.spec.key(), status)
+        })
+        .collect();
+    let n = results.len();
+    if let Err(e) = api.state().lock().await.set_probe_statuses(results) {
+        tracing::error!(probes = n, "applying probe results: {e}");
     }
 }

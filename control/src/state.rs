@@ -421,11 +421,29 @@ impl ControlState {
     /// Record a probe result (the health prober's entry point). Endpoints that
     /// change state reach the dataplane in a new snapshot. Unknown names are ignored.
     pub fn set_probe_status(&mut self, name: &str, status: ProbeStatus) -> Result<(), RuleError> {
-        if !self.probe_targets().iter().any(|p| p.name == name) {
+        self.set_probe_statuses(vec![(name.to_string(), status)])
+    }
+
+    /// Record many probe results with at most one new snapshot: when a switch
+    /// or a rack fails, hundreds of endpoints go down within one probe period,
+    /// and one table build per result would fall behind.
+    pub fn set_probe_statuses(
+        &mut self,
+        results: Vec<(String, ProbeStatus)>,
+    ) -> Result<(), RuleError> {
+        let known: std::collections::HashSet<String> =
+            self.probe_targets().into_iter().map(|p| p.name).collect();
+        let mut next = self.candidate();
+        let mut changed = false;
+        for (name, status) in results {
+            if known.contains(&name) && next.status.get(&name) != Some(&status) {
+                next.status.insert(name, status);
+                changed = true;
+            }
+        }
+        if !changed {
             return Ok(());
         }
-        let mut next = self.candidate();
-        next.status.insert(name.to_string(), status);
         self.commit(next)
     }
 
@@ -623,6 +641,42 @@ mod tests {
         assert!(out.is_err(), "the overlap shows at the one build");
         assert_eq!(st.rules().count(), 3, "rolled back whole");
         assert_eq!(st.handle().current().generation, 1);
+    }
+
+    #[test]
+    fn many_probe_results_make_one_snapshot() {
+        let mut st = state();
+        let mut r = tcp("192.0.2.1", 80, 0, &["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        r["serviceArguments"]["monitor"] = true.into();
+        st.post_rule(rule(r).expect("valid")).expect("accepted");
+        let g = st.handle().current().generation;
+        let status = |ok| ProbeStatus {
+            ok,
+            delays: Default::default(),
+        };
+        let down = |names: &[&str]| -> Vec<(String, ProbeStatus)> {
+            names
+                .iter()
+                .map(|n| (n.to_string(), status(false)))
+                .collect()
+        };
+        st.set_probe_statuses(down(&["10.0.0.1_tcp_0", "10.0.0.3_tcp_0", "nothing"]))
+            .expect("accepted");
+        let t = st.handle().current();
+        assert_eq!(t.generation, g + 1, "one snapshot for the burst");
+        let states: Vec<EndpointState> = t.services[0].endpoints.iter().map(|e| e.state).collect();
+        assert_eq!(
+            states,
+            [
+                EndpointState::Down,
+                EndpointState::Active,
+                EndpointState::Down
+            ]
+        );
+        // The same results again: nothing to publish.
+        st.set_probe_statuses(down(&["10.0.0.1_tcp_0", "10.0.0.3_tcp_0"]))
+            .expect("accepted");
+        assert_eq!(st.handle().current().generation, g + 1);
     }
 
     #[test]

@@ -706,3 +706,300 @@ fn a_dead_backend_is_probed_down_and_avoided_then_returns() {
         "backend 2 is back: {after}"
     );
 }
+
+/// A lab backend's HTTP server on `port` in backend `i`'s namespace (1-based),
+/// killed when dropped.
+struct Server(Child);
+
+impl Server {
+    fn start(lab: &Lab, i: usize, port: u16) -> Server {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns(&format!("be{i}"))])
+            .args(["python3", "scripts/lab/backend.py", &format!("backend-{i}")])
+            .args(["--http-port", &port.to_string(), "--no-udp"])
+            .current_dir(repo())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting a backend server");
+        // Killed and reaped on drop, also if it never comes up.
+        let server = Server(child);
+        // Up when it accepts a connection from its own namespace.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let url = format!("http://{}:{port}/", BACKENDS[i - 1]);
+        while Instant::now() < deadline {
+            let out = lab.exec(&format!("be{i}"), &["curl", "-s", "-m", "1", &url]);
+            if out.status.success() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("backend {i} did not listen on :{port}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // `ip netns exec` execs python, so this is the server itself.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The K3s HA guide's `configs/k3s-ha` files with their addresses moved into
+/// the lab (VIP, three backends in order) and probes every `period` s with
+/// `retries`: writes EPconfig.txt into the lab's config dir and returns
+/// lbconfig.txt.
+fn k3s_guide_files(lab: &Lab, period: u32, retries: u32) -> String {
+    let read = |f: &str| -> Value {
+        let text = std::fs::read_to_string(repo().join("configs/k3s-ha").join(f)).expect(f);
+        serde_json::from_str(&text).expect(f)
+    };
+    let mut ep = read("EPconfig.txt");
+    let entries = ep["Attr"].as_array_mut().expect("Attr");
+    assert_eq!(entries.len(), 3, "the guide probes three API servers");
+    for (e, b) in entries.iter_mut().zip(BACKENDS) {
+        let port = e["probePort"].as_u64().expect("probePort");
+        let kind = e["probeType"].as_str().expect("probeType").to_string();
+        e["hostName"] = b.into();
+        e["name"] = format!("{b}_{kind}_{port}").into();
+        e["probeDuration"] = period.into();
+        e["inactiveReTries"] = retries.into();
+    }
+    std::fs::write(lab.cfg.join("EPconfig.txt"), ep.to_string()).expect("EPconfig");
+    let mut lb = read("lbconfig.txt");
+    let rule = &mut lb["lbAttr"][0];
+    assert_eq!(rule["serviceArguments"]["port"], 6443);
+    rule["serviceArguments"]["externalIP"] = VIP.into();
+    for (e, b) in rule["endpoints"]
+        .as_array_mut()
+        .expect("endpoints")
+        .iter_mut()
+        .zip(BACKENDS)
+    {
+        e["endpointIP"] = b.into();
+    }
+    lb.to_string()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// `scripts/lab/failover_client.py` running in the client namespace.
+struct FailoverClient(Child);
+
+impl FailoverClient {
+    /// Start it for `secs` and wait until its long connections are open.
+    fn start(lab: &Lab, secs: u32) -> FailoverClient {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("client")])
+            .args(["python3", "scripts/lab/failover_client.py", VIP, "6443"])
+            .arg(secs.to_string())
+            .args(["--long", "6", "--every", "0.05"])
+            .current_dir(repo())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the failover client");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        let _ = err.read_line(&mut line);
+        assert_eq!(line.trim(), "ready", "failover client: {line}");
+        FailoverClient(child)
+    }
+
+    /// Wait for it to finish; its report.
+    fn finish(self) -> Value {
+        let out = self.0.wait_with_output().expect("failover client");
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client said {text:?}: {e}"))
+    }
+}
+
+/// New connections of a failover report started within `[from, to)`:
+/// (answered by backend, failed).
+fn new_conns(report: &Value, from: f64, to: f64) -> (Vec<String>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for c in report["new"].as_array().expect("new") {
+        let t = c[0].as_f64().expect("start");
+        if t < from || t >= to {
+            continue;
+        }
+        match c[1].as_str() {
+            Some(who) => ok.push(who.to_string()),
+            None => failed.push(format!("{t:.3}: {}", c[2])),
+        }
+    }
+    (ok, failed)
+}
+
+/// Long connections on backends other than `victim` were never reset, never
+/// moved, and kept answering; those on `victim` (if it was killed) broke.
+fn assert_survivors_untouched(report: &Value, victim: &str, min_answers: u64) {
+    let long = report["long"].as_array().expect("long");
+    let mut survivors = 0;
+    for s in long {
+        let backend = s["backend"].as_str().unwrap_or_else(|| panic!("{s}"));
+        if backend == victim {
+            continue;
+        }
+        survivors += 1;
+        assert_eq!(s["errors"], serde_json::json!([]), "reset: {s}");
+        assert_eq!(s["seen"], serde_json::json!([backend]), "moved: {s}");
+        assert!(
+            s["answers"].as_u64().expect("answers") >= min_answers,
+            "stalled: {s}"
+        );
+    }
+    assert!(survivors >= 4, "round robin spread 6 connections: {long:?}");
+}
+
+/// The K3s HA guide's promise: one API server dies, clients of the VIP keep
+/// working. Its files, probes every 1 s with 2 retries; a client opens a new
+/// connection every 50 ms and holds six long ones. After the kill, new
+/// connections may fail only within the probe budget (2 × 1 s + 1 s);
+/// long-lived connections to the other two servers are never reset; the
+/// restarted server takes new connections again.
+#[test]
+fn k3s_ha_failover_within_the_probe_budget_and_survivors_never_reset() {
+    const PERIOD: u32 = 1;
+    const RETRIES: u32 = 2;
+    let budget = f64::from(RETRIES * PERIOD) + 1.0;
+    let mut lab = Lab::up("k3", 1);
+    let mut servers: Vec<Server> = (1..=3).map(|i| Server::start(&lab, i, 6443)).collect();
+    let lbconfig = k3s_guide_files(&lab, PERIOD, RETRIES);
+    lab.start_xlb(&lbconfig, &[]);
+    let (_, eps) = lab.api("GET", "/config/endpoint/all", None).expect("API");
+    assert_eq!(eps["Attr"].as_array().map(Vec::len), Some(3), "{eps}");
+
+    let client = FailoverClient::start(&lab, 18);
+    let started = unix_now();
+    std::thread::sleep(Duration::from_secs(2));
+    let killed_at = unix_now();
+    drop(servers.remove(1));
+    let took = wait_state(&lab, BACKENDS[1], "inactive", Duration::from_secs(8));
+    assert!(
+        took.as_secs_f64() < budget,
+        "detected in {took:?}, budget {budget} s\n{}",
+        lab.log()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    servers.insert(1, Server::start(&lab, 2, 6443));
+    wait_state(&lab, BACKENDS[1], "active", Duration::from_secs(8));
+    let back_at = unix_now();
+    let report = client.finish();
+    let ended = unix_now();
+    assert!(ended - back_at > 2.0, "the client ran past the return");
+
+    // Connections still in flight when the server dies may break with it.
+    let (before, failed) = new_conns(&report, started, killed_at - 0.5);
+    assert_eq!(failed, Vec::<String>::new(), "before the kill");
+    for b in ["backend-1", "backend-2", "backend-3"] {
+        assert!(
+            before.iter().any(|w| w == b),
+            "{b} served before: {before:?}"
+        );
+    }
+    let (_, in_budget) = new_conns(&report, killed_at, killed_at + budget);
+    let (after, failed) = new_conns(&report, killed_at + budget, ended);
+    assert_eq!(
+        failed,
+        Vec::<String>::new(),
+        "new connections failed after the {budget} s budget ({} failed within it)",
+        in_budget.len()
+    );
+    assert!(after.len() > 100, "the client kept going: {}", after.len());
+    eprintln!(
+        "k3s failover: down after {took:?}; {} new connections failed within the \
+         {budget} s budget, 0 after; {} answered after it",
+        in_budget.len(),
+        after.len()
+    );
+    let (returned, _) = new_conns(&report, back_at + 0.5, ended);
+    assert!(
+        returned.iter().filter(|w| *w == "backend-2").count() >= 5,
+        "the restarted server takes new connections: {returned:?}"
+    );
+    // Requests every 100 ms for ~16 s: well over 100 answers each.
+    assert_survivors_untouched(&report, "backend-2", 100);
+    let killed = report["long"]
+        .as_array()
+        .expect("long")
+        .iter()
+        .filter(|s| s["backend"] == "backend-2")
+        .collect::<Vec<_>>();
+    assert!(
+        killed.iter().all(|s| s["errors"] != serde_json::json!([])),
+        "the long connections to the killed server broke: {killed:?}"
+    );
+}
+
+/// A backend flapping every probe period (killed, restarted, killed...) is
+/// taken out and put back each time, and the other backends' flows never
+/// notice: their long connections are never reset or moved, and they keep
+/// answering new connections throughout.
+#[test]
+fn a_flapping_backend_does_not_disturb_the_other_backends() {
+    let mut lab = Lab::up("fl", 1);
+    let mut servers: Vec<Option<Server>> = (1..=3)
+        .map(|i| Some(Server::start(&lab, i, 6443)))
+        .collect();
+    let lbconfig = k3s_guide_files(&lab, 1, 1);
+    lab.start_xlb(&lbconfig, &[]);
+
+    let client = FailoverClient::start(&lab, 12);
+    let started = unix_now();
+    std::thread::sleep(Duration::from_secs(1));
+    let flap_until = Instant::now() + Duration::from_secs(9);
+    let mut downs = 0;
+    let mut last = endpoint_state(&lab, BACKENDS[0]);
+    while Instant::now() < flap_until {
+        // One probe period down, one up.
+        servers[0] = match servers[0].take() {
+            Some(s) => {
+                drop(s);
+                None
+            }
+            None => Some(Server::start(&lab, 1, 6443)),
+        };
+        let period_end = Instant::now() + Duration::from_millis(1200);
+        while Instant::now() < period_end {
+            let now = endpoint_state(&lab, BACKENDS[0]);
+            if now == "inactive" && last != "inactive" {
+                downs += 1;
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let report = client.finish();
+    let ended = unix_now();
+    assert!(
+        downs >= 2,
+        "backend 1 was taken out {downs} times\n{}",
+        lab.log()
+    );
+    eprintln!("flapping: backend 1 taken out {downs} times");
+
+    assert_survivors_untouched(&report, "backend-1", 80);
+    // Every second, backends 2 and 3 answered new connections.
+    let mut t = started;
+    while t + 1.0 <= ended {
+        let (ok, _) = new_conns(&report, t, t + 1.0);
+        for b in ["backend-2", "backend-3"] {
+            assert!(
+                ok.iter().any(|w| w == b),
+                "{b} answered nothing in [{:.1}, {:.1}) s: {ok:?}",
+                t - started,
+                t + 1.0 - started
+            );
+        }
+        t += 1.0;
+    }
+}

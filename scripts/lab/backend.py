@@ -1,13 +1,24 @@
 #!/usr/bin/env python3
 """A lab backend: HTTP on :8080 and UDP echo on :9000, both dual-stack, each
-answer naming the backend, so the lab shows which one the VIP reached."""
+answer naming the backend, so the lab shows which one the VIP reached.
+
+usage: backend.py [NAME] [--http-port P] [--no-udp]
+HTTP/1.1 keeps connections alive, so a client can hold one open for long."""
 import http.server
 import socket
 import socketserver
 import sys
 import threading
 
-NAME = sys.argv[1] if len(sys.argv) > 1 else socket.gethostname()
+ARGS = sys.argv[1:]
+HTTP_PORT = 8080
+if "--http-port" in ARGS:
+    i = ARGS.index("--http-port")
+    HTTP_PORT = int(ARGS[i + 1])
+    del ARGS[i:i + 2]
+UDP = "--no-udp" not in ARGS
+ARGS = [a for a in ARGS if a != "--no-udp"]
+NAME = ARGS[0] if ARGS else socket.gethostname()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -49,5 +60,6 @@ def udp_echo():
         s.sendto(f"{NAME} ".encode() + data, peer)
 
 
-threading.Thread(target=udp_echo, daemon=True).start()
-DualStackServer(("::", 8080), Handler).serve_forever()
+if UDP:
+    threading.Thread(target=udp_echo, daemon=True).start()
+DualStackServer(("::", HTTP_PORT), Handler).serve_forever()
