@@ -6,8 +6,10 @@
 #                                  #   send traffic, show who answered, tear down
 #   sudo scripts/lab.sh up         # topology and backends only (for tests)
 #   sudo scripts/lab.sh down       # remove everything the lab made
+#   sudo scripts/lab.sh demo --one-arm   # the one-arm topology below
+#                                  #   (or XLB_LAB_TOPO=onearm, for up/demo)
 #
-# Topology (prefix $XLB_LAB, default "xlb"):
+# Two-arm topology (the default; prefix $XLB_LAB, default "xlb"):
 #
 #   [client] c0 10.10.1.2 ── lb0 10.10.1.1 [lb: xlb on lb0,lb1] lb1 10.10.2.1 ── [sw: br0] ─┬─ [be1] 10.10.2.11
 #                                                                                          ├─ [be2] 10.10.2.12
@@ -15,6 +17,17 @@
 #   (and fd00:10:1::/64, fd00:10:2::/64 for IPv6). VIP 10.10.100.1: tcp/80 full NAT
 #   round robin to :8080 (HTTP), udp/53 full NAT Maglev to :9000 (echo); see
 #   configs/lab/lbconfig.txt.
+#
+# One-arm topology (like the loxilb K3s HA guide: VIP and servers in one subnet,
+# xlb on one interface, replies come back to xlb because it source-NATs):
+#
+#   [client] c0 10.10.3.2 ──┐
+#   [lb] lb0 10.10.3.1 ─────┤ [sw: br0]    VIP 10.10.3.100 (in the subnet):
+#   [be1] 10.10.3.11 ───────┤   tcp/80 full NAT (mode 2, as the guide) round
+#   [be2] 10.10.3.12 ───────┤   robin to :8080; udp/53 one-arm (mode 1) Maglev
+#   [be3] 10.10.3.13 ───────┘   to :9000; see configs/lab-onearm/lbconfig.txt.
+#   (and fd00:10:3::/64). No host routes through xlb: the backends reach the
+#   client only via xlb's NAT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +35,18 @@ P=${XLB_LAB:-xlb}
 CLIENT=$P-client LB=$P-lb SW=$P-sw
 BACKENDS=("$P-be1" "$P-be2" "$P-be3")
 QUEUES=${XLB_LAB_QUEUES:-1}
-VIP=10.10.100.1
+TOPO=${XLB_LAB_TOPO:-twoarm}
+for arg in "$@"; do
+  case $arg in
+    --one-arm) TOPO=onearm ;;
+    --two-arm) TOPO=twoarm ;;
+  esac
+done
+case $TOPO in
+  twoarm) VIP=10.10.100.1 IFACES=lb0,lb1 CONFIG=configs/lab ;;
+  onearm) VIP=10.10.3.100 IFACES=lb0 CONFIG=configs/lab-onearm ;;
+  *) echo "xlb lab: XLB_LAB_TOPO must be twoarm or onearm, not $TOPO" >&2; exit 2 ;;
+esac
 RUN=/run/$P-lab
 XLB=${XLB_BIN:-target/release/xlb}
 
@@ -59,20 +83,70 @@ down() {
   rm -rf "$RUN"
 }
 
-up() {
+make_namespaces() {
   down
   mkdir -p "$RUN"
   for ns in "$CLIENT" "$LB" "$SW" "${BACKENDS[@]}"; do
     ip netns add "$ns"
     ip -n "$ns" link set lo up
   done
-  veth "$CLIENT" c0 "$LB" lb0
-  veth "$LB" lb1 "$SW" sw0
   ip -n "$SW" link add br0 type bridge
   nsx "$SW" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
     net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
-  ip -n "$SW" link set sw0 master br0
   ip -n "$SW" link set br0 up
+}
+
+start_backend() { # start_backend INDEX NAMESPACE ADDRESS_TO_PING
+  nsx "$2" python3 scripts/lab/backend.py "backend-$1" >/dev/null 2>&1 &
+  # Speak first, so the bridge learns where each backend is.
+  nsx "$2" ping -c1 -W1 "$3" >/dev/null 2>&1 || true
+}
+
+wait_backends() {
+  for be in "${BACKENDS[@]}"; do
+    for _ in $(seq 50); do
+      nsx "$be" python3 -c "import socket; socket.create_connection(('127.0.0.1', 8080), 0.2)" 2>/dev/null && break
+      sleep 0.1
+    done
+  done
+}
+
+up() {
+  case $TOPO in
+    twoarm) up_two_arm ;;
+    onearm) up_one_arm ;;
+  esac
+  echo "$TOPO" >"$RUN/topology"
+}
+
+up_one_arm() {
+  make_namespaces
+  veth "$SW" sc "$CLIENT" c0
+  veth "$SW" slb "$LB" lb0
+  ip -n "$SW" link set sc master br0
+  ip -n "$SW" link set slb master br0
+  ip -n "$CLIENT" addr add 10.10.3.2/24 dev c0
+  ip -n "$CLIENT" addr add fd00:10:3::2/64 dev c0 nodad
+  ip -n "$LB" addr add 10.10.3.1/24 dev lb0
+  ip -n "$LB" addr add fd00:10:3::1/64 dev lb0 nodad
+  local i=0
+  for be in "${BACKENDS[@]}"; do
+    i=$((i + 1))
+    veth "$SW" "s$i" "$be" eth0
+    ip -n "$SW" link set "s$i" master br0
+    ip -n "$be" addr add "10.10.3.1$i/24" dev eth0
+    ip -n "$be" addr add "fd00:10:3::1$i/64" dev eth0 nodad
+    start_backend "$i" "$be" 10.10.3.1
+  done
+  nsx "$CLIENT" ping -c1 -W1 10.10.3.1 >/dev/null 2>&1 || true
+  wait_backends
+}
+
+up_two_arm() {
+  make_namespaces
+  veth "$CLIENT" c0 "$LB" lb0
+  veth "$LB" lb1 "$SW" sw0
+  ip -n "$SW" link set sw0 master br0
   ip -n "$CLIENT" addr add 10.10.1.2/24 dev c0
   ip -n "$CLIENT" addr add fd00:10:1::2/64 dev c0 nodad
   ip -n "$CLIENT" route add default via 10.10.1.1
@@ -90,22 +164,15 @@ up() {
     ip -n "$be" addr add "fd00:10:2::1$i/64" dev eth0 nodad
     ip -n "$be" route add default via 10.10.2.1
     ip -n "$be" -6 route add default via fd00:10:2::1
-    nsx "$be" python3 scripts/lab/backend.py "backend-$i" >/dev/null 2>&1 &
-    # Speak first, so the bridge learns where each backend is.
-    nsx "$be" ping -c1 -W1 10.10.2.1 >/dev/null 2>&1 || true
+    start_backend "$i" "$be" 10.10.2.1
   done
-  for be in "${BACKENDS[@]}"; do
-    for _ in $(seq 50); do
-      nsx "$be" python3 -c "import socket; socket.create_connection(('127.0.0.1', 8080), 0.2)" 2>/dev/null && break
-      sleep 0.1
-    done
-  done
+  wait_backends
 }
 
 start_xlb() { # start_xlb CONFIG_DIR [extra args]
   local cfg=$1
   shift
-  nsx "$LB" "$XLB" run --iface lb0,lb1 --config-path "$cfg" --api 127.0.0.1:11111 "$@" \
+  nsx "$LB" "$XLB" run --iface "$IFACES" --config-path "$cfg" --api 127.0.0.1:11111 "$@" \
     >"$RUN/xlb.log" 2>&1 &
   echo $! >"$RUN/xlb.pid"
   for _ in $(seq 100); do
@@ -121,17 +188,23 @@ start_xlb() { # start_xlb CONFIG_DIR [extra args]
 }
 
 demo() {
-  trap down EXIT INT TERM
+  # Ctrl-C or a kill: tear down and stop here (not go on with the demo).
+  trap down EXIT
+  trap 'echo "xlb lab: interrupted, cleaning up" >&2; exit 130' INT TERM
   scripts/deps.sh
   command -v ping >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-ping >/dev/null; }
   if [[ ! -x $XLB || -n "$(find control dataplane bpf -newer "$XLB" -name '*.rs' -print -quit 2>/dev/null)" ]]; then
     echo "== building xlb (release)"
     cargo build --release --locked -p xlb-control
   fi
-  echo "== lab up: client, balancer, switch and three backends (namespaces $P-*)"
+  if [[ $TOPO == onearm ]]; then
+    echo "== lab up (one-arm): client, balancer and three backends on one switch, one subnet (namespaces $P-*)"
+  else
+    echo "== lab up: client, balancer, switch and three backends (namespaces $P-*)"
+  fi
   up
-  echo "== xlb run --iface lb0,lb1 --config-path configs/lab (in $LB)"
-  start_xlb configs/lab
+  echo "== xlb run --iface $IFACES --config-path $CONFIG (in $LB)"
+  start_xlb "$CONFIG"
   nsx "$LB" "$XLB" get lb -o wide | sed 's/^/  /'
   echo "== client -> VIP $VIP (real kernels on both sides, xlb in between on AF_XDP)"
   local rc=0
@@ -154,5 +227,6 @@ case "${1:-demo}" in
   up) up ;;
   down) down ;;
   demo) demo ;;
-  *) echo "usage: $0 [demo|up|down]" >&2; exit 2 ;;
+  --one-arm | --two-arm) demo ;;
+  *) echo "usage: $0 [demo|up|down] [--one-arm]" >&2; exit 2 ;;
 esac

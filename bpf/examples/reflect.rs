@@ -89,10 +89,11 @@ fn serve(iface: &str, secs: u64, busy: bool) {
         std::thread::sleep(Duration::from_secs(1));
         let st = rt.stats();
         println!(
-            "serve: rx {} pps, tx {} pps, tx_ring_full {}, sleeps {}, kernel rx_ring_full {} fill_empty {}",
+            "serve: rx {} pps, tx {} pps, tx_ring_full {}, tx_deferred {}, sleeps {}, kernel rx_ring_full {} fill_empty {}",
             st.rx() - last.rx(),
             st.tx() - last.tx(),
             st.workers.iter().map(|w| w.tx_ring_full).sum::<u64>(),
+            st.workers.iter().map(|w| w.tx_deferred).sum::<u64>(),
             st.workers.iter().map(|w| w.sleeps).sum::<u64>(),
             st.workers.iter().map(|w| w.kernel_rx_ring_full).sum::<u64>(),
             st.workers.iter().map(|w| w.kernel_fill_ring_empty).sum::<u64>()

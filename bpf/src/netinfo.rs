@@ -4,8 +4,9 @@
 //! Everything is asked in the calling thread's network namespace (never via
 //! sysfs, which shows the namespace it was mounted in).
 //!
-//! Trade-off: this parses `ip -j` (iproute2 JSON) output
-//! instead of speaking rtnetlink. It costs a process spawn per query (fine for
+//! Neighbours come from rtnetlink ([`crate::neigh`], which can also watch
+//! for changes). Links, addresses and routes still come from `ip -j`
+//! (iproute2 JSON) output instead of rtnetlink. It costs a process spawn per query (fine for
 //! a control loop that runs every few seconds, wrong for anything per packet)
 //! and depends on iproute2 being installed (scripts/deps.sh installs it), but
 //! it has no async runtime, no extra crates and is easy to check by hand with
@@ -33,6 +34,14 @@ pub enum NetInfoError {
         /// Arguments.
         args: String,
         /// stderr or the spawn error.
+        detail: String,
+    },
+    /// an rtnetlink request failed
+    #[error("rtnetlink: {what}: {detail}")]
+    Netlink {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
         detail: String,
     },
     /// `ip -j` printed something unexpected
@@ -189,15 +198,6 @@ struct RouteEntry {
     gateway: Option<IpAddr>,
 }
 
-#[derive(Deserialize, Debug)]
-struct NeighEntry {
-    dst: Option<IpAddr>,
-    dev: Option<String>,
-    lladdr: Option<String>,
-    #[serde(default)]
-    state: Vec<String>,
-}
-
 /// Where the kernel would send a packet to `dst`: (device, neighbour address).
 pub fn route_to(dst: IpAddr) -> Result<Option<(String, IpAddr)>, NetInfoError> {
     let d = dst.to_string();
@@ -209,20 +209,20 @@ pub fn route_to(dst: IpAddr) -> Result<Option<(String, IpAddr)>, NetInfoError> {
 }
 
 /// The neighbour table: (address, device) -> MAC, for usable entries only.
+/// Asked over rtnetlink.
 pub fn neighbours() -> Result<HashMap<(IpAddr, String), MacAddr>, NetInfoError> {
-    let entries: Vec<NeighEntry> = ip_json(&["neigh", "show"])?;
-    Ok(parse_neigh(entries))
-}
-
-fn parse_neigh(entries: Vec<NeighEntry>) -> HashMap<(IpAddr, String), MacAddr> {
-    entries
-        .into_iter()
-        .filter(|e| !e.state.iter().any(|s| s == "FAILED" || s == "INCOMPLETE"))
-        .filter_map(|e| {
-            let mac = e.lladdr?.parse().ok()?;
-            Some(((e.dst?, e.dev?), mac))
-        })
-        .collect()
+    let mut names: HashMap<u32, Option<String>> = HashMap::new();
+    let mut table = HashMap::new();
+    for n in crate::neigh::dump()? {
+        let Some(mac) = n.mac else { continue };
+        let name = names
+            .entry(n.ifindex)
+            .or_insert_with(|| crate::sys::ifname(n.ifindex));
+        if let Some(name) = name {
+            table.insert((n.addr, name.clone()), mac);
+        }
+    }
+    Ok(table)
 }
 
 /// Ask the kernel to resolve `ip` (it sends ARP / neighbour solicitation):
@@ -292,7 +292,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_ip_json_addr_and_neigh_output() {
+    fn parses_ip_json_addr_output() {
         let addr = r#"[{"ifindex":5,"ifname":"x0","addr_info":[
             {"family":"inet6","local":"fe80::1","prefixlen":64,"scope":"link"},
             {"family":"inet6","local":"2001:db8::1","prefixlen":64,"scope":"global"},
@@ -305,14 +305,6 @@ mod tests {
                 "2001:db8::1".parse().expect("ip")
             ]
         );
-        let neigh = r#"[{"dst":"10.0.0.2","dev":"x0","lladdr":"02:00:00:00:00:02","state":["REACHABLE"]},
-            {"dst":"10.0.0.3","dev":"x0","state":["FAILED"]},
-            {"dst":"10.0.0.4","dev":"x0","lladdr":"02:00:00:00:00:04","state":["STALE"]}]"#;
-        let n: Vec<NeighEntry> = serde_json::from_str(neigh).expect("valid json");
-        let t = parse_neigh(n);
-        assert_eq!(t.len(), 2);
-        let k = ("10.0.0.2".parse().expect("ip"), "x0".to_string());
-        assert_eq!(t[&k].to_string(), "02:00:00:00:00:02");
     }
 
     #[test]

@@ -21,7 +21,8 @@ use crate::loader::{XdpError, XdpMode, XdpProgram, XdpStats};
 use crate::maps::{MapSync, SyncReport};
 use crate::netinfo::{self, IfaceInfo, NetInfoError};
 use crate::sys;
-use crate::worker::{WorkerIo, WorkerStats, XskError};
+use crate::worker::{Worker, WorkerStats};
+use crate::xsk::{XskError, XskIo};
 
 /// How to run the I/O layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +137,10 @@ pub struct WorkerCounters {
     pub tx: u64,
     /// `Verdict::Pass` frames (not ours; recycled).
     pub not_ours: u64,
-    /// Frames lost to a full TX ring.
+    /// Frames lost to a TX ring that stayed full (a stalled port).
     pub tx_ring_full: u64,
+    /// Frames that waited for room on a full TX ring.
+    pub tx_deferred: u64,
     /// Frames sent to a port that does not exist.
     pub bad_port: u64,
     /// Batches processed.
@@ -170,6 +173,7 @@ impl WorkerCounters {
             tx: l(&s.tx),
             not_ours: l(&s.not_ours),
             tx_ring_full: l(&s.tx_ring_full),
+            tx_deferred: l(&s.tx_deferred),
             bad_port: l(&s.bad_port),
             batches: l(&s.batches),
             sleeps: l(&s.sleeps),
@@ -347,18 +351,17 @@ impl Runtime {
         // Sockets, before any thread starts, so errors come back from here.
         let mut ios = Vec::with_capacity(queues as usize);
         for q in 0..queues {
-            let (io, fds) =
-                WorkerIo::create(&cfg.ifaces, q, cfg.frame_count, cfg.batch).map_err(|e| {
-                    let iface = match &e {
-                        XskError::Socket { iface, .. } => iface.clone(),
-                        _ => cfg.ifaces[0].clone(),
-                    };
-                    classify_socket_error(&iface, q, e)
-                })?;
+            let (io, fds) = XskIo::create(&cfg.ifaces, q, cfg.frame_count).map_err(|e| {
+                let iface = match &e {
+                    XskError::Socket { iface, .. } => iface.clone(),
+                    _ => cfg.ifaces[0].clone(),
+                };
+                classify_socket_error(&iface, q, e)
+            })?;
             for (p, fd) in programs.iter().zip(fds) {
                 p.register_socket(q, fd)?;
             }
-            ios.push(io);
+            ios.push(Worker::new(io, cfg.batch));
         }
 
         let stop = Arc::new(AtomicBool::new(false));

@@ -57,6 +57,20 @@ pub fn poll_readable(
     Ok(rc as usize)
 }
 
+/// The name of interface `ifindex` in the calling thread's namespace.
+pub fn ifname(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write
+    // (the name and its NUL); it returns NULL or a pointer into `buf`.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success `buf` holds a NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 /// `struct ethtool_channels` (linux/ethtool.h).
 #[repr(C)]
 #[derive(Default)]

@@ -922,3 +922,73 @@ fn ipv6_udp_to_a_vip_is_answered_and_neighbour_discovery_passes() {
         .expect("lb thread");
     });
 }
+
+/// Neighbours come from rtnetlink: the dump sees a permanent entry on a veth
+/// in a namespace of ours, and the watcher reports its MAC changing (and the
+/// entry going) within a second, in that namespace only.
+#[test]
+fn neighbours_are_read_and_watched_over_rtnetlink() {
+    let mut lab = Lab::new("nl");
+    let (lb, _cl, lif) = client_lb(&mut lab, 1);
+    let peer: IpAddr = "10.99.0.77".parse().expect("ip");
+    let (mac1, mac2) = ("02:00:00:00:77:01", "02:00:00:00:77:02");
+    let neigh = |verb: &str, mac: Option<&str>| {
+        let p = peer.to_string();
+        let mut args = vec!["ip", "-n", &lb, "neigh", verb, &p];
+        if let Some(m) = mac {
+            args.extend(["lladdr", m, "nud", "permanent"]);
+        }
+        args.extend(["dev", &lif]);
+        run(&args);
+    };
+    neigh("add", Some(mac1));
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            let table = xlb_bpf::netinfo::neighbours().expect("neighbour dump");
+            let got = table.get(&(peer, lif.clone())).map(|m| m.to_string());
+            assert_eq!(got.as_deref(), Some(mac1), "{table:?}");
+            let ifindex = xlb_bpf::netinfo::ifindex(&lif).expect("ifindex");
+
+            let mut w = xlb_bpf::neigh::NeighWatch::new().expect("subscribe");
+            assert!(
+                w.next(Duration::from_millis(50)).expect("watch").is_empty(),
+                "nothing changed yet"
+            );
+            neigh("replace", Some(mac2));
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut seen = Vec::new();
+            while Instant::now() < deadline && seen.is_empty() {
+                seen = w
+                    .next(Duration::from_millis(200))
+                    .expect("watch")
+                    .into_iter()
+                    .filter(
+                        |e| matches!(e, xlb_bpf::neigh::NeighEvent::Changed(n) if n.addr == peer),
+                    )
+                    .collect();
+            }
+            match seen.first() {
+                Some(xlb_bpf::neigh::NeighEvent::Changed(n)) => {
+                    assert_eq!(n.ifindex, ifindex);
+                    assert_eq!(n.mac.map(|m| m.to_string()).as_deref(), Some(mac2));
+                }
+                other => panic!("no change reported: {other:?}"),
+            }
+            neigh("del", None);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut removed = false;
+            while Instant::now() < deadline && !removed {
+                removed = w
+                    .next(Duration::from_millis(200))
+                    .expect("watch")
+                    .iter()
+                    .any(|e| matches!(e, xlb_bpf::neigh::NeighEvent::Removed(n) if n.addr == peer));
+            }
+            assert!(removed, "removal reported");
+            let table = xlb_bpf::netinfo::neighbours().expect("neighbour dump");
+            assert!(!table.contains_key(&(peer, lif.clone())));
+        })
+        .join()
+        .expect("namespace thread");
+    });
+}

@@ -8,6 +8,10 @@
 //! - the XDP steering maps follow every new snapshot (checked every 20 ms);
 //! - VIPs and source-NAT addresses are added to `lo` so the kernel answers
 //!   ARP/NDP for them (and removed again when no rule uses them).
+//!
+//! A third follows the kernel: [`KernelNet::watch_neighbours`] listens for
+//! neighbour changes (rtnetlink) and flags a next hop whose MAC changed, so
+//! the refresher rebuilds the tables within its next tick.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -141,7 +145,9 @@ pub fn start(
         ports: runtime.port_specs(),
         cache: Mutex::default(),
         wanted: Mutex::default(),
+        changed: AtomicBool::new(false),
     });
+    KernelNet::watch_neighbours(&net);
     let stop = Arc::new(AtomicBool::new(false));
     let sync_thread = {
         let (runtime, handle, stop) = (runtime.clone(), handle.clone(), stop.clone());
@@ -391,6 +397,9 @@ pub struct KernelNet {
     cache: Mutex<HashMap<IpAddr, NextHop>>,
     /// Every address the tables asked for last time.
     wanted: Mutex<Vec<IpAddr>>,
+    /// A neighbour on a served port changed its MAC (or a next hop's entry
+    /// went away) since the last [`KernelNet::take_changed`].
+    changed: AtomicBool,
 }
 
 impl std::fmt::Debug for KernelNet {
@@ -412,6 +421,83 @@ impl KernelNet {
             .clone();
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         wanted.iter().any(|a| !cache.contains_key(a))
+    }
+
+    /// Whether a neighbour changed since the last call (then the next hops
+    /// should be forgotten and the tables rebuilt).
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Follow the kernel's neighbour table from a background thread (in the
+    /// caller's network namespace) and set the `changed` flag when a
+    /// neighbour on a served port changes its MAC, or a cached next hop's
+    /// entry is removed. State transitions (reachable, stale, ...) with the
+    /// same MAC are ignored. The thread ends when `net` is dropped.
+    pub fn watch_neighbours(net: &Arc<KernelNet>) {
+        let weak = Arc::downgrade(net);
+        let served: Vec<u32> = net
+            .ports
+            .iter()
+            .filter_map(|p| netinfo::ifindex(&p.name).ok())
+            .collect();
+        let spawned = std::thread::Builder::new()
+            .name("xlb-neigh".into())
+            .spawn(move || {
+                let mut watch = match xlb_bpf::neigh::NeighWatch::new() {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::warn!("not watching neighbours ({e}); MAC changes reach the tables by the periodic refresh");
+                        return;
+                    }
+                };
+                // Subscribed first, then the table: no change falls between.
+                let mut known: HashMap<(IpAddr, u32), xlb_dataplane::net::MacAddr> =
+                    xlb_bpf::neigh::dump()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|n| Some(((n.addr, n.ifindex), n.mac?)))
+                        .collect();
+                use xlb_bpf::neigh::NeighEvent;
+                loop {
+                    let events = match watch.next(Duration::from_secs(1)) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::warn!("watching neighbours: {e}");
+                            std::thread::sleep(Duration::from_secs(1));
+                            Vec::new()
+                        }
+                    };
+                    let Some(net) = weak.upgrade() else { return };
+                    for ev in events {
+                        let changed = match ev {
+                            NeighEvent::Changed(n) if served.contains(&n.ifindex) => {
+                                match n.mac {
+                                    Some(mac) => known
+                                        .insert((n.addr, n.ifindex), mac)
+                                        .is_some_and(|old| old != mac),
+                                    None => false,
+                                }
+                            }
+                            NeighEvent::Removed(n) if served.contains(&n.ifindex) => {
+                                known.remove(&(n.addr, n.ifindex));
+                                net.cache
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .contains_key(&n.addr)
+                            }
+                            _ => false,
+                        };
+                        if changed {
+                            tracing::info!(?ev, "neighbour changed; refreshing next hops");
+                            net.changed.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("not watching neighbours: {e}");
+        }
     }
 
     /// Forget every cached next hop (they are resolved again on the next build,

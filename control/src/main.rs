@@ -346,7 +346,8 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
                 loop {
                     tick.tick().await;
                     rounds += 1;
-                    let full = rounds.is_multiple_of(15);
+                    // Every 30 s, or as soon as a neighbour's MAC changed.
+                    let full = rounds.is_multiple_of(15) || net.take_changed();
                     if full {
                         net.forget();
                     }

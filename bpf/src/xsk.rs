@@ -1,0 +1,324 @@
+//! AF_XDP sockets as a [`PacketIo`]: one UMEM shared by a socket on every
+//! configured interface at one queue index (so a frame received on one
+//! interface is transmitted on another without a copy), each socket with its
+//! own fill and completion rings.
+//!
+//! The unsafe blocks below lean on [`PacketIo`]'s ownership contract (the
+//! caller hands over only frames in its hands, each once) and on xsk-rs's
+//! (descriptors belong to this UMEM): every desc this type hands out comes
+//! from this UMEM's rings or its initial frame list.
+#![allow(unsafe_code)]
+
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
+
+use xlb_dataplane::frame::{Frame, PortId};
+use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use crate::io::{DeviceStats, PacketIo};
+use crate::sys;
+
+/// Size of every UMEM frame (chunk). A power of two (aligned mode); leaves
+/// room after a 1500-byte packet for encapsulation.
+pub const FRAME_SIZE: u32 = 4096;
+
+/// Most `sendto` kicks per port and round. Copy-mode AF_XDP sends at most 32
+/// frames per kick, so one kick per round lets the TX ring fill up whenever a
+/// round receives more than that (a 64-frame batch did); kicking again while
+/// the kernel takes frames keeps the ring drained, and the cap bounds the
+/// syscalls a round makes.
+const MAX_KICKS: u32 = 16;
+
+/// Socket-creation failure of one (interface, queue).
+#[derive(Debug, thiserror::Error)]
+pub enum XskError {
+    /// the UMEM could not be created
+    #[error("UMEM of {frames} frames: {source}")]
+    Umem {
+        /// Frame count asked for.
+        frames: u32,
+        /// xsk-rs's error.
+        #[source]
+        source: xsk_rs::umem::UmemCreateError,
+    },
+    /// the AF_XDP socket could not be created or bound
+    #[error("AF_XDP socket on {iface} queue {queue}: {source}")]
+    Socket {
+        /// Interface.
+        iface: String,
+        /// Queue index.
+        queue: u32,
+        /// xsk-rs's error; its source is the errno.
+        #[source]
+        source: xsk_rs::socket::SocketCreateError,
+    },
+    /// invalid ring or frame size
+    #[error("invalid AF_XDP configuration: {0}")]
+    Config(String),
+}
+
+impl XskError {
+    /// The errno behind a socket failure, if any.
+    pub fn errno(&self) -> Option<i32> {
+        use std::error::Error;
+        let src = self.source()?.source()?;
+        src.downcast_ref::<std::io::Error>()?.raw_os_error()
+    }
+}
+
+struct Port {
+    tx: TxQueue,
+    rx: RxQueue,
+    fq: FillQueue,
+    cq: CompQueue,
+}
+
+/// The AF_XDP sockets of one worker (see the module docs).
+pub struct XskIo {
+    umem: Umem,
+    ports: Vec<Port>,
+    initial: Vec<FrameDesc>,
+    ring: u32,
+    poll_fds: Vec<RawFd>,
+    pollfds: Vec<libc::pollfd>,
+}
+
+impl std::fmt::Debug for XskIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskIo")
+            .field("ports", &self.ports.len())
+            .field("ring", &self.ring)
+            .finish()
+    }
+}
+
+/// A ring size (power of two, 64..=4096) no larger than `n` where possible.
+pub(crate) fn ring_size(n: u32) -> u32 {
+    let n = n.clamp(64, 4096);
+    1 << (31 - n.leading_zeros())
+}
+
+impl XskIo {
+    /// One UMEM of `frame_count` frames and a socket on every interface of
+    /// `ifaces` at `queue`. Returns the sockets' fds (in `ifaces` order) for
+    /// the XSKMAPs.
+    ///
+    /// Every ring holds half the frames: the worker decides how many of them
+    /// each fill ring gets (most go to the ports that receive), so an idle
+    /// port cannot starve a busy one.
+    pub fn create(
+        ifaces: &[String],
+        queue: u32,
+        frame_count: u32,
+    ) -> Result<(XskIo, Vec<RawFd>), XskError> {
+        let ring = ring_size(frame_count / 2);
+        let qs = |n| QueueSize::new(n).map_err(|e| XskError::Config(e.to_string()));
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(
+                xsk_rs::config::FrameSize::new(FRAME_SIZE)
+                    .map_err(|e| XskError::Config(e.to_string()))?,
+            )
+            .fill_queue_size(qs(ring)?)
+            .comp_queue_size(qs(ring)?)
+            .build()
+            .map_err(|e| XskError::Config(e.to_string()))?;
+        let frames = NonZeroU32::new(frame_count)
+            .ok_or_else(|| XskError::Config("frame_count is 0".into()))?;
+        let (umem, descs) =
+            Umem::new(umem_cfg, frames, false).map_err(|source| XskError::Umem {
+                frames: frame_count,
+                source,
+            })?;
+        let sock_cfg = SocketConfig::builder()
+            .rx_queue_size(qs(ring)?)
+            .tx_queue_size(qs(ring)?)
+            // Our XDP program and XSKMAP, not libxdp's default program.
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            // veth (and generic XDP) only support copy mode.
+            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let mut ports = Vec::with_capacity(ifaces.len());
+        let mut fds = Vec::with_capacity(ifaces.len());
+        for iface in ifaces {
+            let name: xsk_rs::config::Interface = iface
+                .parse()
+                .map_err(|_| XskError::Config(format!("bad interface name {iface:?}")))?;
+            // SAFETY: each (interface, queue) is bound once per UMEM, and
+            // XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD is set (xsk-rs's requirement
+            // for shared UMEMs).
+            let (tx, rx, fqcq) =
+                unsafe { Socket::new(sock_cfg, &umem, &name, queue) }.map_err(|source| {
+                    XskError::Socket {
+                        iface: iface.clone(),
+                        queue,
+                        source,
+                    }
+                })?;
+            let (fq, cq) = fqcq.ok_or_else(|| {
+                XskError::Config(format!("{iface} queue {queue} bound twice on one UMEM"))
+            })?;
+            fds.push(rx.fd().as_raw_fd());
+            ports.push(Port { tx, rx, fq, cq });
+        }
+        let io = XskIo {
+            umem,
+            pollfds: Vec::with_capacity(ports.len()),
+            poll_fds: fds.clone(),
+            ports,
+            initial: descs,
+            ring,
+        };
+        Ok((io, fds))
+    }
+}
+
+impl PacketIo for XskIo {
+    type Desc = FrameDesc;
+
+    fn ports(&self) -> usize {
+        self.ports.len()
+    }
+
+    fn fill_ring_size(&self) -> u32 {
+        self.ring
+    }
+
+    fn take_frames(&mut self) -> Vec<FrameDesc> {
+        std::mem::take(&mut self.initial)
+    }
+
+    fn rx(&mut self, port: usize, out: &mut [FrameDesc]) -> usize {
+        // SAFETY: the ring hands over frames of this UMEM that the kernel has
+        // filled; from here they are in the caller's hands.
+        unsafe { self.ports[port].rx.consume(out) }
+    }
+
+    fn completions(&mut self, port: usize, out: &mut [FrameDesc]) -> usize {
+        // SAFETY: the descriptors written are this UMEM's frames the kernel
+        // has finished sending; they return to the caller's hands.
+        unsafe { self.ports[port].cq.consume(out) }
+    }
+
+    fn fill_room(&mut self, port: usize) -> usize {
+        self.ports[port].fq.nb_free(self.ring) as usize
+    }
+
+    fn tx_room(&mut self, port: usize) -> usize {
+        self.ports[port].tx.nb_free(self.ring) as usize
+    }
+
+    unsafe fn frames<'a>(
+        &'a mut self,
+        descs: &[FrameDesc],
+        rx_port: PortId,
+        out: &mut Vec<Frame<'a>>,
+    ) {
+        for desc in descs {
+            let mut d = *desc;
+            // SAFETY: `d` is a frame of this UMEM in the caller's hands (the
+            // caller's contract), so the kernel does not touch it.
+            let mut data = unsafe { self.umem.data_mut(&mut d) };
+            let len = data.contents().len();
+            // Widen the segment to the chunk's end (set_pos clamps), then take
+            // the pointer last: `data` is not touched again, so the pointer
+            // stays the most recent borrow of these bytes. The widened length
+            // lives only in the local copy `d`; TX lengths come from set_len.
+            data.cursor().set_pos(usize::MAX);
+            let whole = data.contents_mut();
+            let (ptr, cap) = (whole.as_mut_ptr(), whole.len());
+            // SAFETY: `ptr..ptr+cap` is the rest of this frame's chunk (xsk-rs's
+            // data segment runs from the packet to the chunk end), inside the
+            // mapped UMEM, which lives as long as `self` ('a). Frames are
+            // disjoint chunks and no desc appears twice (the caller's
+            // contract), so the slices never alias; the kernel does not touch
+            // a frame in the caller's hands, and the caller cannot hand these
+            // frames to a ring while the slices borrow `self`.
+            let buf: &'a mut [u8] = unsafe { std::slice::from_raw_parts_mut(ptr, cap) };
+            out.push(Frame::new(buf, len, rx_port));
+        }
+    }
+
+    unsafe fn set_len(&mut self, desc: &mut FrameDesc, len: usize) {
+        // SAFETY: `desc` is a frame of this UMEM in the caller's hands.
+        unsafe { self.umem.data_mut(desc) }.cursor().set_pos(len);
+    }
+
+    unsafe fn fill(&mut self, port: usize, descs: &[FrameDesc]) -> usize {
+        let fq = &mut self.ports[port].fq;
+        let n = descs.len().min(fq.nb_free(descs.len() as u32) as usize);
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: frames of this UMEM in the caller's hands, each once (the
+        // caller's contract); the kernel owns them from here. `n` slots are
+        // free, so the all-or-nothing reservation succeeds.
+        unsafe { fq.produce(&descs[..n]) }
+    }
+
+    unsafe fn tx(&mut self, port: usize, descs: &[FrameDesc]) -> usize {
+        let tx = &mut self.ports[port].tx;
+        let n = descs.len().min(tx.nb_free(descs.len() as u32) as usize);
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: as in `fill`; lengths were set by `set_len`. The kernel owns
+        // the frames until they come back on the completion ring.
+        unsafe { tx.produce(&descs[..n]) }
+    }
+
+    fn kick_tx(&mut self, port: usize) -> u32 {
+        let (tx, ring) = (&mut self.ports[port].tx, self.ring);
+        let mut kicks = 0;
+        let mut free = tx.nb_free_exact();
+        while free < ring && kicks < MAX_KICKS && tx.needs_wakeup() {
+            if let Err(e) = tx.wakeup() {
+                tracing::debug!(error = %e, "AF_XDP TX wakeup failed");
+                break;
+            }
+            kicks += 1;
+            let now = tx.nb_free_exact();
+            if now == free {
+                // No progress (completion ring full, device busy): the next
+                // round tries again after draining completions.
+                break;
+            }
+            free = now;
+        }
+        kicks
+    }
+
+    fn wait(&mut self, timeout_ms: i32) -> std::io::Result<()> {
+        sys::poll_readable(&self.poll_fds, &mut self.pollfds, timeout_ms).map(|_| ())
+    }
+
+    fn device_stats(&self) -> DeviceStats {
+        let mut s = DeviceStats::default();
+        for p in &self.ports {
+            if let Ok(k) = p.rx.fd().xdp_statistics() {
+                s.rx_ring_full += k.rx_ring_full();
+                s.fill_ring_empty += k.rx_fill_ring_empty_descs();
+                s.rx_dropped += k.rx_dropped();
+                s.tx_invalid += k.tx_invalid_descs();
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes_are_powers_of_two_in_range() {
+        for n in [0, 1, 63, 64, 100, 1000, 5000, 100_000] {
+            let r = ring_size(n);
+            assert!(
+                r.is_power_of_two() && (64..=4096).contains(&r),
+                "{n} -> {r}"
+            );
+            assert!(r <= n.max(64), "{n} -> {r}: never more than asked");
+        }
+    }
+}
