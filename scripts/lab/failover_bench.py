@@ -32,6 +32,8 @@ BACKENDS = ["10.10.2.11", "10.10.2.12", "10.10.2.13"]
 XLB = os.environ.get("XLB_BIN", "target/release/xlb")
 CFG = f"/tmp/{PREFIX}-cfg"
 CONFIGS = [(1, 1), (1, 2), (2, 2)] + ([] if QUICK else [(10, 2)])
+if os.environ.get("FAILOVER_CONFIGS"):  # e.g. "1:2,2:2" (duration:retries)
+    CONFIGS = [tuple(int(x) for x in c.split(":")) for c in os.environ["FAILOVER_CONFIGS"].split(",")]
 REPEATS = 1 if QUICK else 3
 
 servers = {}
@@ -147,7 +149,8 @@ def one_run(period, retries):
     avoided = max((c[0] - killed for c in failed), default=0.0)
     start_server(2)
     stop_xlb()
-    return {"detected": detected, "avoided": avoided, "failed": len(failed), "new": len(after)}
+    return {"detected": detected, "avoided": avoided, "failed": len(failed), "new": len(after),
+            "failures": [(round(c[0] - killed, 3), c[2]) for c in failed]}
 
 
 def fmt(xs, unit="s"):
