@@ -51,7 +51,7 @@ fn opts() -> anyhow::Result<Opts> {
             args.next()
                 .ok_or_else(|| anyhow!("{a} needs a value"))?
                 .parse()
-                .with_context(|| format!("{a}"))
+                .with_context(|| a.clone())
         };
         match a.as_str() {
             "--rules" => o.rules = num()?,
@@ -87,11 +87,7 @@ fn changed_endpoint(k: u64) -> Ipv4Addr {
 
 fn body(r: u32, sel: u32, third: Ipv4Addr) -> String {
     let base = 0x0a00_0000 + (r % 4000) * 2;
-    let eps = [
-        Ipv4Addr::from(base + 1),
-        Ipv4Addr::from(base + 2),
-        third,
-    ];
+    let eps = [Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2), third];
     json!({
         "serviceArguments": {"externalIP": vip(r).to_string(), "port": 80, "protocol": "tcp",
                              "sel": sel, "mode": 0, "oper": 0, "name": format!("svc-{r}")},
@@ -141,7 +137,10 @@ fn post(agent: &ureq::Agent, url: &str, body: &str) -> anyhow::Result<()> {
     {
         Ok(_) => Ok(()),
         Err(ureq::Error::Status(code, resp)) => {
-            bail!("POST answered {code}: {}", resp.into_string().unwrap_or_default())
+            bail!(
+                "POST answered {code}: {}",
+                resp.into_string().unwrap_or_default()
+            )
         }
         Err(e) => Err(e.into()),
     }
@@ -193,7 +192,11 @@ fn main() -> anyhow::Result<()> {
                             return Ok(());
                         }
                         let r = r as u32;
-                        post(&agent, &url, &body(r, o.sel, Ipv4Addr::from(0x0b00_0000 + r)))?;
+                        post(
+                            &agent,
+                            &url,
+                            &body(r, o.sel, Ipv4Addr::from(0x0b00_0000 + r)),
+                        )?;
                     }
                 })
             })
@@ -216,6 +219,35 @@ fn main() -> anyhow::Result<()> {
         services
     );
 
+    // For scale: the table work alone of one endpoint change (no HTTP), on the
+    // full snapshot, not published.
+    {
+        let cur = handle.current();
+        let n = 2000u32;
+        let specs: Vec<_> = (0..n)
+            .map(|k| {
+                let key = cur.services[(k % o.rules) as usize].spec.key;
+                let mut spec = cur.services[cur.service_index(&key).expect("rule")]
+                    .spec
+                    .clone();
+                spec.endpoints[2].addr = IpAddr::V4(changed_endpoint(u64::from(k) + 500_000));
+                spec
+            })
+            .collect();
+        let t = Instant::now();
+        for spec in specs {
+            let next = cur
+                .update(&[xlb_dataplane::tables::ServiceChange::Upsert(spec)], &[])
+                .map_err(|e| anyhow!("{e}"))?;
+            std::hint::black_box(&next);
+        }
+        println!(
+            "table work per change (Tables::update on {} rules, incl. dropping it): {:.1} us",
+            o.rules,
+            t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+        );
+    }
+
     // Phase 2: endpoint changes at the offered rate, watched by a polling "worker".
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -233,9 +265,9 @@ fn main() -> anyhow::Result<()> {
                         s.generations += 1;
                         let mut done = Vec::new();
                         for (k, p) in &s.pending {
-                            let live = t
-                                .lookup(p.vip, 6, 80)
-                                .is_some_and(|svc| svc.endpoints.iter().any(|e| e.addr == p.endpoint));
+                            let live = t.lookup(p.vip, 6, 80).is_some_and(|svc| {
+                                svc.endpoints.iter().any(|e| e.addr == p.endpoint)
+                            });
                             if live {
                                 done.push((*k, now.duration_since(p.sent)));
                             }
@@ -259,8 +291,13 @@ fn main() -> anyhow::Result<()> {
     std::thread::scope(|s| -> anyhow::Result<()> {
         let workers: Vec<_> = (0..o.clients)
             .map(|_| {
-                let (next, url, seen, rtts, lag) =
-                    (next.clone(), url.clone(), seen.clone(), rtts.clone(), lag.clone());
+                let (next, url, seen, rtts, lag) = (
+                    next.clone(),
+                    url.clone(),
+                    seen.clone(),
+                    rtts.clone(),
+                    lag.clone(),
+                );
                 s.spawn(move || -> anyhow::Result<()> {
                     let agent = ureq::AgentBuilder::new().max_idle_connections(4).build();
                     loop {
@@ -280,14 +317,17 @@ fn main() -> anyhow::Result<()> {
                         let third = changed_endpoint(k);
                         let b = body(r, o.sel, third);
                         let sent = Instant::now();
-                        seen.lock().unwrap_or_else(|e| e.into_inner()).pending.insert(
-                            k,
-                            Pending {
-                                vip: Ip16::from(IpAddr::V4(vip(r))),
-                                endpoint: Ip16::from(IpAddr::V4(third)),
-                                sent,
-                            },
-                        );
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .pending
+                            .insert(
+                                k,
+                                Pending {
+                                    vip: Ip16::from(IpAddr::V4(vip(r))),
+                                    endpoint: Ip16::from(IpAddr::V4(third)),
+                                    sent,
+                                },
+                            );
                         post(&agent, &url, &b)?;
                         rtts.lock()
                             .unwrap_or_else(|e| e.into_inner())

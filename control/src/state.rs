@@ -175,7 +175,10 @@ impl ControlState {
     /// Apply rule changes (`None` removes the rule): build the next snapshot
     /// from the current one, rebuilding only these rules, publish it, then
     /// make the changes the state. Give each key once.
-    fn change_rules(&mut self, changes: Vec<(ServiceKey, Option<ValidRule>)>) -> Result<(), RuleError> {
+    fn change_rules(
+        &mut self,
+        changes: Vec<(ServiceKey, Option<ValidRule>)>,
+    ) -> Result<(), RuleError> {
         if !self.deferred {
             let current = self.handle.current();
             let mut specs = Vec::with_capacity(changes.len());

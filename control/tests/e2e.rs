@@ -385,6 +385,29 @@ fn dnat_one_arm_and_dsr_modes_carry_http() {
 }
 
 #[test]
+fn full_nat_sources_from_the_configured_snat_address() {
+    let mut lab = Lab::up("sn", 1);
+    // Outside every lab subnet: the backends reach it through their default
+    // route, the balancer; xlb puts it on lo.
+    lab.start_xlb(EMPTY, &["--snat-addrs", "10.10.9.1"]);
+    lab.post_rule(http_rule(2, 0, 80, 8080));
+    let out = lab.exec(
+        "client",
+        &["python3", "-c", &format!(
+            "import http.client,collections\nc=collections.Counter()\nfor i in range(12):\n h=http.client.HTTPConnection('{VIP}',80,timeout=2); h.request('GET','/'); r=h.getresponse(); r.read(); c[r.getheader('X-Peer')]+=1; h.close()\nprint(dict(c))"
+        )],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "{'10.10.9.1': 12}",
+        "every backend sees the configured source; stderr {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.log()
+    );
+}
+
+#[test]
 fn ipv6_vip_with_ipv6_backends() {
     let mut lab = Lab::up("v6", 1);
     lab.start_xlb(EMPTY, &[]);

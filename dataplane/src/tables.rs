@@ -434,11 +434,8 @@ impl Tables {
         }
 
         // Stable endpoint ids: keep the previous id for every surviving endpoint.
-        let prev_by_key: HashMap<ServiceKey, &Service> = prev
-            .services
-            .iter()
-            .map(|p| (p.spec.key, &**p))
-            .collect();
+        let prev_by_key: HashMap<ServiceKey, &Service> =
+            prev.services.iter().map(|p| (p.spec.key, &**p)).collect();
         let mut used = vec![false; MAX_ENDPOINT_IDS];
         let mut ids: Vec<Vec<Option<EndpointId>>> = spec
             .services
@@ -603,8 +600,7 @@ impl Tables {
                 .map(|i| &self.services[i])
                 .is_some_and(|b| {
                     b.spec == *s
-                        && b
-                            .endpoints
+                        && b.endpoints
                             .iter()
                             .all(|e| e.next_hop == hops.get(&e.addr).copied())
                 })
@@ -669,7 +665,10 @@ impl Tables {
         }
         let existing = self.service_index(&s.key);
         if existing.is_none() {
-            let vk = (Ip16::from(s.key.vip), s.key.proto.ip_proto_for(s.key.vip.is_ipv4()));
+            let vk = (
+                Ip16::from(s.key.vip),
+                s.key.proto.ip_proto_for(s.key.vip.is_ipv4()),
+            );
             if let Some(list) = self.by_vip.get(&vk) {
                 for &j in list {
                     let other = self.services[j as usize].spec.key;
@@ -700,7 +699,12 @@ impl Tables {
             ids.push(id);
         }
         if let Some(o) = &old {
-            freed.extend(o.endpoints.iter().map(|e| e.id).filter(|id| !ids.contains(id)));
+            freed.extend(
+                o.endpoints
+                    .iter()
+                    .map(|e| e.id)
+                    .filter(|id| !ids.contains(id)),
+            );
         }
         let ctx = BuildCtx {
             ports: &self.ports,
@@ -990,7 +994,13 @@ fn build_service(
 impl Service {
     /// Its key in [`Tables`]' VIP index.
     fn vip_key(&self) -> (Ip16, u8) {
-        (self.vip, self.spec.key.proto.ip_proto_for(self.spec.key.vip.is_ipv4()))
+        (
+            self.vip,
+            self.spec
+                .key
+                .proto
+                .ip_proto_for(self.spec.key.vip.is_ipv4()),
+        )
     }
 }
 
@@ -1319,30 +1329,67 @@ mod tests {
             assert_eq!(t.service_index(&s.spec.key), Some(i));
             assert!(t.is_vip(s.vip));
             let found = t
-                .lookup(s.vip, s.spec.key.proto.ip_proto_for(s.vip.is_v4()), s.spec.key.port_min)
+                .lookup(
+                    s.vip,
+                    s.spec.key.proto.ip_proto_for(s.vip.is_v4()),
+                    s.spec.key.port_min,
+                )
                 .expect("its own port finds a rule");
-            assert!(found.spec.key.port_min <= s.spec.key.port_min && s.spec.key.port_min <= found.spec.key.port_max);
+            assert!(
+                found.spec.key.port_min <= s.spec.key.port_min
+                    && s.spec.key.port_min <= found.spec.key.port_max
+            );
             for (ei, e) in s.endpoints.iter().enumerate() {
                 let (hs, he) = t.endpoint(e.id).expect("endpoint id resolves");
-                assert_eq!((hs.index, he.addr, he.port), (s.index, e.addr, e.port), "{ei}");
+                assert_eq!(
+                    (hs.index, he.addr, he.port),
+                    (s.index, e.addr, e.port),
+                    "{ei}"
+                );
                 n_eps += 1;
             }
         }
-        assert_eq!(t.endpoint_locs.iter().flatten().count(), n_eps, "no stale ids");
-        assert_eq!(t.by_vip.values().map(Vec::len).sum::<usize>(), t.services.len());
-        assert_eq!(t.vips.len(), t.services.iter().map(|s| s.vip).collect::<std::collections::HashSet<_>>().len());
+        assert_eq!(
+            t.endpoint_locs.iter().flatten().count(),
+            n_eps,
+            "no stale ids"
+        );
+        assert_eq!(
+            t.by_vip.values().map(Vec::len).sum::<usize>(),
+            t.services.len()
+        );
+        assert_eq!(
+            t.vips.len(),
+            t.services
+                .iter()
+                .map(|s| s.vip)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        );
     }
 
     #[test]
     fn update_rebuilds_only_what_changed() {
         let spec = TablesSpec {
             services: (1..=5)
-                .map(|i| svc(&format!("10.0.0.{i}"), 80, 80, vec![ep("10.1.0.1", 80, 1), ep("10.1.0.2", 80, 1)]))
+                .map(|i| {
+                    svc(
+                        &format!("10.0.0.{i}"),
+                        80,
+                        80,
+                        vec![ep("10.1.0.1", 80, 1), ep("10.1.0.2", 80, 1)],
+                    )
+                })
                 .collect(),
             ..Default::default()
         };
         let t1 = Tables::build(spec, &Tables::empty()).expect("valid");
-        let changed = svc("10.0.0.2", 80, 80, vec![ep("10.1.0.2", 80, 1), ep("10.1.0.3", 80, 1)]);
+        let changed = svc(
+            "10.0.0.2",
+            80,
+            80,
+            vec![ep("10.1.0.2", 80, 1), ep("10.1.0.3", 80, 1)],
+        );
         let added = svc("10.0.0.9", 80, 80, vec![ep("10.1.0.9", 80, 1)]);
         let removed = t1.services[0].spec.key;
         let t2 = t1
@@ -1366,15 +1413,33 @@ mod tests {
         assert_eq!(shared, 2, "untouched rules are shared, not rebuilt");
         let old = &t1.services[1];
         let new = &t2.services[t2.service_index(&changed.key).expect("kept")];
-        assert_eq!(new.endpoints[0].id, old.endpoints[1].id, "surviving endpoint keeps its id");
-        let freed = [t1.services[0].endpoints[0].id, t1.services[0].endpoints[1].id, old.endpoints[0].id];
+        assert_eq!(
+            new.endpoints[0].id, old.endpoints[1].id,
+            "surviving endpoint keeps its id"
+        );
+        let freed = [
+            t1.services[0].endpoints[0].id,
+            t1.services[0].endpoints[1].id,
+            old.endpoints[0].id,
+        ];
         assert!(
-            t2.services.iter().flat_map(|s| &s.endpoints).all(|e| !freed.contains(&e.id)),
+            t2.services
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .all(|e| !freed.contains(&e.id)),
             "ids freed in this step are not handed out in it"
         );
         // An overlap is refused and the previous snapshot is untouched.
         let err = t2
-            .update(&[ServiceChange::Upsert(svc("10.0.0.3", 70, 90, vec![ep("10.1.0.1", 0, 1)]))], &[])
+            .update(
+                &[ServiceChange::Upsert(svc(
+                    "10.0.0.3",
+                    70,
+                    90,
+                    vec![ep("10.1.0.1", 0, 1)],
+                ))],
+                &[],
+            )
             .expect_err("overlap");
         assert!(matches!(err, BuildError::OverlappingService(..)), "{err}");
         assert_consistent(&t2);
@@ -1402,14 +1467,20 @@ mod tests {
         use proptest::prelude::*;
         use std::collections::BTreeMap;
 
-        fn change() -> impl Strategy<Value = (u8, u16, u16, u8, bool, Vec<(u8, u16, bool)>)> {
+        /// (vip, port_min, port_max, block, remove?, endpoints (addr, port, down?)).
+        type Change = (u8, u16, u16, u8, bool, Vec<(u8, u16, bool)>);
+
+        fn change() -> impl Strategy<Value = Change> {
             (
                 0u8..3,
                 prop_oneof![Just(80u16), Just(81), Just(1000)],
                 prop_oneof![Just(0u16), Just(85), Just(1005)],
                 0u8..2,
                 any::<bool>(),
-                proptest::collection::vec((0u8..5, prop_oneof![Just(0u16), Just(80)], any::<bool>()), 0..4),
+                proptest::collection::vec(
+                    (0u8..5, prop_oneof![Just(0u16), Just(80)], any::<bool>()),
+                    0..4,
+                ),
             )
         }
 
