@@ -7,7 +7,7 @@
 //! tables work, nothing forwards.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub strict_config: bool,
     /// Serve HTTPS with this PEM certificate chain and key.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Full-NAT (mode 2) source addresses; empty: the egress port's address.
+    pub snat_addrs: Vec<IpAddr>,
 }
 
 /// What a running dataplane hands control: the handle its workers read, a
@@ -76,6 +78,9 @@ pub enum DaemonError {
     /// the TLS certificate or key is not usable
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// a source-NAT address that cannot be one
+    #[error("--snat-addrs: {0} cannot be a source address")]
+    SnatAddr(IpAddr),
 }
 
 /// Build the control state, load the config files into it (publishing through
@@ -88,6 +93,16 @@ pub fn prepare(
 ) -> Result<Api, DaemonError> {
     let Dataplane { handle, view, net } = dataplane;
     let mut state = ControlState::new(handle, net);
+    if let Some(bad) = opts.snat_addrs.iter().find(|a| !usable_source(a)) {
+        return Err(DaemonError::SnatAddr(*bad));
+    }
+    if !opts.snat_addrs.is_empty() {
+        // Nothing is configured yet: this cannot be refused.
+        state
+            .set_snat_addrs(opts.snat_addrs.clone())
+            .map_err(|_| DaemonError::SnatAddr(opts.snat_addrs[0]))?;
+        tracing::info!(addrs = ?opts.snat_addrs, "full-NAT source addresses");
+    }
     let report = config::load(&mut state, &opts.config_path);
     for e in &report.errors {
         tracing::error!("config: {e}");
@@ -116,6 +131,15 @@ pub fn prepare(
         Some((level, setter)) => api.with_log_setter(&level, setter),
         None => api,
     })
+}
+
+/// Whether `a` can be the source of packets xlb sends (unicast, specified).
+fn usable_source(a: &IpAddr) -> bool {
+    let bad = a.is_unspecified()
+        || a.is_multicast()
+        || a.is_loopback()
+        || matches!(a, IpAddr::V4(v4) if v4.is_broadcast());
+    !bad
 }
 
 /// Run the API until `shutdown` resolves (HTTPS if `opts.tls` is set).

@@ -1,7 +1,7 @@
 //! The `xlb` binary: `xlb run` is the daemon; the other verbs are the operator's
 //! client of its REST API, modelled on loxicmd.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -117,6 +117,11 @@ struct RunArgs {
     /// TLS key for the API (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Source addresses for full-NAT rules (mode 2), comma-separated: each
+    /// family's addresses form a pool that full-NAT flows are spread over.
+    /// Default: the egress port's address.
+    #[arg(long, value_delimiter = ',', env = "XLB_SNAT_ADDRS")]
+    snat_addrs: Vec<IpAddr>,
     /// Serve the API without a dataplane (nothing forwards).
     #[arg(long)]
     no_dataplane: bool,
@@ -328,6 +333,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         api_token: token,
         strict_config: args.strict_config,
         tls: args.tls_cert.zip(args.tls_key),
+        snat_addrs: args.snat_addrs,
     };
     let api = Arc::new(daemon::prepare(
         &opts,

@@ -1,19 +1,26 @@
 //! The control state: load-balancer rules, health-probe entries and their
 //! results, cluster-instance state — and the one path by which it changes.
 //!
-//! Invariant: every mutation computes a complete candidate state, converts it
-//! to a [`TablesSpec`], has [`Tables::build`] accept it and publishes the new
-//! snapshot before the candidate becomes the state. A rejected mutation leaves
-//! both the state and the published tables untouched. Callers serialise
-//! mutations (the API holds one lock around `ControlState`).
+//! Invariant: every mutation is checked completely — by building the table
+//! snapshot it leads to — and that snapshot is published before the change
+//! becomes the state. A rejected mutation leaves both the state and the
+//! published tables untouched. Callers serialise mutations (the API holds one
+//! lock around `ControlState`).
+//!
+//! Cost: a rule change rebuilds only the rules it touches
+//! ([`Tables::update`]); the other rules' built tables are shared with the
+//! previous snapshot. Whole rebuilds ([`Tables::build`]) are for changes
+//! that touch everything (the network, source-NAT addresses, delete-all,
+//! config loading).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use xlb_dataplane::net::Ip16;
 use xlb_dataplane::tables::{
-    BuildError, EndpointSpec, EndpointState, ServiceKey, Tables, TablesHandle, TablesSpec,
-    MAX_ENDPOINTS_PER_SERVICE,
+    BuildError, EndpointSpec, EndpointState, ServiceChange, ServiceKey, ServiceSpec, Tables,
+    TablesHandle, TablesSpec, MAX_ENDPOINTS_PER_SERVICE,
 };
 
 use crate::env::{DataplaneView, NetEnv};
@@ -22,7 +29,7 @@ use crate::model::{CiStateIn, CiStateOut, EpProbeStatus, LbRule};
 use crate::rules::{same_backend, HostHold, Oper, Probe, ValidRule};
 
 /// Most rules xlb holds (beyond this: `rule-hwm error`, 403).
-pub const MAX_RULES: usize = 4096;
+pub const MAX_RULES: usize = 16384;
 /// The instance loxilb reports before any `POST /config/cistate`.
 pub const DEFAULT_INSTANCE: &str = "llb-inst0";
 /// Valid cluster-instance states.
@@ -52,6 +59,10 @@ pub struct EndpointRow<'a> {
     pub bytes: u64,
 }
 
+/// Probe entry name -> the rules whose monitored endpoints imply it (with how
+/// many endpoints each).
+type ProbeRefs = HashMap<String, BTreeMap<ServiceKey, u32>>;
+
 /// Everything control configures.
 pub struct ControlState {
     handle: TablesHandle,
@@ -59,11 +70,18 @@ pub struct ControlState {
     rules: BTreeMap<ServiceKey, ValidRule>,
     probes: BTreeMap<String, Probe>,
     status: HashMap<String, ProbeStatus>,
+    /// Index of the entries monitored rules imply (kept with `rules`).
+    probe_refs: ProbeRefs,
+    /// Hosts an operator holds down (`POST /config/endpointhoststate`).
     holds: Vec<HostHold>,
     cistate: BTreeMap<String, CiStateOut>,
     snat_addrs: Vec<IpAddr>,
     /// Inside [`ControlState::batch`]: commit without building.
     deferred: bool,
+    /// The snapshot before the current one: held here so that the last
+    /// reference to a replaced snapshot is dropped by control, never by a
+    /// worker in its packet loop.
+    retired: Option<Arc<Tables>>,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -75,12 +93,13 @@ impl std::fmt::Debug for ControlState {
     }
 }
 
-/// A candidate for the next state (the parts a mutation may change).
+/// A saved copy of what a batch may change (to undo it whole).
 #[derive(Clone)]
-struct Candidate {
+struct Saved {
     rules: BTreeMap<ServiceKey, ValidRule>,
     probes: BTreeMap<String, Probe>,
     status: HashMap<String, ProbeStatus>,
+    probe_refs: ProbeRefs,
     holds: Vec<HostHold>,
 }
 
@@ -103,10 +122,12 @@ impl ControlState {
             rules: BTreeMap::new(),
             probes: BTreeMap::new(),
             status: HashMap::new(),
+            probe_refs: HashMap::new(),
             holds: Vec::new(),
             cistate,
             snat_addrs: Vec::new(),
             deferred: false,
+            retired: None,
         }
     }
 
@@ -115,34 +136,110 @@ impl ControlState {
         &self.handle
     }
 
-    /// Set full-NAT source addresses (applied with the next rebuild).
-    pub fn set_snat_addrs(&mut self, addrs: Vec<IpAddr>) {
-        self.snat_addrs = addrs;
+    /// Set the full-NAT source addresses (`xlb run --snat-addrs`) and rebuild.
+    /// Every full-NAT rule of an address's family uses them; with none of a
+    /// family, the egress port's address is used.
+    pub fn set_snat_addrs(&mut self, addrs: Vec<IpAddr>) -> Result<(), RuleError> {
+        let old = std::mem::replace(&mut self.snat_addrs, addrs);
+        let res = self.refresh();
+        if res.is_err() {
+            self.snat_addrs = old;
+        }
+        res
     }
 
-    fn candidate(&self) -> Candidate {
-        Candidate {
+    /// The full-NAT source addresses configured.
+    pub fn snat_addrs(&self) -> &[IpAddr] {
+        &self.snat_addrs
+    }
+
+    fn save(&self) -> Saved {
+        Saved {
             rules: self.rules.clone(),
             probes: self.probes.clone(),
             status: self.status.clone(),
+            probe_refs: self.probe_refs.clone(),
             holds: self.holds.clone(),
         }
     }
 
-    /// Build and publish `next`; on success it becomes the state.
-    fn commit(&mut self, next: Candidate) -> Result<(), RuleError> {
+    fn restore(&mut self, s: Saved) {
+        self.rules = s.rules;
+        self.probes = s.probes;
+        self.status = s.status;
+        self.probe_refs = s.probe_refs;
+        self.holds = s.holds;
+    }
+
+    fn publish(&mut self, tables: Tables) {
+        let prev = self.handle.current();
+        self.handle.publish(tables);
+        // Frees the one before `prev` (if no one else holds it).
+        self.retired = Some(prev);
+    }
+
+    /// Apply rule changes (`None` removes the rule): build the next snapshot
+    /// from the current one, rebuilding only these rules, publish it, then
+    /// make the changes the state. Give each key once.
+    fn change_rules(
+        &mut self,
+        changes: Vec<(ServiceKey, Option<ValidRule>)>,
+    ) -> Result<(), RuleError> {
         if !self.deferred {
-            let spec = self.spec_for(&next);
             let current = self.handle.current();
-            if spec != current.spec {
-                let tables = Tables::build(spec, &current).map_err(build_error)?;
-                self.handle.publish(tables);
+            let mut specs = Vec::with_capacity(changes.len());
+            let mut addrs = Vec::new();
+            for (key, rule) in &changes {
+                match rule {
+                    None => {
+                        if current.service_index(key).is_some() {
+                            specs.push(ServiceChange::Remove(*key));
+                        }
+                    }
+                    Some(r) => {
+                        let spec = self.service_for(r);
+                        let same = current
+                            .service_index(key)
+                            .is_some_and(|i| current.services[i].spec == spec);
+                        if !same {
+                            for e in &spec.endpoints {
+                                if !current.next_hops.contains_key(&Ip16::from(e.addr)) {
+                                    addrs.push(e.addr);
+                                }
+                            }
+                            specs.push(ServiceChange::Upsert(spec));
+                        }
+                    }
+                }
+            }
+            if !specs.is_empty() {
+                addrs.sort();
+                addrs.dedup();
+                let hops = if addrs.is_empty() {
+                    Vec::new()
+                } else {
+                    self.net.next_hops(&addrs)
+                };
+                let tables = current.update(&specs, &hops).map_err(build_error)?;
+                self.publish(tables);
             }
         }
-        self.rules = next.rules;
-        self.probes = next.probes;
-        self.status = next.status;
-        self.holds = next.holds;
+        for (key, rule) in changes {
+            let old = match rule {
+                Some(r) => {
+                    add_refs(&mut self.probe_refs, &r, 1);
+                    self.rules.insert(key, r)
+                }
+                None => self.rules.remove(&key),
+            };
+            if let Some(old) = old {
+                for name in add_refs(&mut self.probe_refs, &old, -1) {
+                    if !self.probes.contains_key(&name) {
+                        self.status.remove(&name);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -152,43 +249,56 @@ impl ControlState {
     /// if the final build fails, everything `f` did is undone and that error
     /// returned, so the caller can replay one by one to find the culprit.
     pub fn batch<T>(&mut self, f: impl FnOnce(&mut ControlState) -> T) -> Result<T, RuleError> {
-        let saved = self.candidate();
+        let saved = self.save();
         self.deferred = true;
         let out = f(self);
         self.deferred = false;
         match self.refresh() {
             Ok(()) => Ok(out),
             Err(e) => {
-                self.rules = saved.rules;
-                self.probes = saved.probes;
-                self.status = saved.status;
-                self.holds = saved.holds;
+                self.restore(saved);
                 Err(e)
             }
         }
     }
 
-    /// Rebuild the tables from the current state (e.g. after the network changed).
+    /// Rebuild all tables from the current state (e.g. after the network
+    /// changed); publishes only if something differs.
     pub fn refresh(&mut self) -> Result<(), RuleError> {
-        self.commit(self.candidate())
+        if self.deferred {
+            return Ok(());
+        }
+        let spec = self.spec();
+        let current = self.handle.current();
+        if !current.matches(&spec) {
+            let tables = Tables::build(spec, &current).map_err(build_error)?;
+            self.publish(tables);
+        }
+        Ok(())
     }
 
-    fn spec_for(&self, c: &Candidate) -> TablesSpec {
+    /// The dataplane form of a rule: endpoint states from the probe results.
+    fn service_for(&self, r: &ValidRule) -> ServiceSpec {
+        let mut service = r.service.clone();
+        for e in &mut service.endpoints {
+            e.state = if endpoint_up(&self.status, &self.holds, r, e) {
+                EndpointState::Active
+            } else {
+                EndpointState::Down
+            };
+        }
+        service
+    }
+
+    /// The whole wanted dataplane state.
+    fn spec(&self) -> TablesSpec {
         let mut addrs: Vec<IpAddr> = Vec::new();
-        let services = c
+        let services = self
             .rules
             .values()
             .map(|r| {
-                let mut service = r.service.clone();
-                for e in &mut service.endpoints {
-                    addrs.push(e.addr);
-                    e.state = if endpoint_up(&c.status, &c.holds, r, e) {
-                        EndpointState::Active
-                    } else {
-                        EndpointState::Down
-                    };
-                }
-                service
+                addrs.extend(r.service.endpoints.iter().map(|e| e.addr));
+                self.service_for(r)
             })
             .collect();
         addrs.sort();
@@ -205,22 +315,20 @@ impl ControlState {
 
     /// `POST /config/loadbalancer` with a validated rule.
     pub fn post_rule(&mut self, rule: ValidRule) -> Result<(), RuleError> {
-        let mut next = self.candidate();
         let key = rule.service.key;
-        let existing = next.rules.get(&key).cloned();
-        match (rule.oper, existing) {
+        let next = match (rule.oper, self.rules.get(&key)) {
             (Oper::Add | Oper::Attach, None) => {
-                if next.rules.len() >= MAX_RULES {
+                if self.rules.len() >= MAX_RULES {
                     return Err(RuleError::RuleHwm(format!("at most {MAX_RULES} rules")));
                 }
-                next.rules.insert(key, rule);
+                Some(rule)
             }
             (Oper::Detach, None) => return Err(RuleError::RuleNotExists),
             (Oper::Add, Some(old)) => {
                 if old.updatable() == rule.updatable() {
                     return Err(RuleError::Exists);
                 }
-                next.rules.insert(key, update_in_place(&old, &rule)?);
+                Some(update_in_place(old, &rule)?)
             }
             (Oper::Attach, Some(old)) => {
                 let mut doc = old.doc.clone();
@@ -245,7 +353,7 @@ impl ControlState {
                 if doc.endpoints.len() > MAX_ENDPOINTS_PER_SERVICE {
                     return Err(RuleError::EndpointsRange);
                 }
-                next.rules.insert(key, doc.validate()?);
+                Some(doc.validate()?)
             }
             (Oper::Detach, Some(old)) => {
                 let detached =
@@ -263,40 +371,38 @@ impl ControlState {
                     .map(|(d, _)| d)
                     .collect();
                 if doc.endpoints.is_empty() {
-                    next.rules.remove(&key);
+                    None
                 } else {
-                    next.rules.insert(key, doc.validate()?);
+                    Some(doc.validate()?)
                 }
             }
-        }
-        prune_status(&mut next);
-        self.commit(next)
+        };
+        self.change_rules(vec![(key, next)])
     }
 
     /// Delete the rule with this identity (`no-rule error` if absent).
     pub fn delete_rule(&mut self, key: &ServiceKey) -> Result<(), RuleError> {
-        let mut next = self.candidate();
-        if next.rules.remove(key).is_none() {
+        if !self.rules.contains_key(key) {
             return Err(RuleError::NoRule);
         }
-        prune_status(&mut next);
-        self.commit(next)
+        self.change_rules(vec![(*key, None)])
     }
 
     /// Delete every rule named `name` (always succeeds).
     pub fn delete_rules_named(&mut self, name: &str) -> Result<(), RuleError> {
-        let mut next = self.candidate();
-        next.rules.retain(|_, r| r.doc.serviceargs.name != name);
-        prune_status(&mut next);
-        self.commit(next)
+        let gone = self
+            .rules
+            .iter()
+            .filter(|(_, r)| r.doc.serviceargs.name == name)
+            .map(|(k, _)| (*k, None))
+            .collect();
+        self.change_rules(gone)
     }
 
     /// Delete every rule (always succeeds).
     pub fn delete_all_rules(&mut self) -> Result<(), RuleError> {
-        let mut next = self.candidate();
-        next.rules.clear();
-        prune_status(&mut next);
-        self.commit(next)
+        let gone = self.rules.keys().map(|k| (*k, None)).collect();
+        self.change_rules(gone)
     }
 
     /// Every endpoint of every rule, in rule order, with its state and counters.
@@ -352,25 +458,25 @@ impl ControlState {
 
     /// `POST /config/endpoint` with a validated entry: add or update.
     pub fn post_probe(&mut self, probe: Probe) -> Result<(), RuleError> {
-        let mut next = self.candidate();
-        next.probes.insert(probe.name.clone(), probe);
-        prune_status(&mut next);
-        self.commit(next)
+        // Probe entries only decide which results are kept; endpoint states
+        // follow results, so the tables do not change here.
+        self.probes.insert(probe.name.clone(), probe);
+        Ok(())
     }
 
     /// `DELETE /config/endpoint/epipaddress/{ip}`: the entry with this key
     /// (its name, or `<ip>_<probe_type>_<probe_port>`). An entry a monitored
     /// rule implies cannot be deleted while the rule exists.
     pub fn delete_probe(&mut self, key: &str) -> Result<(), RuleError> {
-        if self.derived_probes().contains_key(key) {
+        if self.probe_refs.contains_key(key) {
             return Err(RuleError::RuleReferred);
         }
-        let mut next = self.candidate();
-        if next.probes.remove(key).is_none() {
+        if self.probes.remove(key).is_none() {
             return Err(RuleError::HostNotFound);
         }
-        prune_status(&mut next);
-        self.commit(next)
+        // Not implied by any rule: no endpoint uses its result.
+        self.status.remove(key);
+        Ok(())
     }
 
     fn derived_probes(&self) -> BTreeMap<String, Probe> {
@@ -425,26 +531,39 @@ impl ControlState {
     }
 
     /// Record many probe results with at most one new snapshot: when a switch
-    /// or a rack fails, hundreds of endpoints go down within one probe period,
-    /// and one table build per result would fall behind.
+    /// or a rack fails, hundreds of endpoints go down within one probe
+    /// period, and one table build per result would fall behind. Only the
+    /// rules whose endpoints use these results are rebuilt.
     pub fn set_probe_statuses(
         &mut self,
         results: Vec<(String, ProbeStatus)>,
     ) -> Result<(), RuleError> {
-        let known: std::collections::HashSet<String> =
-            self.probe_targets().into_iter().map(|p| p.name).collect();
-        let mut next = self.candidate();
-        let mut changed = false;
+        let mut users = std::collections::BTreeSet::new();
+        let mut old = Vec::new();
         for (name, status) in results {
-            if known.contains(&name) && next.status.get(&name) != Some(&status) {
-                next.status.insert(name, status);
-                changed = true;
+            match self.probe_refs.get(&name) {
+                Some(u) => users.extend(u.keys().copied()),
+                None if self.probes.contains_key(&name) => {}
+                None => continue,
+            }
+            let prev = self.status.insert(name.clone(), status);
+            old.push((name, prev));
+        }
+        // Unchanged rules are skipped by `change_rules`.
+        let changes = users
+            .iter()
+            .filter_map(|k| self.rules.get(k).map(|r| (*k, Some(r.clone()))))
+            .collect();
+        let res = self.change_rules(changes);
+        if res.is_err() {
+            for (name, prev) in old.into_iter().rev() {
+                match prev {
+                    Some(o) => self.status.insert(name, o),
+                    None => self.status.remove(&name),
+                };
             }
         }
-        if !changed {
-            return Ok(());
-        }
-        self.commit(next)
+        res
     }
 
     /// `POST /config/endpointhoststate`: hold the endpoints `hold` names down
@@ -452,19 +571,29 @@ impl ControlState {
     /// they override probe results until released, and apply to rules
     /// created later too.
     pub fn set_host_state(&mut self, hold: HostHold, down: bool) -> Result<(), RuleError> {
-        let mut next = self.candidate();
+        let before = self.holds.clone();
         if down {
-            if !next.holds.contains(&hold) {
-                next.holds.push(hold);
-                next.holds.sort_unstable();
+            if !self.holds.contains(&hold) {
+                self.holds.push(hold);
+                self.holds.sort_unstable();
             }
         } else {
-            next.holds.retain(|h| !hold.contains(h));
+            self.holds.retain(|h| !hold.contains(h));
         }
-        if next.holds == self.holds {
+        if self.holds == before {
             return Ok(());
         }
-        self.commit(next)?;
+        // Rebuild the rules with an endpoint on that host.
+        let changes = self
+            .rules
+            .iter()
+            .filter(|(_, r)| r.service.endpoints.iter().any(|e| e.addr == hold.host))
+            .map(|(k, r)| (*k, Some(r.clone())))
+            .collect();
+        if let Err(e) = self.change_rules(changes) {
+            self.holds = before;
+            return Err(e);
+        }
         tracing::info!(
             host = %hold.host,
             port = hold.port,
@@ -537,12 +666,31 @@ fn derived(rules: &BTreeMap<ServiceKey, ValidRule>) -> BTreeMap<String, Probe> {
         .collect()
 }
 
-/// Forget results of entries that no longer exist.
-fn prune_status(c: &mut Candidate) {
-    let live = derived(&c.rules);
-    let probes = &c.probes;
-    c.status
-        .retain(|k, _| live.contains_key(k) || probes.contains_key(k));
+/// Count `r`'s implied probe entries into `refs` (`delta` +1 or -1); returns
+/// the names no rule implies any more.
+fn add_refs(refs: &mut ProbeRefs, r: &ValidRule, delta: i32) -> Vec<String> {
+    let mut gone = Vec::new();
+    let key = r.service.key;
+    for p in r.service.endpoints.iter().filter_map(|e| r.probe_for(e)) {
+        if delta > 0 {
+            *refs.entry(p.name).or_default().entry(key).or_default() += 1;
+            continue;
+        }
+        let Some(users) = refs.get_mut(&p.name) else {
+            continue;
+        };
+        if let Some(n) = users.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&key);
+            }
+        }
+        if users.is_empty() {
+            refs.remove(&p.name);
+            gone.push(p.name);
+        }
+    }
+    gone
 }
 
 /// Apply a re-post's changeable parts (endpoints, probe settings, sel, mode,
@@ -817,13 +965,21 @@ mod tests {
                     prop_assert_eq!(&before.1, &st.probes_view());
                     prop_assert_eq!(before.2, t.generation);
                 }
-                let c = st.candidate();
-                prop_assert_eq!(&t.spec, &st.spec_for(&c));
+                prop_assert!(t.matches(&st.spec()), "published tables differ from the state");
                 prop_assert_eq!(t.services.len(), st.rules().count());
-                for (row, r) in st.endpoint_rows(&view).iter().zip(
-                    t.services.iter().flat_map(|s| s.endpoints.iter()),
-                ) {
-                    prop_assert_eq!(row.up, r.state == EndpointState::Active);
+                for row in st.endpoint_rows(&view) {
+                    let s = &t.services[t.service_index(&row.rule.service.key).expect("rule published")];
+                    let e = s.endpoints.iter().find(|e| {
+                        IpAddr::from(e.addr) == row.endpoint.addr && e.port == row.endpoint.port
+                    });
+                    prop_assert_eq!(row.up, e.expect("endpoint published").state == EndpointState::Active);
+                }
+                // The incremental index of implied probe entries agrees with a full derivation.
+                let derived: std::collections::BTreeSet<String> = st.derived_probes().into_keys().collect();
+                let indexed: std::collections::BTreeSet<String> = st.probe_refs.keys().cloned().collect();
+                prop_assert_eq!(derived, indexed);
+                for k in st.status.keys() {
+                    prop_assert!(st.probe_refs.contains_key(k) || st.probes.contains_key(k), "stale result {}", k);
                 }
             }
         }

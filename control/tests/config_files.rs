@@ -14,6 +14,7 @@ use xlb_control::config::{self, ConfigError};
 use xlb_control::daemon::{self, Dataplane, ServeOptions};
 use xlb_control::env::{StaticNet, StaticView};
 use xlb_control::state::ControlState;
+use xlb_dataplane::net::Ip16;
 use xlb_dataplane::tables::{NatMode, Selection, TablesHandle};
 
 fn k3s_dir() -> PathBuf {
@@ -40,18 +41,16 @@ fn futures_lock(api: &xlb_control::api::Api) -> tokio::sync::MutexGuard<'_, Cont
 async fn k3s_guide_files_load_and_show_in_get() {
     let (h, report) = harness_from(&k3s_dir());
     assert!(report.is_clean(), "{:?}", report.errors);
-    assert_eq!((report.rules, report.endpoints), (1, 3));
+    // The guide's topology: two K3s servers behind the API VIP.
+    assert_eq!((report.rules, report.endpoints), (1, 2));
     assert_eq!(
         h.get("/netlox/v1/config/loadbalancer/all").await.body,
-        r#"{"lbAttr":[{"allowedSources":null,"endpoints":[{"counter":"0:0","endpointIP":"192.168.80.10","state":"active","targetPort":6443,"weight":1},{"counter":"0:0","endpointIP":"192.168.80.11","state":"active","targetPort":6443,"weight":1},{"counter":"0:0","endpointIP":"192.168.80.12","state":"active","targetPort":6443,"weight":1}],"secondaryIPs":null,"serviceArguments":{"externalIP":"192.168.80.80","inactiveTimeOut":240,"mode":2,"monitor":true,"port":6443,"protocol":"tcp"}}]}"#
+        r#"{"lbAttr":[{"allowedSources":null,"endpoints":[{"counter":"0:0","endpointIP":"192.168.80.10","state":"active","targetPort":6443,"weight":1},{"counter":"0:0","endpointIP":"192.168.80.11","state":"active","targetPort":6443,"weight":1}],"secondaryIPs":null,"serviceArguments":{"externalIP":"192.168.80.80","inactiveTimeOut":240,"mode":2,"monitor":true,"port":6443,"protocol":"tcp"}}]}"#
     );
     let eps = h.get("/netlox/v1/config/endpoint/all").await.json();
     let attr = eps["Attr"].as_array().expect("Attr");
-    assert_eq!(attr.len(), 3, "the rule's probes are the file's entries");
-    for (e, ip) in attr
-        .iter()
-        .zip(["192.168.80.10", "192.168.80.11", "192.168.80.12"])
-    {
+    assert_eq!(attr.len(), 2, "the rule's probes are the file's entries");
+    for (e, ip) in attr.iter().zip(["192.168.80.10", "192.168.80.11"]) {
         assert_eq!(e["hostName"], ip);
         assert_eq!(e["name"], format!("{ip}_tcp_6443"));
         assert_eq!(e["probeType"], "tcp");
@@ -64,7 +63,7 @@ async fn k3s_guide_files_load_and_show_in_get() {
     let s = &t.services[0].spec;
     assert_eq!((s.mode, s.sel), (NatMode::FullNat, Selection::RoundRobin));
     assert_eq!(s.inactive_timeout_s, 240);
-    assert_eq!(s.endpoints.len(), 3);
+    assert_eq!(s.endpoints.len(), 2);
 }
 
 #[tokio::test]
@@ -82,7 +81,7 @@ async fn k3s_files_with_addresses_moved_load_too() {
         got["lbAttr"][0]["serviceArguments"]["externalIP"],
         "10.77.0.80"
     );
-    assert_eq!(h.handle.current().services[0].endpoints.len(), 3);
+    assert_eq!(h.handle.current().services[0].endpoints.len(), 2);
 }
 
 #[tokio::test]
@@ -422,6 +421,7 @@ async fn daemon_prepare_and_serve_over_tcp() {
         api_token: None,
         strict_config: true,
         tls: None,
+        snat_addrs: Vec::new(),
     };
     let dp = Dataplane::none();
     let handle = dp.handle.clone();
@@ -458,6 +458,47 @@ async fn daemon_prepare_and_serve_over_tcp() {
     };
     let err = daemon::prepare(&opts, Dataplane::none(), None).expect_err("strict");
     assert_eq!(err.to_string(), "1 config entries rejected (see the log)");
+}
+
+#[test]
+fn snat_addrs_option_sets_the_full_nat_source_and_bad_ones_are_refused() {
+    let opts = ServeOptions {
+        config_path: k3s_dir(),
+        api: "127.0.0.1:0".parse().expect("addr"),
+        api_token: None,
+        strict_config: true,
+        tls: None,
+        snat_addrs: vec![
+            "192.0.2.99".parse().expect("ip"),
+            "192.0.2.98".parse().expect("ip"),
+            "2001:db8::99".parse().expect("ip"),
+        ],
+    };
+    let dp = Dataplane::none();
+    let handle = dp.handle.clone();
+    daemon::prepare(&opts, dp, None).expect("starts");
+    let t = handle.current();
+    // The guide's rule is full NAT: every endpoint is sourced from the first
+    // IPv4 address, and both IPv4 addresses form its pool.
+    let s = &t.services[0];
+    assert_eq!(s.spec.mode, NatMode::FullNat);
+    let first = Ip16::from("192.0.2.99".parse::<std::net::IpAddr>().expect("ip"));
+    let second = Ip16::from("192.0.2.98".parse::<std::net::IpAddr>().expect("ip"));
+    assert!(s.endpoints.iter().all(|e| e.snat_addr == Some(first)));
+    assert_eq!(t.snat_pool(first), &[first, second][..]);
+    assert!(t.is_snat_addr(second));
+
+    for bad in ["0.0.0.0", "224.0.0.1", "127.0.0.1", "::"] {
+        let opts = ServeOptions {
+            snat_addrs: vec![bad.parse().expect("ip")],
+            ..opts.clone()
+        };
+        let err = daemon::prepare(&opts, Dataplane::none(), None).expect_err(bad);
+        assert_eq!(
+            err.to_string(),
+            format!("--snat-addrs: {bad} cannot be a source address")
+        );
+    }
 }
 
 fn have(tool: &str) -> bool {

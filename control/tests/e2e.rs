@@ -513,6 +513,29 @@ fn a_backend_mac_change_reaches_the_workers_within_seconds() {
 }
 
 #[test]
+fn full_nat_sources_from_the_configured_snat_address() {
+    let mut lab = Lab::up("sn", 1);
+    // Outside every lab subnet: the backends reach it through their default
+    // route, the balancer; xlb puts it on lo.
+    lab.start_xlb(EMPTY, &["--snat-addrs", "10.10.9.1"]);
+    lab.post_rule(http_rule(2, 0, 80, 8080));
+    let out = lab.exec(
+        "client",
+        &["python3", "-c", &format!(
+            "import http.client,collections\nc=collections.Counter()\nfor i in range(12):\n h=http.client.HTTPConnection('{VIP}',80,timeout=2); h.request('GET','/'); r=h.getresponse(); r.read(); c[r.getheader('X-Peer')]+=1; h.close()\nprint(dict(c))"
+        )],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "{'10.10.9.1': 12}",
+        "every backend sees the configured source; stderr {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.log()
+    );
+}
+
+#[test]
 fn ipv6_vip_with_ipv6_backends() {
     let mut lab = Lab::up("v6", 1);
     lab.start_xlb(EMPTY, &[]);
@@ -875,9 +898,10 @@ impl Drop for Server {
 }
 
 /// The K3s HA guide's `configs/k3s-ha` files with their addresses moved into
-/// the lab (VIP, three backends in order) and probes every `period` s with
-/// `retries`: writes EPconfig.txt into the lab's config dir and returns
-/// lbconfig.txt.
+/// the lab, extended from the guide's two servers to the lab's three
+/// backends (each added as the guide says: one more endpoint and probe entry
+/// like the others), probes every `period` s with `retries`: writes
+/// EPconfig.txt into the lab's config dir and returns lbconfig.txt.
 fn k3s_guide_files(lab: &Lab, period: u32, retries: u32) -> String {
     let read = |f: &str| -> Value {
         let text = std::fs::read_to_string(repo().join("configs/k3s-ha").join(f)).expect(f);
@@ -885,7 +909,8 @@ fn k3s_guide_files(lab: &Lab, period: u32, retries: u32) -> String {
     };
     let mut ep = read("EPconfig.txt");
     let entries = ep["Attr"].as_array_mut().expect("Attr");
-    assert_eq!(entries.len(), 3, "the guide probes three API servers");
+    let like = entries.first().cloned().expect("a probe entry");
+    entries.resize(BACKENDS.len(), like);
     for (e, b) in entries.iter_mut().zip(BACKENDS) {
         let port = e["probePort"].as_u64().expect("probePort");
         let kind = e["probeType"].as_str().expect("probeType").to_string();
@@ -899,12 +924,10 @@ fn k3s_guide_files(lab: &Lab, period: u32, retries: u32) -> String {
     let rule = &mut lb["lbAttr"][0];
     assert_eq!(rule["serviceArguments"]["port"], 6443);
     rule["serviceArguments"]["externalIP"] = VIP.into();
-    for (e, b) in rule["endpoints"]
-        .as_array_mut()
-        .expect("endpoints")
-        .iter_mut()
-        .zip(BACKENDS)
-    {
+    let eps = rule["endpoints"].as_array_mut().expect("endpoints");
+    let like = eps.first().cloned().expect("an endpoint");
+    eps.resize(BACKENDS.len(), like);
+    for (e, b) in eps.iter_mut().zip(BACKENDS) {
         e["endpointIP"] = b.into();
     }
     lb.to_string()

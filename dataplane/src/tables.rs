@@ -297,19 +297,25 @@ pub struct EndpointLoc {
 }
 
 /// An immutable snapshot of every table the workers need.
+///
+/// Built services are shared (`Arc`) between snapshots: [`Tables::update`]
+/// rebuilds only the services that changed and copies the rest by pointer,
+/// so a change costs what it touches plus a flat copy of the small index maps.
 #[derive(Debug)]
 pub struct Tables {
     /// Increases by one on every publish.
     pub generation: u64,
-    /// Services, indexed by `Service::index`.
-    pub services: Vec<Service>,
-    /// (vip, ip proto number) -> service indices on that VIP/protocol, sorted by port_min.
+    /// Services, indexed by `Service::index`; unchanged ones are shared with
+    /// the previous snapshot.
+    pub services: Vec<Arc<Service>>,
+    /// (vip, ip proto number) -> service indices on that VIP/protocol, sorted by
+    /// key (port_min, port_max, block).
     by_vip: HashMap<(Ip16, u8), Vec<u32>>,
     /// VIPs (any protocol), for ICMP echo and "VIP but no rule" drops.
     vips: HashMap<Ip16, ()>,
     /// Endpoint id -> location; `None` for ids not in use.
     pub endpoint_locs: Vec<Option<EndpointLoc>>,
-    /// Next hops.
+    /// Next hops known to this snapshot (every endpoint's, possibly more).
     pub next_hops: HashMap<Ip16, NextHop>,
     /// Ports by id.
     pub ports: Vec<PortSpec>,
@@ -321,14 +327,29 @@ pub struct Tables {
     /// The configured full-NAT pools, per family (IPv4 first element family).
     snat_pool_v4: Vec<Ip16>,
     snat_pool_v6: Vec<Ip16>,
+    /// The full-NAT addresses as configured (`TablesSpec::snat_addrs`).
+    pub snat_spec: Vec<IpAddr>,
     /// Source-NAT port range (inclusive).
     pub nat_ports: (u16, u16),
     /// Maglev table size.
     pub maglev_size: usize,
-    /// The spec, kept for the next build (stable ids) and for control's GETs.
-    pub spec: TablesSpec,
-    /// (service key, endpoint addr, endpoint port) -> id, carried into the next build.
-    ids: HashMap<(ServiceKey, IpAddr, u16), EndpointId>,
+}
+
+/// A change to one service, for [`Tables::update`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceChange {
+    /// Add this service, or replace the one with the same key.
+    Upsert(ServiceSpec),
+    /// Remove the service with this key (nothing happens if there is none).
+    Remove(ServiceKey),
+}
+
+/// What building one service needs besides its spec.
+struct BuildCtx<'a> {
+    ports: &'a [PortSpec],
+    snat_spec: &'a [IpAddr],
+    next_hops: &'a HashMap<Ip16, NextHop>,
+    maglev_size: usize,
 }
 
 impl Tables {
@@ -346,15 +367,15 @@ impl Tables {
             snat_addrs: Vec::new(),
             snat_pool_v4: Vec::new(),
             snat_pool_v6: Vec::new(),
+            snat_spec: Vec::new(),
             nat_ports: DEFAULT_NAT_PORTS,
             maglev_size: DEFAULT_TABLE_SIZE,
-            spec: TablesSpec::default(),
-            ids: HashMap::new(),
         }
     }
 
-    /// Validate `spec` and build a snapshot that follows `prev` (ids carried over,
-    /// generation + 1). On error nothing is built.
+    /// Validate `spec` and build a complete snapshot that follows `prev` (ids
+    /// carried over, unchanged Maglev tables shared, generation + 1). Services
+    /// are indexed in spec order. On error nothing is built.
     pub fn build(spec: TablesSpec, prev: &Tables) -> Result<Tables, BuildError> {
         let nat_ports = if spec.nat_ports == (0, 0) {
             DEFAULT_NAT_PORTS
@@ -391,173 +412,93 @@ impl Tables {
         }
         keys.sort();
         for w in keys.windows(2) {
-            let (a, b) = (w[0].0, w[1].0);
-            if a == b {
-                return Err(BuildError::DuplicateService(describe(&a)));
+            if w[0].0 == w[1].0 {
+                return Err(BuildError::DuplicateService(describe(&w[0].0)));
             }
-            if a.vip == b.vip
-                && a.proto == b.proto
-                && a.block == b.block
-                && b.port_min <= a.port_max
-            {
-                return Err(BuildError::OverlappingService(describe(&a), describe(&b)));
+        }
+        // Sorted by port_min within a VIP/protocol; rules of other blocks may sit
+        // in between, so compare with the furthest-reaching earlier rule of the
+        // same block, not just the neighbour.
+        let mut reach: HashMap<(IpAddr, L4Proto, u32), ServiceKey> = HashMap::new();
+        for &(b, _) in &keys {
+            let slot = reach.entry((b.vip, b.proto, b.block)).or_insert(b);
+            if *slot != b && overlaps(slot, &b) {
+                return Err(BuildError::OverlappingService(describe(slot), describe(&b)));
             }
+            if b.port_max >= slot.port_max {
+                *slot = b;
+            }
+        }
+        for s in &spec.services {
+            check_service(s)?;
         }
 
         // Stable endpoint ids: keep the previous id for every surviving endpoint.
-        let mut ids: HashMap<(ServiceKey, IpAddr, u16), EndpointId> = HashMap::new();
+        let prev_by_key: HashMap<ServiceKey, &Service> =
+            prev.services.iter().map(|p| (p.spec.key, &**p)).collect();
         let mut used = vec![false; MAX_ENDPOINT_IDS];
-        for s in &spec.services {
-            for e in &s.endpoints {
-                if let Some(&id) = prev.ids.get(&(s.key, e.addr, e.port)) {
-                    ids.insert((s.key, e.addr, e.port), id);
-                    used[id as usize] = true;
+        let mut ids: Vec<Vec<Option<EndpointId>>> = spec
+            .services
+            .iter()
+            .map(|s| {
+                let old = prev_by_key.get(&s.key);
+                s.endpoints
+                    .iter()
+                    .map(|e| {
+                        let id = old.and_then(|o| surviving_id(o, e));
+                        if let Some(id) = id {
+                            used[id as usize] = true;
+                        }
+                        id
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut next_free = 0usize;
+        for list in &mut ids {
+            for slot in list.iter_mut().filter(|s| s.is_none()) {
+                while next_free < MAX_ENDPOINT_IDS && used[next_free] {
+                    next_free += 1;
                 }
+                if next_free == MAX_ENDPOINT_IDS {
+                    return Err(BuildError::TooManyEndpoints);
+                }
+                used[next_free] = true;
+                *slot = Some(next_free as EndpointId);
             }
         }
-        let mut next_free = 0usize;
 
+        let ctx = BuildCtx {
+            ports: &spec.ports,
+            snat_spec: &spec.snat_addrs,
+            next_hops: &next_hops,
+            maglev_size,
+        };
         let mut services = Vec::with_capacity(spec.services.len());
         let mut by_vip: HashMap<(Ip16, u8), Vec<u32>> = HashMap::new();
         let mut vips = HashMap::new();
         let mut endpoint_locs: Vec<Option<EndpointLoc>> = Vec::new();
         let mut snat_addrs: Vec<Ip16> = spec.snat_addrs.iter().map(|a| Ip16::from(*a)).collect();
-
-        let prev_by_key: HashMap<ServiceKey, usize> = prev
-            .services
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.spec.key, i))
-            .collect();
-        for (si, s) in spec.services.iter().enumerate() {
-            let name = s.spec_name();
-            let n = s.endpoints.len();
-            if n == 0 || n > MAX_ENDPOINTS_PER_SERVICE {
-                return Err(BuildError::EndpointCount(name, n));
+        for (si, (s, ids)) in spec.services.iter().zip(&ids).enumerate() {
+            let ids: Vec<EndpointId> = ids.iter().flatten().copied().collect();
+            let old = prev_by_key
+                .get(&s.key)
+                .copied()
+                .filter(|_| prev.maglev_size == maglev_size);
+            let svc = build_service(s, si as u32, &ids, &ctx, old)?;
+            for (ei, e) in svc.endpoints.iter().enumerate() {
+                set_loc(&mut endpoint_locs, e.id, si as u32, ei);
+                add_snat(&mut snat_addrs, e.snat_addr);
             }
-            let v4 = s.key.vip.is_ipv4();
-            if s.dsr_ipip && !v4 {
-                return Err(BuildError::IpipV6(name));
-            }
-            let mut seen = std::collections::HashSet::new();
-            let mut endpoints = Vec::with_capacity(n);
-            for (ei, e) in s.endpoints.iter().enumerate() {
-                if e.addr.is_ipv4() != v4 {
-                    return Err(BuildError::EndpointFamily(name, e.addr));
-                }
-                if !seen.insert((e.addr, e.port)) {
-                    return Err(BuildError::DuplicateEndpoint(name, e.addr, e.port));
-                }
-                if s.mode == NatMode::Dsr && e.port != 0 && e.port != s.key.port_min {
-                    return Err(BuildError::DsrPortChange(name));
-                }
-                let id = match ids.get(&(s.key, e.addr, e.port)) {
-                    Some(&id) => id,
-                    None => {
-                        while next_free < MAX_ENDPOINT_IDS && used[next_free] {
-                            next_free += 1;
-                        }
-                        if next_free == MAX_ENDPOINT_IDS {
-                            return Err(BuildError::TooManyEndpoints);
-                        }
-                        used[next_free] = true;
-                        let id = next_free as EndpointId;
-                        ids.insert((s.key, e.addr, e.port), id);
-                        id
-                    }
-                };
-                let addr = Ip16::from(e.addr);
-                let next_hop = next_hops.get(&addr).copied();
-                let snat_addr = match s.mode {
-                    NatMode::FullNat => spec
-                        .snat_addrs
-                        .iter()
-                        .find(|a| a.is_ipv4() == v4)
-                        .map(|a| Ip16::from(*a))
-                        .or_else(|| port_addr(&spec.ports, next_hop, v4)),
-                    NatMode::OneArm => port_addr(&spec.ports, next_hop, v4),
-                    NatMode::Dnat | NatMode::Dsr => None,
-                };
-                if let Some(a) = snat_addr {
-                    if !snat_addrs.contains(&a) {
-                        snat_addrs.push(a);
-                    }
-                }
-                if endpoint_locs.len() <= id as usize {
-                    endpoint_locs.resize(id as usize + 1, None);
-                }
-                endpoint_locs[id as usize] = Some(EndpointLoc {
-                    service: si as u32,
-                    endpoint: ei as u8,
-                });
-                endpoints.push(Endpoint {
-                    id,
-                    addr,
-                    port: e.port,
-                    weight: e.weight,
-                    state: e.state,
-                    next_hop,
-                    snat_addr,
-                });
-            }
-            let active: Vec<usize> = (0..n)
-                .filter(|&i| endpoints[i].state == EndpointState::Active && endpoints[i].weight > 0)
-                .collect();
-            let schedule = match s.sel {
-                Selection::Priority => weighted_schedule(&endpoints, &active),
-                _ => active.iter().map(|&i| i as u8).collect(),
-            };
-            let (maglev, maglev_inputs) = match s.sel {
-                Selection::Hash | Selection::Persist => {
-                    let backends: Vec<MaglevBackend> = endpoints
-                        .iter()
-                        .map(|e| MaglevBackend {
-                            key: endpoint_identity(e),
-                            weight: if e.state == EndpointState::Active {
-                                e.weight
-                            } else {
-                                0
-                            },
-                        })
-                        .collect();
-                    // Rebuilding costs milliseconds per rule: reuse the previous
-                    // snapshot's table when nothing it depends on changed.
-                    let reused = prev_by_key
-                        .get(&s.key)
-                        .map(|&i| &prev.services[i])
-                        .filter(|p| p.maglev_inputs == backends && prev.maglev_size == maglev_size)
-                        .and_then(|p| p.maglev.clone());
-                    let table = match reused {
-                        Some(t) => t,
-                        None => Arc::new(
-                            Maglev::build(&backends, maglev_size)
-                                .map_err(|err| BuildError::Maglev(name.clone(), err))?,
-                        ),
-                    };
-                    (Some(table), backends)
-                }
-                _ => (None, Vec::new()),
-            };
-            let vip = Ip16::from(s.key.vip);
             by_vip
-                .entry((vip, s.key.proto.ip_proto_for(v4)))
-                .or_default()
+                .entry(svc.vip_key())
+                .or_insert_with(Vec::new)
                 .push(si as u32);
-            vips.insert(vip, ());
-            let timeout_s = u64::from(s.inactive_timeout_s.max(1));
-            services.push(Service {
-                spec: s.clone(),
-                index: si as u32,
-                endpoints,
-                schedule,
-                maglev,
-                maglev_inputs,
-                idle_timeout_ns: timeout_s * 1_000_000_000,
-                vip,
-            });
+            vips.insert(svc.vip, ());
+            services.push(Arc::new(svc));
         }
         for list in by_vip.values_mut() {
-            list.sort_by_key(|&i| (services[i as usize].spec.key.port_min, i));
+            list.sort_by_key(|&i| services[i as usize].spec.key);
         }
         Ok(Tables {
             generation: prev.generation + 1,
@@ -567,15 +508,249 @@ impl Tables {
             endpoint_locs,
             next_hops,
             port_index: port_index(&spec.ports),
-            ports: spec.ports.clone(),
+            ports: spec.ports,
             snat_addrs,
             snat_pool_v4: pool(&spec.snat_addrs, true),
             snat_pool_v6: pool(&spec.snat_addrs, false),
+            snat_spec: spec.snat_addrs,
             nat_ports,
             maglev_size,
-            spec,
-            ids,
         })
+    }
+
+    /// The snapshot after `changes` (removals first, then upserts in order;
+    /// give each key at most once), everything else as in `self`: ports,
+    /// source-NAT settings and the next hops of known addresses stay; the next
+    /// hops of addresses `self` does not know yet are taken from `new_next_hops`.
+    /// Unchanged services are shared, not rebuilt; surviving endpoints keep
+    /// their ids and an id freed here is not handed out again in this step.
+    /// Validates like [`Tables::build`]; on error nothing is built.
+    pub fn update(
+        &self,
+        changes: &[ServiceChange],
+        new_next_hops: &[(IpAddr, NextHop)],
+    ) -> Result<Tables, BuildError> {
+        let mut t = Tables {
+            generation: self.generation + 1,
+            services: self.services.clone(),
+            by_vip: self.by_vip.clone(),
+            vips: self.vips.clone(),
+            endpoint_locs: self.endpoint_locs.clone(),
+            next_hops: self.next_hops.clone(),
+            ports: self.ports.clone(),
+            port_index: self.port_index.clone(),
+            snat_addrs: self.snat_addrs.clone(),
+            snat_pool_v4: self.snat_pool_v4.clone(),
+            snat_pool_v6: self.snat_pool_v6.clone(),
+            snat_spec: self.snat_spec.clone(),
+            nat_ports: self.nat_ports,
+            maglev_size: self.maglev_size,
+        };
+        for (a, n) in new_next_hops {
+            t.next_hops.entry(Ip16::from(*a)).or_insert(*n);
+        }
+        let mut freed = Vec::new();
+        for c in changes {
+            if let ServiceChange::Remove(k) = c {
+                t.remove_service(k, &mut freed);
+            }
+        }
+        let mut next_free = 0usize;
+        for c in changes {
+            if let ServiceChange::Upsert(s) = c {
+                t.upsert_service(s, &mut freed, &mut next_free)?;
+            }
+        }
+        for id in freed {
+            if let Some(slot) = t.endpoint_locs.get_mut(id as usize) {
+                *slot = None;
+            }
+        }
+        Ok(t)
+    }
+
+    /// Whether this snapshot is what [`Tables::build`] would make of `spec`
+    /// (ignoring service order and generation): control skips a publish then.
+    pub fn matches(&self, spec: &TablesSpec) -> bool {
+        let nat_ports = if spec.nat_ports == (0, 0) {
+            DEFAULT_NAT_PORTS
+        } else {
+            spec.nat_ports
+        };
+        let maglev_size = if spec.maglev_size == 0 {
+            DEFAULT_TABLE_SIZE
+        } else {
+            spec.maglev_size
+        };
+        if nat_ports != self.nat_ports
+            || maglev_size != self.maglev_size
+            || spec.ports != self.ports
+            || spec.snat_addrs != self.snat_spec
+            || spec.services.len() != self.services.len()
+        {
+            return false;
+        }
+        let hops: HashMap<Ip16, NextHop> = spec
+            .next_hops
+            .iter()
+            .map(|(a, n)| (Ip16::from(*a), *n))
+            .collect();
+        spec.services.iter().all(|s| {
+            self.service_index(&s.key)
+                .map(|i| &self.services[i])
+                .is_some_and(|b| {
+                    b.spec == *s
+                        && b.endpoints
+                            .iter()
+                            .all(|e| e.next_hop == hops.get(&e.addr).copied())
+                })
+        })
+    }
+
+    /// The index of the service with this key.
+    pub fn service_index(&self, key: &ServiceKey) -> Option<usize> {
+        let v4 = key.vip.is_ipv4();
+        self.by_vip
+            .get(&(Ip16::from(key.vip), key.proto.ip_proto_for(v4)))?
+            .iter()
+            .map(|&i| i as usize)
+            .find(|&i| self.services[i].spec.key == *key)
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey, freed: &mut Vec<EndpointId>) {
+        let Some(i) = self.service_index(key) else {
+            return;
+        };
+        let gone = self.services.swap_remove(i);
+        freed.extend(gone.endpoints.iter().map(|e| e.id));
+        let vk = gone.vip_key();
+        if let Some(list) = self.by_vip.get_mut(&vk) {
+            list.retain(|&x| x as usize != i);
+            if list.is_empty() {
+                self.by_vip.remove(&vk);
+            }
+        }
+        let v4 = gone.vip.is_v4();
+        let vip_in_use = [L4Proto::Tcp, L4Proto::Udp, L4Proto::Sctp, L4Proto::Icmp]
+            .iter()
+            .any(|p| self.by_vip.contains_key(&(gone.vip, p.ip_proto_for(v4))));
+        if !vip_in_use {
+            self.vips.remove(&gone.vip);
+        }
+        // The former last service now sits at `i`: renumber it.
+        if let Some(moved) = self.services.get(i) {
+            let last = self.services.len() as u32;
+            let mut m = Service::clone(moved);
+            m.index = i as u32;
+            for (ei, e) in m.endpoints.iter().enumerate() {
+                set_loc(&mut self.endpoint_locs, e.id, i as u32, ei);
+            }
+            if let Some(list) = self.by_vip.get_mut(&m.vip_key()) {
+                for x in list.iter_mut().filter(|x| **x == last) {
+                    *x = i as u32;
+                }
+            }
+            self.services[i] = Arc::new(m);
+        }
+    }
+
+    fn upsert_service(
+        &mut self,
+        s: &ServiceSpec,
+        freed: &mut Vec<EndpointId>,
+        next_free: &mut usize,
+    ) -> Result<(), BuildError> {
+        if s.key.port_max < s.key.port_min {
+            return Err(BuildError::BadPortRange(s.spec_name()));
+        }
+        let existing = self.service_index(&s.key);
+        if existing.is_none() {
+            let vk = (
+                Ip16::from(s.key.vip),
+                s.key.proto.ip_proto_for(s.key.vip.is_ipv4()),
+            );
+            if let Some(list) = self.by_vip.get(&vk) {
+                for &j in list {
+                    let other = self.services[j as usize].spec.key;
+                    if overlaps(&other, &s.key) || overlaps(&s.key, &other) {
+                        let (a, b) = if other < s.key {
+                            (other, s.key)
+                        } else {
+                            (s.key, other)
+                        };
+                        return Err(BuildError::OverlappingService(describe(&a), describe(&b)));
+                    }
+                }
+            }
+        }
+        check_service(s)?;
+        let old = existing.map(|i| self.services[i].clone());
+        if old.as_ref().is_some_and(|o| o.spec == *s) {
+            return Ok(());
+        }
+        let index = existing.unwrap_or(self.services.len());
+        let mut ids = Vec::with_capacity(s.endpoints.len());
+        for (ei, e) in s.endpoints.iter().enumerate() {
+            let id = match old.as_ref().and_then(|o| surviving_id(o, e)) {
+                Some(id) => id,
+                None => self.alloc_id(freed, next_free)?,
+            };
+            set_loc(&mut self.endpoint_locs, id, index as u32, ei);
+            ids.push(id);
+        }
+        if let Some(o) = &old {
+            freed.extend(
+                o.endpoints
+                    .iter()
+                    .map(|e| e.id)
+                    .filter(|id| !ids.contains(id)),
+            );
+        }
+        let ctx = BuildCtx {
+            ports: &self.ports,
+            snat_spec: &self.snat_spec,
+            next_hops: &self.next_hops,
+            maglev_size: self.maglev_size,
+        };
+        let svc = build_service(s, index as u32, &ids, &ctx, old.as_deref())?;
+        for e in &svc.endpoints {
+            add_snat(&mut self.snat_addrs, e.snat_addr);
+        }
+        match existing {
+            Some(i) => self.services[i] = Arc::new(svc),
+            None => {
+                let vk = svc.vip_key();
+                self.vips.insert(svc.vip, ());
+                self.services.push(Arc::new(svc));
+                let services = &self.services;
+                let list = self.by_vip.entry(vk).or_insert_with(Vec::new);
+                list.push(index as u32);
+                list.sort_by_key(|&i| services[i as usize].spec.key);
+            }
+        }
+        Ok(())
+    }
+
+    /// The lowest id that is free and was not freed in this step.
+    fn alloc_id(
+        &mut self,
+        freed: &[EndpointId],
+        next_free: &mut usize,
+    ) -> Result<EndpointId, BuildError> {
+        loop {
+            if *next_free >= MAX_ENDPOINT_IDS {
+                return Err(BuildError::TooManyEndpoints);
+            }
+            let id = *next_free as EndpointId;
+            *next_free += 1;
+            let taken = self
+                .endpoint_locs
+                .get(id as usize)
+                .is_some_and(|l| l.is_some());
+            if !taken && !freed.contains(&id) {
+                return Ok(id);
+            }
+        }
     }
 
     /// The service for a packet to `vip`/`ip_proto`/`port`, if any. For ICMP pass port 0.
@@ -585,7 +760,7 @@ impl Tables {
         // Lists are short (usually one rule per VIP/protocol); the first range that
         // covers the port wins (ranges of one block never overlap).
         for &i in list {
-            let s = &self.services[i as usize];
+            let s: &Service = &self.services[i as usize];
             if s.spec.key.port_min <= port && port <= s.spec.key.port_max {
                 return Some(s);
             }
@@ -628,7 +803,7 @@ impl Tables {
     #[inline]
     pub fn endpoint(&self, id: EndpointId) -> Option<(&Service, &Endpoint)> {
         let loc = (*self.endpoint_locs.get(id as usize)?)?;
-        let s = &self.services[loc.service as usize];
+        let s: &Service = &self.services[loc.service as usize];
         Some((s, &s.endpoints[loc.endpoint as usize]))
     }
 
@@ -659,6 +834,173 @@ impl ServiceSpec {
         } else {
             format!("{} ({})", self.name, describe(&self.key))
         }
+    }
+}
+
+/// Whether `b`'s port range starts inside `a`'s on the same VIP/protocol/block
+/// (with `a <= b` in key order this is exactly "they overlap").
+fn overlaps(a: &ServiceKey, b: &ServiceKey) -> bool {
+    a.vip == b.vip
+        && a.proto == b.proto
+        && a.block == b.block
+        && a.port_min <= b.port_min
+        && b.port_min <= a.port_max
+}
+
+/// The checks of one service that do not depend on the others.
+fn check_service(s: &ServiceSpec) -> Result<(), BuildError> {
+    let n = s.endpoints.len();
+    if n == 0 || n > MAX_ENDPOINTS_PER_SERVICE {
+        return Err(BuildError::EndpointCount(s.spec_name(), n));
+    }
+    let v4 = s.key.vip.is_ipv4();
+    if s.dsr_ipip && !v4 {
+        return Err(BuildError::IpipV6(s.spec_name()));
+    }
+    for (i, e) in s.endpoints.iter().enumerate() {
+        if e.addr.is_ipv4() != v4 {
+            return Err(BuildError::EndpointFamily(s.spec_name(), e.addr));
+        }
+        if s.endpoints[..i]
+            .iter()
+            .any(|o| o.addr == e.addr && o.port == e.port)
+        {
+            return Err(BuildError::DuplicateEndpoint(s.spec_name(), e.addr, e.port));
+        }
+        if s.mode == NatMode::Dsr && e.port != 0 && e.port != s.key.port_min {
+            return Err(BuildError::DsrPortChange(s.spec_name()));
+        }
+    }
+    Ok(())
+}
+
+/// The id `e` had in the previous build of its service, if it was there.
+fn surviving_id(prev: &Service, e: &EndpointSpec) -> Option<EndpointId> {
+    let addr = Ip16::from(e.addr);
+    prev.endpoints
+        .iter()
+        .find(|p| p.addr == addr && p.port == e.port)
+        .map(|p| p.id)
+}
+
+fn set_loc(locs: &mut Vec<Option<EndpointLoc>>, id: EndpointId, service: u32, endpoint: usize) {
+    let id = id as usize;
+    if locs.len() <= id {
+        locs.resize(id + 1, None);
+    }
+    locs[id] = Some(EndpointLoc {
+        service,
+        endpoint: endpoint as u8,
+    });
+}
+
+fn add_snat(addrs: &mut Vec<Ip16>, a: Option<Ip16>) {
+    if let Some(a) = a {
+        if !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    }
+}
+
+/// Build one (checked) service at `index` with these endpoint ids (spec
+/// order). `prev` is the same service in the previous snapshot, built with
+/// the same Maglev size: its Maglev table is reused when its inputs match.
+fn build_service(
+    s: &ServiceSpec,
+    index: u32,
+    ids: &[EndpointId],
+    ctx: &BuildCtx<'_>,
+    prev: Option<&Service>,
+) -> Result<Service, BuildError> {
+    let v4 = s.key.vip.is_ipv4();
+    let endpoints: Vec<Endpoint> = s
+        .endpoints
+        .iter()
+        .zip(ids)
+        .map(|(e, &id)| {
+            let addr = Ip16::from(e.addr);
+            let next_hop = ctx.next_hops.get(&addr).copied();
+            let snat_addr = match s.mode {
+                NatMode::FullNat => ctx
+                    .snat_spec
+                    .iter()
+                    .find(|a| a.is_ipv4() == v4)
+                    .map(|a| Ip16::from(*a))
+                    .or_else(|| port_addr(ctx.ports, next_hop, v4)),
+                NatMode::OneArm => port_addr(ctx.ports, next_hop, v4),
+                NatMode::Dnat | NatMode::Dsr => None,
+            };
+            Endpoint {
+                id,
+                addr,
+                port: e.port,
+                weight: e.weight,
+                state: e.state,
+                next_hop,
+                snat_addr,
+            }
+        })
+        .collect();
+    let n = endpoints.len();
+    let active: Vec<usize> = (0..n)
+        .filter(|&i| endpoints[i].state == EndpointState::Active && endpoints[i].weight > 0)
+        .collect();
+    let schedule = match s.sel {
+        Selection::Priority => weighted_schedule(&endpoints, &active),
+        _ => active.iter().map(|&i| i as u8).collect(),
+    };
+    let (maglev, maglev_inputs) = match s.sel {
+        Selection::Hash | Selection::Persist => {
+            let backends: Vec<MaglevBackend> = endpoints
+                .iter()
+                .map(|e| MaglevBackend {
+                    key: endpoint_identity(e),
+                    weight: if e.state == EndpointState::Active {
+                        e.weight
+                    } else {
+                        0
+                    },
+                })
+                .collect();
+            // Rebuilding costs milliseconds per rule: reuse the previous
+            // snapshot's table when nothing it depends on changed.
+            let reused = prev
+                .filter(|p| p.maglev_inputs == backends)
+                .and_then(|p| p.maglev.clone());
+            let table = match reused {
+                Some(t) => t,
+                None => Arc::new(
+                    Maglev::build(&backends, ctx.maglev_size)
+                        .map_err(|err| BuildError::Maglev(s.spec_name(), err))?,
+                ),
+            };
+            (Some(table), backends)
+        }
+        _ => (None, Vec::new()),
+    };
+    let timeout_s = u64::from(s.inactive_timeout_s.max(1));
+    Ok(Service {
+        spec: s.clone(),
+        index,
+        endpoints,
+        schedule,
+        maglev,
+        maglev_inputs,
+        idle_timeout_ns: timeout_s * 1_000_000_000,
+        vip: Ip16::from(s.key.vip),
+    })
+}
+
+impl Service {
+    /// Its key in [`Tables`]' VIP index.
+    fn vip_key(&self) -> (Ip16, u8) {
+        (
+            self.vip,
+            self.spec
+                .key
+                .proto
+                .ip_proto_for(self.spec.key.vip.is_ipv4()),
+        )
     }
 }
 
@@ -977,6 +1319,232 @@ mod tests {
             m(&t2, 0).slots().iter().all(|&e| e == 0),
             "the down endpoint has no slots"
         );
+    }
+
+    /// Every index of a snapshot agrees with its services.
+    fn assert_consistent(t: &Tables) {
+        let mut n_eps = 0;
+        for (i, s) in t.services.iter().enumerate() {
+            assert_eq!(s.index as usize, i);
+            assert_eq!(t.service_index(&s.spec.key), Some(i));
+            assert!(t.is_vip(s.vip));
+            let found = t
+                .lookup(
+                    s.vip,
+                    s.spec.key.proto.ip_proto_for(s.vip.is_v4()),
+                    s.spec.key.port_min,
+                )
+                .expect("its own port finds a rule");
+            assert!(
+                found.spec.key.port_min <= s.spec.key.port_min
+                    && s.spec.key.port_min <= found.spec.key.port_max
+            );
+            for (ei, e) in s.endpoints.iter().enumerate() {
+                let (hs, he) = t.endpoint(e.id).expect("endpoint id resolves");
+                assert_eq!(
+                    (hs.index, he.addr, he.port),
+                    (s.index, e.addr, e.port),
+                    "{ei}"
+                );
+                n_eps += 1;
+            }
+        }
+        assert_eq!(
+            t.endpoint_locs.iter().flatten().count(),
+            n_eps,
+            "no stale ids"
+        );
+        assert_eq!(
+            t.by_vip.values().map(Vec::len).sum::<usize>(),
+            t.services.len()
+        );
+        assert_eq!(
+            t.vips.len(),
+            t.services
+                .iter()
+                .map(|s| s.vip)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        );
+    }
+
+    #[test]
+    fn update_rebuilds_only_what_changed() {
+        let spec = TablesSpec {
+            services: (1..=5)
+                .map(|i| {
+                    svc(
+                        &format!("10.0.0.{i}"),
+                        80,
+                        80,
+                        vec![ep("10.1.0.1", 80, 1), ep("10.1.0.2", 80, 1)],
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let t1 = Tables::build(spec, &Tables::empty()).expect("valid");
+        let changed = svc(
+            "10.0.0.2",
+            80,
+            80,
+            vec![ep("10.1.0.2", 80, 1), ep("10.1.0.3", 80, 1)],
+        );
+        let added = svc("10.0.0.9", 80, 80, vec![ep("10.1.0.9", 80, 1)]);
+        let removed = t1.services[0].spec.key;
+        let t2 = t1
+            .update(
+                &[
+                    ServiceChange::Upsert(changed.clone()),
+                    ServiceChange::Remove(removed),
+                    ServiceChange::Upsert(added),
+                ],
+                &[],
+            )
+            .expect("valid");
+        assert_consistent(&t2);
+        assert_eq!(t2.generation, t1.generation + 1);
+        assert_eq!(t2.services.len(), 5);
+        assert!(t2.service_index(&removed).is_none());
+        let shared = t1.services[2..4]
+            .iter()
+            .filter(|a| t2.services.iter().any(|b| Arc::ptr_eq(a, b)))
+            .count();
+        assert_eq!(shared, 2, "untouched rules are shared, not rebuilt");
+        let old = &t1.services[1];
+        let new = &t2.services[t2.service_index(&changed.key).expect("kept")];
+        assert_eq!(
+            new.endpoints[0].id, old.endpoints[1].id,
+            "surviving endpoint keeps its id"
+        );
+        let freed = [
+            t1.services[0].endpoints[0].id,
+            t1.services[0].endpoints[1].id,
+            old.endpoints[0].id,
+        ];
+        assert!(
+            t2.services
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .all(|e| !freed.contains(&e.id)),
+            "ids freed in this step are not handed out in it"
+        );
+        // An overlap is refused and the previous snapshot is untouched.
+        let err = t2
+            .update(
+                &[ServiceChange::Upsert(svc(
+                    "10.0.0.3",
+                    70,
+                    90,
+                    vec![ep("10.1.0.1", 0, 1)],
+                ))],
+                &[],
+            )
+            .expect_err("overlap");
+        assert!(matches!(err, BuildError::OverlappingService(..)), "{err}");
+        assert_consistent(&t2);
+    }
+
+    #[test]
+    fn full_build_finds_overlaps_across_blocks_in_between() {
+        let mut a = svc("10.0.0.1", 80, 90, vec![ep("10.1.0.1", 0, 1)]);
+        let mut x = svc("10.0.0.1", 85, 85, vec![ep("10.1.0.1", 0, 1)]);
+        let b = svc("10.0.0.1", 86, 86, vec![ep("10.1.0.1", 0, 1)]);
+        a.key.block = 0;
+        x.key.block = 1;
+        let spec = TablesSpec {
+            services: vec![a, x, b],
+            ..Default::default()
+        };
+        assert!(matches!(
+            Tables::build(spec, &Tables::empty()),
+            Err(BuildError::OverlappingService(..))
+        ));
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        /// (vip, port_min, port_max, block, remove?, endpoints (addr, port, down?)).
+        type Change = (u8, u16, u16, u8, bool, Vec<(u8, u16, bool)>);
+
+        fn change() -> impl Strategy<Value = Change> {
+            (
+                0u8..3,
+                prop_oneof![Just(80u16), Just(81), Just(1000)],
+                prop_oneof![Just(0u16), Just(85), Just(1005)],
+                0u8..2,
+                any::<bool>(),
+                proptest::collection::vec(
+                    (0u8..5, prop_oneof![Just(0u16), Just(80)], any::<bool>()),
+                    0..4,
+                ),
+            )
+        }
+
+        proptest! {
+            /// Any sequence of incremental updates yields a consistent snapshot
+            /// equal to a full build of the same rules, accepts exactly what a
+            /// full build accepts, and keeps surviving endpoints' ids.
+            #[test]
+            fn update_agrees_with_full_build(steps in proptest::collection::vec(proptest::collection::vec(change(), 1..4), 1..25)) {
+                let mut model: BTreeMap<ServiceKey, ServiceSpec> = BTreeMap::new();
+                let mut t = Tables::build(TablesSpec { maglev_size: 251, ..Default::default() }, &Tables::empty()).expect("empty");
+                for step in steps {
+                    let mut next = model.clone();
+                    let mut changes = Vec::new();
+                    let mut touched = std::collections::HashSet::new();
+                    for (vip, pmin, pmax, block, remove, eps) in step {
+                        let mut s = svc(&format!("10.0.0.{vip}"), pmin, pmin.max(pmax), vec![]);
+                        s.key.block = u32::from(block);
+                        if !touched.insert(s.key) {
+                            continue;
+                        }
+                        if remove {
+                            next.remove(&s.key);
+                            changes.push(ServiceChange::Remove(s.key));
+                        } else {
+                            s.sel = if eps.len() % 2 == 0 { Selection::Hash } else { Selection::RoundRobin };
+                            s.endpoints = eps.iter().map(|&(a, p, down)| EndpointSpec {
+                                addr: format!("10.1.0.{a}").parse().expect("ip"),
+                                port: p,
+                                weight: 1,
+                                state: if down { EndpointState::Down } else { EndpointState::Active },
+                            }).collect();
+                            next.insert(s.key, s.clone());
+                            changes.push(ServiceChange::Upsert(s));
+                        }
+                    }
+                    let full = Tables::build(TablesSpec { services: next.values().cloned().collect(), maglev_size: 251, ..Default::default() }, &t);
+                    match t.update(&changes, &[]) {
+                        Err(_) => prop_assert!(full.is_err(), "update refused what a full build takes"),
+                        Ok(u) => {
+                            let full = full.expect("a full build takes what update takes");
+                            assert_consistent(&u);
+                            let spec = TablesSpec { services: next.values().cloned().collect(), maglev_size: 251, ..Default::default() };
+                            prop_assert!(u.matches(&spec));
+                            prop_assert_eq!(u.services.len(), full.services.len());
+                            for s in u.services.iter() {
+                                let f = &full.services[full.service_index(&s.spec.key).expect("same rules")];
+                                prop_assert_eq!(&s.schedule, &f.schedule);
+                                prop_assert_eq!(s.maglev.as_ref().map(|m| m.slots().to_vec()), f.maglev.as_ref().map(|m| m.slots().to_vec()));
+                                if let Some(o) = t.service_index(&s.spec.key).map(|i| &t.services[i]) {
+                                    for e in &s.endpoints {
+                                        if let Some(p) = o.endpoints.iter().find(|p| p.addr == e.addr && p.port == e.port) {
+                                            prop_assert_eq!(p.id, e.id, "surviving endpoint keeps its id");
+                                        }
+                                    }
+                                }
+                            }
+                            t = u;
+                            model = next;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A lab backend: HTTP on :8080 and UDP echo on :9000, both dual-stack, each
-answer naming the backend, so the lab shows which one the VIP reached.
+answer naming the backend, so the lab shows which one the VIP reached; HTTP
+answers carry the client address the backend saw in `X-Peer`.
 
 usage: backend.py [NAME] [--http-port P] [--no-udp]
 HTTP/1.1 keeps connections alive, so a client can hold one open for long."""
@@ -26,7 +27,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         body = f"{NAME}\n".encode()
+        # The connection's source as this backend sees it (what source NAT made of it).
+        peer = self.client_address[0].removeprefix("::ffff:")
         self.send_response(200)
+        self.send_header("X-Peer", peer)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -4,13 +4,14 @@ comes back, it keeps LONG HTTP/1.1 connections to the VIP open (a request on
 each every 100 ms, like kubectl watches) and opens a NEW connection every
 EVERY seconds (one request each, like kubectl calls).
 
-usage: failover_client.py VIP PORT SECONDS [--long N] [--every S]
+usage: failover_client.py VIP PORT SECONDS [--long N] [--every S] [--timeout S]
 
 Prints one JSON document when done: every new connection as
 [start (Unix time), backend or null, error or null], and per long connection
 its backend, answers, the backends that answered, and its errors as
 [time, error]. A long connection stops at its first error. Bounded: SECONDS
-(at most 120), a 1 s timeout per request."""
+(at most 120), a timeout per request (default 3 s: past one lost SYN, whose
+retransmission comes after 1 s)."""
 import http.client
 import json
 import sys
@@ -21,6 +22,7 @@ vip, port, secs = sys.argv[1], int(sys.argv[2]), min(float(sys.argv[3]), 120.0)
 opts = sys.argv[4:]
 n_long = int(opts[opts.index("--long") + 1]) if "--long" in opts else 6
 every = float(opts[opts.index("--every") + 1]) if "--every" in opts else 0.05
+timeout = float(opts[opts.index("--timeout") + 1]) if "--timeout" in opts else 3.0
 end = time.time() + secs
 
 
@@ -32,7 +34,7 @@ def ask(conn):
 def hold(slot):
     """One long-lived connection: a request every 100 ms until the end."""
     try:
-        conn = http.client.HTTPConnection(vip, port, timeout=1)
+        conn = http.client.HTTPConnection(vip, port, timeout=timeout)
         slot["backend"] = ask(conn)
         slot["answers"] = 1
         slot["seen"] = [slot["backend"]]
@@ -69,7 +71,7 @@ next_at = time.time()
 while time.time() < end:
     started = time.time()
     try:
-        conn = http.client.HTTPConnection(vip, port, timeout=1)
+        conn = http.client.HTTPConnection(vip, port, timeout=timeout)
         who = ask(conn)
         conn.close()
         new.append([started, who, None])
