@@ -224,6 +224,37 @@ fn down_backend_loses_its_flows_and_draining_backend_keeps_them() {
     }
 }
 
+/// Weight 0 is how an operator drains a backend through the API: its flows
+/// go on, new flows go elsewhere — under every policy that weighs.
+#[test]
+fn weight_zero_drains_a_backend_under_round_robin_and_maglev() {
+    for sel in [Selection::RoundRobin, Selection::Hash, Selection::Priority] {
+        let mut lab = Lab::new(spec(vec![three(sel, NatMode::Dnat)]));
+        let before: Vec<IpAddr> = (0..30)
+            .map(|p| syn(&mut lab, 0, "10.0.0.2", 700 + p).expect("forwarded"))
+            .collect();
+        let drained = ip("10.1.0.11");
+        assert!(before.contains(&drained), "{sel:?}: {before:?}");
+        let mut s = three(sel, NatMode::Dnat);
+        s.endpoints[0].weight = 0;
+        lab.update(spec(vec![s]));
+        for (p, b) in before.iter().enumerate() {
+            assert_eq!(
+                data(&mut lab, 0, "10.0.0.2", 700 + p as u16).1,
+                Some(*b),
+                "{sel:?}: flow {p} keeps its backend"
+            );
+        }
+        for p in 0..30 {
+            let to = syn(&mut lab, 0, "10.0.0.2", 800 + p).expect("forwarded");
+            assert_ne!(
+                to, drained,
+                "{sel:?}: a new flow reached the drained backend"
+            );
+        }
+    }
+}
+
 #[test]
 fn adding_a_backend_leaves_established_hash_flows_in_place() {
     let mut two = three(Selection::Hash, NatMode::Dnat);
