@@ -366,13 +366,15 @@ impl DataplaneView for Running {
     }
 
     fn worker_stats(&self) -> Vec<WorkerStats> {
-        let used = self.ct.used();
-        let cap = self.ct.capacity() as u64;
-        let n = self.counters.len().max(1) as u64;
+        let io = self._runtime.stats().workers;
         self.counters
             .iter()
             .enumerate()
-            .map(|(w, c)| WorkerStats {
+            .map(|(w, c)| {
+                let d = io.get(w).cloned().unwrap_or_default();
+                (w, c, d)
+            })
+            .map(|(w, c, d)| WorkerStats {
                 worker: w as u32,
                 rx_packets: c.rx_packets.load(Ordering::Relaxed),
                 rx_bytes: c.rx_bytes.load(Ordering::Relaxed),
@@ -383,9 +385,18 @@ impl DataplaneView for Running {
                     .map(|&r| (r, c.drops(r)))
                     .filter(|&(_, v)| v > 0)
                     .collect(),
-                // Entries are per shard; report each worker's share of the total.
-                ct_entries: used / n,
-                ct_capacity: cap / n,
+                // Worker w writes shard w.
+                ct_entries: self.ct.used_in(w),
+                ct_capacity: self.ct.capacity_in(w) as u64,
+                io_drops: vec![
+                    ("tx_ring_full", d.tx_ring_full),
+                    ("bad_port", d.bad_port),
+                    ("kernel_rx_ring_full", d.kernel_rx_ring_full),
+                    ("kernel_fill_ring_empty", d.kernel_fill_ring_empty),
+                    ("kernel_rx_dropped", d.kernel_rx_dropped),
+                    ("kernel_tx_invalid", d.kernel_tx_invalid),
+                ],
+                tx_deferred: d.tx_deferred,
             })
             .collect()
     }

@@ -59,6 +59,13 @@ pub struct WorkerStats {
     pub ct_entries: u64,
     /// Connection-table capacity.
     pub ct_capacity: u64,
+    /// Frames lost in packet I/O (not by the pipeline), by cause: the
+    /// worker's (`tx_ring_full`, `bad_port`) and the kernel's AF_XDP socket
+    /// counters (`kernel_rx_ring_full`, `kernel_fill_ring_empty`,
+    /// `kernel_rx_dropped`, `kernel_tx_invalid`).
+    pub io_drops: Vec<(&'static str, u64)>,
+    /// Frames that waited for room on a full TX ring (sent later, not lost).
+    pub tx_deferred: u64,
 }
 
 /// Read-only statistics from the dataplane workers.

@@ -138,6 +138,32 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
             );
         }
     }
+    o.family(
+        "xlb_worker_io_drops_total",
+        "counter",
+        "Frames lost in packet I/O (rings, ports), by cause.",
+    );
+    for w in &workers {
+        for (cause, n) in &w.io_drops {
+            o.sample(
+                "xlb_worker_io_drops_total",
+                &[("worker", &w.worker.to_string()), ("cause", cause)],
+                *n,
+            );
+        }
+    }
+    o.family(
+        "xlb_worker_tx_deferred_total",
+        "counter",
+        "Frames that waited for room on a full TX ring (sent later).",
+    );
+    for w in &workers {
+        o.sample(
+            "xlb_worker_tx_deferred_total",
+            &[("worker", &w.worker.to_string())],
+            w.tx_deferred,
+        );
+    }
     o.family("xlb_conntrack_entries", "gauge", "Connections tracked.");
     for w in &workers {
         o.sample(

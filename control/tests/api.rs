@@ -977,6 +977,8 @@ async fn conntrack_status_version_params_metrics_openapi() {
         drops: vec![(DropReason::NoEndpoint, 1)],
         ct_entries: 1,
         ct_capacity: 65536,
+        io_drops: vec![("kernel_rx_ring_full", 7)],
+        tx_deferred: 3,
     }]);
     assert_eq!(
         h.get("/netlox/v1/config/conntrack/all").await.body,
@@ -1029,6 +1031,8 @@ async fn conntrack_status_version_params_metrics_openapi() {
         "xlb_worker_drops_total{worker=\"0\",reason=\"no_endpoint\"} 1",
         "xlb_conntrack_entries{worker=\"0\"} 1",
         "xlb_conntrack_capacity{worker=\"0\"} 65536",
+        "xlb_worker_io_drops_total{worker=\"0\",cause=\"kernel_rx_ring_full\"} 7",
+        "xlb_worker_tx_deferred_total{worker=\"0\"} 3",
     ] {
         assert!(
             r.body.lines().any(|l| l == line),

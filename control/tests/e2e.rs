@@ -318,6 +318,19 @@ fn lab_config_full_nat_http_round_robin_and_udp_maglev() {
             "each backend saw its 20 connections both ways: {c}"
         );
     }
+    // Metrics: this worker's own table holds the flows; packet I/O lost nothing.
+    let m = lab.metrics();
+    let value = |line: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{m}"))
+    };
+    assert!(value("xlb_conntrack_entries{worker=\"0\"}") > 0, "{m}");
+    for cause in ["tx_ring_full", "kernel_rx_ring_full", "kernel_tx_invalid"] {
+        let line = format!("xlb_worker_io_drops_total{{worker=\"0\",cause=\"{cause}\"}}");
+        assert_eq!(value(&line), 0, "{cause}");
+    }
     // The VIP lives on lo while xlb runs, and is gone after a clean stop.
     let lo = |lab: &Lab| {
         String::from_utf8_lossy(&lab.exec("lb", &["ip", "addr", "show", "dev", "lo"]).stdout)

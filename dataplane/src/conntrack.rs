@@ -670,6 +670,18 @@ impl Conntrack {
             .sum()
     }
 
+    /// Entries in use in shard `shard` (one worker's flows).
+    pub fn used_in(&self, shard: usize) -> u64 {
+        self.shards
+            .get(shard)
+            .map_or(0, |s| s.used.load(Ordering::Relaxed))
+    }
+
+    /// Slots in shard `shard`.
+    pub fn capacity_in(&self, shard: usize) -> usize {
+        self.shards.get(shard).map_or(0, |s| s.slots.len())
+    }
+
     /// Slots in all shards.
     pub fn capacity(&self) -> usize {
         self.shards.iter().map(|s| s.slots.len()).sum()
