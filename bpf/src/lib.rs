@@ -26,6 +26,7 @@ pub mod loader;
 pub mod maps;
 pub mod neigh;
 pub mod netinfo;
+pub mod route;
 pub mod runtime;
 mod sys;
 pub mod worker;

@@ -47,7 +47,7 @@ pub enum NeighEvent {
     Removed(Neigh),
 }
 
-fn nl_err(what: &'static str, e: impl std::fmt::Display) -> NetInfoError {
+pub(crate) fn nl_err(what: &'static str, e: impl std::fmt::Display) -> NetInfoError {
     NetInfoError::Netlink {
         what,
         detail: e.to_string(),
@@ -109,7 +109,7 @@ fn parse_datagram(buf: &[u8], out: &mut Vec<NeighEvent>) -> Result<bool, NetInfo
     Ok(false)
 }
 
-fn socket() -> Result<Socket, NetInfoError> {
+pub(crate) fn socket() -> Result<Socket, NetInfoError> {
     let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| nl_err("opening a socket", e))?;
     s.bind_auto().map_err(|e| nl_err("binding", e))?;
     s.connect(&SocketAddr::new(0, 0))

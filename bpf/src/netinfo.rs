@@ -192,20 +192,10 @@ pub fn iface_info(name: &str) -> Result<IfaceInfo, NetInfoError> {
     })
 }
 
-#[derive(Deserialize, Debug)]
-struct RouteEntry {
-    dev: Option<String>,
-    gateway: Option<IpAddr>,
-}
-
 /// Where the kernel would send a packet to `dst`: (device, neighbour address).
+/// `None` if there is no route out of an interface. Asked over rtnetlink.
 pub fn route_to(dst: IpAddr) -> Result<Option<(String, IpAddr)>, NetInfoError> {
-    let d = dst.to_string();
-    let routes: Vec<RouteEntry> = ip_json(&["route", "get", &d])?;
-    Ok(routes
-        .into_iter()
-        .next()
-        .and_then(|r| Some((r.dev?, r.gateway.unwrap_or(dst)))))
+    Ok(crate::route::get(dst)?.and_then(|(oif, via)| Some((crate::sys::ifname(oif)?, via))))
 }
 
 /// The neighbour table: (address, device) -> MAC, for usable entries only.

@@ -992,3 +992,53 @@ fn neighbours_are_read_and_watched_over_rtnetlink() {
         .expect("namespace thread");
     });
 }
+
+/// Routes come from rtnetlink (`RTM_GETROUTE`): an on-link destination is
+/// its own next hop, a routed one goes to its gateway (v4 and v6), and an
+/// unroutable one is `None` — not an error that would stop the next hops of
+/// every other endpoint from resolving.
+#[test]
+fn routes_are_looked_up_over_rtnetlink() {
+    let mut lab = Lab::new("rt");
+    let (lb, _cl, lif) = client_lb(&mut lab, 1);
+    let gw = CLIENT_ADDR.to_string();
+    run(&["ip", "-n", &lb, "route", "add", "10.99.1.0/24", "via", &gw]);
+    addr(&lb, &lif, "fd00:99::1/64");
+    run(&[
+        "ip",
+        "-n",
+        &lb,
+        "-6",
+        "route",
+        "add",
+        "fd00:98::/64",
+        "via",
+        "fd00:99::2",
+    ]);
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            let on_link: IpAddr = "10.99.0.77".parse().expect("ip");
+            assert_eq!(
+                xlb_bpf::netinfo::route_to(on_link).expect("lookup"),
+                Some((lif.clone(), on_link))
+            );
+            let routed: IpAddr = "10.99.1.5".parse().expect("ip");
+            assert_eq!(
+                xlb_bpf::netinfo::route_to(routed).expect("lookup"),
+                Some((lif.clone(), IpAddr::V4(CLIENT_ADDR)))
+            );
+            let routed6: IpAddr = "fd00:98::5".parse().expect("ip");
+            assert_eq!(
+                xlb_bpf::netinfo::route_to(routed6).expect("lookup"),
+                Some((lif.clone(), "fd00:99::2".parse().expect("ip")))
+            );
+            // No default route in this namespace.
+            let nowhere: IpAddr = "192.0.2.1".parse().expect("ip");
+            assert_eq!(xlb_bpf::netinfo::route_to(nowhere).expect("lookup"), None);
+            let nowhere6: IpAddr = "2001:db8::1".parse().expect("ip");
+            assert_eq!(xlb_bpf::netinfo::route_to(nowhere6).expect("lookup"), None);
+        })
+        .join()
+        .expect("namespace thread");
+    });
+}
