@@ -406,11 +406,9 @@ const LANE_HIGHS: u64 = 0x8000_8000_8000_8000;
 
 impl Tags {
     fn new(slots: usize) -> Tags {
-        Tags(
-            (0..slots.div_ceil(LANES))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-        )
+        Tags(crate::hugemem::slice(slots.div_ceil(LANES), || {
+            AtomicU64::new(0)
+        }))
     }
 
     /// Tag of slot `i` (0 for a slot out of range: empty).
@@ -493,7 +491,7 @@ impl Shard {
         let n = buckets * WAYS;
         Shard {
             tags: Tags::new(n),
-            slots: (0..n).map(|_| Slot::default()).collect(),
+            slots: crate::hugemem::slice(n, Slot::default),
             mask: buckets - 1,
             used: AtomicU64::new(0),
         }

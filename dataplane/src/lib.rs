@@ -15,6 +15,7 @@ pub mod counters;
 pub mod drop;
 pub mod edit;
 pub mod frame;
+mod hugemem;
 pub mod maglev;
 pub mod net;
 pub mod pipeline;
