@@ -47,10 +47,12 @@ const TOUCH_GRANULARITY_NS: u64 = 50_000_000;
 
 /// Flag bits kept per entry (`FlowData::flags`).
 pub mod flags {
-    /// A TCP SYN was seen in this entry's direction.
-    pub const SYN: u8 = 1;
+    // FIN, SYN and RST sit where TCP keeps them (RFC 9293 §3.1), so the
+    // fast path maps a segment's flags with a mask.
     /// A TCP FIN was seen in this entry's direction.
-    pub const FIN: u8 = 2;
+    pub const FIN: u8 = 1;
+    /// A TCP SYN was seen in this entry's direction.
+    pub const SYN: u8 = 2;
     /// A TCP RST was seen in this entry's direction.
     pub const RST: u8 = 4;
     /// A packet matched this entry after it was created (for a reply entry: the backend answered).
@@ -308,33 +310,37 @@ impl Slot {
         None
     }
 
-    /// The established fast path's read: only what forwarding an IPv4 packet
-    /// needs (the low address words are not read: an IPv4 rewrite writes
-    /// bytes 12..16 of each address, which live in the high words). `None`
-    /// if empty, being written, moved during the read, or keyed otherwise.
-    #[inline]
-    fn read_fast(&self, slot: usize, want: &[u64; 5]) -> Option<FastHit> {
+    /// The established fast path's read of an IPv4 entry keyed
+    /// `[0, w1, 0, w3, w4]` ([`FlowKey::words`]): only what forwarding an
+    /// IPv4 packet needs (the low address words are not read: an IPv4
+    /// rewrite writes bytes 12..16 of each address, which live in the high
+    /// words). `None` if empty, being written, moved during the read, or
+    /// keyed otherwise. One branch decides it all.
+    #[inline(always)]
+    fn read_v4(&self, w1: u64, w3: u64, w4: u64) -> Option<FastHit<'_>> {
         let s1 = self.seq.load(Ordering::Acquire);
-        if s1 & 1 == 1 {
-            return None;
-        }
-        let mut diff = 0;
-        for (k, w) in self.key.iter().zip(want) {
-            diff |= k.load(Ordering::Relaxed) ^ w;
-        }
+        let diff = self.key[0].load(Ordering::Relaxed)
+            | (self.key[1].load(Ordering::Relaxed) ^ w1)
+            | self.key[2].load(Ordering::Relaxed)
+            | (self.key[3].load(Ordering::Relaxed) ^ w3)
+            | (self.key[4].load(Ordering::Relaxed) ^ w4);
         let meta = self.meta.load(Ordering::Relaxed);
+        let last_seen = self.last_seen.load(Ordering::Relaxed);
         let gen_ep = self.gen_ep.load(Ordering::Relaxed);
         let new_src = self.new_src[1].load(Ordering::Relaxed);
         let new_dst = self.new_dst[1].load(Ordering::Relaxed);
         let ports = self.ports.load(Ordering::Relaxed);
         let l2 = self.l2.load(Ordering::Relaxed);
-        let last_seen = self.last_seen.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
-        if self.seq.load(Ordering::Relaxed) != s1 || diff != 0 || meta & 3 == 0 {
+        let s2 = self.seq.load(Ordering::Relaxed);
+        // Odd sequence (being written), a write during the read, another
+        // key, or an empty slot (kind 0): any of them fails the read.
+        let bad = diff | u64::from((s1 & 1) | (s1 ^ s2)) | u64::from(meta & 3 == 0);
+        if bad != 0 {
             return None;
         }
         Some(FastHit {
-            slot,
+            slot: self,
             meta,
             gen_ep,
             new_src,
@@ -433,9 +439,15 @@ impl Tags {
     /// (`tag` 0: the free ways).
     #[inline]
     fn matches(&self, b: usize, tag: u16, order: Ordering) -> u32 {
-        let Some(words) = self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES) else {
-            return 0;
-        };
+        match self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES) {
+            Some(words) => Tags::matches_in(words, tag, order),
+            None => 0,
+        }
+    }
+
+    /// [`Tags::matches`] on a bucket's words.
+    #[inline(always)]
+    fn matches_in(words: &[AtomicU64], tag: u16, order: Ordering) -> u32 {
         let pattern = u64::from(tag) * LANE_ONES;
         let mut bits = 0u32;
         for (k, w) in words.iter().enumerate() {
@@ -453,9 +465,14 @@ impl Tags {
     }
 
     /// Way of bucket `b` holding the first tag equal to `tag` (nonzero).
-    #[inline]
+    #[cfg(test)]
     fn first_match(&self, b: usize, tag: u16) -> Option<usize> {
-        let words = self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES)?;
+        Tags::first_match_in(self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES)?, tag)
+    }
+
+    /// [`Tags::first_match`] on a bucket's words.
+    #[inline(always)]
+    fn first_match_in(words: &[AtomicU64], tag: u16) -> Option<usize> {
         let pattern = u64::from(tag) * LANE_ONES;
         for (k, w) in words.iter().enumerate() {
             let x = w.load(Ordering::Acquire) ^ pattern;
@@ -466,14 +483,6 @@ impl Tags {
             }
         }
         None
-    }
-
-    /// Prefetch bucket `b`'s tags.
-    #[inline]
-    fn prefetch(&self, b: usize) {
-        if let Some(w) = self.0.get(b * WAYS / LANES) {
-            prefetch(w);
-        }
     }
 }
 
@@ -535,12 +544,12 @@ pub struct Hit {
     pub last_seen: u64,
 }
 
-/// A hit of the established fast path: the raw words of the fields it
-/// needs, decoded on use (the full [`FlowData`] is only built on the slow path).
+/// A hit of the established fast path: the slot and the raw words of the
+/// fields it needs, decoded on use (the full [`FlowData`] is only built on
+/// the slow path).
 #[derive(Debug, Clone, Copy)]
-pub struct FastHit {
-    /// Slot index within the shard.
-    pub slot: usize,
+pub(crate) struct FastHit<'a> {
+    slot: &'a Slot,
     meta: u32,
     gen_ep: u64,
     new_src: u64,
@@ -551,7 +560,7 @@ pub struct FastHit {
     pub last_seen: u64,
 }
 
-impl FastHit {
+impl FastHit<'_> {
     /// Direction.
     #[inline]
     pub fn kind(&self) -> Kind {
@@ -601,10 +610,97 @@ impl FastHit {
     pub fn new_dport(&self) -> u16 {
         (self.ports >> 16) as u16
     }
-    /// Destination MAC and transmit port.
+    /// Transmit port.
     #[inline]
-    pub fn l2(&self) -> (MacAddr, PortId) {
-        word_mac(self.l2)
+    pub fn port(&self) -> PortId {
+        (self.l2 >> 48) as u16
+    }
+    /// Destination MAC in the first six bytes (the transmit port in the rest).
+    #[inline]
+    pub fn mac8(&self) -> [u8; 8] {
+        self.l2.to_le_bytes()
+    }
+
+    /// Count a packet of `bytes`, refresh the last-seen time (at most every
+    /// [`TOUCH_GRANULARITY_NS`]) and record the [`flags`] bits `f` if any is
+    /// new — as [`Conntrack::touch`] and [`Conntrack::add_flags`] do. Called
+    /// by whichever worker received the packet: each direction of a flow
+    /// arrives on one queue, so every entry has a single writer here too.
+    #[inline(always)]
+    pub fn touch(&self, now: u64, bytes: u64, f: u8) {
+        let slot = self.slot;
+        crate::counters::bump(&slot.packets, 1);
+        crate::counters::bump(&slot.bytes, bytes);
+        if now.saturating_sub(self.last_seen) >= TOUCH_GRANULARITY_NS {
+            slot.last_seen.store(now, Ordering::Relaxed);
+        }
+        if self.flags() & f != f {
+            slot.meta
+                .fetch_or(u32::from(f & 0x3f) << 2, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One shard's arrays, looked up once per batch by the fast path.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ShardView<'a> {
+    tags: &'a [AtomicU64],
+    slots: &'a [Slot],
+    mask: usize,
+}
+
+impl<'a> ShardView<'a> {
+    /// Prefetch the tag line a lookup of `hash` will read (stage 1 of a
+    /// batch; [`ShardView::probe`] follows once the line has arrived).
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        let b = (hash as usize) & self.mask;
+        if let Some(w) = self.tags.get(b * WAYS / LANES) {
+            prefetch(w);
+        }
+    }
+
+    /// The first slot of `hash`'s bucket whose tag matches (or [`NO_SLOT`]),
+    /// with both of its cache lines prefetched: the second stage of a
+    /// batch's prefetching, run after [`ShardView::prefetch`] had time to
+    /// bring the tag line in. The slot is only a candidate: its key is
+    /// checked when it is read ([`ShardView::read_v4`]). With no match, the
+    /// first free slot is prefetched: likely a new flow, whose forward entry
+    /// goes there.
+    #[inline(always)]
+    pub fn probe(&self, hash: u64) -> usize {
+        let b = (hash as usize) & self.mask;
+        let Some(words) = self.tags.get(b * WAYS / LANES..(b + 1) * WAYS / LANES) else {
+            return NO_SLOT;
+        };
+        let hit = Tags::first_match_in(words, tag_of(hash));
+        let way = match hit {
+            Some(w) => w,
+            None => {
+                let free = Tags::matches_in(words, 0, Ordering::Relaxed);
+                if free == 0 {
+                    return NO_SLOT;
+                }
+                free.trailing_zeros() as usize
+            }
+        };
+        let i = b * WAYS + way;
+        if let Some(slot) = self.slots.get(i) {
+            prefetch(&slot.seq);
+            prefetch(&slot.bytes);
+        }
+        if hit.is_some() {
+            i
+        } else {
+            NO_SLOT
+        }
+    }
+
+    /// Read slot `slot` if it holds the IPv4 key `[0, w1, 0, w3, w4]`
+    /// ([`FlowKey::words`]); `None` for [`NO_SLOT`].
+    #[inline(always)]
+    pub fn read_v4(&self, slot: usize, w1: u64, w3: u64, w4: u64) -> Option<FastHit<'a>> {
+        self.slots.get(slot)?.read_v4(w1, w3, w4)
     }
 }
 
@@ -693,58 +789,15 @@ impl Conntrack {
             .find_map(|i| self.find_in(i, key, hash))
     }
 
-    /// Prefetch the tag line a lookup of `hash` in `shard` will read (stage 1
-    /// of a batch; [`Conntrack::probe`] follows once the line has arrived).
+    /// Shard `shard`'s arrays, for the fast path's lookups.
     #[inline]
-    pub fn prefetch(&self, shard: usize, hash: u64) {
-        if let Some(s) = self.shards.get(shard) {
-            s.tags.prefetch(s.bucket(hash));
-        }
-    }
-
-    /// The first slot of `hash`'s bucket in `shard` whose tag matches (or
-    /// [`NO_SLOT`]), with both of its cache lines prefetched: the second
-    /// stage of a batch's prefetching, run after [`Conntrack::prefetch`] had
-    /// time to bring the tag line in. The slot is only a candidate: its key
-    /// is checked when it is read ([`Conntrack::read_fast`]).
-    #[inline]
-    pub fn probe(&self, shard: usize, hash: u64) -> usize {
-        let Some(s) = self.shards.get(shard) else {
-            return NO_SLOT;
-        };
-        let b = s.bucket(hash);
-        match s.tags.first_match(b, tag_of(hash)) {
-            Some(i) => {
-                if let Some(slot) = s.slots.get(b * WAYS + i) {
-                    prefetch(&slot.seq);
-                    prefetch(&slot.bytes);
-                }
-                b * WAYS + i
-            }
-            None => {
-                // Likely a new flow: its forward entry will go to the bucket's
-                // first free way (if the owner probes its own shard).
-                let free = s.tags.matches(b, 0, Ordering::Relaxed);
-                if free != 0 {
-                    if let Some(slot) = s.slots.get(b * WAYS + free.trailing_zeros() as usize) {
-                        prefetch(&slot.seq);
-                        prefetch(&slot.bytes);
-                    }
-                }
-                NO_SLOT
-            }
-        }
-    }
-
-    /// Read slot `slot` of `shard` for the established fast path if it holds
-    /// the key whose [`FlowKey::words`] are `want`.
-    #[inline]
-    pub fn read_fast(&self, shard: usize, slot: usize, want: &[u64; 5]) -> Option<FastHit> {
-        self.shards
-            .get(shard)?
-            .slots
-            .get(slot)?
-            .read_fast(slot, want)
+    pub(crate) fn view(&self, shard: usize) -> Option<ShardView<'_>> {
+        let s = self.shards.get(shard)?;
+        Some(ShardView {
+            tags: &s.tags.0,
+            slots: &s.slots,
+            mask: s.mask,
+        })
     }
 
     /// Count a packet of `bytes` on a hit entry and refresh its last-seen time.
@@ -755,9 +808,8 @@ impl Conntrack {
         self.touch_at(hit.shard, hit.slot, hit.last_seen, now, bytes);
     }
 
-    /// [`Conntrack::touch`] by slot, with the last-seen time the read returned.
     #[inline]
-    pub fn touch_at(&self, shard: usize, slot: usize, last_seen: u64, now: u64, bytes: u64) {
+    fn touch_at(&self, shard: usize, slot: usize, last_seen: u64, now: u64, bytes: u64) {
         let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) else {
             return;
         };
@@ -774,9 +826,8 @@ impl Conntrack {
         self.add_flags_at(hit.shard, hit.slot, hit.data.flags, f);
     }
 
-    /// [`Conntrack::add_flags`] by slot, given the flags the read returned.
     #[inline]
-    pub fn add_flags_at(&self, shard: usize, slot: usize, have: u8, f: u8) {
+    fn add_flags_at(&self, shard: usize, slot: usize, have: u8, f: u8) {
         if have & f != f {
             if let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) {
                 slot.meta
@@ -851,6 +902,11 @@ impl ShardWriter {
 
     /// The table (for reads in any shard).
     pub fn table(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    /// The table, shared.
+    pub fn table_arc(&self) -> &std::sync::Arc<Conntrack> {
         &self.ct
     }
 

@@ -145,7 +145,8 @@ pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport
 /// offsets and one bounds check. The address and TTL changes go into the IPv4
 /// header checksum as one RFC 1624 delta (one's-complement addition is
 /// associative, and a fold of a nonzero sum never yields zero, so one update
-/// equals two in sequence). `ttl` must be > 1. Returns false, changing
+/// equals two in sequence). The TTL must be > 1 (callers drop the rest
+/// first). Returns false, changing
 /// nothing, if the frame is shorter than its headers.
 ///
 /// [`wire::parse_fast`]: crate::wire::parse_fast
@@ -161,26 +162,66 @@ pub fn rewrite_fast(
     mac_dst: MacAddr,
     mac_src: MacAddr,
 ) -> bool {
-    const TCP_END: usize = wire::FAST_L4 + 20;
-    const UDP_END: usize = wire::FAST_L4 + 8;
+    let d = mac_dst.0;
+    let mac_dst = [d[0], d[1], d[2], d[3], d[4], d[5], 0, 0];
     if tcp {
-        match data.first_chunk_mut::<TCP_END>() {
-            Some(h) => {
-                rewrite_fixed::<TCP_END, 16, false>(h, src, dst, sport, dport, mac_dst, mac_src)
-            }
+        match data.first_chunk_mut::<FAST_TCP_END>() {
+            Some(h) => rewrite_fast_tcp(h, src, dst, sport, dport, mac_dst, mac_src),
             None => return false,
         }
     } else {
-        match data.first_chunk_mut::<UDP_END>() {
-            Some(h) => {
-                rewrite_fixed::<UDP_END, 6, true>(h, src, dst, sport, dport, mac_dst, mac_src)
-            }
+        match data.first_chunk_mut::<FAST_UDP_END>() {
+            Some(h) => rewrite_fast_udp(h, src, dst, sport, dport, mac_dst, mac_src),
             None => return false,
         }
     }
     true
 }
 
+/// Bytes of a TCP frame [`rewrite_fast_tcp`] reads and writes.
+pub const FAST_TCP_END: usize = wire::FAST_L4 + 20;
+/// Bytes of a UDP frame [`rewrite_fast_udp`] reads and writes.
+pub const FAST_UDP_END: usize = wire::FAST_L4 + 8;
+
+/// [`rewrite_fast`] of a TCP frame whose headers are in hand; the
+/// destination MAC is the first six of `mac_dst`'s bytes.
+#[inline(always)]
+pub fn rewrite_fast_tcp(
+    h: &mut [u8; FAST_TCP_END],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    rewrite_fixed::<FAST_TCP_END, 16, false>(h, src, dst, sport, dport, mac_dst, mac_src);
+}
+
+/// [`rewrite_fast`] of a UDP frame whose headers are in hand; the
+/// destination MAC is the first six of `mac_dst`'s bytes.
+#[inline(always)]
+pub fn rewrite_fast_udp(
+    h: &mut [u8; FAST_UDP_END],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    rewrite_fixed::<FAST_UDP_END, 6, true>(h, src, dst, sport, dport, mac_dst, mac_src);
+}
+
+/// The change the TTL decrement makes to the IPv4 header checksum, for
+/// [`rewrite_fixed`]'s native-order sums: the TTL/protocol word `w` becomes
+/// `w - x` (TTL ≥ 1), where `x` is the word of bytes `[1, 0]`, and
+/// `~w + (w - x)` is `0xffff - x` whatever `w` is (RFC 1624 eqn. 3).
+const TTL_DECREMENT_DELTA: u64 = 0xffff - u16::from_ne_bytes([1, 0]) as u64;
+
+/// The fast rewrite. Its sums run on the header's 16-bit words in native
+/// byte order, loaded and stored as they lie: the one's-complement sum is
+/// byte-order independent (RFC 1071 §2(B)), so no word is byte-swapped.
 #[inline(always)]
 fn rewrite_fixed<const N: usize, const CSUM: usize, const UDP: bool>(
     h: &mut [u8; N],
@@ -188,38 +229,42 @@ fn rewrite_fixed<const N: usize, const CSUM: usize, const UDP: bool>(
     dst: [u8; 4],
     sport: u16,
     dport: u16,
-    mac_dst: MacAddr,
+    mac_dst: [u8; 8],
     mac_src: MacAddr,
 ) {
     const L3: usize = wire::FAST_L3;
     const L4: usize = wire::FAST_L4;
-    let be32 =
-        |b: &[u8; N], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let be16 = |b: &[u8; N], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    let addrs = u64::from(!be32(h, L3 + 12))
-        + u64::from(u32::from_be_bytes(src))
-        + u64::from(!be32(h, L3 + 16))
-        + u64::from(u32::from_be_bytes(dst));
-    let ttl_proto = be16(h, L3 + 8);
-    let new_ttl_proto = u16::from_be_bytes([h[L3 + 8].saturating_sub(1), h[L3 + 9]]);
-    let ip_csum = apply_delta(be16(h, L3 + 10), addrs + delta16(ttl_proto, new_ttl_proto));
-    let l4_csum = be16(h, L4 + CSUM);
+    let ne32 =
+        |b: &[u8; N], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let ne16 = |b: &[u8; N], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+    // The new ports as they will lie in the frame.
+    let (sport, dport) = (sport.to_be_bytes(), dport.to_be_bytes());
+    let addrs = u64::from(!ne32(h, L3 + 12))
+        + u64::from(u32::from_ne_bytes(src))
+        + u64::from(!ne32(h, L3 + 16))
+        + u64::from(u32::from_ne_bytes(dst));
+    let ip_csum = apply_delta(ne16(h, L3 + 10), addrs + TTL_DECREMENT_DELTA);
+    let l4_csum = ne16(h, L4 + CSUM);
     // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
     if !(UDP && l4_csum == 0) {
-        let delta = addrs + delta16(be16(h, L4), sport) + delta16(be16(h, L4 + 2), dport);
+        let delta = addrs
+            + delta16(ne16(h, L4), u16::from_ne_bytes(sport))
+            + delta16(ne16(h, L4 + 2), u16::from_ne_bytes(dport));
         let mut c = apply_delta(l4_csum, delta);
         if UDP {
             c = checksum::udp_nonzero(c);
         }
-        h[L4 + CSUM..L4 + CSUM + 2].copy_from_slice(&c.to_be_bytes());
+        h[L4 + CSUM..L4 + CSUM + 2].copy_from_slice(&c.to_ne_bytes());
     }
-    h[L4..L4 + 2].copy_from_slice(&sport.to_be_bytes());
-    h[L4 + 2..L4 + 4].copy_from_slice(&dport.to_be_bytes());
-    h[L3 + 8..L3 + 10].copy_from_slice(&new_ttl_proto.to_be_bytes());
-    h[L3 + 10..L3 + 12].copy_from_slice(&ip_csum.to_be_bytes());
+    h[L4..L4 + 2].copy_from_slice(&sport);
+    h[L4 + 2..L4 + 4].copy_from_slice(&dport);
+    // The callers drop TTL ≤ 1 first; saturating keeps a zero TTL zero anyway.
+    h[L3 + 8] = h[L3 + 8].saturating_sub(1);
+    h[L3 + 10..L3 + 12].copy_from_slice(&ip_csum.to_ne_bytes());
     h[L3 + 12..L3 + 16].copy_from_slice(&src);
     h[L3 + 16..L3 + 20].copy_from_slice(&dst);
-    h[ETH_DST..ETH_DST + 6].copy_from_slice(&mac_dst.0);
+    // Eight bytes at once, then the source MAC over the last two.
+    h[ETH_DST..ETH_DST + 8].copy_from_slice(&mac_dst);
     h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&mac_src.0);
 }
 
