@@ -399,37 +399,44 @@ impl Slot {
     }
 }
 
-/// The 16-bit tags of a shard's slots (0 = empty), four to an atomic word so
-/// that a bucket's eight are two loads and a SWAR compare, without a
-/// data-dependent branch per way. Only the shard's owner writes them (a
-/// lane update is a load and a store of its word); readers load whole words.
+/// The 16-bit tags of a shard's slots (0 = empty), a bucket's eight in two
+/// atomic words, so that matching a bucket is two loads and one vector
+/// compare (SWAR where there is no SSE2), without a data-dependent branch
+/// per way. Only the shard's owner writes them (a lane update is a load and
+/// a store of its word); readers load whole words.
 #[derive(Debug)]
-struct Tags(Box<[AtomicU64]>);
+struct Tags(Box<[BucketTags]>);
+
+/// One bucket's tags: way `w` is lane `w % 4` (bits `16 * (w % 4)..`) of word `w / 4`.
+type BucketTags = [AtomicU64; 2];
 
 const LANES: usize = 4;
-const LANE_ONES: u64 = 0x0001_0001_0001_0001;
-const LANE_HIGHS: u64 = 0x8000_8000_8000_8000;
 
 impl Tags {
     fn new(slots: usize) -> Tags {
-        Tags(crate::hugemem::slice(slots.div_ceil(LANES), || {
-            AtomicU64::new(0)
+        Tags(crate::hugemem::slice(slots.div_ceil(WAYS), || {
+            [AtomicU64::new(0), AtomicU64::new(0)]
         }))
+    }
+
+    /// The word holding slot `i`'s tag, and the tag's shift in it.
+    #[inline]
+    fn word(&self, i: usize) -> Option<(&AtomicU64, usize)> {
+        let w = self.0.get(i / WAYS)?.get(i % WAYS / LANES)?;
+        Some((w, 16 * (i % LANES)))
     }
 
     /// Tag of slot `i` (0 for a slot out of range: empty).
     #[inline]
     fn get(&self, i: usize, order: Ordering) -> u16 {
-        self.0
-            .get(i / LANES)
-            .map_or(0, |w| (w.load(order) >> (16 * (i % LANES))) as u16)
+        self.word(i)
+            .map_or(0, |(w, shift)| (w.load(order) >> shift) as u16)
     }
 
     /// Owner only: set the tag of slot `i`.
     #[inline]
     fn set(&self, i: usize, tag: u16) {
-        if let Some(w) = self.0.get(i / LANES) {
-            let shift = 16 * (i % LANES);
+        if let Some((w, shift)) = self.word(i) {
             let v = w.load(Ordering::Relaxed) & !(0xffff << shift);
             w.store(v | (u64::from(tag) << shift), Ordering::Release);
         }
@@ -439,50 +446,22 @@ impl Tags {
     /// (`tag` 0: the free ways).
     #[inline]
     fn matches(&self, b: usize, tag: u16, order: Ordering) -> u32 {
-        match self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES) {
-            Some(words) => Tags::matches_in(words, tag, order),
-            None => 0,
-        }
+        self.0
+            .get(b)
+            .map_or(0, |words| Tags::matches_in(words, tag, order))
     }
 
     /// [`Tags::matches`] on a bucket's words.
     #[inline(always)]
-    fn matches_in(words: &[AtomicU64], tag: u16, order: Ordering) -> u32 {
-        let pattern = u64::from(tag) * LANE_ONES;
-        let mut bits = 0u32;
-        for (k, w) in words.iter().enumerate() {
-            let x = w.load(order) ^ pattern;
-            // A lane is nonzero iff its low 15 bits plus 0x7fff carry into
-            // bit 15, or bit 15 is already set; no carry crosses lanes.
-            let nonzero = ((x & !LANE_HIGHS) + !LANE_HIGHS) | x;
-            let zero = (!nonzero & LANE_HIGHS) >> 15;
-            // Gather bits 0, 16, 32, 48 into bits 60..63: the partial
-            // products land on distinct bits, so nothing carries.
-            let gathered = zero.wrapping_mul((1 << 60) | (1 << 45) | (1 << 30) | (1 << 15)) >> 60;
-            bits |= (gathered as u32) << (k * LANES);
-        }
-        bits
+    fn matches_in(words: &BucketTags, tag: u16, order: Ordering) -> u32 {
+        crate::simd::eq_lanes16(words[0].load(order), words[1].load(order), tag)
     }
 
     /// Way of bucket `b` holding the first tag equal to `tag` (nonzero).
     #[cfg(test)]
     fn first_match(&self, b: usize, tag: u16) -> Option<usize> {
-        Tags::first_match_in(self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES)?, tag)
-    }
-
-    /// [`Tags::first_match`] on a bucket's words.
-    #[inline(always)]
-    fn first_match_in(words: &[AtomicU64], tag: u16) -> Option<usize> {
-        let pattern = u64::from(tag) * LANE_ONES;
-        for (k, w) in words.iter().enumerate() {
-            let x = w.load(Ordering::Acquire) ^ pattern;
-            let nonzero = ((x & !LANE_HIGHS) + !LANE_HIGHS) | x;
-            let zero = !nonzero & LANE_HIGHS;
-            if zero != 0 {
-                return Some(k * LANES + zero.trailing_zeros() as usize / 16);
-            }
-        }
-        None
+        let m = self.matches(b, tag, Ordering::Acquire);
+        (m != 0).then(|| m.trailing_zeros() as usize)
     }
 }
 
@@ -644,7 +623,7 @@ impl FastHit<'_> {
 /// One shard's arrays, looked up once per batch by the fast path.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ShardView<'a> {
-    tags: &'a [AtomicU64],
+    tags: &'a [BucketTags],
     slots: &'a [Slot],
     mask: usize,
 }
@@ -654,8 +633,7 @@ impl<'a> ShardView<'a> {
     /// batch; [`ShardView::probe`] follows once the line has arrived).
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
-        let b = (hash as usize) & self.mask;
-        if let Some(w) = self.tags.get(b * WAYS / LANES) {
+        if let Some(w) = self.tags.get((hash as usize) & self.mask) {
             prefetch(w);
         }
     }
@@ -670,26 +648,26 @@ impl<'a> ShardView<'a> {
     #[inline(always)]
     pub fn probe(&self, hash: u64) -> usize {
         let b = (hash as usize) & self.mask;
-        let Some(words) = self.tags.get(b * WAYS / LANES..(b + 1) * WAYS / LANES) else {
+        let Some(words) = self.tags.get(b) else {
             return NO_SLOT;
         };
-        let hit = Tags::first_match_in(words, tag_of(hash));
-        let way = match hit {
-            Some(w) => w,
-            None => {
-                let free = Tags::matches_in(words, 0, Ordering::Relaxed);
-                if free == 0 {
-                    return NO_SLOT;
-                }
-                free.trailing_zeros() as usize
+        let hits = Tags::matches_in(words, tag_of(hash), Ordering::Acquire);
+        let hit = hits != 0;
+        let way = if hit {
+            hits.trailing_zeros() as usize
+        } else {
+            let free = Tags::matches_in(words, 0, Ordering::Relaxed);
+            if free == 0 {
+                return NO_SLOT;
             }
+            free.trailing_zeros() as usize
         };
         let i = b * WAYS + way;
         if let Some(slot) = self.slots.get(i) {
             prefetch(&slot.seq);
             prefetch(&slot.bytes);
         }
-        if hit.is_some() {
+        if hit {
             i
         } else {
             NO_SLOT
@@ -924,11 +902,34 @@ impl ShardWriter {
         now: u64,
         on_removed: &mut dyn FnMut(Removed),
     ) -> Result<usize, Full> {
-        let proto = fwd_key.proto;
-        let fslot = self.insert_one(fwd_key, fwd, now, None, on_removed)?;
-        if let Some(r) = reply {
-            let rkey = fwd.partner_key(proto);
-            if let Err(e) = self.insert_one(&rkey, r, now, Some(fslot), on_removed) {
+        let reply = reply.map(|r| {
+            let rkey = fwd.partner_key(fwd_key.proto);
+            (r, rkey.hash(), false)
+        });
+        self.insert_flow_hashed(fwd_key, fwd_key.hash(), false, fwd, reply, now, on_removed)
+    }
+
+    /// [`ShardWriter::insert_flow`] with the hashes of the forward key and
+    /// of the reply's key (the forward entry's [`FlowData::partner_key`])
+    /// already in hand, and whether the caller knows each key is absent from
+    /// this shard (then the look-up for an entry to overwrite is skipped).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_flow_hashed(
+        &mut self,
+        fwd_key: &FlowKey,
+        fwd_hash: u64,
+        fwd_absent: bool,
+        fwd: &FlowData,
+        reply: Option<(&FlowData, u64, bool)>,
+        now: u64,
+        on_removed: &mut dyn FnMut(Removed),
+    ) -> Result<usize, Full> {
+        let fslot = self.insert_one(fwd_key, fwd_hash, fwd_absent, fwd, now, None, on_removed)?;
+        if let Some((r, rhash, absent)) = reply {
+            let rkey = fwd.partner_key(fwd_key.proto);
+            // (A reply key equal to the forward key is there now.)
+            let absent = absent && rkey != *fwd_key;
+            if let Err(e) = self.insert_one(&rkey, rhash, absent, r, now, Some(fslot), on_removed) {
                 self.clear_slot(fslot);
                 return Err(e);
             }
@@ -936,21 +937,26 @@ impl ShardWriter {
         Ok(fslot)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert_one(
         &mut self,
         key: &FlowKey,
+        hash: u64,
+        absent: bool,
         d: &FlowData,
         now: u64,
         protect: Option<usize>,
         on_removed: &mut dyn FnMut(Removed),
     ) -> Result<usize, Full> {
-        let hash = key.hash();
+        debug_assert_eq!(hash, key.hash());
         let (base, tag) = {
             let s = self.shard_ref();
             (s.bucket(hash) * WAYS, tag_of(hash))
         };
         // Same key already present (e.g. a stale entry): overwrite it.
-        if let Some((i, _, _)) = self.shard_ref().find(key, hash) {
+        if absent {
+            debug_assert!(self.shard_ref().find(key, hash).is_none(), "{key:?} is present");
+        } else if let Some((i, _, _)) = self.shard_ref().find(key, hash) {
             self.shard_ref().slots[i].write(key, d, now);
             return Ok(i);
         }
@@ -968,7 +974,8 @@ impl ShardWriter {
         let s = self.shard_ref();
         s.slots[idx].write(key, d, now);
         s.tags.set(idx, tag);
-        s.used.fetch_add(1, Ordering::Relaxed);
+        // Only the owner writes `used` (readers sum it): no locked add needed.
+        crate::counters::bump(&s.used, 1);
         Ok(idx)
     }
 
@@ -1037,7 +1044,8 @@ impl ShardWriter {
         if s.tags.get(i, Ordering::Relaxed) != 0 {
             s.tags.set(i, 0);
             s.slots[i].clear();
-            s.used.fetch_sub(1, Ordering::Relaxed);
+            let u = &s.used;
+            u.store(u.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
         }
     }
 

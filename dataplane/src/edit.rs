@@ -77,15 +77,17 @@ fn delta16(old: u16, new: u16) -> u64 {
 }
 
 /// Apply a summed change to a checksum field: HC' = ~(~HC + Σ(~m + m')).
+/// `delta` is below 2^63 (a handful of 32-bit terms). The 64-bit sum folds
+/// to 32 bits with an end-around carry, and the 32 bits to 16 as Linux's
+/// `csum_fold` does: in `s + (s rotated by 16)` the high half is the sum of
+/// both halves plus the carry out of the low half.
 #[inline(always)]
 fn apply_delta(hc: u16, delta: u64) -> u16 {
-    let mut s = u64::from(!hc) + delta;
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    let mut s = s as u32;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !(s as u16)
+    let s = u64::from(!hc) + delta;
+    let (lo, carry) = (s as u32).overflowing_add((s >> 32) as u32);
+    // With a carry, lo ≤ 2^32 - 2 (both terms are below 2^32), so this cannot wrap.
+    let s = lo + u32::from(carry);
+    !(s.wrapping_add(s.rotate_right(16)) >> 16) as u16
 }
 
 /// Rewrite addresses and ports of an IP packet (outer or quoted) described by
@@ -364,6 +366,35 @@ mod tests {
 
     fn sa(a: u32, p: u16) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::from(a), p))
+    }
+
+    /// RFC 1624 eqn. 3 the long way: four 16-bit folds.
+    fn apply_delta_reference(hc: u16, delta: u64) -> u16 {
+        let mut s = u64::from(!hc) + delta;
+        s = (s & 0xffff_ffff) + (s >> 32);
+        s = (s & 0xffff_ffff) + (s >> 32);
+        let mut s = s as u32;
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        !(s as u16)
+    }
+
+    proptest! {
+        /// The rotate fold gives what four plain folds give, carries included.
+        #[test]
+        fn apply_delta_matches_plain_folds(
+            hc in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            delta in prop_oneof![
+                Just(0u64),
+                Just(0xffff),
+                Just(0xffff_ffff),
+                Just(0x1_0000_fffe),
+                0u64..(1 << 40),
+                0u64..(1 << 62),
+            ],
+        ) {
+            prop_assert_eq!(apply_delta(hc, delta), apply_delta_reference(hc, delta));
+        }
     }
 
     proptest! {

@@ -20,6 +20,7 @@ pub mod maglev;
 pub mod net;
 pub mod pipeline;
 pub mod prefetch;
+mod simd;
 pub mod tables;
 pub mod wire;
 

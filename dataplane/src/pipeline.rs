@@ -216,13 +216,13 @@ impl Pipeline {
             return self.icmp_error(t, f, m);
         }
         if let Some(hit) = self.ct.table().find_in(self.worker, key, hash) {
-            return self.tracked(t, now, f, m, key, &hit);
+            return self.tracked(t, now, f, m, key, hash, &hit);
         }
         if let Some(svc) = t.lookup(m.dst, m.proto, service_port(m)) {
-            return self.new_flow(t, now, f, m, key, svc, false);
+            return self.new_flow(t, now, f, m, key, hash, svc, false);
         }
         if let Some(hit) = self.ct.table().find_elsewhere(self.worker, key, hash) {
-            return self.tracked(t, now, f, m, key, &hit);
+            return self.tracked(t, now, f, m, key, hash, &hit);
         }
         if t.is_vip(m.dst) {
             if icmp && is_echo_request(m) {
@@ -241,6 +241,7 @@ impl Pipeline {
     }
 
     /// A packet of a tracked flow.
+    #[allow(clippy::too_many_arguments)]
     fn tracked(
         &mut self,
         t: &Tables,
@@ -248,6 +249,7 @@ impl Pipeline {
         f: &mut Frame<'_>,
         m: &PacketMeta,
         key: &FlowKey,
+        hash: u64,
         hit: &Hit,
     ) -> Verdict {
         let mut d = hit.data;
@@ -258,7 +260,7 @@ impl Pipeline {
         {
             // Idle past its timeout but not yet swept: the flow is over, and
             // this packet starts a new one (chosen afresh).
-            return self.restart_flow(t, now, f, m, key, hit.slot, false);
+            return self.restart_flow(t, now, f, m, key, hash, hit.slot, false);
         }
         if d.kind == Kind::Forward && d.gen != t.generation as u32 && hit.shard == self.worker {
             // The tables changed since this flow last passed: is its backend still there?
@@ -275,7 +277,7 @@ impl Pipeline {
                     // Backend removed or down: re-select. TCP mid-stream packets go
                     // to the new backend too, which resets them, so the client
                     // reconnects at once instead of timing out.
-                    return self.restart_flow(t, now, f, m, key, hit.slot, true);
+                    return self.restart_flow(t, now, f, m, key, hash, hit.slot, true);
                 }
             }
         }
@@ -301,6 +303,7 @@ impl Pipeline {
         f: &mut Frame<'_>,
         m: &PacketMeta,
         key: &FlowKey,
+        hash: u64,
         slot: usize,
         reselect: bool,
     ) -> Verdict {
@@ -309,7 +312,7 @@ impl Pipeline {
             on_removed(active, counters, r);
         }
         match t.lookup(m.dst, m.proto, service_port(m)) {
-            Some(svc) => self.new_flow(t, now, f, m, key, svc, reselect),
+            Some(svc) => self.new_flow(t, now, f, m, key, hash, svc, reselect),
             None => Verdict::Drop(DropReason::NoService),
         }
     }
@@ -323,6 +326,7 @@ impl Pipeline {
         f: &mut Frame<'_>,
         m: &PacketMeta,
         key: &FlowKey,
+        hash: u64,
         svc: &Service,
         reselect: bool,
     ) -> Verdict {
@@ -342,7 +346,7 @@ impl Pipeline {
         if icmp && !is_echo_request(m) {
             return Verdict::Drop(DropReason::IcmpUnsupported);
         }
-        let Some(ei) = self.choose(svc, key) else {
+        let Some(ei) = self.choose(svc, key, hash) else {
             return Verdict::Drop(DropReason::NoEndpoint);
         };
         let ep: &Endpoint = &svc.endpoints[ei];
@@ -364,14 +368,15 @@ impl Pipeline {
             NatMode::Dsr if spec.dsr_ipip => mode::DSR_IPIP,
             NatMode::Dsr => mode::DSR,
         };
-        let (new_src, new_sport) = match spec.mode {
-            NatMode::Dnat | NatMode::Dsr => (m.src, m.sport),
+        // The reply entry's key hash, when the NAT port search computed it.
+        let (new_src, new_sport, reply_hash) = match spec.mode {
+            NatMode::Dnat | NatMode::Dsr => (m.src, m.sport, None),
             NatMode::OneArm | NatMode::FullNat => {
                 let Some(snat) = ep.snat_addr else {
                     return Verdict::Drop(DropReason::NatPortsExhausted);
                 };
                 match self.nat_port(t, snat, ep.addr, bport, m.proto, icmp) {
-                    Some(pair) => pair,
+                    Some((addr, port, h)) => (addr, port, Some(h)),
                     None => return Verdict::Drop(DropReason::NatPortsExhausted),
                 }
             }
@@ -414,10 +419,20 @@ impl Pipeline {
             ..fwd
         };
         let (active, counters) = (&mut self.active, &self.counters);
-        let res = self.ct.insert_flow(
+        // The NAT port search found the reply key absent; without it (DNAT)
+        // an old entry may hold the key and is overwritten.
+        let reply = (!dsr).then(|| match reply_hash {
+            Some(h) => (&reply, h, true),
+            None => (&reply, fwd.partner_key(m.proto).hash(), false),
+        });
+        // The forward key is absent from this shard: `decide` looked it up,
+        // or `restart_flow` just removed it.
+        let res = self.ct.insert_flow_hashed(
             key,
+            hash,
+            true,
             &fwd,
-            if dsr { None } else { Some(&reply) },
+            reply,
             now,
             &mut |r| on_removed(active, counters, r),
         );
@@ -433,7 +448,7 @@ impl Pipeline {
     }
 
     /// Pick an endpoint index of `svc` for a new flow.
-    fn choose(&mut self, svc: &Service, key: &FlowKey) -> Option<usize> {
+    fn choose(&mut self, svc: &Service, key: &FlowKey, hash: u64) -> Option<usize> {
         match svc.spec.sel {
             Selection::RoundRobin | Selection::Priority => {
                 if svc.schedule.is_empty() {
@@ -444,7 +459,7 @@ impl Pipeline {
                 *c = c.wrapping_add(1);
                 Some(usize::from(i))
             }
-            Selection::Hash => svc.maglev.as_ref()?.lookup(key.hash()).map(usize::from),
+            Selection::Hash => svc.maglev.as_ref()?.lookup(hash).map(usize::from),
             Selection::Persist => {
                 let w = key.src.words();
                 let h = fmix64(w[0] ^ fmix64(w[1]));
@@ -469,6 +484,7 @@ impl Pipeline {
     /// A free source-NAT port on `snat` for a flow to `backend:bport`. Ports are
     /// partitioned between workers (port ≡ worker mod workers), so a reply's
     /// port says which worker's shard holds the flow and workers never collide.
+    /// Also returns the hash of the reply entry's key.
     fn nat_port(
         &mut self,
         t: &Tables,
@@ -477,7 +493,7 @@ impl Pipeline {
         bport: u16,
         proto: u8,
         icmp: bool,
-    ) -> Option<(Ip16, u16)> {
+    ) -> Option<(Ip16, u16, u64)> {
         let (lo, hi) = t.nat_ports;
         let span = u32::from(hi - lo) + 1;
         let w = self.workers as u32;
@@ -504,13 +520,9 @@ impl Pipeline {
                 dport: port,
                 proto,
             };
-            if self
-                .ct
-                .table()
-                .find_in(self.worker, &reply_key, reply_key.hash())
-                .is_none()
-            {
-                return Some((addr, port));
+            let h = reply_key.hash();
+            if self.ct.table().find_in(self.worker, &reply_key, h).is_none() {
+                return Some((addr, port, h));
             }
         }
         None
