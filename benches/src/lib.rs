@@ -219,6 +219,18 @@ pub fn on_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// `batches` batches of SYNs from clients `first..`, each a client never
+/// seen by a table that has not met these batches before.
+pub fn syn_batches(first: u32, batches: usize) -> Vec<Vec<Vec<u8>>> {
+    (0..batches)
+        .map(|b| {
+            (0..BATCH)
+                .map(|k| frame(first + (b * BATCH + k) as u32, 0x02))
+                .collect()
+        })
+        .collect()
+}
+
 impl Default for Batch {
     fn default() -> Self {
         Batch::new()
