@@ -98,16 +98,31 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    /// The direction-sensitive hash that places the key in a shard.
+    /// The direction-sensitive hash that places the key in a shard (its low
+    /// bits pick the bucket, its top 16 the tag).
     #[inline]
     pub fn hash(&self) -> u64 {
         FlowKey::hash_words(&self.words())
     }
 
     /// [`FlowKey::hash`] of a key given as its [`FlowKey::words`] (the fast
-    /// path builds the words straight from the frame).
+    /// path builds the words straight from the frame). Three folded
+    /// multiplies (the 128-bit product's halves XORed, as foldhash and
+    /// wyhash do): every input bit reaches every output bit, and for an
+    /// IPv4 key, whose words 0 and 2 are zero, the first is a constant.
     #[inline]
     pub fn hash_words(w: &[u64; 5]) -> u64 {
+        let m = folded_mul(w[0] ^ 0x243f_6a88_85a3_08d3, w[2] ^ 0x1319_8a2e_0370_7344);
+        let m = folded_mul(w[1] ^ m, w[3] ^ 0xa409_3822_299f_31d0);
+        folded_mul(m ^ w[4], 0x082e_fa98_ec4e_6c89)
+    }
+
+    /// The hash Maglev's `sel` 1 (hash) chooses a backend by. Kept apart from
+    /// [`FlowKey::hash`] so the flow table's hash can change without moving
+    /// any flow to another backend.
+    #[inline]
+    pub fn maglev_hash(&self) -> u64 {
+        let w = self.words();
         let mut h = w[0].wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h = (h ^ w[1])
             .rotate_left(23)
@@ -146,6 +161,13 @@ impl FlowKey {
             proto: w[4] as u8,
         }
     }
+}
+
+/// The 128-bit product of `a` and `b`, its halves XORed.
+#[inline(always)]
+fn folded_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 /// Which direction an entry describes.
@@ -233,7 +255,27 @@ fn pack_meta(kind: Kind, flags: u8, timeout_s: u32) -> u32 {
         Kind::Forward => KIND_FWD,
         Kind::Reply => KIND_REPLY,
     };
-    k | (u32::from(flags & 0x3f) << 2) | (timeout_s.min(0x00ff_ffff) << 8)
+    k | (u32::from(flags & FLAG_MASK) << 2) | (timeout_s.min(0x00ff_ffff) << 8)
+}
+
+/// The [`flags`] bits' mask within their six bits of `meta`; the sixth is
+/// [`META_V4_DELTAS`].
+const FLAG_MASK: u8 = 0x1f;
+/// `meta` bit: the entry is IPv4 → IPv4 and the low word of `new_src` (0
+/// for an IPv4 address) holds the rewrite's checksum changes
+/// ([`crate::edit::fast_deltas`]) for the fast path.
+const META_V4_DELTAS: u32 = 0x20 << 2;
+
+/// The checksum changes of rewriting packets keyed `key` by `d`, if both
+/// are IPv4 (so the fast path may take them).
+fn v4_deltas(key: &FlowKey, d: &FlowData) -> Option<u64> {
+    if !(key.src.is_v4() && key.dst.is_v4() && d.new_src.is_v4() && d.new_dst.is_v4()) {
+        return None;
+    }
+    Some(u64::from(crate::edit::fast_deltas(
+        (key.src.v4_octets(), key.dst.v4_octets(), key.sport, key.dport),
+        (d.new_src.v4_octets(), d.new_dst.v4_octets(), d.new_sport, d.new_dport),
+    )))
 }
 
 fn mac_word(mac: MacAddr, port: PortId) -> u64 {
@@ -267,6 +309,8 @@ impl Slot {
                 self.new_src[0].load(Ordering::Relaxed),
                 self.new_src[1].load(Ordering::Relaxed),
             ];
+            // With the deltas there, the address's low word is 0 (IPv4).
+            let src = [if meta & META_V4_DELTAS != 0 { 0 } else { src[0] }, src[1]];
             let dst = [
                 self.new_dst[0].load(Ordering::Relaxed),
                 self.new_dst[1].load(Ordering::Relaxed),
@@ -292,7 +336,7 @@ impl Slot {
             let (mac, port) = word_mac(l2);
             let data = FlowData {
                 kind,
-                flags: ((meta >> 2) & 0x3f) as u8,
+                flags: ((meta >> 2) as u8) & FLAG_MASK,
                 timeout_s: meta >> 8,
                 gen: gen_ep as u32,
                 endpoint: (gen_ep >> 32) as u32,
@@ -327,6 +371,7 @@ impl Slot {
         let meta = self.meta.load(Ordering::Relaxed);
         let last_seen = self.last_seen.load(Ordering::Relaxed);
         let gen_ep = self.gen_ep.load(Ordering::Relaxed);
+        let deltas = self.new_src[0].load(Ordering::Relaxed);
         let new_src = self.new_src[1].load(Ordering::Relaxed);
         let new_dst = self.new_dst[1].load(Ordering::Relaxed);
         let ports = self.ports.load(Ordering::Relaxed);
@@ -334,14 +379,19 @@ impl Slot {
         fence(Ordering::Acquire);
         let s2 = self.seq.load(Ordering::Relaxed);
         // Odd sequence (being written), a write during the read, another
-        // key, or an empty slot (kind 0): any of them fails the read.
-        let bad = diff | u64::from((s1 & 1) | (s1 ^ s2)) | u64::from(meta & 3 == 0);
+        // key, an empty slot (kind 0), or no checksum changes kept (an IPv6
+        // translation): any of them fails the read.
+        let bad = diff
+            | u64::from((s1 & 1) | (s1 ^ s2))
+            | u64::from(meta & 3 == 0)
+            | u64::from(meta & META_V4_DELTAS == 0);
         if bad != 0 {
             return None;
         }
         Some(FastHit {
             slot: self,
             meta,
+            deltas: deltas as u32,
             gen_ep,
             new_src,
             new_dst,
@@ -359,23 +409,27 @@ impl Slot {
         for (slot, w) in self.key.iter().zip(key.words()) {
             slot.store(w, Ordering::Relaxed);
         }
-        self.meta
-            .store(pack_meta(d.kind, d.flags, d.timeout_s), Ordering::Relaxed);
+        let deltas = v4_deltas(key, d);
+        let meta = pack_meta(d.kind, d.flags, d.timeout_s);
+        let meta = meta | if deltas.is_some() { META_V4_DELTAS } else { 0 };
+        self.meta.store(meta, Ordering::Relaxed);
         self.last_seen.store(now, Ordering::Relaxed);
         self.packets.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
-        self.write_translation(d);
+        self.write_translation(d, deltas);
         self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
     }
 
-    fn write_translation(&self, d: &FlowData) {
+    /// Owner only, inside a write: the translation, with the checksum changes
+    /// in `new_src`'s low word when `deltas` is given (`meta` says which).
+    fn write_translation(&self, d: &FlowData, deltas: Option<u64>) {
         self.gen_ep.store(
             u64::from(d.gen) | (u64::from(d.endpoint) << 32),
             Ordering::Relaxed,
         );
         let s = d.new_src.words();
         let t = d.new_dst.words();
-        self.new_src[0].store(s[0], Ordering::Relaxed);
+        self.new_src[0].store(deltas.unwrap_or(s[0]), Ordering::Relaxed);
         self.new_src[1].store(s[1], Ordering::Relaxed);
         self.new_dst[0].store(t[0], Ordering::Relaxed);
         self.new_dst[1].store(t[1], Ordering::Relaxed);
@@ -530,6 +584,7 @@ pub struct Hit {
 pub(crate) struct FastHit<'a> {
     slot: &'a Slot,
     meta: u32,
+    deltas: u32,
     gen_ep: u64,
     new_src: u64,
     new_dst: u64,
@@ -552,7 +607,7 @@ impl FastHit<'_> {
     /// [`flags`] bits seen so far.
     #[inline]
     pub fn flags(&self) -> u8 {
-        ((self.meta >> 2) & 0x3f) as u8
+        ((self.meta >> 2) as u8) & FLAG_MASK
     }
     /// Low 32 bits of the tables generation of the cached next hop.
     #[inline]
@@ -579,15 +634,18 @@ impl FastHit<'_> {
     pub fn new_dst_v4(&self) -> [u8; 4] {
         ((self.new_dst >> 32) as u32).to_le_bytes()
     }
-    /// Source port to write.
+    /// The rewrite's checksum changes ([`crate::edit::fast_deltas`]).
     #[inline]
-    pub fn new_sport(&self) -> u16 {
-        self.ports as u16
+    pub fn deltas(&self) -> u32 {
+        self.deltas
     }
-    /// Destination port to write.
+    /// New source and destination ports as they lie in a frame.
     #[inline]
-    pub fn new_dport(&self) -> u16 {
-        (self.ports >> 16) as u16
+    pub fn ports_wire(&self) -> [u8; 4] {
+        // The word's low half is sport | dport << 16; swapping the bytes
+        // within each 16-bit half gives both in network order.
+        let w = self.ports as u32;
+        (((w & 0x00ff_00ff) << 8) | ((w >> 8) & 0x00ff_00ff)).to_le_bytes()
     }
     /// Transmit port.
     #[inline]
@@ -615,7 +673,7 @@ impl FastHit<'_> {
         }
         if self.flags() & f != f {
             slot.meta
-                .fetch_or(u32::from(f & 0x3f) << 2, Ordering::Relaxed);
+                .fetch_or(u32::from(f & FLAG_MASK) << 2, Ordering::Relaxed);
         }
     }
 }
@@ -809,7 +867,7 @@ impl Conntrack {
         if have & f != f {
             if let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) {
                 slot.meta
-                    .fetch_or(u32::from(f & 0x3f) << 2, Ordering::Relaxed);
+                    .fetch_or(u32::from(f & FLAG_MASK) << 2, Ordering::Relaxed);
             }
         }
     }
@@ -1077,7 +1135,16 @@ impl ShardWriter {
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq.wrapping_add(1) | 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        s.write_translation(d);
+        let kw: [u64; 5] = std::array::from_fn(|i| s.key[i].load(Ordering::Relaxed));
+        let deltas = v4_deltas(&FlowKey::from_words(kw), d);
+        // Other workers may OR flag bits into `meta` meanwhile: change the
+        // marker bit alone.
+        if deltas.is_some() {
+            s.meta.fetch_or(META_V4_DELTAS, Ordering::Relaxed);
+        } else {
+            s.meta.fetch_and(!META_V4_DELTAS, Ordering::Relaxed);
+        }
+        s.write_translation(d, deltas);
         s.seq.store((seq | 1).wrapping_add(1), Ordering::Release);
     }
 
@@ -1220,6 +1287,48 @@ mod tests {
         }
     }
 
+    /// Sequential clients (the common case: one subnet, counting ports) and
+    /// IPv6 keys spread evenly over buckets and tags: no bucket gets more
+    /// than twice its share, and the chi-square statistic of the bucket
+    /// counts is not above what random placement gives.
+    #[test]
+    fn hash_spreads_keys_over_buckets_and_tags() {
+        const BUCKETS: usize = 1 << 12;
+        const KEYS: usize = 64 * BUCKETS;
+        let v4 = |i: usize| FlowKey {
+            src: Ip16::v4([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+            dst: Ip16::v4([192, 0, 2, 10]),
+            sport: 1024 + (i % 50_000) as u16,
+            dport: 80,
+            proto: 6,
+        };
+        let v6 = |i: usize| FlowKey {
+            src: Ip16::from("2001:db8::".parse::<IpAddr>().expect("ip")),
+            dst: ip("2001:db8:1::10"),
+            sport: i as u16,
+            dport: (i >> 16) as u16,
+            proto: 17,
+        };
+        for (name, key) in [("v4", &v4 as &dyn Fn(usize) -> FlowKey), ("v6", &v6)] {
+            let mut buckets = vec![0u32; BUCKETS];
+            let mut tags = vec![0u32; 1 << 16];
+            for i in 0..KEYS {
+                let h = key(i).hash();
+                buckets[h as usize % BUCKETS] += 1;
+                tags[usize::from(tag_of(h))] += 1;
+            }
+            let mean = (KEYS / BUCKETS) as f64;
+            let chi: f64 = buckets.iter().map(|&c| (f64::from(c) - mean).powi(2) / mean).sum();
+            let max = buckets.iter().max().copied().unwrap_or(0);
+            assert!(f64::from(max) < 2.0 * mean, "{name}: fullest bucket {max}");
+            let df = (BUCKETS - 1) as f64;
+            assert!(chi < df + 6.0 * (2.0 * df).sqrt(), "{name}: chi-square {chi}");
+            // Tags are odd (0 means empty): 2^15 values for 2^18 keys.
+            let used = tags.iter().filter(|&&c| c > 0).count();
+            assert!(used > 32_000, "{name}: {used} tags in use");
+        }
+    }
+
     #[test]
     fn insert_then_both_directions_are_found_and_removed_together() {
         let ct = Arc::new(Conntrack::new(
@@ -1255,6 +1364,55 @@ mod tests {
         assert_eq!(removed.data.kind, Kind::Forward);
         assert!(ct.find_in(0, &key, key.hash()).is_none());
         assert_eq!(ct.used(), 0);
+    }
+
+    /// IPv4 entries carry their rewrite's checksum changes for the fast path,
+    /// through a revalidation too; reads for the slow path and dumps still see
+    /// the IPv4 address (low word 0); an IPv6 entry has none.
+    #[test]
+    fn ipv4_entries_keep_checksum_changes() {
+        let ct = Arc::new(Conntrack::new(1, ConntrackConfig { buckets_per_shard: 64 }));
+        let mut w = ct.writer(0);
+        let (key, fwd, reply) = flow(7);
+        let slot = w
+            .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
+            .expect("room");
+        let want = crate::edit::fast_deltas(
+            (key.src.v4_octets(), key.dst.v4_octets(), key.sport, key.dport),
+            (fwd.new_src.v4_octets(), fwd.new_dst.v4_octets(), fwd.new_sport, fwd.new_dport),
+        );
+        let kw = key.words();
+        let view = ct.view(0).expect("shard");
+        let hit = view.read_v4(slot, kw[1], kw[3], kw[4]).expect("fast read");
+        assert_eq!(hit.deltas(), want);
+        assert_eq!(hit.ports_wire(), [0x9c, 0x47, 0x1f, 0x90], "40007 and 8080");
+        let moved = FlowData {
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            gen: 2,
+            ..fwd
+        };
+        w.revalidate(slot, &moved);
+        let hit = view.read_v4(slot, kw[1], kw[3], kw[4]).expect("fast read");
+        assert_eq!(hit.deltas(), want);
+        assert_eq!(hit.mac8()[..6], [2, 0, 0, 0, 0, 9]);
+        assert_eq!(ct.find_in(0, &key, key.hash()).expect("entry").data, moved);
+        // IPv6: no fast read.
+        let key6 = FlowKey {
+            src: ip("2001:db8::2"),
+            dst: ip("2001:db8::10"),
+            ..key
+        };
+        let fwd6 = FlowData {
+            new_src: ip("2001:db8::2"),
+            new_dst: ip("2001:db8:1::5"),
+            ..fwd
+        };
+        let slot6 = w
+            .insert_flow(&key6, &fwd6, None, 1, &mut |_| {})
+            .expect("room");
+        let k6 = key6.words();
+        assert!(view.read_v4(slot6, k6[1], k6[3], k6[4]).is_none());
+        assert_eq!(ct.find_in(0, &key6, key6.hash()).expect("entry").data, fwd6);
     }
 
     #[test]

@@ -215,6 +215,97 @@ pub fn rewrite_fast_udp(
     rewrite_fixed::<FAST_UDP_END, 6, true>(h, src, dst, sport, dport, mac_dst, mac_src);
 }
 
+/// The checksum changes of an IPv4 TCP/UDP forwarding rewrite from
+/// `old` = (src, dst, sport, dport) to `new`, folded to 16 bits each in
+/// [`rewrite_fixed`]'s native byte order: IPv4 header (addresses and the TTL
+/// decrement) in the low half, L4 (addresses and ports) in the high half.
+/// They depend only on the flow, so the flow table keeps them with the
+/// entry and the fast path does not sum them per packet; one's-complement
+/// addition is associative and the fold keeps a sum's value (and zero only
+/// for zero), so applying the folded sum equals applying its terms (tested).
+pub fn fast_deltas(old: ([u8; 4], [u8; 4], u16, u16), new: ([u8; 4], [u8; 4], u16, u16)) -> u32 {
+    let ne32 = |a: [u8; 4]| u64::from(u32::from_ne_bytes(a));
+    let not32 = |a: [u8; 4]| u64::from(!u32::from_ne_bytes(a));
+    let ne16 = |p: u16| u16::from_ne_bytes(p.to_be_bytes());
+    let addrs = not32(old.0) + ne32(new.0) + not32(old.1) + ne32(new.1);
+    let ip = fold16(addrs + TTL_DECREMENT_DELTA);
+    let l4 = fold16(
+        addrs + delta16(ne16(old.2), ne16(new.2)) + delta16(ne16(old.3), ne16(new.3)),
+    );
+    u32::from(ip) | (u32::from(l4) << 16)
+}
+
+/// A one's-complement sum folded to 16 bits (end-around carries), not complemented.
+#[inline(always)]
+fn fold16(s: u64) -> u16 {
+    let (lo, carry) = (s as u32).overflowing_add((s >> 32) as u32);
+    let s = lo + u32::from(carry);
+    (s.wrapping_add(s.rotate_right(16)) >> 16) as u16
+}
+
+/// [`rewrite_fast_tcp`] with the checksum changes of [`fast_deltas`] given.
+#[inline(always)]
+pub fn rewrite_fast_tcp_with(
+    h: &mut [u8; FAST_TCP_END],
+    deltas: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: [u8; 4],
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    rewrite_with::<FAST_TCP_END, 16, false>(h, deltas, src, dst, ports, mac_dst, mac_src);
+}
+
+/// [`rewrite_fast_udp`] with the checksum changes of [`fast_deltas`] given.
+#[inline(always)]
+pub fn rewrite_fast_udp_with(
+    h: &mut [u8; FAST_UDP_END],
+    deltas: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: [u8; 4],
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    rewrite_with::<FAST_UDP_END, 6, true>(h, deltas, src, dst, ports, mac_dst, mac_src);
+}
+
+/// [`rewrite_fixed`] with the sums done ahead: `ports` are the new source
+/// and destination ports as they lie in the frame.
+#[inline(always)]
+fn rewrite_with<const N: usize, const CSUM: usize, const UDP: bool>(
+    h: &mut [u8; N],
+    deltas: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: [u8; 4],
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    const L3: usize = wire::FAST_L3;
+    const L4: usize = wire::FAST_L4;
+    let ne16 = |b: &[u8; N], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+    let ip_csum = apply_delta(ne16(h, L3 + 10), u64::from(deltas as u16));
+    let l4_csum = ne16(h, L4 + CSUM);
+    // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
+    if !(UDP && l4_csum == 0) {
+        let mut c = apply_delta(l4_csum, u64::from(deltas >> 16));
+        if UDP {
+            c = checksum::udp_nonzero(c);
+        }
+        h[L4 + CSUM..L4 + CSUM + 2].copy_from_slice(&c.to_ne_bytes());
+    }
+    h[L4..L4 + 4].copy_from_slice(&ports);
+    // The callers drop TTL ≤ 1 first; saturating keeps a zero TTL zero anyway.
+    h[L3 + 8] = h[L3 + 8].saturating_sub(1);
+    h[L3 + 10..L3 + 12].copy_from_slice(&ip_csum.to_ne_bytes());
+    h[L3 + 12..L3 + 16].copy_from_slice(&src);
+    h[L3 + 16..L3 + 20].copy_from_slice(&dst);
+    h[ETH_DST..ETH_DST + 8].copy_from_slice(&mac_dst);
+    h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&mac_src.0);
+}
+
 /// The change the TTL decrement makes to the IPv4 header checksum, for
 /// [`rewrite_fixed`]'s native-order sums: the TTL/protocol word `w` becomes
 /// `w - x` (TTL ≥ 1), where `x` is the word of bytes `[1, 0]`, and
@@ -429,7 +520,25 @@ mod tests {
             set_macs(&mut slow, mac_dst, mac_src);
             let mut fast = f.clone();
             prop_assert!(rewrite_fast(&mut fast, tcp, src.octets(), dst.octets(), r, s, mac_dst, mac_src));
-            prop_assert_eq!(fast, slow);
+            prop_assert_eq!(&fast, &slow);
+            // The same with the checksum changes summed ahead.
+            let deltas = fast_deltas(
+                (Ipv4Addr::from(a).octets(), Ipv4Addr::from(b).octets(), p, q),
+                (src.octets(), dst.octets(), r, s),
+            );
+            let mut ahead = f.clone();
+            let ports = [r.to_be_bytes(), s.to_be_bytes()].concat();
+            let ports: [u8; 4] = ports.try_into().expect("4");
+            let d = mac_dst.0;
+            let mac8 = [d[0], d[1], d[2], d[3], d[4], d[5], 0xee, 0xee];
+            if tcp {
+                let h = ahead.first_chunk_mut::<FAST_TCP_END>().expect("tcp headers");
+                rewrite_fast_tcp_with(h, deltas, src.octets(), dst.octets(), ports, mac8, mac_src);
+            } else {
+                let h = ahead.first_chunk_mut::<FAST_UDP_END>().expect("udp headers");
+                rewrite_fast_udp_with(h, deltas, src.octets(), dst.octets(), ports, mac8, mac_src);
+            }
+            prop_assert_eq!(ahead, slow);
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::edit::{
     decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_fast, rewrite_fast_tcp, rewrite_fast_udp, rewrite_l3l4, set_ip_addrs, set_macs,
+    rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4, set_ip_addrs, set_macs,
     set_ttl, FAST_TCP_END, FAST_UDP_END,
 };
 use crate::frame::{Frame, PortId, Verdict};
@@ -346,7 +346,7 @@ impl Pipeline {
         if icmp && !is_echo_request(m) {
             return Verdict::Drop(DropReason::IcmpUnsupported);
         }
-        let Some(ei) = self.choose(svc, key, hash) else {
+        let Some(ei) = self.choose(svc, key) else {
             return Verdict::Drop(DropReason::NoEndpoint);
         };
         let ep: &Endpoint = &svc.endpoints[ei];
@@ -448,7 +448,7 @@ impl Pipeline {
     }
 
     /// Pick an endpoint index of `svc` for a new flow.
-    fn choose(&mut self, svc: &Service, key: &FlowKey, hash: u64) -> Option<usize> {
+    fn choose(&mut self, svc: &Service, key: &FlowKey) -> Option<usize> {
         match svc.spec.sel {
             Selection::RoundRobin | Selection::Priority => {
                 if svc.schedule.is_empty() {
@@ -459,7 +459,11 @@ impl Pipeline {
                 *c = c.wrapping_add(1);
                 Some(usize::from(i))
             }
-            Selection::Hash => svc.maglev.as_ref()?.lookup(hash).map(usize::from),
+            Selection::Hash => svc
+                .maglev
+                .as_ref()?
+                .lookup(key.maglev_hash())
+                .map(usize::from),
             Selection::Persist => {
                 let w = key.src.words();
                 let h = fmix64(w[0] ^ fmix64(w[1]));
@@ -768,12 +772,12 @@ impl Pipeline {
             }
             hit.touch(now, bytes, flags::SEEN | tcp_flag_bits(h[wire::FAST_L4 + 13]));
             counters.endpoint_packet(hit.endpoint(), bytes);
-            rewrite_fast_tcp(
+            rewrite_fast_tcp_with(
                 h,
+                hit.deltas(),
                 hit.new_src_v4(),
                 hit.new_dst_v4(),
-                hit.new_sport(),
-                hit.new_dport(),
+                hit.ports_wire(),
                 hit.mac8(),
                 port_mac,
             );
@@ -784,12 +788,12 @@ impl Pipeline {
             }
             hit.touch(now, bytes, flags::SEEN);
             counters.endpoint_packet(hit.endpoint(), bytes);
-            rewrite_fast_udp(
+            rewrite_fast_udp_with(
                 h,
+                hit.deltas(),
                 hit.new_src_v4(),
                 hit.new_dst_v4(),
-                hit.new_sport(),
-                hit.new_dport(),
+                hit.ports_wire(),
                 hit.mac8(),
                 port_mac,
             );
