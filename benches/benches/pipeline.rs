@@ -23,9 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use xlb_benches::{
-    buckets_for, established, on_cpu_ns, syn_batches, tables, Batch, BATCH,
-};
+use xlb_benches::{buckets_for, established, on_cpu_ns, syn_batches, tables, Batch, BATCH};
 use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig, WAYS};
 use xlb_dataplane::pipeline::Pipeline;
 use xlb_dataplane::tables::Tables;

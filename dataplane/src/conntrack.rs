@@ -273,8 +273,18 @@ fn v4_deltas(key: &FlowKey, d: &FlowData) -> Option<u64> {
         return None;
     }
     Some(u64::from(crate::edit::fast_deltas(
-        (key.src.v4_octets(), key.dst.v4_octets(), key.sport, key.dport),
-        (d.new_src.v4_octets(), d.new_dst.v4_octets(), d.new_sport, d.new_dport),
+        (
+            key.src.v4_octets(),
+            key.dst.v4_octets(),
+            key.sport,
+            key.dport,
+        ),
+        (
+            d.new_src.v4_octets(),
+            d.new_dst.v4_octets(),
+            d.new_sport,
+            d.new_dport,
+        ),
     )))
 }
 
@@ -310,7 +320,14 @@ impl Slot {
                 self.new_src[1].load(Ordering::Relaxed),
             ];
             // With the deltas there, the address's low word is 0 (IPv4).
-            let src = [if meta & META_V4_DELTAS != 0 { 0 } else { src[0] }, src[1]];
+            let src = [
+                if meta & META_V4_DELTAS != 0 {
+                    0
+                } else {
+                    src[0]
+                },
+                src[1],
+            ];
             let dst = [
                 self.new_dst[0].load(Ordering::Relaxed),
                 self.new_dst[1].load(Ordering::Relaxed),
@@ -1013,7 +1030,10 @@ impl ShardWriter {
         };
         // Same key already present (e.g. a stale entry): overwrite it.
         if absent {
-            debug_assert!(self.shard_ref().find(key, hash).is_none(), "{key:?} is present");
+            debug_assert!(
+                self.shard_ref().find(key, hash).is_none(),
+                "{key:?} is present"
+            );
         } else if let Some((i, _, _)) = self.shard_ref().find(key, hash) {
             self.shard_ref().slots[i].write(key, d, now);
             return Ok(i);
@@ -1318,11 +1338,17 @@ mod tests {
                 tags[usize::from(tag_of(h))] += 1;
             }
             let mean = (KEYS / BUCKETS) as f64;
-            let chi: f64 = buckets.iter().map(|&c| (f64::from(c) - mean).powi(2) / mean).sum();
+            let chi: f64 = buckets
+                .iter()
+                .map(|&c| (f64::from(c) - mean).powi(2) / mean)
+                .sum();
             let max = buckets.iter().max().copied().unwrap_or(0);
             assert!(f64::from(max) < 2.0 * mean, "{name}: fullest bucket {max}");
             let df = (BUCKETS - 1) as f64;
-            assert!(chi < df + 6.0 * (2.0 * df).sqrt(), "{name}: chi-square {chi}");
+            assert!(
+                chi < df + 6.0 * (2.0 * df).sqrt(),
+                "{name}: chi-square {chi}"
+            );
             // Tags are odd (0 means empty): 2^15 values for 2^18 keys.
             let used = tags.iter().filter(|&&c| c > 0).count();
             assert!(used > 32_000, "{name}: {used} tags in use");
@@ -1371,15 +1397,30 @@ mod tests {
     /// the IPv4 address (low word 0); an IPv6 entry has none.
     #[test]
     fn ipv4_entries_keep_checksum_changes() {
-        let ct = Arc::new(Conntrack::new(1, ConntrackConfig { buckets_per_shard: 64 }));
+        let ct = Arc::new(Conntrack::new(
+            1,
+            ConntrackConfig {
+                buckets_per_shard: 64,
+            },
+        ));
         let mut w = ct.writer(0);
         let (key, fwd, reply) = flow(7);
         let slot = w
             .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
             .expect("room");
         let want = crate::edit::fast_deltas(
-            (key.src.v4_octets(), key.dst.v4_octets(), key.sport, key.dport),
-            (fwd.new_src.v4_octets(), fwd.new_dst.v4_octets(), fwd.new_sport, fwd.new_dport),
+            (
+                key.src.v4_octets(),
+                key.dst.v4_octets(),
+                key.sport,
+                key.dport,
+            ),
+            (
+                fwd.new_src.v4_octets(),
+                fwd.new_dst.v4_octets(),
+                fwd.new_sport,
+                fwd.new_dport,
+            ),
         );
         let kw = key.words();
         let view = ct.view(0).expect("shard");

@@ -229,9 +229,7 @@ pub fn fast_deltas(old: ([u8; 4], [u8; 4], u16, u16), new: ([u8; 4], [u8; 4], u1
     let ne16 = |p: u16| u16::from_ne_bytes(p.to_be_bytes());
     let addrs = not32(old.0) + ne32(new.0) + not32(old.1) + ne32(new.1);
     let ip = fold16(addrs + TTL_DECREMENT_DELTA);
-    let l4 = fold16(
-        addrs + delta16(ne16(old.2), ne16(new.2)) + delta16(ne16(old.3), ne16(new.3)),
-    );
+    let l4 = fold16(addrs + delta16(ne16(old.2), ne16(new.2)) + delta16(ne16(old.3), ne16(new.3)));
     u32::from(ip) | (u32::from(l4) << 16)
 }
 

@@ -14,15 +14,14 @@
 use std::sync::Arc;
 
 use crate::conntrack::{
-    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardView, ShardWriter,
-    NO_SLOT,
+    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardView, ShardWriter, NO_SLOT,
 };
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::edit::{
     decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4, set_ip_addrs, set_macs,
-    set_ttl, FAST_TCP_END, FAST_UDP_END,
+    rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4, set_ip_addrs,
+    set_macs, set_ttl, FAST_TCP_END, FAST_UDP_END,
 };
 use crate::frame::{Frame, PortId, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
@@ -427,15 +426,11 @@ impl Pipeline {
         });
         // The forward key is absent from this shard: `decide` looked it up,
         // or `restart_flow` just removed it.
-        let res = self.ct.insert_flow_hashed(
-            key,
-            hash,
-            true,
-            &fwd,
-            reply,
-            now,
-            &mut |r| on_removed(active, counters, r),
-        );
+        let res = self
+            .ct
+            .insert_flow_hashed(key, hash, true, &fwd, reply, now, &mut |r| {
+                on_removed(active, counters, r)
+            });
         if res.is_err() {
             return Verdict::Drop(DropReason::ConntrackFull);
         }
@@ -525,7 +520,12 @@ impl Pipeline {
                 proto,
             };
             let h = reply_key.hash();
-            if self.ct.table().find_in(self.worker, &reply_key, h).is_none() {
+            if self
+                .ct
+                .table()
+                .find_in(self.worker, &reply_key, h)
+                .is_none()
+            {
                 return Some((addr, port, h));
             }
         }
@@ -724,9 +724,7 @@ const TCP_ACK: u8 = 0x10;
 /// RST share their TCP bit positions; ACK counts only without SYN.
 #[inline(always)]
 fn tcp_flag_bits(tcp: u8) -> u8 {
-    const _: () = assert!(
-        flags::FIN == TCP_FIN && flags::SYN == TCP_SYN && flags::RST == TCP_RST
-    );
+    const _: () = assert!(flags::FIN == TCP_FIN && flags::SYN == TCP_SYN && flags::RST == TCP_RST);
     let ack_only = u8::from(tcp & (TCP_ACK | TCP_SYN) == TCP_ACK);
     (tcp & (TCP_FIN | TCP_SYN | TCP_RST)) | (ack_only * flags::ACK)
 }
@@ -770,7 +768,11 @@ impl Pipeline {
             if h[wire::FAST_L3 + 8] <= 1 {
                 return None;
             }
-            hit.touch(now, bytes, flags::SEEN | tcp_flag_bits(h[wire::FAST_L4 + 13]));
+            hit.touch(
+                now,
+                bytes,
+                flags::SEEN | tcp_flag_bits(h[wire::FAST_L4 + 13]),
+            );
             counters.endpoint_packet(hit.endpoint(), bytes);
             rewrite_fast_tcp_with(
                 h,
