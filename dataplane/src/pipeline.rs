@@ -739,11 +739,13 @@ impl Pipeline {
     /// entry in another shard, a forward entry whose next hop predates the
     /// tables or that was idle for over a second, DSR, no such port, TTL ≤ 1.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn fast(
         counters: &CounterBlock,
         t: &Tables,
         now: u64,
         ct: ShardView<'_>,
+        ports: &mut PortCache,
         f: &mut Frame<'_>,
         w: &[u64; 5],
         cand: usize,
@@ -759,7 +761,7 @@ impl Pipeline {
             return None;
         }
         let port_id = hit.port();
-        let port_mac = t.port(port_id)?.mac;
+        let port_mac = ports.mac(t, port_id)?;
         let bytes = f.len as u64;
         // parse_fast checked that the frame holds its headers.
         let data = f.data_mut();
@@ -857,6 +859,26 @@ fn fast_words(q: &FastMeta) -> [u64; 5] {
     ]
 }
 
+/// The last port the fast path looked up in this batch's tables, and its
+/// MAC (most frames of a batch leave by the same port; the tables do not
+/// change during a batch, so this is exactly [`Tables::port`]).
+#[derive(Default)]
+struct PortCache(Option<(PortId, MacAddr)>);
+
+impl PortCache {
+    #[inline(always)]
+    fn mac(&mut self, t: &Tables, id: PortId) -> Option<MacAddr> {
+        match self.0 {
+            Some((cached, mac)) if cached == id => Some(mac),
+            _ => {
+                let mac = t.port(id)?.mac;
+                self.0 = Some((id, mac));
+                Some(mac)
+            }
+        }
+    }
+}
+
 /// Frames ahead of the one being decided whose first line is prefetched:
 /// stage 1 read every header, but frame buffers sit a power of two apart
 /// (2–4 KiB), so 64 headers share a few L1 sets and most are evicted by
@@ -886,6 +908,7 @@ impl Processor for Pipeline {
         let counters = self.counters.clone();
         // (A worker index past the table's shards finds nothing, fast or slow.)
         let mine = table.view(self.worker).unwrap_or_default();
+        let mut ports = PortCache::default();
         let Scratch {
             metas,
             parsed,
@@ -956,10 +979,11 @@ impl Processor for Pipeline {
                 let (Some(f), Some(v)) = (fc.get_mut(i), vc.get_mut(i)) else {
                     break;
                 };
-                if parsed[i] == PARSED_FAST && cands[i] != NO_SLOT {
-                    if let Some(port) =
-                        Pipeline::fast(&counters, tables, now_ns, mine, f, &words[i], cands[i])
-                    {
+                // (A candidate of NO_SLOT is out of range: no fast read.)
+                if parsed[i] == PARSED_FAST {
+                    if let Some(port) = Pipeline::fast(
+                        &counters, tables, now_ns, mine, &mut ports, f, &words[i], cands[i],
+                    ) {
                         *v = Verdict::Tx(port);
                         tx_packets += 1;
                         tx_bytes += f.len as u64;
