@@ -1,7 +1,7 @@
 //! A fixed amount of pipeline work, for instruction-level profiling:
 //! `valgrind --tool=callgrind target/release/examples/profile [flows] [batches]`
-//! for established flows, or `profile syn [batches]` for new flows (every
-//! packet a SYN from a client never seen before).
+//! for established flows, or `profile syn [batches] [buckets]` for new flows
+//! (every packet a SYN from a client never seen before).
 
 use std::sync::Arc;
 
@@ -14,28 +14,33 @@ fn main() {
     if args.peek().map(String::as_str) == Some("syn") {
         args.next();
         let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
-        return syn(rounds);
+        let buckets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1 << 19);
+        return syn(rounds, buckets);
     }
     let flows: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let (mut p, t, batches) = established(flows, buckets_for(flows));
     let mut b = Batch::new();
     let start = std::time::Instant::now();
+    let cpu = xlb_benches::on_cpu_ns();
     for k in 0..rounds {
         b.run(Some(&mut p), &t, 2, &batches[k % batches.len()]);
     }
     let ns = start.elapsed().as_nanos() as f64 / (rounds * BATCH) as f64;
-    println!("{flows} flows: {ns:.1} ns/packet (including the buffer refresh)");
+    let cpu_ns = (xlb_benches::on_cpu_ns() - cpu) as f64 / (rounds * BATCH) as f64;
+    println!(
+        "{flows} flows: {ns:.1} ns/packet wall, {cpu_ns:.1} on CPU (including the buffer refresh)"
+    );
 }
 
 /// New flows, as in the bench: the client address and port are patched
 /// into a SYN template and its checksums recomputed.
-fn syn(rounds: usize) {
+fn syn(rounds: usize, buckets: usize) {
     let t = tables();
     let ct = Arc::new(Conntrack::new(
         1,
         ConntrackConfig {
-            buckets_per_shard: 1 << 19,
+            buckets_per_shard: buckets,
         },
     ));
     let mut p = Pipeline::new(0, 1, &ct);
@@ -43,6 +48,7 @@ fn syn(rounds: usize) {
     let mut syns: Vec<Vec<u8>> = (0..BATCH as u32).map(|i| frame(i, 0x02)).collect();
     let mut next = 0u32;
     let start = std::time::Instant::now();
+    let cpu = xlb_benches::on_cpu_ns();
     for _ in 0..rounds {
         for f in syns.iter_mut() {
             next = next.wrapping_add(1);
@@ -56,5 +62,8 @@ fn syn(rounds: usize) {
         b.run(Some(&mut p), &t, 3, &syns);
     }
     let ns = start.elapsed().as_nanos() as f64 / (rounds * BATCH) as f64;
-    println!("new flows: {ns:.1} ns/packet (including the template patch and buffer refresh)");
+    let cpu_ns = (xlb_benches::on_cpu_ns() - cpu) as f64 / (rounds * BATCH) as f64;
+    println!(
+        "new flows: {ns:.1} ns/packet wall, {cpu_ns:.1} on CPU (including the template patch and buffer refresh)"
+    );
 }

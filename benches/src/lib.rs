@@ -208,6 +208,29 @@ pub fn established(n: u32, buckets: usize) -> (Pipeline, Tables, Vec<Vec<Vec<u8>
     (p, t, batches)
 }
 
+/// Nanoseconds this thread has spent on a CPU (Linux: the first field of
+/// `/proc/thread-self/schedstat`; elsewhere, or if unreadable, 0). On a busy
+/// machine the wall clock also counts time the thread waited for a core;
+/// this does not, though the cache another task disturbed still costs.
+pub fn on_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `batches` batches of SYNs from clients `first..`, each a client never
+/// seen by a table that has not met these batches before.
+pub fn syn_batches(first: u32, batches: usize) -> Vec<Vec<Vec<u8>>> {
+    (0..batches)
+        .map(|b| {
+            (0..BATCH)
+                .map(|k| frame(first + (b * BATCH + k) as u32, 0x02))
+                .collect()
+        })
+        .collect()
+}
+
 impl Default for Batch {
     fn default() -> Self {
         Batch::new()

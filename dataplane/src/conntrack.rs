@@ -47,10 +47,12 @@ const TOUCH_GRANULARITY_NS: u64 = 50_000_000;
 
 /// Flag bits kept per entry (`FlowData::flags`).
 pub mod flags {
-    /// A TCP SYN was seen in this entry's direction.
-    pub const SYN: u8 = 1;
+    // FIN, SYN and RST sit where TCP keeps them (RFC 9293 §3.1), so the
+    // fast path maps a segment's flags with a mask.
     /// A TCP FIN was seen in this entry's direction.
-    pub const FIN: u8 = 2;
+    pub const FIN: u8 = 1;
+    /// A TCP SYN was seen in this entry's direction.
+    pub const SYN: u8 = 2;
     /// A TCP RST was seen in this entry's direction.
     pub const RST: u8 = 4;
     /// A packet matched this entry after it was created (for a reply entry: the backend answered).
@@ -96,16 +98,31 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    /// The direction-sensitive hash that places the key in a shard.
+    /// The direction-sensitive hash that places the key in a shard (its low
+    /// bits pick the bucket, its top 16 the tag).
     #[inline]
     pub fn hash(&self) -> u64 {
         FlowKey::hash_words(&self.words())
     }
 
     /// [`FlowKey::hash`] of a key given as its [`FlowKey::words`] (the fast
-    /// path builds the words straight from the frame).
+    /// path builds the words straight from the frame). Three folded
+    /// multiplies (the 128-bit product's halves XORed, as foldhash and
+    /// wyhash do): every input bit reaches every output bit, and for an
+    /// IPv4 key, whose words 0 and 2 are zero, the first is a constant.
     #[inline]
     pub fn hash_words(w: &[u64; 5]) -> u64 {
+        let m = folded_mul(w[0] ^ 0x243f_6a88_85a3_08d3, w[2] ^ 0x1319_8a2e_0370_7344);
+        let m = folded_mul(w[1] ^ m, w[3] ^ 0xa409_3822_299f_31d0);
+        folded_mul(m ^ w[4], 0x082e_fa98_ec4e_6c89)
+    }
+
+    /// The hash Maglev's `sel` 1 (hash) chooses a backend by. Kept apart from
+    /// [`FlowKey::hash`] so the flow table's hash can change without moving
+    /// any flow to another backend.
+    #[inline]
+    pub fn maglev_hash(&self) -> u64 {
+        let w = self.words();
         let mut h = w[0].wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h = (h ^ w[1])
             .rotate_left(23)
@@ -144,6 +161,13 @@ impl FlowKey {
             proto: w[4] as u8,
         }
     }
+}
+
+/// The 128-bit product of `a` and `b`, its halves XORed.
+#[inline(always)]
+fn folded_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 /// Which direction an entry describes.
@@ -231,7 +255,37 @@ fn pack_meta(kind: Kind, flags: u8, timeout_s: u32) -> u32 {
         Kind::Forward => KIND_FWD,
         Kind::Reply => KIND_REPLY,
     };
-    k | (u32::from(flags & 0x3f) << 2) | (timeout_s.min(0x00ff_ffff) << 8)
+    k | (u32::from(flags & FLAG_MASK) << 2) | (timeout_s.min(0x00ff_ffff) << 8)
+}
+
+/// The [`flags`] bits' mask within their six bits of `meta`; the sixth is
+/// [`META_V4_DELTAS`].
+const FLAG_MASK: u8 = 0x1f;
+/// `meta` bit: the entry is IPv4 → IPv4 and the low word of `new_src` (0
+/// for an IPv4 address) holds the rewrite's checksum changes
+/// ([`crate::edit::fast_deltas`]) for the fast path.
+const META_V4_DELTAS: u32 = 0x20 << 2;
+
+/// The checksum changes of rewriting packets keyed `key` by `d`, if both
+/// are IPv4 (so the fast path may take them).
+fn v4_deltas(key: &FlowKey, d: &FlowData) -> Option<u64> {
+    if !(key.src.is_v4() && key.dst.is_v4() && d.new_src.is_v4() && d.new_dst.is_v4()) {
+        return None;
+    }
+    Some(u64::from(crate::edit::fast_deltas(
+        (
+            key.src.v4_octets(),
+            key.dst.v4_octets(),
+            key.sport,
+            key.dport,
+        ),
+        (
+            d.new_src.v4_octets(),
+            d.new_dst.v4_octets(),
+            d.new_sport,
+            d.new_dport,
+        ),
+    )))
 }
 
 fn mac_word(mac: MacAddr, port: PortId) -> u64 {
@@ -265,6 +319,15 @@ impl Slot {
                 self.new_src[0].load(Ordering::Relaxed),
                 self.new_src[1].load(Ordering::Relaxed),
             ];
+            // With the deltas there, the address's low word is 0 (IPv4).
+            let src = [
+                if meta & META_V4_DELTAS != 0 {
+                    0
+                } else {
+                    src[0]
+                },
+                src[1],
+            ];
             let dst = [
                 self.new_dst[0].load(Ordering::Relaxed),
                 self.new_dst[1].load(Ordering::Relaxed),
@@ -290,7 +353,7 @@ impl Slot {
             let (mac, port) = word_mac(l2);
             let data = FlowData {
                 kind,
-                flags: ((meta >> 2) & 0x3f) as u8,
+                flags: ((meta >> 2) as u8) & FLAG_MASK,
                 timeout_s: meta >> 8,
                 gen: gen_ep as u32,
                 endpoint: (gen_ep >> 32) as u32,
@@ -308,34 +371,44 @@ impl Slot {
         None
     }
 
-    /// The established fast path's read: only what forwarding an IPv4 packet
-    /// needs (the low address words are not read: an IPv4 rewrite writes
-    /// bytes 12..16 of each address, which live in the high words). `None`
-    /// if empty, being written, moved during the read, or keyed otherwise.
-    #[inline]
-    fn read_fast(&self, slot: usize, want: &[u64; 5]) -> Option<FastHit> {
+    /// The established fast path's read of an IPv4 entry keyed
+    /// `[0, w1, 0, w3, w4]` ([`FlowKey::words`]): only what forwarding an
+    /// IPv4 packet needs (the low address words are not read: an IPv4
+    /// rewrite writes bytes 12..16 of each address, which live in the high
+    /// words). `None` if empty, being written, moved during the read, or
+    /// keyed otherwise. One branch decides it all.
+    #[inline(always)]
+    fn read_v4(&self, w1: u64, w3: u64, w4: u64) -> Option<FastHit<'_>> {
         let s1 = self.seq.load(Ordering::Acquire);
-        if s1 & 1 == 1 {
-            return None;
-        }
-        let mut diff = 0;
-        for (k, w) in self.key.iter().zip(want) {
-            diff |= k.load(Ordering::Relaxed) ^ w;
-        }
+        let diff = self.key[0].load(Ordering::Relaxed)
+            | (self.key[1].load(Ordering::Relaxed) ^ w1)
+            | self.key[2].load(Ordering::Relaxed)
+            | (self.key[3].load(Ordering::Relaxed) ^ w3)
+            | (self.key[4].load(Ordering::Relaxed) ^ w4);
         let meta = self.meta.load(Ordering::Relaxed);
+        let last_seen = self.last_seen.load(Ordering::Relaxed);
         let gen_ep = self.gen_ep.load(Ordering::Relaxed);
+        let deltas = self.new_src[0].load(Ordering::Relaxed);
         let new_src = self.new_src[1].load(Ordering::Relaxed);
         let new_dst = self.new_dst[1].load(Ordering::Relaxed);
         let ports = self.ports.load(Ordering::Relaxed);
         let l2 = self.l2.load(Ordering::Relaxed);
-        let last_seen = self.last_seen.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
-        if self.seq.load(Ordering::Relaxed) != s1 || diff != 0 || meta & 3 == 0 {
+        let s2 = self.seq.load(Ordering::Relaxed);
+        // Odd sequence (being written), a write during the read, another
+        // key, an empty slot (kind 0), or no checksum changes kept (an IPv6
+        // translation): any of them fails the read.
+        let bad = diff
+            | u64::from((s1 & 1) | (s1 ^ s2))
+            | u64::from(meta & 3 == 0)
+            | u64::from(meta & META_V4_DELTAS == 0);
+        if bad != 0 {
             return None;
         }
         Some(FastHit {
-            slot,
+            slot: self,
             meta,
+            deltas: deltas as u32,
             gen_ep,
             new_src,
             new_dst,
@@ -353,23 +426,27 @@ impl Slot {
         for (slot, w) in self.key.iter().zip(key.words()) {
             slot.store(w, Ordering::Relaxed);
         }
-        self.meta
-            .store(pack_meta(d.kind, d.flags, d.timeout_s), Ordering::Relaxed);
+        let deltas = v4_deltas(key, d);
+        let meta = pack_meta(d.kind, d.flags, d.timeout_s);
+        let meta = meta | if deltas.is_some() { META_V4_DELTAS } else { 0 };
+        self.meta.store(meta, Ordering::Relaxed);
         self.last_seen.store(now, Ordering::Relaxed);
         self.packets.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
-        self.write_translation(d);
+        self.write_translation(d, deltas);
         self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
     }
 
-    fn write_translation(&self, d: &FlowData) {
+    /// Owner only, inside a write: the translation, with the checksum changes
+    /// in `new_src`'s low word when `deltas` is given (`meta` says which).
+    fn write_translation(&self, d: &FlowData, deltas: Option<u64>) {
         self.gen_ep.store(
             u64::from(d.gen) | (u64::from(d.endpoint) << 32),
             Ordering::Relaxed,
         );
         let s = d.new_src.words();
         let t = d.new_dst.words();
-        self.new_src[0].store(s[0], Ordering::Relaxed);
+        self.new_src[0].store(deltas.unwrap_or(s[0]), Ordering::Relaxed);
         self.new_src[1].store(s[1], Ordering::Relaxed);
         self.new_dst[0].store(t[0], Ordering::Relaxed);
         self.new_dst[1].store(t[1], Ordering::Relaxed);
@@ -393,39 +470,44 @@ impl Slot {
     }
 }
 
-/// The 16-bit tags of a shard's slots (0 = empty), four to an atomic word so
-/// that a bucket's eight are two loads and a SWAR compare, without a
-/// data-dependent branch per way. Only the shard's owner writes them (a
-/// lane update is a load and a store of its word); readers load whole words.
+/// The 16-bit tags of a shard's slots (0 = empty), a bucket's eight in two
+/// atomic words, so that matching a bucket is two loads and one vector
+/// compare (SWAR where there is no SSE2), without a data-dependent branch
+/// per way. Only the shard's owner writes them (a lane update is a load and
+/// a store of its word); readers load whole words.
 #[derive(Debug)]
-struct Tags(Box<[AtomicU64]>);
+struct Tags(Box<[BucketTags]>);
+
+/// One bucket's tags: way `w` is lane `w % 4` (bits `16 * (w % 4)..`) of word `w / 4`.
+type BucketTags = [AtomicU64; 2];
 
 const LANES: usize = 4;
-const LANE_ONES: u64 = 0x0001_0001_0001_0001;
-const LANE_HIGHS: u64 = 0x8000_8000_8000_8000;
 
 impl Tags {
     fn new(slots: usize) -> Tags {
-        Tags(
-            (0..slots.div_ceil(LANES))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-        )
+        Tags(crate::hugemem::slice(slots.div_ceil(WAYS), || {
+            [AtomicU64::new(0), AtomicU64::new(0)]
+        }))
+    }
+
+    /// The word holding slot `i`'s tag, and the tag's shift in it.
+    #[inline]
+    fn word(&self, i: usize) -> Option<(&AtomicU64, usize)> {
+        let w = self.0.get(i / WAYS)?.get(i % WAYS / LANES)?;
+        Some((w, 16 * (i % LANES)))
     }
 
     /// Tag of slot `i` (0 for a slot out of range: empty).
     #[inline]
     fn get(&self, i: usize, order: Ordering) -> u16 {
-        self.0
-            .get(i / LANES)
-            .map_or(0, |w| (w.load(order) >> (16 * (i % LANES))) as u16)
+        self.word(i)
+            .map_or(0, |(w, shift)| (w.load(order) >> shift) as u16)
     }
 
     /// Owner only: set the tag of slot `i`.
     #[inline]
     fn set(&self, i: usize, tag: u16) {
-        if let Some(w) = self.0.get(i / LANES) {
-            let shift = 16 * (i % LANES);
+        if let Some((w, shift)) = self.word(i) {
             let v = w.load(Ordering::Relaxed) & !(0xffff << shift);
             w.store(v | (u64::from(tag) << shift), Ordering::Release);
         }
@@ -435,47 +517,22 @@ impl Tags {
     /// (`tag` 0: the free ways).
     #[inline]
     fn matches(&self, b: usize, tag: u16, order: Ordering) -> u32 {
-        let Some(words) = self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES) else {
-            return 0;
-        };
-        let pattern = u64::from(tag) * LANE_ONES;
-        let mut bits = 0u32;
-        for (k, w) in words.iter().enumerate() {
-            let x = w.load(order) ^ pattern;
-            // A lane is nonzero iff its low 15 bits plus 0x7fff carry into
-            // bit 15, or bit 15 is already set; no carry crosses lanes.
-            let nonzero = ((x & !LANE_HIGHS) + !LANE_HIGHS) | x;
-            let zero = (!nonzero & LANE_HIGHS) >> 15;
-            // Gather bits 0, 16, 32, 48 into bits 60..63: the partial
-            // products land on distinct bits, so nothing carries.
-            let gathered = zero.wrapping_mul((1 << 60) | (1 << 45) | (1 << 30) | (1 << 15)) >> 60;
-            bits |= (gathered as u32) << (k * LANES);
-        }
-        bits
+        self.0
+            .get(b)
+            .map_or(0, |words| Tags::matches_in(words, tag, order))
+    }
+
+    /// [`Tags::matches`] on a bucket's words.
+    #[inline(always)]
+    fn matches_in(words: &BucketTags, tag: u16, order: Ordering) -> u32 {
+        crate::simd::eq_lanes16(words[0].load(order), words[1].load(order), tag)
     }
 
     /// Way of bucket `b` holding the first tag equal to `tag` (nonzero).
-    #[inline]
+    #[cfg(test)]
     fn first_match(&self, b: usize, tag: u16) -> Option<usize> {
-        let words = self.0.get(b * WAYS / LANES..(b + 1) * WAYS / LANES)?;
-        let pattern = u64::from(tag) * LANE_ONES;
-        for (k, w) in words.iter().enumerate() {
-            let x = w.load(Ordering::Acquire) ^ pattern;
-            let nonzero = ((x & !LANE_HIGHS) + !LANE_HIGHS) | x;
-            let zero = !nonzero & LANE_HIGHS;
-            if zero != 0 {
-                return Some(k * LANES + zero.trailing_zeros() as usize / 16);
-            }
-        }
-        None
-    }
-
-    /// Prefetch bucket `b`'s tags.
-    #[inline]
-    fn prefetch(&self, b: usize) {
-        if let Some(w) = self.0.get(b * WAYS / LANES) {
-            prefetch(w);
-        }
+        let m = self.matches(b, tag, Ordering::Acquire);
+        (m != 0).then(|| m.trailing_zeros() as usize)
     }
 }
 
@@ -493,7 +550,7 @@ impl Shard {
         let n = buckets * WAYS;
         Shard {
             tags: Tags::new(n),
-            slots: (0..n).map(|_| Slot::default()).collect(),
+            slots: crate::hugemem::slice(n, Slot::default),
             mask: buckets - 1,
             used: AtomicU64::new(0),
         }
@@ -537,13 +594,14 @@ pub struct Hit {
     pub last_seen: u64,
 }
 
-/// A hit of the established fast path: the raw words of the fields it
-/// needs, decoded on use (the full [`FlowData`] is only built on the slow path).
+/// A hit of the established fast path: the slot and the raw words of the
+/// fields it needs, decoded on use (the full [`FlowData`] is only built on
+/// the slow path).
 #[derive(Debug, Clone, Copy)]
-pub struct FastHit {
-    /// Slot index within the shard.
-    pub slot: usize,
+pub(crate) struct FastHit<'a> {
+    slot: &'a Slot,
     meta: u32,
+    deltas: u32,
     gen_ep: u64,
     new_src: u64,
     new_dst: u64,
@@ -553,7 +611,7 @@ pub struct FastHit {
     pub last_seen: u64,
 }
 
-impl FastHit {
+impl FastHit<'_> {
     /// Direction.
     #[inline]
     pub fn kind(&self) -> Kind {
@@ -566,7 +624,7 @@ impl FastHit {
     /// [`flags`] bits seen so far.
     #[inline]
     pub fn flags(&self) -> u8 {
-        ((self.meta >> 2) & 0x3f) as u8
+        ((self.meta >> 2) as u8) & FLAG_MASK
     }
     /// Low 32 bits of the tables generation of the cached next hop.
     #[inline]
@@ -593,20 +651,109 @@ impl FastHit {
     pub fn new_dst_v4(&self) -> [u8; 4] {
         ((self.new_dst >> 32) as u32).to_le_bytes()
     }
-    /// Source port to write.
+    /// The rewrite's checksum changes ([`crate::edit::fast_deltas`]).
     #[inline]
-    pub fn new_sport(&self) -> u16 {
-        self.ports as u16
+    pub fn deltas(&self) -> u32 {
+        self.deltas
     }
-    /// Destination port to write.
+    /// New source and destination ports as they lie in a frame.
     #[inline]
-    pub fn new_dport(&self) -> u16 {
-        (self.ports >> 16) as u16
+    pub fn ports_wire(&self) -> [u8; 4] {
+        // The word's low half is sport | dport << 16; swapping the bytes
+        // within each 16-bit half gives both in network order.
+        let w = self.ports as u32;
+        (((w & 0x00ff_00ff) << 8) | ((w >> 8) & 0x00ff_00ff)).to_le_bytes()
     }
-    /// Destination MAC and transmit port.
+    /// Transmit port.
     #[inline]
-    pub fn l2(&self) -> (MacAddr, PortId) {
-        word_mac(self.l2)
+    pub fn port(&self) -> PortId {
+        (self.l2 >> 48) as u16
+    }
+    /// Destination MAC in the first six bytes (the transmit port in the rest).
+    #[inline]
+    pub fn mac8(&self) -> [u8; 8] {
+        self.l2.to_le_bytes()
+    }
+
+    /// Count a packet of `bytes`, refresh the last-seen time (at most every
+    /// [`TOUCH_GRANULARITY_NS`]) and record the [`flags`] bits `f` if any is
+    /// new — as [`Conntrack::touch`] and [`Conntrack::add_flags`] do. Called
+    /// by whichever worker received the packet: each direction of a flow
+    /// arrives on one queue, so every entry has a single writer here too.
+    #[inline(always)]
+    pub fn touch(&self, now: u64, bytes: u64, f: u8) {
+        let slot = self.slot;
+        crate::counters::bump(&slot.packets, 1);
+        crate::counters::bump(&slot.bytes, bytes);
+        if now.saturating_sub(self.last_seen) >= TOUCH_GRANULARITY_NS {
+            slot.last_seen.store(now, Ordering::Relaxed);
+        }
+        if self.flags() & f != f {
+            slot.meta
+                .fetch_or(u32::from(f & FLAG_MASK) << 2, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One shard's arrays, looked up once per batch by the fast path.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ShardView<'a> {
+    tags: &'a [BucketTags],
+    slots: &'a [Slot],
+    mask: usize,
+}
+
+impl<'a> ShardView<'a> {
+    /// Prefetch the tag line a lookup of `hash` will read (stage 1 of a
+    /// batch; [`ShardView::probe`] follows once the line has arrived).
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(w) = self.tags.get((hash as usize) & self.mask) {
+            prefetch(w);
+        }
+    }
+
+    /// The first slot of `hash`'s bucket whose tag matches (or [`NO_SLOT`]),
+    /// with both of its cache lines prefetched: the second stage of a
+    /// batch's prefetching, run after [`ShardView::prefetch`] had time to
+    /// bring the tag line in. The slot is only a candidate: its key is
+    /// checked when it is read ([`ShardView::read_v4`]). With no match, the
+    /// first free slot is prefetched: likely a new flow, whose forward entry
+    /// goes there.
+    #[inline(always)]
+    pub fn probe(&self, hash: u64) -> usize {
+        let b = (hash as usize) & self.mask;
+        let Some(words) = self.tags.get(b) else {
+            return NO_SLOT;
+        };
+        let hits = Tags::matches_in(words, tag_of(hash), Ordering::Acquire);
+        let hit = hits != 0;
+        let way = if hit {
+            hits.trailing_zeros() as usize
+        } else {
+            let free = Tags::matches_in(words, 0, Ordering::Relaxed);
+            if free == 0 {
+                return NO_SLOT;
+            }
+            free.trailing_zeros() as usize
+        };
+        let i = b * WAYS + way;
+        if let Some(slot) = self.slots.get(i) {
+            prefetch(&slot.seq);
+            prefetch(&slot.bytes);
+        }
+        if hit {
+            i
+        } else {
+            NO_SLOT
+        }
+    }
+
+    /// Read slot `slot` if it holds the IPv4 key `[0, w1, 0, w3, w4]`
+    /// ([`FlowKey::words`]); `None` for [`NO_SLOT`].
+    #[inline(always)]
+    pub fn read_v4(&self, slot: usize, w1: u64, w3: u64, w4: u64) -> Option<FastHit<'a>> {
+        self.slots.get(slot)?.read_v4(w1, w3, w4)
     }
 }
 
@@ -707,58 +854,15 @@ impl Conntrack {
             .find_map(|i| self.find_in(i, key, hash))
     }
 
-    /// Prefetch the tag line a lookup of `hash` in `shard` will read (stage 1
-    /// of a batch; [`Conntrack::probe`] follows once the line has arrived).
+    /// Shard `shard`'s arrays, for the fast path's lookups.
     #[inline]
-    pub fn prefetch(&self, shard: usize, hash: u64) {
-        if let Some(s) = self.shards.get(shard) {
-            s.tags.prefetch(s.bucket(hash));
-        }
-    }
-
-    /// The first slot of `hash`'s bucket in `shard` whose tag matches (or
-    /// [`NO_SLOT`]), with both of its cache lines prefetched: the second
-    /// stage of a batch's prefetching, run after [`Conntrack::prefetch`] had
-    /// time to bring the tag line in. The slot is only a candidate: its key
-    /// is checked when it is read ([`Conntrack::read_fast`]).
-    #[inline]
-    pub fn probe(&self, shard: usize, hash: u64) -> usize {
-        let Some(s) = self.shards.get(shard) else {
-            return NO_SLOT;
-        };
-        let b = s.bucket(hash);
-        match s.tags.first_match(b, tag_of(hash)) {
-            Some(i) => {
-                if let Some(slot) = s.slots.get(b * WAYS + i) {
-                    prefetch(&slot.seq);
-                    prefetch(&slot.bytes);
-                }
-                b * WAYS + i
-            }
-            None => {
-                // Likely a new flow: its forward entry will go to the bucket's
-                // first free way (if the owner probes its own shard).
-                let free = s.tags.matches(b, 0, Ordering::Relaxed);
-                if free != 0 {
-                    if let Some(slot) = s.slots.get(b * WAYS + free.trailing_zeros() as usize) {
-                        prefetch(&slot.seq);
-                        prefetch(&slot.bytes);
-                    }
-                }
-                NO_SLOT
-            }
-        }
-    }
-
-    /// Read slot `slot` of `shard` for the established fast path if it holds
-    /// the key whose [`FlowKey::words`] are `want`.
-    #[inline]
-    pub fn read_fast(&self, shard: usize, slot: usize, want: &[u64; 5]) -> Option<FastHit> {
-        self.shards
-            .get(shard)?
-            .slots
-            .get(slot)?
-            .read_fast(slot, want)
+    pub(crate) fn view(&self, shard: usize) -> Option<ShardView<'_>> {
+        let s = self.shards.get(shard)?;
+        Some(ShardView {
+            tags: &s.tags.0,
+            slots: &s.slots,
+            mask: s.mask,
+        })
     }
 
     /// Count a packet of `bytes` on a hit entry and refresh its last-seen time.
@@ -769,9 +873,8 @@ impl Conntrack {
         self.touch_at(hit.shard, hit.slot, hit.last_seen, now, bytes);
     }
 
-    /// [`Conntrack::touch`] by slot, with the last-seen time the read returned.
     #[inline]
-    pub fn touch_at(&self, shard: usize, slot: usize, last_seen: u64, now: u64, bytes: u64) {
+    fn touch_at(&self, shard: usize, slot: usize, last_seen: u64, now: u64, bytes: u64) {
         let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) else {
             return;
         };
@@ -788,13 +891,12 @@ impl Conntrack {
         self.add_flags_at(hit.shard, hit.slot, hit.data.flags, f);
     }
 
-    /// [`Conntrack::add_flags`] by slot, given the flags the read returned.
     #[inline]
-    pub fn add_flags_at(&self, shard: usize, slot: usize, have: u8, f: u8) {
+    fn add_flags_at(&self, shard: usize, slot: usize, have: u8, f: u8) {
         if have & f != f {
             if let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) {
                 slot.meta
-                    .fetch_or(u32::from(f & 0x3f) << 2, Ordering::Relaxed);
+                    .fetch_or(u32::from(f & FLAG_MASK) << 2, Ordering::Relaxed);
             }
         }
     }
@@ -868,6 +970,11 @@ impl ShardWriter {
         &self.ct
     }
 
+    /// The table, shared.
+    pub fn table_arc(&self) -> &std::sync::Arc<Conntrack> {
+        &self.ct
+    }
+
     fn shard_ref(&self) -> &Shard {
         &self.ct.shards[self.me]
     }
@@ -882,11 +989,34 @@ impl ShardWriter {
         now: u64,
         on_removed: &mut dyn FnMut(Removed),
     ) -> Result<usize, Full> {
-        let proto = fwd_key.proto;
-        let fslot = self.insert_one(fwd_key, fwd, now, None, on_removed)?;
-        if let Some(r) = reply {
-            let rkey = fwd.partner_key(proto);
-            if let Err(e) = self.insert_one(&rkey, r, now, Some(fslot), on_removed) {
+        let reply = reply.map(|r| {
+            let rkey = fwd.partner_key(fwd_key.proto);
+            (r, rkey.hash(), false)
+        });
+        self.insert_flow_hashed(fwd_key, fwd_key.hash(), false, fwd, reply, now, on_removed)
+    }
+
+    /// [`ShardWriter::insert_flow`] with the hashes of the forward key and
+    /// of the reply's key (the forward entry's [`FlowData::partner_key`])
+    /// already in hand, and whether the caller knows each key is absent from
+    /// this shard (then the look-up for an entry to overwrite is skipped).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_flow_hashed(
+        &mut self,
+        fwd_key: &FlowKey,
+        fwd_hash: u64,
+        fwd_absent: bool,
+        fwd: &FlowData,
+        reply: Option<(&FlowData, u64, bool)>,
+        now: u64,
+        on_removed: &mut dyn FnMut(Removed),
+    ) -> Result<usize, Full> {
+        let fslot = self.insert_one(fwd_key, fwd_hash, fwd_absent, fwd, now, None, on_removed)?;
+        if let Some((r, rhash, absent)) = reply {
+            let rkey = fwd.partner_key(fwd_key.proto);
+            // (A reply key equal to the forward key is there now.)
+            let absent = absent && rkey != *fwd_key;
+            if let Err(e) = self.insert_one(&rkey, rhash, absent, r, now, Some(fslot), on_removed) {
                 self.clear_slot(fslot);
                 return Err(e);
             }
@@ -894,21 +1024,29 @@ impl ShardWriter {
         Ok(fslot)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert_one(
         &mut self,
         key: &FlowKey,
+        hash: u64,
+        absent: bool,
         d: &FlowData,
         now: u64,
         protect: Option<usize>,
         on_removed: &mut dyn FnMut(Removed),
     ) -> Result<usize, Full> {
-        let hash = key.hash();
+        debug_assert_eq!(hash, key.hash());
         let (base, tag) = {
             let s = self.shard_ref();
             (s.bucket(hash) * WAYS, tag_of(hash))
         };
         // Same key already present (e.g. a stale entry): overwrite it.
-        if let Some((i, _, _)) = self.shard_ref().find(key, hash) {
+        if absent {
+            debug_assert!(
+                self.shard_ref().find(key, hash).is_none(),
+                "{key:?} is present"
+            );
+        } else if let Some((i, _, _)) = self.shard_ref().find(key, hash) {
             self.shard_ref().slots[i].write(key, d, now);
             return Ok(i);
         }
@@ -926,7 +1064,8 @@ impl ShardWriter {
         let s = self.shard_ref();
         s.slots[idx].write(key, d, now);
         s.tags.set(idx, tag);
-        s.used.fetch_add(1, Ordering::Relaxed);
+        // Only the owner writes `used` (readers sum it): no locked add needed.
+        crate::counters::bump(&s.used, 1);
         Ok(idx)
     }
 
@@ -995,7 +1134,8 @@ impl ShardWriter {
         if s.tags.get(i, Ordering::Relaxed) != 0 {
             s.tags.set(i, 0);
             s.slots[i].clear();
-            s.used.fetch_sub(1, Ordering::Relaxed);
+            let u = &s.used;
+            u.store(u.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
         }
     }
 
@@ -1027,7 +1167,16 @@ impl ShardWriter {
         let seq = s.seq.load(Ordering::Relaxed);
         s.seq.store(seq.wrapping_add(1) | 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        s.write_translation(d);
+        let kw: [u64; 5] = std::array::from_fn(|i| s.key[i].load(Ordering::Relaxed));
+        let deltas = v4_deltas(&FlowKey::from_words(kw), d);
+        // Other workers may OR flag bits into `meta` meanwhile: change the
+        // marker bit alone.
+        if deltas.is_some() {
+            s.meta.fetch_or(META_V4_DELTAS, Ordering::Relaxed);
+        } else {
+            s.meta.fetch_and(!META_V4_DELTAS, Ordering::Relaxed);
+        }
+        s.write_translation(d, deltas);
         s.seq.store((seq | 1).wrapping_add(1), Ordering::Release);
     }
 
@@ -1170,6 +1319,54 @@ mod tests {
         }
     }
 
+    /// Sequential clients (the common case: one subnet, counting ports) and
+    /// IPv6 keys spread evenly over buckets and tags: no bucket gets more
+    /// than twice its share, and the chi-square statistic of the bucket
+    /// counts is not above what random placement gives.
+    #[test]
+    fn hash_spreads_keys_over_buckets_and_tags() {
+        const BUCKETS: usize = 1 << 12;
+        const KEYS: usize = 64 * BUCKETS;
+        let v4 = |i: usize| FlowKey {
+            src: Ip16::v4([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+            dst: Ip16::v4([192, 0, 2, 10]),
+            sport: 1024 + (i % 50_000) as u16,
+            dport: 80,
+            proto: 6,
+        };
+        let v6 = |i: usize| FlowKey {
+            src: Ip16::from("2001:db8::".parse::<IpAddr>().expect("ip")),
+            dst: ip("2001:db8:1::10"),
+            sport: i as u16,
+            dport: (i >> 16) as u16,
+            proto: 17,
+        };
+        for (name, key) in [("v4", &v4 as &dyn Fn(usize) -> FlowKey), ("v6", &v6)] {
+            let mut buckets = vec![0u32; BUCKETS];
+            let mut tags = vec![0u32; 1 << 16];
+            for i in 0..KEYS {
+                let h = key(i).hash();
+                buckets[h as usize % BUCKETS] += 1;
+                tags[usize::from(tag_of(h))] += 1;
+            }
+            let mean = (KEYS / BUCKETS) as f64;
+            let chi: f64 = buckets
+                .iter()
+                .map(|&c| (f64::from(c) - mean).powi(2) / mean)
+                .sum();
+            let max = buckets.iter().max().copied().unwrap_or(0);
+            assert!(f64::from(max) < 2.0 * mean, "{name}: fullest bucket {max}");
+            let df = (BUCKETS - 1) as f64;
+            assert!(
+                chi < df + 6.0 * (2.0 * df).sqrt(),
+                "{name}: chi-square {chi}"
+            );
+            // Tags are odd (0 means empty): 2^15 values for 2^18 keys.
+            let used = tags.iter().filter(|&&c| c > 0).count();
+            assert!(used > 32_000, "{name}: {used} tags in use");
+        }
+    }
+
     #[test]
     fn insert_then_both_directions_are_found_and_removed_together() {
         let ct = Arc::new(Conntrack::new(
@@ -1205,6 +1402,70 @@ mod tests {
         assert_eq!(removed.data.kind, Kind::Forward);
         assert!(ct.find_in(0, &key, key.hash()).is_none());
         assert_eq!(ct.used(), 0);
+    }
+
+    /// IPv4 entries carry their rewrite's checksum changes for the fast path,
+    /// through a revalidation too; reads for the slow path and dumps still see
+    /// the IPv4 address (low word 0); an IPv6 entry has none.
+    #[test]
+    fn ipv4_entries_keep_checksum_changes() {
+        let ct = Arc::new(Conntrack::new(
+            1,
+            ConntrackConfig {
+                buckets_per_shard: 64,
+            },
+        ));
+        let mut w = ct.writer(0);
+        let (key, fwd, reply) = flow(7);
+        let slot = w
+            .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
+            .expect("room");
+        let want = crate::edit::fast_deltas(
+            (
+                key.src.v4_octets(),
+                key.dst.v4_octets(),
+                key.sport,
+                key.dport,
+            ),
+            (
+                fwd.new_src.v4_octets(),
+                fwd.new_dst.v4_octets(),
+                fwd.new_sport,
+                fwd.new_dport,
+            ),
+        );
+        let kw = key.words();
+        let view = ct.view(0).expect("shard");
+        let hit = view.read_v4(slot, kw[1], kw[3], kw[4]).expect("fast read");
+        assert_eq!(hit.deltas(), want);
+        assert_eq!(hit.ports_wire(), [0x9c, 0x47, 0x1f, 0x90], "40007 and 8080");
+        let moved = FlowData {
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            gen: 2,
+            ..fwd
+        };
+        w.revalidate(slot, &moved);
+        let hit = view.read_v4(slot, kw[1], kw[3], kw[4]).expect("fast read");
+        assert_eq!(hit.deltas(), want);
+        assert_eq!(hit.mac8()[..6], [2, 0, 0, 0, 0, 9]);
+        assert_eq!(ct.find_in(0, &key, key.hash()).expect("entry").data, moved);
+        // IPv6: no fast read.
+        let key6 = FlowKey {
+            src: ip("2001:db8::2"),
+            dst: ip("2001:db8::10"),
+            ..key
+        };
+        let fwd6 = FlowData {
+            new_src: ip("2001:db8::2"),
+            new_dst: ip("2001:db8:1::5"),
+            ..fwd
+        };
+        let slot6 = w
+            .insert_flow(&key6, &fwd6, None, 1, &mut |_| {})
+            .expect("room");
+        let k6 = key6.words();
+        assert!(view.read_v4(slot6, k6[1], k6[3], k6[4]).is_none());
+        assert_eq!(ct.find_in(0, &key6, key6.hash()).expect("entry").data, fwd6);
     }
 
     #[test]

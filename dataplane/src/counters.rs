@@ -39,8 +39,8 @@ pub struct CounterBlock {
     pub flows_evicted: AtomicU64,
     /// ICMP echo requests to a VIP answered by xlb itself.
     pub icmp_echo_replies: AtomicU64,
-    /// Per endpoint id: packets then bytes, forwarded to that endpoint (both directions).
-    endpoint: Box<[AtomicU64]>,
+    /// Per endpoint id: packets and bytes forwarded to that endpoint (both directions).
+    endpoint: Box<[[AtomicU64; 2]]>,
 }
 
 impl CounterBlock {
@@ -57,8 +57,8 @@ impl CounterBlock {
             flows_removed: AtomicU64::new(0),
             flows_evicted: AtomicU64::new(0),
             icmp_echo_replies: AtomicU64::new(0),
-            endpoint: (0..2 * MAX_ENDPOINT_IDS)
-                .map(|_| AtomicU64::new(0))
+            endpoint: (0..MAX_ENDPOINT_IDS)
+                .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
                 .collect(),
         }
     }
@@ -77,8 +77,7 @@ impl CounterBlock {
     /// Count a packet of `bytes` for endpoint `id`.
     #[inline(always)]
     pub fn endpoint_packet(&self, id: EndpointId, bytes: u64) {
-        let i = 2 * (id as usize);
-        if let (Some(p), Some(b)) = (self.endpoint.get(i), self.endpoint.get(i + 1)) {
+        if let Some([p, b]) = self.endpoint.get(id as usize) {
             bump(p, 1);
             bump(b, bytes);
         }
@@ -86,10 +85,9 @@ impl CounterBlock {
 
     /// (packets, bytes) counted for endpoint `id` by this worker.
     pub fn endpoint(&self, id: EndpointId) -> (u64, u64) {
-        let i = 2 * (id as usize);
-        match (self.endpoint.get(i), self.endpoint.get(i + 1)) {
-            (Some(p), Some(b)) => (p.load(Relaxed), b.load(Relaxed)),
-            _ => (0, 0),
+        match self.endpoint.get(id as usize) {
+            Some([p, b]) => (p.load(Relaxed), b.load(Relaxed)),
+            None => (0, 0),
         }
     }
 

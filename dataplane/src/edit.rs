@@ -77,15 +77,17 @@ fn delta16(old: u16, new: u16) -> u64 {
 }
 
 /// Apply a summed change to a checksum field: HC' = ~(~HC + Σ(~m + m')).
+/// `delta` is below 2^63 (a handful of 32-bit terms). The 64-bit sum folds
+/// to 32 bits with an end-around carry, and the 32 bits to 16 as Linux's
+/// `csum_fold` does: in `s + (s rotated by 16)` the high half is the sum of
+/// both halves plus the carry out of the low half.
 #[inline(always)]
 fn apply_delta(hc: u16, delta: u64) -> u16 {
-    let mut s = u64::from(!hc) + delta;
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    let mut s = s as u32;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !(s as u16)
+    let s = u64::from(!hc) + delta;
+    let (lo, carry) = (s as u32).overflowing_add((s >> 32) as u32);
+    // With a carry, lo ≤ 2^32 - 2 (both terms are below 2^32), so this cannot wrap.
+    let s = lo + u32::from(carry);
+    !(s.wrapping_add(s.rotate_right(16)) >> 16) as u16
 }
 
 /// Rewrite addresses and ports of an IP packet (outer or quoted) described by
@@ -145,7 +147,8 @@ pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport
 /// offsets and one bounds check. The address and TTL changes go into the IPv4
 /// header checksum as one RFC 1624 delta (one's-complement addition is
 /// associative, and a fold of a nonzero sum never yields zero, so one update
-/// equals two in sequence). `ttl` must be > 1. Returns false, changing
+/// equals two in sequence). The TTL must be > 1 (callers drop the rest
+/// first). Returns false, changing
 /// nothing, if the frame is shorter than its headers.
 ///
 /// [`wire::parse_fast`]: crate::wire::parse_fast
@@ -161,26 +164,155 @@ pub fn rewrite_fast(
     mac_dst: MacAddr,
     mac_src: MacAddr,
 ) -> bool {
-    const TCP_END: usize = wire::FAST_L4 + 20;
-    const UDP_END: usize = wire::FAST_L4 + 8;
+    let d = mac_dst.0;
+    let mac_dst = [d[0], d[1], d[2], d[3], d[4], d[5], 0, 0];
     if tcp {
-        match data.first_chunk_mut::<TCP_END>() {
-            Some(h) => {
-                rewrite_fixed::<TCP_END, 16, false>(h, src, dst, sport, dport, mac_dst, mac_src)
-            }
+        match data.first_chunk_mut::<FAST_TCP_END>() {
+            Some(h) => rewrite_fast_tcp(h, src, dst, sport, dport, mac_dst, mac_src),
             None => return false,
         }
     } else {
-        match data.first_chunk_mut::<UDP_END>() {
-            Some(h) => {
-                rewrite_fixed::<UDP_END, 6, true>(h, src, dst, sport, dport, mac_dst, mac_src)
-            }
+        match data.first_chunk_mut::<FAST_UDP_END>() {
+            Some(h) => rewrite_fast_udp(h, src, dst, sport, dport, mac_dst, mac_src),
             None => return false,
         }
     }
     true
 }
 
+/// Bytes of a TCP frame [`rewrite_fast_tcp`] reads and writes.
+pub const FAST_TCP_END: usize = wire::FAST_L4 + 20;
+/// Bytes of a UDP frame [`rewrite_fast_udp`] reads and writes.
+pub const FAST_UDP_END: usize = wire::FAST_L4 + 8;
+
+/// [`rewrite_fast`] of a TCP frame whose headers are in hand; the
+/// destination MAC is the first six of `mac_dst`'s bytes.
+#[inline(always)]
+pub fn rewrite_fast_tcp(
+    h: &mut [u8; FAST_TCP_END],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    rewrite_fixed::<FAST_TCP_END, 16, false>(h, src, dst, sport, dport, mac_dst, mac_src);
+}
+
+/// [`rewrite_fast`] of a UDP frame whose headers are in hand; the
+/// destination MAC is the first six of `mac_dst`'s bytes.
+#[inline(always)]
+pub fn rewrite_fast_udp(
+    h: &mut [u8; FAST_UDP_END],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    rewrite_fixed::<FAST_UDP_END, 6, true>(h, src, dst, sport, dport, mac_dst, mac_src);
+}
+
+/// The checksum changes of an IPv4 TCP/UDP forwarding rewrite from
+/// `old` = (src, dst, sport, dport) to `new`, folded to 16 bits each in
+/// [`rewrite_fixed`]'s native byte order: IPv4 header (addresses and the TTL
+/// decrement) in the low half, L4 (addresses and ports) in the high half.
+/// They depend only on the flow, so the flow table keeps them with the
+/// entry and the fast path does not sum them per packet; one's-complement
+/// addition is associative and the fold keeps a sum's value (and zero only
+/// for zero), so applying the folded sum equals applying its terms (tested).
+pub fn fast_deltas(old: ([u8; 4], [u8; 4], u16, u16), new: ([u8; 4], [u8; 4], u16, u16)) -> u32 {
+    let ne32 = |a: [u8; 4]| u64::from(u32::from_ne_bytes(a));
+    let not32 = |a: [u8; 4]| u64::from(!u32::from_ne_bytes(a));
+    let ne16 = |p: u16| u16::from_ne_bytes(p.to_be_bytes());
+    let addrs = not32(old.0) + ne32(new.0) + not32(old.1) + ne32(new.1);
+    let ip = fold16(addrs + TTL_DECREMENT_DELTA);
+    let l4 = fold16(addrs + delta16(ne16(old.2), ne16(new.2)) + delta16(ne16(old.3), ne16(new.3)));
+    u32::from(ip) | (u32::from(l4) << 16)
+}
+
+/// A one's-complement sum folded to 16 bits (end-around carries), not complemented.
+#[inline(always)]
+fn fold16(s: u64) -> u16 {
+    let (lo, carry) = (s as u32).overflowing_add((s >> 32) as u32);
+    let s = lo + u32::from(carry);
+    (s.wrapping_add(s.rotate_right(16)) >> 16) as u16
+}
+
+/// [`rewrite_fast_tcp`] with the checksum changes of [`fast_deltas`] given.
+#[inline(always)]
+pub fn rewrite_fast_tcp_with(
+    h: &mut [u8; FAST_TCP_END],
+    deltas: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: [u8; 4],
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    rewrite_with::<FAST_TCP_END, 16, false>(h, deltas, src, dst, ports, mac_dst, mac_src);
+}
+
+/// [`rewrite_fast_udp`] with the checksum changes of [`fast_deltas`] given.
+#[inline(always)]
+pub fn rewrite_fast_udp_with(
+    h: &mut [u8; FAST_UDP_END],
+    deltas: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: [u8; 4],
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    rewrite_with::<FAST_UDP_END, 6, true>(h, deltas, src, dst, ports, mac_dst, mac_src);
+}
+
+/// [`rewrite_fixed`] with the sums done ahead: `ports` are the new source
+/// and destination ports as they lie in the frame.
+#[inline(always)]
+fn rewrite_with<const N: usize, const CSUM: usize, const UDP: bool>(
+    h: &mut [u8; N],
+    deltas: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: [u8; 4],
+    mac_dst: [u8; 8],
+    mac_src: MacAddr,
+) {
+    const L3: usize = wire::FAST_L3;
+    const L4: usize = wire::FAST_L4;
+    let ne16 = |b: &[u8; N], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+    let ip_csum = apply_delta(ne16(h, L3 + 10), u64::from(deltas as u16));
+    let l4_csum = ne16(h, L4 + CSUM);
+    // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
+    if !(UDP && l4_csum == 0) {
+        let mut c = apply_delta(l4_csum, u64::from(deltas >> 16));
+        if UDP {
+            c = checksum::udp_nonzero(c);
+        }
+        h[L4 + CSUM..L4 + CSUM + 2].copy_from_slice(&c.to_ne_bytes());
+    }
+    h[L4..L4 + 4].copy_from_slice(&ports);
+    // The callers drop TTL ≤ 1 first; saturating keeps a zero TTL zero anyway.
+    h[L3 + 8] = h[L3 + 8].saturating_sub(1);
+    h[L3 + 10..L3 + 12].copy_from_slice(&ip_csum.to_ne_bytes());
+    h[L3 + 12..L3 + 16].copy_from_slice(&src);
+    h[L3 + 16..L3 + 20].copy_from_slice(&dst);
+    h[ETH_DST..ETH_DST + 8].copy_from_slice(&mac_dst);
+    h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&mac_src.0);
+}
+
+/// The change the TTL decrement makes to the IPv4 header checksum, for
+/// [`rewrite_fixed`]'s native-order sums: the TTL/protocol word `w` becomes
+/// `w - x` (TTL ≥ 1), where `x` is the word of bytes `[1, 0]`, and
+/// `~w + (w - x)` is `0xffff - x` whatever `w` is (RFC 1624 eqn. 3).
+const TTL_DECREMENT_DELTA: u64 = 0xffff - u16::from_ne_bytes([1, 0]) as u64;
+
+/// The fast rewrite. Its sums run on the header's 16-bit words in native
+/// byte order, loaded and stored as they lie: the one's-complement sum is
+/// byte-order independent (RFC 1071 §2(B)), so no word is byte-swapped.
 #[inline(always)]
 fn rewrite_fixed<const N: usize, const CSUM: usize, const UDP: bool>(
     h: &mut [u8; N],
@@ -188,38 +320,42 @@ fn rewrite_fixed<const N: usize, const CSUM: usize, const UDP: bool>(
     dst: [u8; 4],
     sport: u16,
     dport: u16,
-    mac_dst: MacAddr,
+    mac_dst: [u8; 8],
     mac_src: MacAddr,
 ) {
     const L3: usize = wire::FAST_L3;
     const L4: usize = wire::FAST_L4;
-    let be32 =
-        |b: &[u8; N], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let be16 = |b: &[u8; N], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    let addrs = u64::from(!be32(h, L3 + 12))
-        + u64::from(u32::from_be_bytes(src))
-        + u64::from(!be32(h, L3 + 16))
-        + u64::from(u32::from_be_bytes(dst));
-    let ttl_proto = be16(h, L3 + 8);
-    let new_ttl_proto = u16::from_be_bytes([h[L3 + 8].saturating_sub(1), h[L3 + 9]]);
-    let ip_csum = apply_delta(be16(h, L3 + 10), addrs + delta16(ttl_proto, new_ttl_proto));
-    let l4_csum = be16(h, L4 + CSUM);
+    let ne32 =
+        |b: &[u8; N], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let ne16 = |b: &[u8; N], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+    // The new ports as they will lie in the frame.
+    let (sport, dport) = (sport.to_be_bytes(), dport.to_be_bytes());
+    let addrs = u64::from(!ne32(h, L3 + 12))
+        + u64::from(u32::from_ne_bytes(src))
+        + u64::from(!ne32(h, L3 + 16))
+        + u64::from(u32::from_ne_bytes(dst));
+    let ip_csum = apply_delta(ne16(h, L3 + 10), addrs + TTL_DECREMENT_DELTA);
+    let l4_csum = ne16(h, L4 + CSUM);
     // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
     if !(UDP && l4_csum == 0) {
-        let delta = addrs + delta16(be16(h, L4), sport) + delta16(be16(h, L4 + 2), dport);
+        let delta = addrs
+            + delta16(ne16(h, L4), u16::from_ne_bytes(sport))
+            + delta16(ne16(h, L4 + 2), u16::from_ne_bytes(dport));
         let mut c = apply_delta(l4_csum, delta);
         if UDP {
             c = checksum::udp_nonzero(c);
         }
-        h[L4 + CSUM..L4 + CSUM + 2].copy_from_slice(&c.to_be_bytes());
+        h[L4 + CSUM..L4 + CSUM + 2].copy_from_slice(&c.to_ne_bytes());
     }
-    h[L4..L4 + 2].copy_from_slice(&sport.to_be_bytes());
-    h[L4 + 2..L4 + 4].copy_from_slice(&dport.to_be_bytes());
-    h[L3 + 8..L3 + 10].copy_from_slice(&new_ttl_proto.to_be_bytes());
-    h[L3 + 10..L3 + 12].copy_from_slice(&ip_csum.to_be_bytes());
+    h[L4..L4 + 2].copy_from_slice(&sport);
+    h[L4 + 2..L4 + 4].copy_from_slice(&dport);
+    // The callers drop TTL ≤ 1 first; saturating keeps a zero TTL zero anyway.
+    h[L3 + 8] = h[L3 + 8].saturating_sub(1);
+    h[L3 + 10..L3 + 12].copy_from_slice(&ip_csum.to_ne_bytes());
     h[L3 + 12..L3 + 16].copy_from_slice(&src);
     h[L3 + 16..L3 + 20].copy_from_slice(&dst);
-    h[ETH_DST..ETH_DST + 6].copy_from_slice(&mac_dst.0);
+    // Eight bytes at once, then the source MAC over the last two.
+    h[ETH_DST..ETH_DST + 8].copy_from_slice(&mac_dst);
     h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&mac_src.0);
 }
 
@@ -321,6 +457,35 @@ mod tests {
         SocketAddr::from((Ipv4Addr::from(a), p))
     }
 
+    /// RFC 1624 eqn. 3 the long way: four 16-bit folds.
+    fn apply_delta_reference(hc: u16, delta: u64) -> u16 {
+        let mut s = u64::from(!hc) + delta;
+        s = (s & 0xffff_ffff) + (s >> 32);
+        s = (s & 0xffff_ffff) + (s >> 32);
+        let mut s = s as u32;
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        !(s as u16)
+    }
+
+    proptest! {
+        /// The rotate fold gives what four plain folds give, carries included.
+        #[test]
+        fn apply_delta_matches_plain_folds(
+            hc in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            delta in prop_oneof![
+                Just(0u64),
+                Just(0xffff),
+                Just(0xffff_ffff),
+                Just(0x1_0000_fffe),
+                0u64..(1 << 40),
+                0u64..(1 << 62),
+            ],
+        ) {
+            prop_assert_eq!(apply_delta(hc, delta), apply_delta_reference(hc, delta));
+        }
+    }
+
     proptest! {
         /// The fast rewrite writes the same bytes as the general one, for any
         /// addresses, ports, TTL and starting checksums (incl. 0 and 0xffff).
@@ -353,7 +518,25 @@ mod tests {
             set_macs(&mut slow, mac_dst, mac_src);
             let mut fast = f.clone();
             prop_assert!(rewrite_fast(&mut fast, tcp, src.octets(), dst.octets(), r, s, mac_dst, mac_src));
-            prop_assert_eq!(fast, slow);
+            prop_assert_eq!(&fast, &slow);
+            // The same with the checksum changes summed ahead.
+            let deltas = fast_deltas(
+                (Ipv4Addr::from(a).octets(), Ipv4Addr::from(b).octets(), p, q),
+                (src.octets(), dst.octets(), r, s),
+            );
+            let mut ahead = f.clone();
+            let ports = [r.to_be_bytes(), s.to_be_bytes()].concat();
+            let ports: [u8; 4] = ports.try_into().expect("4");
+            let d = mac_dst.0;
+            let mac8 = [d[0], d[1], d[2], d[3], d[4], d[5], 0xee, 0xee];
+            if tcp {
+                let h = ahead.first_chunk_mut::<FAST_TCP_END>().expect("tcp headers");
+                rewrite_fast_tcp_with(h, deltas, src.octets(), dst.octets(), ports, mac8, mac_src);
+            } else {
+                let h = ahead.first_chunk_mut::<FAST_UDP_END>().expect("udp headers");
+                rewrite_fast_udp_with(h, deltas, src.octets(), dst.octets(), ports, mac8, mac_src);
+            }
+            prop_assert_eq!(ahead, slow);
         }
     }
 }

@@ -15,10 +15,12 @@ pub mod counters;
 pub mod drop;
 pub mod edit;
 pub mod frame;
+mod hugemem;
 pub mod maglev;
 pub mod net;
 pub mod pipeline;
 pub mod prefetch;
+mod simd;
 pub mod tables;
 pub mod wire;
 

@@ -197,7 +197,9 @@ impl Ip16 {
     /// True if this holds an IPv4 address.
     #[inline]
     pub fn is_v4(&self) -> bool {
-        self.0[..10] == [0; 10] && self.0[10] == 0xff && self.0[11] == 0xff
+        // Bytes 0..10 zero and 10..12 all ones, as two word compares.
+        let w = self.words();
+        w[0] == 0 && w[1] as u32 == 0xffff_0000
     }
     /// The IPv4 octets (meaningful only if [`Ip16::is_v4`]).
     #[inline]
@@ -285,6 +287,14 @@ mod tests {
             assert_eq!(Ip16::from_words(k.words()), k);
         }
         assert!(Ip16::from("1.2.3.4".parse::<IpAddr>().expect("ip")).is_v4());
+        // Only ::ffff:0:0/96 is IPv4: one byte off anywhere in the first 12 is not.
+        let v4 = Ip16::v4([1, 2, 3, 4]);
+        for i in 0..12 {
+            let mut o = v4;
+            o.0[i] ^= 0x01;
+            assert!(!o.is_v4(), "byte {i}");
+        }
+        assert!(!Ip16::from("::1.2.3.4".parse::<IpAddr>().expect("ip")).is_v4());
     }
 
     #[test]

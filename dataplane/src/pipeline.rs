@@ -14,15 +14,16 @@
 use std::sync::Arc;
 
 use crate::conntrack::{
-    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardWriter, NO_SLOT,
+    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardView, ShardWriter, NO_SLOT,
 };
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::edit::{
     decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_fast, rewrite_l3l4, set_ip_addrs, set_macs, set_ttl,
+    rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4, set_ip_addrs,
+    set_macs, set_ttl, FAST_TCP_END, FAST_UDP_END,
 };
-use crate::frame::{Frame, Verdict};
+use crate::frame::{Frame, PortId, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
 use crate::prefetch::prefetch;
 use crate::tables::{
@@ -87,18 +88,28 @@ pub struct Pipeline {
     /// stack, so a batch does not start by zeroing ~8 KiB; taken out of the
     /// pipeline for the length of a batch (so `self` stays borrowable).
     scratch: Option<Box<Scratch>>,
+    /// The flow table, for reads; taken out like `scratch` for a batch (the
+    /// writer `ct` holds the same table).
+    table: Option<Arc<Conntrack>>,
 }
+
+/// How stage 1 parsed a frame.
+const PARSED_NONE: u8 = 0;
+/// [`wire::parse_fast`] took it: `words[1]`, `words[3]` and `words[4]`
+/// hold its key (the other two are zero for IPv4), `hashes` its hash.
+const PARSED_FAST: u8 = 1;
+/// [`wire::parse`] took it (in `metas`); `words` and `hashes` hold its key
+/// if it is IP.
+const PARSED_FULL: u8 = 2;
+const PARSED_FULL_IP: u8 = 3;
 
 /// What stage 1 learns about each frame of a chunk, for the later stages.
 #[derive(Debug)]
 struct Scratch {
     /// Full parse (frames the fast parser did not take).
     metas: [Result<PacketMeta, DropReason>; CHUNK],
-    /// Fast parse.
-    fasts: [FastMeta; CHUNK],
-    is_fast: [bool; CHUNK],
-    /// Whether `words` and `hashes` hold the frame's flow key.
-    has_key: [bool; CHUNK],
+    /// `PARSED_*`.
+    parsed: [u8; CHUNK],
     words: [[u64; 5]; CHUNK],
     hashes: [u64; CHUNK],
     /// Candidate conntrack slot from stage 1.5 ([`NO_SLOT`] if none).
@@ -109,9 +120,7 @@ impl Scratch {
     fn new() -> Scratch {
         Scratch {
             metas: [Err(DropReason::TruncatedEthernet); CHUNK],
-            fasts: [FastMeta::default(); CHUNK],
-            is_fast: [false; CHUNK],
-            has_key: [false; CHUNK],
+            parsed: [PARSED_NONE; CHUNK],
             words: [[0u64; 5]; CHUNK],
             hashes: [0u64; CHUNK],
             cands: [NO_SLOT; CHUNK],
@@ -146,6 +155,7 @@ impl Pipeline {
             gc_last: 0,
             gc_owed: 0,
             scratch: Some(Box::new(Scratch::new())),
+            table: Some(ct.clone()),
         }
     }
 
@@ -205,13 +215,13 @@ impl Pipeline {
             return self.icmp_error(t, f, m);
         }
         if let Some(hit) = self.ct.table().find_in(self.worker, key, hash) {
-            return self.tracked(t, now, f, m, key, &hit);
+            return self.tracked(t, now, f, m, key, hash, &hit);
         }
         if let Some(svc) = t.lookup(m.dst, m.proto, service_port(m)) {
-            return self.new_flow(t, now, f, m, key, svc, false);
+            return self.new_flow(t, now, f, m, key, hash, svc, false);
         }
         if let Some(hit) = self.ct.table().find_elsewhere(self.worker, key, hash) {
-            return self.tracked(t, now, f, m, key, &hit);
+            return self.tracked(t, now, f, m, key, hash, &hit);
         }
         if t.is_vip(m.dst) {
             if icmp && is_echo_request(m) {
@@ -230,6 +240,7 @@ impl Pipeline {
     }
 
     /// A packet of a tracked flow.
+    #[allow(clippy::too_many_arguments)]
     fn tracked(
         &mut self,
         t: &Tables,
@@ -237,6 +248,7 @@ impl Pipeline {
         f: &mut Frame<'_>,
         m: &PacketMeta,
         key: &FlowKey,
+        hash: u64,
         hit: &Hit,
     ) -> Verdict {
         let mut d = hit.data;
@@ -247,7 +259,7 @@ impl Pipeline {
         {
             // Idle past its timeout but not yet swept: the flow is over, and
             // this packet starts a new one (chosen afresh).
-            return self.restart_flow(t, now, f, m, key, hit.slot, false);
+            return self.restart_flow(t, now, f, m, key, hash, hit.slot, false);
         }
         if d.kind == Kind::Forward && d.gen != t.generation as u32 && hit.shard == self.worker {
             // The tables changed since this flow last passed: is its backend still there?
@@ -264,7 +276,7 @@ impl Pipeline {
                     // Backend removed or down: re-select. TCP mid-stream packets go
                     // to the new backend too, which resets them, so the client
                     // reconnects at once instead of timing out.
-                    return self.restart_flow(t, now, f, m, key, hit.slot, true);
+                    return self.restart_flow(t, now, f, m, key, hash, hit.slot, true);
                 }
             }
         }
@@ -290,6 +302,7 @@ impl Pipeline {
         f: &mut Frame<'_>,
         m: &PacketMeta,
         key: &FlowKey,
+        hash: u64,
         slot: usize,
         reselect: bool,
     ) -> Verdict {
@@ -298,7 +311,7 @@ impl Pipeline {
             on_removed(active, counters, r);
         }
         match t.lookup(m.dst, m.proto, service_port(m)) {
-            Some(svc) => self.new_flow(t, now, f, m, key, svc, reselect),
+            Some(svc) => self.new_flow(t, now, f, m, key, hash, svc, reselect),
             None => Verdict::Drop(DropReason::NoService),
         }
     }
@@ -312,6 +325,7 @@ impl Pipeline {
         f: &mut Frame<'_>,
         m: &PacketMeta,
         key: &FlowKey,
+        hash: u64,
         svc: &Service,
         reselect: bool,
     ) -> Verdict {
@@ -353,14 +367,15 @@ impl Pipeline {
             NatMode::Dsr if spec.dsr_ipip => mode::DSR_IPIP,
             NatMode::Dsr => mode::DSR,
         };
-        let (new_src, new_sport) = match spec.mode {
-            NatMode::Dnat | NatMode::Dsr => (m.src, m.sport),
+        // The reply entry's key hash, when the NAT port search computed it.
+        let (new_src, new_sport, reply_hash) = match spec.mode {
+            NatMode::Dnat | NatMode::Dsr => (m.src, m.sport, None),
             NatMode::OneArm | NatMode::FullNat => {
                 let Some(snat) = ep.snat_addr else {
                     return Verdict::Drop(DropReason::NatPortsExhausted);
                 };
                 match self.nat_port(t, snat, ep.addr, bport, m.proto, icmp) {
-                    Some(pair) => pair,
+                    Some((addr, port, h)) => (addr, port, Some(h)),
                     None => return Verdict::Drop(DropReason::NatPortsExhausted),
                 }
             }
@@ -403,13 +418,19 @@ impl Pipeline {
             ..fwd
         };
         let (active, counters) = (&mut self.active, &self.counters);
-        let res = self.ct.insert_flow(
-            key,
-            &fwd,
-            if dsr { None } else { Some(&reply) },
-            now,
-            &mut |r| on_removed(active, counters, r),
-        );
+        // The NAT port search found the reply key absent; without it (DNAT)
+        // an old entry may hold the key and is overwritten.
+        let reply = (!dsr).then(|| match reply_hash {
+            Some(h) => (&reply, h, true),
+            None => (&reply, fwd.partner_key(m.proto).hash(), false),
+        });
+        // The forward key is absent from this shard: `decide` looked it up,
+        // or `restart_flow` just removed it.
+        let res = self
+            .ct
+            .insert_flow_hashed(key, hash, true, &fwd, reply, now, &mut |r| {
+                on_removed(active, counters, r)
+            });
         if res.is_err() {
             return Verdict::Drop(DropReason::ConntrackFull);
         }
@@ -433,7 +454,11 @@ impl Pipeline {
                 *c = c.wrapping_add(1);
                 Some(usize::from(i))
             }
-            Selection::Hash => svc.maglev.as_ref()?.lookup(key.hash()).map(usize::from),
+            Selection::Hash => svc
+                .maglev
+                .as_ref()?
+                .lookup(key.maglev_hash())
+                .map(usize::from),
             Selection::Persist => {
                 let w = key.src.words();
                 let h = fmix64(w[0] ^ fmix64(w[1]));
@@ -458,6 +483,7 @@ impl Pipeline {
     /// A free source-NAT port on `snat` for a flow to `backend:bport`. Ports are
     /// partitioned between workers (port ≡ worker mod workers), so a reply's
     /// port says which worker's shard holds the flow and workers never collide.
+    /// Also returns the hash of the reply entry's key.
     fn nat_port(
         &mut self,
         t: &Tables,
@@ -466,7 +492,7 @@ impl Pipeline {
         bport: u16,
         proto: u8,
         icmp: bool,
-    ) -> Option<(Ip16, u16)> {
+    ) -> Option<(Ip16, u16, u64)> {
         let (lo, hi) = t.nat_ports;
         let span = u32::from(hi - lo) + 1;
         let w = self.workers as u32;
@@ -493,13 +519,14 @@ impl Pipeline {
                 dport: port,
                 proto,
             };
+            let h = reply_key.hash();
             if self
                 .ct
                 .table()
-                .find_in(self.worker, &reply_key, reply_key.hash())
+                .find_in(self.worker, &reply_key, h)
                 .is_none()
             {
-                return Some((addr, port));
+                return Some((addr, port, h));
             }
         }
         None
@@ -693,47 +720,37 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
+/// The [`flags`] bits a TCP segment with flags `tcp` sets: FIN, SYN and
+/// RST share their TCP bit positions; ACK counts only without SYN.
+#[inline(always)]
 fn tcp_flag_bits(tcp: u8) -> u8 {
-    let mut f = 0;
-    if tcp & TCP_SYN != 0 {
-        f |= flags::SYN;
-    }
-    if tcp & TCP_FIN != 0 {
-        f |= flags::FIN;
-    }
-    if tcp & TCP_RST != 0 {
-        f |= flags::RST;
-    }
-    if tcp & TCP_ACK != 0 && tcp & TCP_SYN == 0 {
-        f |= flags::ACK;
-    }
-    f
+    const _: () = assert!(flags::FIN == TCP_FIN && flags::SYN == TCP_SYN && flags::RST == TCP_RST);
+    let ack_only = u8::from(tcp & (TCP_ACK | TCP_SYN) == TCP_ACK);
+    (tcp & (TCP_FIN | TCP_SYN | TCP_RST)) | (ack_only * flags::ACK)
 }
 
 impl Pipeline {
     /// The established-flow fast path for a frame [`wire::parse_fast`]
     /// accepted, whose flow stage 1.5 found a candidate slot for in this
-    /// worker's shard. It does exactly what [`Pipeline::decide`] →
-    /// [`Pipeline::tracked`] → [`Pipeline::apply`] would, for the common case
-    /// only; `None` (with nothing changed) hands the frame to that slow path:
-    /// no entry here, an entry in another shard, a forward entry whose next
-    /// hop predates the tables or that was idle for over a second, DSR, no
-    /// such port, TTL ≤ 1.
+    /// worker's shard: `Some(port)` if it forwarded the frame. It does
+    /// exactly what [`Pipeline::decide`] → [`Pipeline::tracked`] →
+    /// [`Pipeline::apply`] would, for the common case only; `None` (with
+    /// nothing changed) hands the frame to that slow path: no entry here, an
+    /// entry in another shard, a forward entry whose next hop predates the
+    /// tables or that was idle for over a second, DSR, no such port, TTL ≤ 1.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn fast(
-        &mut self,
+        counters: &CounterBlock,
         t: &Tables,
         now: u64,
+        ct: ShardView<'_>,
+        ports: &mut PortCache,
         f: &mut Frame<'_>,
-        q: &FastMeta,
-        words: &[u64; 5],
+        w: &[u64; 5],
         cand: usize,
-    ) -> Option<Verdict> {
-        if cand == NO_SLOT || q.ttl <= 1 {
-            return None;
-        }
-        let ct = self.ct.table();
-        let hit = ct.read_fast(self.worker, cand, words)?;
+    ) -> Option<PortId> {
+        let hit = ct.read_v4(cand, w[1], w[3], w[4])?;
         if hit.kind() == Kind::Forward
             && (hit.gen() != t.generation as u32
                 || mode::is_dsr(hit.mode())
@@ -743,32 +760,49 @@ impl Pipeline {
             // expired: the slow path decides.
             return None;
         }
-        let (mac, port_id) = hit.l2();
-        let port = t.port(port_id)?;
-        let mut fl = flags::SEEN;
-        if q.proto == 6 {
-            fl |= tcp_flag_bits(q.tcp_flags);
-        }
+        let port_id = hit.port();
+        let port_mac = ports.mac(t, port_id)?;
         let bytes = f.len as u64;
-        ct.add_flags_at(self.worker, hit.slot, hit.flags(), fl);
-        ct.touch_at(self.worker, hit.slot, hit.last_seen, now, bytes);
-        self.counters.endpoint_packet(hit.endpoint(), bytes);
-        let done = rewrite_fast(
-            f.data_mut(),
-            q.proto == 6,
-            hit.new_src_v4(),
-            hit.new_dst_v4(),
-            hit.new_sport(),
-            hit.new_dport(),
-            mac,
-            port.mac,
-        );
-        // parse_fast checked the frame holds its headers, so this cannot drop.
-        Some(if done {
-            Verdict::Tx(port_id)
+        // parse_fast checked that the frame holds its headers.
+        let data = f.data_mut();
+        if w[4] as u8 == crate::checksum::proto::TCP {
+            let h = data.first_chunk_mut::<FAST_TCP_END>()?;
+            if h[wire::FAST_L3 + 8] <= 1 {
+                return None;
+            }
+            hit.touch(
+                now,
+                bytes,
+                flags::SEEN | tcp_flag_bits(h[wire::FAST_L4 + 13]),
+            );
+            counters.endpoint_packet(hit.endpoint(), bytes);
+            rewrite_fast_tcp_with(
+                h,
+                hit.deltas(),
+                hit.new_src_v4(),
+                hit.new_dst_v4(),
+                hit.ports_wire(),
+                hit.mac8(),
+                port_mac,
+            );
         } else {
-            Verdict::Drop(DropReason::TruncatedL4)
-        })
+            let h = data.first_chunk_mut::<FAST_UDP_END>()?;
+            if h[wire::FAST_L3 + 8] <= 1 {
+                return None;
+            }
+            hit.touch(now, bytes, flags::SEEN);
+            counters.endpoint_packet(hit.endpoint(), bytes);
+            rewrite_fast_udp_with(
+                h,
+                hit.deltas(),
+                hit.new_src_v4(),
+                hit.new_dst_v4(),
+                hit.ports_wire(),
+                hit.mac8(),
+                port_mac,
+            );
+        }
+        Some(port_id)
     }
 
     /// The slow path: every frame the fast path does not take.
@@ -797,6 +831,17 @@ impl Pipeline {
             }
         }
     }
+
+    /// The slow path of a frame [`wire::parse_fast`] took (parsed again:
+    /// cheaper than keeping every frame's parse for the few that need it).
+    #[inline(never)]
+    fn slow_fast(&mut self, t: &Tables, now: u64, f: &mut Frame<'_>, hash: u64) -> Verdict {
+        let meta = match wire::parse_fast(f.data()) {
+            Some(q) => Ok(q.to_meta()),
+            None => wire::parse(f.data()),
+        };
+        self.slow(t, now, f, &meta, hash)
+    }
 }
 
 /// [`FlowKey::words`] of an IPv4 5-tuple, straight from the frame's bytes
@@ -812,6 +857,26 @@ fn fast_words(q: &FastMeta) -> [u64; 5] {
         v4(q.dst),
         (u64::from(q.sport) << 32) | (u64::from(q.dport) << 16) | u64::from(q.proto),
     ]
+}
+
+/// The last port the fast path looked up in this batch's tables, and its
+/// MAC (most frames of a batch leave by the same port; the tables do not
+/// change during a batch, so this is exactly [`Tables::port`]).
+#[derive(Default)]
+struct PortCache(Option<(PortId, MacAddr)>);
+
+impl PortCache {
+    #[inline(always)]
+    fn mac(&mut self, t: &Tables, id: PortId) -> Option<MacAddr> {
+        match self.0 {
+            Some((cached, mac)) if cached == id => Some(mac),
+            _ => {
+                let mac = t.port(id)?.mac;
+                self.0 = Some((id, mac));
+                Some(mac)
+            }
+        }
+    }
 }
 
 /// Frames ahead of the one being decided whose first line is prefetched:
@@ -836,11 +901,17 @@ impl Processor for Pipeline {
             .scratch
             .take()
             .unwrap_or_else(|| Box::new(Scratch::new()));
+        let table = self
+            .table
+            .take()
+            .unwrap_or_else(|| self.ct.table_arc().clone());
+        let counters = self.counters.clone();
+        // (A worker index past the table's shards finds nothing, fast or slow.)
+        let mine = table.view(self.worker).unwrap_or_default();
+        let mut ports = PortCache::default();
         let Scratch {
             metas,
-            fasts,
-            is_fast,
-            has_key,
+            parsed,
             words,
             hashes,
             cands,
@@ -859,16 +930,18 @@ impl Processor for Pipeline {
                 rx_packets += 1;
                 rx_bytes += f.len as u64;
                 let data = f.data();
+                let w = &mut words[i];
                 if let Some(q) = wire::parse_fast(data) {
-                    fasts[i] = q;
-                    is_fast[i] = true;
-                    words[i] = fast_words(&q);
+                    let k = fast_words(&q);
+                    (w[1], w[3], w[4]) = (k[1], k[3], k[4]);
+                    parsed[i] = PARSED_FAST;
+                    // The zero words as constants: the hash folds them away.
+                    hashes[i] = FlowKey::hash_words(&[0, k[1], 0, k[3], k[4]]);
                 } else {
-                    is_fast[i] = false;
                     metas[i] = wire::parse(data);
                     match &metas[i] {
                         Ok(m) if m.is_ip() => {
-                            words[i] = FlowKey {
+                            *w = FlowKey {
                                 src: m.src,
                                 dst: m.dst,
                                 sport: m.sport,
@@ -876,22 +949,22 @@ impl Processor for Pipeline {
                                 proto: m.proto,
                             }
                             .words();
+                            parsed[i] = PARSED_FULL_IP;
+                            hashes[i] = FlowKey::hash_words(w);
                         }
                         _ => {
-                            has_key[i] = false;
+                            parsed[i] = PARSED_FULL;
                             continue;
                         }
                     }
                 }
-                has_key[i] = true;
-                hashes[i] = FlowKey::hash_words(&words[i]);
-                self.ct.table().prefetch(self.worker, hashes[i]);
+                mine.prefetch(hashes[i]);
             }
             // Stage 1.5: the tag lines have had a stage to arrive; find each
             // frame's candidate slot and prefetch it.
             for i in 0..n {
-                cands[i] = if has_key[i] {
-                    self.ct.table().probe(self.worker, hashes[i])
+                cands[i] = if parsed[i] & 1 != 0 {
+                    mine.probe(hashes[i])
                 } else {
                     NO_SLOT
                 };
@@ -906,18 +979,21 @@ impl Processor for Pipeline {
                 let (Some(f), Some(v)) = (fc.get_mut(i), vc.get_mut(i)) else {
                     break;
                 };
-                let fast = if is_fast[i] {
-                    self.fast(tables, now_ns, f, &fasts[i], &words[i], cands[i])
-                } else {
-                    None
-                };
-                *v = match fast {
-                    Some(v) => v,
-                    None if is_fast[i] => {
-                        let meta = Ok(fasts[i].to_meta());
-                        self.slow(tables, now_ns, f, &meta, hashes[i])
+                // (A candidate of NO_SLOT is out of range: no fast read.)
+                if parsed[i] == PARSED_FAST {
+                    if let Some(port) = Pipeline::fast(
+                        &counters, tables, now_ns, mine, &mut ports, f, &words[i], cands[i],
+                    ) {
+                        *v = Verdict::Tx(port);
+                        tx_packets += 1;
+                        tx_bytes += f.len as u64;
+                        continue;
                     }
-                    None => self.slow(tables, now_ns, f, &metas[i], hashes[i]),
+                }
+                *v = if parsed[i] == PARSED_FAST {
+                    self.slow_fast(tables, now_ns, f, hashes[i])
+                } else {
+                    self.slow(tables, now_ns, f, &metas[i], hashes[i])
                 };
                 match *v {
                     Verdict::Tx(_) => {
@@ -925,17 +1001,17 @@ impl Processor for Pipeline {
                         tx_bytes += f.len as u64;
                     }
                     Verdict::Pass => passed += 1,
-                    Verdict::Drop(r) => self.counters.count_drop(r),
+                    Verdict::Drop(r) => counters.count_drop(r),
                 }
             }
         }
-        let c = &self.counters;
-        bump(&c.rx_packets, rx_packets);
-        bump(&c.rx_bytes, rx_bytes);
-        bump(&c.tx_packets, tx_packets);
-        bump(&c.tx_bytes, tx_bytes);
-        bump(&c.passed, passed);
+        bump(&counters.rx_packets, rx_packets);
+        bump(&counters.rx_bytes, rx_bytes);
+        bump(&counters.tx_packets, tx_packets);
+        bump(&counters.tx_bytes, tx_bytes);
+        bump(&counters.passed, passed);
         self.scratch = Some(sc);
+        self.table = Some(table);
         self.expire_due(now_ns);
     }
 
