@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
@@ -29,7 +30,7 @@ use crate::model::{
     OperParams,
 };
 use crate::rules::parse_proto;
-use crate::state::ControlState;
+use crate::state::{ControlState, RuleOp};
 
 /// The API's base path.
 pub const BASE: &str = "/netlox/v1";
@@ -279,9 +280,36 @@ fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {
 /// Sets the log level (`POST /config/params`); the daemon wires tracing's reload handle.
 pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// A rule request waiting to be applied ([`Api::commit`]).
+struct Queued {
+    id: u64,
+    op: RuleOp,
+    done: tokio::sync::oneshot::Sender<Result<(), RuleError>>,
+}
+
+/// Takes a request out of the queue if its handler goes away before anyone
+/// applied it (a request whose client is gone is not applied later).
+struct Dequeue<'a> {
+    queue: &'a StdMutex<Vec<Queued>>,
+    id: u64,
+}
+
+impl Drop for Dequeue<'_> {
+    fn drop(&mut self) {
+        lock(self.queue).retain(|q| q.id != self.id);
+    }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The API's shared state.
 pub struct Api {
     state: Mutex<ControlState>,
+    /// Rule requests waiting for the state lock, applied as one group.
+    queue: StdMutex<Vec<Queued>>,
+    next_id: AtomicU64,
     view: Arc<dyn DataplaneView>,
     token: Option<String>,
     log_level: StdMutex<String>,
@@ -302,6 +330,8 @@ impl Api {
     pub fn new(state: ControlState, view: Arc<dyn DataplaneView>) -> Api {
         Api {
             state: Mutex::new(state),
+            queue: StdMutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
             view,
             token: None,
             log_level: StdMutex::new("info".into()),
@@ -328,9 +358,48 @@ impl Api {
         &self.state
     }
 
+    /// How many rule requests are waiting to be applied.
+    pub fn queued(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
     /// The dataplane view.
     pub fn view(&self) -> &Arc<dyn DataplaneView> {
         &self.view
+    }
+
+    /// Apply one rule request (group commit): it queues, and whoever gets
+    /// the state lock next applies every queued request in arrival order —
+    /// each checked and accepted or refused on its own, as if alone — builds
+    /// and publishes one snapshot for all, and only then answers them. So a
+    /// request's answer still comes after its change is live and visible,
+    /// and a burst of requests costs one snapshot, not one each.
+    async fn commit(&self, op: RuleOp) -> Result<(), RuleError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, mut answer) = tokio::sync::oneshot::channel();
+        lock(&self.queue).push(Queued { id, op, done });
+        let _dequeue = Dequeue {
+            queue: &self.queue,
+            id,
+        };
+        tokio::select! {
+            biased;
+            res = &mut answer => return res.unwrap_or_else(|_| Err(gone())),
+            mut st = self.state.lock() => {
+                let jobs = std::mem::take(&mut *lock(&self.queue));
+                if !jobs.is_empty() {
+                    let (ops, answers): (Vec<RuleOp>, Vec<_>) =
+                        jobs.into_iter().map(|q| (q.op, q.done)).unzip();
+                    let results = st.apply_rule_ops(ops);
+                    for (a, r) in answers.into_iter().zip(results) {
+                        let _ = a.send(r);
+                    }
+                }
+            }
+        }
+        // Ours was in that group, or in one another request applied before
+        // we got the lock (its answer may still be on the way).
+        answer.await.unwrap_or_else(|_| Err(gone()))
     }
 
     async fn handle(&self, req: Request) -> Result<Response, ApiError> {
@@ -396,7 +465,7 @@ impl Api {
             Op::Liveness => Ok(success()),
             Op::LbPost => {
                 let valid = parse_body::<LbRule>(body)?.validate()?;
-                self.state.lock().await.post_rule(valid)?;
+                self.commit(RuleOp::Post(Box::new(valid))).await?;
                 Ok(success())
             }
             Op::LbAll => {
@@ -418,10 +487,8 @@ impl Api {
                 Ok(success())
             }
             Op::LbDelete => {
-                let key = delete_key(params, query)?;
-                let mut st = self.state.lock().await;
-                match key {
-                    Some(k) => st.delete_rule(&k)?,
+                match delete_key(params, query)? {
+                    Some(k) => self.commit(RuleOp::Delete(k)).await?,
                     None => return Err(RuleError::NoRule.into()),
                 }
                 Ok(success())
@@ -698,6 +765,12 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
 /// The router serving the whole API.
 pub fn router(api: Arc<Api>) -> Router {
     Router::new().fallback(dispatch).with_state(api)
+}
+
+/// The answer of a queued rule request that was lost (cannot happen while
+/// the API runs: the request stays queued until applied or withdrawn).
+fn gone() -> RuleError {
+    RuleError::Internal("the rule request was dropped before it was applied".into())
 }
 
 #[cfg(test)]

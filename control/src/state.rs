@@ -20,7 +20,7 @@ use std::sync::Arc;
 use xlb_dataplane::net::Ip16;
 use xlb_dataplane::tables::{
     BuildError, EndpointSpec, EndpointState, ServiceChange, ServiceKey, ServiceSpec, Tables,
-    TablesHandle, TablesSpec, MAX_ENDPOINTS_PER_SERVICE,
+    TablesHandle, TablesSpec, TablesUpdate, MAX_ENDPOINTS_PER_SERVICE,
 };
 
 use crate::env::{DataplaneView, NetEnv};
@@ -59,6 +59,22 @@ pub struct EndpointRow<'a> {
     pub bytes: u64,
 }
 
+/// One rule request of a group ([`ControlState::apply_rule_ops`]).
+#[derive(Debug, Clone)]
+pub enum RuleOp {
+    /// `POST /config/loadbalancer`.
+    Post(Box<ValidRule>),
+    /// `DELETE /config/loadbalancer/...` of one rule.
+    Delete(ServiceKey),
+}
+
+/// The snapshot a group of rule requests is building.
+struct Group {
+    update: TablesUpdate,
+    /// Whether any request of the group changed the tables.
+    changed: bool,
+}
+
 /// Probe entry name -> the rules whose monitored endpoints imply it (with how
 /// many endpoints each).
 type ProbeRefs = HashMap<String, BTreeMap<ServiceKey, u32>>;
@@ -78,6 +94,9 @@ pub struct ControlState {
     snat_addrs: Vec<IpAddr>,
     /// Inside [`ControlState::batch`]: commit without building.
     deferred: bool,
+    /// Inside [`ControlState::apply_rule_ops`]: the next snapshot, published
+    /// when the group ends.
+    group: Option<Group>,
     /// The snapshot before the current one: held here so that the last
     /// reference to a replaced snapshot is dropped by control, never by a
     /// worker in its packet loop.
@@ -127,6 +146,7 @@ impl ControlState {
             cistate,
             snat_addrs: Vec::new(),
             deferred: false,
+            group: None,
             retired: None,
         }
     }
@@ -178,15 +198,66 @@ impl ControlState {
         self.retired = Some(prev);
     }
 
+    /// Apply rule requests in order, each accepted or refused on its own
+    /// exactly as alone (checked against the state the earlier ones left),
+    /// and publish the accepted ones as one snapshot. Copying the snapshot is
+    /// the fixed cost of a table change, so the API applies every rule request
+    /// that queued up while the previous one was being built in one group.
+    /// Returns each request's outcome; nothing is published if none changed
+    /// the tables.
+    pub fn apply_rule_ops(&mut self, ops: Vec<RuleOp>) -> Vec<Result<(), RuleError>> {
+        if self.deferred {
+            return ops.into_iter().map(|op| self.apply_rule_op(op)).collect();
+        }
+        self.group = Some(Group {
+            update: self.handle.current().begin_update(),
+            changed: false,
+        });
+        let out = ops.into_iter().map(|op| self.apply_rule_op(op)).collect();
+        self.end_group();
+        out
+    }
+
+    fn apply_rule_op(&mut self, op: RuleOp) -> Result<(), RuleError> {
+        match op {
+            RuleOp::Post(r) => self.post_rule(*r),
+            RuleOp::Delete(k) => self.delete_rule(&k),
+        }
+    }
+
+    /// Publish what the group changed (if anything) and leave group mode.
+    fn end_group(&mut self) {
+        if let Some(g) = self.group.take() {
+            if g.changed {
+                self.publish(g.update.finish());
+            }
+        }
+    }
+
     /// Apply rule changes (`None` removes the rule): build the next snapshot
     /// from the current one, rebuilding only these rules, publish it, then
-    /// make the changes the state. Give each key once.
+    /// make the changes the state. Give each key once. In a group, a single
+    /// change goes into the group's snapshot; several end the group first
+    /// (they must be taken or refused together) and start a new one after.
     fn change_rules(
         &mut self,
         changes: Vec<(ServiceKey, Option<ValidRule>)>,
     ) -> Result<(), RuleError> {
+        if self.group.is_some() && changes.len() > 1 {
+            self.end_group();
+            let res = self.change_rules(changes);
+            self.group = Some(Group {
+                update: self.handle.current().begin_update(),
+                changed: false,
+            });
+            return res;
+        }
         if !self.deferred {
-            let current = self.handle.current();
+            let published = self.handle.current();
+            let current: &Tables = match &self.group {
+                Some(g) => g.update.tables(),
+                None => &published,
+            };
             let mut specs = Vec::with_capacity(changes.len());
             let mut addrs = Vec::new();
             for (key, rule) in &changes {
@@ -220,8 +291,19 @@ impl ControlState {
                 } else {
                     self.net.next_hops(&addrs)
                 };
-                let tables = current.update(&specs, &hops).map_err(build_error)?;
-                self.publish(tables);
+                match &mut self.group {
+                    Some(g) => {
+                        // One change (see above): taken whole or refused whole.
+                        for c in &specs {
+                            g.update.apply(c, &hops).map_err(build_error)?;
+                            g.changed = true;
+                        }
+                    }
+                    None => {
+                        let tables = published.update(&specs, &hops).map_err(build_error)?;
+                        self.publish(tables);
+                    }
+                }
             }
         }
         for (key, rule) in changes {

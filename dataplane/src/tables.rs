@@ -296,11 +296,26 @@ pub struct EndpointLoc {
     pub endpoint: u8,
 }
 
+/// Where the rules of one (VIP, protocol) are listed in [`Tables`]' index.
+///
+/// Plain data, so copying the index for the next snapshot is a flat copy:
+/// no allocation per VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VipSlot {
+    /// How many rules (at least 1).
+    len: u32,
+    /// `len == 1`: the rule's service index itself (the usual case: one rule
+    /// per VIP and protocol, found without a second memory access);
+    /// otherwise where its list starts in `Tables::vip_lists`.
+    at: u32,
+}
+
 /// An immutable snapshot of every table the workers need.
 ///
 /// Built services are shared (`Arc`) between snapshots: [`Tables::update`]
 /// rebuilds only the services that changed and copies the rest by pointer,
-/// so a change costs what it touches plus a flat copy of the small index maps.
+/// so a change costs what it touches plus a flat copy of the index tables
+/// (plain data, no allocation per rule).
 #[derive(Debug)]
 pub struct Tables {
     /// Increases by one on every publish.
@@ -309,8 +324,13 @@ pub struct Tables {
     /// the previous snapshot.
     pub services: Vec<Arc<Service>>,
     /// (vip, ip proto number) -> service indices on that VIP/protocol, sorted by
-    /// key (port_min, port_max, block).
-    by_vip: HashMap<(Ip16, u8), Vec<u32>>,
+    /// key (port_min, port_max, block): see [`VipSlot`].
+    by_vip: HashMap<(Ip16, u8), VipSlot>,
+    /// The lists of (VIP, protocol)s with more than one rule, back to back.
+    vip_lists: Vec<u32>,
+    /// Entries of `vip_lists` no slot uses any more (compacted once they
+    /// outnumber the used ones).
+    vip_garbage: usize,
     /// VIPs (any protocol), for ICMP echo and "VIP but no rule" drops.
     vips: HashMap<Ip16, ()>,
     /// Endpoint id -> location; `None` for ids not in use.
@@ -359,6 +379,8 @@ impl Tables {
             generation: 0,
             services: Vec::new(),
             by_vip: HashMap::new(),
+            vip_lists: Vec::new(),
+            vip_garbage: 0,
             vips: HashMap::new(),
             endpoint_locs: Vec::new(),
             next_hops: HashMap::new(),
@@ -497,13 +519,12 @@ impl Tables {
             vips.insert(svc.vip, ());
             services.push(Arc::new(svc));
         }
-        for list in by_vip.values_mut() {
-            list.sort_by_key(|&i| services[i as usize].spec.key);
-        }
-        Ok(Tables {
+        let mut t = Tables {
             generation: prev.generation + 1,
             services,
-            by_vip,
+            by_vip: HashMap::with_capacity(by_vip.len()),
+            vip_lists: Vec::new(),
+            vip_garbage: 0,
             vips,
             endpoint_locs,
             next_hops,
@@ -515,7 +536,12 @@ impl Tables {
             snat_spec: spec.snat_addrs,
             nat_ports,
             maglev_size,
-        })
+        };
+        for (vk, mut list) in by_vip {
+            list.sort_by_key(|&i| t.services[i as usize].spec.key);
+            t.set_vip_list(vk, &list);
+        }
+        Ok(t)
     }
 
     /// The snapshot after `changes` (removals first, then upserts in order;
@@ -530,45 +556,49 @@ impl Tables {
         changes: &[ServiceChange],
         new_next_hops: &[(IpAddr, NextHop)],
     ) -> Result<Tables, BuildError> {
-        let mut t = Tables {
-            generation: self.generation + 1,
-            services: self.services.clone(),
-            by_vip: self.by_vip.clone(),
-            vips: self.vips.clone(),
-            endpoint_locs: self.endpoint_locs.clone(),
-            next_hops: self.next_hops.clone(),
-            ports: self.ports.clone(),
-            port_index: self.port_index.clone(),
-            snat_addrs: self.snat_addrs.clone(),
-            snat_pool_v4: self.snat_pool_v4.clone(),
-            snat_pool_v6: self.snat_pool_v6.clone(),
-            snat_spec: self.snat_spec.clone(),
-            nat_ports: self.nat_ports,
-            maglev_size: self.maglev_size,
-        };
-        for (a, n) in new_next_hops {
-            t.next_hops.entry(Ip16::from(*a)).or_insert(*n);
-        }
-        let mut freed = Vec::new();
+        let mut u = self.begin_update();
         for c in changes {
-            if let ServiceChange::Remove(k) = c {
-                t.remove_service(k, &mut freed);
+            if let ServiceChange::Remove(_) = c {
+                u.apply(c, &[])?;
             }
         }
-        let mut next_free = 0usize;
         for c in changes {
-            if let ServiceChange::Upsert(s) = c {
-                t.upsert_service(s, &mut freed, &mut next_free)?;
+            if let ServiceChange::Upsert(_) = c {
+                u.apply(c, new_next_hops)?;
             }
         }
-        for id in freed {
-            if let Some(slot) = t.endpoint_locs.get_mut(id as usize) {
-                *slot = None;
-            }
-        }
-        Ok(t)
+        Ok(u.finish())
     }
 
+    /// Start the next snapshot from this one: apply changes one by one with
+    /// [`TablesUpdate::apply`] (each taken whole or refused whole), then
+    /// [`TablesUpdate::finish`]. Copying the snapshot is the fixed cost of a
+    /// step, so control applies every change waiting for the table lock in one
+    /// step.
+    pub fn begin_update(&self) -> TablesUpdate {
+        TablesUpdate {
+            t: Tables {
+                generation: self.generation + 1,
+                services: self.services.clone(),
+                by_vip: self.by_vip.clone(),
+                vip_lists: self.vip_lists.clone(),
+                vip_garbage: self.vip_garbage,
+                vips: self.vips.clone(),
+                endpoint_locs: self.endpoint_locs.clone(),
+                next_hops: self.next_hops.clone(),
+                ports: self.ports.clone(),
+                port_index: self.port_index.clone(),
+                snat_addrs: self.snat_addrs.clone(),
+                snat_pool_v4: self.snat_pool_v4.clone(),
+                snat_pool_v6: self.snat_pool_v6.clone(),
+                snat_spec: self.snat_spec.clone(),
+                nat_ports: self.nat_ports,
+                maglev_size: self.maglev_size,
+            },
+            freed: Vec::new(),
+            next_free: 0,
+        }
+    }
     /// Whether this snapshot is what [`Tables::build`] would make of `spec`
     /// (ignoring service order and generation): control skips a publish then.
     pub fn matches(&self, spec: &TablesSpec) -> bool {
@@ -610,11 +640,83 @@ impl Tables {
     /// The index of the service with this key.
     pub fn service_index(&self, key: &ServiceKey) -> Option<usize> {
         let v4 = key.vip.is_ipv4();
-        self.by_vip
-            .get(&(Ip16::from(key.vip), key.proto.ip_proto_for(v4)))?
+        let slot = self
+            .by_vip
+            .get(&(Ip16::from(key.vip), key.proto.ip_proto_for(v4)))?;
+        self.slot_list(slot)
             .iter()
             .map(|&i| i as usize)
             .find(|&i| self.services[i].spec.key == *key)
+    }
+
+    /// The service indices a VIP slot lists.
+    #[inline]
+    fn slot_list<'a>(&'a self, slot: &'a VipSlot) -> &'a [u32] {
+        if slot.len == 1 {
+            std::slice::from_ref(&slot.at)
+        } else {
+            let start = slot.at as usize;
+            self.vip_lists
+                .get(start..start + slot.len as usize)
+                .unwrap_or(&[])
+        }
+    }
+
+    /// The service indices on this (VIP, protocol), sorted by key.
+    fn vip_list(&self, vk: &(Ip16, u8)) -> &[u32] {
+        match self.by_vip.get(vk) {
+            Some(slot) => self.slot_list(slot),
+            None => &[],
+        }
+    }
+
+    /// Replace the list of this (VIP, protocol) (empty: no rule on it).
+    fn set_vip_list(&mut self, vk: (Ip16, u8), list: &[u32]) {
+        let old = match list {
+            [] => self.by_vip.remove(&vk),
+            [i] => self.by_vip.insert(vk, VipSlot { len: 1, at: *i }),
+            _ => {
+                let at = self.vip_lists.len() as u32;
+                self.vip_lists.extend_from_slice(list);
+                self.by_vip.insert(
+                    vk,
+                    VipSlot {
+                        len: list.len() as u32,
+                        at,
+                    },
+                )
+            }
+        };
+        if let Some(o) = old.filter(|o| o.len > 1) {
+            self.vip_garbage += o.len as usize;
+        }
+        if self.vip_garbage > 64 && self.vip_garbage * 2 > self.vip_lists.len() {
+            let mut lists = Vec::with_capacity(self.vip_lists.len() - self.vip_garbage);
+            for slot in self.by_vip.values_mut().filter(|s| s.len > 1) {
+                let start = slot.at as usize;
+                let at = lists.len() as u32;
+                lists.extend_from_slice(&self.vip_lists[start..start + slot.len as usize]);
+                slot.at = at;
+            }
+            self.vip_lists = lists;
+            self.vip_garbage = 0;
+        }
+    }
+
+    /// Rename service index `from` to `to` in the list of this (VIP, protocol).
+    fn renumber(&mut self, vk: &(Ip16, u8), from: u32, to: u32) {
+        let Some(slot) = self.by_vip.get_mut(vk) else {
+            return;
+        };
+        let list = if slot.len == 1 {
+            std::slice::from_mut(&mut slot.at)
+        } else {
+            let start = slot.at as usize;
+            &mut self.vip_lists[start..start + slot.len as usize]
+        };
+        for x in list.iter_mut().filter(|x| **x == from) {
+            *x = to;
+        }
     }
 
     fn remove_service(&mut self, key: &ServiceKey, freed: &mut Vec<EndpointId>) {
@@ -622,14 +724,17 @@ impl Tables {
             return;
         };
         let gone = self.services.swap_remove(i);
+        // Its ids keep their (stale) locations until the step finishes, so
+        // nothing in this step hands them out again.
         freed.extend(gone.endpoints.iter().map(|e| e.id));
         let vk = gone.vip_key();
-        if let Some(list) = self.by_vip.get_mut(&vk) {
-            list.retain(|&x| x as usize != i);
-            if list.is_empty() {
-                self.by_vip.remove(&vk);
-            }
-        }
+        let list: Vec<u32> = self
+            .vip_list(&vk)
+            .iter()
+            .copied()
+            .filter(|&x| x as usize != i)
+            .collect();
+        self.set_vip_list(vk, &list);
         let v4 = gone.vip.is_v4();
         let vip_in_use = [L4Proto::Tcp, L4Proto::Udp, L4Proto::Sctp, L4Proto::Icmp]
             .iter()
@@ -645,15 +750,13 @@ impl Tables {
             for (ei, e) in m.endpoints.iter().enumerate() {
                 set_loc(&mut self.endpoint_locs, e.id, i as u32, ei);
             }
-            if let Some(list) = self.by_vip.get_mut(&m.vip_key()) {
-                for x in list.iter_mut().filter(|x| **x == last) {
-                    *x = i as u32;
-                }
-            }
+            self.renumber(&m.vip_key(), last, i as u32);
             self.services[i] = Arc::new(m);
         }
     }
 
+    /// Add or replace one service. Everything that can fail is done before
+    /// the first change to `self`, so a refused upsert changes nothing.
     fn upsert_service(
         &mut self,
         s: &ServiceSpec,
@@ -664,22 +767,20 @@ impl Tables {
             return Err(BuildError::BadPortRange(s.spec_name()));
         }
         let existing = self.service_index(&s.key);
+        let vk = (
+            Ip16::from(s.key.vip),
+            s.key.proto.ip_proto_for(s.key.vip.is_ipv4()),
+        );
         if existing.is_none() {
-            let vk = (
-                Ip16::from(s.key.vip),
-                s.key.proto.ip_proto_for(s.key.vip.is_ipv4()),
-            );
-            if let Some(list) = self.by_vip.get(&vk) {
-                for &j in list {
-                    let other = self.services[j as usize].spec.key;
-                    if overlaps(&other, &s.key) || overlaps(&s.key, &other) {
-                        let (a, b) = if other < s.key {
-                            (other, s.key)
-                        } else {
-                            (s.key, other)
-                        };
-                        return Err(BuildError::OverlappingService(describe(&a), describe(&b)));
-                    }
+            for &j in self.vip_list(&vk) {
+                let other = self.services[j as usize].spec.key;
+                if overlaps(&other, &s.key) || overlaps(&s.key, &other) {
+                    let (a, b) = if other < s.key {
+                        (other, s.key)
+                    } else {
+                        (s.key, other)
+                    };
+                    return Err(BuildError::OverlappingService(describe(&a), describe(&b)));
                 }
             }
         }
@@ -689,14 +790,26 @@ impl Tables {
             return Ok(());
         }
         let index = existing.unwrap_or(self.services.len());
+        let mut fresh = *next_free;
         let mut ids = Vec::with_capacity(s.endpoints.len());
-        for (ei, e) in s.endpoints.iter().enumerate() {
+        for e in &s.endpoints {
             let id = match old.as_ref().and_then(|o| surviving_id(o, e)) {
                 Some(id) => id,
-                None => self.alloc_id(freed, next_free)?,
+                None => self.alloc_id(&mut fresh)?,
             };
-            set_loc(&mut self.endpoint_locs, id, index as u32, ei);
             ids.push(id);
+        }
+        let ctx = BuildCtx {
+            ports: &self.ports,
+            snat_spec: &self.snat_spec,
+            next_hops: &self.next_hops,
+            maglev_size: self.maglev_size,
+        };
+        let svc = build_service(s, index as u32, &ids, &ctx, old.as_deref())?;
+        // Accepted: from here on nothing fails.
+        *next_free = fresh;
+        for (ei, &id) in ids.iter().enumerate() {
+            set_loc(&mut self.endpoint_locs, id, index as u32, ei);
         }
         if let Some(o) = &old {
             freed.extend(
@@ -706,37 +819,27 @@ impl Tables {
                     .filter(|id| !ids.contains(id)),
             );
         }
-        let ctx = BuildCtx {
-            ports: &self.ports,
-            snat_spec: &self.snat_spec,
-            next_hops: &self.next_hops,
-            maglev_size: self.maglev_size,
-        };
-        let svc = build_service(s, index as u32, &ids, &ctx, old.as_deref())?;
         for e in &svc.endpoints {
             add_snat(&mut self.snat_addrs, e.snat_addr);
         }
         match existing {
             Some(i) => self.services[i] = Arc::new(svc),
             None => {
-                let vk = svc.vip_key();
                 self.vips.insert(svc.vip, ());
                 self.services.push(Arc::new(svc));
-                let services = &self.services;
-                let list = self.by_vip.entry(vk).or_insert_with(Vec::new);
+                let mut list = self.vip_list(&vk).to_vec();
                 list.push(index as u32);
-                list.sort_by_key(|&i| services[i as usize].spec.key);
+                list.sort_by_key(|&i| self.services[i as usize].spec.key);
+                self.set_vip_list(vk, &list);
             }
         }
         Ok(())
     }
 
-    /// The lowest id that is free and was not freed in this step.
-    fn alloc_id(
-        &mut self,
-        freed: &[EndpointId],
-        next_free: &mut usize,
-    ) -> Result<EndpointId, BuildError> {
+    /// The lowest id from `*next_free` on that is free. Ids freed in the
+    /// current step still have their location then (it is cleared when the
+    /// step finishes), so they are not handed out again in it.
+    fn alloc_id(&self, next_free: &mut usize) -> Result<EndpointId, BuildError> {
         loop {
             if *next_free >= MAX_ENDPOINT_IDS {
                 return Err(BuildError::TooManyEndpoints);
@@ -747,7 +850,7 @@ impl Tables {
                 .endpoint_locs
                 .get(id as usize)
                 .is_some_and(|l| l.is_some());
-            if !taken && !freed.contains(&id) {
+            if !taken {
                 return Ok(id);
             }
         }
@@ -756,10 +859,10 @@ impl Tables {
     /// The service for a packet to `vip`/`ip_proto`/`port`, if any. For ICMP pass port 0.
     #[inline]
     pub fn lookup(&self, vip: Ip16, ip_proto: u8, port: u16) -> Option<&Service> {
-        let list = self.by_vip.get(&(vip, ip_proto))?;
+        let slot = self.by_vip.get(&(vip, ip_proto))?;
         // Lists are short (usually one rule per VIP/protocol); the first range that
         // covers the port wins (ranges of one block never overlap).
-        for &i in list {
+        for &i in self.slot_list(slot) {
             let s: &Service = &self.services[i as usize];
             if s.spec.key.port_min <= port && port <= s.spec.key.port_max {
                 return Some(s);
@@ -824,6 +927,71 @@ impl Tables {
     /// Every VIP with its services, for the XDP program's steering map.
     pub fn vips(&self) -> impl Iterator<Item = Ip16> + '_ {
         self.vips.keys().copied()
+    }
+}
+
+/// The next snapshot while it is being changed ([`Tables::begin_update`]).
+#[derive(Debug)]
+pub struct TablesUpdate {
+    t: Tables,
+    /// Ids freed in this step: they keep their (stale) locations until
+    /// [`TablesUpdate::finish`], so this step never hands them out again
+    /// (a connection tracked to one must not land on another endpoint).
+    freed: Vec<EndpointId>,
+    /// Lowest id the next allocation of this step may take.
+    next_free: usize,
+}
+
+impl TablesUpdate {
+    /// The snapshot as changed so far (to check keys and known next hops
+    /// against; its endpoint locations are only complete after `finish`).
+    pub fn tables(&self) -> &Tables {
+        &self.t
+    }
+
+    /// Apply one change, whole or not at all: on error nothing of it is
+    /// applied and the changes applied before stay. `new_next_hops` as in
+    /// [`Tables::update`]; they are kept only if the change is accepted.
+    pub fn apply(
+        &mut self,
+        change: &ServiceChange,
+        new_next_hops: &[(IpAddr, NextHop)],
+    ) -> Result<(), BuildError> {
+        match change {
+            ServiceChange::Remove(k) => {
+                self.t.remove_service(k, &mut self.freed);
+                Ok(())
+            }
+            ServiceChange::Upsert(s) => {
+                let mut added = Vec::new();
+                for (a, n) in new_next_hops {
+                    let a = Ip16::from(*a);
+                    if let hashbrown::hash_map::Entry::Vacant(v) = self.t.next_hops.entry(a) {
+                        v.insert(*n);
+                        added.push(a);
+                    }
+                }
+                let res = self
+                    .t
+                    .upsert_service(s, &mut self.freed, &mut self.next_free);
+                if res.is_err() {
+                    for a in added {
+                        self.t.next_hops.remove(&a);
+                    }
+                }
+                res
+            }
+        }
+    }
+
+    /// The finished snapshot (generation one above the one it started from).
+    pub fn finish(mut self) -> Tables {
+        for id in self.freed {
+            if let Some(slot) = self.t.endpoint_locs.get_mut(id as usize) {
+                *slot = None;
+            }
+        }
+        self.t
     }
 }
 
@@ -1355,8 +1523,29 @@ mod tests {
             "no stale ids"
         );
         assert_eq!(
-            t.by_vip.values().map(Vec::len).sum::<usize>(),
+            t.by_vip.values().map(|v| v.len as usize).sum::<usize>(),
             t.services.len()
+        );
+        for (vk, slot) in &t.by_vip {
+            let list = t.slot_list(slot);
+            assert_eq!(list.len(), slot.len as usize, "list in bounds");
+            assert!(list
+                .iter()
+                .all(|&i| t.services[i as usize].vip_key() == *vk));
+            assert!(list
+                .windows(2)
+                .all(|w| t.services[w[0] as usize].spec.key < t.services[w[1] as usize].spec.key));
+        }
+        let shared: usize = t
+            .by_vip
+            .values()
+            .filter(|v| v.len > 1)
+            .map(|v| v.len as usize)
+            .sum();
+        assert_eq!(
+            t.vip_lists.len() - t.vip_garbage,
+            shared,
+            "garbage counted right"
         );
         assert_eq!(
             t.vips.len(),
@@ -1443,6 +1632,50 @@ mod tests {
             .expect_err("overlap");
         assert!(matches!(err, BuildError::OverlappingService(..)), "{err}");
         assert_consistent(&t2);
+    }
+
+    #[test]
+    fn many_rules_on_one_vip_survive_churn_of_their_list() {
+        // 200 ports on one VIP: every add/remove rewrites the VIP's list, so
+        // the list storage is compacted many times along the way.
+        let spec = TablesSpec {
+            services: (0..200)
+                .map(|p| svc("10.0.0.1", 1000 + p, 1000 + p, vec![ep("10.1.0.1", 0, 1)]))
+                .collect(),
+            ..Default::default()
+        };
+        let mut t = Tables::build(spec, &Tables::empty()).expect("valid");
+        assert_consistent(&t);
+        for round in 0..300u16 {
+            let gone = 1000 + (round * 7) % 200;
+            let key = t.services[t
+                .lookup(
+                    Ip16::from("10.0.0.1".parse::<IpAddr>().expect("ip")),
+                    6,
+                    gone,
+                )
+                .expect("present")
+                .index as usize]
+                .spec
+                .key;
+            t = t
+                .update(&[ServiceChange::Remove(key)], &[])
+                .expect("remove");
+            assert!(t.lookup(key.vip.into(), 6, gone).is_none());
+            t = t
+                .update(
+                    &[ServiceChange::Upsert(svc(
+                        "10.0.0.1",
+                        gone,
+                        gone,
+                        vec![ep("10.1.0.2", 0, 1)],
+                    ))],
+                    &[],
+                )
+                .expect("add back");
+            assert_consistent(&t);
+        }
+        assert!(t.vip_lists.len() <= 2 * 200 + 64, "garbage is collected");
     }
 
     #[test]
@@ -1540,6 +1773,105 @@ mod tests {
                             }
                             t = u;
                             model = next;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    mod prop_apply {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        /// (vip, port_min, port_max, remove?, endpoints (addr, port)).
+        type Change = (u8, u16, u16, bool, Vec<(u8, u16)>);
+
+        fn change() -> impl Strategy<Value = Change> {
+            (
+                0u8..3,
+                prop_oneof![Just(80u16), Just(81), Just(1000)],
+                prop_oneof![Just(0u16), Just(85), Just(1005)],
+                any::<bool>(),
+                proptest::collection::vec((0u8..5, prop_oneof![Just(0u16), Just(80)]), 0..4),
+            )
+        }
+
+        fn to_change(c: &Change) -> ServiceChange {
+            let (vip, pmin, pmax, remove, eps) = c;
+            let mut s = svc(&format!("10.0.0.{vip}"), *pmin, (*pmin).max(*pmax), vec![]);
+            if *remove {
+                return ServiceChange::Remove(s.key);
+            }
+            s.sel = if eps.len() % 2 == 0 {
+                Selection::Hash
+            } else {
+                Selection::RoundRobin
+            };
+            s.endpoints = eps
+                .iter()
+                .map(|&(a, p)| ep(&format!("10.1.0.{a}"), p, 1))
+                .collect();
+            ServiceChange::Upsert(s)
+        }
+
+        proptest! {
+            /// A step of single changes (a group commit): each change is taken
+            /// or refused on its own — exactly when a full build of the rules
+            /// so far plus it would take it — a refused one leaves the working
+            /// snapshot as it was, and the finished snapshot equals a full
+            /// build, with no id of the step's start reused for another endpoint.
+            #[test]
+            fn applied_changes_are_each_whole_or_nothing(
+                start in proptest::collection::vec(change(), 0..6),
+                step in proptest::collection::vec(change(), 1..12),
+            ) {
+                let size = 251;
+                let mut model: BTreeMap<ServiceKey, ServiceSpec> = BTreeMap::new();
+                let mut t0 = Tables::build(TablesSpec { maglev_size: size, ..Default::default() }, &Tables::empty()).expect("empty");
+                for c in &start {
+                    if let Ok(t) = t0.update(&[to_change(c)], &[]) {
+                        t0 = t;
+                    }
+                }
+                for s in &t0.services {
+                    model.insert(s.spec.key, s.spec.clone());
+                }
+                let spec_of = |m: &BTreeMap<ServiceKey, ServiceSpec>| TablesSpec {
+                    services: m.values().cloned().collect(),
+                    maglev_size: size,
+                    ..Default::default()
+                };
+                let mut u = t0.begin_update();
+                for c in &step {
+                    let c = to_change(c);
+                    let mut next = model.clone();
+                    match &c {
+                        ServiceChange::Remove(k) => { next.remove(k); }
+                        ServiceChange::Upsert(s) => { next.insert(s.key, s.clone()); }
+                    }
+                    let full_ok = Tables::build(spec_of(&next), &t0).is_ok();
+                    match u.apply(&c, &[]) {
+                        Ok(()) => {
+                            prop_assert!(full_ok, "apply took what a full build refuses: {:?}", c);
+                            model = next;
+                        }
+                        Err(_) => prop_assert!(!full_ok, "apply refused what a full build takes: {:?}", c),
+                    }
+                    prop_assert!(u.tables().matches(&spec_of(&model)), "working snapshot is the accepted rules");
+                }
+                let t = u.finish();
+                assert_consistent(&t);
+                prop_assert_eq!(t.generation, t0.generation + 1);
+                prop_assert!(t.matches(&spec_of(&model)));
+                for s in t.services.iter() {
+                    for e in &s.endpoints {
+                        if let Some((os, oe)) = t0.endpoint(e.id) {
+                            prop_assert!(
+                                os.spec.key == s.spec.key && oe.addr == e.addr && oe.port == e.port,
+                                "id {} moved to another endpoint within one step", e.id
+                            );
                         }
                     }
                 }
