@@ -47,9 +47,9 @@ pub const BACKENDS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(10, 98, 1, 12),
     Ipv4Addr::new(10, 98, 1, 13),
 ];
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
-const LB_FRONT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
-const LB_BACK: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 1);
+pub(crate) const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+pub(crate) const LB_FRONT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+pub(crate) const LB_BACK: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 1);
 const SINK: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 2);
 
 /// A contender.
@@ -221,15 +221,15 @@ pub struct BenchReport {
 
 // ---------------------------------------------------------------- topology
 
-struct Topo {
-    lab: Lab,
-    cl: String,
-    lb: String,
-    be: String,
-    c0: String,
-    l0: String,
-    l1: String,
-    b0: String,
+pub(crate) struct Topo {
+    pub(crate) lab: Lab,
+    pub(crate) cl: String,
+    pub(crate) lb: String,
+    pub(crate) be: String,
+    pub(crate) c0: String,
+    pub(crate) l0: String,
+    pub(crate) l1: String,
+    pub(crate) b0: String,
 }
 
 /// Threaded NAPI on `iface` in `ns`, its kthread pinned to `cpu` (and
@@ -267,8 +267,9 @@ fn thread_napi(ns: &str, iface: &str, cpu: usize, nice: Option<i32>) -> Result<V
     Ok(pids)
 }
 
-fn build_topology() -> Result<Topo> {
-    let mut lab = Lab::new("b")?;
+/// The client — balancer — backends topology, its namespaces tagged `what`.
+pub(crate) fn build_topology(what: &str) -> Result<Topo> {
+    let mut lab = Lab::new(what)?;
     let cl = lab.ns("cl")?;
     let lb = lab.ns("lb")?;
     let be = lab.ns("be")?;
@@ -748,7 +749,7 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
     let t0 = Instant::now();
     let load0 = loadavg();
     let autogroup = o.nice.is_some_and(lab::own_autogroup);
-    let topo = build_topology()?;
+    let topo = build_topology("b")?;
     if o.threaded_napi {
         thread_napi(&topo.lb, &topo.l0, o.lb_cpu, o.nice)?;
         thread_napi(&topo.be, &topo.b0, o.rx_cpu, o.nice)?;
