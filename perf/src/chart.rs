@@ -178,6 +178,7 @@ pub fn tcp_bars(r: &crate::tcp::TcpReport, path: &Path) -> Result<()> {
                     String::new()
                 }
             })
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(err)?;
@@ -211,17 +212,14 @@ pub fn tcp_bars(r: &crate::tcp::TcpReport, path: &Path) -> Result<()> {
 
 /// Latency CDFs, one line per series: (label, [(µs, fraction 0..1)]); the
 /// x axis is logarithmic.
-pub fn latency_cdf(series: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
+pub fn latency_cdf(title: &str, series: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<()> {
     let pts = || series.iter().flat_map(|s| s.1.iter());
     let xmin = pts().map(|p| p.0).fold(f64::INFINITY, f64::min).max(1.0);
     let xmax = pts().map(|p| p.0).fold(0.0f64, f64::max).max(xmin * 10.0);
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Request latency CDF at a fixed moderate rate (wrk, keep-alive)",
-            ("sans-serif", 20),
-        )
+        .caption(title, ("sans-serif", 20))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
@@ -230,6 +228,7 @@ pub fn latency_cdf(series: &[(String, Vec<(f64, f64)>)], path: &Path) -> Result<
     chart
         .configure_mesh()
         .x_desc("latency, µs (log scale)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("fraction of requests ≤ x")
         .label_style(("sans-serif", 13))
         .draw()

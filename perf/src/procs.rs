@@ -339,6 +339,33 @@ pub fn loadavg() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// "N CPUs (model), kernel K, M GiB": the machine, for reports.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|x| x.1.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{n} CPUs ({model}), {mem_gib:.0} GiB, kernel {}",
+        kernel.trim()
+    )
+}
+
 /// A short text for reports: "client cpu[0] 98 %; backends cpu[1] 40 %; …".
 pub fn placement_text(uses: &[ProcUse], cpus: &[CpuShare]) -> String {
     let mut s: Vec<String> = uses

@@ -340,6 +340,7 @@ pub fn xlb_tcp_lbconfig(mode: u8) -> String {
 /// Start `xlb run` in `ns` on `ifaces` with `lbconfig` (loxilb JSON) in a
 /// fresh config directory under `dir`, the whole process pinned to `cpu`
 /// (its worker with `--cores`), plus `extra` arguments; wait for its API.
+#[allow(clippy::too_many_arguments)] // each is a distinct knob of `xlb run`
 pub(crate) fn start_xlb(
     bin: &Path,
     ns: &str,
@@ -762,7 +763,11 @@ pub fn run(o: &TcpOpts, command: &str) -> Result<TcpReport> {
     )?;
     crate::chart::tcp_bars(&report, &o.out.join("tcp.svg"))?;
     crate::chart::to_png(&o.out.join("tcp.svg"));
-    crate::chart::latency_cdf(&cdf_series(&report), &o.out.join("latency-cdf.svg"))?;
+    crate::chart::latency_cdf(
+        "TCP request latency CDF at a fixed moderate rate (wrk, keep-alive)",
+        &cdf_series(&report),
+        &o.out.join("latency-cdf.svg"),
+    )?;
     crate::chart::to_png(&o.out.join("latency-cdf.svg"));
     Ok(report)
 }

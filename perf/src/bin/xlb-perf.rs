@@ -39,6 +39,9 @@ enum Cmd {
         /// CI smoke: one short repetition of everything.
         #[arg(long)]
         quick: bool,
+        /// UDP: packets/s of the paced latency runs (0 = skip them).
+        #[arg(long, default_value_t = 50_000)]
+        lat_rate: u64,
         /// Suites to run (comma list).
         #[arg(
             long,
@@ -143,6 +146,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Bench {
             quick,
+            lat_rate,
             suites,
             tcp_contenders,
             tcp_secs,
@@ -186,14 +190,21 @@ fn main() -> Result<()> {
                 nice: (nice != 0).then_some(nice),
                 threaded_napi,
                 out: out.clone(),
+                lat_rate: (lat_rate > 0).then_some(lat_rate),
                 verbose: !quiet,
             };
             if nice != 0 {
                 xlb_perf::lab::own_autogroup(nice);
             }
+            let load0 = xlb_perf::procs::loadavg();
+            // The headline tables of every suite, for summary.md.
+            let mut heads = Vec::new();
+            let head = |md: &str| md.split("\n## Runs").next().unwrap_or("").to_string();
             if suites.contains(&Suite::Udp) {
                 let r = bench::run(&o, &command)?;
-                print!("{}", bench::markdown(&r));
+                let md = bench::markdown(&r);
+                print!("{md}");
+                heads.push(head(&md));
             }
             if suites.contains(&Suite::Tcp) {
                 let t = TcpOpts {
@@ -212,7 +223,9 @@ fn main() -> Result<()> {
                     verbose: !quiet,
                 };
                 let r = tcp::run(&t, &command)?;
-                print!("{}", tcp::markdown(&r, &t));
+                let md = tcp::markdown(&r, &t);
+                print!("{md}");
+                heads.push(head(&md));
             }
             if suites.contains(&Suite::Flows) {
                 let many = many_flows.unwrap_or(if quick { 50_000 } else { 1_000_000 });
@@ -234,9 +247,24 @@ fn main() -> Result<()> {
                     verbose: !quiet,
                 };
                 let r = flows::run(&f, &command)?;
-                print!("{}", flows::markdown(&r, &f));
+                let md = flows::markdown(&r, &f);
+                print!("{md}");
+                heads.push(head(&md));
             }
-            eprintln!("xlb-perf bench took {:.0} s", t0.elapsed().as_secs_f64());
+            let took = t0.elapsed().as_secs_f64();
+            let summary = format!(
+                "# xlb-perf bench: summary\n\n- command: `{command}`\n- machine: {}\n- load average (1 min) at start / end: {load0:.2} / {:.2}\n- whole run: {took:.0} s\n\nThe files next to this one have every run, with where each process and softirq ran.\n\n{}",
+                xlb_perf::procs::machine(),
+                xlb_perf::procs::loadavg(),
+                heads
+                    .iter()
+                    .map(|h| h.replacen("# ", "## ", 1))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("summary.md"), summary)?;
+            eprintln!("xlb-perf bench took {took:.0} s");
         }
     }
     Ok(())
