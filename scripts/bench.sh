@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark (issue 6): UDP 64 B / 1024 flows through xlb, a
-# minimal AF_XDP forwarder and nftables DNAT on one namespaced topology.
-# Writes perf/results/udp64-1024flows.{md,json,svg,png}. Namespaces are
-# pid-tagged and removed by the harness (also on failure).
-# Usage: sudo scripts/bench.sh [--quick] [xlb-perf bench options...]
+# Side-by-side benchmark (issue 6) on one namespaced topology, every
+# contender on the same core placement:
+#   udp:   UDP 64 B / 1024 flows: xlb, a minimal AF_XDP forwarder, nftables DNAT
+#   tcp:   wrk against nginx backends: conn/s, req/s and latency at a fixed rate,
+#          direct / xlb full NAT / xlb DNAT / nftables / HAProxy / nginx stream
+#   flows: 1M tracked flows, and a SYN flood next to established flows (xlb daemon)
+# Writes perf/results/{summary,udp64-1024flows,tcp,flows}.md (+ JSON, SVG, PNG).
+# Namespaces are pid-tagged; processes and namespaces are removed by the
+# harness (also on failure and Ctrl-C). About 10 minutes on 2 cores.
+# Usage: sudo scripts/bench.sh [--quick] [--suites udp,tcp,flows] [xlb-perf bench options...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -11,6 +16,6 @@ if [[ $(id -u) -ne 0 ]]; then
   echo "xlb: the benchmark creates network namespaces and attaches XDP: run as root" >&2
   exit 1
 fi
-cargo build -q -p xlb-perf --release
+cargo build -q --release --locked -p xlb-perf -p xlb-control
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-exec target/release/xlb-perf bench "$@"
+exec target/release/xlb-perf bench --xlb-bin target/release/xlb "$@"

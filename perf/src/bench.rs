@@ -47,9 +47,9 @@ pub const BACKENDS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(10, 98, 1, 12),
     Ipv4Addr::new(10, 98, 1, 13),
 ];
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
-const LB_FRONT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
-const LB_BACK: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 1);
+pub(crate) const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+pub(crate) const LB_FRONT: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+pub(crate) const LB_BACK: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 1);
 const SINK: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 2);
 
 /// A contender.
@@ -113,6 +113,9 @@ pub struct BenchOpts {
     pub nice: Option<i32>,
     /// Output directory (Markdown, JSON, SVG, PNG).
     pub out: std::path::PathBuf,
+    /// After the max-rate runs, one run per contender and repetition at this
+    /// fixed rate (packets/s) for latency (`None` = skip).
+    pub lat_rate: Option<u64>,
     /// Print progress.
     pub verbose: bool,
 }
@@ -124,6 +127,8 @@ pub struct RunResult {
     pub contender: Contender,
     /// Repetition (0-based).
     pub rep: u32,
+    /// Paced at this rate for latency (`None`: as fast as possible).
+    pub paced_pps: Option<u64>,
     /// Offered Mpps (generator).
     pub offered_mpps: f64,
     /// Delivered Mpps (stamped packets at the backends / generator run time).
@@ -198,6 +203,12 @@ pub struct ContenderSummary {
     pub ratio_to_xlb: Option<f64>,
     /// xlb's median delivered ÷ this contender's.
     pub xlb_over_this: Option<f64>,
+    /// Paced runs: median p50 latency (µs).
+    pub lat_p50_us: f64,
+    /// Paced runs: median p99 latency (µs).
+    pub lat_p99_us: f64,
+    /// Paced runs: median loss.
+    pub lat_loss: f64,
 }
 
 /// Everything a bench run produced.
@@ -221,15 +232,15 @@ pub struct BenchReport {
 
 // ---------------------------------------------------------------- topology
 
-struct Topo {
-    lab: Lab,
-    cl: String,
-    lb: String,
-    be: String,
-    c0: String,
-    l0: String,
-    l1: String,
-    b0: String,
+pub(crate) struct Topo {
+    pub(crate) lab: Lab,
+    pub(crate) cl: String,
+    pub(crate) lb: String,
+    pub(crate) be: String,
+    pub(crate) c0: String,
+    pub(crate) l0: String,
+    pub(crate) l1: String,
+    pub(crate) b0: String,
 }
 
 /// Threaded NAPI on `iface` in `ns`, its kthread pinned to `cpu` (and
@@ -267,8 +278,9 @@ fn thread_napi(ns: &str, iface: &str, cpu: usize, nice: Option<i32>) -> Result<V
     Ok(pids)
 }
 
-fn build_topology() -> Result<Topo> {
-    let mut lab = Lab::new("b")?;
+/// The client — balancer — backends topology, its namespaces tagged `what`.
+pub(crate) fn build_topology(what: &str) -> Result<Topo> {
+    let mut lab = Lab::new(what)?;
     let cl = lab.ns("cl")?;
     let lb = lab.ns("lb")?;
     let be = lab.ns("be")?;
@@ -644,7 +656,13 @@ fn worker_cpus() -> Vec<i32> {
 
 // ---------------------------------------------------------------- runs
 
-fn one_run(t: &Topo, o: &BenchOpts, which: Contender, rep: u32) -> Result<RunResult> {
+fn one_run(
+    t: &Topo,
+    o: &BenchOpts,
+    which: Contender,
+    rep: u32,
+    paced: Option<u64>,
+) -> Result<RunResult> {
     let load = loadavg();
     let mut xsk = None;
     match which {
@@ -667,6 +685,7 @@ fn one_run(t: &Topo, o: &BenchOpts, which: Contender, rep: u32) -> Result<RunRes
     tx.flows = o.flows;
     tx.duration = Duration::from_secs_f64(o.secs);
     tx.count = 200_000_000;
+    tx.rate = paced;
     tx.cpus = vec![o.gen_cpu];
     tx.nice = o.nice;
     let mut rx = RxOpts::new(&t.b0);
@@ -720,6 +739,7 @@ fn one_run(t: &Topo, o: &BenchOpts, which: Contender, rep: u32) -> Result<RunRes
     Ok(RunResult {
         contender: which,
         rep,
+        paced_pps: paced,
         offered_mpps: txs.pps / 1e6,
         delivered_mpps: rxs.pps / 1e6,
         loss: loss.loss_ratio(),
@@ -748,7 +768,7 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
     let t0 = Instant::now();
     let load0 = loadavg();
     let autogroup = o.nice.is_some_and(lab::own_autogroup);
-    let topo = build_topology()?;
+    let topo = build_topology("b")?;
     if o.threaded_napi {
         thread_napi(&topo.lb, &topo.l0, o.lb_cpu, o.nice)?;
         thread_napi(&topo.be, &topo.b0, o.rx_cpu, o.nice)?;
@@ -762,8 +782,8 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             if o.verbose {
                 eprintln!("rep {}/{}: {}", rep + 1, o.reps, c.label());
             }
-            let r =
-                one_run(&topo, o, c, rep).with_context(|| format!("{} rep {rep}", c.short()))?;
+            let r = one_run(&topo, o, c, rep, None)
+                .with_context(|| format!("{} rep {rep}", c.short()))?;
             if o.verbose {
                 eprintln!(
                     "  offered {:.3} Mpps, delivered {:.3} Mpps, loss {:.1} %, p50 {:.0} us, gen cpu {:?}, rx cpu {:?}, workers {:?}, NET_RX softirqs/cpu {:?}",
@@ -780,13 +800,44 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             runs.push(r);
         }
     }
+    if let Some(rate) = o.lat_rate {
+        for rep in 0..o.reps {
+            for &c in &o.contenders {
+                if lab::interrupted() {
+                    bail!("interrupted; namespaces removed");
+                }
+                let r = one_run(&topo, o, c, rep, Some(rate))
+                    .with_context(|| format!("{} paced rep {rep}", c.short()))?;
+                if o.verbose {
+                    eprintln!(
+                        "  {} at {rate} pps: loss {:.2} %, p50 {:.0} us, p99 {:.0} us",
+                        c.short(),
+                        100.0 * r.loss,
+                        r.p50_us,
+                        r.p99_us
+                    );
+                }
+                runs.push(r);
+            }
+        }
+    }
     drop(topo.lab);
     if lab::interrupted() {
         bail!("interrupted; namespaces removed, no report written");
     }
     let mut summary = Vec::new();
     for &c in &o.contenders {
-        let mine: Vec<&RunResult> = runs.iter().filter(|r| r.contender == c).collect();
+        let mine: Vec<&RunResult> = runs
+            .iter()
+            .filter(|r| r.contender == c && r.paced_pps.is_none())
+            .collect();
+        let paced: Vec<&RunResult> = runs
+            .iter()
+            .filter(|r| r.contender == c && r.paced_pps.is_some())
+            .collect();
+        let pm = |g: fn(&RunResult) -> f64| {
+            spread(&paced.iter().map(|r| g(r)).collect::<Vec<_>>()).median
+        };
         let off: Vec<f64> = mine.iter().map(|r| r.offered_mpps).collect();
         let del: Vec<f64> = mine.iter().map(|r| r.delivered_mpps).collect();
         let loss: Vec<f64> = mine.iter().map(|r| r.loss).collect();
@@ -797,6 +848,9 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             loss: spread(&loss).median,
             ratio_to_xlb: None,
             xlb_over_this: None,
+            lat_p50_us: pm(|r| r.p50_us),
+            lat_p99_us: pm(|r| r.p99_us),
+            lat_loss: pm(|r| r.loss),
         });
     }
     if let Some(x) = summary
@@ -877,12 +931,25 @@ pub fn markdown(r: &BenchReport) -> String {
             o(c.xlb_over_this)
         );
     }
-    s += "\n## Runs\n\n| rep | contender | offered | delivered | loss | reordered | bad csum | p50 µs | p99 µs | gen cpu | rx cpu | worker cpu | NET_RX softirqs per cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    if let Some(rate) = r.runs.iter().find_map(|x| x.paced_pps) {
+        s += &format!("\n## Latency at a fixed rate ({rate} packets/s)\n\nGenerator TX stamp to receiver RX, through each contender; median over repetitions. CDF: `udp-latency-cdf.svg`.\n\n| contender | loss | p50 µs | p99 µs |\n|---|---|---|---|\n");
+        for c in &r.summary {
+            s += &format!(
+                "| {} | {:.2} % | {:.0} | {:.0} |\n",
+                c.contender.label(),
+                100.0 * c.lat_loss,
+                c.lat_p50_us,
+                c.lat_p99_us
+            );
+        }
+    }
+    s += "\n## Runs\n\n| rep | contender | paced pps | offered | delivered | loss | reordered | bad csum | p50 µs | p99 µs | gen cpu | rx cpu | worker cpu | NET_RX softirqs per cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for x in &r.runs {
         s += &format!(
-            "| {} | {} | {:.3} | {:.3} | {:.1} % | {} | {} | {:.0} | {:.0} | {:?} | {:?} | {:?} | {:?} | {:.2} |\n",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.1} % | {} | {} | {:.0} | {:.0} | {:?} | {:?} | {:?} | {:?} | {:.2} |\n",
             x.rep + 1,
             x.contender.short(),
+            x.paced_pps.map_or("max".to_string(), |p| p.to_string()),
             x.offered_mpps,
             x.delivered_mpps,
             100.0 * x.loss,
@@ -910,6 +977,35 @@ fn write_outputs(o: &BenchOpts, r: &BenchReport) -> Result<()> {
     )?;
     let svg = base.with_extension("svg");
     crate::chart::bars(r, &svg)?;
+    if r.runs.iter().any(|x| x.paced_pps.is_some()) {
+        let series: Vec<(String, Vec<(f64, f64)>)> = r
+            .summary
+            .iter()
+            .filter_map(|c| {
+                let mut v: Vec<&RunResult> = r
+                    .runs
+                    .iter()
+                    .filter(|x| x.contender == c.contender && x.paced_pps.is_some())
+                    .collect();
+                v.sort_by(|a, b| a.p50_us.total_cmp(&b.p50_us));
+                let m = v.get(v.len() / 2)?;
+                let cdf = &m.pktgen.rx.as_ref()?.latency_cdf;
+                Some((
+                    c.contender.label().to_string(),
+                    cdf.iter()
+                        .map(|(p, ns)| (*ns as f64 / 1e3, p / 100.0))
+                        .collect(),
+                ))
+            })
+            .collect();
+        let f = o.out.join("udp-latency-cdf.svg");
+        crate::chart::latency_cdf(
+            "UDP 64 B latency CDF at a fixed rate (xlb-pktgen stamps)",
+            &series,
+            &f,
+        )?;
+        crate::chart::to_png(&f);
+    }
     // A PNG too, when librsvg's converter is installed (scripts/deps.sh).
     let png = base.with_extension("png");
     let _ = std::process::Command::new("rsvg-convert")

@@ -402,6 +402,8 @@ pub struct RxSummary {
     pub kernel_drops: u64,
     /// Latency.
     pub latency: LatencySummary,
+    /// Latency CDF: (percent, ns) at [`crate::stats::CDF_POINTS`].
+    pub latency_cdf: Vec<(f64, u64)>,
     /// CPU each RX thread ended on.
     pub cpus: Vec<i32>,
 }
@@ -459,6 +461,7 @@ pub fn rx_summary(rs: &[RxResult], secs: Option<f64>, cpus: Vec<i32>) -> (RxSumm
             .map(|r| r.kernel_drops.0 + r.kernel_drops.1 + r.kernel_drops.2)
             .sum(),
         latency: all.latency.summary(),
+        latency_cdf: all.latency.cdf(&crate::stats::CDF_POINTS),
         cpus,
     };
     (s, all)

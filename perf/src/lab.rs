@@ -186,6 +186,23 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.namespaces.drain(..).rev() {
+            // Processes outlive their namespace: stop whatever the harness
+            // started in it (and did not stop itself) first.
+            let pids = Command::new("ip")
+                .args(["netns", "pids", &ns])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) with plain integers; these pids are
+                // processes inside a namespace this lab created.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
     }

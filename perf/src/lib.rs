@@ -4,16 +4,20 @@
 //! AF_XDP forwarder and nftables DNAT on one namespaced topology.
 //!
 //! `unsafe` lives only in [`xsk`] (UMEM frames and rings), [`raw`]
-//! (AF_PACKET syscalls) and [`lab`] (setns); every block says why it is sound.
+//! (AF_PACKET syscalls), [`lab`] (setns, kill) and [`procs`] (kill,
+//! sysconf); every block says why it is sound.
 #![deny(unsafe_code)]
 
 pub mod bench;
 pub mod chart;
 pub mod engine;
+pub mod flows;
 pub mod frames;
 pub mod lab;
 pub mod pace;
 pub mod pktgen;
+pub mod procs;
 pub mod raw;
 pub mod stats;
+pub mod tcp;
 pub mod xsk;

@@ -105,6 +105,27 @@ impl Histogram {
         self.max
     }
 
+    /// The value at each of `percents` (0..=100), as (percent, value) pairs:
+    /// a CDF to plot.
+    pub fn cdf(&self, percents: &[f64]) -> Vec<(f64, u64)> {
+        if self.total == 0 {
+            return Vec::new();
+        }
+        percents
+            .iter()
+            .map(|&p| {
+                let v = if p <= 0.0 {
+                    self.min
+                } else if p >= 100.0 {
+                    self.max
+                } else {
+                    self.quantile(p / 100.0)
+                };
+                (p, v)
+            })
+            .collect()
+    }
+
     /// Summary for reports.
     pub fn summary(&self) -> LatencySummary {
         let n = self.total;
@@ -123,6 +144,12 @@ impl Histogram {
         }
     }
 }
+
+/// The percent points a latency CDF is reported at.
+pub const CDF_POINTS: [f64; 29] = [
+    0.0, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0, 65.0,
+    70.0, 75.0, 80.0, 85.0, 90.0, 92.5, 95.0, 97.5, 99.0, 99.5, 99.9, 99.99, 100.0,
+];
 
 /// Latency percentiles, nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -279,6 +306,22 @@ pub fn estimate(rx: &RxStats) -> LossReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cdf_is_monotonic_and_spans_min_to_max() {
+        let mut h = Histogram::default();
+        for v in 1..=10_000u64 {
+            h.record(v * 100);
+        }
+        let c = h.cdf(&CDF_POINTS);
+        assert_eq!(c.len(), CDF_POINTS.len());
+        assert_eq!(c[0], (0.0, 100));
+        assert_eq!(c.last().copied(), Some((100.0, 1_000_000)));
+        assert!(c.windows(2).all(|w| w[0].1 <= w[1].1), "{c:?}");
+        let p50 = c.iter().find(|x| x.0 == 50.0).expect("p50").1;
+        assert!((p50 as f64 - 500_000.0).abs() / 500_000.0 < 0.02, "{p50}");
+        assert!(Histogram::default().cdf(&CDF_POINTS).is_empty());
+    }
 
     fn st(flow: u32, seq: u32, tx_ns: u64) -> Stamp {
         Stamp { flow, seq, tx_ns }

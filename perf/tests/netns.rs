@@ -127,6 +127,7 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
         nice: None,
         threaded_napi: false,
         out: out.clone(),
+        lat_rate: Some(20_000),
         verbose: false,
     };
     let t0 = Instant::now();
@@ -152,8 +153,194 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
         let f = out.join(format!("udp64-1024flows.{ext}"));
         assert!(f.exists(), "{f:?}");
     }
+    // The paced runs: one per contender, at the rate asked, with a latency CDF.
+    let paced: Vec<_> = r.runs.iter().filter(|x| x.paced_pps.is_some()).collect();
+    assert_eq!(paced.len(), 3);
+    for x in &paced {
+        let rx = x.pktgen.rx.as_ref().expect("rx");
+        assert!(x.offered_mpps < 0.03, "paced at 20 kpps: {x:?}");
+        assert!(rx.latency_cdf.len() > 10 && x.p50_us > 0.0, "{x:?}");
+    }
+    for s in &r.summary {
+        assert!(s.lat_p50_us > 0.0 && s.lat_p50_us <= s.lat_p99_us, "{s:?}");
+    }
+    assert!(out.join("udp-latency-cdf.svg").exists());
     let _ = std::fs::remove_dir_all(&out);
     assert!(!lab::sh(&["ip", "netns", "list"])
         .expect("ip netns list")
         .contains(&format!("xlbp-{}b", std::process::id() % 100_000)));
+}
+
+/// The xlb daemon for the harness tests: the workspace's debug build (`cargo
+/// test --workspace` has built it already; built here when run alone).
+fn xlb_bin() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let st = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "--locked",
+            "-p",
+            "xlb-control",
+            "--bin",
+            "xlb",
+        ])
+        .current_dir(&root)
+        .status()
+        .expect("running cargo build for the xlb daemon");
+    assert!(st.success(), "building the xlb daemon failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("debug").join("xlb");
+    assert!(bin.exists(), "{bin:?} missing after cargo build");
+    bin
+}
+
+fn leftovers(tag: &str) -> Vec<String> {
+    let ps = lab::sh(&["ps", "-eo", "args"]).expect("ps");
+    ps.lines()
+        .filter(|l| l.contains(tag))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn quick_tcp_suite_measures_every_contender_and_leaves_nothing_behind() {
+    use xlb_perf::tcp::{TcpContender, TcpMode, TcpOpts};
+    assert_eq!(lab::euid(), 0, "netns tests need root");
+    let out = std::env::temp_dir().join(format!("xlb-perf-tcp-smoke-{}", std::process::id()));
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let o = TcpOpts {
+        reps: 1,
+        secs: 1,
+        contenders: TcpContender::all(),
+        client_cpu: 0,
+        lb_cpu: 1 % ncpu,
+        be_cpu: 1 % ncpu,
+        conns: 20,
+        lat_conns: 4,
+        lat_delay_ms: 2,
+        xlb_bin: xlb_bin(),
+        out: out.clone(),
+        nice: None,
+        verbose: false,
+    };
+    let t0 = Instant::now();
+    let r = xlb_perf::tcp::run(&o, "test").expect("tcp --quick");
+    assert!(t0.elapsed() < Duration::from_secs(90), "{:?}", t0.elapsed());
+    assert_eq!(r.summary.len(), 6);
+    assert_eq!(r.runs.len(), 18, "three wrk runs per contender");
+    for x in &r.runs {
+        assert!(
+            x.rate > 100.0 && x.wrk.requests > 100,
+            "{:?} {:?} completed almost nothing: {x:?}",
+            x.contender,
+            x.mode
+        );
+        assert!(
+            x.errors * 20 <= x.wrk.requests,
+            "{:?} {:?}: {} errors in {} requests",
+            x.contender,
+            x.mode,
+            x.errors,
+            x.wrk.requests
+        );
+        assert!(x.p50_us > 0 && x.p50_us <= x.p99_us, "{x:?}");
+        let client = x
+            .procs
+            .iter()
+            .find(|u| u.role == "client wrk")
+            .expect("client use");
+        assert_eq!(client.cpus, vec![0], "wrk stays on its core: {x:?}");
+        if x.contender != TcpContender::Direct && x.contender != TcpContender::Nft {
+            let b = x
+                .procs
+                .iter()
+                .find(|u| u.role.starts_with("balancer"))
+                .expect("the balancer process is sampled");
+            assert_eq!(b.cpus, vec![(1 % ncpu) as i32], "{x:?}");
+        }
+        assert!(!x.cpus.is_empty() && !x.net_rx_softirqs.is_empty());
+    }
+    // The paced run is slower than the unpaced keep-alive run of the same contender.
+    for c in TcpContender::all() {
+        let rate = |m: TcpMode| {
+            r.runs
+                .iter()
+                .find(|x| x.contender == c && x.mode == m)
+                .map(|x| x.rate)
+                .expect("run")
+        };
+        assert!(rate(TcpMode::Latency) < rate(TcpMode::Keepalive), "{c:?}");
+    }
+    for f in ["tcp.md", "tcp.json", "tcp.svg", "latency-cdf.svg"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let md = std::fs::read_to_string(out.join("tcp.md")).expect("tcp.md");
+    assert!(md.contains("HAProxy") && md.contains("÷ direct"));
+    let _ = std::fs::remove_dir_all(&out);
+    let tag = format!("xlbp-{}t", std::process::id() % 100_000);
+    assert!(!lab::sh(&["ip", "netns", "list"])
+        .expect("ip netns list")
+        .contains(&tag));
+    let left = leftovers(&format!("xlb-perf-tcp-{}", std::process::id()));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
+    use xlb_perf::flows::FlowsOpts;
+    assert_eq!(lab::euid(), 0, "netns tests need root");
+    let out = std::env::temp_dir().join(format!("xlb-perf-flows-smoke-{}", std::process::id()));
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let many = 20_000;
+    let o = FlowsOpts {
+        reps: 1,
+        secs: 1.0,
+        many,
+        ct_buckets: 16_384,
+        est_rate: 20_000,
+        busy_poll: false,
+        gen_cpu: 0,
+        lb_cpu: 1 % ncpu,
+        rx_cpu: 0,
+        nice: None,
+        xlb_bin: xlb_bin(),
+        out: out.clone(),
+        verbose: false,
+    };
+    let t0 = Instant::now();
+    let r = xlb_perf::flows::run(&o, "test").expect("flows --quick");
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    assert_eq!(r.runs.len(), 4);
+    for x in &r.runs {
+        assert!(x.delivered_mpps > 0.0, "{x:?}");
+        assert!(x.ct_capacity >= 16_384 * 8, "{x:?}");
+    }
+    let many_run = &r.runs[1];
+    assert_eq!(many_run.flows, many);
+    // Two entries per flow; the warm-up sent every flow (a few may be lost
+    // on a busy machine, and those are created by the measured run).
+    assert!(
+        many_run.ct_entries >= 2 * u64::from(many) * 9 / 10,
+        "xlb tracks the flows: {many_run:?}"
+    );
+    let flood = &r.runs[3];
+    assert!(flood.flood_offered_pps > 0.0, "{flood:?}");
+    assert!(
+        flood.flood_delivered_pps > 0.0,
+        "SYNs reach the flooded service's backends: {flood:?}"
+    );
+    assert!(r.runs[2].flood_offered_pps == 0.0 && r.runs[2].loss < 0.5);
+    for f in ["flows.md", "flows.json"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    let tag = format!("xlbp-{}f", std::process::id() % 100_000);
+    assert!(!lab::sh(&["ip", "netns", "list"])
+        .expect("ip netns list")
+        .contains(&tag));
+    let left = leftovers(&format!("xlb-perf-flows-{}", std::process::id()));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }

@@ -11,6 +11,19 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use xlb_perf::bench::{self, BenchOpts, Contender};
+use xlb_perf::flows::{self, FlowsOpts};
+use xlb_perf::tcp::{self, TcpContender, TcpOpts};
+
+/// The parts of the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    /// UDP 64 B / 1024 flows: xlb vs. minimal forwarder vs. nftables DNAT.
+    Udp,
+    /// TCP conn/s, req/s and latency through the VIP (wrk, nginx backends).
+    Tcp,
+    /// Many flows (1M tracked) and a SYN flood next to established flows.
+    Flows,
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "xlb-perf", version, about = "xlb benchmark harness")]
@@ -21,11 +34,62 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// UDP 64 B / 1024 flows: xlb vs. minimal forwarder vs. nftables DNAT.
+    /// The side-by-side benchmark: every suite, every contender.
     Bench {
-        /// CI smoke: one repetition of 2 s per contender.
+        /// CI smoke: one short repetition of everything.
         #[arg(long)]
         quick: bool,
+        /// UDP: packets/s of the paced latency runs (0 = skip them).
+        #[arg(long, default_value_t = 50_000)]
+        lat_rate: u64,
+        /// Suites to run (comma list).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "udp,tcp,flows"
+        )]
+        suites: Vec<Suite>,
+        /// TCP: contenders (comma list).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "direct,xlb-fullnat,xlb-dnat,nft,haproxy,nginx"
+        )]
+        tcp_contenders: Vec<TcpContender>,
+        /// TCP: seconds per wrk run (default 5; 1 with --quick).
+        #[arg(long)]
+        tcp_secs: Option<u32>,
+        /// TCP: wrk connections for conn/s and req/s.
+        #[arg(long, default_value_t = 50)]
+        conns: u32,
+        /// TCP latency run: wrk connections.
+        #[arg(long, default_value_t = 8)]
+        lat_conns: u32,
+        /// TCP latency run: pause per connection between requests (ms).
+        #[arg(long, default_value_t = 2)]
+        lat_delay_ms: u32,
+        /// TCP: the backends' CPU.
+        #[arg(long, default_value_t = 1)]
+        be_cpu: usize,
+        /// Flows: flow count of the many-flows runs and of the SYN flood
+        /// (default 1000000; 50000 with --quick).
+        #[arg(long)]
+        many_flows: Option<u32>,
+        /// Flows: xlb's --conntrack-buckets (8 entries each, a flow takes
+        /// two; default: room for twice the many flows).
+        #[arg(long)]
+        ct_buckets: Option<u32>,
+        /// Flows: packets/s of the established flows next to the SYN flood.
+        #[arg(long, default_value_t = 50_000)]
+        est_rate: u64,
+        /// Flows: seconds per measured run (default 5; 1 with --quick).
+        #[arg(long)]
+        flows_secs: Option<f64>,
+        /// The xlb daemon to benchmark (built by scripts/bench.sh).
+        #[arg(long, default_value = "target/release/xlb")]
+        xlb_bin: PathBuf,
         /// Repetitions (default 3; 1 with --quick).
         #[arg(long)]
         reps: Option<u32>,
@@ -82,6 +146,19 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Bench {
             quick,
+            lat_rate,
+            suites,
+            tcp_contenders,
+            tcp_secs,
+            conns,
+            lat_conns,
+            lat_delay_ms,
+            be_cpu,
+            many_flows,
+            ct_buckets,
+            est_rate,
+            flows_secs,
+            xlb_bin,
             reps,
             secs,
             contenders,
@@ -97,8 +174,10 @@ fn main() -> Result<()> {
             out,
             quiet,
         } => {
+            let reps = reps.unwrap_or(if quick { 1 } else { 3 });
+            let t0 = std::time::Instant::now();
             let o = BenchOpts {
-                reps: reps.unwrap_or(if quick { 1 } else { 3 }),
+                reps,
                 secs: secs.unwrap_or(if quick { 2.0 } else { 5.0 }),
                 contenders,
                 gen_cpu,
@@ -110,11 +189,82 @@ fn main() -> Result<()> {
                 frames,
                 nice: (nice != 0).then_some(nice),
                 threaded_napi,
-                out,
+                out: out.clone(),
+                lat_rate: (lat_rate > 0).then_some(lat_rate),
                 verbose: !quiet,
             };
-            let r = bench::run(&o, &command)?;
-            print!("{}", bench::markdown(&r));
+            if nice != 0 {
+                xlb_perf::lab::own_autogroup(nice);
+            }
+            let load0 = xlb_perf::procs::loadavg();
+            // The headline tables of every suite, for summary.md.
+            let mut heads = Vec::new();
+            let head = |md: &str| md.split("\n## Runs").next().unwrap_or("").to_string();
+            if suites.contains(&Suite::Udp) {
+                let r = bench::run(&o, &command)?;
+                let md = bench::markdown(&r);
+                print!("{md}");
+                heads.push(head(&md));
+            }
+            if suites.contains(&Suite::Tcp) {
+                let t = TcpOpts {
+                    reps,
+                    secs: tcp_secs.unwrap_or(if quick { 1 } else { 5 }),
+                    contenders: tcp_contenders,
+                    client_cpu: gen_cpu,
+                    lb_cpu,
+                    be_cpu,
+                    conns,
+                    lat_conns,
+                    lat_delay_ms,
+                    xlb_bin: xlb_bin.clone(),
+                    nice: (nice != 0).then_some(nice),
+                    out: out.clone(),
+                    verbose: !quiet,
+                };
+                let r = tcp::run(&t, &command)?;
+                let md = tcp::markdown(&r, &t);
+                print!("{md}");
+                heads.push(head(&md));
+            }
+            if suites.contains(&Suite::Flows) {
+                let many = many_flows.unwrap_or(if quick { 50_000 } else { 1_000_000 });
+                // Two entries per flow, 8 per bucket, load factor <= 1/2.
+                let buckets = ct_buckets.unwrap_or((many / 2).max(1024).next_power_of_two());
+                let f = FlowsOpts {
+                    reps,
+                    secs: flows_secs.unwrap_or(if quick { 1.0 } else { 5.0 }),
+                    many,
+                    ct_buckets: buckets,
+                    est_rate,
+                    busy_poll: !no_busy_poll,
+                    gen_cpu,
+                    lb_cpu,
+                    rx_cpu,
+                    nice: (nice != 0).then_some(nice),
+                    xlb_bin,
+                    out: out.clone(),
+                    verbose: !quiet,
+                };
+                let r = flows::run(&f, &command)?;
+                let md = flows::markdown(&r, &f);
+                print!("{md}");
+                heads.push(head(&md));
+            }
+            let took = t0.elapsed().as_secs_f64();
+            let summary = format!(
+                "# xlb-perf bench: summary\n\n- command: `{command}`\n- machine: {}\n- load average (1 min) at start / end: {load0:.2} / {:.2}\n- whole run: {took:.0} s\n\nThe files next to this one have every run, with where each process and softirq ran.\n\n{}",
+                xlb_perf::procs::machine(),
+                xlb_perf::procs::loadavg(),
+                heads
+                    .iter()
+                    .map(|h| h.replacen("# ", "## ", 1))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("summary.md"), summary)?;
+            eprintln!("xlb-perf bench took {took:.0} s");
         }
     }
     Ok(())
