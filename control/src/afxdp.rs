@@ -397,6 +397,7 @@ impl DataplaneView for Running {
                     ("kernel_tx_invalid", d.kernel_tx_invalid),
                 ],
                 tx_deferred: d.tx_deferred,
+                flows_evicted: c.flows_evicted.load(Ordering::Relaxed),
             })
             .collect()
     }

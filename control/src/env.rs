@@ -66,6 +66,8 @@ pub struct WorkerStats {
     pub io_drops: Vec<(&'static str, u64)>,
     /// Frames that waited for room on a full TX ring (sent later, not lost).
     pub tx_deferred: u64,
+    /// Flows evicted before their time because their bucket was full.
+    pub flows_evicted: u64,
 }
 
 /// Read-only statistics from the dataplane workers.

@@ -164,7 +164,23 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
             w.tx_deferred,
         );
     }
-    o.family("xlb_conntrack_entries", "gauge", "Connections tracked.");
+    o.family(
+        "xlb_worker_flows_evicted_total",
+        "counter",
+        "Flows evicted before their time because their conntrack bucket was full.",
+    );
+    for w in &workers {
+        o.sample(
+            "xlb_worker_flows_evicted_total",
+            &[("worker", &w.worker.to_string())],
+            w.flows_evicted,
+        );
+    }
+    o.family(
+        "xlb_conntrack_entries",
+        "gauge",
+        "Conntrack entries in use (two per flow: forward and reply, one for DSR).",
+    );
     for w in &workers {
         o.sample(
             "xlb_conntrack_entries",

@@ -979,6 +979,7 @@ async fn conntrack_status_version_params_metrics_openapi() {
         ct_capacity: 65536,
         io_drops: vec![("kernel_rx_ring_full", 7)],
         tx_deferred: 3,
+        flows_evicted: 2,
     }]);
     assert_eq!(
         h.get("/netlox/v1/config/conntrack/all").await.body,
@@ -1033,6 +1034,7 @@ async fn conntrack_status_version_params_metrics_openapi() {
         "xlb_conntrack_capacity{worker=\"0\"} 65536",
         "xlb_worker_io_drops_total{worker=\"0\",cause=\"kernel_rx_ring_full\"} 7",
         "xlb_worker_tx_deferred_total{worker=\"0\"} 3",
+        "xlb_worker_flows_evicted_total{worker=\"0\"} 2",
     ] {
         assert!(
             r.body.lines().any(|l| l == line),
