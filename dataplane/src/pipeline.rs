@@ -1122,36 +1122,42 @@ impl Processor for Pipeline {
             }
             // Stage 1.5: the tag lines have had a stage to arrive; find each
             // frame's candidate slot and prefetch it.
+            // (Whether any fast-parsed frame has no candidate: only then
+            // can stage 1.75 find a new flow.)
+            let mut unmatched = false;
             for i in 0..n {
                 cands[i] = if parsed[i] & 1 != 0 {
                     mine.probe(hashes[i])
                 } else {
                     NO_SLOT
                 };
+                unmatched |= parsed[i] == PARSED_FAST && cands[i] == NO_SLOT;
             }
             // Stage 1.75: frames with no candidate that look like the first
             // packet of a new flow (TCP SYN, UDP): look up the service and
             // the backend now, predict the source-NAT port and prefetch the
             // reply entry's tag line; then, once those lines are in, probe
             // the reply buckets so their free slots are prefetched too.
-            let mut cursor = self.nat_cursor;
-            let mut any = false;
-            for i in 0..n {
-                (hints[i], reply_hashes[i]) = match fc.get(i) {
-                    Some(f) if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT => {
-                        self.predict(tables, f.data(), &words[i], &mut cursor)
+            if unmatched {
+                let mut cursor = self.nat_cursor;
+                let mut any = false;
+                for i in 0..n {
+                    (hints[i], reply_hashes[i]) = match fc.get(i) {
+                        Some(f) if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT => {
+                            self.predict(tables, f.data(), &words[i], &mut cursor)
+                        }
+                        _ => (NewFlowHint::NONE, 0),
+                    };
+                    if reply_hashes[i] != 0 {
+                        mine.prefetch(reply_hashes[i]);
+                        any = true;
                     }
-                    _ => (NewFlowHint::NONE, 0),
-                };
-                if reply_hashes[i] != 0 {
-                    mine.prefetch(reply_hashes[i]);
-                    any = true;
                 }
-            }
-            if any {
-                for &h in reply_hashes.iter().take(n) {
-                    if h != 0 {
-                        mine.probe(h);
+                if any {
+                    for &h in reply_hashes.iter().take(n) {
+                        if h != 0 {
+                            mine.probe(h);
+                        }
                     }
                 }
             }
@@ -1177,7 +1183,10 @@ impl Processor for Pipeline {
                     }
                 }
                 *v = if parsed[i] == PARSED_FAST {
-                    self.hint = hints[i];
+                    // (Stage 1.75 wrote hints only if it ran.)
+                    if unmatched {
+                        self.hint = hints[i];
+                    }
                     let v = self.slow_fast(tables, now_ns, f, hashes[i]);
                     self.hint = NewFlowHint::NONE;
                     v
