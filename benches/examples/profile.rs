@@ -1,12 +1,15 @@
 //! A fixed amount of pipeline work, for instruction-level profiling:
 //! `valgrind --tool=callgrind target/release/examples/profile [flows] [batches]`
 //! for established flows, or `profile syn [batches] [buckets]` for new flows
-//! (every packet a SYN from a client never seen before).
+//! (every packet a SYN from a client never seen before), or
+//! `profile room [passes]` for the criterion bench's "table with room"
+//! new-flow case timed alone (a fresh default shard per pass, filled to a
+//! quarter; only the batch runs are timed, as in the bench).
 
 use std::sync::Arc;
 
-use xlb_benches::{buckets_for, established, frame, tables, Batch, BATCH};
-use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig};
+use xlb_benches::{buckets_for, established, frame, syn_batches, tables, Batch, BATCH};
+use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig, WAYS};
 use xlb_dataplane::pipeline::Pipeline;
 
 fn main() {
@@ -16,6 +19,11 @@ fn main() {
         let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
         let buckets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1 << 19);
         return syn(rounds, buckets);
+    }
+    if args.peek().map(String::as_str) == Some("room") {
+        args.next();
+        let passes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+        return room(passes);
     }
     let flows: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
@@ -65,5 +73,31 @@ fn syn(rounds: usize, buckets: usize) {
     let cpu_ns = (xlb_benches::on_cpu_ns() - cpu) as f64 / (rounds * BATCH) as f64;
     println!(
         "new flows: {ns:.1} ns/packet wall, {cpu_ns:.1} on CPU (including the template patch and buffer refresh)"
+    );
+}
+
+/// New flows into a table with room, as the criterion bench runs them.
+fn room(passes: usize) {
+    let t = tables();
+    let slots = ConntrackConfig::default().buckets_per_shard * WAYS;
+    let batches = syn_batches(0, slots / 4 / 2 / BATCH);
+    let mut b = Batch::new();
+    let (mut wall, mut cpu, mut packets) = (0u128, 0u64, 0usize);
+    for _ in 0..passes {
+        let ct = Arc::new(Conntrack::new(1, ConntrackConfig::default()));
+        let mut p = Pipeline::new(0, 1, &ct);
+        let start = std::time::Instant::now();
+        let c0 = xlb_benches::on_cpu_ns();
+        for s in &batches {
+            b.run(Some(&mut p), &t, 3, s);
+        }
+        cpu += xlb_benches::on_cpu_ns() - c0;
+        wall += start.elapsed().as_nanos();
+        packets += batches.len() * BATCH;
+    }
+    println!(
+        "new flows, table with room: {:.1} ns/packet wall, {:.1} on CPU (including the buffer refresh)",
+        wall as f64 / packets as f64,
+        cpu as f64 / packets as f64
     );
 }

@@ -91,6 +91,31 @@ pub struct Pipeline {
     /// The flow table, for reads; taken out like `scratch` for a batch (the
     /// writer `ct` holds the same table).
     table: Option<Arc<Conntrack>>,
+    /// What stage 1.75 worked out for the frame being decided, if it looked
+    /// like the first packet of a new flow ([`NewFlowHint::NONE`] otherwise).
+    hint: NewFlowHint,
+}
+
+/// Stage 1.75's look ahead at a frame that seems to start a new flow: its
+/// service and (for the pure selections, Maglev hash and persist) its
+/// endpoint, so stage 2 does not look them up again. Stage 1.75 also
+/// predicts the source-NAT port the flow will get and prefetches its reply
+/// entry's bucket; a wrong prediction costs only that cache miss, since
+/// stage 2 runs the port search as always.
+#[derive(Debug, Clone, Copy)]
+struct NewFlowHint {
+    /// Index in [`Tables::services`] of [`Tables::lookup`]'s answer for the
+    /// frame (`u32::MAX`: no hint).
+    svc: u32,
+    /// [`Pipeline::choose`]'s answer for the frame (`u16::MAX`: none known).
+    ei: u16,
+}
+
+impl NewFlowHint {
+    const NONE: NewFlowHint = NewFlowHint {
+        svc: u32::MAX,
+        ei: u16::MAX,
+    };
 }
 
 /// How stage 1 parsed a frame.
@@ -114,6 +139,11 @@ struct Scratch {
     hashes: [u64; CHUNK],
     /// Candidate conntrack slot from stage 1.5 ([`NO_SLOT`] if none).
     cands: [usize; CHUNK],
+    /// Stage 1.75's hints for frames that look like new flows.
+    hints: [NewFlowHint; CHUNK],
+    /// Predicted reply-entry hash of each new flow (0: none), for the
+    /// second prefetch pass of stage 1.75.
+    reply_hashes: [u64; CHUNK],
 }
 
 impl Scratch {
@@ -124,6 +154,8 @@ impl Scratch {
             words: [[0u64; 5]; CHUNK],
             hashes: [0u64; CHUNK],
             cands: [NO_SLOT; CHUNK],
+            hints: [NewFlowHint::NONE; CHUNK],
+            reply_hashes: [0u64; CHUNK],
         }
     }
 }
@@ -156,6 +188,7 @@ impl Pipeline {
             gc_owed: 0,
             scratch: Some(Box::new(Scratch::new())),
             table: Some(ct.clone()),
+            hint: NewFlowHint::NONE,
         }
     }
 
@@ -217,7 +250,12 @@ impl Pipeline {
         if let Some(hit) = self.ct.table().find_in(self.worker, key, hash) {
             return self.tracked(t, now, f, m, key, hash, &hit);
         }
-        if let Some(svc) = t.lookup(m.dst, m.proto, service_port(m)) {
+        // (The hint, when there is one, is this very look-up, done in stage 1.75.)
+        let svc = match self.hint.svc {
+            u32::MAX => t.lookup(m.dst, m.proto, service_port(m)),
+            i => t.services.get(i as usize).map(|s| &**s),
+        };
+        if let Some(svc) = svc {
             return self.new_flow(t, now, f, m, key, hash, svc, false);
         }
         if let Some(hit) = self.ct.table().find_elsewhere(self.worker, key, hash) {
@@ -454,15 +492,12 @@ impl Pipeline {
                 *c = c.wrapping_add(1);
                 Some(usize::from(i))
             }
-            Selection::Hash => svc
-                .maglev
-                .as_ref()?
-                .lookup(key.maglev_hash())
-                .map(usize::from),
-            Selection::Persist => {
-                let w = key.src.words();
-                let h = fmix64(w[0] ^ fmix64(w[1]));
-                svc.maglev.as_ref()?.lookup(h).map(usize::from)
+            Selection::Hash | Selection::Persist => {
+                // Stage 1.75 made this same (pure) choice for this frame.
+                if self.hint.svc == svc.index && self.hint.ei != u16::MAX {
+                    return Some(usize::from(self.hint.ei));
+                }
+                choose_pure(svc, key)
             }
             Selection::LeastConn => {
                 if svc.schedule.is_empty() {
@@ -493,25 +528,10 @@ impl Pipeline {
         proto: u8,
         icmp: bool,
     ) -> Option<(Ip16, u16, u64)> {
-        let (lo, hi) = t.nat_ports;
-        let span = u32::from(hi - lo) + 1;
-        let w = self.workers as u32;
-        let mine = span.saturating_sub(self.worker as u32).div_ceil(w);
-        if mine == 0 {
-            return None;
-        }
-        // Full NAT with a pool of addresses walks (address, port) pairs, so the
-        // pool multiplies the flows one backend can take.
-        let pool = t.snat_pool(snat);
+        let nat = NatWalk::new(t, snat, self.worker, self.workers)?;
         for _ in 0..NAT_PORT_TRIES {
-            let k = self.nat_cursor % mine;
-            let addr = if pool.is_empty() {
-                snat
-            } else {
-                pool[(self.nat_cursor / mine) as usize % pool.len()]
-            };
+            let (addr, port) = nat.candidate(self.nat_cursor);
             self.nat_cursor = self.nat_cursor.wrapping_add(1);
-            let port = (u32::from(lo) + self.worker as u32 + k * w) as u16;
             let reply_key = FlowKey {
                 src: backend,
                 dst: addr,
@@ -687,6 +707,70 @@ impl FlowData {
     }
 }
 
+/// [`Pipeline::choose`] for the selections that depend on the flow's key
+/// alone (Maglev hash, persist).
+#[inline]
+fn choose_pure(svc: &Service, key: &FlowKey) -> Option<usize> {
+    match svc.spec.sel {
+        Selection::Hash => svc
+            .maglev
+            .as_ref()?
+            .lookup(key.maglev_hash())
+            .map(usize::from),
+        Selection::Persist => {
+            let w = key.src.words();
+            let h = fmix64(w[0] ^ fmix64(w[1]));
+            svc.maglev.as_ref()?.lookup(h).map(usize::from)
+        }
+        _ => None,
+    }
+}
+
+/// A worker's walk over source-NAT (address, port) candidates. Ports are
+/// partitioned between workers (port ≡ worker mod workers); full NAT with a
+/// pool of addresses walks (address, port) pairs, so the pool multiplies
+/// the flows one backend can take.
+struct NatWalk<'a> {
+    snat: Ip16,
+    pool: &'a [Ip16],
+    /// First port of the range plus the worker index.
+    base: u32,
+    workers: u32,
+    /// Ports of the range that are this worker's.
+    mine: u32,
+}
+
+impl<'a> NatWalk<'a> {
+    fn new(t: &'a Tables, snat: Ip16, worker: usize, workers: usize) -> Option<NatWalk<'a>> {
+        let (lo, hi) = t.nat_ports;
+        let span = u32::from(hi - lo) + 1;
+        let w = workers as u32;
+        let mine = span.saturating_sub(worker as u32).div_ceil(w);
+        if mine == 0 {
+            return None;
+        }
+        Some(NatWalk {
+            snat,
+            pool: t.snat_pool(snat),
+            base: u32::from(lo) + worker as u32,
+            workers: w,
+            mine,
+        })
+    }
+
+    /// The candidate at cursor position `cursor`.
+    #[inline]
+    fn candidate(&self, cursor: u32) -> (Ip16, u16) {
+        let k = cursor % self.mine;
+        let addr = if self.pool.is_empty() {
+            self.snat
+        } else {
+            self.pool[(cursor / self.mine) as usize % self.pool.len()]
+        };
+        (addr, (self.base + k * self.workers) as u16)
+    }
+}
+
 /// The port a packet is matched against rules with: ICMP rules use port 0
 /// (the echo identifier in `dport` is a flow key, not a service port).
 fn service_port(m: &PacketMeta) -> u16 {
@@ -805,6 +889,80 @@ impl Pipeline {
         Some(port_id)
     }
 
+    /// Stage 1.75 for a frame [`wire::parse_fast`] took (key words `w`)
+    /// with no candidate entry: if it looks like the first packet of a new
+    /// flow, its service and pure backend choice, and the hash of the reply
+    /// entry it would get with the NAT port at `cursor` (advanced if so; 0
+    /// if no prediction). Changes nothing but `cursor`: stage 2 decides.
+    #[inline]
+    fn predict(
+        &self,
+        t: &Tables,
+        data: &[u8],
+        w: &[u64; 5],
+        cursor: &mut u32,
+    ) -> (NewFlowHint, u64) {
+        let proto = w[4] as u8;
+        let opening = match proto {
+            6 => data
+                .get(wire::FAST_L4 + 13)
+                .is_some_and(|&f| f & (TCP_SYN | TCP_ACK) == TCP_SYN),
+            17 => true,
+            _ => false,
+        };
+        if !opening {
+            return (NewFlowHint::NONE, 0);
+        }
+        let key = FlowKey {
+            src: Ip16::from_words([w[0], w[1]]),
+            dst: Ip16::from_words([w[2], w[3]]),
+            sport: (w[4] >> 32) as u16,
+            dport: (w[4] >> 16) as u16,
+            proto,
+        };
+        let Some(svc) = t.lookup(key.dst, proto, key.dport) else {
+            return (NewFlowHint::NONE, 0);
+        };
+        let mut hint = NewFlowHint {
+            svc: svc.index,
+            ei: u16::MAX,
+        };
+        let Some(ei) = choose_pure(svc, &key) else {
+            return (hint, 0);
+        };
+        hint.ei = ei as u16;
+        let spec = &svc.spec;
+        let Some(ep) = svc.endpoints.get(ei) else {
+            return (hint, 0);
+        };
+        let (NatMode::OneArm | NatMode::FullNat, Some(snat), Some(_)) =
+            (spec.mode, ep.snat_addr, ep.next_hop)
+        else {
+            return (hint, 0);
+        };
+        if !spec.allowed_sources.is_empty()
+            && !spec
+                .allowed_sources
+                .iter()
+                .any(|c| c.contains(key.src.into()))
+        {
+            return (hint, 0);
+        }
+        let Some(nat) = NatWalk::new(t, snat, self.worker, self.workers) else {
+            return (hint, 0);
+        };
+        let (addr, port) = nat.candidate(*cursor);
+        *cursor = cursor.wrapping_add(1);
+        let reply_key = FlowKey {
+            src: ep.addr,
+            dst: addr,
+            sport: if ep.port == 0 { key.dport } else { ep.port },
+            dport: port,
+            proto,
+        };
+        (hint, reply_key.hash())
+    }
+
     /// The slow path: every frame the fast path does not take.
     #[inline(never)]
     fn slow(
@@ -915,6 +1073,8 @@ impl Processor for Pipeline {
             words,
             hashes,
             cands,
+            hints,
+            reply_hashes,
         } = &mut *sc;
         // Counted in locals and stored once per batch (single writer; control
         // reads counters that may be a batch old anyway).
@@ -962,12 +1122,44 @@ impl Processor for Pipeline {
             }
             // Stage 1.5: the tag lines have had a stage to arrive; find each
             // frame's candidate slot and prefetch it.
+            // (Whether any fast-parsed frame has no candidate: only then
+            // can stage 1.75 find a new flow.)
+            let mut unmatched = false;
             for i in 0..n {
                 cands[i] = if parsed[i] & 1 != 0 {
                     mine.probe(hashes[i])
                 } else {
                     NO_SLOT
                 };
+                unmatched |= parsed[i] == PARSED_FAST && cands[i] == NO_SLOT;
+            }
+            // Stage 1.75: frames with no candidate that look like the first
+            // packet of a new flow (TCP SYN, UDP): look up the service and
+            // the backend now, predict the source-NAT port and prefetch the
+            // reply entry's tag line; then, once those lines are in, probe
+            // the reply buckets so their free slots are prefetched too.
+            if unmatched {
+                let mut cursor = self.nat_cursor;
+                let mut any = false;
+                for i in 0..n {
+                    (hints[i], reply_hashes[i]) = match fc.get(i) {
+                        Some(f) if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT => {
+                            self.predict(tables, f.data(), &words[i], &mut cursor)
+                        }
+                        _ => (NewFlowHint::NONE, 0),
+                    };
+                    if reply_hashes[i] != 0 {
+                        mine.prefetch(reply_hashes[i]);
+                        any = true;
+                    }
+                }
+                if any {
+                    for &h in reply_hashes.iter().take(n) {
+                        if h != 0 {
+                            mine.probe(h);
+                        }
+                    }
+                }
             }
             // Stage 2: decide.
             for i in 0..n {
@@ -991,7 +1183,13 @@ impl Processor for Pipeline {
                     }
                 }
                 *v = if parsed[i] == PARSED_FAST {
-                    self.slow_fast(tables, now_ns, f, hashes[i])
+                    // (Stage 1.75 wrote hints only if it ran.)
+                    if unmatched {
+                        self.hint = hints[i];
+                    }
+                    let v = self.slow_fast(tables, now_ns, f, hashes[i]);
+                    self.hint = NewFlowHint::NONE;
+                    v
                 } else {
                     self.slow(tables, now_ns, f, &metas[i], hashes[i])
                 };
