@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use common::*;
 use proptest::prelude::*;
@@ -266,6 +266,94 @@ fn adding_a_backend_leaves_established_hash_flows_in_place() {
     lab.update(spec(vec![three(Selection::Hash, NatMode::Dnat)]));
     for (p, b) in before.iter().enumerate() {
         assert_eq!(data(&mut lab, 0, "10.0.0.2", 3000 + p as u16).1, Some(*b));
+    }
+}
+
+/// New flows in one batch are handled exactly as one by one: the batch's
+/// look-ahead (service, backend and NAT port guessed ahead to prefetch the
+/// reply entry) must never change an outcome — also when its guesses go
+/// wrong: a SYN repeated within the batch, SYNs that are dropped (no rule,
+/// a source not allowed) between new flows, UDP and TCP mixed, replies.
+#[test]
+fn a_batch_of_new_flows_matches_the_same_frames_one_by_one() {
+    for (sel, mode) in [
+        (Selection::Hash, NatMode::FullNat),
+        (Selection::RoundRobin, NatMode::FullNat),
+        (Selection::Persist, NatMode::Dnat),
+    ] {
+        let tcp = allowed(three(sel, mode), &["10.0.0.0/24"]);
+        let mut udp = three(sel, mode);
+        udp.key.proto = L4Proto::Udp;
+        udp.key.port_min = 53;
+        udp.key.port_max = 53;
+        let t = spec(vec![tcp, udp]);
+        let mut frames = Vec::new();
+        for i in 0..48u16 {
+            let client = format!("10.0.0.{}:{}", 2 + i % 5, 30000 + i);
+            let f = match i % 8 {
+                // A SYN from a source the rule does not allow.
+                3 => from_client(Builder::tcp(
+                    sa(&format!("10.9.0.1:{}", 30000 + i)),
+                    sa("192.0.2.10:80"),
+                    SYN,
+                )),
+                // A SYN to a port with no rule.
+                5 => from_client(Builder::tcp(sa(&client), sa("192.0.2.10:81"), SYN)),
+                6 => from_client(Builder::udp(sa(&client), sa("192.0.2.10:53")).payload(b"q")),
+                _ => from_client(Builder::tcp(sa(&client), sa("192.0.2.10:80"), SYN)),
+            };
+            frames.push(f.clone());
+            if i % 7 == 0 {
+                frames.push(f); // retransmitted within the batch
+            }
+        }
+        assert!(frames.len() <= 64, "one batch");
+        let mut one = Lab::new(t.clone());
+        let singles: Vec<(Verdict, Vec<u8>)> =
+            frames.iter().map(|f| one.run(0, CLIENT_PORT, f)).collect();
+        let mut batched = Lab::new(t);
+        let batch = batched.run_batch(0, CLIENT_PORT, &frames);
+        for (i, (a, b)) in singles.iter().zip(&batch).enumerate() {
+            assert_eq!(a, b, "{sel:?}/{mode:?}: frame {i} differs");
+        }
+        assert!(
+            singles
+                .iter()
+                .filter(|(v, _)| matches!(v, Verdict::Tx(_)))
+                .count()
+                > 30,
+            "most frames are forwarded"
+        );
+        // The flows are tracked alike: the backends' replies map back alike.
+        let replies: Vec<Vec<u8>> = singles
+            .iter()
+            .filter(|(v, _)| matches!(v, Verdict::Tx(_)))
+            .map(|(_, out)| {
+                let (src, sport) = src_of(out);
+                let (dst, dport) = dst_of(out);
+                let b = if out[23] == 17 {
+                    Builder::udp(SocketAddr::new(dst, dport), SocketAddr::new(src, sport))
+                        .payload(b"a")
+                } else {
+                    Builder::tcp(
+                        SocketAddr::new(dst, dport),
+                        SocketAddr::new(src, sport),
+                        SYN | ACK,
+                    )
+                };
+                from_backend(b)
+            })
+            .collect();
+        let back_one: Vec<_> = replies
+            .iter()
+            .map(|f| one.run(0, BACKEND_PORT, f))
+            .collect();
+        let back_batch = batched.run_batch(0, BACKEND_PORT, &replies);
+        assert_eq!(back_one, back_batch, "{sel:?}/{mode:?}: replies");
+        assert!(
+            back_one.iter().all(|(v, _)| matches!(v, Verdict::Tx(_))),
+            "{sel:?}/{mode:?}"
+        );
     }
 }
 

@@ -168,6 +168,39 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Run `frames` through `worker` as one batch, all received on `rx`.
+    pub fn run_batch(
+        &mut self,
+        worker: usize,
+        rx: PortId,
+        frames: &[Vec<u8>],
+    ) -> Vec<(Verdict, Vec<u8>)> {
+        let mut bufs: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                let mut b = vec![0u8; 2048];
+                b[..f.len()].copy_from_slice(f);
+                b
+            })
+            .collect();
+        let mut batch: Vec<Frame<'_>> = bufs
+            .iter_mut()
+            .zip(frames)
+            .map(|(b, f)| Frame::new(b, f.len(), rx))
+            .collect();
+        let mut verdicts = vec![Verdict::Pass; frames.len()];
+        self.workers[worker].process_batch(&self.tables, self.now, &mut batch, &mut verdicts);
+        let lens: Vec<usize> = batch.iter().map(|f| f.len).collect();
+        drop(batch);
+        verdicts
+            .into_iter()
+            .zip(bufs.iter().zip(lens))
+            .map(|(v, (b, len))| (v, b[..len].to_vec()))
+            .collect()
+    }
+}
+
 /// A frame from the client side (client MAC → xlb's port 0 MAC).
 pub fn from_client(b: Builder<'_>) -> Vec<u8> {
     b.macs(CLIENT_MAC, LB_MAC0)
