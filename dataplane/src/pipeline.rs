@@ -63,8 +63,20 @@ const GC_SWEEP_NS: u64 = 1_000_000_000;
 const MIN_IDLE_CHECK_NS: u64 = 1_000_000_000;
 /// Most buckets examined after one batch (bounds the latency of a batch).
 const GC_MAX_BUCKETS: u64 = 256;
+/// Most buckets swept per second: a table bigger than this is swept over
+/// several seconds. Judging a flow reads its partner entry at a random place,
+/// so sweeping a million-flow table (512 MiB) every second would take most of
+/// a core in cache misses. Sweeping slower is safe: a hit checks its flow's
+/// timeout itself, and a full bucket evicts expired flows first.
+const GC_MAX_BUCKETS_PER_S: u64 = 65_536;
 /// Candidate source-NAT ports tried before giving up on a new flow.
 const NAT_PORT_TRIES: usize = 32;
+
+/// How long one sweep of a table of `buckets` takes: a second, or longer for
+/// tables of more than [`GC_MAX_BUCKETS_PER_S`] buckets.
+fn sweep_period_ns(buckets: u64) -> u64 {
+    GC_SWEEP_NS.max(buckets.saturating_mul(GC_SWEEP_NS) / GC_MAX_BUCKETS_PER_S)
+}
 
 /// One worker's pipeline.
 #[derive(Debug)]
@@ -211,11 +223,12 @@ impl Pipeline {
             return;
         }
         let buckets = self.ct.buckets() as u64;
-        self.gc_owed += (now - self.gc_last).min(GC_SWEEP_NS) * buckets;
+        let period = sweep_period_ns(buckets);
+        self.gc_owed += (now - self.gc_last).min(period) * buckets;
         self.gc_last = now;
-        let due = (self.gc_owed / GC_SWEEP_NS).min(GC_MAX_BUCKETS);
+        let due = (self.gc_owed / period).min(GC_MAX_BUCKETS);
         if due > 0 {
-            self.gc_owed = self.gc_owed.saturating_sub(due * GC_SWEEP_NS);
+            self.gc_owed = self.gc_owed.saturating_sub(due * period);
             self.maintain(now, due as usize);
         }
     }
@@ -1221,6 +1234,17 @@ impl Processor for Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn big_tables_are_swept_at_a_bounded_rate() {
+        // The default table (2^15 buckets) is swept once a second.
+        assert_eq!(sweep_period_ns(1 << 15), GC_SWEEP_NS);
+        assert_eq!(sweep_period_ns(GC_MAX_BUCKETS_PER_S), GC_SWEEP_NS);
+        // A million-flow table (2^19 buckets): every 8 s, 65,536 buckets/s.
+        assert_eq!(sweep_period_ns(1 << 19), 8 * GC_SWEEP_NS);
+        let per_s = (1u64 << 19) * GC_SWEEP_NS / sweep_period_ns(1 << 19);
+        assert_eq!(per_s, GC_MAX_BUCKETS_PER_S);
+    }
 
     #[test]
     fn fast_words_are_the_flow_key_words() {
