@@ -41,14 +41,7 @@ pub fn bars(r: &BenchReport, path: &Path) -> Result<()> {
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(n * 2 + 1)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - x.floor() - 0.5).abs() < 1e-6 && i < labels.len() {
-                labels[i].clone()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| bar_label(&labels, *x))
         .y_desc("million packets per second")
         .label_style(("sans-serif", 14))
         .draw()
@@ -170,14 +163,7 @@ pub fn tcp_bars(r: &crate::tcp::TcpReport, path: &Path) -> Result<()> {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(n * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                if (x - x.floor() - 0.5).abs() < 1e-6 && i < labels.len() {
-                    labels[i].clone()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| bar_label(&labels, *x))
             .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 13))
             .draw()
@@ -252,4 +238,15 @@ pub fn latency_cdf(title: &str, series: &[(String, Vec<(f64, f64)>)], path: &Pat
         .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
+}
+
+/// The label under bar `i` of a bar chart with bars on `[i, i + 1)`: only
+/// the tick at the bar's middle is named, every other tick is blank.
+fn bar_label(labels: &[String], x: f64) -> String {
+    let i = x.floor() as usize;
+    if (x - x.floor() - 0.5).abs() < 1e-6 && i < labels.len() {
+        labels[i].clone()
+    } else {
+        String::new()
+    }
 }

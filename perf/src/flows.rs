@@ -357,9 +357,9 @@ fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Res
             );
         }
     };
-    // A: established-flow forwarding, 1024 flows vs. many.
-    {
-        let xlb = start_xlb(
+    // Each part starts a fresh xlb (an empty flow table), the same way.
+    let start = || {
+        start_xlb(
             &o.xlb_bin,
             &f.t.lb,
             &ifaces,
@@ -368,7 +368,11 @@ fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Res
             o.nice,
             &extra,
             dir,
-        )?;
+        )
+    };
+    // A: established-flow forwarding, 1024 flows vs. many.
+    {
+        let xlb = start()?;
         let r = measure(&f, o, &xlb, S_1K, rep, &est_tx(&f, o, 1024, None)?, None)?;
         say(&r);
         runs.push(r);
@@ -402,16 +406,7 @@ fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Res
     }
     // B: the same established flows at a fixed rate, without and with a SYN flood.
     {
-        let xlb = start_xlb(
-            &o.xlb_bin,
-            &f.t.lb,
-            &ifaces,
-            &lbconfig(),
-            o.lb_cpu,
-            o.nice,
-            &extra,
-            dir,
-        )?;
+        let xlb = start()?;
         let est = est_tx(&f, o, 1024, Some(o.est_rate))?;
         // Warm the 1024 flows first.
         let mut warm = est.clone();
