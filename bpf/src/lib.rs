@@ -24,6 +24,7 @@
 pub mod io;
 pub mod loader;
 pub mod maps;
+pub mod napi;
 pub mod neigh;
 pub mod netinfo;
 pub mod route;

@@ -36,7 +36,9 @@ pub struct RuntimeConfig {
     pub cores: Option<Vec<usize>>,
     /// XDP attach mode (native falls back to generic with a warning).
     pub xdp_mode: XdpMode,
-    /// Spin even when idle (lowest latency, burns a core per worker).
+    /// Spin even when idle (lowest latency, burns a core per worker), with
+    /// preferred busy polling: each worker runs its receive queues' NAPI in
+    /// its own syscalls, on its own core (see [`crate::napi`]).
     pub busy_poll: bool,
     /// RX batch size per socket.
     pub batch: usize,
@@ -206,6 +208,7 @@ pub struct Runtime {
     ports: Vec<PortInfo>,
     sync: Mutex<MapSync>,
     // Dropped after the workers (and so the sockets) are gone.
+    _napi: Option<crate::napi::NapiTuning>,
     programs: Vec<XdpProgram>,
 }
 
@@ -337,6 +340,9 @@ impl Runtime {
         let mut sync = MapSync::new(programs[0].steering_maps()?);
         sync.sync(&tables.load())?;
 
+        let napi = cfg
+            .busy_poll
+            .then(|| crate::napi::NapiTuning::apply(&infos));
         let ports: Vec<PortInfo> = infos
             .into_iter()
             .zip(programs.iter())
@@ -351,13 +357,15 @@ impl Runtime {
         // Sockets, before any thread starts, so errors come back from here.
         let mut ios = Vec::with_capacity(queues as usize);
         for q in 0..queues {
-            let (io, fds) = XskIo::create(&cfg.ifaces, q, cfg.frame_count).map_err(|e| {
-                let iface = match &e {
-                    XskError::Socket { iface, .. } => iface.clone(),
-                    _ => cfg.ifaces[0].clone(),
-                };
-                classify_socket_error(&iface, q, e)
-            })?;
+            let budget = cfg.busy_poll.then_some(cfg.batch as u16);
+            let (io, fds) =
+                XskIo::create(&cfg.ifaces, q, cfg.frame_count, budget).map_err(|e| {
+                    let iface = match &e {
+                        XskError::Socket { iface, .. } => iface.clone(),
+                        _ => cfg.ifaces[0].clone(),
+                    };
+                    classify_socket_error(&iface, q, e)
+                })?;
             for (p, fd) in programs.iter().zip(fds) {
                 p.register_socket(q, fd)?;
             }
@@ -372,6 +380,7 @@ impl Runtime {
             stats: Vec::with_capacity(ios.len()),
             ports,
             sync: Mutex::new(sync),
+            _napi: napi,
             programs,
         };
         for (w, io) in ios.into_iter().enumerate() {

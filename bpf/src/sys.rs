@@ -122,3 +122,63 @@ pub fn ethtool_channels(name: &str) -> io::Result<(u32, u32, u32)> {
     }
     Ok((ch.rx_count, ch.tx_count, ch.combined_count))
 }
+
+/// Preferred busy polling on socket `fd` (`SO_PREFER_BUSY_POLL`,
+/// `SO_BUSY_POLL` for `usecs`, `SO_BUSY_POLL_BUDGET` of `budget` packets): the
+/// socket's own syscalls then run its device queue's NAPI in the caller's
+/// context, on the caller's core, instead of in a softirq wherever the
+/// interrupt (or, on veth, the sender) happens to be.
+pub fn set_prefer_busy_poll(fd: RawFd, usecs: u32, budget: u16) -> io::Result<()> {
+    let opts: [(libc::c_int, libc::c_int); 3] = [
+        (libc::SO_PREFER_BUSY_POLL, 1),
+        (
+            libc::SO_BUSY_POLL,
+            usecs.min(i32::MAX as u32) as libc::c_int,
+        ),
+        (libc::SO_BUSY_POLL_BUDGET, libc::c_int::from(budget)),
+    ];
+    for (name, value) in opts {
+        // SAFETY: `value` is a live c_int for the whole call and its size is
+        // passed; setsockopt does not keep the pointer.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Drive busy polling on AF_XDP socket `fd`: a non-blocking, zero-length
+/// `recvfrom` runs the queue's NAPI once (up to the socket's budget), which
+/// moves waiting packets into the RX ring. Errors other than EAGAIN/EBUSY
+/// (the NAPI is busy elsewhere) are returned.
+pub fn busy_poll_rx(fd: RawFd) -> io::Result<()> {
+    // SAFETY: a zero-length receive with null buffer and address pointers is
+    // valid for AF_XDP sockets (the kernel reads and writes nothing).
+    let rc = unsafe {
+        libc::recvfrom(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::EINTR) => Ok(()),
+            _ => Err(e),
+        };
+    }
+    Ok(())
+}

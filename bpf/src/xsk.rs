@@ -53,6 +53,15 @@ pub enum XskError {
         #[source]
         source: xsk_rs::socket::SocketCreateError,
     },
+    /// the socket refused the busy-polling options
+    #[error("preferred busy polling on {iface}: {source}")]
+    BusyPoll {
+        /// Interface.
+        iface: String,
+        /// The setsockopt error.
+        #[source]
+        source: std::io::Error,
+    },
     /// invalid ring or frame size
     #[error("invalid AF_XDP configuration: {0}")]
     Config(String),
@@ -82,7 +91,13 @@ pub struct XskIo {
     ring: u32,
     poll_fds: Vec<RawFd>,
     pollfds: Vec<libc::pollfd>,
+    /// Preferred busy polling is on: every `rx` first runs the port's NAPI.
+    busy_poll: bool,
 }
+
+/// How long one busy-poll call may spin on an empty queue, in µs (the
+/// kernel's AF_XDP documentation suggests 20).
+const BUSY_POLL_USECS: u32 = 20;
 
 impl std::fmt::Debug for XskIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,10 +122,15 @@ impl XskIo {
     /// Every ring holds half the frames: the worker decides how many of them
     /// each fill ring gets (most go to the ports that receive), so an idle
     /// port cannot starve a busy one.
+    ///
+    /// `busy_poll_budget`: turn on preferred busy polling with this NAPI
+    /// budget per call (see [`sys::set_prefer_busy_poll`]); every `rx` then
+    /// runs the port's receive queue in the worker's own context.
     pub fn create(
         ifaces: &[String],
         queue: u32,
         frame_count: u32,
+        busy_poll_budget: Option<u16>,
     ) -> Result<(XskIo, Vec<RawFd>), XskError> {
         let ring = ring_size(frame_count / 2);
         let qs = |n| QueueSize::new(n).map_err(|e| XskError::Config(e.to_string()));
@@ -158,7 +178,16 @@ impl XskIo {
             let (fq, cq) = fqcq.ok_or_else(|| {
                 XskError::Config(format!("{iface} queue {queue} bound twice on one UMEM"))
             })?;
-            fds.push(rx.fd().as_raw_fd());
+            let fd = rx.fd().as_raw_fd();
+            if let Some(budget) = busy_poll_budget {
+                sys::set_prefer_busy_poll(fd, BUSY_POLL_USECS, budget).map_err(|e| {
+                    XskError::BusyPoll {
+                        iface: iface.clone(),
+                        source: e,
+                    }
+                })?;
+            }
+            fds.push(fd);
             ports.push(Port { tx, rx, fq, cq });
         }
         let io = XskIo {
@@ -168,6 +197,7 @@ impl XskIo {
             ports,
             initial: descs,
             ring,
+            busy_poll: busy_poll_budget.is_some(),
         };
         Ok((io, fds))
     }
@@ -189,6 +219,13 @@ impl PacketIo for XskIo {
     }
 
     fn rx(&mut self, port: usize, out: &mut [FrameDesc]) -> usize {
+        if self.busy_poll {
+            // One syscall per port and round, not per packet: it moves up to
+            // the budget's worth of waiting packets into the RX ring.
+            if let Err(e) = sys::busy_poll_rx(self.poll_fds[port]) {
+                tracing::debug!(error = %e, port, "AF_XDP busy poll failed");
+            }
+        }
         // SAFETY: the ring hands over frames of this UMEM that the kernel has
         // filled; from here they are in the caller's hands.
         unsafe { self.ports[port].rx.consume(out) }

@@ -800,6 +800,115 @@ fn idle_workers_block_in_poll_and_busy_poll_keeps_spinning() {
     });
 }
 
+/// Give this thread its own mount namespace with a sysfs of its current
+/// network namespace, as `ip netns exec` does: sysfs shows the namespace it
+/// was mounted in, and a thread that only called setns still sees the host's.
+fn private_sysfs() {
+    // SAFETY: plain syscalls on this thread with valid NUL-terminated strings
+    // and null data pointers; unshare only detaches this thread's mount table.
+    unsafe {
+        assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare");
+        assert_eq!(
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null()
+            ),
+            0,
+            "make / a slave: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(
+            libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH),
+            0,
+            "umount /sys"
+        );
+        assert_eq!(
+            libc::mount(
+                c"sysfs".as_ptr(),
+                c"/sys".as_ptr(),
+                c"sysfs".as_ptr(),
+                0,
+                std::ptr::null()
+            ),
+            0,
+            "mount sysfs: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn sysfs_u64(iface: &str, attr: &str) -> u64 {
+    let p = format!("/sys/class/net/{iface}/{attr}");
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+#[test]
+fn busy_poll_serves_and_defers_napi_to_the_worker_while_it_runs() {
+    let mut lab = Lab::new("bp");
+    let (lb, cl, lif) = client_lb(&mut lab, 1);
+    // A second balancer interface, whose deferral the operator already chose.
+    let l2 = {
+        let cl2 = lab.ns("c2");
+        let (l2, c2) = (lab.ifname("l2"), lab.ifname("c2"));
+        veth(&lb, &l2, &cl2, &c2, 1);
+        l2
+    };
+    std::thread::scope(|s| {
+        in_ns(s, &lb, || {
+            private_sysfs();
+            assert_eq!(sysfs_u64(&lif, "napi_defer_hard_irqs"), 0);
+            std::fs::write(format!("/sys/class/net/{l2}/napi_defer_hard_irqs"), "7")
+                .expect("preset");
+            let tables = tables_with(vec![udp_service(
+                VIP,
+                VIP_PORT,
+                NatMode::Dnat,
+                (CLIENT_ADDR, 9),
+            )]);
+            let seen = Arc::new(AtomicU64::new(0));
+            let seen2 = seen.clone();
+            let cfg = RuntimeConfig {
+                busy_poll: true,
+                ..config(vec![lif.clone(), l2.clone()])
+            };
+            let rt = Runtime::start(cfg, tables, move |_| {
+                Box::new(Reflector {
+                    seen: seen2.clone(),
+                })
+            })
+            .expect("runtime starts with busy polling");
+            assert_eq!(sysfs_u64(&lif, "napi_defer_hard_irqs"), 2);
+            assert_eq!(sysfs_u64(&lif, "gro_flush_timeout"), 200_000);
+            assert_eq!(
+                sysfs_u64(&l2, "napi_defer_hard_irqs"),
+                7,
+                "an operator's value is kept"
+            );
+            let echoed = in_ns(s, &cl, || {
+                udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 200, 4)
+            })
+            .join()
+            .expect("client thread");
+            assert!(echoed >= 196, "only {echoed}/200 datagrams came back");
+            assert!(seen.load(Ordering::Relaxed) >= 196);
+            assert_eq!(rt.stats().workers[0].sleeps, 0, "busy polling never blocks");
+            rt.stop().expect("clean stop");
+            assert_eq!(sysfs_u64(&lif, "napi_defer_hard_irqs"), 0, "restored");
+            assert_eq!(sysfs_u64(&lif, "gro_flush_timeout"), 0, "restored");
+            assert_eq!(sysfs_u64(&l2, "napi_defer_hard_irqs"), 7);
+        })
+        .join()
+        .expect("lb thread");
+    });
+}
+
 #[test]
 fn native_xdp_refused_falls_back_to_generic_and_still_serves() {
     // A bridge has no driver XDP: native attach is refused.

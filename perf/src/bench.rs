@@ -13,6 +13,11 @@
 //! under the xlb-bpf `Runtime`), `fwd` (a trivial `Processor` under the same
 //! Runtime: hash → rewrite MACs and destination → TX, no conntrack, no
 //! lookup), `nft` (kernel nftables DNAT with conntrack).
+//!
+//! Every contender runs in each [`Placement`]: on veth the receiving side's
+//! NAPI runs in the sender's softirq, so by default part of the balancer's
+//! work lands on the generator's core. `owned` keeps all of it on the
+//! balancer's core, as a NIC's interrupts would; `shared` is veth's default.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::mpsc;
@@ -73,11 +78,47 @@ impl Contender {
             Contender::Nft => "nftables DNAT + conntrack",
         }
     }
-    fn short(self) -> &'static str {
+    /// Short name (tables, chart).
+    pub fn short(self) -> &'static str {
         match self {
             Contender::Xlb => "xlb",
             Contender::Fwd => "fwd",
             Contender::Nft => "nft",
+        }
+    }
+}
+
+/// Where the balancer's receive work runs (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// All of the balancer's work on its own core, as with a NIC whose
+    /// interrupts go to that core: AF_XDP workers busy-poll (preferred busy
+    /// polling with NAPI deferral, so the ingress veth's NAPI runs in the
+    /// worker's syscalls); the kernel contender's ingress NAPI is threaded
+    /// and its kthread pinned to the balancer's core.
+    Owned,
+    /// veth's default: the balancer's ingress receive (XDP and the copy into
+    /// the UMEM, or the kernel's veth receive) runs in the generator's
+    /// softirq on the generator's core; AF_XDP workers spin while traffic
+    /// flows and block in poll() when idle; nftables gets RPS to the
+    /// balancer's core, its best setting in LAB-NOTES.
+    Shared,
+}
+
+impl Placement {
+    /// Display name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Placement::Owned => "balancer core owns its receive work",
+            Placement::Shared => "veth default: receive work on the generator's core",
+        }
+    }
+    /// Short name (tables, chart).
+    pub fn short(self) -> &'static str {
+        match self {
+            Placement::Owned => "owned",
+            Placement::Shared => "shared",
         }
     }
 }
@@ -97,18 +138,15 @@ pub struct BenchOpts {
     pub lb_cpu: usize,
     /// Receiver CPU.
     pub rx_cpu: usize,
-    /// AF_XDP workers busy-poll (else they block in poll() when idle).
-    pub busy_poll: bool,
+    /// Placements, each runs every contender (the first also hosts the
+    /// fixed-rate latency runs).
+    pub placements: Vec<Placement>,
     /// Flows.
     pub flows: u32,
     /// AF_XDP contenders: RX batch (the Runtime's `batch`).
     pub batch: usize,
     /// AF_XDP contenders: UMEM frames per worker.
     pub frames: u32,
-    /// Threaded NAPI on the balancer's ingress veth (kthread pinned to
-    /// `lb_cpu`) and on the backends' veth (pinned to `rx_cpu`), instead of
-    /// NAPI in the sender's softirq.
-    pub threaded_napi: bool,
     /// Nice value for the generator, receiver and AF_XDP workers (`None` = leave).
     pub nice: Option<i32>,
     /// Output directory (Markdown, JSON, SVG, PNG).
@@ -123,6 +161,8 @@ pub struct BenchOpts {
 /// One run of one contender.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
+    /// Placement.
+    pub placement: Placement,
     /// Contender.
     pub contender: Contender,
     /// Repetition (0-based).
@@ -191,6 +231,8 @@ pub fn spread(v: &[f64]) -> Spread {
 /// Per-contender summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContenderSummary {
+    /// Placement.
+    pub placement: Placement,
     /// Contender.
     pub contender: Contender,
     /// Offered Mpps.
@@ -199,9 +241,9 @@ pub struct ContenderSummary {
     pub delivered: Spread,
     /// Median loss.
     pub loss: f64,
-    /// Median delivered of this contender ÷ xlb's.
+    /// Median delivered of this contender ÷ xlb's (same placement).
     pub ratio_to_xlb: Option<f64>,
-    /// xlb's median delivered ÷ this contender's.
+    /// xlb's median delivered ÷ this contender's (same placement).
     pub xlb_over_this: Option<f64>,
     /// Paced runs: median p50 latency (µs).
     pub lat_p50_us: f64,
@@ -276,6 +318,20 @@ fn thread_napi(ns: &str, iface: &str, cpu: usize, nice: Option<i32>) -> Result<V
         bail!("no NAPI kthread for {iface} after enabling threaded NAPI");
     }
     Ok(pids)
+}
+
+/// Undo [`thread_napi`]: NAPI back in the sender's softirq, GRO off again.
+fn unthread_napi(ns: &str, iface: &str) -> Result<()> {
+    ns_sh(
+        ns,
+        &[
+            "sh",
+            "-c",
+            &format!("echo 0 > /sys/class/net/{iface}/threaded"),
+        ],
+    )?;
+    ns_sh(ns, &["ethtool", "-K", iface, "gro", "off"])?;
+    Ok(())
 }
 
 /// The client — balancer — backends topology, its namespaces tagged `what`.
@@ -490,11 +546,11 @@ struct XskContender {
     worker_cpus: Arc<std::sync::Mutex<Vec<i32>>>,
 }
 
-fn start_xsk(t: &Topo, which: Contender, o: &BenchOpts) -> Result<XskContender> {
+fn start_xsk(t: &Topo, which: Contender, o: &BenchOpts, busy: bool) -> Result<XskContender> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let (lb, l0, l1) = (t.lb.clone(), t.l0.clone(), t.l1.clone());
-    let (cpu, busy, batch, frames) = (o.lb_cpu, o.busy_poll, o.batch, o.frames);
+    let (cpu, batch, frames) = (o.lb_cpu, o.batch, o.frames);
     let worker_cpus = Arc::new(std::sync::Mutex::new(Vec::new()));
     let thread = std::thread::Builder::new()
         .name(format!("bench-{}", which.short()))
@@ -580,29 +636,58 @@ fn nft_ruleset() -> String {
     )
 }
 
+/// Preferred busy polling's device settings on the balancer's veths (see
+/// `xlb_bpf::napi`; the contender thread cannot write them itself because
+/// /sys shows the host's namespace): with them the veths' receive NAPI waits
+/// for the AF_XDP worker's syscalls, on the balancer's core, instead of
+/// running in the sender's softirq. Off again for the kernel contender.
+fn napi_defer(t: &Topo, on: bool) -> Result<()> {
+    use xlb_bpf::napi::{DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS};
+    let (defer, timeout) = if on {
+        (DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS)
+    } else {
+        (0, 0)
+    };
+    for iface in [&t.l0, &t.l1] {
+        let d = format!("/sys/class/net/{iface}");
+        ns_sh(
+            &t.lb,
+            &[
+                "sh",
+                "-c",
+                &format!("echo {defer} > {d}/napi_defer_hard_irqs && echo {timeout} > {d}/gro_flush_timeout"),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 fn set_rps(t: &Topo, cpus_mask: &str) -> Result<()> {
     let path = format!("/sys/class/net/{}/queues/rx-0/rps_cpus", t.l0);
     ns_sh(&t.lb, &["sh", "-c", &format!("echo {cpus_mask} > {path}")])?;
     Ok(())
 }
 
-fn start_nft(t: &Topo, o: &BenchOpts) -> Result<()> {
+fn start_nft(t: &Topo, o: &BenchOpts, placement: Placement) -> Result<()> {
     let f = std::env::temp_dir().join(format!("xlbbench-{}.nft", std::process::id()));
     std::fs::write(&f, nft_ruleset())?;
     let r = ns_sh(&t.lb, &["nft", "-f", &f.to_string_lossy()]);
     let _ = std::fs::remove_file(&f);
     r.context("loading the nftables DNAT rules (is nftables installed? scripts/deps.sh)")?;
-    // With threaded NAPI the whole kernel path already runs in the ingress
-    // NAPI kthread on lb_cpu; RPS would only bounce it through a softirq.
-    if !o.threaded_napi {
-        set_rps(t, &format!("{:x}", 1u64 << o.lb_cpu))?;
+    match placement {
+        // The whole kernel path runs in the ingress NAPI kthread on lb_cpu.
+        Placement::Owned => {
+            thread_napi(&t.lb, &t.l0, o.lb_cpu, o.nice)?;
+        }
+        Placement::Shared => set_rps(t, &format!("{:x}", 1u64 << o.lb_cpu))?,
     }
     Ok(())
 }
 
-fn stop_nft(t: &Topo, o: &BenchOpts) -> Result<()> {
-    if !o.threaded_napi {
-        set_rps(t, "0")?;
+fn stop_nft(t: &Topo, placement: Placement) -> Result<()> {
+    match placement {
+        Placement::Owned => unthread_napi(&t.lb, &t.l0)?,
+        Placement::Shared => set_rps(t, "0")?,
     }
     ns_sh(&t.lb, &["nft", "delete", "table", "ip", "xlbbench"])?;
     Ok(())
@@ -659,22 +744,27 @@ fn worker_cpus() -> Vec<i32> {
 fn one_run(
     t: &Topo,
     o: &BenchOpts,
+    placement: Placement,
     which: Contender,
     rep: u32,
     paced: Option<u64>,
 ) -> Result<RunResult> {
     let load = loadavg();
     let mut xsk = None;
+    let owned = placement == Placement::Owned;
     match which {
         Contender::Xlb | Contender::Fwd => {
-            xsk = Some(start_xsk(t, which, o)?);
+            if owned {
+                napi_defer(t, true)?;
+            }
+            xsk = Some(start_xsk(t, which, o, owned)?);
             if let Some(n) = o.nice {
                 for tid in lab::threads_named("xlb-worker") {
                     lab::renice(tid, n);
                 }
             }
         }
-        Contender::Nft => start_nft(t, o)?,
+        Contender::Nft => start_nft(t, o, placement)?,
     }
     let lb_mac: MacAddr = lab::mac_of(&t.lb, &t.l0)?
         .parse()
@@ -726,8 +816,11 @@ fn one_run(
             Ok(Err(e)) => stop_err = Some(e),
             Err(_) => stop_err = Some(anyhow!("contender thread panicked")),
         }
+        if owned {
+            napi_defer(t, false)?;
+        }
     } else {
-        stop_nft(t, o)?;
+        stop_nft(t, placement)?;
     }
     let sum = res?;
     if let Some(e) = stop_err {
@@ -737,6 +830,7 @@ fn one_run(
     let rxs = sum.rx.clone().unwrap_or_default();
     let loss = sum.loss.unwrap_or_default();
     Ok(RunResult {
+        placement,
         contender: which,
         rep,
         paced_pps: paced,
@@ -765,25 +859,29 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
     if o.reps == 0 || o.secs <= 0.0 || o.secs > 60.0 {
         bail!("--reps >= 1 and --secs in (0, 60]");
     }
+    if o.placements.is_empty() || o.contenders.is_empty() {
+        bail!("at least one placement and one contender");
+    }
     let t0 = Instant::now();
     let load0 = loadavg();
     let autogroup = o.nice.is_some_and(lab::own_autogroup);
     let topo = build_topology("b")?;
-    if o.threaded_napi {
-        thread_napi(&topo.lb, &topo.l0, o.lb_cpu, o.nice)?;
-        thread_napi(&topo.be, &topo.b0, o.rx_cpu, o.nice)?;
-    }
     let mut runs = Vec::new();
+    let cases: Vec<(Placement, Contender)> = o
+        .placements
+        .iter()
+        .flat_map(|&p| o.contenders.iter().map(move |&c| (p, c)))
+        .collect();
     for rep in 0..o.reps {
-        for &c in &o.contenders {
+        for &(p, c) in &cases {
             if lab::interrupted() {
                 bail!("interrupted; namespaces removed");
             }
             if o.verbose {
-                eprintln!("rep {}/{}: {}", rep + 1, o.reps, c.label());
+                eprintln!("rep {}/{}: {} ({})", rep + 1, o.reps, c.label(), p.short());
             }
-            let r = one_run(&topo, o, c, rep, None)
-                .with_context(|| format!("{} rep {rep}", c.short()))?;
+            let r = one_run(&topo, o, p, c, rep, None)
+                .with_context(|| format!("{} {} rep {rep}", p.short(), c.short()))?;
             if o.verbose {
                 eprintln!(
                     "  offered {:.3} Mpps, delivered {:.3} Mpps, loss {:.1} %, p50 {:.0} us, gen cpu {:?}, rx cpu {:?}, workers {:?}, NET_RX softirqs/cpu {:?}",
@@ -801,12 +899,13 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
         }
     }
     if let Some(rate) = o.lat_rate {
+        let p = o.placements[0];
         for rep in 0..o.reps {
             for &c in &o.contenders {
                 if lab::interrupted() {
                     bail!("interrupted; namespaces removed");
                 }
-                let r = one_run(&topo, o, c, rep, Some(rate))
+                let r = one_run(&topo, o, p, c, rep, Some(rate))
                     .with_context(|| format!("{} paced rep {rep}", c.short()))?;
                 if o.verbose {
                     eprintln!(
@@ -826,14 +925,14 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
         bail!("interrupted; namespaces removed, no report written");
     }
     let mut summary = Vec::new();
-    for &c in &o.contenders {
+    for &(p, c) in &cases {
         let mine: Vec<&RunResult> = runs
             .iter()
-            .filter(|r| r.contender == c && r.paced_pps.is_none())
+            .filter(|r| r.placement == p && r.contender == c && r.paced_pps.is_none())
             .collect();
         let paced: Vec<&RunResult> = runs
             .iter()
-            .filter(|r| r.contender == c && r.paced_pps.is_some())
+            .filter(|r| r.placement == p && r.contender == c && r.paced_pps.is_some())
             .collect();
         let pm = |g: fn(&RunResult) -> f64| {
             spread(&paced.iter().map(|r| g(r)).collect::<Vec<_>>()).median
@@ -842,6 +941,7 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
         let del: Vec<f64> = mine.iter().map(|r| r.delivered_mpps).collect();
         let loss: Vec<f64> = mine.iter().map(|r| r.loss).collect();
         summary.push(ContenderSummary {
+            placement: p,
             contender: c,
             offered: spread(&off),
             delivered: spread(&del),
@@ -853,12 +953,15 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             lat_loss: pm(|r| r.loss),
         });
     }
-    if let Some(x) = summary
-        .iter()
-        .find(|s| s.contender == Contender::Xlb)
-        .map(|s| s.delivered.median)
-    {
-        for s in &mut summary {
+    for &p in &o.placements {
+        let Some(x) = summary
+            .iter()
+            .find(|s| s.placement == p && s.contender == Contender::Xlb)
+            .map(|s| s.delivered.median)
+        else {
+            continue;
+        };
+        for s in summary.iter_mut().filter(|s| s.placement == p) {
             if x > 0.0 {
                 s.ratio_to_xlb = Some(s.delivered.median / x);
             }
@@ -876,22 +979,21 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
         kernel: sh(&["uname", "-r"]).unwrap_or_default().trim().to_string(),
         placement: format!(
             "generator (AF_XDP TX) pinned to cpu{g}; receiver (AF_XDP RX at the backends) pinned to cpu{r}; \
-             AF_XDP contenders: one worker pinned to cpu{l} ({poll}); kernel contender: {rps}; {napi}; the NET_RX softirq counts per CPU are in each run; nice of generator, receiver and AF_XDP workers: {nice}; own scheduler autogroup at that nice: {autogroup}",
+             AF_XDP contenders: one worker pinned to cpu{l}, batch {batch}, {frames} UMEM frames; \
+             the backends' veth NAPI (the receiver's XDP and copy) runs in the balancer's transmit, on cpu{l}, for every contender; \
+             placement `owned`: AF_XDP workers busy-poll with SO_PREFER_BUSY_POLL and napi_defer_hard_irqs {d} / gro_flush_timeout {gt} ns on the balancer's veths, so their ingress NAPI runs in the worker on cpu{l}; \
+             nftables: threaded NAPI on the balancer's ingress veth (GRO on, as threading needs), kthread pinned to cpu{l}; \
+             placement `shared`: the balancer's ingress (XDP and copy into the UMEM, or the kernel's veth receive) runs in the generator's softirq on cpu{g}; \
+             AF_XDP workers spin while traffic flows, block in poll() when idle; nftables: RPS of the ingress veth to cpu{l}; \
+             the NET_RX softirq counts per CPU are in each run; nice of generator, receiver and AF_XDP workers: {nice}; own scheduler autogroup at that nice: {autogroup}",
             g = o.gen_cpu,
             r = o.rx_cpu,
             l = o.lb_cpu,
-            rps = if o.threaded_napi {
-                "no RPS (forwarding runs in the ingress NAPI kthread)".to_string()
-            } else {
-                format!("RPS of the balancer's ingress veth to cpu{}", o.lb_cpu)
-            },
-            napi = if o.threaded_napi {
-                format!("threaded NAPI: the balancer's ingress veth kthread pinned to cpu{}, the backends' veth kthread pinned to cpu{} (same nice)", o.lb_cpu, o.rx_cpu)
-            } else {
-                format!("veth NAPI runs in the sender's softirq: the balancer's ingress (XDP + copy into the UMEM, or the kernel's receive) on the generator's cpu{}, the backends' on the balancer's cpu{} (no threaded NAPI)", o.gen_cpu, o.lb_cpu)
-            },
+            batch = o.batch,
+            frames = o.frames,
+            d = xlb_bpf::napi::DEFER_HARD_IRQS,
+            gt = xlb_bpf::napi::GRO_FLUSH_TIMEOUT_NS,
             nice = o.nice.map_or("unchanged".to_string(), |n| n.to_string()),
-            poll = if o.busy_poll { format!("busy-poll, batch {}, {} UMEM frames", o.batch, o.frames) } else { format!("blocks in poll() when idle, batch {}, {} UMEM frames", o.batch, o.frames) }
         ),
         loadavg: (load0, loadavg()),
         summary,
@@ -915,14 +1017,15 @@ pub fn markdown(r: &BenchReport) -> String {
         r.when, r.command, r.kernel, r.loadavg.0, r.loadavg.1, r.placement
     );
     let reps = r.runs.iter().map(|x| x.rep).max().map_or(0, |m| m + 1);
-    s += &format!("Median of {reps} repetition(s) (min–max in brackets); Mpps = million packets per second.\n\n");
-    s += "| contender | offered Mpps | delivered Mpps | loss | delivered ÷ xlb | xlb ÷ this |\n";
-    s += "|---|---|---|---|---|---|\n";
+    s += &format!("Median of {reps} repetition(s) (min–max in brackets); Mpps = million packets per second; ratios within one placement. A contender whose delivered rate equals its offered rate with no loss was held back by the generator, not by its own core.\n\n");
+    s += "| placement | contender | offered Mpps | delivered Mpps | loss | delivered ÷ xlb | xlb ÷ this |\n";
+    s += "|---|---|---|---|---|---|---|\n";
     for c in &r.summary {
         let f = |x: &Spread| format!("{:.3} [{:.3}–{:.3}]", x.median, x.min, x.max);
         let o = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}×"));
         s += &format!(
-            "| {} | {} | {} | {:.1} % | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.1} % | {} | {} |\n",
+            c.placement.short(),
             c.contender.label(),
             f(&c.offered),
             f(&c.delivered),
@@ -931,9 +1034,10 @@ pub fn markdown(r: &BenchReport) -> String {
             o(c.xlb_over_this)
         );
     }
-    if let Some(rate) = r.runs.iter().find_map(|x| x.paced_pps) {
-        s += &format!("\n## Latency at a fixed rate ({rate} packets/s)\n\nGenerator TX stamp to receiver RX, through each contender; median over repetitions. CDF: `udp-latency-cdf.svg`.\n\n| contender | loss | p50 µs | p99 µs |\n|---|---|---|---|\n");
-        for c in &r.summary {
+    if let Some(x) = r.runs.iter().find(|x| x.paced_pps.is_some()) {
+        let rate = x.paced_pps.unwrap_or_default();
+        s += &format!("\n## Latency at a fixed rate ({rate} packets/s, placement `{}`)\n\nGenerator TX stamp to receiver RX, through each contender; median over repetitions. CDF: `udp-latency-cdf.svg`.\n\n| contender | loss | p50 µs | p99 µs |\n|---|---|---|---|\n", x.placement.short());
+        for c in r.summary.iter().filter(|c| c.placement == x.placement) {
             s += &format!(
                 "| {} | {:.2} % | {:.0} | {:.0} |\n",
                 c.contender.label(),
@@ -943,11 +1047,12 @@ pub fn markdown(r: &BenchReport) -> String {
             );
         }
     }
-    s += "\n## Runs\n\n| rep | contender | paced pps | offered | delivered | loss | reordered | bad csum | p50 µs | p99 µs | gen cpu | rx cpu | worker cpu | NET_RX softirqs per cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "\n## Runs\n\n| rep | placement | contender | paced pps | offered | delivered | loss | reordered | bad csum | p50 µs | p99 µs | gen cpu | rx cpu | worker cpu | NET_RX softirqs per cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for x in &r.runs {
         s += &format!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.1} % | {} | {} | {:.0} | {:.0} | {:?} | {:?} | {:?} | {:?} | {:.2} |\n",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.1} % | {} | {} | {:.0} | {:.0} | {:?} | {:?} | {:?} | {:?} | {:.2} |\n",
             x.rep + 1,
+            x.placement.short(),
             x.contender.short(),
             x.paced_pps.map_or("max".to_string(), |p| p.to_string()),
             x.offered_mpps,
@@ -985,7 +1090,11 @@ fn write_outputs(o: &BenchOpts, r: &BenchReport) -> Result<()> {
                 let mut v: Vec<&RunResult> = r
                     .runs
                     .iter()
-                    .filter(|x| x.contender == c.contender && x.paced_pps.is_some())
+                    .filter(|x| {
+                        x.placement == c.placement
+                            && x.contender == c.contender
+                            && x.paced_pps.is_some()
+                    })
                     .collect();
                 v.sort_by(|a, b| a.p50_us.total_cmp(&b.p50_us));
                 let m = v.get(v.len() / 2)?;

@@ -22,10 +22,21 @@ pub fn bars(r: &BenchReport, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let reps = r.runs.iter().map(|x| x.rep).max().map_or(0, |m| m + 1);
+    let placements = {
+        let mut v: Vec<_> = r.summary.iter().map(|s| s.placement).collect();
+        v.dedup();
+        v.len()
+    };
     let labels: Vec<String> = r
         .summary
         .iter()
-        .map(|s| s.contender.label().to_string())
+        .map(|s| {
+            if placements > 1 {
+                format!("{} ({})", s.contender.short(), s.placement.short())
+            } else {
+                s.contender.label().to_string()
+            }
+        })
         .collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(

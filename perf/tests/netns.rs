@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use xlb_perf::bench::{BenchOpts, Contender};
+use xlb_perf::bench::{BenchOpts, Contender, Placement};
 use xlb_perf::engine::RxMode;
 use xlb_perf::frames::{Proto, SizeSpec};
 use xlb_perf::lab::{self, Lab};
@@ -120,20 +120,23 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
         gen_cpu: 0,
         lb_cpu: 1 % std::thread::available_parallelism().map_or(1, |n| n.get()),
         rx_cpu: 0,
-        busy_poll: true,
+        placements: vec![Placement::Owned, Placement::Shared],
         flows: 1024,
         batch: 32,
         frames: 4096,
         nice: None,
-        threaded_napi: false,
         out: out.clone(),
         lat_rate: Some(20_000),
         verbose: false,
     };
     let t0 = Instant::now();
     let r = xlb_perf::bench::run(&o, "test").expect("bench --quick");
-    assert!(t0.elapsed() < Duration::from_secs(60));
-    assert_eq!(r.summary.len(), 3);
+    assert!(
+        t0.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(r.summary.len(), 6, "three contenders in two placements");
     for s in &r.summary {
         assert!(
             s.delivered.median > 0.0,
@@ -161,9 +164,21 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
         assert!(x.offered_mpps < 0.03, "paced at 20 kpps: {x:?}");
         assert!(rx.latency_cdf.len() > 10 && x.p50_us > 0.0, "{x:?}");
     }
-    for s in &r.summary {
+    assert!(paced.iter().all(|x| x.placement == Placement::Owned));
+    for s in r.summary.iter().filter(|s| s.placement == Placement::Owned) {
         assert!(s.lat_p50_us > 0.0 && s.lat_p50_us <= s.lat_p99_us, "{s:?}");
     }
+    // Each placement's ratios are against its own xlb run.
+    for p in [Placement::Owned, Placement::Shared] {
+        let x = r
+            .summary
+            .iter()
+            .find(|s| s.placement == p && s.contender == Contender::Xlb)
+            .expect("xlb in every placement");
+        assert_eq!(x.ratio_to_xlb, Some(1.0));
+    }
+    let md = std::fs::read_to_string(out.join("udp64-1024flows.md")).expect("md");
+    assert!(md.contains("| owned | xlb") && md.contains("| shared | nftables"));
     assert!(out.join("udp-latency-cdf.svg").exists());
     let _ = std::fs::remove_dir_all(&out);
     assert!(!lab::sh(&["ip", "netns", "list"])

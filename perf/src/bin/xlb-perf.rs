@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xlb_perf::bench::{self, BenchOpts, Contender};
+use xlb_perf::bench::{self, BenchOpts, Contender, Placement};
 use xlb_perf::flows::{self, FlowsOpts};
 use xlb_perf::tcp::{self, TcpContender, TcpOpts};
 
@@ -108,7 +108,17 @@ enum Cmd {
         /// Receiver CPU.
         #[arg(long, default_value_t = 0)]
         rx_cpu: usize,
-        /// Let idle AF_XDP workers block in poll() instead of busy-polling.
+        /// UDP: placements of the balancer's receive work (comma list); the
+        /// first also hosts the fixed-rate latency runs.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "owned,shared"
+        )]
+        placements: Vec<Placement>,
+        /// Flows: run the xlb daemon without --busy-poll (it then blocks in
+        /// poll() when idle).
         #[arg(long)]
         no_busy_poll: bool,
         /// Flows.
@@ -121,10 +131,6 @@ enum Cmd {
         /// AF_XDP contenders: UMEM frames per worker.
         #[arg(long, default_value_t = 4096)]
         frames: u32,
-        /// Threaded NAPI: the balancer's ingress veth kthread on --lb-cpu, the
-        /// backends' on --rx-cpu (default: NAPI in the sender's softirq).
-        #[arg(long)]
-        threaded_napi: bool,
         /// Nice value for the generator, receiver and AF_XDP workers, so
         /// other work on the machine does not take their cores (softirq
         /// work - the kernel contender - preempts user threads anyway).
@@ -165,12 +171,12 @@ fn main() -> Result<()> {
             gen_cpu,
             lb_cpu,
             rx_cpu,
+            placements,
             no_busy_poll,
             flows,
             batch,
             frames,
             nice,
-            threaded_napi,
             out,
             quiet,
         } => {
@@ -183,12 +189,11 @@ fn main() -> Result<()> {
                 gen_cpu,
                 lb_cpu,
                 rx_cpu,
-                busy_poll: !no_busy_poll,
+                placements,
                 flows,
                 batch,
                 frames,
                 nice: (nice != 0).then_some(nice),
-                threaded_napi,
                 out: out.clone(),
                 lat_rate: (lat_rate > 0).then_some(lat_rate),
                 verbose: !quiet,
