@@ -146,10 +146,45 @@ enum Cmd {
     },
 }
 
+/// Set in the child that runs the benchmark in its own session.
+const SESSION_ENV: &str = "XLB_PERF_IN_SESSION";
+
+/// Run this same command again as a child in its own session (its own
+/// scheduler autogroup, which `--nice` needs, see `lab::own_autogroup`) and
+/// wait for it. This process stays in the terminal's foreground process
+/// group, so Ctrl-C still reaches it, and it passes SIGINT/SIGTERM on to the
+/// child, which cleans up its namespaces and processes.
+fn run_in_own_session() -> Result<std::process::ExitStatus> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("finding xlb-perf's own binary")?;
+    let mut child = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(SESSION_ENV, "1")
+        .spawn()
+        .context("starting the benchmark in its own session")?;
+    let mut forwarded = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if xlb_perf::lab::interrupted() && !forwarded {
+            xlb_perf::lab::signal(child.id() as i32, libc::SIGINT);
+            forwarded = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn main() -> Result<()> {
     xlb_perf::lab::catch_signals();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    let Cmd::Bench { nice, .. } = &cli.cmd;
+    if *nice != 0 && std::env::var_os(SESSION_ENV).is_none() {
+        let status = run_in_own_session()?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    match cli.cmd {
         Cmd::Bench {
             quick,
             lat_rate,
