@@ -466,9 +466,28 @@ fn mac(ns: &str, iface: &str) -> Result<MacAddr> {
 // ---------------------------------------------------------------- contenders
 
 /// The kernel contender set up in the balancer namespace; torn down (rules
-/// deleted, conntrack flushed, RPS and forwarding off) when dropped.
+/// deleted, conntrack flushed, RPS and forwarding off, ksoftirqd's nice
+/// restored) when dropped.
 struct NftDnat<'a> {
     f: &'a FloodTopo,
+    /// (pid, previous nice) of the balancer CPU's ksoftirqd, if reniced.
+    ksoftirqd: Option<(i32, i32)>,
+}
+
+/// The pid and nice of the `ksoftirqd/<cpu>` kernel thread.
+fn ksoftirqd(cpu: usize) -> Option<(i32, i32)> {
+    let want = format!("ksoftirqd/{cpu}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        if head.split_once('(')?.1 != want {
+            return None;
+        }
+        // After ")": state is field 3 of stat(5), nice field 19.
+        let nice = rest.split_whitespace().nth(16)?.parse().ok()?;
+        Some((pid, nice))
+    })
 }
 
 fn set_rps(f: &FloodTopo, mask: &str) -> Result<()> {
@@ -500,7 +519,18 @@ impl<'a> NftDnat<'a> {
                 bail!("an XDP program is still attached to {i}: {out}");
             }
         }
-        let nft = NftDnat { f };
+        let mut nft = NftDnat { f, ksoftirqd: None };
+        // RPS runs the kernel path in NET_RX softirqs on lb_cpu; under load
+        // the kernel hands them to ksoftirqd, a nice-0 thread that other work
+        // on the machine (builds) would then share the core with, while xlb
+        // runs at the harness's nice: give the kernel path the same nice.
+        if let Some(n) = o.nice {
+            if let Some((pid, was)) = ksoftirqd(o.lb_cpu) {
+                if lab::renice(pid, n) {
+                    nft.ksoftirqd = Some((pid, was));
+                }
+            }
+        }
         let lb = &f.t.lb;
         load_nft(lb, "flows-dnat", &nft_ruleset())
             .context("loading the nftables DNAT rules (scripts/deps.sh installs nftables)")?;
@@ -530,6 +560,9 @@ impl Drop for NftDnat<'_> {
         }
         let _ = set_rps(self.f, "0");
         let _ = ns_sh(lb, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        if let Some((pid, was)) = self.ksoftirqd {
+            lab::renice(pid, was);
+        }
     }
 }
 
@@ -924,7 +957,7 @@ pub fn run(o: &FlowsOpts, command: &str) -> Result<FlowsReport> {
         placement: format!(
             "generators (established and flood, AF_XDP TX) pinned to cpu{g}; receiver (AF_XDP RX) pinned to cpu{r}; \
              xlb daemon pinned to cpu{l} (one worker for all three interfaces, {poll}, --conntrack-buckets {b}), its XDP program and the copy into its UMEM in the sender's softirq; \
-             nftables: RPS of the balancer's ingress veths (established and flood) to cpu{l}, so forwarding and conntrack run in softirq on cpu{l}; nice of generators, receiver and xlb: {nice}",
+             nftables: RPS of the balancer's ingress veths (established and flood) to cpu{l}, so forwarding and conntrack run in softirq on cpu{l}; nice of generators, receiver, xlb and (during nftables runs) cpu{l}'s ksoftirqd: {nice}",
             nice = o.nice.map_or("unchanged".to_string(), |n| n.to_string()),
             g = o.gen_cpu,
             r = o.rx_cpu,
@@ -1087,6 +1120,13 @@ mod tests {
         assert!(r.contains(&format!("udp dport {VIP_PORT} dnat to jhash")));
         assert!(r.contains(&format!("tcp dport {FLOOD_PORT} dnat to numgen")));
         assert!(r.contains(&format!(": {FLOOD_TARGET_PORT}")));
+    }
+
+    #[test]
+    fn ksoftirqd_of_each_cpu_is_found_with_its_nice() {
+        let (pid, nice) = ksoftirqd(0).expect("ksoftirqd/0 exists on Linux");
+        assert!(pid > 0 && (-20..=19).contains(&nice));
+        assert_eq!(ksoftirqd(100_000), None);
     }
 
     #[test]
