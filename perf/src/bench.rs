@@ -668,23 +668,39 @@ fn set_rps(t: &Topo, cpus_mask: &str) -> Result<()> {
     Ok(())
 }
 
-fn start_nft(t: &Topo, o: &BenchOpts, placement: Placement) -> Result<()> {
+/// Load the DNAT rules and set up `placement`. Returns the balancer CPU's
+/// ksoftirqd and its previous nice when it was reniced (for [`stop_nft`]).
+fn start_nft(t: &Topo, o: &BenchOpts, placement: Placement) -> Result<Option<(i32, i32)>> {
     let f = std::env::temp_dir().join(format!("xlbbench-{}.nft", std::process::id()));
     std::fs::write(&f, nft_ruleset())?;
     let r = ns_sh(&t.lb, &["nft", "-f", &f.to_string_lossy()]);
     let _ = std::fs::remove_file(&f);
     r.context("loading the nftables DNAT rules (is nftables installed? scripts/deps.sh)")?;
     match placement {
-        // The whole kernel path runs in the ingress NAPI kthread on lb_cpu.
+        // The whole kernel path runs in the ingress NAPI kthread on lb_cpu,
+        // at the harness's nice.
         Placement::Owned => {
             thread_napi(&t.lb, &t.l0, o.lb_cpu, o.nice)?;
+            Ok(None)
         }
-        Placement::Shared => set_rps(t, &format!("{:x}", 1u64 << o.lb_cpu))?,
+        // RPS runs it in NET_RX softirqs on lb_cpu, which the kernel hands to
+        // ksoftirqd (nice 0) under load; the AF_XDP workers run at the
+        // harness's nice, so ksoftirqd gets it too for the run.
+        Placement::Shared => {
+            set_rps(t, &format!("{:x}", 1u64 << o.lb_cpu))?;
+            let reniced = o.nice.and_then(|n| {
+                let (pid, was) = lab::ksoftirqd(o.lb_cpu)?;
+                lab::renice(pid, n).then_some((pid, was))
+            });
+            Ok(reniced)
+        }
     }
-    Ok(())
 }
 
-fn stop_nft(t: &Topo, placement: Placement) -> Result<()> {
+fn stop_nft(t: &Topo, placement: Placement, ksoftirqd: Option<(i32, i32)>) -> Result<()> {
+    if let Some((pid, was)) = ksoftirqd {
+        lab::renice(pid, was);
+    }
     match placement {
         Placement::Owned => unthread_napi(&t.lb, &t.l0)?,
         Placement::Shared => set_rps(t, "0")?,
@@ -751,6 +767,7 @@ fn one_run(
 ) -> Result<RunResult> {
     let load = loadavg();
     let mut xsk = None;
+    let mut ksoftirqd = None;
     let owned = placement == Placement::Owned;
     match which {
         Contender::Xlb | Contender::Fwd => {
@@ -764,7 +781,7 @@ fn one_run(
                 }
             }
         }
-        Contender::Nft => start_nft(t, o, placement)?,
+        Contender::Nft => ksoftirqd = start_nft(t, o, placement)?,
     }
     let lb_mac: MacAddr = lab::mac_of(&t.lb, &t.l0)?
         .parse()
@@ -820,7 +837,7 @@ fn one_run(
             napi_defer(t, false)?;
         }
     } else {
-        stop_nft(t, placement)?;
+        stop_nft(t, placement, ksoftirqd)?;
     }
     let sum = res?;
     if let Some(e) = stop_err {
@@ -984,7 +1001,7 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
              placement `owned`: AF_XDP workers busy-poll with SO_PREFER_BUSY_POLL and napi_defer_hard_irqs {d} / gro_flush_timeout {gt} ns on the balancer's veths, so their ingress NAPI runs in the worker on cpu{l}; \
              nftables: threaded NAPI on the balancer's ingress veth (GRO on, as threading needs), kthread pinned to cpu{l}; \
              placement `shared`: the balancer's ingress (XDP and copy into the UMEM, or the kernel's veth receive) runs in the generator's softirq on cpu{g}; \
-             AF_XDP workers spin while traffic flows, block in poll() when idle; nftables: RPS of the ingress veth to cpu{l}; \
+             AF_XDP workers spin while traffic flows, block in poll() when idle; nftables: RPS of the ingress veth to cpu{l}, ksoftirqd/{l} at the harness's nice during its runs; \
              the NET_RX softirq counts per CPU are in each run; nice of generator, receiver and AF_XDP workers: {nice}; own scheduler autogroup at that nice: {autogroup}",
             g = o.gen_cpu,
             r = o.rx_cpu,

@@ -1,7 +1,17 @@
-//! Many flows through the real `xlb` daemon: established-flow forwarding
-//! with a million tracked flows (against 1024 in the same run), and a SYN
-//! flood (the new-flow rate) with what it does to established flows running
-//! next to it (their loss and latency, against a run without the flood).
+//! Many flows through each contender: established-flow forwarding with a
+//! million tracked flows (against 1024 in the same run), and a SYN flood
+//! (the new-flow rate) with what it does to established flows running next
+//! to it (their loss and latency, against a run without the flood).
+//!
+//! Contenders, on the same topology and core placement: the real `xlb`
+//! daemon, and kernel nftables DNAT with conntrack (RPS of the balancer's
+//! ingress veths to the balancer's CPU, as in the UDP suite). For the
+//! kernel, the global conntrack limits (`nf_conntrack_max` and the hash's
+//! bucket count, which a child namespace sees read-only) are raised to hold
+//! every flow for the suite's duration and restored afterwards
+//! ([`CtSizing`]); UDP conntrack timeouts in the balancer namespace outlast
+//! every run; and its table is flushed (`conntrack -F`) before and after
+//! each part, as each xlb part starts a fresh daemon with an empty table.
 //!
 //! Topology: the UDP bench's (client `c0` — `l0` balancer `l1` — `b0`
 //! backends, xlb-pktgen TX on the client and RX on the backends) plus a
@@ -35,6 +45,50 @@ pub const FLOOD_BACKENDS: [Ipv4Addr; 3] = [
 ];
 /// The flooded service's port.
 pub const FLOOD_PORT: u16 = 80;
+/// The flooded service's backend port.
+const FLOOD_TARGET_PORT: u16 = 8080;
+
+/// UDP conntrack timeouts (s) in the balancer namespace for the kernel
+/// contender: the generator's flows never see a reply, so without this the
+/// 30 s "unreplied" timeout could expire warmed flows before they are measured.
+const NFT_UDP_TIMEOUT_S: u32 = 600;
+
+/// A contender of the many-flows suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowsContender {
+    /// The xlb daemon (DNAT, AF_XDP, one worker).
+    Xlb,
+    /// Kernel nftables DNAT with conntrack.
+    Nft,
+}
+
+impl FlowsContender {
+    /// Display name.
+    pub fn label(self) -> &'static str {
+        match self {
+            FlowsContender::Xlb => "xlb daemon (DNAT, AF_XDP)",
+            FlowsContender::Nft => "nftables DNAT + conntrack",
+        }
+    }
+
+    /// Short name.
+    pub fn short(self) -> &'static str {
+        match self {
+            FlowsContender::Xlb => "xlb",
+            FlowsContender::Nft => "nft",
+        }
+    }
+
+    /// Conntrack entries per flow in this contender's own count: xlb keeps
+    /// one entry per direction, the kernel one entry holding both tuples.
+    pub fn entries_per_flow(self) -> u64 {
+        match self {
+            FlowsContender::Xlb => 2,
+            FlowsContender::Nft => 1,
+        }
+    }
+}
 
 /// Options of the many-flows suite.
 #[derive(Debug, Clone)]
@@ -43,6 +97,8 @@ pub struct FlowsOpts {
     pub reps: u32,
     /// Seconds per measured run.
     pub secs: f64,
+    /// Contenders, in run order within each part of a repetition.
+    pub contenders: Vec<FlowsContender>,
     /// Flows of the "many flows" runs and of the flood.
     pub many: u32,
     /// Conntrack buckets per worker for xlb (`--conntrack-buckets`).
@@ -51,7 +107,7 @@ pub struct FlowsOpts {
     pub est_rate: u64,
     /// Generators' CPU.
     pub gen_cpu: usize,
-    /// xlb's CPU.
+    /// The balancer's CPU (xlb's process; RPS target for nftables).
     pub lb_cpu: usize,
     /// Receiver's CPU.
     pub rx_cpu: usize,
@@ -70,6 +126,8 @@ pub struct FlowsOpts {
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowsRun {
+    /// Contender.
+    pub contender: FlowsContender,
     /// Scenario name.
     pub scenario: String,
     /// Repetition.
@@ -88,15 +146,18 @@ pub struct FlowsRun {
     pub p99_us: f64,
     /// Flood: offered SYNs/s (0 without flood).
     pub flood_offered_pps: f64,
-    /// Flood: SYNs/s that reached the backends (new flows/s through xlb).
+    /// Flood: SYNs/s that reached the backends (new flows/s through the balancer).
     pub flood_delivered_pps: f64,
-    /// xlb's tracked connections after the run.
+    /// The balancer's conntrack entries after the run (xlb: 2 per flow;
+    /// nftables: `nf_conntrack_count` of the balancer namespace, 1 per flow).
     pub ct_entries: u64,
-    /// xlb's conntrack capacity.
+    /// Conntrack capacity (xlb's table; the kernel's `nf_conntrack_max`).
     pub ct_capacity: u64,
-    /// xlb's drops during the run (all reasons).
-    pub xlb_drops: u64,
-    /// Where xlb ran.
+    /// Drops during the run: xlb's worker drops (all reasons); nftables:
+    /// `rx_dropped` of the balancer's ingress veths (RPS backlog) plus the
+    /// kernel conntrack's drop, early_drop and insert_failed counts.
+    pub drops: u64,
+    /// Where the balancer's process ran (xlb; none for the kernel).
     pub procs: Vec<ProcUse>,
     /// Generator / receiver CPUs (as reported by the threads).
     pub gen_cpus: Vec<i32>,
@@ -110,13 +171,19 @@ pub struct FlowsRun {
     pub loadavg: f64,
 }
 
-/// Per-scenario summary.
+/// Per scenario and contender summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowsSummary {
     /// Scenario.
     pub scenario: String,
+    /// Contender.
+    pub contender: FlowsContender,
     /// Delivered Mpps.
     pub delivered: Spread,
+    /// Median delivered ÷ xlb's in the same scenario.
+    pub delivered_over_xlb: Option<f64>,
+    /// xlb's median delivered ÷ this contender's.
+    pub xlb_over_this: Option<f64>,
     /// Median loss.
     pub loss: f64,
     /// Median p50 µs.
@@ -127,7 +194,9 @@ pub struct FlowsSummary {
     pub flood_delivered_pps: f64,
     /// Median flood SYNs offered per second.
     pub flood_offered_pps: f64,
-    /// Largest conntrack entry count seen (two per flow).
+    /// New flows/s delivered ÷ xlb's in the same scenario (flood runs).
+    pub flood_over_xlb: Option<f64>,
+    /// Largest conntrack entry count seen (see [`FlowsContender::entries_per_flow`]).
     pub ct_entries: u64,
 }
 
@@ -140,21 +209,29 @@ pub struct FlowsReport {
     pub command: String,
     /// Placement.
     pub placement: String,
+    /// The kernel contender's conntrack settings (empty without it).
+    pub kernel_conntrack: String,
     /// Load at start / end.
     pub loadavg: (f64, f64),
-    /// Per scenario.
+    /// Per scenario and contender.
     pub summary: Vec<FlowsSummary>,
     /// Runs.
     pub runs: Vec<FlowsRun>,
 }
 
-/// Rate of the many-flows warm-up (packets/s), well below what xlb forwards.
+/// Rate of the many-flows warm-up (packets/s), below what either contender
+/// forwards for new flows, so that each creates every entry (at max rate
+/// most first packets would be lost).
 const WARM_PPS: u64 = 150_000;
+/// Warm-up passes at most: a pass re-sends every flow; flows already
+/// tracked just stay established, lost first packets get another chance.
+const WARM_PASSES: u32 = 3;
 
 const S_1K: &str = "established, 1024 flows, max rate";
 const S_MANY: &str = "established, many flows, max rate";
 const S_CALM: &str = "established 1024 flows at a fixed rate, no flood";
 const S_FLOOD: &str = "established 1024 flows at a fixed rate + SYN flood";
+const SCENARIOS: [&str; 4] = [S_1K, S_MANY, S_CALM, S_FLOOD];
 
 fn lbconfig() -> String {
     let eps = |addrs: &[Ipv4Addr], port: u16| -> String {
@@ -169,9 +246,149 @@ fn lbconfig() -> String {
     format!(
         "{{ \"lbAttr\": [\n {{ \"serviceArguments\": {{ \"externalIP\": \"{VIP}\", \"port\": {VIP_PORT}, \"protocol\": \"udp\", \"sel\": 1, \"mode\": 0, \"inactiveTimeOut\": 240, \"name\": \"bench-udp\" }}, \"endpoints\": [ {} ] }},\n {{ \"serviceArguments\": {{ \"externalIP\": \"{VIP}\", \"port\": {FLOOD_PORT}, \"protocol\": \"tcp\", \"sel\": 0, \"mode\": 0, \"inactiveTimeOut\": 240, \"name\": \"bench-flood\" }}, \"endpoints\": [ {} ] }}\n] }}\n",
         eps(&BACKENDS, VIP_PORT),
-        eps(&FLOOD_BACKENDS, 8080)
+        eps(&FLOOD_BACKENDS, FLOOD_TARGET_PORT)
     )
 }
+
+/// The kernel contender's rules: xlb's two services as nftables DNAT — UDP
+/// hashed over the source (xlb's `sel: 1`), the flooded TCP service round
+/// robin (`sel: 0`) to port 8080.
+pub fn nft_ruleset() -> String {
+    let [a, b, c] = BACKENDS;
+    let [d, e, g] = FLOOD_BACKENDS;
+    format!(
+        "table ip xlbflows {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {VIP} udp dport {VIP_PORT} dnat to jhash ip saddr . udp sport mod 3 map {{ 0 : {a}, 1 : {b}, 2 : {c} }}\n    ip daddr {VIP} tcp dport {FLOOD_PORT} dnat to numgen inc mod 3 map {{ 0 : {d}, 1 : {e}, 2 : {g} }} : {FLOOD_TARGET_PORT}\n  }}\n}}\n"
+    )
+}
+
+// ---------------------------------------------------------------- kernel conntrack
+
+const CT_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+const CT_BUCKETS: &str = "/proc/sys/net/netfilter/nf_conntrack_buckets";
+const CT_HASHSIZE: &str = "/sys/module/nf_conntrack/parameters/hashsize";
+
+fn read_u64(path: &str) -> Result<u64> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("reading {path}"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("parsing {path}"))
+}
+
+/// The kernel's global conntrack limits, raised for a run and restored when
+/// dropped. Both are global (one hash table for every namespace, and a
+/// child namespace sees `nf_conntrack_max` read-only), so they are set from
+/// the initial namespace: call this from a thread that is in it. Only
+/// values below what the run needs are changed; a larger setting is left.
+#[derive(Debug)]
+pub struct CtSizing {
+    /// (path, previous value) of what was changed, in change order.
+    restore: Vec<(&'static str, u64)>,
+}
+
+impl CtSizing {
+    /// Make `nf_conntrack_max` at least `max` and the hash at least
+    /// `buckets` buckets.
+    pub fn at_least(max: u64, buckets: u64) -> Result<CtSizing> {
+        if !Path::new(CT_MAX).exists() {
+            // Built as a module: loading nftables' NAT would load it anyway.
+            let _ = sh(&["modprobe", "nf_conntrack"]);
+        }
+        let mut s = CtSizing {
+            restore: Vec::new(),
+        };
+        // Buckets first: the table grows before it may hold more entries.
+        let cur = read_u64(CT_BUCKETS)?;
+        if cur < buckets {
+            // The sysctl is writable in the initial namespace on recent
+            // kernels; the module parameter is the older way to resize.
+            std::fs::write(CT_BUCKETS, buckets.to_string())
+                .or_else(|_| std::fs::write(CT_HASHSIZE, buckets.to_string()))
+                .with_context(|| format!("resizing the conntrack hash to {buckets} buckets"))?;
+            s.restore.push((CT_BUCKETS, cur));
+        }
+        let cur = read_u64(CT_MAX)?;
+        if cur < max {
+            std::fs::write(CT_MAX, max.to_string())
+                .with_context(|| format!("setting {CT_MAX} to {max}"))?;
+            s.restore.push((CT_MAX, cur));
+        }
+        Ok(s)
+    }
+
+    /// What it changed, for the report.
+    pub fn describe(&self) -> String {
+        let now = |p: &str| read_u64(p).map_or("?".to_string(), |v| v.to_string());
+        let was = |p: &str| {
+            self.restore
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map_or("unchanged".to_string(), |(_, v)| format!("was {v}"))
+        };
+        format!(
+            "nf_conntrack_max {} ({}), conntrack hash {} buckets ({}), both restored after the suite",
+            now(CT_MAX),
+            was(CT_MAX),
+            now(CT_BUCKETS),
+            was(CT_BUCKETS)
+        )
+    }
+}
+
+impl Drop for CtSizing {
+    fn drop(&mut self) {
+        // Limit first, then shrink the table (the reverse of raising them).
+        for (path, v) in self.restore.drain(..).rev() {
+            let r = std::fs::write(path, v.to_string());
+            let r = if r.is_err() && path == CT_BUCKETS {
+                std::fs::write(CT_HASHSIZE, v.to_string())
+            } else {
+                r
+            };
+            if let Err(e) = r {
+                eprintln!("xlb-perf: could not restore {path} to {v}: {e}");
+            }
+        }
+    }
+}
+
+fn ct_count(ns: &str) -> Result<u64> {
+    ns_sh(ns, &["cat", "/proc/sys/net/netfilter/nf_conntrack_count"])?
+        .trim()
+        .parse()
+        .context("nf_conntrack_count")
+}
+
+/// Sum of the kernel conntrack's drop, early_drop and insert_failed
+/// counters over the CPUs, in namespace `ns` (`/proc/net/stat/nf_conntrack`:
+/// a header line, then one line of hex fields per CPU).
+fn ct_stat_drops(ns: &str) -> u64 {
+    let text = ns_sh(ns, &["cat", "/proc/net/stat/nf_conntrack"]).unwrap_or_default();
+    parse_ct_stat_drops(&text)
+}
+
+fn parse_ct_stat_drops(text: &str) -> u64 {
+    let mut lines = text.lines();
+    let Some(head) = lines.next() else {
+        return 0;
+    };
+    let cols: Vec<usize> = head
+        .split_whitespace()
+        .enumerate()
+        .filter(|(_, h)| matches!(*h, "drop" | "early_drop" | "insert_failed"))
+        .map(|(i, _)| i)
+        .collect();
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            cols.iter()
+                .filter_map(|&i| u64::from_str_radix(f.get(i)?, 16).ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------- topology
 
 struct FloodTopo {
     t: Topo,
@@ -213,15 +430,19 @@ fn topology() -> Result<FloodTopo> {
     }
     // The backends count the flood's SYNs and drop them (no RST storm back).
     let rules = format!(
-        "table ip xlbsink {{\n  counter syns {{ }}\n  chain pre {{\n    type filter hook prerouting priority raw; policy accept;\n    ip daddr {{ {}, {}, {} }} tcp dport 8080 counter name syns drop\n  }}\n}}\n",
+        "table ip xlbsink {{\n  counter syns {{ }}\n  chain pre {{\n    type filter hook prerouting priority raw; policy accept;\n    ip daddr {{ {}, {}, {} }} tcp dport {FLOOD_TARGET_PORT} counter name syns drop\n  }}\n}}\n",
         FLOOD_BACKENDS[0], FLOOD_BACKENDS[1], FLOOD_BACKENDS[2]
     );
-    let f = std::env::temp_dir().join(format!("xlbperf-sink-{}.nft", std::process::id()));
-    std::fs::write(&f, rules)?;
-    let r = ns_sh(&t.be, &["nft", "-f", &f.to_string_lossy()]);
-    let _ = std::fs::remove_file(&f);
-    r.context("loading the backends' SYN counter")?;
+    load_nft(&t.be, "sink", &rules).context("loading the backends' SYN counter")?;
     Ok(FloodTopo { t, c2, l2 })
+}
+
+fn load_nft(ns: &str, what: &str, rules: &str) -> Result<()> {
+    let f = std::env::temp_dir().join(format!("xlbperf-{what}-{}.nft", std::process::id()));
+    std::fs::write(&f, rules)?;
+    let r = ns_sh(ns, &["nft", "-f", &f.to_string_lossy()]);
+    let _ = std::fs::remove_file(&f);
+    r.map(|_| ())
 }
 
 fn syn_counter(be: &str) -> Result<u64> {
@@ -236,20 +457,153 @@ fn syn_counter(be: &str) -> Result<u64> {
         .ok_or_else(|| anyhow!("no SYN counter in {out}"))
 }
 
-fn xlb_state(lb: &str) -> (u64, u64, u64) {
-    let m = xlb_api(lb, "/metrics").unwrap_or_default();
-    (
-        metric(&m, "xlb_conntrack_entries"),
-        metric(&m, "xlb_conntrack_capacity"),
-        metric(&m, "xlb_worker_drops_total"),
-    )
-}
-
 fn mac(ns: &str, iface: &str) -> Result<MacAddr> {
     lab::mac_of(ns, iface)?
         .parse()
         .map_err(|_| anyhow!("bad MAC of {iface}"))
 }
+
+// ---------------------------------------------------------------- contenders
+
+/// The kernel contender set up in the balancer namespace; torn down (rules
+/// deleted, conntrack flushed, RPS and forwarding off, ksoftirqd's nice
+/// restored) when dropped.
+struct NftDnat<'a> {
+    f: &'a FloodTopo,
+    /// (pid, previous nice) of the balancer CPU's ksoftirqd, if reniced.
+    ksoftirqd: Option<(i32, i32)>,
+}
+
+fn set_rps(f: &FloodTopo, mask: &str) -> Result<()> {
+    for i in [&f.t.l0, &f.l2] {
+        let path = format!("/sys/class/net/{i}/queues/rx-0/rps_cpus");
+        ns_sh(&f.t.lb, &["sh", "-c", &format!("echo {mask} > {path}")])?;
+    }
+    Ok(())
+}
+
+/// Empty the balancer namespace's conntrack table, and check that it is.
+fn flush_conntrack(ns: &str) -> Result<()> {
+    ns_sh(ns, &["conntrack", "-F"])
+        .context("flushing conntrack (conntrack-tools: scripts/deps.sh installs it)")?;
+    let n = ct_count(ns)?;
+    if n > 0 {
+        bail!("{n} conntrack entries left in {ns} after conntrack -F");
+    }
+    Ok(())
+}
+
+impl<'a> NftDnat<'a> {
+    fn start(f: &'a FloodTopo, o: &FlowsOpts) -> Result<NftDnat<'a>> {
+        // A stopped xlb must have taken its XDP programs along, or traffic
+        // would never reach the kernel's path.
+        for i in [&f.t.l0, &f.t.l1, &f.l2] {
+            let out = sh(&["ip", "-n", &f.t.lb, "-j", "link", "show", "dev", i])?;
+            if out.contains("\"xdp\"") {
+                bail!("an XDP program is still attached to {i}: {out}");
+            }
+        }
+        let mut nft = NftDnat { f, ksoftirqd: None };
+        // RPS runs the kernel path in NET_RX softirqs on lb_cpu; under load
+        // the kernel hands them to ksoftirqd, a nice-0 thread that other work
+        // on the machine (builds) would then share the core with, while xlb
+        // runs at the harness's nice: give the kernel path the same nice.
+        if let Some(n) = o.nice {
+            if let Some((pid, was)) = lab::ksoftirqd(o.lb_cpu) {
+                if lab::renice(pid, n) {
+                    nft.ksoftirqd = Some((pid, was));
+                }
+            }
+        }
+        let lb = &f.t.lb;
+        load_nft(lb, "flows-dnat", &nft_ruleset())
+            .context("loading the nftables DNAT rules (scripts/deps.sh installs nftables)")?;
+        let t = NFT_UDP_TIMEOUT_S.to_string();
+        ns_sh(
+            lb,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.netfilter.nf_conntrack_udp_timeout={t}"),
+                &format!("net.netfilter.nf_conntrack_udp_timeout_stream={t}"),
+                "net.ipv4.ip_forward=1",
+            ],
+        )?;
+        set_rps(f, &format!("{:x}", 1u64 << o.lb_cpu))?;
+        flush_conntrack(lb)?;
+        Ok(nft)
+    }
+}
+
+impl Drop for NftDnat<'_> {
+    fn drop(&mut self) {
+        let lb = &self.f.t.lb;
+        let _ = ns_sh(lb, &["nft", "delete", "table", "ip", "xlbflows"]);
+        if let Err(e) = flush_conntrack(lb) {
+            eprintln!("xlb-perf: {e:#}");
+        }
+        let _ = set_rps(self.f, "0");
+        let _ = ns_sh(lb, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        if let Some((pid, was)) = self.ksoftirqd {
+            lab::renice(pid, was);
+        }
+    }
+}
+
+/// A running contender (stopped when dropped).
+enum Balancer<'a> {
+    Xlb(Proc),
+    Nft { _rules: NftDnat<'a> },
+}
+
+/// (conntrack entries, capacity, drops so far).
+struct BalState {
+    entries: u64,
+    capacity: u64,
+    drops: u64,
+}
+
+impl Balancer<'_> {
+    fn which(&self) -> FlowsContender {
+        match self {
+            Balancer::Xlb(_) => FlowsContender::Xlb,
+            Balancer::Nft { .. } => FlowsContender::Nft,
+        }
+    }
+
+    fn state(&self, f: &FloodTopo) -> Result<BalState> {
+        match self {
+            Balancer::Xlb(_) => {
+                let m = xlb_api(&f.t.lb, "/metrics").unwrap_or_default();
+                Ok(BalState {
+                    entries: metric(&m, "xlb_conntrack_entries"),
+                    capacity: metric(&m, "xlb_conntrack_capacity"),
+                    drops: metric(&m, "xlb_worker_drops_total"),
+                })
+            }
+            Balancer::Nft { .. } => {
+                let mut drops = ct_stat_drops(&f.t.lb);
+                for i in [&f.t.l0, &f.l2] {
+                    drops += lab::rx_counters(&f.t.lb, i)?.1;
+                }
+                Ok(BalState {
+                    entries: ct_count(&f.t.lb)?,
+                    capacity: read_u64(CT_MAX)?,
+                    drops,
+                })
+            }
+        }
+    }
+
+    fn pid(&self) -> Option<i32> {
+        match self {
+            Balancer::Xlb(p) => Some(p.pid()),
+            Balancer::Nft { .. } => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- runs
 
 fn est_tx(f: &FloodTopo, o: &FlowsOpts, flows: u32, rate: Option<u64>) -> Result<TxOpts> {
     let mut tx = TxOpts::new(&f.t.c0, SocketAddr::from((VIP, VIP_PORT)));
@@ -277,22 +631,41 @@ fn rx(f: &FloodTopo, o: &FlowsOpts) -> RxOpts {
     rx
 }
 
+/// Send each of `flows` flows once at `rate`, repeated (at most
+/// [`WARM_PASSES`] times) until the balancer tracks 99 % of them, so the
+/// measured run forwards established flows only. Returns the flows tracked.
+fn warm(f: &FloodTopo, o: &FlowsOpts, bal: &Balancer<'_>, flows: u32, rate: u64) -> Result<u64> {
+    let mut w = est_tx(f, o, flows, Some(rate))?;
+    w.count = u64::from(flows);
+    w.duration = Duration::from_secs(120);
+    let per = bal.which().entries_per_flow();
+    let mut tracked = 0;
+    for _ in 0..WARM_PASSES {
+        pktgen::run(Some(&w), Some(&rx(f, o)), false).context("warming the flows")?;
+        tracked = bal.state(f)?.entries / per;
+        if tracked * 100 >= u64::from(flows) * 99 || lab::interrupted() {
+            break;
+        }
+    }
+    Ok(tracked)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn measure(
     f: &FloodTopo,
     o: &FlowsOpts,
-    xlb: &Proc,
+    bal: &Balancer<'_>,
     scenario: &str,
     rep: u32,
     tx: &TxOpts,
     flood: Option<&TxOpts>,
 ) -> Result<FlowsRun> {
     let load = procs::loadavg();
-    let (_, _, drops0) = xlb_state(&f.t.lb);
+    let st0 = bal.state(f)?;
     let syn0 = syn_counter(&f.t.be)?;
     let cpu0 = CpuTimes::now();
     let soft0 = procs::net_rx_softirqs();
-    let x0 = procs::sample_tree(xlb.pid());
+    let x0 = bal.pid().map(procs::sample_tree);
     let t0 = Instant::now();
     let rxo = rx(f, o);
     let (sum, flood_sum): (Summary, Option<Summary>) = std::thread::scope(|s| {
@@ -304,15 +677,22 @@ fn measure(
         Ok::<_, anyhow::Error>((est?, fl?))
     })?;
     let secs = t0.elapsed().as_secs_f64();
-    let x1 = procs::sample_tree(xlb.pid());
+    let procs_used = match (bal.pid(), x0) {
+        (Some(pid), Some(x0)) => {
+            let x1 = procs::sample_tree(pid);
+            vec![procs::proc_use("xlb", &x0, &x1, secs)]
+        }
+        _ => Vec::new(),
+    };
     let cpus = CpuTimes::now().since(&cpu0);
     let soft = procs::delta(&procs::net_rx_softirqs(), &soft0);
     let syns = syn_counter(&f.t.be)?.saturating_sub(syn0);
-    let (entries, capacity, drops1) = xlb_state(&f.t.lb);
+    let st1 = bal.state(f)?;
     let txs = sum.tx.clone().unwrap_or_default();
     let rxs = sum.rx.clone().unwrap_or_default();
     let flood_tx = flood_sum.and_then(|s| s.tx).unwrap_or_default();
     Ok(FlowsRun {
+        contender: bal.which(),
         scenario: scenario.to_string(),
         rep,
         flows: tx.flows,
@@ -327,16 +707,40 @@ fn measure(
         } else {
             0.0
         },
-        ct_entries: entries,
-        ct_capacity: capacity,
-        xlb_drops: drops1.saturating_sub(drops0),
-        procs: vec![procs::proc_use("xlb", &x0, &x1, secs)],
+        ct_entries: st1.entries,
+        ct_capacity: st1.capacity,
+        drops: st1.drops.saturating_sub(st0.drops),
+        procs: procs_used,
         gen_cpus: txs.cpus.clone(),
         rx_cpus: rxs.cpus.clone(),
         cpus,
         net_rx_softirqs: soft,
         loadavg: load,
     })
+}
+
+fn say(o: &FlowsOpts, r: &FlowsRun) {
+    if o.verbose {
+        eprintln!(
+            "  {} {}: {} flows, offered {:.3} Mpps, delivered {:.3} Mpps, loss {:.2} %, p50 {:.0} us, p99 {:.0} us, flood {:.0}/{:.0} SYN/s, conntrack {}/{}, drops {}",
+            r.contender.short(), r.scenario, r.flows, r.offered_mpps, r.delivered_mpps, 100.0 * r.loss, r.p50_us, r.p99_us,
+            r.flood_delivered_pps, r.flood_offered_pps, r.ct_entries, r.ct_capacity, r.drops
+        );
+    }
+}
+
+fn flood_tx(f: &FloodTopo, o: &FlowsOpts) -> Result<TxOpts> {
+    let mut flood = TxOpts::new(&f.c2, SocketAddr::from((VIP, FLOOD_PORT)));
+    flood.netns = Some(f.t.cl.clone());
+    flood.dst_mac = Some(mac(&f.t.lb, &f.l2)?);
+    flood.proto = Proto::Syn;
+    flood.flows = o.many;
+    flood.src_ips = o.many.div_ceil(60_000).max(1);
+    flood.duration = Duration::from_secs_f64(o.secs);
+    flood.count = 500_000_000;
+    flood.cpus = vec![o.gen_cpu];
+    flood.nice = o.nice;
+    Ok(flood)
 }
 
 fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Result<()> {
@@ -348,96 +752,164 @@ fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Res
     if o.busy_poll {
         extra.push("--busy-poll");
     }
-    let say = |r: &FlowsRun| {
-        if o.verbose {
-            eprintln!(
-                "  {}: {} flows, offered {:.3} Mpps, delivered {:.3} Mpps, loss {:.2} %, p50 {:.0} us, p99 {:.0} us, flood {:.0}/{:.0} SYN/s, conntrack {}/{}, xlb drops {}",
-                r.scenario, r.flows, r.offered_mpps, r.delivered_mpps, 100.0 * r.loss, r.p50_us, r.p99_us,
-                r.flood_delivered_pps, r.flood_offered_pps, r.ct_entries, r.ct_capacity, r.xlb_drops
-            );
-        }
-    };
-    // Each part starts a fresh xlb (an empty flow table), the same way.
-    let start = || {
-        start_xlb(
-            &o.xlb_bin,
-            &f.t.lb,
-            &ifaces,
-            &lbconfig(),
-            o.lb_cpu,
-            o.nice,
-            &extra,
-            dir,
-        )
+    // Each part starts a fresh contender with an empty flow table, the same
+    // way for every part: a new xlb daemon, or the nftables rules on a
+    // flushed conntrack table.
+    let start = |c: FlowsContender| -> Result<Balancer<'_>> {
+        Ok(match c {
+            FlowsContender::Xlb => Balancer::Xlb(start_xlb(
+                &o.xlb_bin,
+                &f.t.lb,
+                &ifaces,
+                &lbconfig(),
+                o.lb_cpu,
+                o.nice,
+                &extra,
+                dir,
+            )?),
+            FlowsContender::Nft => Balancer::Nft {
+                _rules: NftDnat::start(&f, o)?,
+            },
+        })
     };
     // A: established-flow forwarding, 1024 flows vs. many.
-    {
-        let xlb = start()?;
-        let r = measure(&f, o, &xlb, S_1K, rep, &est_tx(&f, o, 1024, None)?, None)?;
-        say(&r);
+    for &c in &o.contenders {
+        if lab::interrupted() {
+            bail!("interrupted");
+        }
+        let bal = start(c)?;
+        let r = measure(&f, o, &bal, S_1K, rep, &est_tx(&f, o, 1024, None)?, None)?;
+        say(o, &r);
         runs.push(r);
-        // Warm: every flow once, paced so that xlb creates every entry (at
-        // max rate most of the first packets would be lost), so the measured
-        // run forwards established flows only.
-        let mut warm = est_tx(&f, o, o.many, Some(WARM_PPS))?;
-        warm.count = u64::from(o.many);
-        warm.duration = Duration::from_secs(60);
-        pktgen::run(Some(&warm), Some(&rx(&f, o)), false).context("warming the flows")?;
+        let tracked = warm(&f, o, &bal, o.many, WARM_PPS)?;
+        if o.verbose {
+            eprintln!(
+                "  {} warm-up: {tracked} of {} flows tracked",
+                c.short(),
+                o.many
+            );
+        }
         let r = measure(
             &f,
             o,
-            &xlb,
+            &bal,
             S_MANY,
             rep,
             &est_tx(&f, o, o.many, None)?,
             None,
         )?;
-        say(&r);
-        if r.ct_entries < 2 * u64::from(o.many) {
+        say(o, &r);
+        if r.ct_entries < c.entries_per_flow() * u64::from(o.many) {
             eprintln!(
-                "  note: xlb has {} conntrack entries (two per flow), fewer than for the {} flows sent (capacity {})",
-                r.ct_entries, o.many, r.ct_capacity
+                "  note: {} has {} conntrack entries ({} per flow), fewer than for the {} flows sent (capacity {})",
+                c.short(),
+                r.ct_entries,
+                c.entries_per_flow(),
+                o.many,
+                r.ct_capacity
             );
         }
         runs.push(r);
     }
-    if lab::interrupted() {
-        bail!("interrupted");
-    }
     // B: the same established flows at a fixed rate, without and with a SYN flood.
-    {
-        let xlb = start()?;
+    for &c in &o.contenders {
+        if lab::interrupted() {
+            bail!("interrupted");
+        }
+        let bal = start(c)?;
+        warm(&f, o, &bal, 1024, o.est_rate)?;
         let est = est_tx(&f, o, 1024, Some(o.est_rate))?;
-        // Warm the 1024 flows first.
-        let mut warm = est.clone();
-        warm.count = 2048;
-        pktgen::run(Some(&warm), Some(&rx(&f, o)), false).context("warming")?;
-        let r = measure(&f, o, &xlb, S_CALM, rep, &est, None)?;
-        say(&r);
+        let r = measure(&f, o, &bal, S_CALM, rep, &est, None)?;
+        say(o, &r);
         runs.push(r);
-        let mut flood = TxOpts::new(&f.c2, SocketAddr::from((VIP, FLOOD_PORT)));
-        flood.netns = Some(f.t.cl.clone());
-        flood.dst_mac = Some(mac(&f.t.lb, &f.l2)?);
-        flood.proto = Proto::Syn;
-        flood.flows = o.many;
-        flood.src_ips = o.many.div_ceil(60_000).max(1);
-        flood.duration = Duration::from_secs_f64(o.secs);
-        flood.count = 500_000_000;
-        flood.cpus = vec![o.gen_cpu];
-        flood.nice = o.nice;
-        let r = measure(&f, o, &xlb, S_FLOOD, rep, &est, Some(&flood))?;
-        say(&r);
+        let r = measure(&f, o, &bal, S_FLOOD, rep, &est, Some(&flood_tx(&f, o)?))?;
+        say(o, &r);
         runs.push(r);
     }
     Ok(())
 }
 
+/// Medians per scenario and contender, with ratios against xlb's.
+fn summarize(runs: &[FlowsRun], contenders: &[FlowsContender]) -> Vec<FlowsSummary> {
+    let mut summary = Vec::new();
+    for sc in SCENARIOS {
+        let first = summary.len();
+        for &c in contenders {
+            let mine: Vec<&FlowsRun> = runs
+                .iter()
+                .filter(|r| r.scenario == sc && r.contender == c)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let col =
+                |g: fn(&FlowsRun) -> f64| spread(&mine.iter().map(|r| g(r)).collect::<Vec<_>>());
+            summary.push(FlowsSummary {
+                scenario: sc.to_string(),
+                contender: c,
+                delivered: col(|r| r.delivered_mpps),
+                delivered_over_xlb: None,
+                xlb_over_this: None,
+                loss: col(|r| r.loss).median,
+                p50_us: col(|r| r.p50_us).median,
+                p99_us: col(|r| r.p99_us).median,
+                flood_delivered_pps: col(|r| r.flood_delivered_pps).median,
+                flood_offered_pps: col(|r| r.flood_offered_pps).median,
+                flood_over_xlb: None,
+                ct_entries: mine.iter().map(|r| r.ct_entries).max().unwrap_or(0),
+            });
+        }
+        let group = &mut summary[first..];
+        let Some((xd, xf)) = group
+            .iter()
+            .find(|s| s.contender == FlowsContender::Xlb)
+            .map(|s| (s.delivered.median, s.flood_delivered_pps))
+        else {
+            continue;
+        };
+        for s in group {
+            let d = s.delivered.median;
+            s.delivered_over_xlb = (xd > 0.0).then(|| d / xd);
+            s.xlb_over_this = (d > 0.0).then(|| xd / d);
+            if sc == S_FLOOD && xf > 0.0 {
+                s.flood_over_xlb = Some(s.flood_delivered_pps / xf);
+            }
+        }
+    }
+    summary
+}
+
 /// Run the suite; write `flows.{md,json}`.
 pub fn run(o: &FlowsOpts, command: &str) -> Result<FlowsReport> {
-    if o.reps == 0 || o.secs <= 0.0 || o.secs > 60.0 || o.many == 0 {
-        bail!("--reps >= 1, --flows-secs in (0, 60], --many-flows >= 1");
+    if o.reps == 0 || o.secs <= 0.0 || o.secs > 60.0 || o.many == 0 || o.contenders.is_empty() {
+        bail!("--reps >= 1, --flows-secs in (0, 60], --many-flows >= 1, at least one contender");
+    }
+    if o.contenders.contains(&FlowsContender::Nft) {
+        for tool in ["nft", "conntrack"] {
+            sh(&[tool, "--version"]).with_context(|| {
+                format!("{tool} is needed for the nftables contender: scripts/deps.sh installs it")
+            })?;
+        }
     }
     let load0 = procs::loadavg();
+    // The kernel contender: room for every flow of a part (the many flows,
+    // or the flood's plus the established ones) with headroom, and a hash
+    // of about one bucket per tuple (each entry hashes both directions).
+    let sizing = if o.contenders.contains(&FlowsContender::Nft) {
+        let many = u64::from(o.many);
+        Some(CtSizing::at_least(
+            2 * many + 65_536,
+            (2 * many).next_power_of_two(),
+        )?)
+    } else {
+        None
+    };
+    let kernel_conntrack = sizing.as_ref().map_or(String::new(), |s| {
+        format!(
+            "{}; UDP conntrack timeouts {NFT_UDP_TIMEOUT_S} s in the balancer namespace; its table flushed (conntrack -F) before and after each part",
+            s.describe()
+        )
+    });
     let dir = std::env::temp_dir().join(format!("xlb-perf-flows-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut runs = Vec::new();
@@ -457,23 +929,9 @@ pub fn run(o: &FlowsOpts, command: &str) -> Result<FlowsReport> {
             break;
         }
     }
+    drop(sizing);
     let _ = std::fs::remove_dir_all(&dir);
     res?;
-    let mut summary = Vec::new();
-    for sc in [S_1K, S_MANY, S_CALM, S_FLOOD] {
-        let mine: Vec<&FlowsRun> = runs.iter().filter(|r| r.scenario == sc).collect();
-        let col = |g: fn(&FlowsRun) -> f64| spread(&mine.iter().map(|r| g(r)).collect::<Vec<_>>());
-        summary.push(FlowsSummary {
-            scenario: sc.to_string(),
-            delivered: col(|r| r.delivered_mpps),
-            loss: col(|r| r.loss).median,
-            p50_us: col(|r| r.p50_us).median,
-            p99_us: col(|r| r.p99_us).median,
-            flood_delivered_pps: col(|r| r.flood_delivered_pps).median,
-            flood_offered_pps: col(|r| r.flood_offered_pps).median,
-            ct_entries: mine.iter().map(|r| r.ct_entries).max().unwrap_or(0),
-        });
-    }
     let report = FlowsReport {
         when: sh(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"])
             .unwrap_or_default()
@@ -482,8 +940,8 @@ pub fn run(o: &FlowsOpts, command: &str) -> Result<FlowsReport> {
         command: command.to_string(),
         placement: format!(
             "generators (established and flood, AF_XDP TX) pinned to cpu{g}; receiver (AF_XDP RX) pinned to cpu{r}; \
-             xlb daemon pinned to cpu{l} (one worker for all three interfaces, {poll}, --conntrack-buckets {b}); \
-             veth NAPI (xlb's XDP program and the copy into its UMEM) runs in the sender's softirq; nice of generators, receiver and xlb: {nice}",
+             xlb daemon pinned to cpu{l} (one worker for all three interfaces, {poll}, --conntrack-buckets {b}), its XDP program and the copy into its UMEM in the sender's softirq; \
+             nftables: RPS of the balancer's ingress veths (established and flood) to cpu{l}, so forwarding and conntrack run in softirq on cpu{l}; nice of generators, receiver, xlb and (during nftables runs) cpu{l}'s ksoftirqd: {nice}",
             nice = o.nice.map_or("unchanged".to_string(), |n| n.to_string()),
             g = o.gen_cpu,
             r = o.rx_cpu,
@@ -491,8 +949,9 @@ pub fn run(o: &FlowsOpts, command: &str) -> Result<FlowsReport> {
             b = o.ct_buckets,
             poll = if o.busy_poll { "busy-polling" } else { "blocking in poll() when idle" }
         ),
+        kernel_conntrack,
         loadavg: (load0, procs::loadavg()),
-        summary,
+        summary: summarize(&runs, &o.contenders),
         runs,
     };
     std::fs::create_dir_all(&o.out)?;
@@ -504,33 +963,81 @@ pub fn run(o: &FlowsOpts, command: &str) -> Result<FlowsReport> {
     Ok(report)
 }
 
+fn ratio(v: Option<f64>) -> String {
+    v.map_or("–".to_string(), |v| format!("{v:.2}×"))
+}
+
 /// The Markdown report.
 pub fn markdown(r: &FlowsReport, o: &FlowsOpts) -> String {
     let reps = r.runs.iter().map(|x| x.rep).max().map_or(0, |m| m + 1);
+    let names: Vec<&str> = o.contenders.iter().map(|c| c.label()).collect();
     let mut s = String::new();
-    s += "# Many flows and a SYN flood through the xlb daemon\n\n";
+    s += &format!("# Many flows and a SYN flood: {}\n\n", names.join(" vs. "));
     s += &format!(
-        "- when: {}\n- command: `{}`\n- load average (1 min) at start / end: {:.2} / {:.2}\n- placement: {}\n- many flows: {}; established rate in the flood comparison: {} packets/s (UDP 64 B); flood: TCP SYNs over {} source address/port pairs, as fast as the generator goes, to a DNAT service\n\n",
+        "- when: {}\n- command: `{}`\n- load average (1 min) at start / end: {:.2} / {:.2}\n- placement: {}\n- many flows: {}; established rate in the flood comparison: {} packets/s (UDP 64 B); flood: TCP SYNs over {} source address/port pairs, as fast as the generator goes, to a DNAT service\n",
         r.when, r.command, r.loadavg.0, r.loadavg.1, r.placement, o.many, o.est_rate, o.many
     );
-    s += &format!("Median of {reps} repetition(s).\n\n");
-    s += "| scenario | delivered Mpps [min–max] | loss | p50 µs | p99 µs | flood SYN/s offered | new flows/s delivered (SYNs at the backends) | xlb conntrack entries (max; 2 per flow) |\n|---|---|---|---|---|---|---|---|\n";
+    if !r.kernel_conntrack.is_empty() {
+        s += &format!("- kernel conntrack: {}\n", r.kernel_conntrack);
+    }
+    s += &format!(
+        "\nMedian of {reps} repetition(s) (min–max in brackets); ratios are of medians in the same scenario. Conntrack entries: xlb counts two per flow (one per direction), the kernel one (`nf_conntrack_count` of the balancer namespace).\n\n"
+    );
+    s += "| scenario | contender | delivered Mpps [min–max] | delivered ÷ xlb | xlb ÷ this | loss | p50 µs | p99 µs | flood SYN/s offered | new flows/s delivered (SYNs at the backends) | new flows/s ÷ xlb | conntrack entries (max) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for x in &r.summary {
         s += &format!(
-            "| {} | {:.3} [{:.3}–{:.3}] | {:.2} % | {:.0} | {:.0} | {:.0} | {:.0} | {} |\n",
+            "| {} | {} | {:.3} [{:.3}–{:.3}] | {} | {} | {:.2} % | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |\n",
             x.scenario,
+            x.contender.label(),
             x.delivered.median,
             x.delivered.min,
             x.delivered.max,
+            ratio(x.delivered_over_xlb),
+            ratio(x.xlb_over_this),
             100.0 * x.loss,
             x.p50_us,
             x.p99_us,
             x.flood_offered_pps,
             x.flood_delivered_pps,
+            if x.scenario == S_FLOOD { ratio(x.flood_over_xlb) } else { "–".to_string() },
             x.ct_entries
         );
     }
-    s += "\n## Runs\n\n| rep | scenario | flows | offered Mpps | delivered Mpps | loss | p50 µs | p99 µs | flood offered/s | flood delivered/s | conntrack | xlb drops | xlb | gen cpu | rx cpu | CPUs | NET_RX/cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    let effect: Vec<(FlowsContender, &FlowsSummary, &FlowsSummary)> = o
+        .contenders
+        .iter()
+        .filter_map(|&c| {
+            let get = |sc: &str| {
+                r.summary
+                    .iter()
+                    .find(|x| x.scenario == sc && x.contender == c)
+            };
+            Some((c, get(S_CALM)?, get(S_FLOOD)?))
+        })
+        .collect();
+    if !effect.is_empty() {
+        s += &format!(
+            "\n## What the SYN flood does to established flows\n\n1024 established flows at {} packets/s, without → with the flood (medians).\n\n| contender | delivered Mpps | loss | p50 µs | p99 µs | p99 with ÷ without | new flows/s delivered |\n|---|---|---|---|---|---|---|\n",
+            o.est_rate
+        );
+        for (c, calm, fl) in effect {
+            s += &format!(
+                "| {} | {:.3} → {:.3} | {:.2} % → {:.2} % | {:.0} → {:.0} | {:.0} → {:.0} | {} | {:.0} |\n",
+                c.label(),
+                calm.delivered.median,
+                fl.delivered.median,
+                100.0 * calm.loss,
+                100.0 * fl.loss,
+                calm.p50_us,
+                fl.p50_us,
+                calm.p99_us,
+                fl.p99_us,
+                ratio((calm.p99_us > 0.0).then(|| fl.p99_us / calm.p99_us)),
+                fl.flood_delivered_pps
+            );
+        }
+    }
+    s += "\n## Runs\n\nDrops: xlb's worker drops; nftables: rx_dropped of the balancer's ingress veths (RPS backlog) plus conntrack's drop, early_drop and insert_failed.\n\n| rep | contender | scenario | flows | offered Mpps | delivered Mpps | loss | p50 µs | p99 µs | flood offered/s | flood delivered/s | conntrack | drops | xlb process | gen cpu | rx cpu | CPUs | NET_RX/cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for x in &r.runs {
         let p: Vec<String> = x
             .procs
@@ -548,8 +1055,9 @@ pub fn markdown(r: &FlowsReport, o: &FlowsOpts) -> String {
             })
             .collect();
         s += &format!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.2} % | {:.0} | {:.0} | {:.0} | {:.0} | {}/{} | {} | {} | {:?} | {:?} | {} | {:?} | {:.2} |\n",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.2} % | {:.0} | {:.0} | {:.0} | {:.0} | {}/{} | {} | {} | {:?} | {:?} | {} | {:?} | {:.2} |\n",
             x.rep + 1,
+            x.contender.short(),
             x.scenario,
             x.flows,
             x.offered_mpps,
@@ -561,8 +1069,8 @@ pub fn markdown(r: &FlowsReport, o: &FlowsOpts) -> String {
             x.flood_delivered_pps,
             x.ct_entries,
             x.ct_capacity,
-            x.xlb_drops,
-            p.join(" "),
+            x.drops,
+            if p.is_empty() { "–".to_string() } else { p.join(" ") },
             x.gen_cpus,
             x.rx_cpus,
             c.join("; "),
@@ -585,5 +1093,87 @@ mod tests {
         assert_eq!(a[0]["serviceArguments"]["protocol"], "udp");
         assert_eq!(a[1]["serviceArguments"]["protocol"], "tcp");
         assert_eq!(a[1]["endpoints"][2]["endpointIP"], "10.98.1.23");
+    }
+
+    #[test]
+    fn the_nft_ruleset_mirrors_both_services() {
+        let r = nft_ruleset();
+        for b in BACKENDS.iter().chain(FLOOD_BACKENDS.iter()) {
+            assert!(r.contains(&b.to_string()), "{b}: {r}");
+        }
+        assert!(r.contains(&format!("udp dport {VIP_PORT} dnat to jhash")));
+        assert!(r.contains(&format!("tcp dport {FLOOD_PORT} dnat to numgen")));
+        assert!(r.contains(&format!(": {FLOOD_TARGET_PORT}")));
+    }
+
+    #[test]
+    fn ksoftirqd_of_each_cpu_is_found_with_its_nice() {
+        let (pid, nice) = crate::lab::ksoftirqd(0).expect("ksoftirqd/0 exists on Linux");
+        assert!(pid > 0 && (-20..=19).contains(&nice));
+        assert_eq!(crate::lab::ksoftirqd(100_000), None);
+    }
+
+    #[test]
+    fn conntrack_stat_drops_sum_the_drop_columns_of_every_cpu() {
+        let text = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart\n\
+                    00000010  00000000 00000005 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000002 00000003 00000000  00000000 00000000 00000000 00000000\n\
+                    00000010  00000000 00000005 00000000 00000000 00000000 00000000 00000000 00000000 00000000 0000000a 00000000 00000000  00000000 00000000 00000000 00000000\n";
+        assert_eq!(parse_ct_stat_drops(text), 1 + 2 + 3 + 10);
+        assert_eq!(parse_ct_stat_drops(""), 0);
+    }
+
+    fn run_of(c: FlowsContender, sc: &str, rep: u32, mpps: f64, flood: f64) -> FlowsRun {
+        FlowsRun {
+            contender: c,
+            scenario: sc.to_string(),
+            rep,
+            flows: 1024,
+            offered_mpps: 1.0,
+            delivered_mpps: mpps,
+            loss: 0.0,
+            p50_us: 10.0,
+            p99_us: 20.0,
+            flood_offered_pps: 0.0,
+            flood_delivered_pps: flood,
+            ct_entries: 0,
+            ct_capacity: 0,
+            drops: 0,
+            procs: vec![],
+            gen_cpus: vec![],
+            rx_cpus: vec![],
+            cpus: vec![],
+            net_rx_softirqs: vec![],
+            loadavg: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_summary_has_ratios_against_xlb_per_scenario() {
+        use FlowsContender::{Nft, Xlb};
+        let runs = vec![
+            run_of(Xlb, S_1K, 0, 0.4, 0.0),
+            run_of(Xlb, S_1K, 1, 0.6, 0.0),
+            run_of(Nft, S_1K, 0, 0.25, 0.0),
+            run_of(Nft, S_1K, 1, 0.25, 0.0),
+            run_of(Xlb, S_FLOOD, 0, 0.05, 400_000.0),
+            run_of(Nft, S_FLOOD, 0, 0.04, 100_000.0),
+        ];
+        let s = summarize(&runs, &[Xlb, Nft]);
+        assert_eq!(s.len(), 4, "scenarios without runs are left out");
+        let nft_1k = s
+            .iter()
+            .find(|x| x.scenario == S_1K && x.contender == Nft)
+            .expect("nft 1k");
+        assert!((nft_1k.delivered_over_xlb.expect("ratio") - 0.5).abs() < 1e-9);
+        assert!((nft_1k.xlb_over_this.expect("ratio") - 2.0).abs() < 1e-9);
+        assert_eq!(nft_1k.flood_over_xlb, None);
+        let nft_flood = s
+            .iter()
+            .find(|x| x.scenario == S_FLOOD && x.contender == Nft)
+            .expect("nft flood");
+        assert!((nft_flood.flood_over_xlb.expect("flood ratio") - 0.25).abs() < 1e-9);
+        // Without xlb in the run there is nothing to compare with.
+        let alone = summarize(&runs, &[Nft]);
+        assert!(alone.iter().all(|x| x.delivered_over_xlb.is_none()));
     }
 }

@@ -82,6 +82,22 @@ pub fn renice(tid: i32, nice: i32) -> bool {
     unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) == 0 }
 }
 
+/// The pid and nice of the `ksoftirqd/<cpu>` kernel thread.
+pub fn ksoftirqd(cpu: usize) -> Option<(i32, i32)> {
+    let want = format!("ksoftirqd/{cpu}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        if head.split_once('(')?.1 != want {
+            return None;
+        }
+        // After ")": state is field 3 of stat(5), nice field 19.
+        let nice = rest.split_whitespace().nth(16)?.parse().ok()?;
+        Some((pid, nice))
+    })
+}
+
 /// Put this process in a session (and so a scheduler autogroup) of its own
 /// and give that autogroup nice `nice`. With autogroups on (Debian's
 /// default), thread nice values only rank threads *inside* their autogroup;

@@ -305,14 +305,23 @@ fn quick_tcp_suite_measures_every_contender_and_leaves_nothing_behind() {
 
 #[test]
 fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
-    use xlb_perf::flows::FlowsOpts;
+    use xlb_perf::flows::{FlowsContender, FlowsOpts};
     assert_eq!(lab::euid(), 0, "netns tests need root");
     let out = std::env::temp_dir().join(format!("xlb-perf-flows-smoke-{}", std::process::id()));
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let many = 20_000;
+    let ct = |p: &str| std::fs::read_to_string(p).expect(p).trim().to_string();
+    let limits = || {
+        (
+            ct("/proc/sys/net/netfilter/nf_conntrack_max"),
+            ct("/proc/sys/net/netfilter/nf_conntrack_buckets"),
+        )
+    };
+    let limits0 = limits();
     let o = FlowsOpts {
         reps: 1,
         secs: 1.0,
+        contenders: vec![FlowsContender::Xlb, FlowsContender::Nft],
         many,
         ct_buckets: 16_384,
         est_rate: 20_000,
@@ -327,30 +336,66 @@ fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
     };
     let t0 = Instant::now();
     let r = xlb_perf::flows::run(&o, "test").expect("flows --quick");
-    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
-    assert_eq!(r.runs.len(), 4);
-    for x in &r.runs {
-        assert!(x.delivered_mpps > 0.0, "{x:?}");
-        assert!(x.ct_capacity >= 16_384 * 8, "{x:?}");
+    assert!(t0.elapsed() < Duration::from_secs(90), "{:?}", t0.elapsed());
+    assert_eq!(r.runs.len(), 8, "four scenarios per contender");
+    for c in [FlowsContender::Xlb, FlowsContender::Nft] {
+        let mine: Vec<_> = r.runs.iter().filter(|x| x.contender == c).collect();
+        assert_eq!(mine.len(), 4, "{c:?}");
+        for x in &mine {
+            assert!(x.delivered_mpps > 0.0, "{x:?}");
+            assert!(x.ct_capacity >= 16_384 * 8, "{x:?}");
+        }
+        let many_run = mine[1];
+        assert_eq!(many_run.flows, many);
+        // The warm-up sent every flow (a few may be lost on a busy
+        // machine, and those are created by the measured run).
+        assert!(
+            many_run.ct_entries >= c.entries_per_flow() * u64::from(many) * 9 / 10,
+            "{c:?} tracks the flows: {many_run:?}"
+        );
+        let flood = mine[3];
+        assert!(flood.flood_offered_pps > 0.0, "{flood:?}");
+        assert!(
+            flood.flood_delivered_pps > 0.0,
+            "SYNs reach the flooded service's backends: {flood:?}"
+        );
+        // The flood's SYNs are tracked too: more entries than the 1024 flows.
+        assert!(
+            flood.ct_entries > c.entries_per_flow() * 1024,
+            "{c:?} tracks the flood: {flood:?}"
+        );
+        assert!(
+            mine[2].flood_offered_pps == 0.0 && mine[2].loss < 0.5,
+            "{c:?}"
+        );
+        // Each part starts from an empty table (a fresh xlb; the kernel's
+        // flushed): the calm run sees the 1024 flows, not part A's many.
+        assert!(
+            mine[2].ct_entries <= c.entries_per_flow() * 1024,
+            "{c:?}: {:?}",
+            mine[2]
+        );
+        let sum = r
+            .summary
+            .iter()
+            .find(|s| s.contender == c && s.scenario == many_run.scenario)
+            .expect("many-flows summary");
+        assert!(sum.delivered_over_xlb.is_some() && sum.xlb_over_this.is_some());
     }
-    let many_run = &r.runs[1];
-    assert_eq!(many_run.flows, many);
-    // Two entries per flow; the warm-up sent every flow (a few may be lost
-    // on a busy machine, and those are created by the measured run).
-    assert!(
-        many_run.ct_entries >= 2 * u64::from(many) * 9 / 10,
-        "xlb tracks the flows: {many_run:?}"
+    assert_eq!(
+        limits(),
+        limits0,
+        "global conntrack limits left as they were"
     );
-    let flood = &r.runs[3];
-    assert!(flood.flood_offered_pps > 0.0, "{flood:?}");
-    assert!(
-        flood.flood_delivered_pps > 0.0,
-        "SYNs reach the flooded service's backends: {flood:?}"
-    );
-    assert!(r.runs[2].flood_offered_pps == 0.0 && r.runs[2].loss < 0.5);
     for f in ["flows.md", "flows.json"] {
         assert!(out.join(f).exists(), "{f}");
     }
+    let md = std::fs::read_to_string(out.join("flows.md")).expect("flows.md");
+    assert!(
+        md.contains("nftables DNAT")
+            && md.contains("÷ xlb")
+            && md.contains("What the SYN flood does")
+    );
     let _ = std::fs::remove_dir_all(&out);
     let tag = format!("xlbp-{}f", std::process::id() % 100_000);
     assert!(!lab::sh(&["ip", "netns", "list"])
@@ -358,4 +403,35 @@ fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
         .contains(&tag));
     let left = leftovers(&format!("xlb-perf-flows-{}", std::process::id()));
     assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn kernel_conntrack_limits_are_raised_for_a_run_and_restored() {
+    use xlb_perf::flows::CtSizing;
+    assert_eq!(lab::euid(), 0, "needs root");
+    let read = |p: &str| -> u64 {
+        std::fs::read_to_string(p)
+            .expect(p)
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    let max = "/proc/sys/net/netfilter/nf_conntrack_max";
+    let buckets = "/proc/sys/net/netfilter/nf_conntrack_buckets";
+    let (m0, b0) = (read(max), read(buckets));
+    {
+        let s = CtSizing::at_least(m0 + 4096, b0 * 2).expect("raise");
+        assert_eq!(read(max), m0 + 4096);
+        assert_eq!(read(buckets), b0 * 2);
+        assert!(
+            s.describe().contains(&format!("was {m0}")),
+            "{}",
+            s.describe()
+        );
+        // Lower wishes leave larger settings alone.
+        let inner = CtSizing::at_least(1, 1).expect("no-op");
+        drop(inner);
+        assert_eq!(read(max), m0 + 4096);
+    }
+    assert_eq!((read(max), read(buckets)), (m0, b0), "restored on drop");
 }

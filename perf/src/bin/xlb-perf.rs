@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use xlb_perf::bench::{self, BenchOpts, Contender, Placement};
-use xlb_perf::flows::{self, FlowsOpts};
+use xlb_perf::flows::{self, FlowsContender, FlowsOpts};
 use xlb_perf::tcp::{self, TcpContender, TcpOpts};
 
 /// The parts of the harness.
@@ -21,7 +21,8 @@ enum Suite {
     Udp,
     /// TCP conn/s, req/s and latency through the VIP (wrk, nginx backends).
     Tcp,
-    /// Many flows (1M tracked) and a SYN flood next to established flows.
+    /// Many flows (1M tracked) and a SYN flood next to established flows:
+    /// the xlb daemon vs. nftables DNAT.
     Flows,
 }
 
@@ -81,6 +82,9 @@ enum Cmd {
         /// two; default: room for twice the many flows).
         #[arg(long)]
         ct_buckets: Option<u32>,
+        /// Flows: contenders (comma list).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "xlb,nft")]
+        flows_contenders: Vec<FlowsContender>,
         /// Flows: packets/s of the established flows next to the SYN flood.
         #[arg(long, default_value_t = 50_000)]
         est_rate: u64,
@@ -102,7 +106,7 @@ enum Cmd {
         /// Generator CPU.
         #[arg(long, default_value_t = 0)]
         gen_cpu: usize,
-        /// Balancer CPU (AF_XDP worker, or RPS target for nftables).
+        /// Balancer CPU (AF_XDP worker or xlb daemon, or RPS target for nftables).
         #[arg(long, default_value_t = 1)]
         lb_cpu: usize,
         /// Receiver CPU.
@@ -117,10 +121,12 @@ enum Cmd {
             default_value = "owned,shared"
         )]
         placements: Vec<Placement>,
-        /// Flows: run the xlb daemon without --busy-poll (it then blocks in
-        /// poll() when idle).
+        /// Flows: run the xlb daemon with --busy-poll. Off by default: busy
+        /// polling moves xlb's ingress veth receive onto its own core, while
+        /// nftables's (RPS) stays partly on the generator's, so the two would
+        /// not share the cores alike.
         #[arg(long)]
-        no_busy_poll: bool,
+        flows_busy_poll: bool,
         /// Flows.
         #[arg(long, default_value_t = 1024)]
         flows: u32,
@@ -197,6 +203,7 @@ fn main() -> Result<()> {
             be_cpu,
             many_flows,
             ct_buckets,
+            flows_contenders,
             est_rate,
             flows_secs,
             xlb_bin,
@@ -207,7 +214,7 @@ fn main() -> Result<()> {
             lb_cpu,
             rx_cpu,
             placements,
-            no_busy_poll,
+            flows_busy_poll,
             flows,
             batch,
             frames,
@@ -274,10 +281,11 @@ fn main() -> Result<()> {
                 let f = FlowsOpts {
                     reps,
                     secs: flows_secs.unwrap_or(if quick { 1.0 } else { 5.0 }),
+                    contenders: flows_contenders,
                     many,
                     ct_buckets: buckets,
                     est_rate,
-                    busy_poll: !no_busy_poll,
+                    busy_poll: flows_busy_poll,
                     gen_cpu,
                     lb_cpu,
                     rx_cpu,
