@@ -279,6 +279,17 @@ fn udp_service(
     }
 }
 
+/// The VIP as a UDP DNAT service (to the client's port 9), for the tests
+/// whose processor reflects datagrams itself.
+fn echo_tables() -> TablesHandle {
+    tables_with(vec![udp_service(
+        VIP,
+        VIP_PORT,
+        NatMode::Dnat,
+        (CLIENT_ADDR, 9),
+    )])
+}
+
 fn tables_with(services: Vec<ServiceSpec>) -> TablesHandle {
     let h = TablesHandle::new();
     let t = Tables::build(
@@ -362,12 +373,7 @@ fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel(
     std::thread::scope(|s| {
         in_ns(s, &lb, || {
             let seen = Arc::new(AtomicU64::new(0));
-            let tables = tables_with(vec![udp_service(
-                VIP,
-                VIP_PORT,
-                NatMode::Dnat,
-                (CLIENT_ADDR, 9),
-            )]);
+            let tables = echo_tables();
             let seen2 = seen.clone();
             let rt = Runtime::start(config(vec![lif.clone()]), tables, move |_| {
                 Box::new(Reflector {
@@ -467,12 +473,7 @@ fn two_queues_get_two_workers_that_both_carry_traffic() {
     let (lb, cl, lif) = client_lb(&mut lab, 2);
     std::thread::scope(|s| {
         in_ns(s, &lb, || {
-            let tables = tables_with(vec![udp_service(
-                VIP,
-                VIP_PORT,
-                NatMode::Dnat,
-                (CLIENT_ADDR, 9),
-            )]);
+            let tables = echo_tables();
             let seen = Arc::new(AtomicU64::new(0));
             let rt = Runtime::start(config(vec![lif.clone()]), tables, move |_| {
                 Box::new(Reflector { seen: seen.clone() })
@@ -866,12 +867,7 @@ fn busy_poll_serves_and_defers_napi_to_the_worker_while_it_runs() {
             assert_eq!(sysfs_u64(&lif, "napi_defer_hard_irqs"), 0);
             std::fs::write(format!("/sys/class/net/{l2}/napi_defer_hard_irqs"), "7")
                 .expect("preset");
-            let tables = tables_with(vec![udp_service(
-                VIP,
-                VIP_PORT,
-                NatMode::Dnat,
-                (CLIENT_ADDR, 9),
-            )]);
+            let tables = echo_tables();
             let seen = Arc::new(AtomicU64::new(0));
             let seen2 = seen.clone();
             let cfg = RuntimeConfig {
