@@ -153,7 +153,8 @@ pub struct FlowsRun {
     pub ct_entries: u64,
     /// Conntrack capacity (xlb's table; the kernel's `nf_conntrack_max`).
     pub ct_capacity: u64,
-    /// Drops during the run: xlb's worker drops (all reasons); nftables:
+    /// Drops during the run: xlb's worker drops (all reasons) and packet
+    /// I/O losses (all causes); nftables:
     /// `rx_dropped` of the balancer's ingress veths (RPS backlog) plus the
     /// kernel conntrack's drop, early_drop and insert_failed counts.
     pub drops: u64,
@@ -578,7 +579,10 @@ impl Balancer<'_> {
                 Ok(BalState {
                     entries: metric(&m, "xlb_conntrack_entries"),
                     capacity: metric(&m, "xlb_conntrack_capacity"),
-                    drops: metric(&m, "xlb_worker_drops_total"),
+                    // The pipeline's drops plus packet I/O losses (RX ring
+                    // full when the worker falls behind, and the like).
+                    drops: metric(&m, "xlb_worker_drops_total")
+                        + metric(&m, "xlb_worker_io_drops_total"),
                 })
             }
             Balancer::Nft { .. } => {
@@ -1037,7 +1041,7 @@ pub fn markdown(r: &FlowsReport, o: &FlowsOpts) -> String {
             );
         }
     }
-    s += "\n## Runs\n\nDrops: xlb's worker drops; nftables: rx_dropped of the balancer's ingress veths (RPS backlog) plus conntrack's drop, early_drop and insert_failed.\n\n| rep | contender | scenario | flows | offered Mpps | delivered Mpps | loss | p50 µs | p99 µs | flood offered/s | flood delivered/s | conntrack | drops | xlb process | gen cpu | rx cpu | CPUs | NET_RX/cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "\n## Runs\n\nDrops: xlb's worker drops plus its packet I/O losses (`xlb_worker_io_drops_total`: RX ring full, fill ring empty, …); nftables: rx_dropped of the balancer's ingress veths (RPS backlog) plus conntrack's drop, early_drop and insert_failed.\n\n| rep | contender | scenario | flows | offered Mpps | delivered Mpps | loss | p50 µs | p99 µs | flood offered/s | flood delivered/s | conntrack | drops | xlb process | gen cpu | rx cpu | CPUs | NET_RX/cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for x in &r.runs {
         let p: Vec<String> = x
             .procs
