@@ -182,3 +182,26 @@ pub fn busy_poll_rx(fd: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The NAPI id the kernel recorded for socket `fd` from the packets it
+/// received (`SO_INCOMING_NAPI_ID`); 0 when there is none, in which case
+/// busy polling on the socket has no queue to poll.
+pub fn napi_id(fd: RawFd) -> io::Result<u32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live, writable and sized for the option's
+    // c_int value; getsockopt does not keep the pointers.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_NAPI_ID,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v as u32)
+}

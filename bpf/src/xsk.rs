@@ -93,6 +93,10 @@ pub struct XskIo {
     pollfds: Vec<libc::pollfd>,
     /// Preferred busy polling is on: every `rx` first runs the port's NAPI.
     busy_poll: bool,
+    /// Per port: whether the socket's NAPI id was checked (busy polling).
+    napi_checked: Vec<bool>,
+    /// Interface names, for log lines.
+    names: Vec<String>,
 }
 
 /// How long one busy-poll call may spin on an empty queue, in µs (the
@@ -198,8 +202,31 @@ impl XskIo {
             initial: descs,
             ring,
             busy_poll: busy_poll_budget.is_some(),
+            napi_checked: vec![false; ifaces.len()],
+            names: ifaces.to_vec(),
         };
         Ok((io, fds))
+    }
+}
+
+impl XskIo {
+    /// Once per port, after its first packets: busy polling needs the NAPI id
+    /// the kernel records on the socket from received packets. Some drivers
+    /// give none (veth in 6.x registers its XDP queue before its NAPI has an
+    /// id); then receive work waits for the NAPI deferral timer instead.
+    fn check_napi(&self, port: usize) {
+        match sys::napi_id(self.poll_fds[port]) {
+            Ok(0) => tracing::warn!(
+                iface = %self.names[port],
+                "busy polling cannot engage on this interface (its AF_XDP socket has no NAPI id, \
+                 as on veth): receive processing runs when the NAPI deferral timer fires, adding \
+                 up to gro_flush_timeout of latency; without --busy-poll it runs at once"
+            ),
+            Ok(id) => {
+                tracing::debug!(iface = %self.names[port], napi_id = id, "busy polling engaged")
+            }
+            Err(e) => tracing::debug!(iface = %self.names[port], error = %e, "SO_INCOMING_NAPI_ID"),
+        }
     }
 }
 
@@ -228,7 +255,12 @@ impl PacketIo for XskIo {
         }
         // SAFETY: the ring hands over frames of this UMEM that the kernel has
         // filled; from here they are in the caller's hands.
-        unsafe { self.ports[port].rx.consume(out) }
+        let n = unsafe { self.ports[port].rx.consume(out) };
+        if self.busy_poll && n > 0 && !self.napi_checked[port] {
+            self.napi_checked[port] = true;
+            self.check_napi(port);
+        }
+        n
     }
 
     fn completions(&mut self, port: usize, out: &mut [FrameDesc]) -> usize {

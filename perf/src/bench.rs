@@ -93,10 +93,14 @@ impl Contender {
 #[serde(rename_all = "lowercase")]
 pub enum Placement {
     /// All of the balancer's work on its own core, as with a NIC whose
-    /// interrupts go to that core: AF_XDP workers busy-poll (preferred busy
-    /// polling with NAPI deferral, so the ingress veth's NAPI runs in the
-    /// worker's syscalls); the kernel contender's ingress NAPI is threaded
-    /// and its kthread pinned to the balancer's core.
+    /// interrupts go to that core. AF_XDP workers run as `xlb run
+    /// --busy-poll` does: preferred busy polling plus NAPI deferral on the
+    /// balancer's veths. veth gives AF_XDP sockets no NAPI id, so the busy
+    /// polling itself cannot engage; the deferral keeps the ingress NAPI on
+    /// the core where its timer fires (the balancer's, as each run's NET_RX
+    /// counts show), at the cost of up to `gro_flush_timeout` of latency. The
+    /// kernel contender's ingress NAPI is threaded and its kthread pinned to
+    /// the balancer's core.
     Owned,
     /// veth's default: the balancer's ingress receive (XDP and the copy into
     /// the UMEM, or the kernel's veth receive) runs in the generator's
@@ -998,7 +1002,7 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             "generator (AF_XDP TX) pinned to cpu{g}; receiver (AF_XDP RX at the backends) pinned to cpu{r}; \
              AF_XDP contenders: one worker pinned to cpu{l}, batch {batch}, {frames} UMEM frames; \
              the backends' veth NAPI (the receiver's XDP and copy) runs in the balancer's transmit, on cpu{l}, for every contender; \
-             placement `owned`: AF_XDP workers busy-poll with SO_PREFER_BUSY_POLL and napi_defer_hard_irqs {d} / gro_flush_timeout {gt} ns on the balancer's veths, so their ingress NAPI runs in the worker on cpu{l}; \
+             placement `owned`: AF_XDP workers busy-poll with SO_PREFER_BUSY_POLL and napi_defer_hard_irqs {d} / gro_flush_timeout {gt} ns on the balancer's veths (veth gives the sockets no NAPI id, so the ingress NAPI runs from the deferral timer on cpu{l}, not in the worker's syscalls); \
              nftables: threaded NAPI on the balancer's ingress veth (GRO on, as threading needs), kthread pinned to cpu{l}; \
              placement `shared`: the balancer's ingress (XDP and copy into the UMEM, or the kernel's veth receive) runs in the generator's softirq on cpu{g}; \
              AF_XDP workers spin while traffic flows, block in poll() when idle; nftables: RPS of the ingress veth to cpu{l}, ksoftirqd/{l} at the harness's nice during its runs; \

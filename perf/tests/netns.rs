@@ -120,7 +120,7 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
         gen_cpu: 0,
         lb_cpu: 1 % std::thread::available_parallelism().map_or(1, |n| n.get()),
         rx_cpu: 0,
-        placements: vec![Placement::Owned, Placement::Shared],
+        placements: vec![Placement::Shared, Placement::Owned],
         flows: 1024,
         batch: 32,
         frames: 4096,
@@ -164,8 +164,12 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
         assert!(x.offered_mpps < 0.03, "paced at 20 kpps: {x:?}");
         assert!(rx.latency_cdf.len() > 10 && x.p50_us > 0.0, "{x:?}");
     }
-    assert!(paced.iter().all(|x| x.placement == Placement::Owned));
-    for s in r.summary.iter().filter(|s| s.placement == Placement::Owned) {
+    assert!(paced.iter().all(|x| x.placement == Placement::Shared));
+    for s in r
+        .summary
+        .iter()
+        .filter(|s| s.placement == Placement::Shared)
+    {
         assert!(s.lat_p50_us > 0.0 && s.lat_p50_us <= s.lat_p99_us, "{s:?}");
     }
     // Each placement's ratios are against its own xlb run.

@@ -118,7 +118,7 @@ enum Cmd {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "owned,shared"
+            default_value = "shared,owned"
         )]
         placements: Vec<Placement>,
         /// Flows: run the xlb daemon with --busy-poll. Off by default: busy
