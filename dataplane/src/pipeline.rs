@@ -314,8 +314,10 @@ impl Pipeline {
         }
         if d.kind == Kind::Forward && d.gen != t.generation as u32 && hit.shard == self.worker {
             // The tables changed since this flow last passed: is its backend still there?
+            // (An id its backend gave up may since have gone to another:
+            // then this flow is not that one's.)
             match t.endpoint(d.endpoint) {
-                Some((_, ep)) if ep.state != EndpointState::Down => {
+                Some((_, ep)) if ep.state != EndpointState::Down && ep.holds_flow_of(d.gen) => {
                     if let Some(nh) = ep.next_hop {
                         d.mac = nh.mac;
                         d.port = nh.port;

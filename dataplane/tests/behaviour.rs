@@ -529,3 +529,53 @@ fn an_idle_flow_past_its_timeout_is_replaced_on_its_next_packet_even_before_the_
         "the old flow's entries are gone, the new flow's are there"
     );
 }
+
+/// A flow pinned to a backend that is removed while the flow is idle, and
+/// whose endpoint id is then handed to a new backend, must not follow the
+/// id: on its next packet it is re-selected (to a backend that is
+/// configured, with that backend's address and MAC together), never sent to
+/// the new backend's MAC with the old backend's address.
+#[test]
+fn a_reused_endpoint_id_does_not_capture_an_idle_flow_of_the_removed_backend() {
+    for mode in [NatMode::Dnat, NatMode::FullNat] {
+        let rule = |eps: &[&str]| {
+            svc(
+                "192.0.2.10",
+                L4Proto::Tcp,
+                (80, 80),
+                Selection::RoundRobin,
+                mode,
+                eps.iter().map(|b| ep(b, 8080)).collect(),
+            )
+        };
+        let mut lab = Lab::new(spec(vec![rule(&["10.1.0.11", "10.1.0.12"])]));
+        // Round robin: the first flow goes to the first endpoint (id 0).
+        assert_eq!(
+            syn(&mut lab, 0, "10.0.0.2", 4000),
+            Some(ip("10.1.0.11")),
+            "{mode:?}"
+        );
+        // While the flow is idle, its backend goes (id 0 freed) ...
+        lab.update(spec(vec![rule(&["10.1.0.12"])]));
+        // ... and a new backend comes, taking the lowest free id: 0.
+        lab.update(spec(vec![rule(&["10.1.0.12", "10.1.0.13"])]));
+        let new_id = lab.tables.services[0]
+            .endpoints
+            .iter()
+            .find(|e| e.addr == xlb_dataplane::net::Ip16::from(ip("10.1.0.13")))
+            .map(|e| e.id);
+        assert_eq!(new_id, Some(0), "{mode:?}: the id was reused");
+        let f = from_client(
+            Builder::tcp(sa("10.0.0.2:4000"), sa("192.0.2.10:80"), ACK).payload(b"x"),
+        );
+        let (v, out) = lab.run(0, CLIENT_PORT, &f);
+        assert!(matches!(v, Verdict::Tx(_)), "{mode:?}: {v:?}");
+        let (to, _) = dst_of(&out);
+        assert_ne!(to, ip("10.1.0.11"), "{mode:?}: sent to the removed backend");
+        assert_eq!(
+            out[..6],
+            be_mac(&to.to_string()).0,
+            "{mode:?}: the MAC is that of the backend addressed"
+        );
+    }
+}
