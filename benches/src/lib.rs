@@ -188,7 +188,7 @@ pub fn established(n: u32, buckets: usize) -> (Pipeline, Tables, Vec<Vec<Vec<u8>
                 dport: 80,
                 proto: 6,
             };
-            ct.find_in(0, &key, key.hash()).is_some()
+            ct.find_in(0, &key, ct.hash(&key)).is_some()
         })
         .collect();
     assert!(!tracked.is_empty(), "no flow survived the setup");

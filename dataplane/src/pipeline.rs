@@ -475,7 +475,11 @@ impl Pipeline {
         // an old entry may hold the key and is overwritten.
         let reply = (!dsr).then(|| match reply_hash {
             Some(h) => (&reply, h, true),
-            None => (&reply, fwd.partner_key(m.proto).hash(), false),
+            None => (
+                &reply,
+                self.ct.table().hash(&fwd.partner_key(m.proto)),
+                false,
+            ),
         });
         // The forward key is absent from this shard: `decide` looked it up,
         // or `restart_flow` just removed it.
@@ -554,7 +558,7 @@ impl Pipeline {
                 dport: port,
                 proto,
             };
-            let h = reply_key.hash();
+            let h = self.ct.table().hash(&reply_key);
             if self
                 .ct
                 .table()
@@ -645,7 +649,7 @@ impl Pipeline {
             dport: inner.sport,
             proto: inner.proto,
         };
-        let hash = key.hash();
+        let hash = self.ct.table().hash(&key);
         let hit = self
             .ct
             .table()
@@ -975,7 +979,7 @@ impl Pipeline {
             dport: port,
             proto,
         };
-        (hint, reply_key.hash())
+        (hint, self.ct.table().hash(&reply_key))
     }
 
     /// The slow path: every frame the fast path does not take.
@@ -1081,6 +1085,7 @@ impl Processor for Pipeline {
         let counters = self.counters.clone();
         // (A worker index past the table's shards finds nothing, fast or slow.)
         let mine = table.view(self.worker).unwrap_or_default();
+        let hasher = *table.hasher();
         let mut ports = PortCache::default();
         let Scratch {
             metas,
@@ -1111,7 +1116,7 @@ impl Processor for Pipeline {
                     (w[1], w[3], w[4]) = (k[1], k[3], k[4]);
                     parsed[i] = PARSED_FAST;
                     // The zero words as constants: the hash folds them away.
-                    hashes[i] = FlowKey::hash_words(&[0, k[1], 0, k[3], k[4]]);
+                    hashes[i] = hasher.hash_v4(k[1], k[3], k[4]);
                 } else {
                     metas[i] = wire::parse(data);
                     match &metas[i] {
@@ -1125,7 +1130,7 @@ impl Processor for Pipeline {
                             }
                             .words();
                             parsed[i] = PARSED_FULL_IP;
-                            hashes[i] = FlowKey::hash_words(w);
+                            hashes[i] = hasher.hash_words(w);
                         }
                         _ => {
                             parsed[i] = PARSED_FULL;
@@ -1136,9 +1141,10 @@ impl Processor for Pipeline {
                 mine.prefetch(hashes[i]);
             }
             // Stage 1.5: the tag lines have had a stage to arrive; find each
-            // frame's candidate slot and prefetch it.
+            // frame's candidate slot in its first bucket and prefetch it;
+            // with none there, prefetch the second bucket's tag line.
             // (Whether any fast-parsed frame has no candidate: only then
-            // can stage 1.75 find a new flow.)
+            // does stage 1.6 run, and can stage 1.75 find a new flow.)
             let mut unmatched = false;
             for i in 0..n {
                 cands[i] = if parsed[i] & 1 != 0 {
@@ -1146,12 +1152,26 @@ impl Processor for Pipeline {
                 } else {
                     NO_SLOT
                 };
-                unmatched |= parsed[i] == PARSED_FAST && cands[i] == NO_SLOT;
+                if parsed[i] & 1 != 0 && cands[i] == NO_SLOT {
+                    mine.prefetch_alt(hashes[i]);
+                    unmatched |= parsed[i] == PARSED_FAST;
+                }
+            }
+            // Stage 1.6: the second buckets of those frames (an entry goes
+            // there only when its first bucket was full).
+            if unmatched {
+                unmatched = false;
+                for i in 0..n {
+                    if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT {
+                        cands[i] = mine.probe_alt(hashes[i]);
+                        unmatched |= cands[i] == NO_SLOT;
+                    }
+                }
             }
             // Stage 1.75: frames with no candidate that look like the first
             // packet of a new flow (TCP SYN, UDP): look up the service and
             // the backend now, predict the source-NAT port and prefetch the
-            // reply entry's tag line; then, once those lines are in, probe
+            // reply entry's tag lines; then, once those lines are in, probe
             // the reply buckets so their free slots are prefetched too.
             if unmatched {
                 let mut cursor = self.nat_cursor;
@@ -1164,7 +1184,9 @@ impl Processor for Pipeline {
                         _ => (NewFlowHint::NONE, 0),
                     };
                     if reply_hashes[i] != 0 {
+                        // (The port search looks in both buckets.)
                         mine.prefetch(reply_hashes[i]);
+                        mine.prefetch_alt(reply_hashes[i]);
                         any = true;
                     }
                 }
@@ -1268,6 +1290,9 @@ mod tests {
             proto: q.proto,
         };
         assert_eq!(fast_words(&q), key.words());
-        assert_eq!(FlowKey::hash_words(&fast_words(&q)), key.hash());
+        let h = crate::conntrack::FlowHasher::random();
+        let w = fast_words(&q);
+        assert_eq!(h.hash_words(&w), h.hash(&key));
+        assert_eq!(h.hash_v4(w[1], w[3], w[4]), h.hash(&key));
     }
 }

@@ -565,9 +565,8 @@ fn a_reused_endpoint_id_does_not_capture_an_idle_flow_of_the_removed_backend() {
             .find(|e| e.addr == xlb_dataplane::net::Ip16::from(ip("10.1.0.13")))
             .map(|e| e.id);
         assert_eq!(new_id, Some(0), "{mode:?}: the id was reused");
-        let f = from_client(
-            Builder::tcp(sa("10.0.0.2:4000"), sa("192.0.2.10:80"), ACK).payload(b"x"),
-        );
+        let f =
+            from_client(Builder::tcp(sa("10.0.0.2:4000"), sa("192.0.2.10:80"), ACK).payload(b"x"));
         let (v, out) = lab.run(0, CLIENT_PORT, &f);
         assert!(matches!(v, Verdict::Tx(_)), "{mode:?}: {v:?}");
         let (to, _) = dst_of(&out);
