@@ -469,15 +469,14 @@ impl Slot {
         })
     }
 
-    /// Owner only: write a whole entry.
-    fn write(&self, key: &FlowKey, d: &FlowData, now: u64) {
+    /// Owner only: write a whole entry, with its [`v4_deltas`].
+    fn write(&self, key: &FlowKey, d: &FlowData, deltas: Option<u64>, now: u64) {
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
         fence(Ordering::Release);
         for (slot, w) in self.key.iter().zip(key.words()) {
             slot.store(w, Ordering::Relaxed);
         }
-        let deltas = v4_deltas(key, d);
         let meta = pack_meta(d.kind, d.flags, d.timeout_s);
         let meta = meta | if deltas.is_some() { META_V4_DELTAS } else { 0 };
         self.meta.store(meta, Ordering::Relaxed);
@@ -654,21 +653,29 @@ impl Shard {
     /// owner is moving meanwhile ([`Shard::find_stable`]).
     #[inline]
     fn find(&self, key: &FlowKey, hash: u64) -> Option<(usize, FlowData, u64)> {
+        // (Tags first, inline: a key that is not there, as every new
+        // flow's are, costs two vector compares and no call.)
         let b = self.bucket(hash);
         let tag = tag_of(hash);
-        if let Some(hit) = self.find_in_bucket(b, key, tag) {
-            return Some(hit);
+        let ways = self.tags.matches(b, tag, Ordering::Acquire);
+        if ways != 0 {
+            if let Some(hit) = self.read_ways(b, ways, key) {
+                return Some(hit);
+            }
         }
         let b2 = alt_bucket(b, tag, self.mask);
         if b2 == b {
             return None;
         }
-        self.find_in_bucket(b2, key, tag)
+        let ways = self.tags.matches(b2, tag, Ordering::Acquire);
+        if ways == 0 {
+            return None;
+        }
+        self.read_ways(b2, ways, key)
     }
 
-    #[inline]
-    fn find_in_bucket(&self, b: usize, key: &FlowKey, tag: u16) -> Option<(usize, FlowData, u64)> {
-        let mut ways = self.tags.matches(b, tag, Ordering::Acquire);
+    /// The slot among `ways` (a bit per way) of bucket `b` that holds `key`.
+    fn read_ways(&self, b: usize, mut ways: u32, key: &FlowKey) -> Option<(usize, FlowData, u64)> {
         while ways != 0 {
             let i = b * WAYS + ways.trailing_zeros() as usize;
             ways &= ways - 1;
@@ -1199,12 +1206,15 @@ impl ShardWriter {
         });
         let hash = self.ct.hash(fwd_key);
         self.insert_flow_hashed(fwd_key, hash, false, fwd, reply, now, on_removed)
+            .map(|(slot, _)| slot)
     }
 
     /// [`ShardWriter::insert_flow`] with the hashes of the forward key and
     /// of the reply's key (the forward entry's [`FlowData::partner_key`])
     /// already in hand, and whether the caller knows each key is absent from
     /// this shard (then the look-up for an entry to overwrite is skipped).
+    /// Returns the forward entry's slot and, for an IPv4 flow, its
+    /// rewrite's checksum changes ([`crate::edit::fast_deltas`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert_flow_hashed(
         &mut self,
@@ -1215,18 +1225,40 @@ impl ShardWriter {
         reply: Option<(&FlowData, u64, bool)>,
         now: u64,
         on_removed: &mut dyn FnMut(Removed),
-    ) -> Result<usize, Full> {
-        let fslot = self.insert_one(fwd_key, fwd_hash, fwd_absent, fwd, now, None, on_removed)?;
+    ) -> Result<(usize, Option<u32>), Full> {
+        let fdeltas = v4_deltas(fwd_key, fwd);
+        let fslot = self.insert_one(
+            fwd_key, fwd_hash, fwd_absent, fwd, fdeltas, now, None, on_removed,
+        )?;
         if let Some((r, rhash, absent)) = reply {
             let rkey = fwd.partner_key(fwd_key.proto);
             // (A reply key equal to the forward key is there now.)
             let absent = absent && rkey != *fwd_key;
-            if let Err(e) = self.insert_one(&rkey, rhash, absent, r, now, Some(fslot), on_removed) {
+            // A reply that undoes the forward rewrite (as every flow's
+            // does) has the forward's checksum changes reversed.
+            let undoes = r.new_src == fwd_key.dst
+                && r.new_dst == fwd_key.src
+                && r.new_sport == fwd_key.dport
+                && r.new_dport == fwd_key.sport;
+            let rdeltas = match fdeltas {
+                Some(d) if undoes => Some(u64::from(crate::edit::reverse_deltas(d as u32))),
+                _ => v4_deltas(&rkey, r),
+            };
+            if let Err(e) = self.insert_one(
+                &rkey,
+                rhash,
+                absent,
+                r,
+                rdeltas,
+                now,
+                Some(fslot),
+                on_removed,
+            ) {
                 self.clear_slot(fslot);
                 return Err(e);
             }
         }
-        Ok(fslot)
+        Ok((fslot, fdeltas.map(|d| d as u32)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1236,11 +1268,13 @@ impl ShardWriter {
         hash: u64,
         absent: bool,
         d: &FlowData,
+        deltas: Option<u64>,
         now: u64,
         protect: Option<usize>,
         on_removed: &mut dyn FnMut(Removed),
     ) -> Result<usize, Full> {
         debug_assert_eq!(hash, self.ct.hash(key));
+        debug_assert_eq!(deltas, v4_deltas(key, d));
         let (b1, b2, tag) = {
             let s = self.shard_ref();
             let b1 = s.bucket(hash);
@@ -1254,7 +1288,7 @@ impl ShardWriter {
                 "{key:?} is present"
             );
         } else if let Some((i, _, _)) = self.shard_ref().find(key, hash) {
-            self.shard_ref().slots[i].write(key, d, now);
+            self.shard_ref().slots[i].write(key, d, deltas, now);
             return Ok(i);
         }
         // The first bucket if it has room (so that most keys are found in
@@ -1277,7 +1311,7 @@ impl ShardWriter {
             }
         };
         let s = self.shard_ref();
-        s.slots[idx].write(key, d, now);
+        s.slots[idx].write(key, d, deltas, now);
         s.tags.set(idx, tag);
         // Only the owner writes `used` (readers sum it): no locked add needed.
         crate::counters::bump(&s.used, 1);

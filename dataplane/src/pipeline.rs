@@ -20,8 +20,8 @@ use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::edit::{
     decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4, set_ip_addrs,
-    set_macs, set_ttl, FAST_TCP_END, FAST_UDP_END,
+    rewrite_fast, rewrite_fast_deltas, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4,
+    set_ip_addrs, set_macs, set_ttl, FAST_TCP_END, FAST_UDP_END,
 };
 use crate::frame::{Frame, PortId, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
@@ -121,12 +121,19 @@ struct NewFlowHint {
     svc: u32,
     /// [`Pipeline::choose`]'s answer for the frame (`u16::MAX`: none known).
     ei: u16,
+    /// The NAT cursor the prediction took its port at, and the hash of the
+    /// reply entry's key with that port (0: no prediction). The port search
+    /// starting at the same cursor for the same endpoint meets the same key.
+    cursor: u32,
+    reply_hash: u64,
 }
 
 impl NewFlowHint {
     const NONE: NewFlowHint = NewFlowHint {
         svc: u32::MAX,
         ei: u16::MAX,
+        cursor: 0,
+        reply_hash: 0,
     };
 }
 
@@ -427,7 +434,15 @@ impl Pipeline {
                 let Some(snat) = ep.snat_addr else {
                     return Verdict::Drop(DropReason::NatPortsExhausted);
                 };
-                match self.nat_port(t, snat, ep.addr, bport, m.proto, icmp) {
+                // Stage 1.75 hashed the first candidate's reply key if it
+                // predicted this very search (same endpoint, same cursor).
+                let h = self.hint;
+                let predicted = (h.svc == svc.index
+                    && usize::from(h.ei) == ei
+                    && h.cursor == self.nat_cursor
+                    && h.reply_hash != 0)
+                    .then_some(h.reply_hash);
+                match self.nat_port(t, snat, ep.addr, bport, m.proto, icmp, predicted) {
                     Some((addr, port, h)) => (addr, port, Some(h)),
                     None => return Verdict::Drop(DropReason::NatPortsExhausted),
                 }
@@ -488,15 +503,16 @@ impl Pipeline {
             .insert_flow_hashed(key, hash, true, &fwd, reply, now, &mut |r| {
                 on_removed(active, counters, r)
             });
-        if res.is_err() {
+        let Ok((_, deltas)) = res else {
             return Verdict::Drop(DropReason::ConntrackFull);
-        }
+        };
         if let Some(a) = self.active.get_mut(ep.id as usize) {
             *a += 1;
         }
         bump(&self.counters.flows_created, 1);
         self.counters.endpoint_packet(ep.id, f.len as u64);
-        self.apply(t, f, m, &fwd)
+        // (The entry's checksum changes are this packet's: it is keyed by it.)
+        self.apply_with(t, f, m, &fwd, deltas)
     }
 
     /// Pick an endpoint index of `svc` for a new flow.
@@ -537,7 +553,9 @@ impl Pipeline {
     /// A free source-NAT port on `snat` for a flow to `backend:bport`. Ports are
     /// partitioned between workers (port ≡ worker mod workers), so a reply's
     /// port says which worker's shard holds the flow and workers never collide.
-    /// Also returns the hash of the reply entry's key.
+    /// Also returns the hash of the reply entry's key. `predicted`: that
+    /// hash for the first candidate, if already known.
+    #[allow(clippy::too_many_arguments)]
     fn nat_port(
         &mut self,
         t: &Tables,
@@ -546,6 +564,7 @@ impl Pipeline {
         bport: u16,
         proto: u8,
         icmp: bool,
+        mut predicted: Option<u64>,
     ) -> Option<(Ip16, u16, u64)> {
         let nat = NatWalk::new(t, snat, self.worker, self.workers)?;
         for _ in 0..NAT_PORT_TRIES {
@@ -558,7 +577,10 @@ impl Pipeline {
                 dport: port,
                 proto,
             };
-            let h = self.ct.table().hash(&reply_key);
+            let h = predicted
+                .take()
+                .unwrap_or_else(|| self.ct.table().hash(&reply_key));
+            debug_assert_eq!(h, self.ct.table().hash(&reply_key));
             if self
                 .ct
                 .table()
@@ -573,6 +595,19 @@ impl Pipeline {
 
     /// Rewrite a frame by a flow entry and pick its port.
     fn apply(&mut self, t: &Tables, f: &mut Frame<'_>, m: &PacketMeta, d: &FlowData) -> Verdict {
+        self.apply_with(t, f, m, d, None)
+    }
+
+    /// [`Pipeline::apply`], with the entry's checksum changes if known
+    /// ([`crate::edit::fast_deltas`] from the frame's addresses and ports).
+    fn apply_with(
+        &mut self,
+        t: &Tables,
+        f: &mut Frame<'_>,
+        m: &PacketMeta,
+        d: &FlowData,
+        deltas: Option<u32>,
+    ) -> Verdict {
         let Some(port) = t.port(d.port) else {
             return Verdict::Drop(DropReason::NoPort);
         };
@@ -590,16 +625,29 @@ impl Pipeline {
             && usize::from(m.l4_off) == wire::FAST_L4
             && m.frag == Frag::None
             && (m.proto == 6 || m.proto == 17)
-            && rewrite_fast(
-                f.data_mut(),
-                m.proto == 6,
-                d.new_src.v4_octets(),
-                d.new_dst.v4_octets(),
-                d.new_sport,
-                d.new_dport,
-                d.mac,
-                src_mac,
-            );
+            && match deltas {
+                Some(deltas) => rewrite_fast_deltas(
+                    f.data_mut(),
+                    m.proto == 6,
+                    deltas,
+                    d.new_src.v4_octets(),
+                    d.new_dst.v4_octets(),
+                    d.new_sport,
+                    d.new_dport,
+                    d.mac,
+                    src_mac,
+                ),
+                None => rewrite_fast(
+                    f.data_mut(),
+                    m.proto == 6,
+                    d.new_src.v4_octets(),
+                    d.new_dst.v4_octets(),
+                    d.new_sport,
+                    d.new_dport,
+                    d.mac,
+                    src_mac,
+                ),
+            };
         if !simple {
             if !dsr {
                 rewrite_l3l4(
@@ -944,7 +992,7 @@ impl Pipeline {
         };
         let mut hint = NewFlowHint {
             svc: svc.index,
-            ei: u16::MAX,
+            ..NewFlowHint::NONE
         };
         let Some(ei) = choose_pure(svc, &key) else {
             return (hint, 0);
@@ -971,6 +1019,7 @@ impl Pipeline {
             return (hint, 0);
         };
         let (addr, port) = nat.candidate(*cursor);
+        hint.cursor = *cursor;
         *cursor = cursor.wrapping_add(1);
         let reply_key = FlowKey {
             src: ep.addr,
@@ -979,7 +1028,8 @@ impl Pipeline {
             dport: port,
             proto,
         };
-        (hint, self.ct.table().hash(&reply_key))
+        hint.reply_hash = self.ct.table().hash(&reply_key);
+        (hint, hint.reply_hash)
     }
 
     /// The slow path: every frame the fast path does not take.
