@@ -106,6 +106,11 @@ pub struct Pipeline {
     /// What stage 1.75 worked out for the frame being decided, if it looked
     /// like the first packet of a new flow ([`NewFlowHint::NONE`] otherwise).
     hint: NewFlowHint,
+    /// Bit `h % 64` set for the hash `h` of every key inserted since this
+    /// chunk's stage 1.5 (a one-word Bloom filter): a key that stages 1.5
+    /// and 1.6 found no tag for in either bucket, and whose bit is clear, is
+    /// still not in the table.
+    inserted: u64,
 }
 
 /// Stage 1.75's look ahead at a frame that seems to start a new flow: its
@@ -126,6 +131,9 @@ struct NewFlowHint {
     /// starting at the same cursor for the same endpoint meets the same key.
     cursor: u32,
     reply_hash: u64,
+    /// The frame's key is known to be absent from this worker's shard
+    /// (set in stage 2 from stage 1.6 and [`Pipeline::inserted`]).
+    absent: bool,
 }
 
 impl NewFlowHint {
@@ -134,7 +142,14 @@ impl NewFlowHint {
         ei: u16::MAX,
         cursor: 0,
         reply_hash: 0,
+        absent: false,
     };
+}
+
+/// [`Pipeline::inserted`]'s bit for a key hash.
+#[inline(always)]
+fn bloom_bit(hash: u64) -> u64 {
+    1 << ((hash >> 32) & 63)
 }
 
 /// How stage 1 parsed a frame.
@@ -208,6 +223,7 @@ impl Pipeline {
             scratch: Some(Box::new(Scratch::new())),
             table: Some(ct.clone()),
             hint: NewFlowHint::NONE,
+            inserted: 0,
         }
     }
 
@@ -267,7 +283,14 @@ impl Pipeline {
         if icmp && is_icmp_error(m) {
             return self.icmp_error(t, f, m);
         }
-        if let Some(hit) = self.ct.table().find_in(self.worker, key, hash) {
+        // (Stages 1.5 and 1.6 may have shown the key absent already.)
+        let hit = if self.hint.absent {
+            debug_assert!(self.ct.table().find_in(self.worker, key, hash).is_none());
+            None
+        } else {
+            self.ct.table().find_in(self.worker, key, hash)
+        };
+        if let Some(hit) = hit {
             return self.tracked(t, now, f, m, key, hash, &hit);
         }
         // (The hint, when there is one, is this very look-up, done in stage 1.75.)
@@ -496,6 +519,7 @@ impl Pipeline {
                 false,
             ),
         });
+        self.inserted |= bloom_bit(hash) | reply.map_or(0, |(_, h, _)| bloom_bit(h));
         // The forward key is absent from this shard: `decide` looked it up,
         // or `restart_flow` just removed it.
         let res = self
@@ -1155,6 +1179,7 @@ impl Processor for Pipeline {
             // compiler drop the bounds checks on the scratch arrays.
             let n = fc.len().min(vc.len()).min(CHUNK);
             let (fc, vc) = (&mut fc[..n], &mut vc[..n]);
+            self.inserted = 0;
             // Stage 1: parse everything and prefetch the flow-table tag lines.
             for (i, f) in fc.iter().enumerate() {
                 rx_packets += 1;
@@ -1273,6 +1298,9 @@ impl Processor for Pipeline {
                     // (Stage 1.75 wrote hints only if it ran.)
                     if unmatched {
                         self.hint = hints[i];
+                        // No tag in either bucket then, and not inserted since.
+                        self.hint.absent =
+                            cands[i] == NO_SLOT && self.inserted & bloom_bit(hashes[i]) == 0;
                     }
                     let v = self.slow_fast(tables, now_ns, f, hashes[i]);
                     self.hint = NewFlowHint::NONE;
