@@ -4,7 +4,10 @@
 //! (every packet a SYN from a client never seen before), or
 //! `profile room [passes]` for the criterion bench's "table with room"
 //! new-flow case timed alone (a fresh default shard per pass, filled to a
-//! quarter; only the batch runs are timed, as in the bench).
+//! quarter; only the batch runs are timed, as in the bench), or
+//! `profile full [batches]` for its "full table" case (4096 buckets filled
+//! with other flows first, then every SYN evicts; count instructions as
+//! the difference of two batch counts, as for the others).
 
 use std::sync::Arc;
 
@@ -19,6 +22,11 @@ fn main() {
         let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
         let buckets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1 << 19);
         return syn(rounds, buckets);
+    }
+    if args.peek().map(String::as_str) == Some("full") {
+        args.next();
+        let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(512);
+        return full(rounds);
     }
     if args.peek().map(String::as_str) == Some("room") {
         args.next();
@@ -99,5 +107,36 @@ fn room(passes: usize) {
         "new flows, table with room: {:.1} ns/packet wall, {:.1} on CPU (including the buffer refresh)",
         wall as f64 / packets as f64,
         cpu as f64 / packets as f64
+    );
+}
+
+/// New flows into a full table, as the criterion bench's "full table" case.
+fn full(rounds: usize) {
+    const BUCKETS: usize = 4096;
+    let t = tables();
+    let ct = Arc::new(Conntrack::new(
+        1,
+        ConntrackConfig {
+            buckets_per_shard: BUCKETS,
+        },
+    ));
+    let mut p = Pipeline::new(0, 1, &ct);
+    let mut b = Batch::new();
+    for f in &syn_batches(1 << 22, BUCKETS * WAYS / BATCH) {
+        b.run(Some(&mut p), &t, 1, f);
+    }
+    let batches = syn_batches(0, rounds);
+    let start = std::time::Instant::now();
+    let cpu = xlb_benches::on_cpu_ns();
+    for s in &batches {
+        b.run(Some(&mut p), &t, 3, s);
+    }
+    let n = (rounds * BATCH) as f64;
+    let ns = start.elapsed().as_nanos() as f64 / n;
+    let cpu_ns = (xlb_benches::on_cpu_ns() - cpu) as f64 / n;
+    println!(
+        "new flows, full table: {ns:.1} ns/packet wall, {cpu_ns:.1} on CPU (including the buffer refresh); {} of {} slots in use",
+        ct.used(),
+        ct.capacity()
     );
 }

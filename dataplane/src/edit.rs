@@ -180,6 +180,40 @@ pub fn rewrite_fast(
     true
 }
 
+/// [`rewrite_fast`] with the rewrite's checksum changes given
+/// ([`fast_deltas`] of the frame's addresses and ports to these): the same
+/// bytes, without summing the changes again.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn rewrite_fast_deltas(
+    data: &mut [u8],
+    tcp: bool,
+    deltas: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    mac_dst: MacAddr,
+    mac_src: MacAddr,
+) -> bool {
+    let d = mac_dst.0;
+    let mac_dst = [d[0], d[1], d[2], d[3], d[4], d[5], 0, 0];
+    let (s, t) = (sport.to_be_bytes(), dport.to_be_bytes());
+    let ports = [s[0], s[1], t[0], t[1]];
+    if tcp {
+        match data.first_chunk_mut::<FAST_TCP_END>() {
+            Some(h) => rewrite_fast_tcp_with(h, deltas, src, dst, ports, mac_dst, mac_src),
+            None => return false,
+        }
+    } else {
+        match data.first_chunk_mut::<FAST_UDP_END>() {
+            Some(h) => rewrite_fast_udp_with(h, deltas, src, dst, ports, mac_dst, mac_src),
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Bytes of a TCP frame [`rewrite_fast_tcp`] reads and writes.
 pub const FAST_TCP_END: usize = wire::FAST_L4 + 20;
 /// Bytes of a UDP frame [`rewrite_fast_udp`] reads and writes.
@@ -230,6 +264,19 @@ pub fn fast_deltas(old: ([u8; 4], [u8; 4], u16, u16), new: ([u8; 4], [u8; 4], u1
     let addrs = not32(old.0) + ne32(new.0) + not32(old.1) + ne32(new.1);
     let ip = fold16(addrs + TTL_DECREMENT_DELTA);
     let l4 = fold16(addrs + delta16(ne16(old.2), ne16(new.2)) + delta16(ne16(old.3), ne16(new.3)));
+    u32::from(ip) | (u32::from(l4) << 16)
+}
+
+/// The [`fast_deltas`] of the way back: from those of `(a, b, p, q) →
+/// (a', b', p', q')`, those of `(b', a', q', p') → (b, a, q, p)` (a
+/// flow's reply entry undoes what its forward entry does, with source and
+/// destination swapped). Its sums are the forward's negated, plus the TTL
+/// decrement once more for the IPv4 header; each fold gets a nonzero
+/// input, so a sum of zero comes out as 0xffff, as [`fast_deltas`] gives it.
+#[inline]
+pub fn reverse_deltas(d: u32) -> u32 {
+    let ip = fold16(u64::from(!(d as u16)) + 2 * TTL_DECREMENT_DELTA);
+    let l4 = fold16(u64::from(!((d >> 16) as u16)) + 0xffff);
     u32::from(ip) | (u32::from(l4) << 16)
 }
 
@@ -469,6 +516,16 @@ mod tests {
     }
 
     proptest! {
+        /// The reply's checksum changes follow from the forward's.
+        #[test]
+        fn reverse_deltas_are_the_way_back(
+            a in any::<[u8; 4]>(), b in any::<[u8; 4]>(), c in any::<[u8; 4]>(), d in any::<[u8; 4]>(),
+            p in any::<u16>(), q in any::<u16>(), r in any::<u16>(), s in any::<u16>(),
+        ) {
+            let fwd = fast_deltas((a, b, p, q), (c, d, r, s));
+            prop_assert_eq!(reverse_deltas(fwd), fast_deltas((d, c, s, r), (b, a, q, p)));
+        }
+
         /// The rotate fold gives what four plain folds give, carries included.
         #[test]
         fn apply_delta_matches_plain_folds(
@@ -536,7 +593,12 @@ mod tests {
                 let h = ahead.first_chunk_mut::<FAST_UDP_END>().expect("udp headers");
                 rewrite_fast_udp_with(h, deltas, src.octets(), dst.octets(), ports, mac8, mac_src);
             }
-            prop_assert_eq!(ahead, slow);
+            prop_assert_eq!(&ahead, &slow);
+            let mut given = f.clone();
+            prop_assert!(rewrite_fast_deltas(
+                &mut given, tcp, deltas, src.octets(), dst.octets(), r, s, mac_dst, mac_src
+            ));
+            prop_assert_eq!(given, slow);
         }
     }
 }

@@ -20,8 +20,8 @@ use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::edit::{
     decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4, set_ip_addrs,
-    set_macs, set_ttl, FAST_TCP_END, FAST_UDP_END,
+    rewrite_fast, rewrite_fast_deltas, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4,
+    set_ip_addrs, set_macs, set_ttl, FAST_TCP_END, FAST_UDP_END,
 };
 use crate::frame::{Frame, PortId, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
@@ -106,6 +106,11 @@ pub struct Pipeline {
     /// What stage 1.75 worked out for the frame being decided, if it looked
     /// like the first packet of a new flow ([`NewFlowHint::NONE`] otherwise).
     hint: NewFlowHint,
+    /// Bit `h % 64` set for the hash `h` of every key inserted since this
+    /// chunk's stage 1.5 (a one-word Bloom filter): a key that stages 1.5
+    /// and 1.6 found no tag for in either bucket, and whose bit is clear, is
+    /// still not in the table.
+    inserted: u64,
 }
 
 /// Stage 1.75's look ahead at a frame that seems to start a new flow: its
@@ -121,13 +126,30 @@ struct NewFlowHint {
     svc: u32,
     /// [`Pipeline::choose`]'s answer for the frame (`u16::MAX`: none known).
     ei: u16,
+    /// The NAT cursor the prediction took its port at, and the hash of the
+    /// reply entry's key with that port (0: no prediction). The port search
+    /// starting at the same cursor for the same endpoint meets the same key.
+    cursor: u32,
+    reply_hash: u64,
+    /// The frame's key is known to be absent from this worker's shard
+    /// (set in stage 2 from stage 1.6 and [`Pipeline::inserted`]).
+    absent: bool,
 }
 
 impl NewFlowHint {
     const NONE: NewFlowHint = NewFlowHint {
         svc: u32::MAX,
         ei: u16::MAX,
+        cursor: 0,
+        reply_hash: 0,
+        absent: false,
     };
+}
+
+/// [`Pipeline::inserted`]'s bit for a key hash.
+#[inline(always)]
+fn bloom_bit(hash: u64) -> u64 {
+    1 << ((hash >> 32) & 63)
 }
 
 /// How stage 1 parsed a frame.
@@ -201,6 +223,7 @@ impl Pipeline {
             scratch: Some(Box::new(Scratch::new())),
             table: Some(ct.clone()),
             hint: NewFlowHint::NONE,
+            inserted: 0,
         }
     }
 
@@ -260,7 +283,14 @@ impl Pipeline {
         if icmp && is_icmp_error(m) {
             return self.icmp_error(t, f, m);
         }
-        if let Some(hit) = self.ct.table().find_in(self.worker, key, hash) {
+        // (Stages 1.5 and 1.6 may have shown the key absent already.)
+        let hit = if self.hint.absent {
+            debug_assert!(self.ct.table().find_in(self.worker, key, hash).is_none());
+            None
+        } else {
+            self.ct.table().find_in(self.worker, key, hash)
+        };
+        if let Some(hit) = hit {
             return self.tracked(t, now, f, m, key, hash, &hit);
         }
         // (The hint, when there is one, is this very look-up, done in stage 1.75.)
@@ -314,8 +344,10 @@ impl Pipeline {
         }
         if d.kind == Kind::Forward && d.gen != t.generation as u32 && hit.shard == self.worker {
             // The tables changed since this flow last passed: is its backend still there?
+            // (An id its backend gave up may since have gone to another:
+            // then this flow is not that one's.)
             match t.endpoint(d.endpoint) {
-                Some((_, ep)) if ep.state != EndpointState::Down => {
+                Some((_, ep)) if ep.state != EndpointState::Down && ep.holds_flow_of(d.gen) => {
                     if let Some(nh) = ep.next_hop {
                         d.mac = nh.mac;
                         d.port = nh.port;
@@ -425,7 +457,15 @@ impl Pipeline {
                 let Some(snat) = ep.snat_addr else {
                     return Verdict::Drop(DropReason::NatPortsExhausted);
                 };
-                match self.nat_port(t, snat, ep.addr, bport, m.proto, icmp) {
+                // Stage 1.75 hashed the first candidate's reply key if it
+                // predicted this very search (same endpoint, same cursor).
+                let h = self.hint;
+                let predicted = (h.svc == svc.index
+                    && usize::from(h.ei) == ei
+                    && h.cursor == self.nat_cursor
+                    && h.reply_hash != 0)
+                    .then_some(h.reply_hash);
+                match self.nat_port(t, snat, ep.addr, bport, m.proto, icmp, predicted) {
                     Some((addr, port, h)) => (addr, port, Some(h)),
                     None => return Verdict::Drop(DropReason::NatPortsExhausted),
                 }
@@ -473,8 +513,13 @@ impl Pipeline {
         // an old entry may hold the key and is overwritten.
         let reply = (!dsr).then(|| match reply_hash {
             Some(h) => (&reply, h, true),
-            None => (&reply, fwd.partner_key(m.proto).hash(), false),
+            None => (
+                &reply,
+                self.ct.table().hash(&fwd.partner_key(m.proto)),
+                false,
+            ),
         });
+        self.inserted |= bloom_bit(hash) | reply.map_or(0, |(_, h, _)| bloom_bit(h));
         // The forward key is absent from this shard: `decide` looked it up,
         // or `restart_flow` just removed it.
         let res = self
@@ -482,15 +527,16 @@ impl Pipeline {
             .insert_flow_hashed(key, hash, true, &fwd, reply, now, &mut |r| {
                 on_removed(active, counters, r)
             });
-        if res.is_err() {
+        let Ok((_, deltas)) = res else {
             return Verdict::Drop(DropReason::ConntrackFull);
-        }
+        };
         if let Some(a) = self.active.get_mut(ep.id as usize) {
             *a += 1;
         }
         bump(&self.counters.flows_created, 1);
         self.counters.endpoint_packet(ep.id, f.len as u64);
-        self.apply(t, f, m, &fwd)
+        // (The entry's checksum changes are this packet's: it is keyed by it.)
+        self.apply_with(t, f, m, &fwd, deltas)
     }
 
     /// Pick an endpoint index of `svc` for a new flow.
@@ -531,7 +577,9 @@ impl Pipeline {
     /// A free source-NAT port on `snat` for a flow to `backend:bport`. Ports are
     /// partitioned between workers (port ≡ worker mod workers), so a reply's
     /// port says which worker's shard holds the flow and workers never collide.
-    /// Also returns the hash of the reply entry's key.
+    /// Also returns the hash of the reply entry's key. `predicted`: that
+    /// hash for the first candidate, if already known.
+    #[allow(clippy::too_many_arguments)]
     fn nat_port(
         &mut self,
         t: &Tables,
@@ -540,6 +588,7 @@ impl Pipeline {
         bport: u16,
         proto: u8,
         icmp: bool,
+        mut predicted: Option<u64>,
     ) -> Option<(Ip16, u16, u64)> {
         let nat = NatWalk::new(t, snat, self.worker, self.workers)?;
         for _ in 0..NAT_PORT_TRIES {
@@ -552,7 +601,10 @@ impl Pipeline {
                 dport: port,
                 proto,
             };
-            let h = reply_key.hash();
+            let h = predicted
+                .take()
+                .unwrap_or_else(|| self.ct.table().hash(&reply_key));
+            debug_assert_eq!(h, self.ct.table().hash(&reply_key));
             if self
                 .ct
                 .table()
@@ -567,6 +619,19 @@ impl Pipeline {
 
     /// Rewrite a frame by a flow entry and pick its port.
     fn apply(&mut self, t: &Tables, f: &mut Frame<'_>, m: &PacketMeta, d: &FlowData) -> Verdict {
+        self.apply_with(t, f, m, d, None)
+    }
+
+    /// [`Pipeline::apply`], with the entry's checksum changes if known
+    /// ([`crate::edit::fast_deltas`] from the frame's addresses and ports).
+    fn apply_with(
+        &mut self,
+        t: &Tables,
+        f: &mut Frame<'_>,
+        m: &PacketMeta,
+        d: &FlowData,
+        deltas: Option<u32>,
+    ) -> Verdict {
         let Some(port) = t.port(d.port) else {
             return Verdict::Drop(DropReason::NoPort);
         };
@@ -584,16 +649,29 @@ impl Pipeline {
             && usize::from(m.l4_off) == wire::FAST_L4
             && m.frag == Frag::None
             && (m.proto == 6 || m.proto == 17)
-            && rewrite_fast(
-                f.data_mut(),
-                m.proto == 6,
-                d.new_src.v4_octets(),
-                d.new_dst.v4_octets(),
-                d.new_sport,
-                d.new_dport,
-                d.mac,
-                src_mac,
-            );
+            && match deltas {
+                Some(deltas) => rewrite_fast_deltas(
+                    f.data_mut(),
+                    m.proto == 6,
+                    deltas,
+                    d.new_src.v4_octets(),
+                    d.new_dst.v4_octets(),
+                    d.new_sport,
+                    d.new_dport,
+                    d.mac,
+                    src_mac,
+                ),
+                None => rewrite_fast(
+                    f.data_mut(),
+                    m.proto == 6,
+                    d.new_src.v4_octets(),
+                    d.new_dst.v4_octets(),
+                    d.new_sport,
+                    d.new_dport,
+                    d.mac,
+                    src_mac,
+                ),
+            };
         if !simple {
             if !dsr {
                 rewrite_l3l4(
@@ -643,7 +721,7 @@ impl Pipeline {
             dport: inner.sport,
             proto: inner.proto,
         };
-        let hash = key.hash();
+        let hash = self.ct.table().hash(&key);
         let hit = self
             .ct
             .table()
@@ -938,7 +1016,7 @@ impl Pipeline {
         };
         let mut hint = NewFlowHint {
             svc: svc.index,
-            ei: u16::MAX,
+            ..NewFlowHint::NONE
         };
         let Some(ei) = choose_pure(svc, &key) else {
             return (hint, 0);
@@ -965,6 +1043,7 @@ impl Pipeline {
             return (hint, 0);
         };
         let (addr, port) = nat.candidate(*cursor);
+        hint.cursor = *cursor;
         *cursor = cursor.wrapping_add(1);
         let reply_key = FlowKey {
             src: ep.addr,
@@ -973,7 +1052,8 @@ impl Pipeline {
             dport: port,
             proto,
         };
-        (hint, reply_key.hash())
+        hint.reply_hash = self.ct.table().hash(&reply_key);
+        (hint, hint.reply_hash)
     }
 
     /// The slow path: every frame the fast path does not take.
@@ -1079,6 +1159,7 @@ impl Processor for Pipeline {
         let counters = self.counters.clone();
         // (A worker index past the table's shards finds nothing, fast or slow.)
         let mine = table.view(self.worker).unwrap_or_default();
+        let hasher = *table.hasher();
         let mut ports = PortCache::default();
         let Scratch {
             metas,
@@ -1098,6 +1179,7 @@ impl Processor for Pipeline {
             // compiler drop the bounds checks on the scratch arrays.
             let n = fc.len().min(vc.len()).min(CHUNK);
             let (fc, vc) = (&mut fc[..n], &mut vc[..n]);
+            self.inserted = 0;
             // Stage 1: parse everything and prefetch the flow-table tag lines.
             for (i, f) in fc.iter().enumerate() {
                 rx_packets += 1;
@@ -1109,7 +1191,7 @@ impl Processor for Pipeline {
                     (w[1], w[3], w[4]) = (k[1], k[3], k[4]);
                     parsed[i] = PARSED_FAST;
                     // The zero words as constants: the hash folds them away.
-                    hashes[i] = FlowKey::hash_words(&[0, k[1], 0, k[3], k[4]]);
+                    hashes[i] = hasher.hash_v4(k[1], k[3], k[4]);
                 } else {
                     metas[i] = wire::parse(data);
                     match &metas[i] {
@@ -1123,7 +1205,7 @@ impl Processor for Pipeline {
                             }
                             .words();
                             parsed[i] = PARSED_FULL_IP;
-                            hashes[i] = FlowKey::hash_words(w);
+                            hashes[i] = hasher.hash_words(w);
                         }
                         _ => {
                             parsed[i] = PARSED_FULL;
@@ -1134,9 +1216,10 @@ impl Processor for Pipeline {
                 mine.prefetch(hashes[i]);
             }
             // Stage 1.5: the tag lines have had a stage to arrive; find each
-            // frame's candidate slot and prefetch it.
+            // frame's candidate slot in its first bucket and prefetch it;
+            // with none there, prefetch the second bucket's tag line.
             // (Whether any fast-parsed frame has no candidate: only then
-            // can stage 1.75 find a new flow.)
+            // does stage 1.6 run, and can stage 1.75 find a new flow.)
             let mut unmatched = false;
             for i in 0..n {
                 cands[i] = if parsed[i] & 1 != 0 {
@@ -1144,12 +1227,26 @@ impl Processor for Pipeline {
                 } else {
                     NO_SLOT
                 };
-                unmatched |= parsed[i] == PARSED_FAST && cands[i] == NO_SLOT;
+                if parsed[i] & 1 != 0 && cands[i] == NO_SLOT {
+                    mine.prefetch_alt(hashes[i]);
+                    unmatched |= parsed[i] == PARSED_FAST;
+                }
+            }
+            // Stage 1.6: the second buckets of those frames (an entry goes
+            // there only when its first bucket was full).
+            if unmatched {
+                unmatched = false;
+                for i in 0..n {
+                    if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT {
+                        cands[i] = mine.probe_alt(hashes[i]);
+                        unmatched |= cands[i] == NO_SLOT;
+                    }
+                }
             }
             // Stage 1.75: frames with no candidate that look like the first
             // packet of a new flow (TCP SYN, UDP): look up the service and
             // the backend now, predict the source-NAT port and prefetch the
-            // reply entry's tag line; then, once those lines are in, probe
+            // reply entry's tag lines; then, once those lines are in, probe
             // the reply buckets so their free slots are prefetched too.
             if unmatched {
                 let mut cursor = self.nat_cursor;
@@ -1162,7 +1259,9 @@ impl Processor for Pipeline {
                         _ => (NewFlowHint::NONE, 0),
                     };
                     if reply_hashes[i] != 0 {
+                        // (The port search looks in both buckets.)
                         mine.prefetch(reply_hashes[i]);
+                        mine.prefetch_alt(reply_hashes[i]);
                         any = true;
                     }
                 }
@@ -1199,6 +1298,9 @@ impl Processor for Pipeline {
                     // (Stage 1.75 wrote hints only if it ran.)
                     if unmatched {
                         self.hint = hints[i];
+                        // No tag in either bucket then, and not inserted since.
+                        self.hint.absent =
+                            cands[i] == NO_SLOT && self.inserted & bloom_bit(hashes[i]) == 0;
                     }
                     let v = self.slow_fast(tables, now_ns, f, hashes[i]);
                     self.hint = NewFlowHint::NONE;
@@ -1266,6 +1368,9 @@ mod tests {
             proto: q.proto,
         };
         assert_eq!(fast_words(&q), key.words());
-        assert_eq!(FlowKey::hash_words(&fast_words(&q)), key.hash());
+        let h = crate::conntrack::FlowHasher::random();
+        let w = fast_words(&q);
+        assert_eq!(h.hash_words(&w), h.hash(&key));
+        assert_eq!(h.hash_v4(w[1], w[3], w[4]), h.hash(&key));
     }
 }

@@ -262,6 +262,23 @@ pub struct Endpoint {
     pub next_hop: Option<NextHop>,
     /// Source address for one-arm/full-NAT flows to this endpoint.
     pub snat_addr: Option<Ip16>,
+    /// Generation of the snapshot in which this endpoint got its id. An id
+    /// freed by a removed endpoint may later go to another: a flow last
+    /// validated before this generation belonged to the id's former holder
+    /// ([`Endpoint::holds_flow_of`]).
+    pub id_since: u64,
+}
+
+impl Endpoint {
+    /// Whether a flow tracked to this endpoint's id and last validated
+    /// against the tables of generation `flow_gen` (its low 32 bits, as
+    /// connection tracking keeps it) is this endpoint's: the id was already
+    /// this endpoint's then. Compared modulo 2^32 (a flow idle across 2^31
+    /// table changes is not told apart).
+    #[inline]
+    pub fn holds_flow_of(&self, flow_gen: u32) -> bool {
+        ((self.id_since as u32).wrapping_sub(flow_gen) as i32) <= 0
+    }
 }
 
 /// A built service.
@@ -507,7 +524,15 @@ impl Tables {
                 .get(&s.key)
                 .copied()
                 .filter(|_| prev.maglev_size == maglev_size);
-            let svc = build_service(s, si as u32, &ids, &ctx, old)?;
+            let svc = build_service(
+                s,
+                si as u32,
+                &ids,
+                &ctx,
+                old,
+                prev.generation + 1,
+                prev_by_key.get(&s.key).copied(),
+            )?;
             for (ei, e) in svc.endpoints.iter().enumerate() {
                 set_loc(&mut endpoint_locs, e.id, si as u32, ei);
                 add_snat(&mut snat_addrs, e.snat_addr);
@@ -805,7 +830,15 @@ impl Tables {
             next_hops: &self.next_hops,
             maglev_size: self.maglev_size,
         };
-        let svc = build_service(s, index as u32, &ids, &ctx, old.as_deref())?;
+        let svc = build_service(
+            s,
+            index as u32,
+            &ids,
+            &ctx,
+            old.as_deref(),
+            self.generation,
+            old.as_deref(),
+        )?;
         // Accepted: from here on nothing fails.
         *next_free = fresh;
         for (ei, &id) in ids.iter().enumerate() {
@@ -1073,12 +1106,18 @@ fn add_snat(addrs: &mut Vec<Ip16>, a: Option<Ip16>) {
 /// Build one (checked) service at `index` with these endpoint ids (spec
 /// order). `prev` is the same service in the previous snapshot, built with
 /// the same Maglev size: its Maglev table is reused when its inputs match.
+/// `gen` is the generation being built and `prev_any` the same service in
+/// the previous snapshot whatever its Maglev size: endpoints that keep their
+/// id there keep its [`Endpoint::id_since`], the others get `gen`.
+#[allow(clippy::too_many_arguments)]
 fn build_service(
     s: &ServiceSpec,
     index: u32,
     ids: &[EndpointId],
     ctx: &BuildCtx<'_>,
     prev: Option<&Service>,
+    gen: u64,
+    prev_any: Option<&Service>,
 ) -> Result<Service, BuildError> {
     let v4 = s.key.vip.is_ipv4();
     let endpoints: Vec<Endpoint> = s
@@ -1098,6 +1137,13 @@ fn build_service(
                 NatMode::OneArm => port_addr(ctx.ports, next_hop, v4),
                 NatMode::Dnat | NatMode::Dsr => None,
             };
+            let id_since = prev_any
+                .and_then(|p| {
+                    p.endpoints
+                        .iter()
+                        .find(|o| o.id == id && o.addr == addr && o.port == e.port)
+                })
+                .map_or(gen, |o| o.id_since);
             Endpoint {
                 id,
                 addr,
@@ -1106,6 +1152,7 @@ fn build_service(
                 state: e.state,
                 next_hop,
                 snat_addr,
+                id_since,
             }
         })
         .collect();
@@ -1606,6 +1653,17 @@ mod tests {
             new.endpoints[0].id, old.endpoints[1].id,
             "surviving endpoint keeps its id"
         );
+        assert_eq!(
+            new.endpoints[0].id_since, t1.generation,
+            "and the generation it got it in"
+        );
+        assert_eq!(
+            new.endpoints[1].id_since, t2.generation,
+            "a new endpoint's id dates from this step"
+        );
+        assert!(new.endpoints[0].holds_flow_of(t1.generation as u32));
+        assert!(!new.endpoints[1].holds_flow_of(t1.generation as u32));
+        assert!(new.endpoints[1].holds_flow_of(t2.generation as u32));
         let freed = [
             t1.services[0].endpoints[0].id,
             t1.services[0].endpoints[1].id,
@@ -1767,6 +1825,7 @@ mod tests {
                                     for e in &s.endpoints {
                                         if let Some(p) = o.endpoints.iter().find(|p| p.addr == e.addr && p.port == e.port) {
                                             prop_assert_eq!(p.id, e.id, "surviving endpoint keeps its id");
+                                            prop_assert_eq!(p.id_since, e.id_since, "and its date");
                                         }
                                     }
                                 }

@@ -273,13 +273,17 @@ fn adding_a_backend_leaves_established_hash_flows_in_place() {
 /// look-ahead (service, backend and NAT port guessed ahead to prefetch the
 /// reply entry) must never change an outcome — also when its guesses go
 /// wrong: a SYN repeated within the batch, SYNs that are dropped (no rule,
-/// a source not allowed) between new flows, UDP and TCP mixed, replies.
+/// a source not allowed) between new flows, UDP and TCP mixed, replies —
+/// and in a table of two buckets, where entries go to their second bucket,
+/// move between buckets and are evicted while the batch runs.
 #[test]
 fn a_batch_of_new_flows_matches_the_same_frames_one_by_one() {
-    for (sel, mode) in [
-        (Selection::Hash, NatMode::FullNat),
-        (Selection::RoundRobin, NatMode::FullNat),
-        (Selection::Persist, NatMode::Dnat),
+    for (sel, mode, buckets) in [
+        (Selection::Hash, NatMode::FullNat, 1024),
+        (Selection::RoundRobin, NatMode::FullNat, 1024),
+        (Selection::Persist, NatMode::Dnat, 1024),
+        (Selection::Hash, NatMode::FullNat, 2),
+        (Selection::Persist, NatMode::Dnat, 2),
     ] {
         let tcp = allowed(three(sel, mode), &["10.0.0.0/24"]);
         let mut udp = three(sel, mode);
@@ -308,13 +312,13 @@ fn a_batch_of_new_flows_matches_the_same_frames_one_by_one() {
             }
         }
         assert!(frames.len() <= 64, "one batch");
-        let mut one = Lab::new(t.clone());
+        let mut one = Lab::with_buckets(t.clone(), buckets);
         let singles: Vec<(Verdict, Vec<u8>)> =
             frames.iter().map(|f| one.run(0, CLIENT_PORT, f)).collect();
-        let mut batched = Lab::new(t);
+        let mut batched = Lab::with_buckets(t, buckets);
         let batch = batched.run_batch(0, CLIENT_PORT, &frames);
         for (i, (a, b)) in singles.iter().zip(&batch).enumerate() {
-            assert_eq!(a, b, "{sel:?}/{mode:?}: frame {i} differs");
+            assert_eq!(a, b, "{sel:?}/{mode:?}/{buckets}: frame {i} differs");
         }
         assert!(
             singles
@@ -349,11 +353,34 @@ fn a_batch_of_new_flows_matches_the_same_frames_one_by_one() {
             .map(|f| one.run(0, BACKEND_PORT, f))
             .collect();
         let back_batch = batched.run_batch(0, BACKEND_PORT, &replies);
-        assert_eq!(back_one, back_batch, "{sel:?}/{mode:?}: replies");
+        assert_eq!(back_one, back_batch, "{sel:?}/{mode:?}/{buckets}: replies");
+        // (In the two-bucket table most flows were evicted by later ones.)
         assert!(
-            back_one.iter().all(|(v, _)| matches!(v, Verdict::Tx(_))),
+            buckets == 2 || back_one.iter().all(|(v, _)| matches!(v, Verdict::Tx(_))),
             "{sel:?}/{mode:?}"
         );
+        // Data packets of the same flows, batched and one by one, after
+        // the replies (established flows: the fast path, first or second
+        // bucket).
+        let data: Vec<Vec<u8>> = frames
+            .iter()
+            .filter(|f| f[23] == 6)
+            .map(|f| {
+                let (src, sport) = src_of(f);
+                let (dst, dport) = dst_of(f);
+                from_client(
+                    Builder::tcp(
+                        SocketAddr::new(src, sport),
+                        SocketAddr::new(dst, dport),
+                        ACK,
+                    )
+                    .payload(b"d"),
+                )
+            })
+            .collect();
+        let data_one: Vec<_> = data.iter().map(|f| one.run(0, CLIENT_PORT, f)).collect();
+        let data_batch = batched.run_batch(0, CLIENT_PORT, &data);
+        assert_eq!(data_one, data_batch, "{sel:?}/{mode:?}/{buckets}: data");
     }
 }
 
@@ -528,4 +555,53 @@ fn an_idle_flow_past_its_timeout_is_replaced_on_its_next_packet_even_before_the_
         2,
         "the old flow's entries are gone, the new flow's are there"
     );
+}
+
+/// A flow pinned to a backend that is removed while the flow is idle, and
+/// whose endpoint id is then handed to a new backend, must not follow the
+/// id: on its next packet it is re-selected (to a backend that is
+/// configured, with that backend's address and MAC together), never sent to
+/// the new backend's MAC with the old backend's address.
+#[test]
+fn a_reused_endpoint_id_does_not_capture_an_idle_flow_of_the_removed_backend() {
+    for mode in [NatMode::Dnat, NatMode::FullNat] {
+        let rule = |eps: &[&str]| {
+            svc(
+                "192.0.2.10",
+                L4Proto::Tcp,
+                (80, 80),
+                Selection::RoundRobin,
+                mode,
+                eps.iter().map(|b| ep(b, 8080)).collect(),
+            )
+        };
+        let mut lab = Lab::new(spec(vec![rule(&["10.1.0.11", "10.1.0.12"])]));
+        // Round robin: the first flow goes to the first endpoint (id 0).
+        assert_eq!(
+            syn(&mut lab, 0, "10.0.0.2", 4000),
+            Some(ip("10.1.0.11")),
+            "{mode:?}"
+        );
+        // While the flow is idle, its backend goes (id 0 freed) ...
+        lab.update(spec(vec![rule(&["10.1.0.12"])]));
+        // ... and a new backend comes, taking the lowest free id: 0.
+        lab.update(spec(vec![rule(&["10.1.0.12", "10.1.0.13"])]));
+        let new_id = lab.tables.services[0]
+            .endpoints
+            .iter()
+            .find(|e| e.addr == xlb_dataplane::net::Ip16::from(ip("10.1.0.13")))
+            .map(|e| e.id);
+        assert_eq!(new_id, Some(0), "{mode:?}: the id was reused");
+        let f =
+            from_client(Builder::tcp(sa("10.0.0.2:4000"), sa("192.0.2.10:80"), ACK).payload(b"x"));
+        let (v, out) = lab.run(0, CLIENT_PORT, &f);
+        assert!(matches!(v, Verdict::Tx(_)), "{mode:?}: {v:?}");
+        let (to, _) = dst_of(&out);
+        assert_ne!(to, ip("10.1.0.11"), "{mode:?}: sent to the removed backend");
+        assert_eq!(
+            out[..6],
+            be_mac(&to.to_string()).0,
+            "{mode:?}: the MAC is that of the backend addressed"
+        );
+    }
 }

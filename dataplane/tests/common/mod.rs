@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig};
+use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig, FlowHasher};
 use xlb_dataplane::net::{Cidr, MacAddr};
 use xlb_dataplane::pipeline::{Pipeline, Processor};
 use xlb_dataplane::tables::{
@@ -136,11 +136,14 @@ impl Lab {
 
     pub fn with_buckets(spec: TablesSpec, buckets: usize) -> Lab {
         let tables = Tables::build(spec, &Tables::empty()).expect("valid lab tables");
-        let ct = Arc::new(Conntrack::new(
+        // A fixed hash key: two labs given the same frames place (and
+        // evict) flows alike.
+        let ct = Arc::new(Conntrack::with_hasher(
             2,
             ConntrackConfig {
                 buckets_per_shard: buckets,
             },
+            FlowHasher::with_seed(0x5eed),
         ));
         let workers = (0..2).map(|w| Pipeline::new(w, 2, &ct)).collect();
         Lab {
