@@ -162,9 +162,14 @@ const SESSION_ENV: &str = "XLB_PERF_IN_SESSION";
 /// child, which cleans up its namespaces and processes.
 fn run_in_own_session() -> Result<std::process::ExitStatus> {
     use anyhow::Context;
+    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("finding xlb-perf's own binary")?;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    // The same argv[0], so the child records the command as typed.
     let mut child = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
+        .arg0(arg0)
+        .args(args)
         .env(SESSION_ENV, "1")
         .spawn()
         .context("starting the benchmark in its own session")?;
