@@ -915,58 +915,6 @@ fn sctp_checksum_round_trip() {
     assert!(checksum::verify_l4_checksum(&g, &m));
 }
 
-/// Measures parse cost; run with
-/// `cargo test -p xlb-dataplane --release -- --ignored parse_cost --nocapture`.
-#[test]
-#[ignore = "timing, not a correctness test"]
-fn parse_cost() {
-    use std::hint::black_box;
-    use std::time::Instant;
-    let frames = [
-        ("eth+ipv4+tcp", v4_tcp()),
-        (
-            "eth+vlan+ipv6+udp",
-            Builder::udp(
-                "[2001:db8::1]:1".parse().expect("addr"),
-                "[2001:db8::2]:2".parse().expect("addr"),
-            )
-            .vlan(3)
-            .to_vec()
-            .expect("valid"),
-        ),
-    ];
-    // Best of 7 rounds of 2M iterations each: the machine is shared, so the
-    // minimum is the closest to the undisturbed cost.
-    fn best(mut round: impl FnMut() -> u32) -> f64 {
-        // XLB_PARSE_ITERS=1000 for a run under callgrind (instruction counts).
-        let n = std::env::var("XLB_PARSE_ITERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2_000_000u32);
-        let mut best = f64::MAX;
-        for _ in 0..7 {
-            let t = Instant::now();
-            let mut acc = 0u32;
-            for _ in 0..n {
-                acc = acc.wrapping_add(round());
-            }
-            black_box(acc);
-            best = best.min(t.elapsed().as_nanos() as f64 / f64::from(n));
-        }
-        best
-    }
-    let f0 = &frames[0].1;
-    let ns = best(|| u32::from(black_box(f0)[36]));
-    println!("baseline (one byte through black_box): {ns:.2} ns/iter");
-    for (name, f) in &frames {
-        let ns = best(|| u32::from(parse(black_box(f)).map(|m| m.dport).unwrap_or(0)));
-        println!("{name}: {ns:.2} ns/parse");
-        // The same frame through etherparse, as a yardstick on a shared machine.
-        let ns = best(|| u32::from(etherparse::SlicedPacket::from_ethernet(black_box(f)).is_ok()));
-        println!("{name}: {ns:.2} ns/etherparse::SlicedPacket::from_ethernet");
-    }
-}
-
 /// Seed corpus for the fuzz targets: one file per interesting frame shape.
 /// `scripts/fuzz-smoke.sh` runs this when `dataplane/fuzz/seeds/` is empty;
 /// set `XLB_FUZZ_SEEDS` to write elsewhere.
