@@ -212,8 +212,9 @@ impl XskIo {
 impl XskIo {
     /// Once per port, after its first packets: busy polling needs the NAPI id
     /// the kernel records on the socket from received packets. Some drivers
-    /// give none (veth in 6.x registers its XDP queue before its NAPI has an
-    /// id); then receive work waits for the NAPI deferral timer instead.
+    /// give none (veth: `SO_INCOMING_NAPI_ID` stays 0 on 6.18, also with GRO
+    /// on before XDP is attached); then receive work waits for the NAPI
+    /// deferral timer instead.
     fn check_napi(&self, port: usize) {
         match sys::napi_id(self.poll_fds[port]) {
             Ok(0) => tracing::warn!(
