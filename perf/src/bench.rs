@@ -41,6 +41,7 @@ use xlb_dataplane::tables::{
 use crate::engine::{RxMode, Summary};
 use crate::lab::{self, enter_netns, ns_sh, sh, Lab};
 use crate::pktgen::{self, RxOpts, TxOpts};
+use crate::procs::{loadavg, net_rx_softirqs};
 
 /// The service address.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 98, 9, 100);
@@ -714,27 +715,6 @@ fn stop_nft(t: &Topo, placement: Placement, ksoftirqd: Option<(i32, i32)>) -> Re
 }
 
 // ---------------------------------------------------------------- sampling
-
-fn loadavg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// NET_RX softirq counts per CPU.
-fn net_rx_softirqs() -> Vec<u64> {
-    let s = std::fs::read_to_string("/proc/softirqs").unwrap_or_default();
-    s.lines()
-        .find(|l| l.trim_start().starts_with("NET_RX:"))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .filter_map(|v| v.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// CPUs of this process's threads named `xlb-worker-*` right now.
 fn worker_cpus() -> Vec<i32> {
