@@ -6,6 +6,9 @@
 //! core). `napi_defer_hard_irqs` and `gro_flush_timeout` make it wait for the
 //! worker instead, with a timer as the fallback, so receive processing stays on
 //! the worker's core. The kernel's AF_XDP documentation suggests 2 and 200 µs.
+//! Busy polling also needs the driver to give the sockets a NAPI id; veth's
+//! get none, and there only the deferral timer runs the queue (the worker
+//! warns, see `XskIo`'s NAPI check).
 //!
 //! Settings are changed only where they are 0 (the kernel's default), so a
 //! value the operator chose is kept; the old values come back when the
@@ -84,11 +87,6 @@ impl NapiTuning {
             }
         }
         t
-    }
-
-    /// How many settings were changed.
-    pub fn changed(&self) -> usize {
-        self.saved.len()
     }
 }
 

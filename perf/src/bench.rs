@@ -112,13 +112,6 @@ pub enum Placement {
 }
 
 impl Placement {
-    /// Display name.
-    pub fn label(self) -> &'static str {
-        match self {
-            Placement::Owned => "balancer core owns its receive work",
-            Placement::Shared => "veth default: receive work on the generator's core",
-        }
-    }
     /// Short name (tables, chart).
     pub fn short(self) -> &'static str {
         match self {
@@ -643,9 +636,10 @@ fn nft_ruleset() -> String {
 
 /// Preferred busy polling's device settings on the balancer's veths (see
 /// `xlb_bpf::napi`; the contender thread cannot write them itself because
-/// /sys shows the host's namespace): with them the veths' receive NAPI waits
-/// for the AF_XDP worker's syscalls, on the balancer's core, instead of
-/// running in the sender's softirq. Off again for the kernel contender.
+/// /sys shows the host's namespace). veth's sockets get no NAPI id, so busy
+/// polling does not engage; the deferral timer then runs the ingress NAPI on
+/// the core where it was armed, the balancer's (see [`Placement::Owned`]).
+/// Off again for the kernel contender.
 fn napi_defer(t: &Topo, on: bool) -> Result<()> {
     use xlb_bpf::napi::{DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS};
     let (defer, timeout) = if on {
