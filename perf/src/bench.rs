@@ -3,7 +3,15 @@
 //! contenders on the same core placement, repetitions interleaved so drift
 //! hits every contender alike.
 //!
-//! Topology (all namespaces and veths owned by a [`Lab`], removed on drop):
+//! Topologies (all namespaces and veths owned by a [`Lab`], removed on drop),
+//! see [`Topology`]. `bridged`, the max-rate runs' default (LAB-NOTES' lab):
+//! ```text
+//!  cl: c0 10.98.0.2 ── l0 10.98.0.1 :lb: l1 10.98.1.1 ── p0 :br: br0 ─┬ p1 ── b0 10.98.1.11 :b0
+//!      (xlb-pktgen TX)     (contender)                  (bridge)      ├ p2 ── b1 10.98.1.12 :b1
+//!                                                                     └ p3 ── b2 10.98.1.13 :b2
+//!                                               (each backend's kernel counts and drops at ingress)
+//! ```
+//! `direct`, also where the paced latency runs go:
 //! ```text
 //!  cl: c0 10.98.0.2 ── l0 10.98.0.1 :lb: l1 10.98.1.1 ── b0 10.98.1.2 :be
 //!      (xlb-pktgen TX)     (contender)                      + backends .11 .12 .13
@@ -121,6 +129,37 @@ impl Placement {
     }
 }
 
+/// How the backends are wired and what counts their packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// LAB-NOTES' lab, where its reference rates were measured: the
+    /// balancer's backend-side veth goes to a bridge namespace (static FDB
+    /// entries, bridge netfilter off) with three backend namespaces, one
+    /// backend each. Each backend's kernel counts the service's datagrams at
+    /// its interface's ingress (an nftables netdev counter) and drops them,
+    /// as a real server's NIC would take them off the wire. No stamps: max
+    /// rate only; the paced latency runs use `direct`.
+    Bridged,
+    /// One backend namespace holding the three backend addresses, where
+    /// xlb-pktgen's AF_XDP receiver checks every frame's stamp, order and
+    /// checksum. Its receive (XDP and the copy into its UMEM) runs in the
+    /// balancer's transmit on the balancer's core, its thread on the
+    /// receiver CPU: both cost the balancer and the generator capacity that a
+    /// separate backend machine would not.
+    Direct,
+}
+
+impl Topology {
+    /// Short name.
+    pub fn short(self) -> &'static str {
+        match self {
+            Topology::Bridged => "bridged",
+            Topology::Direct => "direct",
+        }
+    }
+}
+
 /// Harness options.
 #[derive(Debug, Clone)]
 pub struct BenchOpts {
@@ -139,6 +178,8 @@ pub struct BenchOpts {
     /// Placements, each runs every contender (the first also hosts the
     /// fixed-rate latency runs).
     pub placements: Vec<Placement>,
+    /// Topology of the max-rate runs (the paced runs are always `direct`).
+    pub topology: Topology,
     /// Flows.
     pub flows: u32,
     /// AF_XDP contenders: RX batch (the Runtime's `batch`).
@@ -177,6 +218,9 @@ pub struct RunResult {
     pub reordered: u64,
     /// Bad checksums seen at the backends.
     pub bad_checksum: u64,
+    /// `bridged`: datagrams counted at each backend, in [`BACKENDS`] order
+    /// (empty in `direct`).
+    pub per_backend: Vec<u64>,
     /// Latency p50 / p99 (µs).
     pub p50_us: f64,
     /// p99 (µs).
@@ -260,6 +304,8 @@ pub struct BenchReport {
     pub command: String,
     /// Kernel.
     pub kernel: String,
+    /// Topology description.
+    pub topology: String,
     /// Placement description.
     pub placement: String,
     /// Load average at start and end.
@@ -276,12 +322,21 @@ pub(crate) struct Topo {
     pub(crate) lab: Lab,
     pub(crate) cl: String,
     pub(crate) lb: String,
+    /// The (first) backend namespace and its interface.
     pub(crate) be: String,
     pub(crate) c0: String,
     pub(crate) l0: String,
     pub(crate) l1: String,
     pub(crate) b0: String,
+    /// `bridged`: every backend's (namespace, interface), each counting the
+    /// service's datagrams in [`SINK_TABLE`]; empty in `direct`, where
+    /// xlb-pktgen receives on `b0`.
+    pub(crate) sinks: Vec<(String, String)>,
 }
+
+/// The backends' nftables netdev table (`bridged`), its counter named
+/// `delivered`.
+const SINK_TABLE: &str = "xlbsink";
 
 /// Threaded NAPI on `iface` in `ns`, its kthread pinned to `cpu` (and
 /// reniced): GRO on keeps the veth's NAPI instance alive, so the kthread
@@ -422,7 +477,151 @@ pub(crate) fn build_topology(what: &str) -> Result<Topo> {
         l0,
         l1,
         b0,
+        sinks: Vec::new(),
     })
+}
+
+/// The client — balancer — bridge — three backends topology (see
+/// [`Topology::Bridged`]), its namespaces tagged `what`.
+pub(crate) fn build_bridged(what: &str) -> Result<Topo> {
+    let mut lab = Lab::new(what)?;
+    let cl = lab.ns("cl")?;
+    let lb = lab.ns("lb")?;
+    let br = lab.ns("br")?;
+    let (c0, l0, l1, p0) = (
+        lab.ifname("c0"),
+        lab.ifname("l0"),
+        lab.ifname("l1"),
+        lab.ifname("p0"),
+    );
+    lab::veth(
+        &cl,
+        &c0,
+        &format!("{CLIENT}/24"),
+        &lb,
+        &l0,
+        &format!("{LB_FRONT}/24"),
+        1,
+    )?;
+    lab::veth_pair(&lb, &l1, &br, &p0, 1)?;
+    sh(&[
+        "ip",
+        "-n",
+        &lb,
+        "addr",
+        "add",
+        &format!("{LB_BACK}/24"),
+        "dev",
+        &l1,
+    ])?;
+    ns_sh(&br, &["ip", "link", "add", "br0", "type", "bridge"])?;
+    ns_sh(&br, &["ip", "link", "set", "br0", "up"])?;
+    // The bridge's netfilter hooks are built into this kernel (LAB-NOTES);
+    // the sysctls exist only once br_netfilter is loaded.
+    for k in ["iptables", "ip6tables", "arptables"] {
+        let _ = ns_sh(
+            &br,
+            &["sysctl", "-qw", &format!("net.bridge.bridge-nf-call-{k}=0")],
+        );
+    }
+    let fdb = |mac: &str, port: &str| {
+        ns_sh(
+            &br,
+            &[
+                "bridge", "fdb", "replace", mac, "dev", port, "master", "static",
+            ],
+        )
+    };
+    ns_sh(&br, &["ip", "link", "set", &p0, "master", "br0"])?;
+    fdb(&lab::mac_of(&lb, &l1)?, &p0)?;
+    let mut sinks = Vec::new();
+    for (i, b) in BACKENDS.iter().enumerate() {
+        let ns = lab.ns(&format!("b{i}"))?;
+        let (port, bi) = (
+            lab.ifname(&format!("p{}", i + 1)),
+            lab.ifname(&format!("b{i}")),
+        );
+        lab::veth_pair(&br, &port, &ns, &bi, 1)?;
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{b}/24"),
+            "dev",
+            &bi,
+        ])?;
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "10.98.0.0/24",
+            "via",
+            &LB_BACK.to_string(),
+        ])?;
+        ns_sh(&br, &["ip", "link", "set", &port, "master", "br0"])?;
+        // Backends that only receive are never learned: without static
+        // entries the bridge floods every frame to all of them (LAB-NOTES).
+        let mac = lab::mac_of(&ns, &bi)?;
+        fdb(&mac, &port)?;
+        lab::load_nft(
+            &ns,
+            "sink",
+            &format!(
+                "table netdev {SINK_TABLE} {{\n  counter delivered {{ }}\n  chain ingress {{\n    type filter hook ingress device \"{bi}\" priority 0; policy accept;\n    udp dport {VIP_PORT} counter name \"delivered\" drop\n  }}\n}}\n"
+            ),
+        )?;
+        ns_sh(
+            &lb,
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                &b.to_string(),
+                "lladdr",
+                &mac,
+                "dev",
+                &l1,
+                "nud",
+                "permanent",
+            ],
+        )?;
+        sinks.push((ns, bi));
+    }
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "add",
+        &format!("{VIP}/32"),
+        "via",
+        &LB_FRONT.to_string(),
+    ])?;
+    ns_sh(&lb, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    let (be, b0) = sinks[0].clone();
+    Ok(Topo {
+        lab,
+        cl,
+        lb,
+        be,
+        c0,
+        l0,
+        l1,
+        b0,
+        sinks,
+    })
+}
+
+/// Datagrams counted so far at each backend of a `bridged` topology.
+fn delivered_per_backend(t: &Topo) -> Result<Vec<u64>> {
+    t.sinks
+        .iter()
+        .map(|(ns, _)| lab::nft_counter(ns, "netdev", SINK_TABLE, "delivered"))
+        .collect()
 }
 
 // ---------------------------------------------------------------- contenders
@@ -792,7 +991,23 @@ fn one_run(
             }
         })
     });
-    let res = pktgen::run(Some(&tx), Some(&rx), o.verbose);
+    // `bridged`: the backends' kernels count; `direct`: xlb-pktgen receives.
+    let counted0 = if t.sinks.is_empty() {
+        None
+    } else {
+        Some(delivered_per_backend(t))
+    };
+    let res = pktgen::run(Some(&tx), counted0.is_none().then_some(&rx), o.verbose);
+    let counted = counted0.map(|c0| -> Result<Vec<u64>> {
+        let c0 = c0?;
+        std::thread::sleep(rx.linger);
+        let c1 = delivered_per_backend(t)?;
+        Ok(c1
+            .iter()
+            .zip(&c0)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect())
+    });
     let soft1 = net_rx_softirqs();
     if let Some(h) = sampler {
         let _ = h.join();
@@ -824,16 +1039,34 @@ fn one_run(
     let txs = sum.tx.clone().unwrap_or_default();
     let rxs = sum.rx.clone().unwrap_or_default();
     let loss = sum.loss.unwrap_or_default();
+    let (delivered_mpps, loss_ratio, per_backend) = match counted.transpose()? {
+        Some(per) => {
+            let n: u64 = per.iter().sum();
+            let mpps = if txs.secs > 0.0 {
+                n as f64 / txs.secs / 1e6
+            } else {
+                0.0
+            };
+            let lost = if txs.packets > 0 {
+                (1.0 - n as f64 / txs.packets as f64).max(0.0)
+            } else {
+                0.0
+            };
+            (mpps, lost, per)
+        }
+        None => (rxs.pps / 1e6, loss.loss_ratio(), Vec::new()),
+    };
     Ok(RunResult {
         placement,
         contender: which,
         rep,
         paced_pps: paced,
         offered_mpps: txs.pps / 1e6,
-        delivered_mpps: rxs.pps / 1e6,
-        loss: loss.loss_ratio(),
+        delivered_mpps,
+        loss: loss_ratio,
         reordered: loss.reordered,
         bad_checksum: rxs.bad_checksum,
+        per_backend,
         p50_us: rxs.latency.p50_ns as f64 / 1e3,
         p99_us: rxs.latency.p99_ns as f64 / 1e3,
         gen_cpu: txs.cpus.clone(),
@@ -860,7 +1093,10 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
     let t0 = Instant::now();
     let load0 = loadavg();
     let autogroup = o.nice.is_some_and(lab::own_autogroup);
-    let topo = build_topology("b")?;
+    let topo = match o.topology {
+        Topology::Bridged => build_bridged("b")?,
+        Topology::Direct => build_topology("b")?,
+    };
     let mut runs = Vec::new();
     let cases: Vec<(Placement, Contender)> = o
         .placements
@@ -893,7 +1129,10 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             runs.push(r);
         }
     }
+    drop(topo);
     if let Some(rate) = o.lat_rate {
+        // Latency needs xlb-pktgen's stamps: the direct topology.
+        let topo = build_topology("d")?;
         let p = o.placements[0];
         for rep in 0..o.reps {
             for &c in &o.contenders {
@@ -915,7 +1154,6 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             }
         }
     }
-    drop(topo.lab);
     if lab::interrupted() {
         bail!("interrupted; namespaces removed, no report written");
     }
@@ -972,17 +1210,31 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             .to_string(),
         command: command.to_string(),
         kernel: sh(&["uname", "-r"]).unwrap_or_default().trim().to_string(),
+        topology: match o.topology {
+            Topology::Bridged => format!(
+                "max-rate runs: `bridged` (LAB-NOTES' lab): client ns, balancer ns, a bridge ns (static FDB entries, bridge netfilter off) and three backend namespaces, one backend each; \
+                 each backend's kernel counts the service's datagrams at its interface's ingress (nftables netdev counter) and drops them; \
+                 the bridge's and the backends' receive runs in the balancer's transmit, on cpu{l}, for every contender. \
+                 Paced latency runs: `direct`: one backend namespace where xlb-pktgen's AF_XDP receiver (cpu{r}) checks stamps, order and checksums",
+                l = o.lb_cpu,
+                r = o.rx_cpu
+            ),
+            Topology::Direct => format!(
+                "`direct`: one backend namespace where xlb-pktgen's AF_XDP receiver, pinned to cpu{r}, checks stamps, order and checksums; \
+                 its veth NAPI (XDP and the copy into its UMEM) runs in the balancer's transmit, on cpu{l}, for every contender",
+                l = o.lb_cpu,
+                r = o.rx_cpu
+            ),
+        },
         placement: format!(
-            "generator (AF_XDP TX) pinned to cpu{g}; receiver (AF_XDP RX at the backends) pinned to cpu{r}; \
+            "generator (AF_XDP TX) pinned to cpu{g}; \
              AF_XDP contenders: one worker pinned to cpu{l}, batch {batch}, {frames} UMEM frames; \
-             the backends' veth NAPI (the receiver's XDP and copy) runs in the balancer's transmit, on cpu{l}, for every contender; \
              placement `owned`: AF_XDP workers busy-poll with SO_PREFER_BUSY_POLL and napi_defer_hard_irqs {d} / gro_flush_timeout {gt} ns on the balancer's veths (veth gives the sockets no NAPI id, so the ingress NAPI runs from the deferral timer on cpu{l}, not in the worker's syscalls); \
              nftables: threaded NAPI on the balancer's ingress veth (GRO on, as threading needs), kthread pinned to cpu{l}; \
              placement `shared`: the balancer's ingress (XDP and copy into the UMEM, or the kernel's veth receive) runs in the generator's softirq on cpu{g}; \
              AF_XDP workers spin while traffic flows, block in poll() when idle; nftables: RPS of the ingress veth to cpu{l}, ksoftirqd/{l} at the harness's nice during its runs; \
              the NET_RX softirq counts per CPU are in each run; nice of generator, receiver and AF_XDP workers: {nice}; own scheduler autogroup at that nice: {autogroup}",
             g = o.gen_cpu,
-            r = o.rx_cpu,
             l = o.lb_cpu,
             batch = o.batch,
             frames = o.frames,
@@ -1008,8 +1260,8 @@ pub fn markdown(r: &BenchReport) -> String {
     let mut s = String::new();
     s += "# UDP 64-byte frames, 1024 flows: xlb vs. a minimal AF_XDP forwarder vs. nftables DNAT\n\n";
     s += &format!(
-        "- when: {}\n- command: `{}`\n- kernel: {}\n- load average (1 min) at start / end: {:.2} / {:.2}\n- placement: {}\n\n",
-        r.when, r.command, r.kernel, r.loadavg.0, r.loadavg.1, r.placement
+        "- when: {}\n- command: `{}`\n- kernel: {}\n- load average (1 min) at start / end: {:.2} / {:.2}\n- topology: {}\n- placement: {}\n\n",
+        r.when, r.command, r.kernel, r.loadavg.0, r.loadavg.1, r.topology, r.placement
     );
     let reps = r.runs.iter().map(|x| x.rep).max().map_or(0, |m| m + 1);
     s += &format!("Median of {reps} repetition(s) (min–max in brackets); Mpps = million packets per second; ratios within one placement. A contender whose delivered rate equals its offered rate with no loss was held back by the generator, not by its own core.\n\n");
@@ -1031,7 +1283,7 @@ pub fn markdown(r: &BenchReport) -> String {
     }
     if let Some(x) = r.runs.iter().find(|x| x.paced_pps.is_some()) {
         let rate = x.paced_pps.unwrap_or_default();
-        s += &format!("\n## Latency at a fixed rate ({rate} packets/s, placement `{}`)\n\nGenerator TX stamp to receiver RX, through each contender; median over repetitions. CDF: `udp-latency-cdf.svg`.\n\n| contender | loss | p50 µs | p99 µs |\n|---|---|---|---|\n", x.placement.short());
+        s += &format!("\n## Latency at a fixed rate ({rate} packets/s, placement `{}`, topology `direct`)\n\nGenerator TX stamp to receiver RX, through each contender; median over repetitions. CDF: `udp-latency-cdf.svg`.\n\n| contender | loss | p50 µs | p99 µs |\n|---|---|---|---|\n", x.placement.short());
         for c in r.summary.iter().filter(|c| c.placement == x.placement) {
             s += &format!(
                 "| {} | {:.2} % | {:.0} | {:.0} |\n",
@@ -1042,10 +1294,10 @@ pub fn markdown(r: &BenchReport) -> String {
             );
         }
     }
-    s += "\n## Runs\n\n| rep | placement | contender | paced pps | offered | delivered | loss | reordered | bad csum | p50 µs | p99 µs | gen cpu | rx cpu | worker cpu | NET_RX softirqs per cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "\n## Runs\n\n| rep | placement | contender | paced pps | offered | delivered | loss | reordered | bad csum | p50 µs | p99 µs | per backend | gen cpu | rx cpu | worker cpu | NET_RX softirqs per cpu | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for x in &r.runs {
         s += &format!(
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.1} % | {} | {} | {:.0} | {:.0} | {:?} | {:?} | {:?} | {:?} | {:.2} |\n",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.1} % | {} | {} | {:.0} | {:.0} | {} | {:?} | {:?} | {:?} | {:?} | {:.2} |\n",
             x.rep + 1,
             x.placement.short(),
             x.contender.short(),
@@ -1057,6 +1309,15 @@ pub fn markdown(r: &BenchReport) -> String {
             x.bad_checksum,
             x.p50_us,
             x.p99_us,
+            if x.per_backend.is_empty() {
+                "–".to_string()
+            } else {
+                x.per_backend
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            },
             x.gen_cpu,
             x.rx_cpu,
             x.worker_cpus,

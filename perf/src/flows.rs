@@ -434,28 +434,12 @@ fn topology() -> Result<FloodTopo> {
         "table ip xlbsink {{\n  counter syns {{ }}\n  chain pre {{\n    type filter hook prerouting priority raw; policy accept;\n    ip daddr {{ {}, {}, {} }} tcp dport {FLOOD_TARGET_PORT} counter name syns drop\n  }}\n}}\n",
         FLOOD_BACKENDS[0], FLOOD_BACKENDS[1], FLOOD_BACKENDS[2]
     );
-    load_nft(&t.be, "sink", &rules).context("loading the backends' SYN counter")?;
+    lab::load_nft(&t.be, "sink", &rules).context("loading the backends' SYN counter")?;
     Ok(FloodTopo { t, c2, l2 })
 }
 
-fn load_nft(ns: &str, what: &str, rules: &str) -> Result<()> {
-    let f = std::env::temp_dir().join(format!("xlbperf-{what}-{}.nft", std::process::id()));
-    std::fs::write(&f, rules)?;
-    let r = ns_sh(ns, &["nft", "-f", &f.to_string_lossy()]);
-    let _ = std::fs::remove_file(&f);
-    r.map(|_| ())
-}
-
 fn syn_counter(be: &str) -> Result<u64> {
-    let out = ns_sh(
-        be,
-        &["nft", "-j", "list", "counter", "ip", "xlbsink", "syns"],
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    v["nftables"]
-        .as_array()
-        .and_then(|a| a.iter().find_map(|x| x["counter"]["packets"].as_u64()))
-        .ok_or_else(|| anyhow!("no SYN counter in {out}"))
+    lab::nft_counter(be, "ip", "xlbsink", "syns")
 }
 
 fn mac(ns: &str, iface: &str) -> Result<MacAddr> {
@@ -517,7 +501,7 @@ impl<'a> NftDnat<'a> {
             }
         }
         let lb = &f.t.lb;
-        load_nft(lb, "flows-dnat", &nft_ruleset())
+        lab::load_nft(lb, "flows-dnat", &nft_ruleset())
             .context("loading the nftables DNAT rules (scripts/deps.sh installs nftables)")?;
         let t = NFT_UDP_TIMEOUT_S.to_string();
         ns_sh(

@@ -244,6 +244,15 @@ pub fn veth(
     cidr_b: &str,
     queues: u32,
 ) -> Result<()> {
+    veth_pair(ns_a, a, ns_b, b, queues)?;
+    for (ns, i, cidr) in [(ns_a, a, cidr_a), (ns_b, b, cidr_b)] {
+        sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", i])?;
+    }
+    Ok(())
+}
+
+/// [`veth`] without addresses (bridge ports).
+pub fn veth_pair(ns_a: &str, a: &str, ns_b: &str, b: &str, queues: u32) -> Result<()> {
     let q = queues.max(1).to_string();
     sh(&[
         "ip",
@@ -268,12 +277,31 @@ pub fn veth(
         "numrxqueues",
         &q,
     ])?;
-    for (ns, i, cidr) in [(ns_a, a, cidr_a), (ns_b, b, cidr_b)] {
+    for (ns, i) in [(ns_a, a), (ns_b, b)] {
         ns_sh(ns, &["ethtool", "-K", i, "tx", "off"])?;
-        sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", i])?;
         sh(&["ip", "-n", ns, "link", "set", i, "up"])?;
     }
     Ok(())
+}
+
+/// Load an nftables ruleset into `ns` (through a file: `nft -f`).
+pub fn load_nft(ns: &str, what: &str, rules: &str) -> Result<()> {
+    let f = std::env::temp_dir().join(format!("xlbperf-{what}-{}.nft", std::process::id()));
+    std::fs::write(&f, rules)?;
+    let r = ns_sh(ns, &["nft", "-f", &f.to_string_lossy()]);
+    let _ = std::fs::remove_file(&f);
+    r.map(|_| ())
+        .with_context(|| format!("loading nftables rules ({what}) in {ns}"))
+}
+
+/// The packets counted by the named nftables counter `family table name` in `ns`.
+pub fn nft_counter(ns: &str, family: &str, table: &str, name: &str) -> Result<u64> {
+    let out = ns_sh(ns, &["nft", "-j", "list", "counter", family, table, name])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("nft -j list counter")?;
+    v["nftables"]
+        .as_array()
+        .and_then(|a| a.iter().find_map(|x| x["counter"]["packets"].as_u64()))
+        .ok_or_else(|| anyhow::anyhow!("no counter {family} {table} {name} in {ns}: {out}"))
 }
 
 /// The MAC address of `iface` in `ns`.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xlb_perf::bench::{self, BenchOpts, Contender, Placement};
+use xlb_perf::bench::{self, BenchOpts, Contender, Placement, Topology};
 use xlb_perf::flows::{self, FlowsContender, FlowsOpts};
 use xlb_perf::tcp::{self, TcpContender, TcpOpts};
 
@@ -127,6 +127,14 @@ enum Cmd {
         /// not share the cores alike.
         #[arg(long)]
         flows_busy_poll: bool,
+        /// UDP: topology of the max-rate runs. `bridged`: LAB-NOTES' lab
+        /// (bridge and three backend namespaces whose kernels count and
+        /// drop); `direct`: one backend namespace with xlb-pktgen's AF_XDP
+        /// receiver (stamps, order and checksums checked, but its receive
+        /// runs on the balancer's core and its thread on the receiver CPU).
+        /// The paced latency runs always use `direct`.
+        #[arg(long, value_enum, default_value = "bridged")]
+        udp_topology: Topology,
         /// Flows.
         #[arg(long, default_value_t = 1024)]
         flows: u32,
@@ -219,6 +227,7 @@ fn main() -> Result<()> {
             lb_cpu,
             rx_cpu,
             placements,
+            udp_topology,
             flows_busy_poll,
             flows,
             batch,
@@ -237,6 +246,7 @@ fn main() -> Result<()> {
                 lb_cpu,
                 rx_cpu,
                 placements,
+                topology: udp_topology,
                 flows,
                 batch,
                 frames,
