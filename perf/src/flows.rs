@@ -13,7 +13,7 @@
 //! every run; and its table is flushed (`conntrack -F`) before and after
 //! each part, as each xlb part starts a fresh daemon with an empty table.
 //!
-//! Topology: the UDP bench's (client `c0` — `l0` balancer `l1` — `b0`
+//! Topology: the UDP bench's `direct` one (client `c0` — `l0` balancer `l1` — `b0`
 //! backends, xlb-pktgen TX on the client and RX on the backends) plus a
 //! second client link `c2` — `l2` that carries the flood, so two generators
 //! run side by side; xlb serves all three interfaces with one worker (one
@@ -1032,16 +1032,7 @@ pub fn markdown(r: &FlowsReport, o: &FlowsOpts) -> String {
             .iter()
             .map(|u| format!("cpu{:?} {:.0} %", u.cpus, u.core_pct))
             .collect();
-        let c: Vec<String> = x
-            .cpus
-            .iter()
-            .map(|c| {
-                format!(
-                    "cpu{}: usr {:.0} sys {:.0} si {:.0} idle {:.0}",
-                    c.cpu, c.user, c.system, c.softirq, c.idle
-                )
-            })
-            .collect();
+        let c: Vec<String> = x.cpus.iter().map(CpuShare::to_string).collect();
         s += &format!(
             "| {} | {} | {} | {} | {:.3} | {:.3} | {:.2} % | {:.0} | {:.0} | {:.0} | {:.0} | {}/{} | {} | {} | {:?} | {:?} | {} | {:?} | {:.2} |\n",
             x.rep + 1,

@@ -222,6 +222,16 @@ pub struct CpuShare {
     pub idle: f64,
 }
 
+impl std::fmt::Display for CpuShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cpu{}: usr {:.0} sys {:.0} si {:.0} idle {:.0}",
+            self.cpu, self.user, self.system, self.softirq, self.idle
+        )
+    }
+}
+
 /// NET_RX softirq counts per CPU.
 pub fn net_rx_softirqs() -> Vec<u64> {
     let s = std::fs::read_to_string("/proc/softirqs").unwrap_or_default();
@@ -372,12 +382,7 @@ pub fn placement_text(uses: &[ProcUse], cpus: &[CpuShare]) -> String {
         .iter()
         .map(|u| format!("{} {:?} {:.0} %", u.role, u.cpus, u.core_pct))
         .collect();
-    for c in cpus {
-        s.push(format!(
-            "cpu{} usr {:.0} sys {:.0} si {:.0} idle {:.0}",
-            c.cpu, c.user, c.system, c.softirq, c.idle
-        ));
-    }
+    s.extend(cpus.iter().map(CpuShare::to_string));
     s.join("; ")
 }
 

@@ -893,16 +893,7 @@ pub fn markdown(r: &TcpReport, o: &TcpOpts) -> String {
             .iter()
             .map(|u| format!("{} cpu{:?} {:.0} %", u.role, u.cpus, u.core_pct))
             .collect();
-        let cpus_s: Vec<String> = x
-            .cpus
-            .iter()
-            .map(|c| {
-                format!(
-                    "cpu{}: usr {:.0} sys {:.0} si {:.0} idle {:.0}",
-                    c.cpu, c.user, c.system, c.softirq, c.idle
-                )
-            })
-            .collect();
+        let cpus_s: Vec<String> = x.cpus.iter().map(CpuShare::to_string).collect();
         s += &format!(
             "| {} | {} | {:?} | {:.0} | {} | {} | {} | {} | {} | {:?} | {:.2} |\n",
             x.rep + 1,

@@ -167,6 +167,7 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
             "{x:?}"
         );
         assert!(x.pktgen.rx.is_none(), "no stamped receiver in bridged runs");
+        assert!(!x.cpus.is_empty(), "each run records its CPUs' time");
     }
     for ext in ["md", "json", "svg"] {
         let f = out.join(format!("udp64-1024flows.{ext}"));
