@@ -97,7 +97,12 @@ pub fn run_tx(
             if w > 100_000 {
                 std::thread::sleep(Duration::from_nanos(w - 50_000));
             } else {
-                std::hint::spin_loop();
+                // Paced runs wait a few µs between packets, so the sender
+                // would spin its whole core: yield it instead, or whatever
+                // shares the core (the receiver, by default) waits for
+                // scheduler slices and the latency tail measures those
+                // (p99 ~3.5 ms at 50 kpps over a bare veth pair).
+                std::thread::yield_now();
             }
             now = monotonic_ns();
             continue;
