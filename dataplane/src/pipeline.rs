@@ -14,7 +14,8 @@
 use std::sync::Arc;
 
 use crate::conntrack::{
-    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardView, ShardWriter, NO_SLOT,
+    flags, mac_word, mode, v4_meta, Conntrack, FlowData, FlowKey, FreshV4, Hit, Kind, Removed,
+    ShardView, ShardWriter, Translation, NO_SLOT,
 };
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
@@ -111,6 +112,9 @@ pub struct Pipeline {
     /// and 1.6 found no tag for in either bucket, and whose bit is clear, is
     /// still not in the table.
     inserted: u64,
+    /// Whether [`Pipeline::fresh`] takes the common new flows (else every
+    /// new flow goes through [`Pipeline::new_flow`]).
+    fresh_path: bool,
 }
 
 /// Stage 1.75's look ahead at a frame that seems to start a new flow: its
@@ -224,7 +228,18 @@ impl Pipeline {
             table: Some(ct.clone()),
             hint: NewFlowHint::NONE,
             inserted: 0,
+            fresh_path: true,
         }
+    }
+
+    /// Whether the first packets of common new flows (IPv4 TCP SYN or UDP
+    /// to a Maglev or persist rule, DNAT, one-arm or full NAT) take the
+    /// dedicated new-flow path (the default), or, with `false`, the general
+    /// path as every other new flow does. Both give the same frames,
+    /// entries and counters: this is for tests that compare them, and for
+    /// measuring what the dedicated path saves.
+    pub fn set_new_flow_path(&mut self, on: bool) {
+        self.fresh_path = on;
     }
 
     /// This worker's counters (control reads them).
@@ -980,6 +995,169 @@ impl Pipeline {
         Some(port_id)
     }
 
+    /// The new-flow path: the first packet of an IPv4 TCP or UDP flow (a
+    /// frame [`wire::parse_fast`] took, key words `w`, hash `hash`) that
+    /// stage 1.75 found a service and a Maglev/persist backend for (`h`),
+    /// whose key is known absent from this worker's shard: `Some(port)` if
+    /// it tracked and forwarded the frame. It does exactly what
+    /// [`Pipeline::new_flow`] → [`Pipeline::apply_with`] would (the same
+    /// entries in the same slots, counters, NAT port and bytes; tested
+    /// against it), from the words in hand and without a re-parse, for the
+    /// common case only; `None` (with nothing changed) hands the frame to
+    /// that general path: a rule with `allowedSources`, DSR, an IPv6
+    /// backend or source-NAT address, no next hop or port, TTL ≤ 1, the
+    /// first source-NAT candidate taken, or an insert that needs more than
+    /// a free slot ([`ShardWriter::insert_fresh_v4`]).
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn fresh(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        ports: &mut PortCache,
+        f: &mut Frame<'_>,
+        w: &[u64; 5],
+        hash: u64,
+        h: &NewFlowHint,
+    ) -> Option<PortId> {
+        let svc = t.services.get(h.svc as usize)?;
+        let spec = &svc.spec;
+        let ep = svc.endpoints.get(usize::from(h.ei))?;
+        let nh = ep.next_hop?;
+        if !spec.allowed_sources.is_empty() || !ep.addr.is_v4() {
+            return None;
+        }
+        let port_mac = ports.mac(t, nh.port)?;
+        let proto = w[4] as u8;
+        let (sport, dport) = ((w[4] >> 32) as u16, (w[4] >> 16) as u16);
+        let bport = if ep.port == 0 { dport } else { ep.port };
+        let ep_hi = ep.addr.words()[1];
+        let rep_w4 = (u64::from(bport) << 32) | u64::from(proto);
+        let hasher = self.ct.table().hasher();
+        // (source address word, source port, reply key hash, NAT cursor after)
+        let (flow_mode, src_hi, new_sport, rep_hash, cursor) = match spec.mode {
+            NatMode::Dnat => (
+                mode::DNAT,
+                w[1],
+                sport,
+                hasher.hash_v4(ep_hi, w[1], rep_w4 | (u64::from(sport) << 16)),
+                self.nat_cursor,
+            ),
+            NatMode::OneArm | NatMode::FullNat => {
+                // The port search's first candidate; if it is taken, the
+                // general path searches on from the same cursor.
+                let nat = NatWalk::new(t, ep.snat_addr?, self.worker, self.workers)?;
+                let (addr, port) = nat.candidate(self.nat_cursor);
+                if !addr.is_v4() {
+                    return None;
+                }
+                let src_hi = addr.words()[1];
+                let rep_hash = if h.cursor == self.nat_cursor && h.reply_hash != 0 {
+                    h.reply_hash
+                } else {
+                    hasher.hash_v4(ep_hi, src_hi, rep_w4 | (u64::from(port) << 16))
+                };
+                let m = if spec.mode == NatMode::OneArm {
+                    mode::ONE_ARM
+                } else {
+                    mode::FULL_NAT
+                };
+                (m, src_hi, port, rep_hash, self.nat_cursor.wrapping_add(1))
+            }
+            NatMode::Dsr => return None,
+        };
+        let rx_port = f.rx_port;
+        let bytes = f.len as u64;
+        let data = f.data_mut();
+        let client_mac = MacAddr(eth_src(data));
+        let tcp = proto == crate::checksum::proto::TCP;
+        // parse_fast checked that the frame holds its headers.
+        let (ttl, tcp_flags) = if tcp {
+            let hd = data.first_chunk::<FAST_TCP_END>()?;
+            (hd[wire::FAST_L3 + 8], hd[wire::FAST_L4 + 13])
+        } else {
+            (data.first_chunk::<FAST_UDP_END>()?[wire::FAST_L3 + 8], 0)
+        };
+        if ttl <= 1 {
+            return None;
+        }
+        let v4 = |hi: u64| ((hi >> 32) as u32).to_le_bytes();
+        let deltas = crate::edit::fast_deltas(
+            (v4(w[1]), v4(w[3]), sport, dport),
+            (v4(src_hi), v4(ep_hi), new_sport, bport),
+        );
+        let mut fwd_flags = flags::SEEN;
+        if tcp {
+            fwd_flags |= tcp_flag_bits(tcp_flags);
+        }
+        let timeout = spec.inactive_timeout_s;
+        let gen_ep = u64::from(t.generation as u32) | (u64::from(ep.id) << 32);
+        let ports_word = |a: u16, b: u16| {
+            u64::from(a)
+                | (u64::from(b) << 16)
+                | (u64::from(flow_mode) << 32)
+                | (u64::from(svc.index as u16) << 40)
+        };
+        let fwd_l2 = mac_word(nh.mac, nh.port);
+        let e = FreshV4 {
+            fwd_key: [w[1], w[3], w[4]],
+            fwd_hash: hash,
+            fwd_meta: v4_meta(Kind::Forward, fwd_flags, timeout),
+            fwd: Translation {
+                gen_ep,
+                new_src: [u64::from(deltas), src_hi],
+                new_dst: [0, ep_hi],
+                ports: ports_word(new_sport, bport),
+                l2: fwd_l2,
+            },
+            rep_key: [ep_hi, src_hi, rep_w4 | (u64::from(new_sport) << 16)],
+            rep_hash,
+            rep_meta: v4_meta(Kind::Reply, 0, timeout),
+            rep: Translation {
+                gen_ep,
+                new_src: [u64::from(crate::edit::reverse_deltas(deltas)), w[3]],
+                new_dst: [0, w[1]],
+                ports: ports_word(dport, sport),
+                l2: mac_word(client_mac, rx_port),
+            },
+        };
+        self.ct.insert_fresh_v4(&e, now)?;
+        self.nat_cursor = cursor;
+        self.inserted |= bloom_bit(hash) | bloom_bit(rep_hash);
+        if let Some(a) = self.active.get_mut(ep.id as usize) {
+            *a += 1;
+        }
+        bump(&self.counters.flows_created, 1);
+        self.counters.endpoint_packet(ep.id, bytes);
+        let (s, d) = (new_sport.to_be_bytes(), bport.to_be_bytes());
+        let ports_wire = [s[0], s[1], d[0], d[1]];
+        let mac8 = fwd_l2.to_le_bytes();
+        if tcp {
+            let hd = data.first_chunk_mut::<FAST_TCP_END>()?;
+            rewrite_fast_tcp_with(
+                hd,
+                deltas,
+                v4(src_hi),
+                v4(ep_hi),
+                ports_wire,
+                mac8,
+                port_mac,
+            );
+        } else {
+            let hd = data.first_chunk_mut::<FAST_UDP_END>()?;
+            rewrite_fast_udp_with(
+                hd,
+                deltas,
+                v4(src_hi),
+                v4(ep_hi),
+                ports_wire,
+                mac8,
+                port_mac,
+            );
+        }
+        Some(nh.port)
+    }
+
     /// Stage 1.75 for a frame [`wire::parse_fast`] took (key words `w`)
     /// with no candidate entry: if it looks like the first packet of a new
     /// flow, its service and pure backend choice, and the hash of the reply
@@ -1292,6 +1470,23 @@ impl Processor for Pipeline {
                         tx_packets += 1;
                         tx_bytes += f.len as u64;
                         continue;
+                    }
+                    // A new flow with a pure backend choice made in stage
+                    // 1.75, whose key had no tag in either bucket then: the
+                    // new-flow path (which checks the tags again).
+                    if unmatched
+                        && cands[i] == NO_SLOT
+                        && hints[i].ei != u16::MAX
+                        && self.fresh_path
+                    {
+                        if let Some(port) = self.fresh(
+                            tables, now_ns, &mut ports, f, &words[i], hashes[i], &hints[i],
+                        ) {
+                            *v = Verdict::Tx(port);
+                            tx_packets += 1;
+                            tx_bytes += f.len as u64;
+                            continue;
+                        }
                     }
                 }
                 *v = if parsed[i] == PARSED_FAST {
