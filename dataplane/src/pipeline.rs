@@ -135,6 +135,11 @@ struct NewFlowHint {
     /// starting at the same cursor for the same endpoint meets the same key.
     cursor: u32,
     reply_hash: u64,
+    /// The source-NAT candidate at `cursor` (its address's [`Ip16::words`]
+    /// high word, IPv4 only, and port), when `reply_hash` is set and the
+    /// address is IPv4 (else `nat_src` is 0).
+    nat_src: u64,
+    nat_port: u16,
     /// The frame's key is known to be absent from this worker's shard
     /// (set in stage 2 from stage 1.6 and [`Pipeline::inserted`]).
     absent: bool,
@@ -146,6 +151,8 @@ impl NewFlowHint {
         ei: u16::MAX,
         cursor: 0,
         reply_hash: 0,
+        nat_src: 0,
+        nat_port: 0,
         absent: false,
     };
 }
@@ -1044,19 +1051,23 @@ impl Pipeline {
                 self.nat_cursor,
             ),
             NatMode::OneArm | NatMode::FullNat => {
-                // The port search's first candidate; if it is taken, the
-                // general path searches on from the same cursor.
-                let nat = NatWalk::new(t, ep.snat_addr?, self.worker, self.workers)?;
-                let (addr, port) = nat.candidate(self.nat_cursor);
-                if !addr.is_v4() {
-                    return None;
-                }
-                let src_hi = addr.words()[1];
-                let rep_hash = if h.cursor == self.nat_cursor && h.reply_hash != 0 {
-                    h.reply_hash
-                } else {
-                    hasher.hash_v4(ep_hi, src_hi, rep_w4 | (u64::from(port) << 16))
-                };
+                // The port search's first candidate (stage 1.75 took it at
+                // this cursor if it predicted this search); if it is taken,
+                // the general path searches on from the same cursor.
+                let (src_hi, port, rep_hash) =
+                    if h.cursor == self.nat_cursor && h.reply_hash != 0 && h.nat_src != 0 {
+                        (h.nat_src, h.nat_port, h.reply_hash)
+                    } else {
+                        let nat = NatWalk::new(t, ep.snat_addr?, self.worker, self.workers)?;
+                        let (addr, port) = nat.candidate(self.nat_cursor);
+                        if !addr.is_v4() {
+                            return None;
+                        }
+                        let src_hi = addr.words()[1];
+                        let rep_hash =
+                            hasher.hash_v4(ep_hi, src_hi, rep_w4 | (u64::from(port) << 16));
+                        (src_hi, port, rep_hash)
+                    };
                 let m = if spec.mode == NatMode::OneArm {
                     mode::ONE_ARM
                 } else {
@@ -1164,12 +1175,13 @@ impl Pipeline {
     /// entry it would get with the NAT port at `cursor` (advanced if so; 0
     /// if no prediction). Changes nothing but `cursor`: stage 2 decides.
     #[inline]
-    fn predict(
+    fn predict<'t>(
         &self,
-        t: &Tables,
+        t: &'t Tables,
         data: &[u8],
         w: &[u64; 5],
         cursor: &mut u32,
+        last: &mut LastService<'t>,
     ) -> (NewFlowHint, u64) {
         let proto = w[4] as u8;
         let opening = match proto {
@@ -1182,14 +1194,16 @@ impl Pipeline {
         if !opening {
             return (NewFlowHint::NONE, 0);
         }
+        // (Words 0 and 2 of a fast-parsed frame are not written: an IPv4
+        // key's are zero.)
         let key = FlowKey {
-            src: Ip16::from_words([w[0], w[1]]),
-            dst: Ip16::from_words([w[2], w[3]]),
+            src: Ip16::from_words([0, w[1]]),
+            dst: Ip16::from_words([0, w[3]]),
             sport: (w[4] >> 32) as u16,
             dport: (w[4] >> 16) as u16,
             proto,
         };
-        let Some(svc) = t.lookup(key.dst, proto, key.dport) else {
+        let Some(svc) = last.lookup(t, w) else {
             return (NewFlowHint::NONE, 0);
         };
         let mut hint = NewFlowHint {
@@ -1231,6 +1245,9 @@ impl Pipeline {
             proto,
         };
         hint.reply_hash = self.ct.table().hash(&reply_key);
+        if addr.is_v4() {
+            (hint.nat_src, hint.nat_port) = (addr.words()[1], port);
+        }
         (hint, hint.reply_hash)
     }
 
@@ -1303,6 +1320,35 @@ impl PortCache {
                 let mac = t.port(id)?.mac;
                 self.0 = Some((id, mac));
                 Some(mac)
+            }
+        }
+    }
+}
+
+/// The last service stage 1.75 looked up in this batch's tables, by the
+/// IPv4 destination and `dport << 16 | proto` it was looked up for (a SYN
+/// flood, or a busy service, brings batches of new flows to one rule; the
+/// tables do not change during a batch, so this is exactly
+/// [`Tables::lookup`]).
+#[derive(Default)]
+struct LastService<'t>(Option<(u64, u32, Option<&'t Service>)>);
+
+impl<'t> LastService<'t> {
+    /// [`Tables::lookup`] of the IPv4 key words `w` ([`FlowKey::words`];
+    /// words 0 and 2 are not read).
+    #[inline(always)]
+    fn lookup(&mut self, t: &'t Tables, w: &[u64; 5]) -> Option<&'t Service> {
+        let (dst, port_proto) = (w[3], w[4] as u32);
+        match self.0 {
+            Some((d, pp, svc)) if d == dst && pp == port_proto => svc,
+            _ => {
+                let svc = t.lookup(
+                    Ip16::from_words([0, dst]),
+                    port_proto as u8,
+                    (port_proto >> 16) as u16,
+                );
+                self.0 = Some((dst, port_proto, svc));
+                svc
             }
         }
     }
@@ -1429,10 +1475,11 @@ impl Processor for Pipeline {
             if unmatched {
                 let mut cursor = self.nat_cursor;
                 let mut any = false;
+                let mut last = LastService::default();
                 for i in 0..n {
                     (hints[i], reply_hashes[i]) = match fc.get(i) {
                         Some(f) if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT => {
-                            self.predict(tables, f.data(), &words[i], &mut cursor)
+                            self.predict(tables, f.data(), &words[i], &mut cursor, &mut last)
                         }
                         _ => (NewFlowHint::NONE, 0),
                     };
