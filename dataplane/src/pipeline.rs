@@ -91,7 +91,7 @@ pub struct Pipeline {
     /// Round-robin cursor per service index.
     rr: Vec<u32>,
     /// Active flows per endpoint id (least-connections), this worker's share.
-    active: Box<[u32]>,
+    active: Box<[Active]>,
     /// Next source-NAT port candidate (index into this worker's share of the range).
     nat_cursor: u32,
     /// When expiry last ran, and the fraction of a bucket it still owes (in ns·buckets).
@@ -205,11 +205,51 @@ impl Scratch {
     }
 }
 
+/// A worker's count of active flows to the endpoint holding one id, for
+/// least connections. An id freed by a removed endpoint may go to another
+/// ([`Endpoint::id_since`]): the count says whose flows it counts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Active {
+    /// Flows created and not yet removed.
+    flows: u32,
+    /// Low 32 bits of the [`Endpoint::id_since`] of the endpoint counted.
+    since: u32,
+}
+
+impl Active {
+    /// The count for `ep` (none if the id's count is its former holder's).
+    #[inline]
+    fn of(&self, ep: &Endpoint) -> u32 {
+        if self.since == ep.id_since as u32 {
+            self.flows
+        } else {
+            0
+        }
+    }
+
+    /// Count a new flow to `ep`.
+    #[inline]
+    fn add(&mut self, ep: &Endpoint) {
+        self.flows = self.of(ep) + 1;
+        self.since = ep.id_since as u32;
+    }
+
+    /// A flow last validated in generation `flow_gen` ended: it is counted
+    /// here if the id was already the counted endpoint's then (as
+    /// [`Endpoint::holds_flow_of`] decides).
+    #[inline]
+    fn remove(&mut self, flow_gen: u32) {
+        if (self.since.wrapping_sub(flow_gen) as i32) <= 0 {
+            self.flows = self.flows.saturating_sub(1);
+        }
+    }
+}
+
 /// Release what a removed flow held. A free function so it can be called while
 /// the conntrack writer is mutably borrowed.
-fn on_removed(active: &mut [u32], counters: &CounterBlock, r: Removed) {
+fn on_removed(active: &mut [Active], counters: &CounterBlock, r: Removed) {
     if let Some(a) = active.get_mut(r.data.endpoint as usize) {
-        *a = a.saturating_sub(1);
+        a.remove(r.data.gen);
     }
     bump(&counters.flows_removed, 1);
     if r.early {
@@ -227,7 +267,7 @@ impl Pipeline {
             counters: Arc::new(CounterBlock::new()),
             gen: u64::MAX,
             rr: Vec::new(),
-            active: vec![0u32; MAX_ENDPOINT_IDS].into_boxed_slice(),
+            active: vec![Active::default(); MAX_ENDPOINT_IDS].into_boxed_slice(),
             nat_cursor: 0,
             gc_last: 0,
             gc_owed: 0,
@@ -553,7 +593,7 @@ impl Pipeline {
             return Verdict::Drop(DropReason::ConntrackFull);
         };
         if let Some(a) = self.active.get_mut(ep.id as usize) {
-            *a += 1;
+            a.add(ep);
         }
         bump(&self.counters.flows_created, 1);
         self.counters.endpoint_packet(ep.id, f.len as u64);
@@ -591,7 +631,10 @@ impl Pipeline {
                 let n = svc.schedule.len();
                 (0..n)
                     .map(|k| usize::from(svc.schedule[(start + k) % n]))
-                    .min_by_key(|&i| self.active.get(svc.endpoints[i].id as usize).copied())
+                    .min_by_key(|&i| {
+                        let ep = &svc.endpoints[i];
+                        self.active.get(ep.id as usize).map(|a| a.of(ep))
+                    })
             }
         }
     }
@@ -1136,7 +1179,7 @@ impl Pipeline {
         self.nat_cursor = cursor;
         self.inserted |= bloom_bit(hash) | bloom_bit(rep_hash);
         if let Some(a) = self.active.get_mut(ep.id as usize) {
-            *a += 1;
+            a.add(ep);
         }
         bump(&self.counters.flows_created, 1);
         self.counters.endpoint_packet(ep.id, bytes);

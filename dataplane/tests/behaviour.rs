@@ -777,3 +777,62 @@ fn the_new_flow_path_matches_the_general_path() {
         }
     }
 }
+
+/// Least connections counts a backend's flows from when it got its
+/// endpoint id: a backend that takes over the id of a removed one starts
+/// at zero (it does not inherit the removed backend's idle flows), and
+/// when those flows end they do not take from the new backend's count.
+#[test]
+fn least_connections_does_not_count_a_reused_ids_old_flows() {
+    let rule = |eps: &[&str]| {
+        svc(
+            "192.0.2.10",
+            L4Proto::Tcp,
+            (80, 80),
+            Selection::LeastConn,
+            NatMode::Dnat,
+            eps.iter().map(|b| ep(b, 8080)).collect(),
+        )
+    };
+    let mut lab = Lab::new(spec(vec![rule(&["10.1.0.11", "10.1.0.12"])]));
+    let mut n: HashMap<IpAddr, u32> = HashMap::new();
+    for p in 0..8 {
+        *n.entry(syn(&mut lab, 0, "10.0.0.2", 1000 + p).expect("forwarded"))
+            .or_default() += 1;
+    }
+    assert_eq!(n[&ip("10.1.0.11")], 4, "{n:?}");
+    // 10.1.0.11 goes while its four flows sit idle; 10.1.0.13 comes and
+    // takes its endpoint id.
+    lab.update(spec(vec![rule(&["10.1.0.12"])]));
+    lab.update(spec(vec![rule(&["10.1.0.12", "10.1.0.13"])]));
+    let id = |lab: &Lab, a: &str| {
+        lab.tables.services[0]
+            .endpoints
+            .iter()
+            .find(|e| e.addr == xlb_dataplane::net::Ip16::from(ip(a)))
+            .map(|e| e.id)
+    };
+    assert_eq!(id(&lab, "10.1.0.13"), Some(0), "the id was reused");
+    // 10.1.0.12 has four flows, 10.1.0.13 none: the next four are 10.1.0.13's.
+    lab.now += 20_000_000_000;
+    for p in 0..4 {
+        assert_eq!(
+            syn(&mut lab, 0, "10.0.0.3", 2000 + p),
+            Some(ip("10.1.0.13")),
+            "new flow {p}"
+        );
+    }
+    // The first eight flows (half-open, 30 s) expire; 10.1.0.13's four
+    // (20 s younger) stay: the next two new flows go to 10.1.0.12.
+    lab.now += 15_000_000_000;
+    let now = lab.now;
+    lab.workers[0].maintain(now, 1 << 10);
+    assert_eq!(lab.ct.used(), 8, "four flows of two entries left");
+    for p in 0..2 {
+        assert_eq!(
+            syn(&mut lab, 0, "10.0.0.4", 3000 + p),
+            Some(ip("10.1.0.12")),
+            "flow {p} after the expiry"
+        );
+    }
+}
