@@ -20,8 +20,8 @@ use crate::conntrack::{
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::edit::{
-    decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_fast, rewrite_fast_deltas, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4,
+    decrement_ttl, encap_ipip, eth_src, fast_deltas, is_echo_request, is_icmp_error,
+    make_echo_reply, rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4,
     set_ip_addrs, set_macs, set_ttl, FAST_TCP_END, FAST_UDP_END,
 };
 use crate::frame::{Frame, PortId, Verdict};
@@ -707,35 +707,37 @@ impl Pipeline {
         if !dsr && m.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        // The common shape takes the fixed-offset rewrite (same bytes, tested).
+        // The common shape takes the fixed-offset rewrite (same bytes,
+        // tested), with the entry's checksum changes, or (an entry that does
+        // not keep them) those summed here.
         let simple = !dsr
             && m.v4
             && usize::from(m.l3_off) == wire::FAST_L3
             && usize::from(m.l4_off) == wire::FAST_L4
             && m.frag == Frag::None
             && (m.proto == 6 || m.proto == 17)
-            && match deltas {
-                Some(deltas) => rewrite_fast_deltas(
+            && {
+                let new = (
+                    d.new_src.v4_octets(),
+                    d.new_dst.v4_octets(),
+                    d.new_sport,
+                    d.new_dport,
+                );
+                let deltas = deltas.unwrap_or_else(|| {
+                    let old = (m.src.v4_octets(), m.dst.v4_octets(), m.sport, m.dport);
+                    fast_deltas(old, new)
+                });
+                rewrite_fast(
                     f.data_mut(),
                     m.proto == 6,
                     deltas,
-                    d.new_src.v4_octets(),
-                    d.new_dst.v4_octets(),
-                    d.new_sport,
-                    d.new_dport,
+                    new.0,
+                    new.1,
+                    new.2,
+                    new.3,
                     d.mac,
                     src_mac,
-                ),
-                None => rewrite_fast(
-                    f.data_mut(),
-                    m.proto == 6,
-                    d.new_src.v4_octets(),
-                    d.new_dst.v4_octets(),
-                    d.new_sport,
-                    d.new_dport,
-                    d.mac,
-                    src_mac,
-                ),
+                )
             };
         if !simple {
             if !dsr {
@@ -1183,31 +1185,16 @@ impl Pipeline {
         }
         bump(&self.counters.flows_created, 1);
         self.counters.endpoint_packet(ep.id, bytes);
+        // (The slot's next-hop word holds the MAC as the rewrite takes it.)
         let (s, d) = (new_sport.to_be_bytes(), bport.to_be_bytes());
-        let ports_wire = [s[0], s[1], d[0], d[1]];
-        let mac8 = fwd_l2.to_le_bytes();
+        let (ports_wire, mac8) = ([s[0], s[1], d[0], d[1]], fwd_l2.to_le_bytes());
+        let (src, dst) = (v4(src_hi), v4(ep_hi));
         if tcp {
             let hd = data.first_chunk_mut::<FAST_TCP_END>()?;
-            rewrite_fast_tcp_with(
-                hd,
-                deltas,
-                v4(src_hi),
-                v4(ep_hi),
-                ports_wire,
-                mac8,
-                port_mac,
-            );
+            rewrite_fast_tcp_with(hd, deltas, src, dst, ports_wire, mac8, port_mac);
         } else {
             let hd = data.first_chunk_mut::<FAST_UDP_END>()?;
-            rewrite_fast_udp_with(
-                hd,
-                deltas,
-                v4(src_hi),
-                v4(ep_hi),
-                ports_wire,
-                mac8,
-                port_mac,
-            );
+            rewrite_fast_udp_with(hd, deltas, src, dst, ports_wire, mac8, port_mac);
         }
         Some(nh.port)
     }
