@@ -888,6 +888,7 @@ fn choose_pure(svc: &Service, key: &FlowKey) -> Option<usize> {
 /// partitioned between workers (port ≡ worker mod workers); full NAT with a
 /// pool of addresses walks (address, port) pairs, so the pool multiplies
 /// the flows one backend can take.
+#[derive(Clone, Copy)]
 struct NatWalk<'a> {
     snat: Ip16,
     pool: &'a [Ip16],
@@ -1211,7 +1212,7 @@ impl Pipeline {
         data: &[u8],
         w: &[u64; 5],
         cursor: &mut u32,
-        last: &mut LastService<'t>,
+        last: &mut LastLookups<'t>,
     ) -> (NewFlowHint, u64) {
         let proto = w[4] as u8;
         let opening = match proto {
@@ -1233,7 +1234,7 @@ impl Pipeline {
             dport: (w[4] >> 16) as u16,
             proto,
         };
-        let Some(svc) = last.lookup(t, w) else {
+        let Some(svc) = last.service(t, w) else {
             return (NewFlowHint::NONE, 0);
         };
         let mut hint = NewFlowHint {
@@ -1261,7 +1262,7 @@ impl Pipeline {
         {
             return (hint, 0);
         }
-        let Some(nat) = NatWalk::new(t, snat, self.worker, self.workers) else {
+        let Some(nat) = last.nat(t, snat, self.worker, self.workers) else {
             return (hint, 0);
         };
         let (addr, port) = nat.candidate(*cursor);
@@ -1355,21 +1356,24 @@ impl PortCache {
     }
 }
 
-/// The last service stage 1.75 looked up in this batch's tables, by the
-/// IPv4 destination and `dport << 16 | proto` it was looked up for (a SYN
-/// flood, or a busy service, brings batches of new flows to one rule; the
-/// tables do not change during a batch, so this is exactly
-/// [`Tables::lookup`]).
+/// What stage 1.75 last looked up in this batch's tables: the service by
+/// the IPv4 destination and `dport << 16 | proto` it was looked up for, and
+/// the source-NAT walk by its address (a SYN flood, or a busy service,
+/// brings batches of new flows to one rule; the tables do not change
+/// during a batch, so these are exactly what looking up again gives).
 #[derive(Default)]
-struct LastService<'t>(Option<(u64, u32, Option<&'t Service>)>);
+struct LastLookups<'t> {
+    svc: Option<(u64, u32, Option<&'t Service>)>,
+    nat: Option<(Ip16, Option<NatWalk<'t>>)>,
+}
 
-impl<'t> LastService<'t> {
+impl<'t> LastLookups<'t> {
     /// [`Tables::lookup`] of the IPv4 key words `w` ([`FlowKey::words`];
     /// words 0 and 2 are not read).
     #[inline(always)]
-    fn lookup(&mut self, t: &'t Tables, w: &[u64; 5]) -> Option<&'t Service> {
+    fn service(&mut self, t: &'t Tables, w: &[u64; 5]) -> Option<&'t Service> {
         let (dst, port_proto) = (w[3], w[4] as u32);
-        match self.0 {
+        match self.svc {
             Some((d, pp, svc)) if d == dst && pp == port_proto => svc,
             _ => {
                 let svc = t.lookup(
@@ -1377,8 +1381,27 @@ impl<'t> LastService<'t> {
                     port_proto as u8,
                     (port_proto >> 16) as u16,
                 );
-                self.0 = Some((dst, port_proto, svc));
+                self.svc = Some((dst, port_proto, svc));
                 svc
+            }
+        }
+    }
+
+    /// [`NatWalk::new`] for source-NAT address `snat`.
+    #[inline(always)]
+    fn nat(
+        &mut self,
+        t: &'t Tables,
+        snat: Ip16,
+        worker: usize,
+        workers: usize,
+    ) -> Option<NatWalk<'t>> {
+        match self.nat {
+            Some((a, walk)) if a == snat => walk,
+            _ => {
+                let walk = NatWalk::new(t, snat, worker, workers);
+                self.nat = Some((snat, walk));
+                walk
             }
         }
     }
@@ -1505,7 +1528,7 @@ impl Processor for Pipeline {
             if unmatched {
                 let mut cursor = self.nat_cursor;
                 let mut any = false;
-                let mut last = LastService::default();
+                let mut last = LastLookups::default();
                 for i in 0..n {
                     (hints[i], reply_hashes[i]) = match fc.get(i) {
                         Some(f) if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT => {
