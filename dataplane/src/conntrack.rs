@@ -966,6 +966,15 @@ impl<'a> ShardView<'a> {
         i
     }
 
+    /// Whether `hash`'s first bucket has a free way (without one, a new
+    /// entry most likely needs the general insert's moves or an eviction).
+    #[inline(always)]
+    pub fn has_room(&self, hash: u64) -> bool {
+        self.tags
+            .get((hash as usize) & self.mask)
+            .is_some_and(|w| Tags::matches_in(w, 0, Ordering::Relaxed) != 0)
+    }
+
     /// Read slot `slot` if it holds the IPv4 key `[0, w1, 0, w3, w4]`
     /// ([`FlowKey::words`]); `None` for [`NO_SLOT`].
     #[inline(always)]

@@ -143,6 +143,11 @@ struct NewFlowHint {
     /// The frame's key is known to be absent from this worker's shard
     /// (set in stage 2 from stage 1.6 and [`Pipeline::inserted`]).
     absent: bool,
+    /// Stage 1.75 saw a free way in the key's first bucket. Without one
+    /// the new-flow path is not tried: in a full table the general path
+    /// evicts anyway (and the rare key whose second bucket has room takes
+    /// the general path too, with the same result).
+    room: bool,
 }
 
 impl NewFlowHint {
@@ -154,6 +159,7 @@ impl NewFlowHint {
         nat_src: 0,
         nat_port: 0,
         absent: false,
+        room: false,
     };
 }
 
@@ -1211,6 +1217,7 @@ impl Pipeline {
         t: &'t Tables,
         data: &[u8],
         w: &[u64; 5],
+        room: bool,
         cursor: &mut u32,
         last: &mut LastLookups<'t>,
     ) -> (NewFlowHint, u64) {
@@ -1239,6 +1246,7 @@ impl Pipeline {
         };
         let mut hint = NewFlowHint {
             svc: svc.index,
+            room,
             ..NewFlowHint::NONE
         };
         let Some(ei) = choose_pure(svc, &key) else {
@@ -1532,7 +1540,9 @@ impl Processor for Pipeline {
                 for i in 0..n {
                     (hints[i], reply_hashes[i]) = match fc.get(i) {
                         Some(f) if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT => {
-                            self.predict(tables, f.data(), &words[i], &mut cursor, &mut last)
+                            let room = mine.has_room(hashes[i]);
+                            let w = &words[i];
+                            self.predict(tables, f.data(), w, room, &mut cursor, &mut last)
                         }
                         _ => (NewFlowHint::NONE, 0),
                     };
@@ -1577,6 +1587,7 @@ impl Processor for Pipeline {
                     if unmatched
                         && cands[i] == NO_SLOT
                         && hints[i].ei != u16::MAX
+                        && hints[i].room
                         && self.fresh_path
                     {
                         if let Some(port) = self.fresh(
