@@ -339,7 +339,9 @@ fn v4_deltas(key: &FlowKey, d: &FlowData) -> Option<u64> {
     )))
 }
 
-fn mac_word(mac: MacAddr, port: PortId) -> u64 {
+/// The word a slot keeps a next hop in.
+#[inline]
+pub(crate) fn mac_word(mac: MacAddr, port: PortId) -> u64 {
     let m = mac.0;
     u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]) | (u64::from(port) << 48)
 }
@@ -350,6 +352,41 @@ fn word_mac(w: u64) -> (MacAddr, PortId) {
         MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]]),
         (w >> 48) as u16,
     )
+}
+
+/// An entry's translation as the words its slot stores it in (the second
+/// cache line but `bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Translation {
+    /// gen (low 32) | endpoint (high 32).
+    pub gen_ep: u64,
+    /// [`Ip16::words`] of the new source; with [`META_V4_DELTAS`], the low
+    /// word holds the checksum changes instead (an IPv4 address's is 0).
+    pub new_src: [u64; 2],
+    /// [`Ip16::words`] of the new destination.
+    pub new_dst: [u64; 2],
+    /// new_sport | new_dport << 16 | mode << 32 | service << 40.
+    pub ports: u64,
+    /// mac (low 48) | port << 48.
+    pub l2: u64,
+}
+
+impl Translation {
+    /// `d`'s words, with the checksum changes `deltas` if given.
+    #[inline]
+    fn of(d: &FlowData, deltas: Option<u64>) -> Translation {
+        let s = d.new_src.words();
+        Translation {
+            gen_ep: u64::from(d.gen) | (u64::from(d.endpoint) << 32),
+            new_src: [deltas.unwrap_or(s[0]), s[1]],
+            new_dst: d.new_dst.words(),
+            ports: u64::from(d.new_sport)
+                | (u64::from(d.new_dport) << 16)
+                | (u64::from(d.mode) << 32)
+                | (u64::from(d.service) << 40),
+            l2: mac_word(d.mac, d.port),
+        }
+    }
 }
 
 impl Slot {
@@ -471,43 +508,39 @@ impl Slot {
 
     /// Owner only: write a whole entry, with its [`v4_deltas`].
     fn write(&self, key: &FlowKey, d: &FlowData, deltas: Option<u64>, now: u64) {
+        let meta = pack_meta(d.kind, d.flags, d.timeout_s);
+        let meta = meta | if deltas.is_some() { META_V4_DELTAS } else { 0 };
+        self.write_words(key.words(), meta, now, &Translation::of(d, deltas));
+    }
+
+    /// Owner only: write a whole entry given as the words it is stored as
+    /// (fresh counters, last seen `now`).
+    #[inline(always)]
+    fn write_words(&self, key: [u64; 5], meta: u32, now: u64, t: &Translation) {
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        for (slot, w) in self.key.iter().zip(key.words()) {
+        for (slot, w) in self.key.iter().zip(key) {
             slot.store(w, Ordering::Relaxed);
         }
-        let meta = pack_meta(d.kind, d.flags, d.timeout_s);
-        let meta = meta | if deltas.is_some() { META_V4_DELTAS } else { 0 };
         self.meta.store(meta, Ordering::Relaxed);
         self.last_seen.store(now, Ordering::Relaxed);
         self.packets.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
-        self.write_translation(d, deltas);
+        self.write_translation(t);
         self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
     }
 
-    /// Owner only, inside a write: the translation, with the checksum changes
-    /// in `new_src`'s low word when `deltas` is given (`meta` says which).
-    fn write_translation(&self, d: &FlowData, deltas: Option<u64>) {
-        self.gen_ep.store(
-            u64::from(d.gen) | (u64::from(d.endpoint) << 32),
-            Ordering::Relaxed,
-        );
-        let s = d.new_src.words();
-        let t = d.new_dst.words();
-        self.new_src[0].store(deltas.unwrap_or(s[0]), Ordering::Relaxed);
-        self.new_src[1].store(s[1], Ordering::Relaxed);
-        self.new_dst[0].store(t[0], Ordering::Relaxed);
-        self.new_dst[1].store(t[1], Ordering::Relaxed);
-        self.ports.store(
-            u64::from(d.new_sport)
-                | (u64::from(d.new_dport) << 16)
-                | (u64::from(d.mode) << 32)
-                | (u64::from(d.service) << 40),
-            Ordering::Relaxed,
-        );
-        self.l2.store(mac_word(d.mac, d.port), Ordering::Relaxed);
+    /// Owner only, inside a write: the translation.
+    #[inline(always)]
+    fn write_translation(&self, t: &Translation) {
+        self.gen_ep.store(t.gen_ep, Ordering::Relaxed);
+        self.new_src[0].store(t.new_src[0], Ordering::Relaxed);
+        self.new_src[1].store(t.new_src[1], Ordering::Relaxed);
+        self.new_dst[0].store(t.new_dst[0], Ordering::Relaxed);
+        self.new_dst[1].store(t.new_dst[1], Ordering::Relaxed);
+        self.ports.store(t.ports, Ordering::Relaxed);
+        self.l2.store(t.l2, Ordering::Relaxed);
     }
 
     /// Owner only: copy the whole entry of `src` into this (empty) slot.
@@ -933,6 +966,15 @@ impl<'a> ShardView<'a> {
         i
     }
 
+    /// Whether `hash`'s first bucket has a free way (without one, a new
+    /// entry most likely needs the general insert's moves or an eviction).
+    #[inline(always)]
+    pub fn has_room(&self, hash: u64) -> bool {
+        self.tags
+            .get((hash as usize) & self.mask)
+            .is_some_and(|w| Tags::matches_in(w, 0, Ordering::Relaxed) != 0)
+    }
+
     /// Read slot `slot` if it holds the IPv4 key `[0, w1, 0, w3, w4]`
     /// ([`FlowKey::words`]); `None` for [`NO_SLOT`].
     #[inline(always)]
@@ -1144,6 +1186,35 @@ impl Conntrack {
     }
 }
 
+/// A new IPv4 flow's two entries, as the new-flow path builds them
+/// ([`ShardWriter::insert_fresh_v4`]): the words their slots store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FreshV4 {
+    /// Words 1, 3 and 4 of the forward entry's key ([`FlowKey::words`];
+    /// words 0 and 2 of an IPv4 key are zero).
+    pub fwd_key: [u64; 3],
+    /// The table's hash of the forward key.
+    pub fwd_hash: u64,
+    /// The forward entry's `meta` ([`v4_meta`]).
+    pub fwd_meta: u32,
+    /// The forward entry's translation, with its checksum changes.
+    pub fwd: Translation,
+    /// Words 1, 3 and 4 of the reply entry's key.
+    pub rep_key: [u64; 3],
+    /// The table's hash of the reply key.
+    pub rep_hash: u64,
+    /// The reply entry's `meta`.
+    pub rep_meta: u32,
+    /// The reply entry's translation, with its checksum changes.
+    pub rep: Translation,
+}
+
+/// The `meta` word of an IPv4 entry that keeps its checksum changes.
+#[inline]
+pub(crate) fn v4_meta(kind: Kind, flags: u8, timeout_s: u32) -> u32 {
+    pack_meta(kind, flags, timeout_s) | META_V4_DELTAS
+}
+
 /// What happened to an entry that was removed.
 #[derive(Debug, Clone, Copy)]
 pub struct Removed {
@@ -1259,6 +1330,63 @@ impl ShardWriter {
             }
         }
         Ok((fslot, fdeltas.map(|d| d as u32)))
+    }
+
+    /// The new-flow path's insert of an IPv4 flow's two entries, for the
+    /// common case only: both keys absent and a free slot for each in one of
+    /// its buckets. It places them where [`ShardWriter::insert_flow_hashed`]
+    /// would (the forward entry first: the first free way of its first
+    /// bucket, else of its second; then the reply likewise) and returns the
+    /// forward entry's slot. `None`, with nothing changed, leaves the flow
+    /// to that general insert: a tag of either key in either of its
+    /// buckets (an entry to overwrite, or another key with the same tag),
+    /// a reply key equal to the forward key, or no free way (moves or an
+    /// eviction needed).
+    #[inline]
+    pub(crate) fn insert_fresh_v4(&mut self, e: &FreshV4, now: u64) -> Option<usize> {
+        let s = self.shard_ref();
+        debug_assert_eq!(
+            e.fwd_hash,
+            self.ct
+                .hasher
+                .hash_v4(e.fwd_key[0], e.fwd_key[1], e.fwd_key[2])
+        );
+        debug_assert_eq!(
+            e.rep_hash,
+            self.ct
+                .hasher
+                .hash_v4(e.rep_key[0], e.rep_key[1], e.rep_key[2])
+        );
+        if e.rep_key == e.fwd_key {
+            return None;
+        }
+        let (fb1, ftag) = (s.bucket(e.fwd_hash), tag_of(e.fwd_hash));
+        let fb2 = alt_bucket(fb1, ftag, s.mask);
+        let (rb1, rtag) = (s.bucket(e.rep_hash), tag_of(e.rep_hash));
+        let rb2 = alt_bucket(rb1, rtag, s.mask);
+        let tagged = |b: usize, tag: u16| s.tags.matches(b, tag, Ordering::Relaxed);
+        if tagged(fb1, ftag) | tagged(fb2, ftag) | tagged(rb1, rtag) | tagged(rb2, rtag) != 0 {
+            return None;
+        }
+        let fi = self.free_way(fb1).or_else(|| self.free_way(fb2))?;
+        // The reply's free ways, but the one the forward entry takes.
+        let free = |b: usize| {
+            let mut m = s.tags.matches(b, 0, Ordering::Relaxed);
+            if b == fi / WAYS {
+                m &= !(1 << (fi % WAYS));
+            }
+            (m != 0).then(|| b * WAYS + m.trailing_zeros() as usize)
+        };
+        let ri = free(rb1).or_else(|| free(rb2))?;
+        let (fslot, rslot) = (s.slots.get(fi)?, s.slots.get(ri)?);
+        let [f1, f3, f4] = e.fwd_key;
+        fslot.write_words([0, f1, 0, f3, f4], e.fwd_meta, now, &e.fwd);
+        s.tags.set(fi, ftag);
+        let [r1, r3, r4] = e.rep_key;
+        rslot.write_words([0, r1, 0, r3, r4], e.rep_meta, now, &e.rep);
+        s.tags.set(ri, rtag);
+        crate::counters::bump(&s.used, 2);
+        Some(fi)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1494,7 +1622,7 @@ impl ShardWriter {
         } else {
             s.meta.fetch_and(!META_V4_DELTAS, Ordering::Relaxed);
         }
-        s.write_translation(d, deltas);
+        s.write_translation(&Translation::of(d, deltas));
         s.seq.store((seq | 1).wrapping_add(1), Ordering::Release);
     }
 

@@ -142,50 +142,17 @@ pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport
 }
 
 /// A forwarding rewrite of a frame [`wire::parse_fast`] accepted (untagged
-/// Ethernet, 20-byte IPv4 header, TCP or UDP): the same bytes as
-/// [`rewrite_l3l4`] + [`decrement_ttl`] + [`set_macs`] (tested), with fixed
-/// offsets and one bounds check. The address and TTL changes go into the IPv4
-/// header checksum as one RFC 1624 delta (one's-complement addition is
-/// associative, and a fold of a nonzero sum never yields zero, so one update
-/// equals two in sequence). The TTL must be > 1 (callers drop the rest
-/// first). Returns false, changing
-/// nothing, if the frame is shorter than its headers.
+/// Ethernet, 20-byte IPv4 header, TCP or UDP), given the rewrite's checksum
+/// changes ([`fast_deltas`] of the frame's addresses and ports to these):
+/// the same bytes as [`rewrite_l3l4`] + [`decrement_ttl`] + [`set_macs`]
+/// (tested), with fixed offsets and one bounds check. The TTL must be > 1
+/// (callers drop the rest first). Returns false, changing nothing, if the
+/// frame is shorter than its headers.
 ///
 /// [`wire::parse_fast`]: crate::wire::parse_fast
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub fn rewrite_fast(
-    data: &mut [u8],
-    tcp: bool,
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    mac_dst: MacAddr,
-    mac_src: MacAddr,
-) -> bool {
-    let d = mac_dst.0;
-    let mac_dst = [d[0], d[1], d[2], d[3], d[4], d[5], 0, 0];
-    if tcp {
-        match data.first_chunk_mut::<FAST_TCP_END>() {
-            Some(h) => rewrite_fast_tcp(h, src, dst, sport, dport, mac_dst, mac_src),
-            None => return false,
-        }
-    } else {
-        match data.first_chunk_mut::<FAST_UDP_END>() {
-            Some(h) => rewrite_fast_udp(h, src, dst, sport, dport, mac_dst, mac_src),
-            None => return false,
-        }
-    }
-    true
-}
-
-/// [`rewrite_fast`] with the rewrite's checksum changes given
-/// ([`fast_deltas`] of the frame's addresses and ports to these): the same
-/// bytes, without summing the changes again.
-#[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn rewrite_fast_deltas(
+pub fn rewrite_fast(
     data: &mut [u8],
     tcp: bool,
     deltas: u32,
@@ -214,44 +181,14 @@ pub fn rewrite_fast_deltas(
     true
 }
 
-/// Bytes of a TCP frame [`rewrite_fast_tcp`] reads and writes.
+/// Bytes of a TCP frame [`rewrite_fast_tcp_with`] reads and writes.
 pub const FAST_TCP_END: usize = wire::FAST_L4 + 20;
-/// Bytes of a UDP frame [`rewrite_fast_udp`] reads and writes.
+/// Bytes of a UDP frame [`rewrite_fast_udp_with`] reads and writes.
 pub const FAST_UDP_END: usize = wire::FAST_L4 + 8;
-
-/// [`rewrite_fast`] of a TCP frame whose headers are in hand; the
-/// destination MAC is the first six of `mac_dst`'s bytes.
-#[inline(always)]
-pub fn rewrite_fast_tcp(
-    h: &mut [u8; FAST_TCP_END],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    mac_dst: [u8; 8],
-    mac_src: MacAddr,
-) {
-    rewrite_fixed::<FAST_TCP_END, 16, false>(h, src, dst, sport, dport, mac_dst, mac_src);
-}
-
-/// [`rewrite_fast`] of a UDP frame whose headers are in hand; the
-/// destination MAC is the first six of `mac_dst`'s bytes.
-#[inline(always)]
-pub fn rewrite_fast_udp(
-    h: &mut [u8; FAST_UDP_END],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    mac_dst: [u8; 8],
-    mac_src: MacAddr,
-) {
-    rewrite_fixed::<FAST_UDP_END, 6, true>(h, src, dst, sport, dport, mac_dst, mac_src);
-}
 
 /// The checksum changes of an IPv4 TCP/UDP forwarding rewrite from
 /// `old` = (src, dst, sport, dport) to `new`, folded to 16 bits each in
-/// [`rewrite_fixed`]'s native byte order: IPv4 header (addresses and the TTL
+/// [`rewrite_with`]'s native byte order: IPv4 header (addresses and the TTL
 /// decrement) in the low half, L4 (addresses and ports) in the high half.
 /// They depend only on the flow, so the flow table keeps them with the
 /// entry and the fast path does not sum them per packet; one's-complement
@@ -288,7 +225,9 @@ fn fold16(s: u64) -> u16 {
     (s.wrapping_add(s.rotate_right(16)) >> 16) as u16
 }
 
-/// [`rewrite_fast_tcp`] with the checksum changes of [`fast_deltas`] given.
+/// [`rewrite_fast`] of a TCP frame whose headers are in hand; `ports`
+/// are the new ports as they lie in the frame, the destination MAC is the
+/// first six of `mac_dst`'s bytes.
 #[inline(always)]
 pub fn rewrite_fast_tcp_with(
     h: &mut [u8; FAST_TCP_END],
@@ -302,7 +241,8 @@ pub fn rewrite_fast_tcp_with(
     rewrite_with::<FAST_TCP_END, 16, false>(h, deltas, src, dst, ports, mac_dst, mac_src);
 }
 
-/// [`rewrite_fast_udp`] with the checksum changes of [`fast_deltas`] given.
+/// [`rewrite_fast`] of a UDP frame whose headers are in hand (as
+/// [`rewrite_fast_tcp_with`]).
 #[inline(always)]
 pub fn rewrite_fast_udp_with(
     h: &mut [u8; FAST_UDP_END],
@@ -316,8 +256,13 @@ pub fn rewrite_fast_udp_with(
     rewrite_with::<FAST_UDP_END, 6, true>(h, deltas, src, dst, ports, mac_dst, mac_src);
 }
 
-/// [`rewrite_fixed`] with the sums done ahead: `ports` are the new source
-/// and destination ports as they lie in the frame.
+/// The fast rewrite, with the sums done ahead ([`fast_deltas`]). The sums
+/// run on the header's 16-bit words in native byte order, loaded and
+/// stored as they lie: the one's-complement sum is byte-order independent
+/// (RFC 1071 §2(B)), so no word is byte-swapped; one's-complement addition
+/// is associative, and a fold of a nonzero sum never yields zero, so the
+/// address and TTL changes go into the IPv4 header checksum as one RFC 1624
+/// delta.
 #[inline(always)]
 fn rewrite_with<const N: usize, const CSUM: usize, const UDP: bool>(
     h: &mut [u8; N],
@@ -352,59 +297,10 @@ fn rewrite_with<const N: usize, const CSUM: usize, const UDP: bool>(
 }
 
 /// The change the TTL decrement makes to the IPv4 header checksum, for
-/// [`rewrite_fixed`]'s native-order sums: the TTL/protocol word `w` becomes
+/// [`rewrite_with`]'s native-order sums: the TTL/protocol word `w` becomes
 /// `w - x` (TTL ≥ 1), where `x` is the word of bytes `[1, 0]`, and
 /// `~w + (w - x)` is `0xffff - x` whatever `w` is (RFC 1624 eqn. 3).
 const TTL_DECREMENT_DELTA: u64 = 0xffff - u16::from_ne_bytes([1, 0]) as u64;
-
-/// The fast rewrite. Its sums run on the header's 16-bit words in native
-/// byte order, loaded and stored as they lie: the one's-complement sum is
-/// byte-order independent (RFC 1071 §2(B)), so no word is byte-swapped.
-#[inline(always)]
-fn rewrite_fixed<const N: usize, const CSUM: usize, const UDP: bool>(
-    h: &mut [u8; N],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    mac_dst: [u8; 8],
-    mac_src: MacAddr,
-) {
-    const L3: usize = wire::FAST_L3;
-    const L4: usize = wire::FAST_L4;
-    let ne32 =
-        |b: &[u8; N], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let ne16 = |b: &[u8; N], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
-    // The new ports as they will lie in the frame.
-    let (sport, dport) = (sport.to_be_bytes(), dport.to_be_bytes());
-    let addrs = u64::from(!ne32(h, L3 + 12))
-        + u64::from(u32::from_ne_bytes(src))
-        + u64::from(!ne32(h, L3 + 16))
-        + u64::from(u32::from_ne_bytes(dst));
-    let ip_csum = apply_delta(ne16(h, L3 + 10), addrs + TTL_DECREMENT_DELTA);
-    let l4_csum = ne16(h, L4 + CSUM);
-    // RFC 768: an IPv4 UDP checksum of zero means "none" and stays zero.
-    if !(UDP && l4_csum == 0) {
-        let delta = addrs
-            + delta16(ne16(h, L4), u16::from_ne_bytes(sport))
-            + delta16(ne16(h, L4 + 2), u16::from_ne_bytes(dport));
-        let mut c = apply_delta(l4_csum, delta);
-        if UDP {
-            c = checksum::udp_nonzero(c);
-        }
-        h[L4 + CSUM..L4 + CSUM + 2].copy_from_slice(&c.to_ne_bytes());
-    }
-    h[L4..L4 + 2].copy_from_slice(&sport);
-    h[L4 + 2..L4 + 4].copy_from_slice(&dport);
-    // The callers drop TTL ≤ 1 first; saturating keeps a zero TTL zero anyway.
-    h[L3 + 8] = h[L3 + 8].saturating_sub(1);
-    h[L3 + 10..L3 + 12].copy_from_slice(&ip_csum.to_ne_bytes());
-    h[L3 + 12..L3 + 16].copy_from_slice(&src);
-    h[L3 + 16..L3 + 20].copy_from_slice(&dst);
-    // Eight bytes at once, then the source MAC over the last two.
-    h[ETH_DST..ETH_DST + 8].copy_from_slice(&mac_dst);
-    h[ETH_SRC..ETH_SRC + 6].copy_from_slice(&mac_src.0);
-}
 
 /// Write new IP addresses, keeping the IPv4 header checksum right.
 #[inline]
@@ -544,7 +440,7 @@ mod tests {
     }
 
     proptest! {
-        /// The fast rewrite writes the same bytes as the general one, for any
+        /// The fast rewrites write the same bytes as the general one, for any
         /// addresses, ports, TTL and starting checksums (incl. 0 and 0xffff).
         #[test]
         fn rewrite_fast_matches_the_general_rewrite(
@@ -573,10 +469,7 @@ mod tests {
             rewrite_l3l4(&mut slow, &m, Ip16::v4(src.octets()), Ip16::v4(dst.octets()), r, s);
             decrement_ttl(&mut slow, &m);
             set_macs(&mut slow, mac_dst, mac_src);
-            let mut fast = f.clone();
-            prop_assert!(rewrite_fast(&mut fast, tcp, src.octets(), dst.octets(), r, s, mac_dst, mac_src));
-            prop_assert_eq!(&fast, &slow);
-            // The same with the checksum changes summed ahead.
+            // The fast rewrite, with the checksum changes summed ahead.
             let deltas = fast_deltas(
                 (Ipv4Addr::from(a).octets(), Ipv4Addr::from(b).octets(), p, q),
                 (src.octets(), dst.octets(), r, s),
@@ -595,7 +488,7 @@ mod tests {
             }
             prop_assert_eq!(&ahead, &slow);
             let mut given = f.clone();
-            prop_assert!(rewrite_fast_deltas(
+            prop_assert!(rewrite_fast(
                 &mut given, tcp, deltas, src.octets(), dst.octets(), r, s, mac_dst, mac_src
             ));
             prop_assert_eq!(given, slow);

@@ -23,17 +23,20 @@ pub struct Frame<'a> {
 
 impl<'a> Frame<'a> {
     /// A frame of `len` bytes in `buf`, received on `rx_port`.
+    #[inline]
     pub fn new(buf: &'a mut [u8], len: usize, rx_port: PortId) -> Self {
         let len = len.min(buf.len());
         Frame { buf, len, rx_port }
     }
 
     /// The packet bytes.
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 
     /// The packet bytes, writable.
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[..self.len]
     }

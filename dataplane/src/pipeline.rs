@@ -14,13 +14,14 @@
 use std::sync::Arc;
 
 use crate::conntrack::{
-    flags, mode, Conntrack, FlowData, FlowKey, Hit, Kind, Removed, ShardView, ShardWriter, NO_SLOT,
+    flags, mac_word, mode, v4_meta, Conntrack, FlowData, FlowKey, FreshV4, Hit, Kind, Removed,
+    ShardView, ShardWriter, Translation, NO_SLOT,
 };
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::edit::{
-    decrement_ttl, encap_ipip, eth_src, is_echo_request, is_icmp_error, make_echo_reply,
-    rewrite_fast, rewrite_fast_deltas, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4,
+    decrement_ttl, encap_ipip, eth_src, fast_deltas, is_echo_request, is_icmp_error,
+    make_echo_reply, rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4,
     set_ip_addrs, set_macs, set_ttl, FAST_TCP_END, FAST_UDP_END,
 };
 use crate::frame::{Frame, PortId, Verdict};
@@ -90,7 +91,7 @@ pub struct Pipeline {
     /// Round-robin cursor per service index.
     rr: Vec<u32>,
     /// Active flows per endpoint id (least-connections), this worker's share.
-    active: Box<[u32]>,
+    active: Box<[Active]>,
     /// Next source-NAT port candidate (index into this worker's share of the range).
     nat_cursor: u32,
     /// When expiry last ran, and the fraction of a bucket it still owes (in ns·buckets).
@@ -111,6 +112,9 @@ pub struct Pipeline {
     /// and 1.6 found no tag for in either bucket, and whose bit is clear, is
     /// still not in the table.
     inserted: u64,
+    /// Whether [`Pipeline::fresh`] takes the common new flows (else every
+    /// new flow goes through [`Pipeline::new_flow`]).
+    fresh_path: bool,
 }
 
 /// Stage 1.75's look ahead at a frame that seems to start a new flow: its
@@ -131,9 +135,19 @@ struct NewFlowHint {
     /// starting at the same cursor for the same endpoint meets the same key.
     cursor: u32,
     reply_hash: u64,
+    /// The source-NAT candidate at `cursor` (its address's [`Ip16::words`]
+    /// high word, IPv4 only, and port), when `reply_hash` is set and the
+    /// address is IPv4 (else `nat_src` is 0).
+    nat_src: u64,
+    nat_port: u16,
     /// The frame's key is known to be absent from this worker's shard
     /// (set in stage 2 from stage 1.6 and [`Pipeline::inserted`]).
     absent: bool,
+    /// Stage 1.75 saw a free way in the key's first bucket. Without one
+    /// the new-flow path is not tried: in a full table the general path
+    /// evicts anyway (and the rare key whose second bucket has room takes
+    /// the general path too, with the same result).
+    room: bool,
 }
 
 impl NewFlowHint {
@@ -142,7 +156,10 @@ impl NewFlowHint {
         ei: u16::MAX,
         cursor: 0,
         reply_hash: 0,
+        nat_src: 0,
+        nat_port: 0,
         absent: false,
+        room: false,
     };
 }
 
@@ -194,11 +211,51 @@ impl Scratch {
     }
 }
 
+/// A worker's count of active flows to the endpoint holding one id, for
+/// least connections. An id freed by a removed endpoint may go to another
+/// ([`Endpoint::id_since`]): the count says whose flows it counts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Active {
+    /// Flows created and not yet removed.
+    flows: u32,
+    /// Low 32 bits of the [`Endpoint::id_since`] of the endpoint counted.
+    since: u32,
+}
+
+impl Active {
+    /// The count for `ep` (none if the id's count is its former holder's).
+    #[inline]
+    fn of(&self, ep: &Endpoint) -> u32 {
+        if self.since == ep.id_since as u32 {
+            self.flows
+        } else {
+            0
+        }
+    }
+
+    /// Count a new flow to `ep`.
+    #[inline]
+    fn add(&mut self, ep: &Endpoint) {
+        self.flows = self.of(ep) + 1;
+        self.since = ep.id_since as u32;
+    }
+
+    /// A flow last validated in generation `flow_gen` ended: it is counted
+    /// here if the id was already the counted endpoint's then (as
+    /// [`Endpoint::holds_flow_of`] decides).
+    #[inline]
+    fn remove(&mut self, flow_gen: u32) {
+        if (self.since.wrapping_sub(flow_gen) as i32) <= 0 {
+            self.flows = self.flows.saturating_sub(1);
+        }
+    }
+}
+
 /// Release what a removed flow held. A free function so it can be called while
 /// the conntrack writer is mutably borrowed.
-fn on_removed(active: &mut [u32], counters: &CounterBlock, r: Removed) {
+fn on_removed(active: &mut [Active], counters: &CounterBlock, r: Removed) {
     if let Some(a) = active.get_mut(r.data.endpoint as usize) {
-        *a = a.saturating_sub(1);
+        a.remove(r.data.gen);
     }
     bump(&counters.flows_removed, 1);
     if r.early {
@@ -216,7 +273,7 @@ impl Pipeline {
             counters: Arc::new(CounterBlock::new()),
             gen: u64::MAX,
             rr: Vec::new(),
-            active: vec![0u32; MAX_ENDPOINT_IDS].into_boxed_slice(),
+            active: vec![Active::default(); MAX_ENDPOINT_IDS].into_boxed_slice(),
             nat_cursor: 0,
             gc_last: 0,
             gc_owed: 0,
@@ -224,7 +281,18 @@ impl Pipeline {
             table: Some(ct.clone()),
             hint: NewFlowHint::NONE,
             inserted: 0,
+            fresh_path: true,
         }
+    }
+
+    /// Whether the first packets of common new flows (IPv4 TCP SYN or UDP
+    /// to a Maglev or persist rule, DNAT, one-arm or full NAT) take the
+    /// dedicated new-flow path (the default), or, with `false`, the general
+    /// path as every other new flow does. Both give the same frames,
+    /// entries and counters: this is for tests that compare them, and for
+    /// measuring what the dedicated path saves.
+    pub fn set_new_flow_path(&mut self, on: bool) {
+        self.fresh_path = on;
     }
 
     /// This worker's counters (control reads them).
@@ -531,7 +599,7 @@ impl Pipeline {
             return Verdict::Drop(DropReason::ConntrackFull);
         };
         if let Some(a) = self.active.get_mut(ep.id as usize) {
-            *a += 1;
+            a.add(ep);
         }
         bump(&self.counters.flows_created, 1);
         self.counters.endpoint_packet(ep.id, f.len as u64);
@@ -569,7 +637,10 @@ impl Pipeline {
                 let n = svc.schedule.len();
                 (0..n)
                     .map(|k| usize::from(svc.schedule[(start + k) % n]))
-                    .min_by_key(|&i| self.active.get(svc.endpoints[i].id as usize).copied())
+                    .min_by_key(|&i| {
+                        let ep = &svc.endpoints[i];
+                        self.active.get(ep.id as usize).map(|a| a.of(ep))
+                    })
             }
         }
     }
@@ -642,35 +713,37 @@ impl Pipeline {
         if !dsr && m.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        // The common shape takes the fixed-offset rewrite (same bytes, tested).
+        // The common shape takes the fixed-offset rewrite (same bytes,
+        // tested), with the entry's checksum changes, or (an entry that does
+        // not keep them) those summed here.
         let simple = !dsr
             && m.v4
             && usize::from(m.l3_off) == wire::FAST_L3
             && usize::from(m.l4_off) == wire::FAST_L4
             && m.frag == Frag::None
             && (m.proto == 6 || m.proto == 17)
-            && match deltas {
-                Some(deltas) => rewrite_fast_deltas(
+            && {
+                let new = (
+                    d.new_src.v4_octets(),
+                    d.new_dst.v4_octets(),
+                    d.new_sport,
+                    d.new_dport,
+                );
+                let deltas = deltas.unwrap_or_else(|| {
+                    let old = (m.src.v4_octets(), m.dst.v4_octets(), m.sport, m.dport);
+                    fast_deltas(old, new)
+                });
+                rewrite_fast(
                     f.data_mut(),
                     m.proto == 6,
                     deltas,
-                    d.new_src.v4_octets(),
-                    d.new_dst.v4_octets(),
-                    d.new_sport,
-                    d.new_dport,
+                    new.0,
+                    new.1,
+                    new.2,
+                    new.3,
                     d.mac,
                     src_mac,
-                ),
-                None => rewrite_fast(
-                    f.data_mut(),
-                    m.proto == 6,
-                    d.new_src.v4_octets(),
-                    d.new_dst.v4_octets(),
-                    d.new_sport,
-                    d.new_dport,
-                    d.mac,
-                    src_mac,
-                ),
+                )
             };
         if !simple {
             if !dsr {
@@ -821,6 +894,7 @@ fn choose_pure(svc: &Service, key: &FlowKey) -> Option<usize> {
 /// partitioned between workers (port ≡ worker mod workers); full NAT with a
 /// pool of addresses walks (address, port) pairs, so the pool multiplies
 /// the flows one backend can take.
+#[derive(Clone, Copy)]
 struct NatWalk<'a> {
     snat: Ip16,
     pool: &'a [Ip16],
@@ -980,18 +1054,172 @@ impl Pipeline {
         Some(port_id)
     }
 
+    /// The new-flow path: the first packet of an IPv4 TCP or UDP flow (a
+    /// frame [`wire::parse_fast`] took, key words `w`, hash `hash`) that
+    /// stage 1.75 found a service and a Maglev/persist backend for (`h`),
+    /// whose key is known absent from this worker's shard: `Some(port)` if
+    /// it tracked and forwarded the frame. It does exactly what
+    /// [`Pipeline::new_flow`] → [`Pipeline::apply_with`] would (the same
+    /// entries in the same slots, counters, NAT port and bytes; tested
+    /// against it), from the words in hand and without a re-parse, for the
+    /// common case only; `None` (with nothing changed) hands the frame to
+    /// that general path: a rule with `allowedSources`, DSR, an IPv6
+    /// backend or source-NAT address, no next hop or port, TTL ≤ 1, the
+    /// first source-NAT candidate taken, or an insert that needs more than
+    /// a free slot ([`ShardWriter::insert_fresh_v4`]).
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn fresh(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        ports: &mut PortCache,
+        f: &mut Frame<'_>,
+        w: &[u64; 5],
+        hash: u64,
+        h: &NewFlowHint,
+    ) -> Option<PortId> {
+        let svc = t.services.get(h.svc as usize)?;
+        let spec = &svc.spec;
+        let ep = svc.endpoints.get(usize::from(h.ei))?;
+        let nh = ep.next_hop?;
+        if !spec.allowed_sources.is_empty() || !ep.addr.is_v4() {
+            return None;
+        }
+        let port_mac = ports.mac(t, nh.port)?;
+        let proto = w[4] as u8;
+        let (sport, dport) = ((w[4] >> 32) as u16, (w[4] >> 16) as u16);
+        let bport = if ep.port == 0 { dport } else { ep.port };
+        let ep_hi = ep.addr.words()[1];
+        let rep_w4 = (u64::from(bport) << 32) | u64::from(proto);
+        let hasher = self.ct.table().hasher();
+        // (source address word, source port, reply key hash, NAT cursor after)
+        let (flow_mode, src_hi, new_sport, rep_hash, cursor) = match spec.mode {
+            NatMode::Dnat => (
+                mode::DNAT,
+                w[1],
+                sport,
+                hasher.hash_v4(ep_hi, w[1], rep_w4 | (u64::from(sport) << 16)),
+                self.nat_cursor,
+            ),
+            NatMode::OneArm | NatMode::FullNat => {
+                // The port search's first candidate (stage 1.75 took it at
+                // this cursor if it predicted this search); if it is taken,
+                // the general path searches on from the same cursor.
+                let (src_hi, port, rep_hash) =
+                    if h.cursor == self.nat_cursor && h.reply_hash != 0 && h.nat_src != 0 {
+                        (h.nat_src, h.nat_port, h.reply_hash)
+                    } else {
+                        let nat = NatWalk::new(t, ep.snat_addr?, self.worker, self.workers)?;
+                        let (addr, port) = nat.candidate(self.nat_cursor);
+                        if !addr.is_v4() {
+                            return None;
+                        }
+                        let src_hi = addr.words()[1];
+                        let rep_hash =
+                            hasher.hash_v4(ep_hi, src_hi, rep_w4 | (u64::from(port) << 16));
+                        (src_hi, port, rep_hash)
+                    };
+                let m = if spec.mode == NatMode::OneArm {
+                    mode::ONE_ARM
+                } else {
+                    mode::FULL_NAT
+                };
+                (m, src_hi, port, rep_hash, self.nat_cursor.wrapping_add(1))
+            }
+            NatMode::Dsr => return None,
+        };
+        let rx_port = f.rx_port;
+        let bytes = f.len as u64;
+        let data = f.data_mut();
+        let client_mac = MacAddr(eth_src(data));
+        let tcp = proto == crate::checksum::proto::TCP;
+        // parse_fast checked that the frame holds its headers.
+        let (ttl, tcp_flags) = if tcp {
+            let hd = data.first_chunk::<FAST_TCP_END>()?;
+            (hd[wire::FAST_L3 + 8], hd[wire::FAST_L4 + 13])
+        } else {
+            (data.first_chunk::<FAST_UDP_END>()?[wire::FAST_L3 + 8], 0)
+        };
+        if ttl <= 1 {
+            return None;
+        }
+        let v4 = |hi: u64| ((hi >> 32) as u32).to_le_bytes();
+        let deltas = crate::edit::fast_deltas(
+            (v4(w[1]), v4(w[3]), sport, dport),
+            (v4(src_hi), v4(ep_hi), new_sport, bport),
+        );
+        let mut fwd_flags = flags::SEEN;
+        if tcp {
+            fwd_flags |= tcp_flag_bits(tcp_flags);
+        }
+        let timeout = spec.inactive_timeout_s;
+        let gen_ep = u64::from(t.generation as u32) | (u64::from(ep.id) << 32);
+        let ports_word = |a: u16, b: u16| {
+            u64::from(a)
+                | (u64::from(b) << 16)
+                | (u64::from(flow_mode) << 32)
+                | (u64::from(svc.index as u16) << 40)
+        };
+        let fwd_l2 = mac_word(nh.mac, nh.port);
+        let e = FreshV4 {
+            fwd_key: [w[1], w[3], w[4]],
+            fwd_hash: hash,
+            fwd_meta: v4_meta(Kind::Forward, fwd_flags, timeout),
+            fwd: Translation {
+                gen_ep,
+                new_src: [u64::from(deltas), src_hi],
+                new_dst: [0, ep_hi],
+                ports: ports_word(new_sport, bport),
+                l2: fwd_l2,
+            },
+            rep_key: [ep_hi, src_hi, rep_w4 | (u64::from(new_sport) << 16)],
+            rep_hash,
+            rep_meta: v4_meta(Kind::Reply, 0, timeout),
+            rep: Translation {
+                gen_ep,
+                new_src: [u64::from(crate::edit::reverse_deltas(deltas)), w[3]],
+                new_dst: [0, w[1]],
+                ports: ports_word(dport, sport),
+                l2: mac_word(client_mac, rx_port),
+            },
+        };
+        self.ct.insert_fresh_v4(&e, now)?;
+        self.nat_cursor = cursor;
+        self.inserted |= bloom_bit(hash) | bloom_bit(rep_hash);
+        if let Some(a) = self.active.get_mut(ep.id as usize) {
+            a.add(ep);
+        }
+        bump(&self.counters.flows_created, 1);
+        self.counters.endpoint_packet(ep.id, bytes);
+        // (The slot's next-hop word holds the MAC as the rewrite takes it.)
+        let (s, d) = (new_sport.to_be_bytes(), bport.to_be_bytes());
+        let (ports_wire, mac8) = ([s[0], s[1], d[0], d[1]], fwd_l2.to_le_bytes());
+        let (src, dst) = (v4(src_hi), v4(ep_hi));
+        if tcp {
+            let hd = data.first_chunk_mut::<FAST_TCP_END>()?;
+            rewrite_fast_tcp_with(hd, deltas, src, dst, ports_wire, mac8, port_mac);
+        } else {
+            let hd = data.first_chunk_mut::<FAST_UDP_END>()?;
+            rewrite_fast_udp_with(hd, deltas, src, dst, ports_wire, mac8, port_mac);
+        }
+        Some(nh.port)
+    }
+
     /// Stage 1.75 for a frame [`wire::parse_fast`] took (key words `w`)
     /// with no candidate entry: if it looks like the first packet of a new
     /// flow, its service and pure backend choice, and the hash of the reply
     /// entry it would get with the NAT port at `cursor` (advanced if so; 0
     /// if no prediction). Changes nothing but `cursor`: stage 2 decides.
     #[inline]
-    fn predict(
+    fn predict<'t>(
         &self,
-        t: &Tables,
+        t: &'t Tables,
         data: &[u8],
         w: &[u64; 5],
+        room: bool,
         cursor: &mut u32,
+        last: &mut LastLookups<'t>,
     ) -> (NewFlowHint, u64) {
         let proto = w[4] as u8;
         let opening = match proto {
@@ -1004,18 +1232,21 @@ impl Pipeline {
         if !opening {
             return (NewFlowHint::NONE, 0);
         }
+        // (Words 0 and 2 of a fast-parsed frame are not written: an IPv4
+        // key's are zero.)
         let key = FlowKey {
-            src: Ip16::from_words([w[0], w[1]]),
-            dst: Ip16::from_words([w[2], w[3]]),
+            src: Ip16::from_words([0, w[1]]),
+            dst: Ip16::from_words([0, w[3]]),
             sport: (w[4] >> 32) as u16,
             dport: (w[4] >> 16) as u16,
             proto,
         };
-        let Some(svc) = t.lookup(key.dst, proto, key.dport) else {
+        let Some(svc) = last.service(t, w) else {
             return (NewFlowHint::NONE, 0);
         };
         let mut hint = NewFlowHint {
             svc: svc.index,
+            room,
             ..NewFlowHint::NONE
         };
         let Some(ei) = choose_pure(svc, &key) else {
@@ -1039,7 +1270,7 @@ impl Pipeline {
         {
             return (hint, 0);
         }
-        let Some(nat) = NatWalk::new(t, snat, self.worker, self.workers) else {
+        let Some(nat) = last.nat(t, snat, self.worker, self.workers) else {
             return (hint, 0);
         };
         let (addr, port) = nat.candidate(*cursor);
@@ -1053,6 +1284,9 @@ impl Pipeline {
             proto,
         };
         hint.reply_hash = self.ct.table().hash(&reply_key);
+        if addr.is_v4() {
+            (hint.nat_src, hint.nat_port) = (addr.words()[1], port);
+        }
         (hint, hint.reply_hash)
     }
 
@@ -1125,6 +1359,57 @@ impl PortCache {
                 let mac = t.port(id)?.mac;
                 self.0 = Some((id, mac));
                 Some(mac)
+            }
+        }
+    }
+}
+
+/// What stage 1.75 last looked up in this batch's tables: the service by
+/// the IPv4 destination and `dport << 16 | proto` it was looked up for, and
+/// the source-NAT walk by its address (a SYN flood, or a busy service,
+/// brings batches of new flows to one rule; the tables do not change
+/// during a batch, so these are exactly what looking up again gives).
+#[derive(Default)]
+struct LastLookups<'t> {
+    svc: Option<(u64, u32, Option<&'t Service>)>,
+    nat: Option<(Ip16, Option<NatWalk<'t>>)>,
+}
+
+impl<'t> LastLookups<'t> {
+    /// [`Tables::lookup`] of the IPv4 key words `w` ([`FlowKey::words`];
+    /// words 0 and 2 are not read).
+    #[inline(always)]
+    fn service(&mut self, t: &'t Tables, w: &[u64; 5]) -> Option<&'t Service> {
+        let (dst, port_proto) = (w[3], w[4] as u32);
+        match self.svc {
+            Some((d, pp, svc)) if d == dst && pp == port_proto => svc,
+            _ => {
+                let svc = t.lookup(
+                    Ip16::from_words([0, dst]),
+                    port_proto as u8,
+                    (port_proto >> 16) as u16,
+                );
+                self.svc = Some((dst, port_proto, svc));
+                svc
+            }
+        }
+    }
+
+    /// [`NatWalk::new`] for source-NAT address `snat`.
+    #[inline(always)]
+    fn nat(
+        &mut self,
+        t: &'t Tables,
+        snat: Ip16,
+        worker: usize,
+        workers: usize,
+    ) -> Option<NatWalk<'t>> {
+        match self.nat {
+            Some((a, walk)) if a == snat => walk,
+            _ => {
+                let walk = NatWalk::new(t, snat, worker, workers);
+                self.nat = Some((snat, walk));
+                walk
             }
         }
     }
@@ -1251,10 +1536,13 @@ impl Processor for Pipeline {
             if unmatched {
                 let mut cursor = self.nat_cursor;
                 let mut any = false;
+                let mut last = LastLookups::default();
                 for i in 0..n {
                     (hints[i], reply_hashes[i]) = match fc.get(i) {
                         Some(f) if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT => {
-                            self.predict(tables, f.data(), &words[i], &mut cursor)
+                            let room = mine.has_room(hashes[i]);
+                            let w = &words[i];
+                            self.predict(tables, f.data(), w, room, &mut cursor, &mut last)
                         }
                         _ => (NewFlowHint::NONE, 0),
                     };
@@ -1292,6 +1580,24 @@ impl Processor for Pipeline {
                         tx_packets += 1;
                         tx_bytes += f.len as u64;
                         continue;
+                    }
+                    // A new flow with a pure backend choice made in stage
+                    // 1.75, whose key had no tag in either bucket then: the
+                    // new-flow path (which checks the tags again).
+                    if unmatched
+                        && cands[i] == NO_SLOT
+                        && hints[i].ei != u16::MAX
+                        && hints[i].room
+                        && self.fresh_path
+                    {
+                        if let Some(port) = self.fresh(
+                            tables, now_ns, &mut ports, f, &words[i], hashes[i], &hints[i],
+                        ) {
+                            *v = Verdict::Tx(port);
+                            tx_packets += 1;
+                            tx_bytes += f.len as u64;
+                            continue;
+                        }
                     }
                 }
                 *v = if parsed[i] == PARSED_FAST {

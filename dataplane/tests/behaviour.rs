@@ -605,3 +605,234 @@ fn a_reused_endpoint_id_does_not_capture_an_idle_flow_of_the_removed_backend() {
         );
     }
 }
+
+/// Everything a worker counted, for comparing two runs.
+fn counted(lab: &Lab, worker: usize) -> Vec<u64> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = lab.workers[worker].counters();
+    let mut v = vec![
+        c.rx_packets.load(Relaxed),
+        c.rx_bytes.load(Relaxed),
+        c.tx_packets.load(Relaxed),
+        c.tx_bytes.load(Relaxed),
+        c.passed.load(Relaxed),
+        c.flows_created.load(Relaxed),
+        c.flows_removed.load(Relaxed),
+        c.flows_evicted.load(Relaxed),
+        c.icmp_echo_replies.load(Relaxed),
+    ];
+    v.extend(c.drops.iter().map(|d| d.load(Relaxed)));
+    for id in 0..16 {
+        let (p, b) = c.endpoint(id);
+        v.extend([p, b]);
+    }
+    v
+}
+
+/// Both labs hold the same entries in the same slots (the first
+/// difference is reported).
+fn same_entries(a: &Lab, b: &Lab, what: &str) {
+    let (a, b) = (a.ct.dump(), b.ct.dump());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x, y, "{what}: entry {i}");
+    }
+    assert_eq!(a.len(), b.len(), "{what}: entries");
+}
+
+/// The dedicated new-flow path (IPv4 SYN or UDP to a Maglev/persist rule)
+/// and the general path give the same frames, verdicts, flow entries (in
+/// the same slots), counters and NAT ports, for every NAT mode and for the
+/// cases the dedicated path hands over (allowedSources, TTL 1, a SYN+ACK,
+/// retransmits, a table too full for a plain insert), and the flows they
+/// create carry replies and data alike.
+#[test]
+fn the_new_flow_path_matches_the_general_path() {
+    let modes = [
+        NatMode::Dnat,
+        NatMode::OneArm,
+        NatMode::FullNat,
+        NatMode::Dsr,
+    ];
+    let sels = [Selection::Hash, Selection::Persist, Selection::RoundRobin];
+    for mode in modes {
+        for sel in sels {
+            for buckets in [1024, 4, 1] {
+                // (DSR keeps the port; UDP's backends keep it too.)
+                let keep_port = |mut s: ServiceSpec| {
+                    s.endpoints.iter_mut().for_each(|e| e.port = 0);
+                    s
+                };
+                let tcp = match mode {
+                    NatMode::Dsr => keep_port(three(sel, mode)),
+                    _ => three(sel, mode),
+                };
+                let mut guarded = allowed(tcp.clone(), &["10.0.0.0/30"]);
+                guarded.key.port_min = 81;
+                guarded.key.port_max = 81;
+                let mut udp = keep_port(three(sel, mode));
+                udp.key.proto = L4Proto::Udp;
+                udp.key.port_min = 53;
+                udp.key.port_max = 53;
+                let mut t = spec(vec![tcp, guarded, udp]);
+                t.nat_ports = (40000, 40999);
+                let mut frames = Vec::new();
+                for i in 0..56u16 {
+                    let client = format!("10.0.0.{}:{}", 2 + i % 7, 30000 + i);
+                    let f = match i % 9 {
+                        3 => Builder::tcp(sa(&client), sa("192.0.2.10:81"), SYN),
+                        4 => Builder::tcp(sa(&client), sa("192.0.2.10:80"), SYN).ttl(1),
+                        5 => Builder::tcp(sa(&client), sa("192.0.2.10:80"), SYN | ACK),
+                        6 | 7 => Builder::udp(sa(&client), sa("192.0.2.10:53")).payload(b"q"),
+                        _ => Builder::tcp(sa(&client), sa("192.0.2.10:80"), SYN),
+                    };
+                    let f = from_client(f);
+                    frames.push(f.clone());
+                    if i % 11 == 0 {
+                        frames.push(f); // retransmitted within the batch
+                    }
+                }
+                assert!(frames.len() <= 64, "one batch");
+                let mut dedicated = Lab::with_buckets(t.clone(), buckets);
+                let mut general = Lab::with_buckets(t, buckets);
+                for w in &mut general.workers {
+                    w.set_new_flow_path(false);
+                }
+                let what = format!("{mode:?}/{sel:?}/{buckets}");
+                let a = dedicated.run_batch(0, CLIENT_PORT, &frames);
+                let b = general.run_batch(0, CLIENT_PORT, &frames);
+                for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                    assert_eq!(x, y, "{what}: frame {i}");
+                }
+                same_entries(&dedicated, &general, &format!("{what}: entries"));
+                assert_eq!(
+                    counted(&dedicated, 0),
+                    counted(&general, 0),
+                    "{what}: counters"
+                );
+                let forwarded = a
+                    .iter()
+                    .filter(|(v, _)| matches!(v, Verdict::Tx(_)))
+                    .count();
+                assert!(
+                    buckets < 1024 || forwarded >= 30,
+                    "{what}: most frames forwarded ({forwarded})"
+                );
+                // The same frames again (retransmits of tracked flows),
+                // then the backends' answers and the clients' data.
+                let a = dedicated.run_batch(0, CLIENT_PORT, &frames);
+                let b = general.run_batch(0, CLIENT_PORT, &frames);
+                assert_eq!(a, b, "{what}: again");
+                if mode != NatMode::Dsr {
+                    let replies: Vec<Vec<u8>> = a
+                        .iter()
+                        .filter(|(v, _)| matches!(v, Verdict::Tx(_)))
+                        .map(|(_, out)| {
+                            let (src, sport) = src_of(out);
+                            let (dst, dport) = dst_of(out);
+                            let (from, to) =
+                                (SocketAddr::new(dst, dport), SocketAddr::new(src, sport));
+                            from_backend(if out[23] == 17 {
+                                Builder::udp(from, to).payload(b"a")
+                            } else {
+                                Builder::tcp(from, to, SYN | ACK)
+                            })
+                        })
+                        .collect();
+                    let a = dedicated.run_batch(1, BACKEND_PORT, &replies);
+                    let b = general.run_batch(1, BACKEND_PORT, &replies);
+                    assert_eq!(a, b, "{what}: replies");
+                    assert!(
+                        buckets < 1024 || a.iter().all(|(v, _)| matches!(v, Verdict::Tx(_))),
+                        "{what}: replies map back"
+                    );
+                }
+                let data: Vec<Vec<u8>> = frames
+                    .iter()
+                    .filter(|f| f[23] == 6)
+                    .map(|f| {
+                        let (src, sport) = src_of(f);
+                        let (dst, dport) = dst_of(f);
+                        from_client(
+                            Builder::tcp(
+                                SocketAddr::new(src, sport),
+                                SocketAddr::new(dst, dport),
+                                ACK,
+                            )
+                            .payload(b"d"),
+                        )
+                    })
+                    .collect();
+                let a = dedicated.run_batch(0, CLIENT_PORT, &data);
+                let b = general.run_batch(0, CLIENT_PORT, &data);
+                assert_eq!(a, b, "{what}: data");
+                same_entries(&dedicated, &general, &format!("{what}: entries after"));
+                for w in 0..2 {
+                    assert_eq!(
+                        counted(&dedicated, w),
+                        counted(&general, w),
+                        "{what}: counters after"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Least connections counts a backend's flows from when it got its
+/// endpoint id: a backend that takes over the id of a removed one starts
+/// at zero (it does not inherit the removed backend's idle flows), and
+/// when those flows end they do not take from the new backend's count.
+#[test]
+fn least_connections_does_not_count_a_reused_ids_old_flows() {
+    let rule = |eps: &[&str]| {
+        svc(
+            "192.0.2.10",
+            L4Proto::Tcp,
+            (80, 80),
+            Selection::LeastConn,
+            NatMode::Dnat,
+            eps.iter().map(|b| ep(b, 8080)).collect(),
+        )
+    };
+    let mut lab = Lab::new(spec(vec![rule(&["10.1.0.11", "10.1.0.12"])]));
+    let mut n: HashMap<IpAddr, u32> = HashMap::new();
+    for p in 0..8 {
+        *n.entry(syn(&mut lab, 0, "10.0.0.2", 1000 + p).expect("forwarded"))
+            .or_default() += 1;
+    }
+    assert_eq!(n[&ip("10.1.0.11")], 4, "{n:?}");
+    // 10.1.0.11 goes while its four flows sit idle; 10.1.0.13 comes and
+    // takes its endpoint id.
+    lab.update(spec(vec![rule(&["10.1.0.12"])]));
+    lab.update(spec(vec![rule(&["10.1.0.12", "10.1.0.13"])]));
+    let id = |lab: &Lab, a: &str| {
+        lab.tables.services[0]
+            .endpoints
+            .iter()
+            .find(|e| e.addr == xlb_dataplane::net::Ip16::from(ip(a)))
+            .map(|e| e.id)
+    };
+    assert_eq!(id(&lab, "10.1.0.13"), Some(0), "the id was reused");
+    // 10.1.0.12 has four flows, 10.1.0.13 none: the next four are 10.1.0.13's.
+    lab.now += 20_000_000_000;
+    for p in 0..4 {
+        assert_eq!(
+            syn(&mut lab, 0, "10.0.0.3", 2000 + p),
+            Some(ip("10.1.0.13")),
+            "new flow {p}"
+        );
+    }
+    // The first eight flows (half-open, 30 s) expire; 10.1.0.13's four
+    // (20 s younger) stay: the next two new flows go to 10.1.0.12.
+    lab.now += 15_000_000_000;
+    let now = lab.now;
+    lab.workers[0].maintain(now, 1 << 10);
+    assert_eq!(lab.ct.used(), 8, "four flows of two entries left");
+    for p in 0..2 {
+        assert_eq!(
+            syn(&mut lab, 0, "10.0.0.4", 3000 + p),
+            Some(ip("10.1.0.12")),
+            "flow {p} after the expiry"
+        );
+    }
+}
