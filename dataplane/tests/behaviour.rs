@@ -329,25 +329,7 @@ fn a_batch_of_new_flows_matches_the_same_frames_one_by_one() {
             "most frames are forwarded"
         );
         // The flows are tracked alike: the backends' replies map back alike.
-        let replies: Vec<Vec<u8>> = singles
-            .iter()
-            .filter(|(v, _)| matches!(v, Verdict::Tx(_)))
-            .map(|(_, out)| {
-                let (src, sport) = src_of(out);
-                let (dst, dport) = dst_of(out);
-                let b = if out[23] == 17 {
-                    Builder::udp(SocketAddr::new(dst, dport), SocketAddr::new(src, sport))
-                        .payload(b"a")
-                } else {
-                    Builder::tcp(
-                        SocketAddr::new(dst, dport),
-                        SocketAddr::new(src, sport),
-                        SYN | ACK,
-                    )
-                };
-                from_backend(b)
-            })
-            .collect();
+        let replies = backend_answers(&singles);
         let back_one: Vec<_> = replies
             .iter()
             .map(|f| one.run(0, BACKEND_PORT, f))
@@ -362,22 +344,7 @@ fn a_batch_of_new_flows_matches_the_same_frames_one_by_one() {
         // Data packets of the same flows, batched and one by one, after
         // the replies (established flows: the fast path, first or second
         // bucket).
-        let data: Vec<Vec<u8>> = frames
-            .iter()
-            .filter(|f| f[23] == 6)
-            .map(|f| {
-                let (src, sport) = src_of(f);
-                let (dst, dport) = dst_of(f);
-                from_client(
-                    Builder::tcp(
-                        SocketAddr::new(src, sport),
-                        SocketAddr::new(dst, dport),
-                        ACK,
-                    )
-                    .payload(b"d"),
-                )
-            })
-            .collect();
+        let data = client_data(&frames);
         let data_one: Vec<_> = data.iter().map(|f| one.run(0, CLIENT_PORT, f)).collect();
         let data_batch = batched.run_batch(0, CLIENT_PORT, &data);
         assert_eq!(data_one, data_batch, "{sel:?}/{mode:?}/{buckets}: data");
@@ -723,21 +690,7 @@ fn the_new_flow_path_matches_the_general_path() {
                 let b = general.run_batch(0, CLIENT_PORT, &frames);
                 assert_eq!(a, b, "{what}: again");
                 if mode != NatMode::Dsr {
-                    let replies: Vec<Vec<u8>> = a
-                        .iter()
-                        .filter(|(v, _)| matches!(v, Verdict::Tx(_)))
-                        .map(|(_, out)| {
-                            let (src, sport) = src_of(out);
-                            let (dst, dport) = dst_of(out);
-                            let (from, to) =
-                                (SocketAddr::new(dst, dport), SocketAddr::new(src, sport));
-                            from_backend(if out[23] == 17 {
-                                Builder::udp(from, to).payload(b"a")
-                            } else {
-                                Builder::tcp(from, to, SYN | ACK)
-                            })
-                        })
-                        .collect();
+                    let replies = backend_answers(&a);
                     let a = dedicated.run_batch(1, BACKEND_PORT, &replies);
                     let b = general.run_batch(1, BACKEND_PORT, &replies);
                     assert_eq!(a, b, "{what}: replies");
@@ -746,22 +699,7 @@ fn the_new_flow_path_matches_the_general_path() {
                         "{what}: replies map back"
                     );
                 }
-                let data: Vec<Vec<u8>> = frames
-                    .iter()
-                    .filter(|f| f[23] == 6)
-                    .map(|f| {
-                        let (src, sport) = src_of(f);
-                        let (dst, dport) = dst_of(f);
-                        from_client(
-                            Builder::tcp(
-                                SocketAddr::new(src, sport),
-                                SocketAddr::new(dst, dport),
-                                ACK,
-                            )
-                            .payload(b"d"),
-                        )
-                    })
-                    .collect();
+                let data = client_data(&frames);
                 let a = dedicated.run_batch(0, CLIENT_PORT, &data);
                 let b = general.run_batch(0, CLIENT_PORT, &data);
                 assert_eq!(a, b, "{what}: data");
@@ -835,4 +773,43 @@ fn least_connections_does_not_count_a_reused_ids_old_flows() {
             "flow {p} after the expiry"
         );
     }
+}
+
+/// Each forwarded frame's answer from its backend (UDP data, or a TCP
+/// SYN+ACK), addressed back to the frame's sender.
+fn backend_answers(sent: &[(Verdict, Vec<u8>)]) -> Vec<Vec<u8>> {
+    sent.iter()
+        .filter(|(v, _)| matches!(v, Verdict::Tx(_)))
+        .map(|(_, out)| {
+            let (src, sport) = src_of(out);
+            let (dst, dport) = dst_of(out);
+            let (from, to) = (SocketAddr::new(dst, dport), SocketAddr::new(src, sport));
+            from_backend(if out[23] == 17 {
+                Builder::udp(from, to).payload(b"a")
+            } else {
+                Builder::tcp(from, to, SYN | ACK)
+            })
+        })
+        .collect()
+}
+
+/// A data packet (ACK with one byte) on each TCP flow of `frames`, from the
+/// client.
+fn client_data(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .filter(|f| f[23] == 6)
+        .map(|f| {
+            let (src, sport) = src_of(f);
+            let (dst, dport) = dst_of(f);
+            from_client(
+                Builder::tcp(
+                    SocketAddr::new(src, sport),
+                    SocketAddr::new(dst, dport),
+                    ACK,
+                )
+                .payload(b"d"),
+            )
+        })
+        .collect()
 }

@@ -389,18 +389,13 @@ fn unthread_napi(ns: &str, iface: &str) -> Result<()> {
     Ok(())
 }
 
-/// The client — balancer — backends topology, its namespaces tagged `what`.
-pub(crate) fn build_topology(what: &str) -> Result<Topo> {
-    let mut lab = Lab::new(what)?;
+/// Both topologies' front: namespaces `cl` and `lb`, the client's veth to
+/// the balancer, its route to the VIP, forwarding on in the balancer.
+/// Returns (cl, lb, c0, l0).
+fn front(lab: &mut Lab) -> Result<(String, String, String, String)> {
     let cl = lab.ns("cl")?;
     let lb = lab.ns("lb")?;
-    let be = lab.ns("be")?;
-    let (c0, l0, l1, b0) = (
-        lab.ifname("c0"),
-        lab.ifname("l0"),
-        lab.ifname("l1"),
-        lab.ifname("b0"),
-    );
+    let (c0, l0) = (lab.ifname("c0"), lab.ifname("l0"));
     lab::veth(
         &cl,
         &c0,
@@ -410,27 +405,6 @@ pub(crate) fn build_topology(what: &str) -> Result<Topo> {
         &format!("{LB_FRONT}/24"),
         1,
     )?;
-    lab::veth(
-        &lb,
-        &l1,
-        &format!("{LB_BACK}/24"),
-        &be,
-        &b0,
-        &format!("{SINK}/24"),
-        1,
-    )?;
-    for b in BACKENDS {
-        sh(&[
-            "ip",
-            "-n",
-            &be,
-            "addr",
-            "add",
-            &format!("{b}/24"),
-            "dev",
-            &b0,
-        ])?;
-    }
     sh(&[
         "ip",
         "-n",
@@ -441,34 +415,60 @@ pub(crate) fn build_topology(what: &str) -> Result<Topo> {
         "via",
         &LB_FRONT.to_string(),
     ])?;
+    ns_sh(&lb, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    Ok((cl, lb, c0, l0))
+}
+
+/// A backend namespace's address on `iface` and its route back to the
+/// client's subnet through the balancer.
+fn backend_addr(ns: &str, iface: &str, addr: Ipv4Addr, route: bool) -> Result<()> {
     sh(&[
         "ip",
         "-n",
-        &be,
-        "route",
+        ns,
+        "addr",
         "add",
-        "10.98.0.0/24",
-        "via",
-        &LB_BACK.to_string(),
+        &format!("{addr}/24"),
+        "dev",
+        iface,
     ])?;
-    ns_sh(&lb, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    if route {
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "route",
+            "add",
+            "10.98.0.0/24",
+            "via",
+            &LB_BACK.to_string(),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The client — balancer — backends topology, its namespaces tagged `what`.
+pub(crate) fn build_topology(what: &str) -> Result<Topo> {
+    let mut lab = Lab::new(what)?;
+    let (cl, lb, c0, l0) = front(&mut lab)?;
+    let be = lab.ns("be")?;
+    let (l1, b0) = (lab.ifname("l1"), lab.ifname("b0"));
+    lab::veth(
+        &lb,
+        &l1,
+        &format!("{LB_BACK}/24"),
+        &be,
+        &b0,
+        &format!("{SINK}/24"),
+        1,
+    )?;
+    for (i, b) in BACKENDS.into_iter().enumerate() {
+        backend_addr(&be, &b0, b, i == 0)?;
+    }
     // Let the balancer learn the backends (and they it) before any contender.
+    let mac = lab::mac_of(&be, &b0)?;
     for b in BACKENDS {
-        let _ = ns_sh(
-            &lb,
-            &[
-                "ip",
-                "neigh",
-                "replace",
-                &b.to_string(),
-                "lladdr",
-                &lab::mac_of(&be, &b0)?,
-                "dev",
-                &l1,
-                "nud",
-                "permanent",
-            ],
-        );
+        lab::neigh_permanent(&lb, &b.to_string(), &mac, &l1)?;
     }
     Ok(Topo {
         lab,
@@ -487,24 +487,9 @@ pub(crate) fn build_topology(what: &str) -> Result<Topo> {
 /// [`Topology::Bridged`]), its namespaces tagged `what`.
 pub(crate) fn build_bridged(what: &str) -> Result<Topo> {
     let mut lab = Lab::new(what)?;
-    let cl = lab.ns("cl")?;
-    let lb = lab.ns("lb")?;
+    let (cl, lb, c0, l0) = front(&mut lab)?;
     let br = lab.ns("br")?;
-    let (c0, l0, l1, p0) = (
-        lab.ifname("c0"),
-        lab.ifname("l0"),
-        lab.ifname("l1"),
-        lab.ifname("p0"),
-    );
-    lab::veth(
-        &cl,
-        &c0,
-        &format!("{CLIENT}/24"),
-        &lb,
-        &l0,
-        &format!("{LB_FRONT}/24"),
-        1,
-    )?;
+    let (l1, p0) = (lab.ifname("l1"), lab.ifname("p0"));
     lab::veth_pair(&lb, &l1, &br, &p0, 1)?;
     sh(&[
         "ip",
@@ -526,49 +511,30 @@ pub(crate) fn build_bridged(what: &str) -> Result<Topo> {
             &["sysctl", "-qw", &format!("net.bridge.bridge-nf-call-{k}=0")],
         );
     }
-    let fdb = |mac: &str, port: &str| {
+    let port = |port: &str, mac: &str| -> Result<()> {
+        ns_sh(&br, &["ip", "link", "set", port, "master", "br0"])?;
         ns_sh(
             &br,
             &[
                 "bridge", "fdb", "replace", mac, "dev", port, "master", "static",
             ],
-        )
+        )?;
+        Ok(())
     };
-    ns_sh(&br, &["ip", "link", "set", &p0, "master", "br0"])?;
-    fdb(&lab::mac_of(&lb, &l1)?, &p0)?;
+    port(&p0, &lab::mac_of(&lb, &l1)?)?;
     let mut sinks = Vec::new();
-    for (i, b) in BACKENDS.iter().enumerate() {
+    for (i, b) in BACKENDS.into_iter().enumerate() {
         let ns = lab.ns(&format!("b{i}"))?;
-        let (port, bi) = (
+        let (p, bi) = (
             lab.ifname(&format!("p{}", i + 1)),
             lab.ifname(&format!("b{i}")),
         );
-        lab::veth_pair(&br, &port, &ns, &bi, 1)?;
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{b}/24"),
-            "dev",
-            &bi,
-        ])?;
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "10.98.0.0/24",
-            "via",
-            &LB_BACK.to_string(),
-        ])?;
-        ns_sh(&br, &["ip", "link", "set", &port, "master", "br0"])?;
+        lab::veth_pair(&br, &p, &ns, &bi, 1)?;
+        backend_addr(&ns, &bi, b, true)?;
         // Backends that only receive are never learned: without static
         // entries the bridge floods every frame to all of them (LAB-NOTES).
         let mac = lab::mac_of(&ns, &bi)?;
-        fdb(&mac, &port)?;
+        port(&p, &mac)?;
         lab::load_nft(
             &ns,
             "sink",
@@ -576,34 +542,9 @@ pub(crate) fn build_bridged(what: &str) -> Result<Topo> {
                 "table netdev {SINK_TABLE} {{\n  counter delivered {{ }}\n  chain ingress {{\n    type filter hook ingress device \"{bi}\" priority 0; policy accept;\n    udp dport {VIP_PORT} counter name \"delivered\" drop\n  }}\n}}\n"
             ),
         )?;
-        ns_sh(
-            &lb,
-            &[
-                "ip",
-                "neigh",
-                "replace",
-                &b.to_string(),
-                "lladdr",
-                &mac,
-                "dev",
-                &l1,
-                "nud",
-                "permanent",
-            ],
-        )?;
+        lab::neigh_permanent(&lb, &b.to_string(), &mac, &l1)?;
         sinks.push((ns, bi));
     }
-    sh(&[
-        "ip",
-        "-n",
-        &cl,
-        "route",
-        "add",
-        &format!("{VIP}/32"),
-        "via",
-        &LB_FRONT.to_string(),
-    ])?;
-    ns_sh(&lb, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     let (be, b0) = sinks[0].clone();
     Ok(Topo {
         lab,

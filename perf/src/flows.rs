@@ -413,21 +413,7 @@ fn topology() -> Result<FloodTopo> {
             "dev",
             &t.b0,
         ])?;
-        ns_sh(
-            &t.lb,
-            &[
-                "ip",
-                "neigh",
-                "replace",
-                &b.to_string(),
-                "lladdr",
-                &mac,
-                "dev",
-                &t.l1,
-                "nud",
-                "permanent",
-            ],
-        )?;
+        lab::neigh_permanent(&t.lb, &b.to_string(), &mac, &t.l1)?;
     }
     // The backends count the flood's SYNs and drop them (no RST storm back).
     let rules = format!(

@@ -284,6 +284,26 @@ pub fn veth_pair(ns_a: &str, a: &str, ns_b: &str, b: &str, queues: u32) -> Resul
     Ok(())
 }
 
+/// A permanent neighbour entry `ip` → `mac` on `dev` in `ns`.
+pub fn neigh_permanent(ns: &str, ip: &str, mac: &str, dev: &str) -> Result<()> {
+    ns_sh(
+        ns,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ],
+    )
+    .map(|_| ())
+}
+
 /// Load an nftables ruleset into `ns` (through a file: `nft -f`).
 pub fn load_nft(ns: &str, what: &str, rules: &str) -> Result<()> {
     let f = std::env::temp_dir().join(format!("xlbperf-{what}-{}.nft", std::process::id()));
