@@ -19,12 +19,13 @@
 //! figure counted in on-CPU time (the time the thread actually ran: on a
 //! shared machine the wall clock also counts waiting for a core).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use xlb_benches::{buckets_for, established, on_cpu_ns, syn_batches, tables, Batch, BATCH};
-use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig, WAYS};
+use xlb_benches::{
+    buckets_for, established, fresh_pipeline, on_cpu_ns, syn_batches, tables, Batch, BATCH,
+};
+use xlb_dataplane::conntrack::{ConntrackConfig, WAYS};
 use xlb_dataplane::pipeline::Pipeline;
 use xlb_dataplane::tables::Tables;
 use xlb_dataplane::Verdict;
@@ -135,10 +136,7 @@ fn new_flows() -> Scenario {
     // Flows per pass: their two entries each fill a quarter of the default
     // shard's slots, so (practically) no bucket overflows.
     let slots = ConntrackConfig::default().buckets_per_shard * WAYS;
-    let fresh = || {
-        let ct = Arc::new(Conntrack::new(1, ConntrackConfig::default()));
-        Pipeline::new(0, 1, &ct)
-    };
+    let fresh = || fresh_pipeline(ConntrackConfig::default().buckets_per_shard);
     Scenario {
         p: fresh(),
         t: tables(),
@@ -160,13 +158,7 @@ fn new_flows_full_table() -> Scenario {
     let fresh = {
         let t = tables();
         move || {
-            let ct = Arc::new(Conntrack::new(
-                1,
-                ConntrackConfig {
-                    buckets_per_shard: BUCKETS,
-                },
-            ));
-            let mut p = Pipeline::new(0, 1, &ct);
+            let mut p = fresh_pipeline(BUCKETS);
             let mut b = Batch::new();
             for f in &fill {
                 b.run(Some(&mut p), &t, 1, f);

@@ -9,10 +9,10 @@
 //! with other flows first, then every SYN evicts; count instructions as
 //! the difference of two batch counts, as for the others).
 
-use std::sync::Arc;
-
-use xlb_benches::{buckets_for, established, frame, syn_batches, tables, Batch, BATCH};
-use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig, WAYS};
+use xlb_benches::{
+    buckets_for, established, flow_table, frame, fresh_pipeline, syn_batches, tables, Batch, BATCH,
+};
+use xlb_dataplane::conntrack::{ConntrackConfig, WAYS};
 use xlb_dataplane::pipeline::Pipeline;
 
 fn main() {
@@ -53,13 +53,7 @@ fn main() {
 /// into a SYN template and its checksums recomputed.
 fn syn(rounds: usize, buckets: usize) {
     let t = tables();
-    let ct = Arc::new(Conntrack::new(
-        1,
-        ConntrackConfig {
-            buckets_per_shard: buckets,
-        },
-    ));
-    let mut p = Pipeline::new(0, 1, &ct);
+    let mut p = fresh_pipeline(buckets);
     let mut b = Batch::new();
     let mut syns: Vec<Vec<u8>> = (0..BATCH as u32).map(|i| frame(i, 0x02)).collect();
     let mut next = 0u32;
@@ -92,8 +86,7 @@ fn room(passes: usize) {
     let mut b = Batch::new();
     let (mut wall, mut cpu, mut packets) = (0u128, 0u64, 0usize);
     for _ in 0..passes {
-        let ct = Arc::new(Conntrack::new(1, ConntrackConfig::default()));
-        let mut p = Pipeline::new(0, 1, &ct);
+        let mut p = fresh_pipeline(ConntrackConfig::default().buckets_per_shard);
         let start = std::time::Instant::now();
         let c0 = xlb_benches::on_cpu_ns();
         for s in &batches {
@@ -114,12 +107,7 @@ fn room(passes: usize) {
 fn full(rounds: usize) {
     const BUCKETS: usize = 4096;
     let t = tables();
-    let ct = Arc::new(Conntrack::new(
-        1,
-        ConntrackConfig {
-            buckets_per_shard: BUCKETS,
-        },
-    ));
+    let ct = flow_table(BUCKETS);
     let mut p = Pipeline::new(0, 1, &ct);
     let mut b = Batch::new();
     for f in &syn_batches(1 << 22, BUCKETS * WAYS / BATCH) {

@@ -145,17 +145,28 @@ pub fn buckets_for(flows: u32) -> usize {
     (flows as usize * 3 / 4).next_power_of_two().max(1024)
 }
 
+/// A fresh one-shard flow table of `buckets` buckets (allocated and
+/// initialised here, outside any timing).
+pub fn flow_table(buckets: usize) -> Arc<Conntrack> {
+    Arc::new(Conntrack::new(
+        1,
+        ConntrackConfig {
+            buckets_per_shard: buckets,
+        },
+    ))
+}
+
+/// One worker's pipeline over a fresh [`flow_table`].
+pub fn fresh_pipeline(buckets: usize) -> Pipeline {
+    Pipeline::new(0, 1, &flow_table(buckets))
+}
+
 /// A pipeline with `n` established flows, and 1024 batches of packets drawn
 /// from them in a scattered order (only from flows the table still holds:
 /// a bucket that overflowed during setup evicted a few).
 pub fn established(n: u32, buckets: usize) -> (Pipeline, Tables, Vec<Vec<Vec<u8>>>) {
     let t = tables();
-    let ct = Arc::new(Conntrack::new(
-        1,
-        ConntrackConfig {
-            buckets_per_shard: buckets,
-        },
-    ));
+    let ct = flow_table(buckets);
     let mut p = Pipeline::new(0, 1, &ct);
     let mut b = Batch::new();
     let syns: Vec<u32> = (0..n).collect();
