@@ -3,7 +3,7 @@
 //! for established flows, or `profile syn [batches] [buckets]` for new flows
 //! (every packet a SYN from a client never seen before), or
 //! `profile room [passes]` for the criterion bench's "table with room"
-//! new-flow case timed alone (a fresh default shard per pass, filled to a
+//! new-flow case timed alone (a default shard, emptied in place before each pass and filled to a
 //! quarter; only the batch runs are timed, as in the bench), or
 //! `profile full [batches]` for its "full table" case (4096 buckets filled
 //! with other flows first, then every SYN evicts; count instructions as
@@ -85,8 +85,9 @@ fn room(passes: usize) {
     let batches = syn_batches(0, slots / 4 / 2 / BATCH);
     let mut b = Batch::new();
     let (mut wall, mut cpu, mut packets) = (0u128, 0u64, 0usize);
+    let mut p = fresh_pipeline(ConntrackConfig::default().buckets_per_shard);
     for _ in 0..passes {
-        let mut p = fresh_pipeline(ConntrackConfig::default().buckets_per_shard);
+        p.clear_flows();
         let start = std::time::Instant::now();
         let c0 = xlb_benches::on_cpu_ns();
         for s in &batches {

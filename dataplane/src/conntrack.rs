@@ -1585,6 +1585,20 @@ impl ShardWriter {
         }
     }
 
+    /// Owner only: empty the whole shard in place (its memory is kept, so
+    /// the next flows land in pages that are already mapped, as they do in
+    /// a worker that runs for days). Flows dropped this way are not counted
+    /// anywhere: for benchmarks and tests that need an empty table, not for
+    /// expiry. Returns how many entries there were.
+    pub fn clear(&mut self) -> u64 {
+        let s = self.shard_ref();
+        let before = s.used.load(Ordering::Relaxed);
+        for i in 0..s.slots.len() {
+            self.clear_slot(i);
+        }
+        before
+    }
+
     /// Remove the entry in slot `i` and its partner. Returns the forward entry's data.
     pub fn remove_pair(&mut self, i: usize, early: bool) -> Option<Removed> {
         let (key, d, _) = self.shard_ref().slots.get(i)?.read(None)?;
@@ -1849,6 +1863,46 @@ mod tests {
         assert_eq!(removed.data.kind, Kind::Forward);
         assert!(ct.find_in(0, &key, ct.hash(&key)).is_none());
         assert_eq!(ct.used(), 0);
+    }
+
+    /// `clear` empties the writer's own shard in place: every entry is gone
+    /// (found by no look-up, counted by no `used`), another worker's shard
+    /// keeps its flows, and the same flows can be inserted again.
+    #[test]
+    fn clear_empties_only_the_writers_shard() {
+        let ct = Arc::new(Conntrack::new(
+            2,
+            ConntrackConfig {
+                buckets_per_shard: 64,
+            },
+        ));
+        let (mut w0, mut w1) = (ct.writer(0), ct.writer(1));
+        let flows: Vec<_> = (0..40).map(flow).collect();
+        for (key, fwd, reply) in &flows {
+            w0.insert_flow(key, fwd, Some(reply), 1, &mut |_| {})
+                .expect("room");
+        }
+        let (okey, ofwd, oreply) = flow(5000);
+        w1.insert_flow(&okey, &ofwd, Some(&oreply), 1, &mut |_| {})
+            .expect("room");
+        assert_eq!(ct.used_in(0), 80);
+        assert_eq!(w0.clear(), 80);
+        assert_eq!(ct.used_in(0), 0);
+        assert_eq!(ct.used(), 2, "worker 1's flow is still counted");
+        for (key, fwd, _) in &flows {
+            assert!(ct.find_in(0, key, ct.hash(key)).is_none(), "{key:?}");
+            let rkey = fwd.partner_key(key.proto);
+            assert!(ct.find_in(0, &rkey, ct.hash(&rkey)).is_none());
+        }
+        assert!(ct.find_in(1, &okey, ct.hash(&okey)).is_some());
+        assert_eq!(w0.clear(), 0, "clearing an empty shard drops nothing");
+        for (key, fwd, reply) in &flows {
+            w0.insert_flow(key, fwd, Some(reply), 2, &mut |_| {})
+                .expect("room again");
+        }
+        assert_eq!(ct.used_in(0), 80);
+        let (key, fwd, _) = &flows[7];
+        assert_eq!(ct.find_in(0, key, ct.hash(key)).expect("back").data, *fwd);
     }
 
     /// IPv4 entries carry their rewrite's checksum changes for the fast path,

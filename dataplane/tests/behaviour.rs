@@ -137,6 +137,46 @@ fn least_connections_fills_the_emptiest_backend() {
     assert_eq!(syn(&mut lab, 0, "10.0.0.2", 200), Some(b[0]));
 }
 
+/// `clear_flows` forgets a worker's flows and the least-connections counts
+/// they held: after it, a known client's ACK is no longer forwarded (no
+/// flow), and new flows are chosen as in an empty table, not steered away
+/// from the backends the forgotten flows were counted on.
+#[test]
+fn clear_flows_forgets_flows_and_their_least_connections_counts() {
+    let mut lab = Lab::new(spec(vec![three(Selection::LeastConn, NatMode::Dnat)]));
+    // Six flows, two per backend; then the two on 10.1.0.13 close (RST) and
+    // expire, leaving counts of 2, 2 and 0.
+    let first: Vec<IpAddr> = (0..6)
+        .map(|p| syn(&mut lab, 0, "10.0.0.2", 100 + p).expect("forwarded"))
+        .collect();
+    for (p, b) in first.iter().enumerate() {
+        if *b == ip("10.1.0.13") {
+            let rst = Builder::tcp(
+                sa(&format!("10.0.0.2:{}", 100 + p)),
+                sa("192.0.2.10:80"),
+                0x04,
+            );
+            lab.run(0, CLIENT_PORT, &from_client(rst));
+        }
+    }
+    lab.now += 11_000_000_000;
+    lab.workers[0].maintain(lab.now, 1 << 12);
+    let ack = from_client(Builder::tcp(sa("10.0.0.2:100"), sa("192.0.2.10:80"), 0x10));
+    assert!(matches!(lab.run(0, CLIENT_PORT, &ack).0, Verdict::Tx(_)));
+    assert_eq!(
+        lab.workers[0].clear_flows(),
+        8,
+        "four flows, two entries each"
+    );
+    assert!(
+        !matches!(lab.run(0, CLIENT_PORT, &ack).0, Verdict::Tx(_)),
+        "an ACK of a forgotten flow is not forwarded"
+    );
+    // All counts zero: the tie-break's turn (the seventh choice) picks the
+    // first backend; with the counts kept, the emptiest (10.1.0.13) would win.
+    assert_eq!(syn(&mut lab, 0, "10.0.0.2", 200), Some(ip("10.1.0.11")));
+}
+
 #[test]
 fn idle_flows_expire_after_the_rule_timeout_and_are_chosen_afresh() {
     let mut s = svc(
