@@ -14,9 +14,11 @@
 //!   it compares runs made under different machine load.
 //!
 //! Run: `cargo bench -p xlb-benches --bench pipeline`. Criterion reports time
-//! per batch and packets/s; the summary printed at the end gives ns/packet
-//! net of the reference, Mpps, the ratio to the reference, and the same
-//! figure counted in on-CPU time (the time the thread actually ran: on a
+//! per batch and packets/s; the summary printed at the end measures every
+//! scenario and the reference in five interleaved rounds and gives, per
+//! scenario, the median round's ns/packet net of the reference, the range
+//! of the rounds, Mpps, the ratio to the reference, and the same figure
+//! counted in on-CPU time (the time the thread actually ran: on a
 //! shared machine the wall clock also counts waiting for a core).
 
 use std::time::{Duration, Instant};
@@ -30,13 +32,21 @@ use xlb_dataplane::pipeline::Pipeline;
 use xlb_dataplane::tables::Tables;
 use xlb_dataplane::Verdict;
 
-/// Mean (wall, on-CPU) ns per packet of `f` over about a second. `f` runs
+/// Rounds of the summary: every scenario and the reference are measured
+/// once per round, in turn, and the summary gives each one's median round.
+/// (The machine's speed drifts over seconds on shared cores: interleaved
+/// rounds see the same drift, and one slow stretch moves no median.)
+const ROUNDS: usize = 5;
+/// How long each scenario runs per round.
+const ROUND: Duration = Duration::from_millis(400);
+
+/// Mean (wall, on-CPU) ns per packet of `f` over about `ROUND`. `f` runs
 /// some batches and returns how many, with the wall and on-CPU nanoseconds
 /// to count (it may leave set-up out).
 fn measure(mut f: impl FnMut() -> (u64, u64, u64)) -> (f64, f64) {
     let start = Instant::now();
     let (mut batches, mut wall, mut cpu) = (0u64, 0u64, 0u64);
-    while start.elapsed() < Duration::from_millis(1000) {
+    while start.elapsed() < ROUND {
         let (n, w, c) = f();
         batches += n;
         wall += w;
@@ -110,12 +120,24 @@ impl Scenario {
     }
 }
 
-fn bench(c: &mut Criterion, name: &str, s: &mut Scenario) -> (f64, f64) {
+fn bench(c: &mut Criterion, name: &str, s: &mut Scenario) {
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function(name, |b| b.iter_custom(|iters| s.run(iters)));
     g.finish();
-    measure(|| s.pass())
+}
+
+/// The median of `v` (by the on-CPU figure), and the smallest and largest
+/// on-CPU figures.
+fn median(mut v: Vec<(f64, f64)>) -> ((f64, f64), f64, f64) {
+    v.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let lo = v.first().map_or(f64::NAN, |x| x.1);
+    let hi = v.last().map_or(f64::NAN, |x| x.1);
+    (
+        v.get(v.len() / 2).copied().unwrap_or((f64::NAN, f64::NAN)),
+        lo,
+        hi,
+    )
 }
 
 fn forwarded(v: &Verdict) -> bool {
@@ -187,7 +209,7 @@ fn new_flows_full_table() -> Scenario {
 fn benches(c: &mut Criterion) {
     // Reference: the per-batch buffer refresh alone, over the same 1024
     // batches (4 MiB of source frames) the established scenarios copy in.
-    let mut e10k = est(10_000);
+    let e10k = est(10_000);
     let t = tables();
     let mut rb = Batch::new();
     let mut k = 0;
@@ -200,62 +222,97 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+    // The reference copies the same 1024 batches the established scenarios
+    // do, from its own copy of them.
+    let ref_batches = e10k.batches.clone();
     // (A whole pass over the batches per clock reading, as the scenarios
     // do: reading the on-CPU clock is a /proc read of a few microseconds,
     // which every 64 batches would add ~1 ns per packet to the reference.)
-    let reference = measure(|| {
-        let (c0, t0) = (on_cpu_ns(), Instant::now());
-        for _ in 0..e10k.batches.len() {
-            k = (k + 1) % e10k.batches.len();
-            rb.run(None, &t, 0, &e10k.batches[k]);
-        }
-        (
-            e10k.batches.len() as u64,
-            t0.elapsed().as_nanos() as u64,
-            on_cpu_ns().saturating_sub(c0),
-        )
-    });
+    let mut reference = || {
+        measure(|| {
+            let (c0, t0) = (on_cpu_ns(), Instant::now());
+            for b in &ref_batches {
+                rb.run(None, &t, 0, b);
+            }
+            (
+                ref_batches.len() as u64,
+                t0.elapsed().as_nanos() as u64,
+                on_cpu_ns().saturating_sub(c0),
+            )
+        })
+    };
 
-    let rows = [
-        ("established TCP, 10k flows", Some(25.0), {
-            bench(c, "established_10k_flows", &mut e10k)
-        }),
-        ("established TCP, 1M flows", Some(50.0), {
-            bench(c, "established_1m_flows", &mut est(1_000_000))
-        }),
-        ("new flow (SYN, Maglev, insert)", Some(150.0), {
-            bench(c, "new_flow_syn", &mut new_flows())
-        }),
-        ("new flow, full table (evicts)", None, {
-            bench(c, "new_flow_syn_full_table", &mut new_flows_full_table())
-        }),
+    let mut rows: [(&str, &str, Option<f64>, Scenario); 4] = [
+        (
+            "established TCP, 10k flows",
+            "established_10k_flows",
+            Some(25.0),
+            e10k,
+        ),
+        (
+            "established TCP, 1M flows",
+            "established_1m_flows",
+            Some(50.0),
+            est(1_000_000),
+        ),
+        (
+            "new flow (SYN, Maglev, insert)",
+            "new_flow_syn",
+            Some(150.0),
+            new_flows(),
+        ),
+        (
+            "new flow, full table (evicts)",
+            "new_flow_syn_full_table",
+            None,
+            new_flows_full_table(),
+        ),
     ];
+    for (_, id, _, s) in rows.iter_mut() {
+        bench(c, id, s);
+    }
+    // The summary's rounds: reference, then each scenario, ROUNDS times.
+    let mut refs = Vec::new();
+    let mut nets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); rows.len()];
+    let mut gross: Vec<Vec<(f64, f64)>> = vec![Vec::new(); rows.len()];
+    for _ in 0..ROUNDS {
+        let r = reference();
+        refs.push(r);
+        for (k, (_, _, _, s)) in rows.iter_mut().enumerate() {
+            let m = measure(|| s.pass());
+            gross[k].push(m);
+            nets[k].push((m.0 - r.0, m.1 - r.1));
+        }
+    }
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("?");
+    let (rmed, _, _) = median(refs);
     println!();
     println!(
         "xlb pipeline, batch of {BATCH}, one core, load average {load}: ns/packet net of the \
-         buffer refresh (wall clock | on CPU)"
+         buffer refresh (wall clock | on CPU), median of {ROUNDS} interleaved rounds \
+         [on-CPU range]"
     );
     println!(
         "  reference: buffer refresh            {:6.1} | {:6.1} ns/packet",
-        reference.0, reference.1
+        rmed.0, rmed.1
     );
-    for (name, target, (wall, cpu)) in rows {
-        let net = (wall - reference.0, cpu - reference.1);
+    for (k, (name, _, target, _)) in rows.iter().enumerate() {
+        let (net, lo, hi) = median(nets[k].clone());
+        let (g, _, _) = median(gross[k].clone());
         let verdict = match target {
-            Some(t) if net.1 <= t => format!("target ≤ {t} ns: met on CPU"),
+            Some(t) if net.1 <= *t => format!("target ≤ {t} ns: met on CPU"),
             Some(t) => format!("target ≤ {t} ns: NOT met"),
             None => "no target".to_string(),
         };
         println!(
-            "  {name:<36}{:6.1} | {:6.1} ns/packet  {:6.2} | {:6.2} Mpps  {:5.1}× reference  ({verdict})",
+            "  {name:<36}{:6.1} | {:6.1} ns/packet [{lo:.1}–{hi:.1}]  {:6.2} | {:6.2} Mpps  {:5.1}× reference  ({verdict})",
             net.0,
             net.1,
             1000.0 / net.0,
             1000.0 / net.1,
-            wall / reference.0,
+            g.0 / rmed.0,
         );
     }
 }

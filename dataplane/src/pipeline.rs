@@ -54,13 +54,11 @@ pub trait Processor {
 }
 
 /// Frames decided per inner step; larger batches are processed in chunks.
-/// Each chunk's stages prefetch up to two slot lines per frame at once: with
-/// 64 frames (128 lines) the prefetches overran the core's outstanding-miss
-/// slots and its L1 and stalled on themselves. 16 measured 8-13 % faster
-/// for established flows at 10k and for new flows, and level at 1M flows
-/// (`profile` example, interleaved runs); 8 is too short a prefetch
-/// distance at 1M flows (26 % slower).
-pub const CHUNK: usize = 16;
+/// (16 measured 8-13 % faster in the pipeline benches, established at 10k
+/// flows and new flows, by keeping fewer slot prefetches in flight; but in
+/// the daemon under a SYN flood, half its runs fell into a slower regime,
+/// ~260k instead of ~440k new flows/s, which 64 never did.)
+pub const CHUNK: usize = 64;
 /// The flow table is swept for expired flows once per this period; each
 /// batch examines the share of buckets that the time since the last batch
 /// calls for, so the cost per packet falls as the packet rate rises.
