@@ -3,8 +3,9 @@
 //! for established flows, or `profile syn [batches] [buckets]` for new flows
 //! (every packet a SYN from a client never seen before), or
 //! `profile room [passes]` for the criterion bench's "table with room"
-//! new-flow case timed alone (a default shard, emptied in place before each pass and filled to a
-//! quarter; only the batch runs are timed, as in the bench), or
+//! new-flow case timed alone (a default shard, emptied in place before
+//! each pass and filled to a quarter; only the batch runs are timed, as in
+//! the bench), or
 //! `profile full [batches]` for its "full table" case (4096 buckets filled
 //! with other flows first, then every SYN evicts; count instructions as
 //! the difference of two batch counts, as for the others).
