@@ -306,7 +306,6 @@ impl Pipeline {
     /// are. Returns how many entries were dropped.
     pub fn clear_flows(&mut self) -> u64 {
         self.active.fill(Active::default());
-        self.inserted = 0;
         self.ct.clear()
     }
 
