@@ -463,46 +463,35 @@ impl Slot {
     /// `[0, w1, 0, w3, w4]` ([`FlowKey::words`]): only what forwarding an
     /// IPv4 packet needs (the low address words are not read: an IPv4
     /// rewrite writes bytes 12..16 of each address, which live in the high
-    /// words). `None` if empty, being written, moved during the read, or
-    /// keyed otherwise. One branch decides it all.
+    /// words). `None` if empty or keyed otherwise.
+    ///
+    /// Owner only: the shard's writer reads its own entries, which nothing
+    /// else rewrites (other workers only count packets, refresh the last
+    /// seen time and add flag bits), so the read needs no sequence check.
     #[inline(always)]
-    fn read_v4(&self, w1: u64, w3: u64, w4: u64) -> Option<FastHit<'_>> {
-        let s1 = self.seq.load(Ordering::Acquire);
+    fn read_v4_owned(&self, w1: u64, w3: u64, w4: u64) -> Option<FastHit<'_>> {
         let diff = self.key[0].load(Ordering::Relaxed)
             | (self.key[1].load(Ordering::Relaxed) ^ w1)
             | self.key[2].load(Ordering::Relaxed)
             | (self.key[3].load(Ordering::Relaxed) ^ w3)
             | (self.key[4].load(Ordering::Relaxed) ^ w4);
         let meta = self.meta.load(Ordering::Relaxed);
-        let last_seen = self.last_seen.load(Ordering::Relaxed);
-        let gen_ep = self.gen_ep.load(Ordering::Relaxed);
-        let deltas = self.new_src[0].load(Ordering::Relaxed);
-        let new_src = self.new_src[1].load(Ordering::Relaxed);
-        let new_dst = self.new_dst[1].load(Ordering::Relaxed);
-        let ports = self.ports.load(Ordering::Relaxed);
-        let l2 = self.l2.load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        let s2 = self.seq.load(Ordering::Relaxed);
-        // Odd sequence (being written), a write during the read, another
-        // key, an empty slot (kind 0), or no checksum changes kept (an IPv6
-        // translation): any of them fails the read.
-        let bad = diff
-            | u64::from((s1 & 1) | (s1 ^ s2))
-            | u64::from(meta & 3 == 0)
-            | u64::from(meta & META_V4_DELTAS == 0);
+        // Another key, an empty slot (kind 0), or no checksum changes kept
+        // (an IPv6 translation): any of them fails the read.
+        let bad = diff | u64::from(meta & 3 == 0) | u64::from(meta & META_V4_DELTAS == 0);
         if bad != 0 {
             return None;
         }
         Some(FastHit {
             slot: self,
             meta,
-            deltas: deltas as u32,
-            gen_ep,
-            new_src,
-            new_dst,
-            ports,
-            l2,
-            last_seen,
+            deltas: self.new_src[0].load(Ordering::Relaxed) as u32,
+            gen_ep: self.gen_ep.load(Ordering::Relaxed),
+            new_src: self.new_src[1].load(Ordering::Relaxed),
+            new_dst: self.new_dst[1].load(Ordering::Relaxed),
+            ports: self.ports.load(Ordering::Relaxed),
+            l2: self.l2.load(Ordering::Relaxed),
+            last_seen: self.last_seen.load(Ordering::Relaxed),
         })
     }
 
@@ -872,7 +861,8 @@ impl FastHit<'_> {
     }
 }
 
-/// One shard's arrays, looked up once per batch by the fast path.
+/// One shard's arrays, looked up once per batch by the fast path of the
+/// shard's writer ([`Conntrack::owner_view`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ShardView<'a> {
     tags: &'a [BucketTags],
@@ -976,10 +966,11 @@ impl<'a> ShardView<'a> {
     }
 
     /// Read slot `slot` if it holds the IPv4 key `[0, w1, 0, w3, w4]`
-    /// ([`FlowKey::words`]); `None` for [`NO_SLOT`].
+    /// ([`FlowKey::words`]); `None` for [`NO_SLOT`]. Only the shard's
+    /// writer reads this way ([`Conntrack::owner_view`]).
     #[inline(always)]
     pub fn read_v4(&self, slot: usize, w1: u64, w3: u64, w4: u64) -> Option<FastHit<'a>> {
-        self.slots.get(slot)?.read_v4(w1, w3, w4)
+        self.slots.get(slot)?.read_v4_owned(w1, w3, w4)
     }
 }
 
@@ -1107,10 +1098,16 @@ impl Conntrack {
             })
     }
 
-    /// Shard `shard`'s arrays, for the fast path's lookups.
+    /// The arrays of `w`'s shard, for the fast path's lookups on the
+    /// thread that holds `w` (its reads skip the sequence check that other
+    /// threads' reads need: see [`ShardView::read_v4`]). `None` if `w` is
+    /// another table's writer.
     #[inline]
-    pub(crate) fn view(&self, shard: usize) -> Option<ShardView<'_>> {
-        let s = self.shards.get(shard)?;
+    pub(crate) fn owner_view(&self, w: &ShardWriter) -> Option<ShardView<'_>> {
+        if !std::ptr::eq(self, &*w.ct) {
+            return None;
+        }
+        let s = self.shards.get(w.me)?;
         Some(ShardView {
             tags: &s.tags.0,
             slots: &s.slots,
@@ -1936,7 +1933,7 @@ mod tests {
             ),
         );
         let kw = key.words();
-        let view = ct.view(0).expect("shard");
+        let view = ct.owner_view(&w).expect("shard");
         let hit = view.read_v4(slot, kw[1], kw[3], kw[4]).expect("fast read");
         assert_eq!(hit.deltas(), want);
         assert_eq!(hit.ports_wire(), [0x9c, 0x47, 0x1f, 0x90], "40007 and 8080");

@@ -1456,8 +1456,12 @@ impl Processor for Pipeline {
             .take()
             .unwrap_or_else(|| self.ct.table_arc().clone());
         let counters = self.counters.clone();
-        // (A worker index past the table's shards finds nothing, fast or slow.)
-        let mine = table.view(self.worker).unwrap_or_default();
+        // This worker's own shard, which only this thread rewrites. (A
+        // worker index past the table's shards finds nothing, fast or slow.)
+        let mine = match table.owner_view(&self.ct) {
+            Some(v) if self.ct.shard() == self.worker => v,
+            _ => Default::default(),
+        };
         let hasher = *table.hasher();
         let mut ports = PortCache::default();
         let Scratch {
