@@ -312,15 +312,19 @@ fn pack_meta(kind: Kind, flags: u8, timeout_s: u32) -> u32 {
 /// The [`flags`] bits' mask within their six bits of `meta`; the sixth is
 /// [`META_V4_DELTAS`].
 const FLAG_MASK: u8 = 0x1f;
-/// `meta` bit: the entry is IPv4 → IPv4 and the low word of `new_src` (0
-/// for an IPv4 address) holds the rewrite's checksum changes
-/// ([`crate::edit::fast_deltas`]) for the fast path.
+/// `meta` bit: the entry is IPv4 → IPv4, not DSR, and the low word of
+/// `new_src` (0 for an IPv4 address) holds the rewrite's checksum changes
+/// ([`crate::edit::fast_deltas`]) for the fast path. (So its key's words 0
+/// and 2 are 0, and the fast path, which leaves DSR to the slow path, takes
+/// exactly the entries with the bit.)
 const META_V4_DELTAS: u32 = 0x20 << 2;
 
 /// The checksum changes of rewriting packets keyed `key` by `d`, if both
-/// are IPv4 (so the fast path may take them).
+/// are IPv4 and the flow is not DSR (so the fast path may take them).
 fn v4_deltas(key: &FlowKey, d: &FlowData) -> Option<u64> {
-    if !(key.src.is_v4() && key.dst.is_v4() && d.new_src.is_v4() && d.new_dst.is_v4()) {
+    if !(key.src.is_v4() && key.dst.is_v4() && d.new_src.is_v4() && d.new_dst.is_v4())
+        || mode::is_dsr(d.mode)
+    {
         return None;
     }
     Some(u64::from(crate::edit::fast_deltas(
@@ -470,14 +474,13 @@ impl Slot {
     /// seen time and add flag bits), so the read needs no sequence check.
     #[inline(always)]
     fn read_v4_owned(&self, w1: u64, w3: u64, w4: u64) -> Option<FastHit<'_>> {
-        let diff = self.key[0].load(Ordering::Relaxed)
-            | (self.key[1].load(Ordering::Relaxed) ^ w1)
-            | self.key[2].load(Ordering::Relaxed)
+        // (Words 0 and 2 of a key are 0 wherever META_V4_DELTAS is set.)
+        let diff = (self.key[1].load(Ordering::Relaxed) ^ w1)
             | (self.key[3].load(Ordering::Relaxed) ^ w3)
             | (self.key[4].load(Ordering::Relaxed) ^ w4);
         let meta = self.meta.load(Ordering::Relaxed);
         // Another key, an empty slot (kind 0), or no checksum changes kept
-        // (an IPv6 translation): any of them fails the read.
+        // (an IPv6 key or translation, or DSR): any of them fails the read.
         let bad = diff | u64::from(meta & 3 == 0) | u64::from(meta & META_V4_DELTAS == 0);
         if bad != 0 {
             return None;

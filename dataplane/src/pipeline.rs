@@ -22,11 +22,11 @@ use crate::drop::DropReason;
 use crate::edit::{
     decrement_ttl, encap_ipip, eth_src, fast_deltas, is_echo_request, is_icmp_error,
     make_echo_reply, rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4,
-    set_ip_addrs, set_macs, set_ttl, FAST_TCP_END, FAST_UDP_END,
+    set_ip_addrs, set_macs, set_ttl, src_mac_ipv4, FAST_TCP_END, FAST_UDP_END,
 };
 use crate::frame::{Frame, PortId, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
-use crate::prefetch::prefetch;
+use crate::prefetch::prefetch_addr;
 use crate::tables::{
     Endpoint, EndpointState, NatMode, Selection, Service, Tables, MAX_ENDPOINT_IDS,
 };
@@ -992,6 +992,20 @@ fn tcp_flag_bits(tcp: u8) -> u8 {
     (tcp & (TCP_FIN | TCP_SYN | TCP_RST)) | (ack_only * flags::ACK)
 }
 
+/// [`flags::SEEN`] with the [`tcp_flag_bits`] of every TCP flags byte: the
+/// fast path's one load per segment.
+static TCP_SEEN_BITS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let tcp = i as u8;
+        let ack_only = (tcp & (TCP_ACK | TCP_SYN) == TCP_ACK) as u8;
+        t[i] = flags::SEEN | (tcp & (TCP_FIN | TCP_SYN | TCP_RST)) | (ack_only * flags::ACK);
+        i += 1;
+    }
+    t
+};
+
 impl Pipeline {
     /// The established-flow fast path for a frame [`wire::parse_fast`]
     /// accepted, whose flow stage 1.5 found a candidate slot for in this
@@ -1016,15 +1030,16 @@ impl Pipeline {
         let hit = ct.read_v4(cand, w[1], w[3], w[4])?;
         if hit.kind() == Kind::Forward
             && (hit.gen() != t.generation as u32
-                || mode::is_dsr(hit.mode())
                 || now.saturating_sub(hit.last_seen) > MIN_IDLE_CHECK_NS)
         {
-            // Table change, DSR, or idle long enough that the flow may have
-            // expired: the slow path decides.
+            // Table change, or idle long enough that the flow may have
+            // expired: the slow path decides. (DSR entries keep no checksum
+            // changes, so the fast read never takes them.)
             return None;
         }
+        debug_assert!(!mode::is_dsr(hit.mode()));
         let port_id = hit.port();
-        let port_mac = ports.mac(t, port_id)?;
+        let port_mac = ports.src(t, port_id)?;
         let bytes = f.len as u64;
         // parse_fast checked that the frame holds its headers.
         let data = f.data_mut();
@@ -1036,7 +1051,7 @@ impl Pipeline {
             hit.touch(
                 now,
                 bytes,
-                flags::SEEN | tcp_flag_bits(h[wire::FAST_L4 + 13]),
+                TCP_SEEN_BITS[usize::from(h[wire::FAST_L4 + 13])],
             );
             counters.endpoint_packet(hit.endpoint(), bytes);
             rewrite_fast_tcp_with(
@@ -1100,7 +1115,7 @@ impl Pipeline {
         if !spec.allowed_sources.is_empty() || !ep.addr.is_v4() {
             return None;
         }
-        let port_mac = ports.mac(t, nh.port)?;
+        let port_mac = ports.src(t, nh.port)?;
         let proto = w[4] as u8;
         let (sport, dport) = ((w[4] >> 32) as u16, (w[4] >> 16) as u16);
         let bport = if ep.port == 0 { dport } else { ep.port };
@@ -1362,19 +1377,24 @@ fn fast_words(q: &FastMeta) -> [u64; 5] {
 /// MAC (most frames of a batch leave by the same port; the tables do not
 /// change during a batch, so this is exactly [`Tables::port`]).
 #[derive(Default)]
-struct PortCache(Option<(PortId, MacAddr)>);
+struct PortCache {
+    /// The port id plus one (0: none yet).
+    id: u32,
+    /// Its MAC and the IPv4 ethertype ([`src_mac_ipv4`]).
+    src: [u8; 8],
+}
 
 impl PortCache {
+    /// Port `id`'s MAC as the fast rewrite writes it (with the IPv4
+    /// ethertype after it).
     #[inline(always)]
-    fn mac(&mut self, t: &Tables, id: PortId) -> Option<MacAddr> {
-        match self.0 {
-            Some((cached, mac)) if cached == id => Some(mac),
-            _ => {
-                let mac = t.port(id)?.mac;
-                self.0 = Some((id, mac));
-                Some(mac)
-            }
+    fn src(&mut self, t: &Tables, id: PortId) -> Option<[u8; 8]> {
+        if self.id == u32::from(id) + 1 {
+            return Some(self.src);
         }
+        let src = src_mac_ipv4(t.port(id)?.mac);
+        (self.id, self.src) = (u32::from(id) + 1, src);
+        Some(src)
     }
 }
 
@@ -1582,9 +1602,7 @@ impl Processor for Pipeline {
             // Stage 2: decide.
             for i in 0..n {
                 if let Some(ahead) = fc.get(i + FRAME_PREFETCH_AHEAD) {
-                    if let Some(b) = ahead.buf.first() {
-                        prefetch(b);
-                    }
+                    prefetch_addr(ahead.buf.as_ptr());
                 }
                 let (Some(f), Some(v)) = (fc.get_mut(i), vc.get_mut(i)) else {
                     break;

@@ -19,3 +19,21 @@ pub fn prefetch<T>(p: &T) {
         let _ = p;
     }
 }
+
+/// Hint the CPU to pull the cache line at address `p` into L1. `p` is
+/// never dereferenced: any address will do (one past a buffer's end, or an
+/// empty buffer's dangling pointer, included).
+#[inline(always)]
+pub fn prefetch_addr(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: as in `prefetch`: the intrinsic's target feature is in the
+        // x86_64 baseline, and PREFETCHT0 never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = p;
+    }
+}
