@@ -884,12 +884,13 @@ impl<'a> ShardView<'a> {
     }
 
     /// The first slot of `hash`'s bucket whose tag matches (or [`NO_SLOT`]),
-    /// with both of its cache lines prefetched: the second stage of a
-    /// batch's prefetching, run after [`ShardView::prefetch`] had time to
-    /// bring the tag line in. The slot is only a candidate: its key is
-    /// checked when it is read ([`ShardView::read_v4`]). With no match, the
-    /// first free slot is prefetched: likely a new flow, whose forward entry
-    /// goes there.
+    /// with its first cache line prefetched (the caller prefetches the
+    /// second, [`ShardView::prefetch_second`], when it suits it): the second
+    /// stage of a batch's prefetching, run after [`ShardView::prefetch`]
+    /// had time to bring the tag line in. The slot is only a candidate: its
+    /// key is checked when it is read ([`ShardView::read_v4`]). With no
+    /// match, both lines of the first free slot are prefetched: likely a new
+    /// flow, whose forward entry goes there.
     #[inline(always)]
     pub fn probe(&self, hash: u64) -> usize {
         let b = (hash as usize) & self.mask;
@@ -910,12 +911,22 @@ impl<'a> ShardView<'a> {
         let i = b * WAYS + way;
         if let Some(slot) = self.slots.get(i) {
             prefetch(&slot.seq);
-            prefetch(&slot.bytes);
+            if !hit {
+                prefetch(&slot.bytes);
+            }
         }
         if hit {
             i
         } else {
             NO_SLOT
+        }
+    }
+
+    /// Prefetch the second line of slot `slot` (none for [`NO_SLOT`]).
+    #[inline(always)]
+    pub fn prefetch_second(&self, slot: usize) {
+        if let Some(slot) = self.slots.get(slot) {
+            prefetch(&slot.bytes);
         }
     }
 
