@@ -59,6 +59,8 @@ pub trait Processor {
 /// the daemon under a SYN flood, half its runs fell into a slower regime,
 /// ~260k instead of ~440k new flows/s, which 64 never did.)
 pub const CHUNK: usize = 64;
+// (Stage 2 marks the frames it decided in one u64.)
+const _: () = assert!(CHUNK <= 64);
 /// The flow table is swept for expired flows once per this period; each
 /// batch examines the share of buckets that the time since the last batch
 /// calls for, so the cost per packet falls as the packet rate rises.
@@ -1048,12 +1050,8 @@ impl Pipeline {
             if h[wire::FAST_L3 + 8] <= 1 {
                 return None;
             }
-            hit.touch(
-                now,
-                bytes,
-                TCP_SEEN_BITS[usize::from(h[wire::FAST_L4 + 13])],
-            );
-            counters.endpoint_packet(hit.endpoint(), bytes);
+            // (The rewrite first, which consumes most of what the read
+            // loaded; it leaves the TCP flags as they are.)
             rewrite_fast_tcp_with(
                 h,
                 hit.deltas(),
@@ -1063,13 +1061,17 @@ impl Pipeline {
                 hit.mac8(),
                 port_mac,
             );
+            hit.touch(
+                now,
+                bytes,
+                TCP_SEEN_BITS[usize::from(h[wire::FAST_L4 + 13])],
+            );
+            counters.endpoint_packet(hit.endpoint(), bytes);
         } else {
             let h = data.first_chunk_mut::<FAST_UDP_END>()?;
             if h[wire::FAST_L3 + 8] <= 1 {
                 return None;
             }
-            hit.touch(now, bytes, flags::SEEN);
-            counters.endpoint_packet(hit.endpoint(), bytes);
             rewrite_fast_udp_with(
                 h,
                 hit.deltas(),
@@ -1079,6 +1081,8 @@ impl Pipeline {
                 hit.mac8(),
                 port_mac,
             );
+            hit.touch(now, bytes, flags::SEEN);
+            counters.endpoint_packet(hit.endpoint(), bytes);
         }
         Some(port_id)
     }
@@ -1611,7 +1615,15 @@ impl Processor for Pipeline {
                     }
                 }
             }
-            // Stage 2: decide.
+            // Stage 2: the established fast path, for every frame it takes
+            // (bit i of `done`). Kept apart from the slow paths, its loop
+            // holds its state in registers. It moves no entry, so its
+            // frames see the table as the batch found it: a frame decided
+            // later in stage 2.5 may still insert a flow that moves or
+            // evicts one of theirs, as if they had come just before it. A
+            // flow's frames that it leaves (a table change, an idle flow)
+            // all go to stage 2.5, in their order.
+            let mut done = 0u64;
             for i in 0..n {
                 if let Some(ahead) = fc.get(i + FRAME_PREFETCH_AHEAD) {
                     prefetch_addr(ahead.buf.as_ptr());
@@ -1630,8 +1642,26 @@ impl Processor for Pipeline {
                         *v = Verdict::Tx(port);
                         tx_packets += 1;
                         tx_bytes += f.len as u64;
-                        continue;
+                        done |= 1 << i;
                     }
+                }
+            }
+            // Stage 2.5: every other frame, in order.
+            let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+            let mut rest = all & !done;
+            while rest != 0 {
+                let i = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                // The frame after this one that is still to come.
+                if rest != 0 {
+                    if let Some(next) = fc.get(rest.trailing_zeros() as usize) {
+                        prefetch_addr(next.buf.as_ptr());
+                    }
+                }
+                let (Some(f), Some(v)) = (fc.get_mut(i), vc.get_mut(i)) else {
+                    break;
+                };
+                if parsed[i] == PARSED_FAST {
                     // A new flow with a pure backend choice made in stage
                     // 1.75, whose key had no tag in either bucket then: the
                     // new-flow path (which checks the tags again).
