@@ -988,9 +988,9 @@ const TCP_ACK: u8 = 0x10;
 /// The [`flags`] bits a TCP segment with flags `tcp` sets: FIN, SYN and
 /// RST share their TCP bit positions; ACK counts only without SYN.
 #[inline(always)]
-fn tcp_flag_bits(tcp: u8) -> u8 {
+const fn tcp_flag_bits(tcp: u8) -> u8 {
     const _: () = assert!(flags::FIN == TCP_FIN && flags::SYN == TCP_SYN && flags::RST == TCP_RST);
-    let ack_only = u8::from(tcp & (TCP_ACK | TCP_SYN) == TCP_ACK);
+    let ack_only = (tcp & (TCP_ACK | TCP_SYN) == TCP_ACK) as u8;
     (tcp & (TCP_FIN | TCP_SYN | TCP_RST)) | (ack_only * flags::ACK)
 }
 
@@ -1000,9 +1000,7 @@ static TCP_SEEN_BITS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
-        let tcp = i as u8;
-        let ack_only = (tcp & (TCP_ACK | TCP_SYN) == TCP_ACK) as u8;
-        t[i] = flags::SEEN | (tcp & (TCP_FIN | TCP_SYN | TCP_RST)) | (ack_only * flags::ACK);
+        t[i] = flags::SEEN | tcp_flag_bits(i as u8);
         i += 1;
     }
     t
