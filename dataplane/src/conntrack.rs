@@ -1984,6 +1984,24 @@ mod tests {
             ct.find_in(0, &key6, ct.hash(&key6)).expect("entry").data,
             fwd6
         );
+        // DSR: no checksum changes kept, so no fast read either (the slow
+        // path rewrites only the MACs); the entry reads back whole.
+        let (key_dsr, _, _) = flow(8);
+        let dsr = FlowData {
+            mode: mode::DSR,
+            ..fwd
+        };
+        let slot_dsr = w
+            .insert_flow(&key_dsr, &dsr, None, 1, &mut |_| {})
+            .expect("room");
+        let kd = key_dsr.words();
+        assert!(view.read_v4(slot_dsr, kd[1], kd[3], kd[4]).is_none());
+        assert_eq!(
+            ct.find_in(0, &key_dsr, ct.hash(&key_dsr))
+                .expect("entry")
+                .data,
+            dsr
+        );
     }
 
     #[test]
