@@ -6,18 +6,7 @@
 /// Hint the CPU to pull the cache line holding `*p` into L1.
 #[inline(always)]
 pub fn prefetch<T>(p: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: SSE is part of the x86_64 baseline, so the target feature the
-        // intrinsic requires is always present; PREFETCHT0 is a hint that never
-        // faults, whatever the address, and `p` is a valid reference anyway.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(p).cast::<i8>()) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = p;
-    }
+    prefetch_addr(std::ptr::from_ref(p).cast::<u8>());
 }
 
 /// Hint the CPU to pull the cache line at address `p` into L1. `p` is
@@ -28,8 +17,9 @@ pub fn prefetch_addr(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: as in `prefetch`: the intrinsic's target feature is in the
-        // x86_64 baseline, and PREFETCHT0 never faults, whatever the address.
+        // SAFETY: SSE is part of the x86_64 baseline, so the target feature the
+        // intrinsic requires is always present; PREFETCHT0 is a hint that never
+        // faults, whatever the address, and never changes program state.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
     }
     #[cfg(not(target_arch = "x86_64"))]
