@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use xlb_benches::{
-    buckets_for, established, fresh_pipeline, on_cpu_ns, syn_batches, tables, Batch, BATCH,
+    buckets_for, cpu_id, established, fresh_pipeline, on_cpu_ns, syn_batches, tables, Batch, BATCH,
 };
 use xlb_dataplane::conntrack::{ConntrackConfig, WAYS};
 use xlb_dataplane::pipeline::Pipeline;
@@ -290,9 +290,10 @@ fn benches(c: &mut Criterion) {
     let (rmed, _, _) = median(refs);
     println!();
     println!(
-        "xlb pipeline, batch of {BATCH}, one core, load average {load}: ns/packet net of the \
+        "xlb pipeline on {}, batch of {BATCH}, one core, load average {load}: ns/packet net of the \
          buffer refresh (wall clock | on CPU), median of {ROUNDS} interleaved rounds \
-         [on-CPU range]"
+         [on-CPU range]",
+        cpu_id()
     );
     println!(
         "  reference: buffer refresh            {:6.1} | {:6.1} ns/packet",

@@ -231,6 +231,26 @@ pub fn on_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// The processor the figures were measured on, as `/proc/cpuinfo` names it
+/// (model name, family and model numbers: a VM's model name alone is often
+/// just the vendor's brand), or "unknown CPU". The same code runs ~1.7×
+/// faster per packet on some hosts of this project's machine kind than on
+/// others, so every printed figure carries this.
+pub fn cpu_id() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match (field("model name"), field("cpu family"), field("model")) {
+        (Some(n), Some(f), Some(m)) => format!("{n} (family {f}, model {m})"),
+        (Some(n), _, _) => n,
+        _ => "unknown CPU".to_string(),
+    }
+}
+
 /// `batches` batches of SYNs from clients `first..`, each a client never
 /// seen by a table that has not met these batches before.
 pub fn syn_batches(first: u32, batches: usize) -> Vec<Vec<Vec<u8>>> {
