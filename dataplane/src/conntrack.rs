@@ -14,7 +14,9 @@
 //! Layout: a shard is `buckets × WAYS` slots of 128 bytes (two cache lines),
 //! plus a separate array of 16-bit tags (one per slot, 0 = empty) so that a
 //! lookup touches one tag line and then only the slot whose tag matches. Both
-//! can be prefetched a batch ahead. A full bucket evicts, in this order: an
+//! can be prefetched a batch ahead. An IPv4 entry keeps all that the
+//! established fast path needs in its slot's first line ([`Slot`]'s line
+//! form), so an established IPv4 packet reads two lines of the table. A full bucket evicts, in this order: an
 //! expired flow, then the least recently seen flow that is not an established
 //! TCP connection, then the least recently seen flow — so floods of new flows
 //! push out half-open and idle flows before established ones.
@@ -275,21 +277,45 @@ impl FlowData {
     }
 }
 
-/// One 128-byte slot. Field order keeps the key and the hot counters in the
-/// first cache line and the translation in the second.
+/// One 128-byte slot, in one of two forms ([`META_V4_LINE`] in `meta`
+/// tells which).
+///
+/// - **Line form**, for IPv4 → IPv4 entries that are not DSR (almost every
+///   entry of an IPv4 service): the first cache line holds everything the
+///   established fast path reads and writes, so an established packet
+///   reads one slot line, not two. Key words 0 and 2 of an IPv4 key are
+///   0, and the low halves of words 1 and 3 are the constant
+///   `0xffff_0000` ([`Ip16::words`]); the line form keeps its fast-path
+///   fields there instead ([`LineWords`]) and its packet and byte counts
+///   as one packed word ([`PACKED_PACKET`]). The second line keeps the
+///   whole translation as the general form does, for the slow path and
+///   dumps, except that `new_src[0]` (0 for an IPv4 address) holds the
+///   packets folded out of the packed word.
+/// - **General form** (IPv6 keys or translations, DSR): the five key words
+///   as they are, packets in `counts`, the translation in the second line.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 struct Slot {
+    /// Sequence lock in the low 16 bits (odd while the owner writes); the
+    /// low 16 bits of the entry's tables generation in the high 16, for the
+    /// fast path's check. Only the owner writes either.
     seq: AtomicU32,
-    /// bits 0-1 kind (1 fwd, 2 reply), 2-7 flags, 8-31 timeout seconds.
+    /// bits 0-1 kind (1 fwd, 2 reply), 2-6 flags, 7 [`META_V4_LINE`],
+    /// 8-31 timeout seconds.
     meta: AtomicU32,
+    /// The key ([`FlowKey::words`]); in the line form, [`LineWords`].
     key: [AtomicU64; 5],
     last_seen: AtomicU64,
-    packets: AtomicU64,
+    /// General form: packets. Line form: packets << [`PACKED_SHIFT`] | bytes
+    /// since the last fold ([`Slot::fold`]).
+    counts: AtomicU64,
     // --- second cache line ---
+    /// Bytes (line form: folded out of `counts`).
     bytes: AtomicU64,
     /// gen (low 32) | endpoint (high 32)
     gen_ep: AtomicU64,
+    /// [`Ip16::words`] of the new source; in the line form, word 0 holds
+    /// the packets folded out of `counts`.
     new_src: [AtomicU64; 2],
     new_dst: [AtomicU64; 2],
     /// new_sport | new_dport << 16 | mode << 32 | service << 40
@@ -310,14 +336,32 @@ fn pack_meta(kind: Kind, flags: u8, timeout_s: u32) -> u32 {
 }
 
 /// The [`flags`] bits' mask within their six bits of `meta`; the sixth is
-/// [`META_V4_DELTAS`].
+/// [`META_V4_LINE`].
 const FLAG_MASK: u8 = 0x1f;
-/// `meta` bit: the entry is IPv4 → IPv4, not DSR, and the low word of
-/// `new_src` (0 for an IPv4 address) holds the rewrite's checksum changes
-/// ([`crate::edit::fast_deltas`]) for the fast path. (So its key's words 0
-/// and 2 are 0, and the fast path, which leaves DSR to the slow path, takes
-/// exactly the entries with the bit.)
-const META_V4_DELTAS: u32 = 0x20 << 2;
+/// `meta` bit: the entry is in the line form (IPv4 → IPv4, not DSR, an
+/// endpoint id below 2^24), so the fast path, which leaves DSR and IPv6 to
+/// the slow path, takes exactly the entries with the bit.
+const META_V4_LINE: u32 = 0x20 << 2;
+
+/// The high halves of key words 1 and 3 (the IPv4 addresses).
+const HI: u64 = 0xffff_ffff_0000_0000;
+/// The bits of key word 4 ([`FlowKey::words`]) a key uses: proto (0-7),
+/// dport (16-31), sport (32-47). The line form keeps the endpoint id in the
+/// others ([`LineWords::ep_bits`]).
+const KEY4_MASK: u64 = 0x0000_ffff_ffff_00ff;
+/// Endpoint ids the line form can hold (24 bits).
+const LINE_MAX_ENDPOINT: u64 = 1 << 24;
+/// Where the packet count starts in a packed `counts` word (bytes below).
+/// The word is folded out once its top bit is set (2^19 packets): by then
+/// packets of under [`PACKED_MAX_BYTES`] each have added under 2^43 bytes,
+/// so neither field can overflow, and the fast path's check is the sign
+/// of the sum.
+const PACKED_SHIFT: u32 = 44;
+/// One packet in a packed `counts` word.
+const PACKED_PACKET: u64 = 1 << PACKED_SHIFT;
+/// Bytes a packet may add to a packed word (a frame is far smaller); the
+/// rest of a larger count goes straight to the folded bytes.
+const PACKED_MAX_BYTES: u64 = 1 << 24;
 
 /// The checksum changes of rewriting packets keyed `key` by `d`, if both
 /// are IPv4 and the flow is not DSR (so the fast path may take them).
@@ -364,8 +408,9 @@ fn word_mac(w: u64) -> (MacAddr, PortId) {
 pub(crate) struct Translation {
     /// gen (low 32) | endpoint (high 32).
     pub gen_ep: u64,
-    /// [`Ip16::words`] of the new source; with [`META_V4_DELTAS`], the low
-    /// word holds the checksum changes instead (an IPv4 address's is 0).
+    /// [`Ip16::words`] of the new source; for an entry that may take the
+    /// line form, the low word holds its checksum changes instead (an IPv4
+    /// address's is 0).
     pub new_src: [u64; 2],
     /// [`Ip16::words`] of the new destination.
     pub new_dst: [u64; 2],
@@ -393,7 +438,94 @@ impl Translation {
     }
 }
 
+/// The five key words of a line-form entry:
+/// - 0: the next hop word (as `l2`);
+/// - 1: the source address (high half, as in the key) | the checksum
+///   changes ([`crate::edit::fast_deltas`]);
+/// - 2: the new source address | the new destination address << 32 (each
+///   as the high half of its [`Ip16::words`] word holds it);
+/// - 3: the destination address (high half) | the new ports as they lie in
+///   a frame;
+/// - 4: key word 4 | the endpoint id in the bits the key leaves 0.
+struct LineWords;
+
+impl LineWords {
+    /// The line form of key words `k` (an IPv4 key) with translation `t`
+    /// (checksum changes in `t.new_src[0]`).
+    #[inline(always)]
+    fn of(k: [u64; 5], t: &Translation) -> [u64; 5] {
+        LineWords::of_v4([k[1], k[3], k[4]], t, LineWords::ep_bits(t.gen_ep >> 32))
+    }
+
+    /// [`LineWords::of`] given an IPv4 key's words 1, 3 and 4 and the
+    /// endpoint id's [`LineWords::ep_bits`].
+    #[inline(always)]
+    fn of_v4(k: [u64; 3], t: &Translation, ep_bits: u64) -> [u64; 5] {
+        // The ports word's low half is sport | dport << 16; swapping the
+        // bytes within each 16-bit half gives both in network order.
+        let p = t.ports as u32;
+        let wire = ((p & 0x00ff_00ff) << 8) | ((p >> 8) & 0x00ff_00ff);
+        [
+            t.l2,
+            (k[0] & HI) | (t.new_src[0] & 0xffff_ffff),
+            (t.new_src[1] >> 32) | (t.new_dst[1] & HI),
+            (k[1] & HI) | u64::from(wire),
+            (k[2] & KEY4_MASK) | ep_bits,
+        ]
+    }
+
+    /// Endpoint id `ep` (below [`LINE_MAX_ENDPOINT`]) in key word 4's
+    /// unused bits: its low 16 bits at 48-63, the rest at 8-15.
+    #[inline(always)]
+    fn ep_bits(ep: u64) -> u64 {
+        ((ep & 0xffff) << 48) | ((ep >> 16) << 8)
+    }
+
+    /// The endpoint id in key word 4 `w`.
+    #[inline(always)]
+    fn ep(w: u64) -> u32 {
+        ((w >> 48) | ((w & 0xff00) << 8)) as u32
+    }
+
+    /// The key words the line-form words `w` hold.
+    #[inline]
+    fn key(w: [u64; 5]) -> [u64; 5] {
+        [
+            0,
+            (w[1] & HI) | 0xffff_0000,
+            0,
+            (w[3] & HI) | 0xffff_0000,
+            w[4] & KEY4_MASK,
+        ]
+    }
+}
+
 impl Slot {
+    /// Owner only: start a write (the sequence number goes odd). Returns
+    /// the sequence word as it was, for [`Slot::end_write`].
+    #[inline(always)]
+    fn begin_write(&self) -> u32 {
+        let s = self.seq.load(Ordering::Relaxed);
+        // (Even at rest, so this is the next number.)
+        self.seq.store(s | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        s
+    }
+
+    /// Owner only: end a write begun when the sequence word was `s`; the
+    /// entry's generation (low 16 bits kept) becomes `gen`.
+    #[inline(always)]
+    fn end_write(&self, s: u32, gen: u32) {
+        let next = ((s | 1) + 1) & 0xffff;
+        self.seq.store(next | (gen << 16), Ordering::Release);
+    }
+
+    /// The key words as stored (line form or not).
+    #[inline]
+    fn stored_key(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.key[i].load(Ordering::Relaxed))
+    }
+
     /// Read key and data under the seqlock; `None` if empty, being written, or
     /// its key is not `want`.
     #[inline]
@@ -404,21 +536,19 @@ impl Slot {
                 std::hint::spin_loop();
                 continue;
             }
-            let kw: [u64; 5] = std::array::from_fn(|i| self.key[i].load(Ordering::Relaxed));
+            let kw = self.stored_key();
             let meta = self.meta.load(Ordering::Relaxed);
             let gen_ep = self.gen_ep.load(Ordering::Relaxed);
+            let line = meta & META_V4_LINE != 0;
             let src = [
-                self.new_src[0].load(Ordering::Relaxed),
-                self.new_src[1].load(Ordering::Relaxed),
-            ];
-            // With the deltas there, the address's low word is 0 (IPv4).
-            let src = [
-                if meta & META_V4_DELTAS != 0 {
+                // (The line form keeps folded packets there; an IPv4
+                // address's word 0 is 0.)
+                if line {
                     0
                 } else {
-                    src[0]
+                    self.new_src[0].load(Ordering::Relaxed)
                 },
-                src[1],
+                self.new_src[1].load(Ordering::Relaxed),
             ];
             let dst = [
                 self.new_dst[0].load(Ordering::Relaxed),
@@ -436,7 +566,7 @@ impl Slot {
                 KIND_REPLY => Kind::Reply,
                 _ => return None,
             };
-            let key = FlowKey::from_words(kw);
+            let key = FlowKey::from_words(if line { LineWords::key(kw) } else { kw });
             if let Some(w) = want {
                 if *w != key {
                     return None;
@@ -464,70 +594,123 @@ impl Slot {
     }
 
     /// The established fast path's read of an IPv4 entry keyed
-    /// `[0, w1, 0, w3, w4]` ([`FlowKey::words`]): only what forwarding an
-    /// IPv4 packet needs (the low address words are not read: an IPv4
-    /// rewrite writes bytes 12..16 of each address, which live in the high
-    /// words). `None` if empty or keyed otherwise.
+    /// `[0, w1, 0, w3, w4]` ([`FlowKey::words`]): `None` unless the slot
+    /// holds that key in the line form. It reads the slot's first cache
+    /// line only.
     ///
     /// Owner only: the shard's writer reads its own entries, which nothing
     /// else rewrites (other workers only count packets, refresh the last
     /// seen time and add flag bits), so the read needs no sequence check.
     #[inline(always)]
     fn read_v4_owned(&self, w1: u64, w3: u64, w4: u64) -> Option<FastHit<'_>> {
-        // (Words 0 and 2 of a key are 0 wherever META_V4_DELTAS is set.)
-        let diff = (self.key[1].load(Ordering::Relaxed) ^ w1)
-            | (self.key[3].load(Ordering::Relaxed) ^ w3)
-            | (self.key[4].load(Ordering::Relaxed) ^ w4);
+        let (k1, k3, k4) = (
+            self.key[1].load(Ordering::Relaxed),
+            self.key[3].load(Ordering::Relaxed),
+            self.key[4].load(Ordering::Relaxed),
+        );
+        // (The addresses are the high halves of words 1 and 3.)
+        let diff = (((k1 ^ w1) | (k3 ^ w3)) >> 32) | ((k4 ^ w4) & KEY4_MASK);
         let meta = self.meta.load(Ordering::Relaxed);
-        // Another key, an empty slot (kind 0), or no checksum changes kept
-        // (an IPv6 key or translation, or DSR): any of them fails the read.
-        let bad = diff | u64::from(meta & 3 == 0) | u64::from(meta & META_V4_DELTAS == 0);
+        // Another key, an empty slot (kind 0), or the general form (an IPv6
+        // key or translation, or DSR): any of them fails the read. (A
+        // general-form IPv4 key's words 1 and 3 have the same high halves,
+        // so only the bit tells the forms apart.)
+        let bad = diff | u64::from(meta & 3 == 0) | u64::from(meta & META_V4_LINE == 0);
         if bad != 0 {
             return None;
         }
         Some(FastHit {
             slot: self,
             meta,
-            deltas: self.new_src[0].load(Ordering::Relaxed) as u32,
-            gen_ep: self.gen_ep.load(Ordering::Relaxed),
-            new_src: self.new_src[1].load(Ordering::Relaxed),
-            new_dst: self.new_dst[1].load(Ordering::Relaxed),
-            ports: self.ports.load(Ordering::Relaxed),
-            l2: self.l2.load(Ordering::Relaxed),
+            seq: self.seq.load(Ordering::Relaxed),
+            l2: self.key[0].load(Ordering::Relaxed),
+            k1,
+            addrs: self.key[2].load(Ordering::Relaxed),
+            k3,
+            k4,
             last_seen: self.last_seen.load(Ordering::Relaxed),
         })
     }
 
-    /// Owner only: write a whole entry, with its [`v4_deltas`].
+    /// Owner only: write a whole entry, in the line form if `deltas` (its
+    /// [`v4_deltas`]) are given and its endpoint id fits.
     fn write(&self, key: &FlowKey, d: &FlowData, deltas: Option<u64>, now: u64) {
         let meta = pack_meta(d.kind, d.flags, d.timeout_s);
-        let meta = meta | if deltas.is_some() { META_V4_DELTAS } else { 0 };
+        let meta = meta | if deltas.is_some() { META_V4_LINE } else { 0 };
         self.write_words(key.words(), meta, now, &Translation::of(d, deltas));
     }
 
-    /// Owner only: write a whole entry given as the words it is stored as
-    /// (fresh counters, last seen `now`).
+    /// Owner only: write a whole entry given as its key words and `meta`
+    /// (fresh counters, last seen `now`). With [`META_V4_LINE`] in `meta`
+    /// (then `t.new_src[0]` holds the checksum changes), the entry takes
+    /// the line form if its endpoint id fits, else the general form.
     #[inline(always)]
     fn write_words(&self, key: [u64; 5], meta: u32, now: u64, t: &Translation) {
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        for (slot, w) in self.key.iter().zip(key) {
+        let v4 = meta & META_V4_LINE != 0;
+        let line = v4 && (t.gen_ep >> 32) < LINE_MAX_ENDPOINT;
+        let meta = if line { meta } else { meta & !META_V4_LINE };
+        // An IPv4 entry whose endpoint id does not fit: the general form,
+        // with the new source's word 0 (0 for IPv4) in place of the
+        // checksum changes.
+        let general_v4;
+        let t = if v4 && !line {
+            general_v4 = Translation {
+                new_src: [0, t.new_src[1]],
+                ..*t
+            };
+            &general_v4
+        } else {
+            t
+        };
+        let s = self.begin_write();
+        self.store_entry(key, line, t);
+        if line {
+            self.new_src[0].store(0, Ordering::Relaxed);
+        }
+        self.meta.store(meta, Ordering::Relaxed);
+        self.last_seen.store(now, Ordering::Relaxed);
+        self.counts.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        self.end_write(s, t.gen_ep as u32);
+    }
+
+    /// Owner only: write a whole line-form entry given as its
+    /// [`LineWords`] and `meta` (with [`META_V4_LINE`]) and its translation
+    /// `t` (fresh counters, last seen `now`): the new-flow path's write.
+    #[inline(always)]
+    fn write_line(&self, words: [u64; 5], meta: u32, now: u64, t: &Translation) {
+        debug_assert!(meta & META_V4_LINE != 0);
+        let s = self.begin_write();
+        for (slot, w) in self.key.iter().zip(words) {
             slot.store(w, Ordering::Relaxed);
         }
         self.meta.store(meta, Ordering::Relaxed);
         self.last_seen.store(now, Ordering::Relaxed);
-        self.packets.store(0, Ordering::Relaxed);
+        self.counts.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
-        self.write_translation(t);
-        self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
+        self.gen_ep.store(t.gen_ep, Ordering::Relaxed);
+        self.new_src[0].store(0, Ordering::Relaxed);
+        self.new_src[1].store(t.new_src[1], Ordering::Relaxed);
+        self.new_dst[0].store(t.new_dst[0], Ordering::Relaxed);
+        self.new_dst[1].store(t.new_dst[1], Ordering::Relaxed);
+        self.ports.store(t.ports, Ordering::Relaxed);
+        self.l2.store(t.l2, Ordering::Relaxed);
+        self.end_write(s, t.gen_ep as u32);
     }
 
-    /// Owner only, inside a write: the translation.
+    /// Owner only, inside a write: the key words `key` and the translation
+    /// `t`, in the line form if `line` (whose `new_src[0]`, the folded
+    /// packets, it leaves alone).
     #[inline(always)]
-    fn write_translation(&self, t: &Translation) {
+    fn store_entry(&self, key: [u64; 5], line: bool, t: &Translation) {
+        let words = if line { LineWords::of(key, t) } else { key };
+        for (slot, w) in self.key.iter().zip(words) {
+            slot.store(w, Ordering::Relaxed);
+        }
         self.gen_ep.store(t.gen_ep, Ordering::Relaxed);
-        self.new_src[0].store(t.new_src[0], Ordering::Relaxed);
+        if !line {
+            self.new_src[0].store(t.new_src[0], Ordering::Relaxed);
+        }
         self.new_src[1].store(t.new_src[1], Ordering::Relaxed);
         self.new_dst[0].store(t.new_dst[0], Ordering::Relaxed);
         self.new_dst[1].store(t.new_dst[1], Ordering::Relaxed);
@@ -535,13 +718,68 @@ impl Slot {
         self.l2.store(t.l2, Ordering::Relaxed);
     }
 
+    /// Packets and bytes counted on this entry.
+    fn counters(&self) -> (u64, u64) {
+        let c = self.counts.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        if self.meta.load(Ordering::Relaxed) & META_V4_LINE != 0 {
+            let folded = self.new_src[0].load(Ordering::Relaxed);
+            (
+                folded + (c >> PACKED_SHIFT),
+                bytes + (c & (PACKED_PACKET - 1)),
+            )
+        } else {
+            (c, bytes)
+        }
+    }
+
+    /// Count a packet of `bytes`, in either form. Called by the entry's one
+    /// counting worker (as [`FastHit::touch`] is).
+    #[inline]
+    fn count(&self, meta: u32, bytes: u64) {
+        if meta & META_V4_LINE != 0 {
+            self.count_packed(bytes % PACKED_MAX_BYTES);
+            if bytes >= PACKED_MAX_BYTES {
+                let big = bytes - bytes % PACKED_MAX_BYTES;
+                crate::counters::bump(&self.bytes, big);
+            }
+        } else {
+            crate::counters::bump(&self.counts, 1);
+            crate::counters::bump(&self.bytes, bytes);
+        }
+    }
+
+    /// Count a packet of `bytes` (under [`PACKED_MAX_BYTES`]) on a
+    /// line-form entry.
+    #[inline(always)]
+    fn count_packed(&self, bytes: u64) {
+        debug_assert!(bytes < PACKED_MAX_BYTES);
+        let c = self
+            .counts
+            .load(Ordering::Relaxed)
+            .wrapping_add(PACKED_PACKET + bytes);
+        self.counts.store(c, Ordering::Relaxed);
+        if (c as i64) < 0 {
+            self.fold(c);
+        }
+    }
+
+    /// Move the packed counts `c` of a line-form entry into its folded
+    /// counters (the wide ones in the second line). Once every 2^19
+    /// packets.
+    #[cold]
+    #[inline(never)]
+    fn fold(&self, c: u64) {
+        crate::counters::bump(&self.new_src[0], c >> PACKED_SHIFT);
+        crate::counters::bump(&self.bytes, c & (PACKED_PACKET - 1));
+        self.counts.store(0, Ordering::Relaxed);
+    }
+
     /// Owner only: copy the whole entry of `src` into this (empty) slot.
     /// Counts and flags another worker adds to `src` during the copy may be
     /// lost; the next packet of the flow adds them again.
     fn copy_from(&self, src: &Slot) {
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
-        fence(Ordering::Release);
+        let s = self.begin_write();
         let pairs = [
             (&self.key[0], &src.key[0]),
             (&self.key[1], &src.key[1]),
@@ -549,7 +787,7 @@ impl Slot {
             (&self.key[3], &src.key[3]),
             (&self.key[4], &src.key[4]),
             (&self.last_seen, &src.last_seen),
-            (&self.packets, &src.packets),
+            (&self.counts, &src.counts),
             (&self.bytes, &src.bytes),
             (&self.gen_ep, &src.gen_ep),
             (&self.new_src[0], &src.new_src[0]),
@@ -564,16 +802,51 @@ impl Slot {
         }
         self.meta
             .store(src.meta.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
+        self.end_write(s, src.seq.load(Ordering::Relaxed) >> 16);
     }
 
     /// Owner only: mark empty.
     fn clear(&self) {
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
-        fence(Ordering::Release);
+        let s = self.begin_write();
         self.meta.store(0, Ordering::Relaxed);
-        self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
+        self.end_write(s, s >> 16);
+    }
+
+    /// Owner only: the translation and generation of the entry become
+    /// those of `d`, keeping its key, counters, flags and last-seen time;
+    /// it changes form if `d` calls for the other one.
+    fn revalidate(&self, d: &FlowData) {
+        let s = self.begin_write();
+        let was_line = self.meta.load(Ordering::Relaxed) & META_V4_LINE != 0;
+        let stored = self.stored_key();
+        let key = if was_line {
+            LineWords::key(stored)
+        } else {
+            stored
+        };
+        let deltas = v4_deltas(&FlowKey::from_words(key), d);
+        let line = deltas.is_some() && u64::from(d.endpoint) < LINE_MAX_ENDPOINT;
+        if line != was_line {
+            // The counters change places: (packets, bytes) whole, then in
+            // the new form's words.
+            let (packets, bytes) = self.counters();
+            self.bytes.store(bytes, Ordering::Relaxed);
+            if line {
+                self.new_src[0].store(packets, Ordering::Relaxed);
+                self.counts.store(0, Ordering::Relaxed);
+            } else {
+                self.counts.store(packets, Ordering::Relaxed);
+            }
+            // Other workers may OR flag bits into `meta` meanwhile: change
+            // the marker bit alone.
+            if line {
+                self.meta.fetch_or(META_V4_LINE, Ordering::Relaxed);
+            } else {
+                self.meta.fetch_and(!META_V4_LINE, Ordering::Relaxed);
+            }
+        }
+        self.store_entry(key, line, &Translation::of(d, deltas.filter(|_| line)));
+        self.end_write(s, d.gen);
     }
 }
 
@@ -763,19 +1036,19 @@ pub struct Hit {
     pub last_seen: u64,
 }
 
-/// A hit of the established fast path: the slot and the raw words of the
-/// fields it needs, decoded on use (the full [`FlowData`] is only built on
-/// the slow path).
+/// A hit of the established fast path: the slot and the raw words of its
+/// first line ([`LineWords`]), decoded on use (the full [`FlowData`] is
+/// only built on the slow path).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FastHit<'a> {
     slot: &'a Slot,
     meta: u32,
-    deltas: u32,
-    gen_ep: u64,
-    new_src: u64,
-    new_dst: u64,
-    ports: u64,
+    seq: u32,
     l2: u64,
+    k1: u64,
+    addrs: u64,
+    k3: u64,
+    k4: u64,
     /// When a packet last matched it (ns).
     pub last_seen: u64,
 }
@@ -795,43 +1068,43 @@ impl FastHit<'_> {
     pub fn flags(&self) -> u8 {
         ((self.meta >> 2) as u8) & FLAG_MASK
     }
-    /// Low 32 bits of the tables generation of the cached next hop.
+    /// Low 16 bits of the tables generation of the cached next hop. (A
+    /// stale entry goes unnoticed only if the tables change a multiple of
+    /// 65,536 times between two of its packets, within the second after
+    /// which the fast path leaves an idle flow to the slow path anyway.)
     #[inline]
-    pub fn gen(&self) -> u32 {
-        self.gen_ep as u32
+    pub fn gen16(&self) -> u16 {
+        (self.seq >> 16) as u16
     }
     /// The backend.
     #[inline]
     pub fn endpoint(&self) -> EndpointId {
-        (self.gen_ep >> 32) as u32
+        LineWords::ep(self.k4)
     }
-    /// NAT mode number.
+    /// NAT mode number (from the second line: for checks, not the fast path).
     #[inline]
     pub fn mode(&self) -> u8 {
-        (self.ports >> 32) as u8
+        (self.slot.ports.load(Ordering::Relaxed) >> 32) as u8
     }
     /// Bytes 12..16 of the source address to write (the IPv4 address).
     #[inline]
     pub fn new_src_v4(&self) -> [u8; 4] {
-        ((self.new_src >> 32) as u32).to_le_bytes()
+        (self.addrs as u32).to_le_bytes()
     }
     /// Bytes 12..16 of the destination address to write.
     #[inline]
     pub fn new_dst_v4(&self) -> [u8; 4] {
-        ((self.new_dst >> 32) as u32).to_le_bytes()
+        ((self.addrs >> 32) as u32).to_le_bytes()
     }
     /// The rewrite's checksum changes ([`crate::edit::fast_deltas`]).
     #[inline]
     pub fn deltas(&self) -> u32 {
-        self.deltas
+        self.k1 as u32
     }
     /// New source and destination ports as they lie in a frame.
     #[inline]
     pub fn ports_wire(&self) -> [u8; 4] {
-        // The word's low half is sport | dport << 16; swapping the bytes
-        // within each 16-bit half gives both in network order.
-        let w = self.ports as u32;
-        (((w & 0x00ff_00ff) << 8) | ((w >> 8) & 0x00ff_00ff)).to_le_bytes()
+        (self.k3 as u32).to_le_bytes()
     }
     /// Transmit port.
     #[inline]
@@ -852,8 +1125,8 @@ impl FastHit<'_> {
     #[inline(always)]
     pub fn touch(&self, now: u64, bytes: u64, f: u8) {
         let slot = self.slot;
-        crate::counters::bump(&slot.packets, 1);
-        crate::counters::bump(&slot.bytes, bytes);
+        // (A frame's length: far under PACKED_MAX_BYTES.)
+        slot.count_packed(bytes % PACKED_MAX_BYTES);
         if now.saturating_sub(self.last_seen) >= TOUCH_GRANULARITY_NS {
             slot.last_seen.store(now, Ordering::Relaxed);
         }
@@ -884,8 +1157,9 @@ impl<'a> ShardView<'a> {
     }
 
     /// The first slot of `hash`'s bucket whose tag matches (or [`NO_SLOT`]),
-    /// with its first cache line prefetched (the caller prefetches the
-    /// second, [`ShardView::prefetch_second`], when it suits it): the second
+    /// with its first cache line prefetched, which is all the fast path
+    /// reads of a line-form entry (for a frame bound for the slow path, the
+    /// caller prefetches the second, [`ShardView::prefetch_second`]): the second
     /// stage of a batch's prefetching, run after [`ShardView::prefetch`]
     /// had time to bring the tag line in. The slot is only a candidate: its
     /// key is checked when it is read ([`ShardView::read_v4`]). With no
@@ -1142,8 +1416,7 @@ impl Conntrack {
         let Some(slot) = self.shards.get(shard).and_then(|s| s.slots.get(slot)) else {
             return;
         };
-        crate::counters::bump(&slot.packets, 1);
-        crate::counters::bump(&slot.bytes, bytes);
+        slot.count(slot.meta.load(Ordering::Relaxed), bytes);
         if now.saturating_sub(last_seen) >= TOUCH_GRANULARITY_NS {
             slot.last_seen.store(now, Ordering::Relaxed);
         }
@@ -1174,11 +1447,12 @@ impl Conntrack {
                     continue;
                 }
                 if let Some((key, data, last_seen)) = slot.read(None) {
+                    let (packets, bytes) = slot.counters();
                     out.push(FlowInfo {
                         key,
                         data,
-                        packets: slot.packets.load(Ordering::Relaxed),
-                        bytes: slot.bytes.load(Ordering::Relaxed),
+                        packets,
+                        bytes,
                         last_seen,
                     });
                 }
@@ -1220,10 +1494,11 @@ pub(crate) struct FreshV4 {
     pub rep: Translation,
 }
 
-/// The `meta` word of an IPv4 entry that keeps its checksum changes.
+/// The `meta` word of an IPv4 entry that takes the line form (its
+/// translation's `new_src[0]` holds its checksum changes).
 #[inline]
 pub(crate) fn v4_meta(kind: Kind, flags: u8, timeout_s: u32) -> u32 {
-    pack_meta(kind, flags, timeout_s) | META_V4_DELTAS
+    pack_meta(kind, flags, timeout_s) | META_V4_LINE
 }
 
 /// What happened to an entry that was removed.
@@ -1368,7 +1643,8 @@ impl ShardWriter {
                 .hasher
                 .hash_v4(e.rep_key[0], e.rep_key[1], e.rep_key[2])
         );
-        if e.rep_key == e.fwd_key {
+        // (An endpoint id too large for the line form: the general insert.)
+        if e.rep_key == e.fwd_key || (e.fwd.gen_ep >> 32) >= LINE_MAX_ENDPOINT {
             return None;
         }
         let (fb1, ftag) = (s.bucket(e.fwd_hash), tag_of(e.fwd_hash));
@@ -1390,11 +1666,21 @@ impl ShardWriter {
         };
         let ri = free(rb1).or_else(|| free(rb2))?;
         let (fslot, rslot) = (s.slots.get(fi)?, s.slots.get(ri)?);
-        let [f1, f3, f4] = e.fwd_key;
-        fslot.write_words([0, f1, 0, f3, f4], e.fwd_meta, now, &e.fwd);
+        // (Both entries have the flow's endpoint.)
+        let ep = LineWords::ep_bits(e.fwd.gen_ep >> 32);
+        fslot.write_line(
+            LineWords::of_v4(e.fwd_key, &e.fwd, ep),
+            e.fwd_meta,
+            now,
+            &e.fwd,
+        );
         s.tags.set(fi, ftag);
-        let [r1, r3, r4] = e.rep_key;
-        rslot.write_words([0, r1, 0, r3, r4], e.rep_meta, now, &e.rep);
+        rslot.write_line(
+            LineWords::of_v4(e.rep_key, &e.rep, ep),
+            e.rep_meta,
+            now,
+            &e.rep,
+        );
         s.tags.set(ri, rtag);
         crate::counters::bump(&s.used, 2);
         Some(fi)
@@ -1634,21 +1920,9 @@ impl ShardWriter {
 
     /// Refresh the cached next hop and generation of an entry (after a table change).
     pub fn revalidate(&self, slot: usize, d: &FlowData) {
-        let s = &self.shard_ref().slots[slot];
-        let seq = s.seq.load(Ordering::Relaxed);
-        s.seq.store(seq.wrapping_add(1) | 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        let kw: [u64; 5] = std::array::from_fn(|i| s.key[i].load(Ordering::Relaxed));
-        let deltas = v4_deltas(&FlowKey::from_words(kw), d);
-        // Other workers may OR flag bits into `meta` meanwhile: change the
-        // marker bit alone.
-        if deltas.is_some() {
-            s.meta.fetch_or(META_V4_DELTAS, Ordering::Relaxed);
-        } else {
-            s.meta.fetch_and(!META_V4_DELTAS, Ordering::Relaxed);
+        if let Some(s) = self.shard_ref().slots.get(slot) {
+            s.revalidate(d);
         }
-        s.write_translation(&Translation::of(d, deltas));
-        s.seq.store((seq | 1).wrapping_add(1), Ordering::Release);
     }
 
     /// Expire flows: examine up to `buckets` buckets from where the last call stopped.
@@ -2002,6 +2276,160 @@ mod tests {
                 .data,
             dsr
         );
+    }
+
+    /// The packed counts of a line-form entry fold into its wide counters
+    /// before either field overflows: packets past 2^19 and bytes past 2^44
+    /// are counted exactly, through the fast path's touch and through
+    /// another worker's, and the dump adds both parts.
+    #[test]
+    fn line_form_counts_fold_without_losing_any() {
+        let ct = Arc::new(Conntrack::new(
+            1,
+            ConntrackConfig {
+                buckets_per_shard: 64,
+            },
+        ));
+        let mut w = ct.writer(0);
+        let (key, fwd, reply) = flow(9);
+        let slot = w
+            .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
+            .expect("room");
+        let kw = key.words();
+        let view = ct.owner_view(&w).expect("shard");
+        let counts = |ct: &Conntrack| {
+            let f = ct.dump().into_iter().find(|f| f.key == key).expect("entry");
+            (f.packets, f.bytes)
+        };
+        // 600,000 packets of 1,000 bytes: three folds of the packet field.
+        for _ in 0..600_000 {
+            view.read_v4(slot, kw[1], kw[3], kw[4])
+                .expect("fast read")
+                .touch(2, 1_000, flags::SEEN);
+        }
+        assert_eq!(counts(&ct), (600_000, 600_000_000));
+        // Counts of 2^31 + 5 bytes (no frame is that long, but a count
+        // must hold): 10,000 of them, past 2^44 bytes in all.
+        let hit = ct.find_in(0, &key, ct.hash(&key)).expect("entry");
+        let big = (1u64 << 31) + 5;
+        for _ in 0..10_000 {
+            ct.touch(&hit, 2, big);
+        }
+        assert_eq!(counts(&ct), (610_000, 600_000_000 + 10_000 * big));
+        // The fold leaves the entry readable on both paths.
+        let again = ct.find_in(0, &key, ct.hash(&key)).expect("entry");
+        assert_eq!(
+            again.data,
+            FlowData {
+                flags: flags::SYN | flags::SEEN,
+                ..fwd
+            }
+        );
+        assert!(view.read_v4(slot, kw[1], kw[3], kw[4]).is_some());
+    }
+
+    /// An entry changes form when a revalidation calls for the other one
+    /// (here a DSR translation, which has no fast path, and back): its key,
+    /// counters and flags stay, the fast read follows the form, and the
+    /// fast path's generation check sees the new generation.
+    #[test]
+    fn revalidation_changes_form_and_keeps_counters() {
+        let ct = Arc::new(Conntrack::new(
+            1,
+            ConntrackConfig {
+                buckets_per_shard: 64,
+            },
+        ));
+        let mut w = ct.writer(0);
+        let (key, fwd, reply) = flow(11);
+        let slot = w
+            .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
+            .expect("room");
+        let kw = key.words();
+        let view = ct.owner_view(&w).expect("shard");
+        let fast = || view.read_v4(slot, kw[1], kw[3], kw[4]);
+        for _ in 0..3 {
+            fast().expect("line form").touch(2, 100, flags::SEEN);
+        }
+        let found = |ct: &Conntrack| ct.find_in(0, &key, ct.hash(&key)).expect("entry");
+        let dump = |ct: &Conntrack| {
+            let f = ct.dump().into_iter().find(|f| f.key == key).expect("entry");
+            (f.packets, f.bytes)
+        };
+        let dsr = FlowData {
+            mode: mode::DSR,
+            gen: 5,
+            ..fwd
+        };
+        w.revalidate(slot, &dsr);
+        assert!(fast().is_none(), "DSR takes the general form");
+        let hit = found(&ct);
+        assert_eq!(hit.data.flags, flags::SYN | flags::SEEN);
+        assert_eq!(
+            hit.data,
+            FlowData {
+                flags: hit.data.flags,
+                ..dsr
+            }
+        );
+        assert_eq!(dump(&ct), (3, 300));
+        ct.touch(&hit, 3, 50);
+        assert_eq!(dump(&ct), (4, 350));
+        let back = FlowData {
+            gen: 0x0003_0006,
+            ..fwd
+        };
+        w.revalidate(slot, &back);
+        let f = fast().expect("line form again");
+        assert_eq!(f.gen16(), 6, "the generation's low 16 bits");
+        assert_eq!(f.endpoint(), fwd.endpoint);
+        f.touch(4, 10, flags::SEEN);
+        assert_eq!(dump(&ct), (5, 360));
+        let hit = found(&ct);
+        assert_eq!(
+            hit.data,
+            FlowData {
+                flags: hit.data.flags,
+                ..back
+            }
+        );
+        // The reply entry was left alone throughout.
+        let rkey = fwd.partner_key(key.proto);
+        assert_eq!(
+            ct.find_in(0, &rkey, ct.hash(&rkey)).expect("reply").data,
+            reply
+        );
+    }
+
+    /// Endpoint ids take 24 bits of the line form's key word; a larger id
+    /// makes the entry take the general form, which reads back whole.
+    #[test]
+    fn endpoint_ids_past_24_bits_take_the_general_form() {
+        let ct = Arc::new(Conntrack::new(
+            1,
+            ConntrackConfig {
+                buckets_per_shard: 64,
+            },
+        ));
+        let mut w = ct.writer(0);
+        let view = ct.owner_view(&w).expect("shard");
+        for (port, ep, line) in [(20, (1 << 24) - 1, true), (21, 1 << 24, false)] {
+            let (key, fwd, reply) = flow(port);
+            let fwd = FlowData {
+                endpoint: ep,
+                ..fwd
+            };
+            let slot = w
+                .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
+                .expect("room");
+            let kw = key.words();
+            let fast = view.read_v4(slot, kw[1], kw[3], kw[4]);
+            assert_eq!(fast.is_some(), line, "endpoint {ep}");
+            if let Some(f) = fast {
+                assert_eq!(f.endpoint(), ep);
+            }
+            assert_eq!(ct.find_in(0, &key, ct.hash(&key)).expect("entry").data, fwd);
+        }
     }
 
     #[test]

@@ -1029,12 +1029,12 @@ impl Pipeline {
     ) -> Option<PortId> {
         let hit = ct.read_v4(cand, w[1], w[3], w[4])?;
         if hit.kind() == Kind::Forward
-            && (hit.gen() != t.generation as u32
+            && (hit.gen16() != t.generation as u16
                 || now.saturating_sub(hit.last_seen) > MIN_IDLE_CHECK_NS)
         {
             // Table change, or idle long enough that the flow may have
-            // expired: the slow path decides. (DSR entries keep no checksum
-            // changes, so the fast read never takes them.)
+            // expired: the slow path decides. (DSR entries take the
+            // general form, so the fast read never takes them.)
             return None;
         }
         debug_assert!(!mode::is_dsr(hit.mode()));
@@ -1456,14 +1456,6 @@ impl<'t> LastLookups<'t> {
 /// (2–4 KiB), so 64 headers share a few L1 sets and most are evicted by
 /// the time stage 2 comes back to them.
 const FRAME_PREFETCH_AHEAD: usize = 4;
-/// Frames ahead of the one being decided whose candidate slot's second line
-/// (the translation) is prefetched; stage 1.5 prefetches only the first
-/// line (key and counters) of a hit, and the second of the first this-many
-/// frames. Fetching 64 slots' two lines at once in stage 1.5 stalled on the
-/// core's outstanding-miss slots; spread out like this, established packets
-/// took ~5 % less time at 10k and at 1M flows in interleaved runs of the
-/// profile example (8 was as good at 10k and worse at 1M, 16 the reverse).
-const SECOND_LINE_AHEAD: usize = 12;
 
 impl Processor for Pipeline {
     fn process_batch(
@@ -1555,18 +1547,20 @@ impl Processor for Pipeline {
             // does stage 1.6 run, and can stage 1.75 find a new flow.)
             let mut unmatched = false;
             for i in 0..n {
-                cands[i] = if parsed[i] & 1 != 0 {
-                    mine.probe(hashes[i])
-                } else {
-                    NO_SLOT
-                };
-                if i < SECOND_LINE_AHEAD {
-                    // (Stage 2 prefetches the later ones' second lines.)
-                    mine.prefetch_second(cands[i]);
-                }
-                if parsed[i] & 1 != 0 && cands[i] == NO_SLOT {
-                    mine.prefetch_alt(hashes[i]);
-                    unmatched |= parsed[i] == PARSED_FAST;
+                let p = parsed[i];
+                cands[i] = NO_SLOT;
+                if p & 1 != 0 {
+                    let c = mine.probe(hashes[i]);
+                    cands[i] = c;
+                    if c == NO_SLOT {
+                        mine.prefetch_alt(hashes[i]);
+                        unmatched |= p == PARSED_FAST;
+                    } else if p == PARSED_FULL_IP {
+                        // Bound for the slow path, which reads the whole
+                        // slot. (The fast path reads only a line-form
+                        // entry's first line, which the probe prefetched.)
+                        mine.prefetch_second(c);
+                    }
                 }
             }
             // Stage 1.6: the second buckets of those frames (an entry goes
@@ -1625,9 +1619,6 @@ impl Processor for Pipeline {
             for i in 0..n {
                 if let Some(ahead) = fc.get(i + FRAME_PREFETCH_AHEAD) {
                     prefetch_addr(ahead.buf.as_ptr());
-                }
-                if let Some(&c) = cands[..n].get(i + SECOND_LINE_AHEAD) {
-                    mine.prefetch_second(c);
                 }
                 let (Some(f), Some(v)) = (fc.get_mut(i), vc.get_mut(i)) else {
                     break;
