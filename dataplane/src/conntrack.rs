@@ -1299,6 +1299,8 @@ impl Default for ConntrackConfig {
 pub struct Conntrack {
     shards: Box<[Shard]>,
     hasher: FlowHasher,
+    /// Client affinity of persist rules, shared by every worker.
+    affinity: crate::affinity::Affinity,
 }
 
 impl Conntrack {
@@ -1310,10 +1312,20 @@ impl Conntrack {
     /// A table for `workers` workers that places keys by `hasher`.
     pub fn with_hasher(workers: usize, cfg: ConntrackConfig, hasher: FlowHasher) -> Conntrack {
         let buckets = cfg.buckets_per_shard.max(1).next_power_of_two();
+        let shards = workers.max(1);
         Conntrack {
-            shards: (0..workers.max(1)).map(|_| Shard::new(buckets)).collect(),
+            shards: (0..shards).map(|_| Shard::new(buckets)).collect(),
             hasher,
+            // A slot per bucket: about one per four flows the table holds,
+            // 16 bytes each (4 MiB per worker at the default size).
+            affinity: crate::affinity::Affinity::new((buckets * shards).clamp(1 << 12, 1 << 24)),
         }
+    }
+
+    /// The client affinity of persist rules (`sel` 3).
+    #[inline]
+    pub fn affinity(&self) -> &crate::affinity::Affinity {
+        &self.affinity
     }
 
     /// The table's hash (every look-up of a key takes its hash from it).

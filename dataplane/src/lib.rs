@@ -9,6 +9,7 @@
 //!   whole new snapshot with one pointer swap ([`tables::TablesHandle`]).
 #![deny(unsafe_code)]
 
+pub mod affinity;
 pub mod checksum;
 pub mod conntrack;
 pub mod counters;

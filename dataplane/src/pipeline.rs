@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use crate::affinity::Affinity;
 use crate::conntrack::{
     flags, mac_word, mode, v4_meta, Conntrack, FlowData, FlowKey, FreshV4, Hit, Kind, Removed,
     ShardView, ShardWriter, Translation, NO_SLOT,
@@ -512,7 +513,7 @@ impl Pipeline {
         if icmp && !is_echo_request(m) {
             return Verdict::Drop(DropReason::IcmpUnsupported);
         }
-        let Some(ei) = self.choose(svc, key) else {
+        let Some(ei) = self.choose(svc, key, now) else {
             return Verdict::Drop(DropReason::NoEndpoint);
         };
         let ep: &Endpoint = &svc.endpoints[ei];
@@ -623,8 +624,8 @@ impl Pipeline {
         self.apply_with(t, f, m, &fwd, deltas)
     }
 
-    /// Pick an endpoint index of `svc` for a new flow.
-    fn choose(&mut self, svc: &Service, key: &FlowKey) -> Option<usize> {
+    /// Pick an endpoint index of `svc` for a new flow at `now`.
+    fn choose(&mut self, svc: &Service, key: &FlowKey, now: u64) -> Option<usize> {
         match svc.spec.sel {
             Selection::RoundRobin | Selection::Priority => {
                 if svc.schedule.is_empty() {
@@ -636,11 +637,18 @@ impl Pipeline {
                 Some(usize::from(i))
             }
             Selection::Hash | Selection::Persist => {
-                // Stage 1.75 made this same (pure) choice for this frame.
-                if self.hint.svc == svc.index && self.hint.ei != u16::MAX {
-                    return Some(usize::from(self.hint.ei));
+                let affinity = self.ct.table().affinity();
+                // Stage 1.75 made this same choice for this frame.
+                let i = if self.hint.svc == svc.index && self.hint.ei != u16::MAX {
+                    usize::from(self.hint.ei)
+                } else {
+                    choose_keyed(affinity, svc, key, now)?
+                };
+                if svc.spec.sel == Selection::Persist {
+                    let id = svc.endpoints.get(i)?.id;
+                    affinity.set(svc.rule_key, &key.src, id, now);
                 }
-                choose_pure(svc, key)
+                Some(i)
             }
             Selection::LeastConn => {
                 if svc.schedule.is_empty() {
@@ -888,7 +896,26 @@ impl FlowData {
 }
 
 /// [`Pipeline::choose`] for the selections that depend on the flow's key
-/// alone (Maglev hash, persist).
+/// (Maglev hash) or its client (persist): for persist, the endpoint the
+/// client's affinity names if it is still up ([`crate::affinity`]), else
+/// Maglev's choice. Reads the affinity, records nothing.
+#[inline(always)]
+fn choose_keyed(affinity: &Affinity, svc: &Service, key: &FlowKey, now: u64) -> Option<usize> {
+    if svc.spec.sel == Selection::Persist {
+        if let Some(id) = affinity.get(svc.rule_key, &key.src, now, svc.idle_timeout_ns) {
+            let up = svc
+                .endpoints
+                .iter()
+                .position(|e| e.id == id && e.state == EndpointState::Active && e.weight > 0);
+            if up.is_some() {
+                return up;
+            }
+        }
+    }
+    choose_pure(svc, key)
+}
+
+/// Maglev's choice for the flow (hash) or its client (persist).
 #[inline]
 fn choose_pure(svc: &Service, key: &FlowKey) -> Option<usize> {
     match svc.spec.sel {
@@ -1216,6 +1243,13 @@ impl Pipeline {
             },
         };
         self.ct.insert_fresh_v4(&e, now)?;
+        if spec.sel == Selection::Persist {
+            let client = Ip16::from_words([0, w[1]]);
+            self.ct
+                .table()
+                .affinity()
+                .set(svc.rule_key, &client, ep.id, now);
+        }
         self.nat_cursor = cursor;
         self.inserted |= bloom_bit(hash) | bloom_bit(rep_hash);
         if let Some(a) = self.active.get_mut(ep.id as usize) {
@@ -1239,16 +1273,18 @@ impl Pipeline {
 
     /// Stage 1.75 for a frame [`wire::parse_fast`] took (key words `w`)
     /// with no candidate entry: if it looks like the first packet of a new
-    /// flow, its service and pure backend choice, and the hash of the reply
+    /// flow (at `now`), its service and keyed backend choice, and the hash of the reply
     /// entry it would get with the NAT port at `cursor` (advanced if so; 0
     /// if no prediction). Changes nothing but `cursor`: stage 2 decides.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn predict<'t>(
         &self,
         t: &'t Tables,
         data: &[u8],
         w: &[u64; 5],
         room: bool,
+        now: u64,
         cursor: &mut u32,
         last: &mut LastLookups<'t>,
     ) -> (NewFlowHint, u64) {
@@ -1280,7 +1316,7 @@ impl Pipeline {
             room,
             ..NewFlowHint::NONE
         };
-        let Some(ei) = choose_pure(svc, &key) else {
+        let Some(ei) = choose_keyed(self.ct.table().affinity(), svc, &key, now) else {
             return (hint, 0);
         };
         hint.ei = ei as u16;
@@ -1588,7 +1624,7 @@ impl Processor for Pipeline {
                         Some(f) if parsed[i] == PARSED_FAST && cands[i] == NO_SLOT => {
                             let room = mine.has_room(hashes[i]);
                             let w = &words[i];
-                            self.predict(tables, f.data(), w, room, &mut cursor, &mut last)
+                            self.predict(tables, f.data(), w, room, now_ns, &mut cursor, &mut last)
                         }
                         _ => (NewFlowHint::NONE, 0),
                     };

@@ -91,8 +91,11 @@ pub enum Selection {
     Hash,
     /// 2: weighted by the endpoints' weights (percentages), smooth round robin.
     Priority,
-    /// 3: client-IP affinity: Maglev over the client address only, so a client
-    ///    sticks to one backend on every worker for as long as that backend is up.
+    /// 3: client-IP affinity with a timeout: a client's new flows go where
+    ///    its last one went, on every worker, until it opens none for the
+    ///    rule's inactivity timeout or that backend goes down or leaves,
+    ///    even if backends are added meanwhile; then Maglev over the client
+    ///    address places it ([`crate::affinity`]).
     Persist,
     /// 4: least active connections (counted per worker).
     LeastConn,
@@ -302,6 +305,10 @@ pub struct Service {
     pub idle_timeout_ns: u64,
     /// VIP as a fixed-size key.
     pub vip: Ip16,
+    /// A hash of the rule's identity (its [`ServiceKey`]), the same in
+    /// every snapshot while the rule exists, unlike its index: what state
+    /// kept across snapshots, such as client affinity, is keyed by.
+    pub rule_key: u64,
 }
 
 /// Where an endpoint id lives in this snapshot.
@@ -1203,7 +1210,16 @@ fn build_service(
         maglev_inputs,
         idle_timeout_ns: timeout_s * 1_000_000_000,
         vip: Ip16::from(s.key.vip),
+        rule_key: rule_key(&s.key),
     })
+}
+
+/// [`Service::rule_key`] of a rule keyed `k`.
+fn rule_key(k: &ServiceKey) -> u64 {
+    use crate::net::fmix64;
+    let v = Ip16::from(k.vip).words();
+    let ports = (u64::from(k.port_min) << 48) | (u64::from(k.port_max) << 32) | u64::from(k.block);
+    fmix64(v[0] ^ (u64::from(k.proto as u8) << 56) ^ fmix64(v[1] ^ fmix64(ports)))
 }
 
 impl Service {

@@ -853,3 +853,80 @@ fn client_data(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// Persist is client affinity with a timeout: a client stays on its
+/// backend when a backend is added (where Maglev alone would move it), on
+/// both workers and through the new-flow path and the general one alike;
+/// after the rule's inactivity timeout without a new flow it is placed
+/// afresh; a backend that goes down loses its clients at once.
+#[test]
+fn persist_affinity_outlives_backend_changes_until_the_client_goes_idle() {
+    for new_flow_path in [true, false] {
+        persist_affinity_case(new_flow_path);
+    }
+}
+
+fn persist_affinity_case(new_flow_path: bool) {
+    let two = {
+        let mut s = three(Selection::Persist, NatMode::FullNat);
+        s.endpoints.truncate(2);
+        s
+    };
+    let mut lab = Lab::new(spec(vec![two.clone()]));
+    for w in lab.workers.iter_mut() {
+        w.set_new_flow_path(new_flow_path);
+    }
+    // Clients whose Maglev choice changes when the third backend joins.
+    let all3 = Lab::new(spec(vec![three(Selection::Persist, NatMode::FullNat)]));
+    let mut probe2 = Lab::new(spec(vec![two.clone()]));
+    let mut probe3 = all3;
+    let movers: Vec<String> = (0..200)
+        .map(|c| format!("10.0.{}.{}", c / 200, 2 + c % 200))
+        .filter(|c| syn(&mut probe2, 0, c, 5000) != syn(&mut probe3, 0, c, 5000))
+        .take(6)
+        .collect();
+    assert_eq!(
+        movers.len(),
+        6,
+        "Maglev moves some clients to the new backend"
+    );
+    let before: Vec<IpAddr> = movers
+        .iter()
+        .map(|c| syn(&mut lab, 0, c, 1000).expect("forwarded"))
+        .collect();
+    lab.update(spec(vec![three(Selection::Persist, NatMode::FullNat)]));
+    lab.now += 100_000_000_000;
+    for (k, c) in movers.iter().enumerate() {
+        // New flows on either worker keep the client's backend.
+        assert_eq!(syn(&mut lab, k % 2, c, 1001), Some(before[k]), "{c}");
+        assert_eq!(syn(&mut lab, (k + 1) % 2, c, 1002), Some(before[k]), "{c}");
+    }
+    // 230 s later (the rule's timeout is 240 s) the affinity still holds;
+    // each new flow restarts its clock.
+    lab.now += 230_000_000_000;
+    assert_eq!(syn(&mut lab, 1, &movers[0], 1003), Some(before[0]));
+    // 250 s idle: the other clients are placed afresh, by Maglev over the
+    // three backends (as the probe lab placed them).
+    lab.now += 250_000_000_000;
+    for c in &movers[1..] {
+        let now = syn(&mut lab, 0, c, 1004).expect("forwarded");
+        assert_eq!(Some(now), syn(&mut probe3, 0, c, 1004), "{c}");
+        assert_ne!(Some(now), syn(&mut probe2, 0, c, 1004), "{c}");
+    }
+    // A backend that goes down loses its clients at once...
+    let down = syn(&mut lab, 0, &movers[0], 1005).expect("forwarded");
+    let mut s = three(Selection::Persist, NatMode::FullNat);
+    for e in s.endpoints.iter_mut() {
+        if e.addr == down {
+            e.state = EndpointState::Down;
+        }
+    }
+    lab.update(spec(vec![s]));
+    let moved = syn(&mut lab, 0, &movers[0], 1006).expect("forwarded");
+    assert_ne!(moved, down);
+    // ... and they stay where they went when it comes back, where Maglev
+    // alone would send them back.
+    lab.update(spec(vec![three(Selection::Persist, NatMode::FullNat)]));
+    assert_eq!(syn(&mut lab, 1, &movers[0], 1007), Some(moved));
+    assert_eq!(syn(&mut probe3, 1, &movers[0], 1007), Some(down));
+}
