@@ -19,7 +19,9 @@ pub enum DropReason {
     BadIpv6ExtHeader = 5,
     /// L4 header cut short or its length fields are inconsistent.
     TruncatedL4 = 6,
-    /// A non-first IPv4 fragment, or an IPv6 fragment, addressed to a VIP (xlb does not reassemble).
+    /// A later fragment (not the first) of a datagram to a VIP or a
+    /// source-NAT address whose first fragment this worker did not forward
+    /// in the last 5 s ([`crate::frags`]; xlb does not reassemble).
     Fragment = 7,
     /// Packet to a VIP whose rule has no endpoint that can take new flows.
     NoEndpoint = 8,

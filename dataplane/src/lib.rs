@@ -15,6 +15,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod drop;
 pub mod edit;
+pub mod frags;
 pub mod frame;
 mod hugemem;
 pub mod maglev;

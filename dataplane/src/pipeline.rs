@@ -25,6 +25,7 @@ use crate::edit::{
     make_echo_reply, rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4,
     set_ip_addrs, set_macs, set_ttl, src_mac_ipv4, FAST_TCP_END, FAST_UDP_END,
 };
+use crate::frags::FragTable;
 use crate::frame::{Frame, PortId, Verdict};
 use crate::net::{fmix64, Ip16, MacAddr};
 use crate::prefetch::prefetch_addr;
@@ -122,7 +123,13 @@ pub struct Pipeline {
     /// Whether [`Pipeline::fresh`] takes the common new flows (else every
     /// new flow goes through [`Pipeline::new_flow`]).
     fresh_path: bool,
+    /// The flows of fragmented datagrams whose first fragment this worker
+    /// forwarded, for their later fragments.
+    frags: FragTable,
 }
+
+/// Fragmented datagrams a worker follows at once ([`FragTable`]).
+const FRAG_SLOTS: usize = 1024;
 
 /// Stage 1.75's look ahead at a frame that seems to start a new flow: its
 /// service and (for the pure selections, Maglev hash and persist) its
@@ -289,6 +296,7 @@ impl Pipeline {
             hint: NewFlowHint::NONE,
             inserted: 0,
             fresh_path: true,
+            frags: FragTable::new(FRAG_SLOTS),
         }
     }
 
@@ -358,6 +366,26 @@ impl Pipeline {
         hash: u64,
     ) -> Verdict {
         if m.frag == Frag::Later {
+            // It follows its datagram's first fragment, if this worker
+            // forwarded that one.
+            if let Some(fk) = self.frags.flow_of(m, now) {
+                let fh = self.ct.table().hash(&fk);
+                let hit = self
+                    .ct
+                    .table()
+                    .find_in(self.worker, &fk, fh)
+                    .or_else(|| self.ct.table().find_elsewhere(self.worker, &fk, fh));
+                if let Some(hit) = hit {
+                    // (Its ports are the first fragment's; it has none. The
+                    // rewrite leaves what follows the IP header alone.)
+                    let fm = PacketMeta {
+                        sport: fk.sport,
+                        dport: fk.dport,
+                        ..*m
+                    };
+                    return self.tracked(t, now, f, &fm, &fk, fh, &hit);
+                }
+            }
             return if t.is_vip(m.dst) || t.is_snat_addr(m.dst) {
                 Verdict::Drop(DropReason::Fragment)
             } else {
@@ -1379,7 +1407,11 @@ impl Pipeline {
                     dport: m.dport,
                     proto: m.proto,
                 };
-                self.decide(t, now, f, &m, &key, hash)
+                let v = self.decide(t, now, f, &m, &key, hash);
+                if m.frag == Frag::First && matches!(v, Verdict::Tx(_)) {
+                    self.frags.remember(&m, key, now);
+                }
+                v
             }
         }
     }

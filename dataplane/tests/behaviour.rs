@@ -930,3 +930,99 @@ fn persist_affinity_case(new_flow_path: bool) {
     assert_eq!(syn(&mut lab, 1, &movers[0], 1007), Some(moved));
     assert_eq!(syn(&mut probe3, 1, &movers[0], 1007), Some(down));
 }
+
+/// A fragmented datagram's later fragments (no L4 header) follow the first
+/// one: through full NAT to the backend and, for the backend's fragmented
+/// answer, back to the client, in IPv4 and IPv6, byte for byte as the
+/// translation of the same fragments built with the new addresses. A later
+/// fragment whose first was not forwarded by this worker, or came over
+/// 5 s after it, is dropped and counted.
+#[test]
+fn later_fragments_follow_their_first_fragment() {
+    for (client, vip, backends) in [
+        ("10.0.0.2", "192.0.2.20", &BACKENDS_V4[..]),
+        ("2001:db8::2", "2001:db8::20", &BACKENDS_V6[..]),
+    ] {
+        fragments_case(client, vip, backends);
+    }
+}
+
+fn fragments_case(client: &str, vip: &str, backends: &[&str]) {
+    let rule = svc(
+        vip,
+        L4Proto::Udp,
+        (53, 53),
+        Selection::Hash,
+        NatMode::FullNat,
+        backends.iter().map(|b| ep(b, 5353)).collect(),
+    );
+    let mut lab = Lab::new(spec(vec![rule]));
+    let sock = |a: &str, p: u16| -> SocketAddr { SocketAddr::new(ip(a), p) };
+    let (c, v) = (sock(client, 40000), sock(vip, 53));
+    let data = [7u8; 64];
+    let first = |src, dst, ident: u16| {
+        let mut b = Builder::udp(src, dst).fragment(0, true).payload(&data);
+        b.ident = ident;
+        b
+    };
+    let later = |src, dst, ident: u16, more| {
+        let mut b = Builder::udp(src, dst).fragment(72, more).payload(&data);
+        b.ident = ident;
+        b
+    };
+    // Client → VIP: the first fragment creates the flow, the later follows.
+    let (verdict, out) = lab.run(0, CLIENT_PORT, &from_client(first(c, v, 0x4242)));
+    assert_eq!(
+        verdict,
+        Verdict::Tx(BACKEND_PORT),
+        "{client}: first fragment"
+    );
+    let (backend, bport) = dst_of(&out);
+    let (snat, nat_port) = src_of(&out);
+    let b = backend.to_string();
+    let nat = SocketAddr::new(snat, nat_port);
+    let be = SocketAddr::new(backend, bport);
+    assert_eq!(out, to_backend(first(nat, be, 0x4242).ttl(63), &b));
+    let (verdict, out) = lab.run(0, CLIENT_PORT, &from_client(later(c, v, 0x4242, false)));
+    assert_eq!(
+        verdict,
+        Verdict::Tx(BACKEND_PORT),
+        "{client}: later fragment"
+    );
+    assert_eq!(out, to_backend(later(nat, be, 0x4242, false).ttl(63), &b));
+    // Backend → source-NAT address: its fragmented answer reaches the client.
+    let (verdict, out) = lab.run(0, BACKEND_PORT, &from_backend(first(be, nat, 0x77)));
+    assert_eq!(
+        verdict,
+        Verdict::Tx(CLIENT_PORT),
+        "{client}: answer's first"
+    );
+    assert_eq!(out, to_client(first(v, c, 0x77).ttl(63)));
+    let (verdict, out) = lab.run(0, BACKEND_PORT, &from_backend(later(be, nat, 0x77, true)));
+    assert_eq!(
+        verdict,
+        Verdict::Tx(CLIENT_PORT),
+        "{client}: answer's later"
+    );
+    assert_eq!(out, to_client(later(v, c, 0x77, true).ttl(63)));
+    // Not followed: another datagram, the other worker, or too late.
+    let dropped = |lab: &mut Lab, worker, frame: &[u8]| {
+        lab.run(worker, CLIENT_PORT, frame).0 == Verdict::Drop(DropReason::Fragment)
+    };
+    assert!(dropped(
+        &mut lab,
+        0,
+        &from_client(later(c, v, 0x4243, false))
+    ));
+    assert!(dropped(
+        &mut lab,
+        1,
+        &from_client(later(c, v, 0x4242, false))
+    ));
+    lab.now += 5_000_000_000;
+    assert!(dropped(
+        &mut lab,
+        0,
+        &from_client(later(c, v, 0x4242, false))
+    ));
+}

@@ -9,7 +9,9 @@
  *      by the quoted packet's source address and port);
  *  (c) return traffic from DNAT backends (source addr, proto, port);
  *  and fragments / unparsed IPv6 extension chains addressed to a VIP address,
- *  so that user space counts them under its drop reasons.
+ *  so that user space counts them under its drop reasons;
+ *  (d) later fragments of IPv4 datagrams whose first fragment was steered
+ *  (`frag_ids`), so that user space translates them with their flow.
  * Everything else - ARP, the node's own connections, the API - is XDP_PASS.
  * The program never drops: malformed frames go to the kernel, which drops them.
  */
@@ -61,6 +63,14 @@ static __always_inline int xlb_flow_lookup(void *map, struct xlb_flow_key *k)
 	return bpf_map_lookup_elem(map, &any) != 0;
 }
 
+static __always_inline void xlb_frag_key_of(const struct xlb_pkt *pkt, struct xlb_frag_key *fk)
+{
+	__builtin_memcpy(fk->src, pkt->src.addr, 16);
+	__builtin_memcpy(fk->dst, pkt->dst.addr, 16);
+	fk->id = pkt->frag_id;
+	fk->proto = pkt->dst.proto;
+}
+
 static __always_inline __u32 xlb_classify(struct xlb_pkt *pkt)
 {
 	struct xlb_addr_key dst_addr;
@@ -69,6 +79,13 @@ static __always_inline __u32 xlb_classify(struct xlb_pkt *pkt)
 	if (!pkt->l4_known || pkt->is_fragment) {
 		if (bpf_map_lookup_elem(&vip_addrs, &dst_addr))
 			return XLB_STAT_REDIRECT_UNPARSED;
+		/* (d) A later fragment of a steered datagram. */
+		if (pkt->is_fragment) {
+			struct xlb_frag_key fk = {};
+			xlb_frag_key_of(pkt, &fk);
+			if (bpf_map_lookup_elem(&frag_ids, &fk))
+				return XLB_STAT_REDIRECT_UNPARSED;
+		}
 		return XLB_STAT_PASS;
 	}
 
@@ -126,6 +143,13 @@ int xlb_steer(struct xdp_md *ctx)
 	}
 	/* Counted by class even when no socket takes it: NO_SOCKET is a subset. */
 	xlb_count(stat);
+	if (pkt.first_fragment) {
+		/* Its later fragments have no ports: let them follow it (d). */
+		struct xlb_frag_key fk = {};
+		__u8 one = 1;
+		xlb_frag_key_of(&pkt, &fk);
+		bpf_map_update_elem(&frag_ids, &fk, &one, BPF_ANY);
+	}
 	__u32 q = ctx->rx_queue_index;
 	if (!bpf_map_lookup_elem(&xsks_map, &q)) {
 		xlb_count(XLB_STAT_NO_SOCKET);

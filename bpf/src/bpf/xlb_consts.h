@@ -10,6 +10,8 @@
  * XLB_RANGE_WILDCARD_MIN ports use one wildcard entry (port 0) instead. */
 #define XLB_MAX_FLOW_KEYS 262144
 #define XLB_MAX_ADDRS 4096
+/* IPv4 datagrams in flight whose later fragments follow a steered first one. */
+#define XLB_MAX_FRAGS 8192
 
 /* Wildcard port in vip_ports / backends keys: "any port of this proto". */
 #define XLB_PORT_ANY 0
@@ -40,8 +42,10 @@ enum xlb_stat {
 	XLB_STAT_REDIRECT_SNAT = 2,
 	/* Return traffic from a DNAT backend endpoint. */
 	XLB_STAT_REDIRECT_BACKEND = 3,
-	/* Fragment or unparsed IPv6 extension chain to a VIP address: user space
-	 * counts it (DropReason::Fragment / BadIpv6ExtHeader). */
+	/* Fragment or unparsed IPv6 extension chain to a VIP address, or a later
+	 * IPv4 fragment of a datagram whose first fragment was steered: user space
+	 * translates it with its flow, or counts it (DropReason::Fragment /
+	 * BadIpv6ExtHeader). */
 	XLB_STAT_REDIRECT_UNPARSED = 4,
 	/* Ours (also counted by class above), but no AF_XDP socket on this rx
 	 * queue: passed to the kernel. */

@@ -32,6 +32,17 @@ struct {
 	__type(value, __u8);
 } vip_addrs SEC(".maps");
 
+/* IPv4 datagrams whose first fragment was steered to user space: their later
+ * fragments, which carry no ports to match, follow it. LRU, since nothing
+ * says when a datagram is complete; each program (interface) has its own,
+ * as a datagram's fragments arrive on one interface. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_MAX_FRAGS);
+	__type(key, struct xlb_frag_key);
+	__type(value, __u8);
+} frag_ids SEC(".maps");
+
 /* The balancer's source-NAT addresses (full NAT and one-arm). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -135,11 +135,15 @@ static __always_inline int xlb_parse(struct xdp_md *ctx, struct xlb_pkt *pkt)
 		xlb_addr_v4(pkt->src.addr, &iph->saddr);
 		pkt->dst.proto = iph->protocol;
 		pkt->src.proto = iph->protocol;
-		if (bpf_ntohs(iph->frag_off) & XLB_IP_OFFSET) {
+		__u16 frag_off = bpf_ntohs(iph->frag_off);
+		pkt->frag_id = bpf_ntohs(iph->id);
+		if (frag_off & XLB_IP_OFFSET) {
 			/* Non-first fragment: no L4 header to look at. */
 			pkt->is_fragment = 1;
 			return XLB_PARSE_OK;
 		}
+		if (frag_off & XLB_IP_MF)
+			pkt->first_fragment = 1;
 		/* Options skipped via IHL. */
 		return xlb_parse_l4((void *)iph + ihl * 4, data_end, iph->protocol, 1, pkt);
 	}

@@ -87,6 +87,9 @@ pub struct PacketMeta {
     pub tcp_flags: u8,
     /// Fragment position.
     pub frag: Frag,
+    /// The datagram's identification if it is fragmented (IPv4's 16-bit
+    /// field, IPv6's 32-bit one from the fragment header); else 0.
+    pub frag_id: u32,
     /// ICMP/ICMPv6 type; 0 if not ICMP of the packet's family.
     pub icmp_type: u8,
     /// ICMP/ICMPv6 code; 0 if not ICMP of the packet's family.
@@ -215,6 +218,11 @@ fn parse_v4(frame: &[u8], off: usize, vlan: Option<u16>) -> Result<PacketMeta, D
         l4_off: l4_off as u16,
         l4_len: (total - ihl) as u16,
         frag,
+        frag_id: if frag == Frag::None {
+            0
+        } else {
+            u32::from(be16(ip[4], ip[5]))
+        },
         ttl: ip[8],
         ..PacketMeta::default()
     };
@@ -243,11 +251,15 @@ fn parse_v6(frame: &[u8], off: usize, vlan: Option<u16>) -> Result<PacketMeta, D
     let mut dst = [0u8; 16];
     dst.copy_from_slice(&ip[24..40]);
     let nh = ip[6];
-    let (proto, ext_len, frag) = if matches!(nh, proto::TCP | proto::UDP) {
-        (nh, 0, Frag::None)
+    let (proto, ext_len, frag, frag_id) = if matches!(nh, proto::TCP | proto::UDP) {
+        (nh, 0, Frag::None, 0)
     } else {
         let e = ipv6::walk_ext(nh, payload)?;
-        (e.proto, e.l4_off, e.frag)
+        let id = match (e.frag, e.frag_header) {
+            (Frag::First | Frag::Later, Some(h)) => h.ident,
+            _ => 0,
+        };
+        (e.proto, e.l4_off, e.frag, id)
     };
     let mut m = PacketMeta {
         l3_off: off as u16,
@@ -261,6 +273,7 @@ fn parse_v6(frame: &[u8], off: usize, vlan: Option<u16>) -> Result<PacketMeta, D
         l4_off: (start + ext_len) as u16,
         l4_len: (plen - ext_len) as u16,
         frag,
+        frag_id,
         ttl: ip[7],
         ..PacketMeta::default()
     };
@@ -373,6 +386,7 @@ impl FastMeta {
             dport: self.dport,
             tcp_flags: self.tcp_flags,
             frag: Frag::None,
+            frag_id: 0,
             icmp_type: 0,
             icmp_code: 0,
             ttl: self.ttl,
