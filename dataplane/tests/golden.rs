@@ -1339,3 +1339,23 @@ fn write_golden_fuzz_seeds() {
         std::fs::write(format!("{dir}/golden-{i:02}"), &c.input).expect("seed file");
     }
 }
+
+/// The committed seed corpus holds every fixture's input: fuzz-smoke.sh
+/// writes seeds only into an empty directory, so without this check they
+/// go stale whenever the table changes.
+#[test]
+fn fuzz_seeds_hold_every_golden_input() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds");
+    let stale: Vec<String> = cases()
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| {
+            std::fs::read(format!("{dir}/golden-{i:02}")).ok() != Some(c.input.clone())
+        })
+        .map(|(i, c)| format!("golden-{i:02} ({})", c.desc))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "seeds missing or stale: {stale:?}; rewrite them with\n  XLB_FUZZ_SEEDS=$PWD/dataplane/fuzz/seeds cargo test -p xlb-dataplane --test golden -- --ignored write_golden_fuzz_seeds"
+    );
+}
