@@ -1,6 +1,7 @@
 //! Golden packet fixtures (Katran style): a table of {description, input frame,
 //! expected verdict, expected output frame}, run in order through a
-//! two-worker pipeline, with the counters checked after the run.
+//! two-worker pipeline, with the counters checked after the run. The last
+//! fixtures move the lab's clock, so flows expire as they do in the daemon.
 //!
 //! Expected frames are built from scratch by the wire builder (full checksum
 //! computation), so a byte-exact match also proves every incremental
@@ -10,13 +11,16 @@ mod common;
 
 use common::*;
 use xlb_dataplane::checksum;
-use xlb_dataplane::tables::{EndpointState, L4Proto, NatMode, Selection};
+use xlb_dataplane::counters::CounterBlock;
+use xlb_dataplane::tables::{EndpointSpec, EndpointState, L4Proto, NatMode, Selection};
 use xlb_dataplane::wire::build::{arp_request, Builder};
 use xlb_dataplane::{DropReason, Verdict};
 
+const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const SYNACK: u8 = SYN | ACK;
+const FINACK: u8 = FIN | ACK;
 
 struct Case {
     desc: &'static str,
@@ -26,6 +30,17 @@ struct Case {
     verdict: Verdict,
     /// `None`: the frame must come out unchanged.
     output: Option<Vec<u8>>,
+    /// When the frame arrives, in ms after the first fixture. Times never go
+    /// back; in between, the workers idle as the worker loop does (see
+    /// [`Lab::idle_until`]), so flows expire by the pipeline's own sweep.
+    at_ms: u64,
+}
+
+impl Case {
+    fn at(mut self, ms: u64) -> Case {
+        self.at_ms = ms;
+        self
+    }
 }
 
 fn case(
@@ -43,6 +58,7 @@ fn case(
         input,
         verdict,
         output,
+        at_ms: 0,
     }
 }
 
@@ -72,6 +88,10 @@ fn services() -> Vec<xlb_dataplane::tables::ServiceSpec> {
         vec![ep("10.1.0.12", 80)],
     );
     down.endpoints[0].state = EndpointState::Down;
+    let weighted = |addr, weight| EndpointSpec {
+        weight,
+        ..ep(addr, 80)
+    };
     vec![
         svc(
             "192.0.2.10",
@@ -154,6 +174,58 @@ fn services() -> Vec<xlb_dataplane::tables::ServiceSpec> {
             vec![ep("10.1.0.13", 0)],
         ),
         down,
+        svc(
+            "2001:db8:100::11",
+            Udp,
+            (53, 53),
+            RoundRobin,
+            OneArm,
+            vec![ep("2001:db8:1::11", 5353)],
+        ),
+        svc(
+            "2001:db8:100::12",
+            Tcp,
+            (80, 80),
+            RoundRobin,
+            Dnat,
+            vec![ep("2001:db8:1::12", 8080)],
+        ),
+        svc(
+            "2001:db8:100::13",
+            Tcp,
+            (80, 80),
+            Hash,
+            Dsr,
+            vec![ep("2001:db8:1::11", 0)],
+        ),
+        svc(
+            "192.0.2.20",
+            Tcp,
+            (80, 80),
+            LeastConn,
+            Dnat,
+            vec![ep("10.1.0.11", 80), ep("10.1.0.12", 80)],
+        ),
+        svc(
+            "192.0.2.21",
+            Tcp,
+            (80, 80),
+            Persist,
+            Dnat,
+            vec![
+                ep("10.1.0.11", 80),
+                ep("10.1.0.12", 80),
+                ep("10.1.0.13", 80),
+            ],
+        ),
+        svc(
+            "192.0.2.22",
+            Tcp,
+            (80, 80),
+            Priority,
+            Dnat,
+            vec![weighted("10.1.0.11", 75), weighted("10.1.0.12", 25)],
+        ),
     ]
 }
 
@@ -180,6 +252,11 @@ fn ipip_outer(src: [u8; 4], dst: [u8; 4], inner_len: usize) -> Vec<u8> {
     h[10..12].copy_from_slice(&c.to_be_bytes());
     h
 }
+
+/// Where the persist rule's Maglev table puts clients 10.0.0.2 (A) and
+/// 10.0.0.3 (B), on port 80.
+const PERSIST_A: &str = "10.1.0.11";
+const PERSIST_B: &str = "10.1.0.13";
 
 fn cases() -> Vec<Case> {
     use Verdict::Tx;
@@ -213,6 +290,31 @@ fn cases() -> Vec<Case> {
 
     let mut bad_ihl = from_client(Builder::udp(sa("10.0.0.2:1"), sa("192.0.2.11:53")));
     bad_ihl[14] = 0x44;
+
+    // IPv6 full NAT (the flow of 2001:db8::2 port 40007): what the backend
+    // was sent, and what the client sent.
+    let sent_to_backend6 = to_backend(
+        Builder::tcp(
+            sa("[2001:db8:9::1]:40004"),
+            sa("[2001:db8:1::11]:8080"),
+            ACK,
+        )
+        .ttl(63),
+        "2001:db8:1::11",
+    );
+    let client_sent6 = to_client(
+        Builder::tcp(sa("[2001:db8::2]:40007"), sa("[2001:db8:100::10]:80"), ACK).ttl(63),
+    );
+    // DNAT over a port range (the flow of 10.0.0.2 port 6000): the quoted
+    // UDP header carries its checksum, which must follow the address change.
+    let dnat_sent = to_backend(
+        Builder::udp(sa("10.0.0.2:6000"), sa("10.1.0.11:30005")).ttl(63),
+        "10.1.0.11",
+    );
+    let dnat_client_sent =
+        to_client(Builder::udp(sa("10.0.0.2:6000"), sa("192.0.2.14:30005")).ttl(63));
+    // DSR: the backend's reply went to the client directly, from the VIP.
+    let dsr_reply = to_client(Builder::tcp(sa("192.0.2.12:80"), sa("10.0.0.2:40004"), ACK));
 
     vec![
         case(
@@ -597,11 +699,11 @@ fn cases() -> Vec<Case> {
             DropReason::BadIpv4Header,
         ),
         drop(
-            "TTL 1 to a VIP is dropped, not forwarded",
+            "TTL 1 on the first packet to a DNAT rule is dropped, not forwarded",
             0,
             0,
-            from_client(Builder::tcp(sa("10.0.0.2:40011"), sa("192.0.2.12:81"), SYN).ttl(1)),
-            DropReason::NoService,
+            from_client(Builder::tcp(sa("10.0.0.2:40011"), sa("192.0.2.15:80"), SYN).ttl(1)),
+            DropReason::TtlExceeded,
         ),
         // The established fast path (untagged IPv4 TCP/UDP, no options, flow in
         // the receiving worker's shard) and the cases it hands to the slow path.
@@ -661,6 +763,454 @@ fn cases() -> Vec<Case> {
             from_client(Builder::tcp(sa("10.0.0.2:40002"), sa("192.0.2.10:80"), ACK).ttl(1)),
             DropReason::TtlExceeded,
         ),
+        case(
+            "DSR forwards TTL 1 with only the MACs changed: it never touches L3",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40012"), sa("192.0.2.12:80"), SYN).ttl(1)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40012"), sa("192.0.2.12:80"), SYN).ttl(1),
+                "10.1.0.11",
+            )),
+        ),
+        // IPv6 in the other modes.
+        case(
+            "IPv6 one-arm UDP: source NAT to the balancer's IPv6 address on the backend LAN",
+            0,
+            0,
+            from_client(
+                Builder::udp(sa("[2001:db8::2]:5300"), sa("[2001:db8:100::11]:53")).payload(b"q6"),
+            ),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::udp(sa("[2001:db8:1::1]:40012"), sa("[2001:db8:1::11]:5353"))
+                    .payload(b"q6")
+                    .ttl(63),
+                "2001:db8:1::11",
+            )),
+        ),
+        case(
+            "IPv6 one-arm UDP: the reply maps back, on the other worker",
+            1,
+            BACKEND_PORT,
+            from_backend(
+                Builder::udp(sa("[2001:db8:1::11]:5353"), sa("[2001:db8:1::1]:40012"))
+                    .payload(b"a6"),
+            ),
+            Tx(CLIENT_PORT),
+            Some(to_client(
+                Builder::udp(sa("[2001:db8:100::11]:53"), sa("[2001:db8::2]:5300"))
+                    .payload(b"a6")
+                    .ttl(63),
+            )),
+        ),
+        case(
+            "IPv6 DNAT: only the destination changes, to the backend",
+            0,
+            0,
+            from_client(Builder::tcp(
+                sa("[2001:db8::2]:40040"),
+                sa("[2001:db8:100::12]:80"),
+                SYN,
+            )),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(
+                    sa("[2001:db8::2]:40040"),
+                    sa("[2001:db8:1::12]:8080"),
+                    SYN,
+                )
+                .ttl(63),
+                "2001:db8:1::12",
+            )),
+        ),
+        case(
+            "IPv6 DNAT: the backend's reply is un-NATed to come from the VIP",
+            0,
+            BACKEND_PORT,
+            from_backend(Builder::tcp(
+                sa("[2001:db8:1::12]:8080"),
+                sa("[2001:db8::2]:40040"),
+                SYNACK,
+            )),
+            Tx(CLIENT_PORT),
+            Some(to_client(
+                Builder::tcp(
+                    sa("[2001:db8:100::12]:80"),
+                    sa("[2001:db8::2]:40040"),
+                    SYNACK,
+                )
+                .ttl(63),
+            )),
+        ),
+        case(
+            "IPv6 DSR: only the MAC addresses change, not even the hop limit",
+            0,
+            0,
+            from_client(Builder::tcp(
+                sa("[2001:db8::2]:40041"),
+                sa("[2001:db8:100::13]:80"),
+                SYN,
+            )),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(
+                    sa("[2001:db8::2]:40041"),
+                    sa("[2001:db8:100::13]:80"),
+                    SYN,
+                ),
+                "2001:db8:1::11",
+            )),
+        ),
+        // ICMPv6, and ICMP errors in the other modes.
+        case(
+            "ICMPv6 echo to a VIP without an ICMP rule is answered by xlb, at its own hop limit",
+            0,
+            0,
+            from_client(
+                Builder::icmp_echo(ip("2001:db8::2"), ip("2001:db8:100::10"), 79, 1, false)
+                    .payload(b"ping6")
+                    .ttl(50),
+            ),
+            Tx(CLIENT_PORT),
+            Some(to_client(
+                Builder::icmp_echo(ip("2001:db8:100::10"), ip("2001:db8::2"), 79, 1, true)
+                    .payload(b"ping6"),
+            )),
+        ),
+        case(
+            "ICMPv6 packet too big from a full-NAT backend reaches the client about the packet it sent",
+            0,
+            BACKEND_PORT,
+            from_backend(
+                Builder::icmp_error(
+                    ip("2001:db8:1::11"),
+                    ip("2001:db8:9::1"),
+                    2,
+                    0,
+                    &sent_to_backend6,
+                )
+                .icmp_rest(1280),
+            ),
+            Tx(CLIENT_PORT),
+            Some(to_client(
+                Builder::icmp_error(
+                    ip("2001:db8:100::10"),
+                    ip("2001:db8::2"),
+                    2,
+                    0,
+                    &client_sent6,
+                )
+                .icmp_rest(1280)
+                .ttl(63),
+            )),
+        ),
+        case(
+            "ICMP port unreachable from a DNAT backend comes from the VIP, quoting what the client sent",
+            0,
+            BACKEND_PORT,
+            from_backend(Builder::icmp_error(
+                ip("10.1.0.11"),
+                ip(c),
+                3,
+                3,
+                &dnat_sent,
+            )),
+            Tx(CLIENT_PORT),
+            Some(to_client(
+                Builder::icmp_error(ip("192.0.2.14"), ip(c), 3, 3, &dnat_client_sent).ttl(63),
+            )),
+        ),
+        case(
+            "ICMP frag-needed about a DSR reply, sent to the VIP, goes to the flow's backend unchanged but for the MACs",
+            0,
+            0,
+            from_client(
+                Builder::icmp_error(ip("10.0.0.254"), ip("192.0.2.12"), 3, 4, &dsr_reply)
+                    .icmp_rest(1400),
+            ),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::icmp_error(ip("10.0.0.254"), ip("192.0.2.12"), 3, 4, &dsr_reply)
+                    .icmp_rest(1400),
+                "10.1.0.11",
+            )),
+        ),
+        // Selection policies 2 (priority), 3 (persist).
+        case(
+            "priority 75/25: first new flow to the heavier backend",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40050"), sa("192.0.2.22:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40050"), sa("10.1.0.11:80"), SYN).ttl(63),
+                "10.1.0.11",
+            )),
+        ),
+        case(
+            "priority 75/25: second new flow to the heavier backend",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40051"), sa("192.0.2.22:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40051"), sa("10.1.0.11:80"), SYN).ttl(63),
+                "10.1.0.11",
+            )),
+        ),
+        case(
+            "priority 75/25: third new flow to the lighter backend (smooth weighted round robin)",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40052"), sa("192.0.2.22:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40052"), sa("10.1.0.12:80"), SYN).ttl(63),
+                "10.1.0.12",
+            )),
+        ),
+        case(
+            "priority 75/25: fourth new flow back to the heavier backend",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40053"), sa("192.0.2.22:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40053"), sa("10.1.0.11:80"), SYN).ttl(63),
+                "10.1.0.11",
+            )),
+        ),
+        // Persist: Maglev over the client address alone. Which backend a
+        // client lands on is fixed by the endpoints' identities (stable
+        // across processes), so these stay put from run to run.
+        case(
+            "persist: a client's first connection",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40060"), sa("192.0.2.21:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40060"), sa(&format!("{PERSIST_A}:80")), SYN).ttl(63),
+                PERSIST_A,
+            )),
+        ),
+        case(
+            "persist: the same client from another port, on the other worker, lands on the same backend",
+            1,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40061"), sa("192.0.2.21:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40061"), sa(&format!("{PERSIST_A}:80")), SYN).ttl(63),
+                PERSIST_A,
+            )),
+        ),
+        case(
+            "persist: another client address lands on another backend",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.3:40062"), sa("192.0.2.21:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.3:40062"), sa(&format!("{PERSIST_B}:80")), SYN).ttl(63),
+                PERSIST_B,
+            )),
+        ),
+        // Time moves from here on. One-arm UDP (20 s rule timeout): flow A
+        // idles out, flow B is seen just before its timeout and lives on.
+        case(
+            "expiry: one-arm UDP flow A starts (round robin: the first backend)",
+            0,
+            0,
+            from_client(Builder::udp(sa("10.0.0.2:5100"), sa("192.0.2.11:53")).payload(b"A")),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::udp(sa("10.1.0.1:40014"), sa("10.1.0.11:5353"))
+                    .payload(b"A")
+                    .ttl(63),
+                "10.1.0.11",
+            )),
+        ),
+        case(
+            "expiry: one-arm UDP flow B starts (the second backend)",
+            0,
+            0,
+            from_client(Builder::udp(sa("10.0.0.2:5101"), sa("192.0.2.11:53")).payload(b"B")),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::udp(sa("10.1.0.1:40016"), sa("10.1.0.12:5353"))
+                    .payload(b"B")
+                    .ttl(63),
+                "10.1.0.12",
+            )),
+        ),
+        case(
+            "expiry: flow B 19.9 s later, just inside its 20 s timeout, is still tracked",
+            0,
+            0,
+            from_client(Builder::udp(sa("10.0.0.2:5101"), sa("192.0.2.11:53")).payload(b"B2")),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::udp(sa("10.1.0.1:40016"), sa("10.1.0.12:5353"))
+                    .payload(b"B2")
+                    .ttl(63),
+                "10.1.0.12",
+            )),
+        )
+        .at(19_900),
+        drop(
+            "expiry: at 22 s flow A has expired; the backend's late reply to its NAT port is dropped",
+            0,
+            BACKEND_PORT,
+            from_backend(Builder::udp(sa("10.1.0.11:5353"), sa("10.1.0.1:40014")).payload(b"a")),
+            DropReason::UntrackedReply,
+        )
+        .at(22_000),
+        case(
+            "expiry: at 22 s flow B's reply still maps back to the client",
+            0,
+            BACKEND_PORT,
+            from_backend(Builder::udp(sa("10.1.0.12:5353"), sa("10.1.0.1:40016")).payload(b"b")),
+            Tx(CLIENT_PORT),
+            Some(to_client(
+                Builder::udp(sa("192.0.2.11:53"), sa("10.0.0.2:5101"))
+                    .payload(b"b")
+                    .ttl(63),
+            )),
+        )
+        .at(22_000),
+        // Least connections (per worker; ties go round robin) and TCP close:
+        // flow L2 ends with FIN both ways, so it is gone after the closing
+        // timeout (10 s) though the rule's timeout is 240 s, and its
+        // backend is then the emptier one.
+        case(
+            "least conn: flow L1 goes to the first backend (a tie)",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40030"), sa("192.0.2.20:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40030"), sa("10.1.0.11:80"), SYN).ttl(63),
+                "10.1.0.11",
+            )),
+        )
+        .at(22_000),
+        case(
+            "least conn: flow L2 goes to the backend without flows",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40031"), sa("192.0.2.20:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40031"), sa("10.1.0.12:80"), SYN).ttl(63),
+                "10.1.0.12",
+            )),
+        )
+        .at(22_000),
+        case(
+            "least conn: L1's SYN-ACK comes back from the VIP: L1 is established",
+            0,
+            BACKEND_PORT,
+            from_backend(Builder::tcp(
+                sa("10.1.0.11:80"),
+                sa("10.0.0.2:40030"),
+                SYNACK,
+            )),
+            Tx(CLIENT_PORT),
+            Some(to_client(
+                Builder::tcp(sa("192.0.2.20:80"), sa("10.0.0.2:40030"), SYNACK).ttl(63),
+            )),
+        )
+        .at(22_000),
+        case(
+            "TCP close: L2's SYN-ACK comes back from the VIP",
+            0,
+            BACKEND_PORT,
+            from_backend(Builder::tcp(
+                sa("10.1.0.12:80"),
+                sa("10.0.0.2:40031"),
+                SYNACK,
+            )),
+            Tx(CLIENT_PORT),
+            Some(to_client(
+                Builder::tcp(sa("192.0.2.20:80"), sa("10.0.0.2:40031"), SYNACK).ttl(63),
+            )),
+        )
+        .at(22_000),
+        case(
+            "TCP close: L2's client FIN goes to its backend",
+            0,
+            0,
+            from_client(
+                Builder::tcp(sa("10.0.0.2:40031"), sa("192.0.2.20:80"), FINACK).seq_ack(2, 2),
+            ),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40031"), sa("10.1.0.12:80"), FINACK)
+                    .seq_ack(2, 2)
+                    .ttl(63),
+                "10.1.0.12",
+            )),
+        )
+        .at(22_000),
+        case(
+            "TCP close: L2's backend FIN comes back from the VIP",
+            0,
+            BACKEND_PORT,
+            from_backend(
+                Builder::tcp(sa("10.1.0.12:80"), sa("10.0.0.2:40031"), FINACK).seq_ack(2, 3),
+            ),
+            Tx(CLIENT_PORT),
+            Some(to_client(
+                Builder::tcp(sa("192.0.2.20:80"), sa("10.0.0.2:40031"), FINACK)
+                    .seq_ack(2, 3)
+                    .ttl(63),
+            )),
+        )
+        .at(22_000),
+        drop(
+            "TCP close: 13 s after FIN both ways L2 is gone; its client's last ACK is no flow's",
+            0,
+            0,
+            from_client(
+                Builder::tcp(sa("10.0.0.2:40031"), sa("192.0.2.20:80"), ACK).seq_ack(3, 3),
+            ),
+            DropReason::TcpNotSyn,
+        )
+        .at(35_000),
+        case(
+            "least conn: flow L3 goes to L2's backend, now the emptier (round robin's turn was the first)",
+            0,
+            0,
+            from_client(Builder::tcp(sa("10.0.0.2:40032"), sa("192.0.2.20:80"), SYN)),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40032"), sa("10.1.0.12:80"), SYN).ttl(63),
+                "10.1.0.12",
+            )),
+        )
+        .at(35_000),
+        case(
+            "TCP close: L1, idle as long as L2 but never closed, is still tracked",
+            0,
+            0,
+            from_client(
+                Builder::tcp(sa("10.0.0.2:40030"), sa("192.0.2.20:80"), ACK)
+                    .seq_ack(2, 2)
+                    .payload(b"late"),
+            ),
+            Tx(BACKEND_PORT),
+            Some(to_backend(
+                Builder::tcp(sa("10.0.0.2:40030"), sa("10.1.0.11:80"), ACK)
+                    .seq_ack(2, 2)
+                    .payload(b"late")
+                    .ttl(63),
+                "10.1.0.11",
+            )),
+        )
+        .at(35_000),
     ]
 }
 
@@ -669,7 +1219,9 @@ fn golden_fixtures_in_order() {
     let mut lab = Lab::new(spec(services()));
     let cases = cases();
     let mut failures = Vec::new();
+    let start = lab.now;
     for (i, c) in cases.iter().enumerate() {
+        lab.idle_until(start + c.at_ms * 1_000_000);
         let (verdict, out) = lab.run(c.worker, c.rx, &c.input);
         let want = c.output.as_ref().unwrap_or(&c.input);
         if verdict != c.verdict || out != *want {
@@ -690,49 +1242,84 @@ fn golden_fixtures_in_order() {
         failures.join("\n")
     );
 
-    // Counters after the run: each drop reason exercised exactly once, and
-    // the totals add up.
+    // Counters after the run: the drop reasons exercised, and the totals add up.
     let c0 = lab.workers[0].counters();
     let c1 = lab.workers[1].counters();
     for r in [
         DropReason::SourceNotAllowed,
         DropReason::IcmpUntracked,
-        DropReason::TcpNotSyn,
         DropReason::Fragment,
         DropReason::NoEndpoint,
         DropReason::TruncatedEthernet,
         DropReason::BadIpv4Header,
+        DropReason::NoService,
+        DropReason::UntrackedReply,
     ] {
         assert_eq!(c0.drops(r) + c1.drops(r), 1, "{r:?}");
     }
-    assert_eq!(c0.drops(DropReason::NoService), 2);
-    let rx = |c: &xlb_dataplane::counters::CounterBlock| {
-        c.rx_packets.load(std::sync::atomic::Ordering::Relaxed)
-    };
-    let tx = |c: &xlb_dataplane::counters::CounterBlock| {
-        c.tx_packets.load(std::sync::atomic::Ordering::Relaxed)
-    };
-    let passed = |c: &xlb_dataplane::counters::CounterBlock| {
-        c.passed.load(std::sync::atomic::Ordering::Relaxed)
-    };
-    assert_eq!(rx(&c0) + rx(&c1), cases.len() as u64);
+    // A non-SYN to a VIP, and the last ACK of the closed flow L2.
+    assert_eq!(c0.drops(DropReason::TcpNotSyn), 2);
+    // TTL 1 on a new flow and on a tracked one.
+    assert_eq!(c0.drops(DropReason::TtlExceeded), 2);
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let both = |f: fn(&CounterBlock) -> &std::sync::atomic::AtomicU64| load(f(&c0)) + load(f(&c1));
+    assert_eq!(both(|c| &c.rx_packets), cases.len() as u64);
     assert_eq!(
-        rx(&c0) + rx(&c1),
-        tx(&c0) + tx(&c1) + passed(&c0) + passed(&c1) + c0.total_drops() + c1.total_drops()
+        both(|c| &c.rx_packets),
+        both(|c| &c.tx_packets) + both(|c| &c.passed) + c0.total_drops() + c1.total_drops()
     );
-    assert_eq!(passed(&c0), 2);
+    assert_eq!(load(&c0.passed), 2);
+    assert_eq!(load(&c0.icmp_echo_replies), 2, "one ICMP, one ICMPv6");
+
+    // Flows: 30 created (the TTL-1 SYN's too: a new flow is tracked before
+    // its TTL is checked); 2 of them on worker 1 (the VLAN and persist
+    // flows). By 35 s every UDP, SCTP and ICMP flow but B has idled out
+    // (20 s), and so has every half-open TCP flow but L1 and L3 (30 s),
+    // and L2 after its FINs (10 s): 21 removed, none evicted. The 9 left
+    // hold 17 entries: a DSR flow keeps no reply entry.
+    assert_eq!(both(|c| &c.flows_created), 30);
+    assert_eq!(load(&c1.flows_created), 2);
+    assert_eq!(both(|c| &c.flows_removed), 21);
+    assert_eq!(both(|c| &c.flows_evicted), 0);
+    assert_eq!(lab.ct.used(), 17);
+
+    // Packets per endpoint, both directions, both workers.
+    let packets = |vip: &str, port: u16, backend: &str| -> u64 {
+        let svc = lab
+            .tables
+            .services
+            .iter()
+            .find(|s| s.spec.key.vip == ip(vip) && s.spec.key.port_min == port)
+            .expect("rule in the fixture's tables");
+        let ep = svc
+            .endpoints
+            .iter()
+            .find(|e| e.addr == ip(backend).into())
+            .expect("endpoint of the rule");
+        c0.endpoint(ep.id).0 + c1.endpoint(ep.id).0
+    };
+    // SYN, data and SYN-ACK on worker 0, and the VLAN flow's SYN on 1.
+    assert_eq!(packets("192.0.2.10", 80, "10.1.0.11"), 4);
+    // Two flows each way, flow B's late datagram, and the ICMP error.
     assert_eq!(
-        c0.icmp_echo_replies
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
+        packets("192.0.2.11", 53, "10.1.0.11"),
+        3,
+        "flow A's late reply not counted"
     );
-    // Endpoint counters: 10.1.0.11:8080 of rule 0 saw SYN, data and the SYN-ACK.
-    let id = lab.tables.services[0].endpoints[0].id;
-    assert_eq!(
-        c0.endpoint(id).0 + c1.endpoint(id).0,
-        4,
-        "3 on worker 0 + the VLAN flow on 1"
-    );
+    assert_eq!(packets("192.0.2.11", 53, "10.1.0.12"), 5);
+    // The datagram and the port unreachable about it.
+    assert_eq!(packets("192.0.2.14", 30000, "10.1.0.11"), 2);
+    // SYN, SYN-ACK and the packet too big.
+    assert_eq!(packets("2001:db8:100::10", 80, "2001:db8:1::11"), 3);
+    assert_eq!(packets("2001:db8:100::11", 53, "2001:db8:1::11"), 2);
+    assert_eq!(packets("2001:db8:100::12", 80, "2001:db8:1::12"), 2);
+    assert_eq!(packets("2001:db8:100::13", 80, "2001:db8:1::11"), 1);
+    assert_eq!(packets("192.0.2.22", 80, "10.1.0.11"), 3, "priority 75 %");
+    assert_eq!(packets("192.0.2.22", 80, "10.1.0.12"), 1, "priority 25 %");
+    assert_eq!(packets("192.0.2.21", 80, PERSIST_A), 2);
+    assert_eq!(packets("192.0.2.21", 80, PERSIST_B), 1);
+    assert_eq!(packets("192.0.2.20", 80, "10.1.0.11"), 3, "L1");
+    assert_eq!(packets("192.0.2.20", 80, "10.1.0.12"), 5, "L2, then L3");
 }
 
 fn hex(b: &[u8]) -> String {
@@ -751,4 +1338,24 @@ fn write_golden_fuzz_seeds() {
     for (i, c) in cases().iter().enumerate() {
         std::fs::write(format!("{dir}/golden-{i:02}"), &c.input).expect("seed file");
     }
+}
+
+/// The committed seed corpus holds every fixture's input: fuzz-smoke.sh
+/// writes seeds only into an empty directory, so without this check they
+/// go stale whenever the table changes.
+#[test]
+fn fuzz_seeds_hold_every_golden_input() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds");
+    let stale: Vec<String> = cases()
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| {
+            std::fs::read(format!("{dir}/golden-{i:02}")).ok() != Some(c.input.clone())
+        })
+        .map(|(i, c)| format!("golden-{i:02} ({})", c.desc))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "seeds missing or stale: {stale:?}; rewrite them with\n  XLB_FUZZ_SEEDS=$PWD/dataplane/fuzz/seeds cargo test -p xlb-dataplane --test golden -- --ignored write_golden_fuzz_seeds"
+    );
 }

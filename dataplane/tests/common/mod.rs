@@ -171,6 +171,25 @@ impl Lab {
     }
 }
 
+/// How often an idle worker calls [`Processor::idle`]: the AF_XDP worker
+/// loop does between waits of `IDLE_POLL_MS` (50 ms) for frames.
+pub const IDLE_TICK_NS: u64 = 50_000_000;
+
+impl Lab {
+    /// Move the clock forward to `to` with no traffic, calling every worker's
+    /// [`Processor::idle`] each [`IDLE_TICK_NS`] on the way, as idle worker
+    /// loops do: flows expire through the pipeline's own paced sweep.
+    pub fn idle_until(&mut self, to: u64) {
+        assert!(to >= self.now, "the lab's clock is monotonic");
+        while self.now < to {
+            self.now = (self.now + IDLE_TICK_NS).min(to);
+            for w in &mut self.workers {
+                w.idle(self.now);
+            }
+        }
+    }
+}
+
 impl Lab {
     /// Run `frames` through `worker` as one batch, all received on `rx`.
     pub fn run_batch(
