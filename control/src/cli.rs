@@ -167,6 +167,8 @@ pub struct LbArgs {
     pub probeport: u16,
     /// `--allowed-sources`, comma-separated prefixes.
     pub allowed: String,
+    /// `--dsr-ipip` (xlb's `dsrIpip`).
+    pub dsr_ipip: bool,
 }
 
 fn mode_number(m: &str) -> Result<i64, CliError> {
@@ -265,6 +267,9 @@ pub fn lb_bodies(a: &LbArgs) -> Result<Vec<Value>, CliError> {
                 if !a.probetype.is_empty() {
                     m.insert("probetype".into(), json!(a.probetype));
                     m.insert("probeport".into(), json!(a.probeport));
+                }
+                if a.dsr_ipip {
+                    m.insert("dsrIpip".into(), json!(true));
                 }
             }
             let endpoints: Vec<Value> = eps
@@ -365,7 +370,11 @@ pub fn lb_table(l: &LbRuleList, wide: bool) -> String {
                 c(s.name.clone()),
                 c(s.block.to_string()),
                 c(name_of(&SELS, s.sel)),
-                c(name_of(&MODES, s.mode)),
+                c(if s.dsripip {
+                    "dsr-ipip".to_string()
+                } else {
+                    name_of(&MODES, s.mode)
+                }),
                 e.endpointip.clone(),
                 e.targetport.to_string(),
                 e.weight.to_string(),
@@ -491,6 +500,19 @@ mod tests {
         assert_eq!(b[0]["endpoints"][1]["targetPort"], 8080);
         assert_eq!(b[0]["endpoints"][1]["weight"], 2);
         assert_eq!(b[1]["endpoints"][0]["targetPort"], 443);
+        assert!(
+            b[0]["serviceArguments"].get("dsrIpip").is_none(),
+            "loxilb's body unless asked"
+        );
+        let ipip = LbArgs {
+            mode: "dsr".into(),
+            dsr_ipip: true,
+            ..a.clone()
+        };
+        assert_eq!(
+            lb_bodies(&ipip).expect("valid")[0]["serviceArguments"]["dsrIpip"],
+            true
+        );
         assert_eq!(
             lb_delete_paths(&a).expect("valid")[0],
             "/config/loadbalancer/externalipaddress/192.0.2.1/port/80/protocol/tcp?block=0"

@@ -16,7 +16,8 @@ use xlb_dataplane::tables::TablesHandle;
 use crate::api::{router, Api, LogLevelSetter};
 use crate::config;
 use crate::env::{DataplaneView, NetEnv};
-use crate::state::ControlState;
+use crate::error::RuleError;
+use crate::state::{ControlState, MaglevSize};
 
 /// Options of `xlb run` that the control plane uses.
 #[derive(Debug, Clone)]
@@ -33,6 +34,10 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Full-NAT (mode 2) source addresses; empty: the egress port's address.
     pub snat_addrs: Vec<IpAddr>,
+    /// Maglev table size of every hash and persist rule.
+    pub maglev_size: MaglevSize,
+    /// IPIP for every IPv4 DSR (mode 3) rule, not only those with `dsrIpip`.
+    pub dsr_ipip: bool,
 }
 
 /// What a running dataplane hands control: the handle its workers read, a
@@ -81,6 +86,9 @@ pub enum DaemonError {
     /// a source-NAT address that cannot be one
     #[error("--snat-addrs: {0} cannot be a source address")]
     SnatAddr(IpAddr),
+    /// the empty tables could not be built with the options given
+    #[error("building the tables with the options given: {0}")]
+    Options(RuleError),
 }
 
 /// Build the control state, load the config files into it (publishing through
@@ -103,6 +111,18 @@ pub fn prepare(
             .map_err(|_| DaemonError::SnatAddr(opts.snat_addrs[0]))?;
         tracing::info!(addrs = ?opts.snat_addrs, "full-NAT source addresses");
     }
+    // Before the config files, so their rules are built once, with these.
+    state
+        .set_maglev_size(opts.maglev_size)
+        .map_err(DaemonError::Options)?;
+    state
+        .set_dsr_ipip(opts.dsr_ipip)
+        .map_err(DaemonError::Options)?;
+    tracing::info!(
+        maglev_size = %opts.maglev_size,
+        dsr_ipip = opts.dsr_ipip,
+        "table options"
+    );
     let report = config::load(&mut state, &opts.config_path);
     for e in &report.errors {
         tracing::error!("config: {e}");

@@ -16,6 +16,7 @@ use xlb_control::config;
 use xlb_control::daemon::{self, Dataplane, ServeOptions};
 use xlb_control::env::StaticNet;
 use xlb_control::model::{from_json, CiStateOut, CtAttr};
+use xlb_control::state::MaglevSize;
 use xlb_dataplane::tables::TablesHandle;
 
 #[derive(Parser, Debug)]
@@ -126,6 +127,19 @@ struct RunArgs {
     /// Default: the egress port's address.
     #[arg(long, value_delimiter = ',', env = "XLB_SNAT_ADDRS")]
     snat_addrs: Vec<IpAddr>,
+    /// Maglev lookup-table size of every hash (sel 1) and persist (sel 3)
+    /// rule: a prime from 37 to 16777213. A larger table follows weights
+    /// more finely and moves fewer flows when an endpoint changes; it costs
+    /// 2 bytes per slot per rule and a rule's rebuild takes proportionally
+    /// longer (about 4 ms at 65537). Aim for at least 100 slots per endpoint.
+    #[arg(long, env = "XLB_MAGLEV_SIZE", default_value_t = MaglevSize::default())]
+    maglev_size: MaglevSize,
+    /// Send every IPv4 DSR (mode 3) rule's packets to its endpoints in IPIP,
+    /// as the rule field `"dsrIpip": true` does for one rule (for clients
+    /// such as kube-loxilb that cannot send it). Endpoints must decapsulate
+    /// (an ipip interface) and hold the VIP. IPv6 DSR rules keep the L2 rewrite.
+    #[arg(long, env = "XLB_DSR_IPIP", value_parser = clap::builder::BoolishValueParser::new())]
+    dsr_ipip: bool,
     /// Serve the API without a dataplane (nothing forwards).
     #[arg(long)]
     no_dataplane: bool,
@@ -259,6 +273,10 @@ struct LbFlags {
     /// Allowed client prefixes, comma-separated.
     #[arg(long, default_value = "")]
     allowed_sources: String,
+    /// With --mode=dsr and an IPv4 VIP: send packets to the endpoints in
+    /// IPIP instead of rewriting only the MACs (xlb's rule field `dsrIpip`).
+    #[arg(long)]
+    dsr_ipip: bool,
 }
 
 #[derive(Args, Debug)]
@@ -338,6 +356,8 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         strict_config: args.strict_config,
         tls: args.tls_cert.zip(args.tls_key),
         snat_addrs: args.snat_addrs,
+        maglev_size: args.maglev_size,
+        dsr_ipip: args.dsr_ipip,
     };
     let api = Arc::new(daemon::prepare(
         &opts,
@@ -463,6 +483,7 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                     probetype: f.probetype,
                     probeport: f.probeport,
                     allowed: f.allowed_sources,
+                    dsr_ipip: f.dsr_ipip,
                     ..Default::default()
                 };
                 f.ports.into_args(&mut a);

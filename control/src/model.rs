@@ -59,6 +59,12 @@ pub struct ServiceArgs {
     /// loxilb's block (mark); part of the rule's identity.
     #[serde(skip_serializing_if = "is_zero")]
     pub block: i64,
+    /// xlb extension, not in loxilb's API: with mode 3 (DSR) on an IPv4 VIP,
+    /// send packets to the endpoint in IPIP instead of rewriting only the
+    /// MACs, so endpoints may sit behind a router. Omitted when false, so
+    /// rules without it print exactly as loxilb prints them.
+    #[serde(rename(serialize = "dsrIpip"), skip_serializing_if = "is_false")]
+    pub dsripip: bool,
     /// Egress rule.
     #[serde(skip_serializing_if = "is_false")]
     pub egress: bool,
@@ -683,6 +689,23 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&LbRuleList { lb_attr: vec![r] }).expect("json"),
             r#"{"lbAttr":[{"allowedSources":null,"endpoints":[{"counter":"0:0","endpointIP":"10.0.0.5","state":"active","targetPort":30080,"weight":1}],"secondaryIPs":null,"serviceArguments":{"externalIP":"192.168.80.5","inactiveTimeOut":1800,"managed":true,"mode":2,"monitor":true,"name":"default_nginx:llb-inst0","port":80,"protocol":"tcp"}}]}"#
+        );
+    }
+
+    #[test]
+    fn dsr_ipip_extension_is_shown_only_when_set() {
+        let body = br#"{"serviceArguments":{"externalIP":"1.2.3.4","port":80,"mode":3,"sel":1,"DSRIPIP":true},"endpoints":[{"endpointIP":"10.0.0.1","targetPort":80,"weight":1}]}"#;
+        let mut r: LbRule = parse_body(body).expect("parses and fits the schema");
+        assert!(r.serviceargs.dsripip, "keys are case-insensitive");
+        let sa = |r: &LbRule| serde_json::to_string(&r.serviceargs).expect("json");
+        assert_eq!(
+            sa(&r),
+            r#"{"dsrIpip":true,"externalIP":"1.2.3.4","mode":3,"port":80,"sel":1}"#
+        );
+        r.serviceargs.dsripip = false;
+        assert_eq!(
+            sa(&r),
+            r#"{"externalIP":"1.2.3.4","mode":3,"port":80,"sel":1}"#
         );
     }
 

@@ -156,6 +156,8 @@ pub fn document() -> Value {
                         "description": "0 rr, 1 hash, 2 priority, 3 persist, 4 least-connections (5, 6 unsupported)"},
                     "mode": {"type": "integer", "enum": [0, 1, 2, 3],
                         "description": "0 dnat, 1 one-arm, 2 full-nat, 3 dsr (4, 5 unsupported)"},
+                    "dsrIpip": {"type": "boolean",
+                        "description": "xlb extension (not in loxilb): with mode 3 and an IPv4 VIP, send packets to the endpoints in IPIP instead of rewriting only the MACs; 400 with any other mode; in GET only when true"},
                     "oper": {"type": "integer", "enum": [0, 1, 2]},
                     "bgp": boolean, "monitor": boolean, "managed": boolean,
                     "inactiveTimeOut": int, "block": int,

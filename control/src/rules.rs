@@ -268,6 +268,21 @@ impl LbRule {
             5 => return Err(RuleError::Unsupported("mode 5 (host-one-arm)".into())),
             v => return Err(RuleError::ServiceArgs(format!("mode {v}"))),
         };
+        if s.dsripip {
+            // The extension changes how DSR delivers; it means nothing to the
+            // modes that rewrite addresses, so asking for it there is a mistake.
+            if mode != NatMode::Dsr {
+                return Err(RuleError::ServiceArgs(format!(
+                    "dsrIpip (IPIP encapsulation) needs mode 3 (DSR), not mode {}",
+                    s.mode
+                )));
+            }
+            if vip.is_ipv6() {
+                return Err(RuleError::ServiceArgs(
+                    "dsrIpip (IPIP encapsulation) is only available for an IPv4 VIP".into(),
+                ));
+            }
+        }
         if s.security != 0 {
             return Err(RuleError::Unsupported(format!(
                 "security {} (TLS termination needs full-proxy mode)",
@@ -388,7 +403,7 @@ impl LbRule {
                 allowed_sources: allowed,
                 endpoints,
                 inactive_timeout_s: timeout_s,
-                dsr_ipip: false,
+                dsr_ipip: s.dsripip,
                 name: doc.serviceargs.name.clone(),
             },
             oper,
@@ -435,7 +450,8 @@ impl ValidRule {
     }
 
     /// What a re-post may change in place (endpoints, probe settings, sel,
-    /// mode, allowed sources); if none of it differs the post is a duplicate.
+    /// mode and DSR encapsulation, allowed sources); if none of it differs the
+    /// post is a duplicate.
     pub fn updatable(&self) -> impl PartialEq + std::fmt::Debug {
         let s = &self.doc.serviceargs;
         let mut eps: Vec<_> = self
@@ -464,7 +480,7 @@ impl ValidRule {
                 self.monitor,
             ),
             s.sel,
-            s.mode,
+            (s.mode, s.dsripip),
             allowed,
         )
     }
@@ -710,6 +726,17 @@ mod tests {
                 rule(|s| s.privateip = "x".into()),
                 "malformed-service privateIP error",
             ),
+            (
+                rule(|s| s.dsripip = true),
+                "service-args error: dsrIpip (IPIP encapsulation) needs mode 3 (DSR), not mode 0",
+            ),
+            (
+                rule(|s| {
+                    s.mode = 2;
+                    s.dsripip = true;
+                }),
+                "service-args error: dsrIpip (IPIP encapsulation) needs mode 3 (DSR), not mode 2",
+            ),
         ];
         for (r, want) in cases {
             let got = r.validate().expect_err("invalid").to_string();
@@ -721,6 +748,29 @@ mod tests {
         let mut r = rule(|_| {});
         r.endpoints = vec![r.endpoints[0].clone(); 33];
         assert_eq!(r.validate(), Err(RuleError::EndpointsRange));
+    }
+
+    #[test]
+    fn dsr_ipip_is_the_rules_own_choice() {
+        let dsr = |ipip: bool| {
+            rule(|s| {
+                s.mode = 3;
+                s.sel = 1;
+                s.port = 8080;
+                s.dsripip = ipip;
+            })
+            .validate()
+            .expect("valid")
+        };
+        let (plain, ipip) = (dsr(false), dsr(true));
+        assert!(!plain.service.dsr_ipip);
+        assert!(ipip.service.dsr_ipip);
+        assert!(ipip.doc.serviceargs.dsripip, "GET and save show it");
+        assert_ne!(
+            plain.updatable(),
+            ipip.updatable(),
+            "a re-post that turns it on is an update, not a duplicate"
+        );
     }
 
     #[test]

@@ -17,10 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use xlb_dataplane::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 use xlb_dataplane::net::Ip16;
 use xlb_dataplane::tables::{
-    BuildError, EndpointSpec, EndpointState, ServiceChange, ServiceKey, ServiceSpec, Tables,
-    TablesHandle, TablesSpec, TablesUpdate, MAX_ENDPOINTS_PER_SERVICE,
+    BuildError, EndpointSpec, EndpointState, NatMode, ServiceChange, ServiceKey, ServiceSpec,
+    Tables, TablesHandle, TablesSpec, TablesUpdate, MAX_ENDPOINTS_PER_SERVICE,
 };
 
 use crate::env::{DataplaneView, NetEnv};
@@ -34,6 +35,107 @@ pub const MAX_RULES: usize = 16384;
 pub const DEFAULT_INSTANCE: &str = "llb-inst0";
 /// Valid cluster-instance states.
 pub const CI_STATES: &[&str] = &["MASTER", "BACKUP", "FAULT", "STOP", "NOT_DEFINED"];
+
+/// The Maglev lookup-table size of every hash (sel 1) and persist (sel 3)
+/// rule (`xlb run --maglev-size`): a prime the dataplane builds tables of,
+/// large enough for any rule. Checked once, when it is made, so a bad value
+/// stops the daemon before it starts rather than refusing rules later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MaglevSize(usize);
+
+impl MaglevSize {
+    /// The smallest size: the smallest prime with a slot for each of a rule's
+    /// [`MAX_ENDPOINTS_PER_SERVICE`] endpoints (Maglev gives every weighted
+    /// backend at least one slot, so a smaller table would refuse big rules).
+    pub const MIN: usize = 37;
+    /// The largest size: the largest prime the dataplane builds
+    /// ([`xlb_dataplane::maglev::MAX_TABLE_SIZE`]; 32 MiB per rule, far
+    /// beyond any use).
+    pub const MAX: usize = 16_777_213;
+
+    /// Check `size`: a prime in [`MaglevSize::MIN`]..=[`MaglevSize::MAX`].
+    pub fn new(size: usize) -> Result<MaglevSize, MaglevSizeError> {
+        if !(Self::MIN..=Self::MAX).contains(&size) {
+            return Err(MaglevSizeError::OutOfRange(size));
+        }
+        if !is_table_size(size) {
+            return Err(MaglevSizeError::NotPrime {
+                size,
+                below: (Self::MIN..size).rev().find(|&m| is_table_size(m)),
+                above: (size + 1..=Self::MAX).find(|&m| is_table_size(m)),
+            });
+        }
+        Ok(MaglevSize(size))
+    }
+
+    /// The number of slots.
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+/// Whether the dataplane builds Maglev tables of `m` slots. Asking it (an
+/// empty table costs nothing) keeps one definition of what is accepted.
+fn is_table_size(m: usize) -> bool {
+    Maglev::build(&[], m).is_ok()
+}
+
+impl Default for MaglevSize {
+    /// The dataplane's default (65537, the Maglev paper's and Katran's size).
+    fn default() -> MaglevSize {
+        MaglevSize(DEFAULT_TABLE_SIZE)
+    }
+}
+
+impl std::fmt::Display for MaglevSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for MaglevSize {
+    type Err = MaglevSizeError;
+    fn from_str(s: &str) -> Result<MaglevSize, MaglevSizeError> {
+        let size = s
+            .trim()
+            .parse()
+            .map_err(|_| MaglevSizeError::NotANumber(s.to_string()))?;
+        MaglevSize::new(size)
+    }
+}
+
+/// Why a Maglev table size cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaglevSizeError {
+    /// not a whole number
+    #[error("{0:?} is not a whole number")]
+    NotANumber(String),
+    /// outside MaglevSize::MIN..=MaglevSize::MAX
+    #[error(
+        "{0} is out of range: give a prime from {min} to {max}",
+        min = MaglevSize::MIN,
+        max = MaglevSize::MAX
+    )]
+    OutOfRange(usize),
+    /// Maglev's permutations need a prime table size
+    #[error("{size} is not a prime, which Maglev needs{}", nearest(*.below, *.above))]
+    NotPrime {
+        /// The size given.
+        size: usize,
+        /// The nearest usable size below it, if any.
+        below: Option<usize>,
+        /// The nearest usable size above it, if any.
+        above: Option<usize>,
+    },
+}
+
+fn nearest(below: Option<usize>, above: Option<usize>) -> String {
+    match (below, above) {
+        (Some(b), Some(a)) => format!("; the nearest primes are {b} and {a}"),
+        (Some(p), None) | (None, Some(p)) => format!("; the nearest prime is {p}"),
+        (None, None) => String::new(),
+    }
+}
 
 /// Latest probe result of an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +194,9 @@ pub struct ControlState {
     holds: Vec<HostHold>,
     cistate: BTreeMap<String, CiStateOut>,
     snat_addrs: Vec<IpAddr>,
+    maglev_size: MaglevSize,
+    /// IPIP for every IPv4 DSR rule, not only those that ask (`xlb run --dsr-ipip`).
+    dsr_ipip: bool,
     /// Inside [`ControlState::batch`]: commit without building.
     deferred: bool,
     /// Inside [`ControlState::apply_rule_ops`]: the next snapshot, published
@@ -145,6 +250,8 @@ impl ControlState {
             holds: Vec::new(),
             cistate,
             snat_addrs: Vec::new(),
+            maglev_size: MaglevSize::default(),
+            dsr_ipip: false,
             deferred: false,
             group: None,
             retired: None,
@@ -171,6 +278,35 @@ impl ControlState {
     /// The full-NAT source addresses configured.
     pub fn snat_addrs(&self) -> &[IpAddr] {
         &self.snat_addrs
+    }
+
+    /// Set the Maglev table size of every rule (`xlb run --maglev-size`) and
+    /// rebuild. Later changes keep it: an update starts from the snapshot.
+    pub fn set_maglev_size(&mut self, size: MaglevSize) -> Result<(), RuleError> {
+        let old = std::mem::replace(&mut self.maglev_size, size);
+        let res = self.refresh();
+        if res.is_err() {
+            self.maglev_size = old;
+        }
+        res
+    }
+
+    /// The Maglev table size configured.
+    pub fn maglev_size(&self) -> MaglevSize {
+        self.maglev_size
+    }
+
+    /// Encapsulate every IPv4 DSR rule in IPIP (`xlb run --dsr-ipip`), also
+    /// the rules that do not ask for it with `dsrIpip` (kube-loxilb cannot
+    /// send that field), and rebuild. IPv6 DSR rules keep the L2 rewrite.
+    /// Rules show only their own `dsrIpip` in GET; this is the daemon's.
+    pub fn set_dsr_ipip(&mut self, on: bool) -> Result<(), RuleError> {
+        let old = std::mem::replace(&mut self.dsr_ipip, on);
+        let res = self.refresh();
+        if res.is_err() {
+            self.dsr_ipip = old;
+        }
+        res
     }
 
     fn save(&self) -> Saved {
@@ -359,9 +495,13 @@ impl ControlState {
         Ok(())
     }
 
-    /// The dataplane form of a rule: endpoint states from the probe results.
+    /// The dataplane form of a rule: endpoint states from the probe results,
+    /// IPIP from the daemon's default.
     fn service_for(&self, r: &ValidRule) -> ServiceSpec {
         let mut service = r.service.clone();
+        if self.dsr_ipip && service.mode == NatMode::Dsr && service.key.vip.is_ipv4() {
+            service.dsr_ipip = true;
+        }
         for e in &mut service.endpoints {
             e.state = if endpoint_up(&self.status, &self.holds, r, e) {
                 EndpointState::Active
@@ -391,7 +531,7 @@ impl ControlState {
             ports: self.net.ports(),
             snat_addrs: self.snat_addrs.clone(),
             nat_ports: (0, 0),
-            maglev_size: 0,
+            maglev_size: self.maglev_size.get(),
         }
     }
 
@@ -775,15 +915,17 @@ fn add_refs(refs: &mut ProbeRefs, r: &ValidRule, delta: i32) -> Vec<String> {
     gone
 }
 
-/// Apply a re-post's changeable parts (endpoints, probe settings, sel, mode,
-/// allowed sources, and with them the idle timeout, as loxilb does) to the
-/// existing rule; the rest (name, flags) stays.
+/// Apply a re-post's changeable parts (endpoints, probe settings, sel, mode
+/// and xlb's DSR encapsulation, allowed sources, and with them the idle
+/// timeout, as loxilb does) to the existing rule; the rest (name, flags) stays.
 fn update_in_place(old: &ValidRule, new: &ValidRule) -> Result<ValidRule, RuleError> {
     let mut doc = old.doc.clone();
     let n = &new.doc.serviceargs;
     let s = &mut doc.serviceargs;
     s.sel = n.sel;
     s.mode = n.mode;
+    // Tied to the mode: a re-post that leaves DSR must drop it with it.
+    s.dsripip = n.dsripip;
     s.probetype = n.probetype.clone();
     s.probeport = n.probeport;
     s.probereq = n.probereq.clone();
@@ -934,6 +1076,106 @@ mod tests {
         );
         st.delete_probe("10.0.0.1_ping_0").expect("deleted");
         assert!(st.probes_view().is_empty());
+    }
+
+    #[test]
+    fn maglev_sizes_are_primes_in_range() {
+        use xlb_dataplane::maglev::MAX_TABLE_SIZE;
+        let usable = |m: usize| MaglevSize::new(m).is_ok();
+        assert!(usable(MaglevSize::MIN) && usable(MaglevSize::MAX));
+        assert!((MAX_ENDPOINTS_PER_SERVICE..MaglevSize::MIN).all(|m| !is_table_size(m)));
+        assert!((MaglevSize::MAX + 1..=MAX_TABLE_SIZE).all(|m| !is_table_size(m)));
+        assert_eq!(MaglevSize::default().get(), 65537);
+        assert_eq!(
+            "131071".parse::<MaglevSize>().map(MaglevSize::get),
+            Ok(131071)
+        );
+        let err = |s: &str| s.parse::<MaglevSize>().expect_err(s).to_string();
+        assert_eq!(
+            err("65536"),
+            "65536 is not a prime, which Maglev needs; the nearest primes are 65521 and 65537"
+        );
+        assert_eq!(
+            err("31"),
+            "31 is out of range: give a prime from 37 to 16777213"
+        );
+        assert_eq!(
+            err("16777259"),
+            "16777259 is out of range: give a prime from 37 to 16777213"
+        );
+        assert_eq!(
+            err("0"),
+            "0 is out of range: give a prime from 37 to 16777213"
+        );
+        assert_eq!(err("-1"), r#""-1" is not a whole number"#);
+        assert_eq!(err("64k"), r#""64k" is not a whole number"#);
+    }
+
+    #[test]
+    fn maglev_size_reaches_every_build() {
+        let mut st = state();
+        st.set_maglev_size(MaglevSize::new(251).expect("prime"))
+            .expect("nothing to refuse");
+        let mut hash = tcp("192.0.2.1", 80, 0, &["10.0.0.1", "10.0.0.2"]);
+        hash["serviceArguments"]["sel"] = 1.into();
+        st.post_rule(rule(hash).expect("valid")).expect("accepted");
+        let slots = |st: &ControlState| {
+            let t = st.handle().current();
+            t.services[0].maglev.as_ref().map(|m| m.slots().len())
+        };
+        assert_eq!(slots(&st), Some(251), "an incremental update keeps it");
+        st.refresh().expect("same state");
+        st.set_snat_addrs(vec!["192.0.2.99".parse().expect("ip")])
+            .expect("whole rebuild");
+        assert_eq!(slots(&st), Some(251), "a whole rebuild keeps it");
+        st.set_maglev_size(MaglevSize::default()).expect("accepted");
+        assert_eq!(slots(&st), Some(65537));
+    }
+
+    #[test]
+    fn daemon_dsr_ipip_covers_ipv4_dsr_rules_only() {
+        let mut st = state();
+        let dsr = |vip: &str, ep: &str| {
+            json!({"serviceArguments": {"externalIP": vip, "port": 80, "protocol": "tcp", "sel": 1, "mode": 3},
+                   "endpoints": [{"endpointIP": ep, "targetPort": 80, "weight": 1}]})
+        };
+        for r in [
+            dsr("192.0.2.1", "10.0.0.1"),
+            dsr("2001:db8::1", "2001:db8:1::1"),
+            tcp("192.0.2.2", 80, 0, &["10.0.0.1"]),
+        ] {
+            st.post_rule(rule(r).expect("valid")).expect("accepted");
+        }
+        let ipip = |st: &ControlState| -> Vec<(String, bool)> {
+            let t = st.handle().current();
+            let mut v: Vec<_> = t
+                .services
+                .iter()
+                .map(|s| (s.spec.key.vip.to_string(), s.spec.dsr_ipip))
+                .collect();
+            v.sort();
+            v
+        };
+        let off = [
+            ("192.0.2.1".to_string(), false),
+            ("192.0.2.2".to_string(), false),
+            ("2001:db8::1".to_string(), false),
+        ];
+        assert_eq!(ipip(&st), off);
+        st.set_dsr_ipip(true).expect("accepted");
+        assert_eq!(
+            ipip(&st),
+            [
+                ("192.0.2.1".to_string(), true),
+                ("192.0.2.2".to_string(), false),
+                ("2001:db8::1".to_string(), false),
+            ]
+        );
+        // What GET shows is the rule's own setting, not the daemon's.
+        let view = StaticView::new();
+        assert!(st.rules_view(&view).iter().all(|r| !r.serviceargs.dsripip));
+        st.set_dsr_ipip(false).expect("accepted");
+        assert_eq!(ipip(&st), off);
     }
 
     /// One random API operation.

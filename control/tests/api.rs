@@ -200,6 +200,12 @@ async fn rule_rejections_change_nothing() {
         ("proxy protocol on udp", sa(json!({"protocol": "udp", "proxyprotocolv2": true})), handler(400, "service-args error: proxy protocol is only for tcp")),
         ("proxy protocol", sa(json!({"proxyprotocolv2": true})), handler(400, "unsupported error: proxyprotocolv2 is not supported by xlb")),
         ("DSR port change", sa(json!({"mode": 3, "sel": 1})), handler(400, "malformed-service dsr-port error")),
+        ("dsrIpip without a mode", sa(json!({"dsrIpip": true})), handler(400, "service-args error: dsrIpip (IPIP encapsulation) needs mode 3 (DSR), not mode 0")),
+        ("dsrIpip with full NAT", sa(json!({"mode": 2, "dsrIpip": true})), handler(400, "service-args error: dsrIpip (IPIP encapsulation) needs mode 3 (DSR), not mode 2")),
+        ("dsrIpip on an IPv6 VIP",
+         json!({"serviceArguments": {"externalIP": "2001:db8::9", "port": 80, "protocol": "tcp", "mode": 3, "sel": 1, "dsrIpip": true},
+                "endpoints": [{"endpointIP": "2001:db8:1::1", "targetPort": 80, "weight": 1}]}).to_string(),
+         handler(400, "service-args error: dsrIpip (IPIP encapsulation) is only available for an IPv4 VIP")),
         ("probe port without type", sa(json!({"probeport": 80})), handler(400, "malformed-service-pport error")),
         ("security", sa(json!({"security": 1})), handler(400, "unsupported error: security 1 (TLS termination needs full-proxy mode) is not supported by xlb")),
         ("host", sa(json!({"host": "a.example"})), handler(400, "unsupported error: host (URL-based rules need full-proxy mode) is not supported by xlb")),
@@ -240,6 +246,10 @@ async fn rule_rejections_change_nothing() {
             r#"{"serviceArguments":{"externalIP":"192.0.2.9","port":"80"},"endpoints":[]}"#,
         ),
         ("array body", "[]"),
+        (
+            "string dsrIpip",
+            r#"{"serviceArguments":{"externalIP":"192.0.2.9","port":80,"mode":3,"sel":1,"dsrIpip":"yes"},"endpoints":[]}"#,
+        ),
     ] {
         let r = h.post(LB, body).await;
         assert_eq!(r.status, 400, "{what}");
@@ -549,6 +559,77 @@ async fn in_place_updates_and_what_counts_as_duplicate() {
         .expect("result")
         .starts_with("malformed-service error: rule"));
     assert_eq!(h.snapshot().await, before);
+}
+
+/// xlb's `dsrIpip` extension: IPIP for one DSR rule, shown in GET only when
+/// set, so rules without it keep loxilb's exact output.
+#[tokio::test]
+async fn dsr_ipip_extension() {
+    let h = Harness::new();
+    let dsr = |vip: &str, ipip: Option<serde_json::Value>| {
+        let mut b = json!({"serviceArguments": {"externalIP": vip, "port": 80, "protocol": "tcp", "sel": 1, "mode": 3},
+                           "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1}]});
+        if let Some(v) = ipip {
+            b["serviceArguments"]["dsrIpip"] = v;
+        }
+        b.to_string()
+    };
+    let ipip_of = |h: &Harness, vip: &str| {
+        let t = h.handle.current();
+        let key = t
+            .services
+            .iter()
+            .position(|s| s.spec.key.vip.to_string() == vip)
+            .expect("rule published");
+        t.services[key].spec.dsr_ipip
+    };
+    let get = |ipip: &str| {
+        format!(
+            r#"{{"lbAttr":[{{"allowedSources":null,"endpoints":[{{"counter":"0:0","endpointIP":"10.0.0.1","state":"active","targetPort":80,"weight":1}}],"secondaryIPs":null,"serviceArguments":{{{ipip}"externalIP":"192.0.2.1","inactiveTimeOut":240,"mode":3,"port":80,"protocol":"tcp","sel":1}}}}]}}"#
+        )
+    };
+
+    // Without it: L2 DSR, and GET exactly as loxilb prints the rule.
+    let r = h.post(LB, &dsr("192.0.2.1", None)).await;
+    assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+    assert!(!ipip_of(&h, "192.0.2.1"));
+    assert_eq!(h.get(LB_ALL).await.body, get(""));
+
+    // Re-posted with it (keys are case-insensitive): an in-place update.
+    let r = h
+        .post(
+            LB,
+            &dsr("192.0.2.1", Some(json!(true))).replace("dsrIpip", "DsrIPIP"),
+        )
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+    assert!(ipip_of(&h, "192.0.2.1"));
+    assert_eq!(h.get(LB_ALL).await.body, get(r#""dsrIpip":true,"#));
+    let before = h.snapshot().await;
+    let r = h.post(LB, &dsr("192.0.2.1", Some(json!(true)))).await;
+    assert_eq!(r.body, handler_error(409, "lbrule-exists error"));
+    assert_eq!(h.snapshot().await, before);
+
+    // kube-loxilb re-posts without it (explicit false is the same): back to L2.
+    let r = h.post(LB, &dsr("192.0.2.1", Some(json!(false)))).await;
+    assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+    assert!(!ipip_of(&h, "192.0.2.1"));
+    assert_eq!(h.get(LB_ALL).await.body, get(""));
+
+    // A new rule with it, and a mode change that leaves DSR takes it away.
+    let r = h.post(LB, &dsr("192.0.2.2", Some(json!(true)))).await;
+    assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+    assert!(ipip_of(&h, "192.0.2.2"));
+    let fullnat = json!({"serviceArguments": {"externalIP": "192.0.2.2", "port": 80, "protocol": "tcp", "sel": 1, "mode": 2},
+                         "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1}]});
+    let r = h.post(LB, &fullnat.to_string()).await;
+    assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+    assert!(!ipip_of(&h, "192.0.2.2"));
+    let got = h.get(LB_ALL).await.json();
+    assert!(got["lbAttr"][1]["serviceArguments"]
+        .get("dsrIpip")
+        .is_none());
+    assert_eq!(got["lbAttr"][1]["serviceArguments"]["mode"], 2);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use serde_json::json;
 use xlb_control::config::{self, ConfigError};
 use xlb_control::daemon::{self, Dataplane, ServeOptions};
 use xlb_control::env::{StaticNet, StaticView};
-use xlb_control::state::ControlState;
+use xlb_control::state::{ControlState, MaglevSize};
 use xlb_dataplane::net::Ip16;
 use xlb_dataplane::tables::{NatMode, Selection, TablesHandle};
 
@@ -422,6 +422,8 @@ async fn daemon_prepare_and_serve_over_tcp() {
         strict_config: true,
         tls: None,
         snat_addrs: Vec::new(),
+        maglev_size: MaglevSize::default(),
+        dsr_ipip: false,
     };
     let dp = Dataplane::none();
     let handle = dp.handle.clone();
@@ -473,6 +475,8 @@ fn snat_addrs_option_sets_the_full_nat_source_and_bad_ones_are_refused() {
             "192.0.2.98".parse().expect("ip"),
             "2001:db8::99".parse().expect("ip"),
         ],
+        maglev_size: MaglevSize::default(),
+        dsr_ipip: false,
     };
     let dp = Dataplane::none();
     let handle = dp.handle.clone();
@@ -499,6 +503,161 @@ fn snat_addrs_option_sets_the_full_nat_source_and_bad_ones_are_refused() {
             format!("--snat-addrs: {bad} cannot be a source address")
         );
     }
+}
+
+/// An lbconfig.txt rule may carry xlb's `dsrIpip`; GET and `save` keep it,
+/// and with a mode other than DSR the entry is rejected with its reason.
+#[tokio::test]
+async fn lbconfig_dsr_ipip_extension_loads_shows_and_saves() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rule = |vip: &str, mode: i64, ipip: bool| {
+        json!({"serviceArguments": {"externalIP": vip, "port": 80, "protocol": "tcp", "sel": 1,
+                                    "mode": mode, "dsrIpip": ipip},
+               "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1}]})
+    };
+    std::fs::write(
+        dir.path().join(config::LB_FILE),
+        json!({"lbAttr": [rule("192.0.2.1", 3, true), rule("192.0.2.2", 3, false), rule("192.0.2.3", 2, true)]})
+            .to_string(),
+    )
+    .expect("write");
+    let (h, report) = harness_from(dir.path());
+    assert_eq!(report.rules, 2);
+    let msgs: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        msgs,
+        [format!(
+            "{}: entry 2: service-args error: dsrIpip (IPIP encapsulation) needs mode 3 (DSR), not mode 2",
+            dir.path().join(config::LB_FILE).display()
+        )]
+    );
+    let ipip = |h: &Harness| -> Vec<bool> {
+        let t = h.handle.current();
+        let mut v: Vec<_> = t
+            .services
+            .iter()
+            .map(|s| (s.spec.key.vip, s.spec.dsr_ipip))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, on)| on).collect()
+    };
+    assert_eq!(ipip(&h), [true, false]);
+    let got = h.get("/netlox/v1/config/loadbalancer/all").await.json();
+    assert_eq!(got["lbAttr"][0]["serviceArguments"]["dsrIpip"], true);
+    assert!(got["lbAttr"][1]["serviceArguments"]
+        .get("dsrIpip")
+        .is_none());
+
+    // `save` writes it back, and the saved files load to the same rules.
+    let saved = tempfile::tempdir().expect("tmp");
+    let rules = xlb_control::model::from_json(got.clone()).expect("GET shape");
+    let eps = xlb_control::model::from_json(json!({"Attr": []})).expect("empty");
+    config::save(saved.path(), &rules, &eps).expect("save");
+    let text = std::fs::read_to_string(saved.path().join(config::LB_FILE)).expect("read");
+    assert_eq!(text.matches(r#""dsrIpip": true"#).count(), 1, "{text}");
+    let (h2, report) = harness_from(saved.path());
+    assert!(report.is_clean(), "{:?}", report.errors);
+    assert_eq!(ipip(&h2), [true, false]);
+    assert_eq!(
+        h2.get("/netlox/v1/config/loadbalancer/all").await.json(),
+        got
+    );
+}
+
+/// `xlb run --maglev-size` / `--dsr-ipip` reach every table build: the
+/// config files' and the API's later changes.
+#[test]
+fn maglev_size_and_dsr_ipip_options_reach_the_tables() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rule = |vip: &str, mode: i64| {
+        json!({"serviceArguments": {"externalIP": vip, "port": 80, "protocol": "tcp", "sel": 1, "mode": mode},
+               "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1},
+                             {"endpointIP": "10.0.0.2", "targetPort": 80, "weight": 1}]})
+    };
+    std::fs::write(
+        dir.path().join(config::LB_FILE),
+        json!({"lbAttr": [rule("192.0.2.1", 3), rule("192.0.2.2", 2)]}).to_string(),
+    )
+    .expect("write");
+    let opts = ServeOptions {
+        config_path: dir.path().into(),
+        api: "127.0.0.1:0".parse().expect("addr"),
+        api_token: None,
+        strict_config: true,
+        tls: None,
+        snat_addrs: Vec::new(),
+        maglev_size: "1009".parse().expect("a prime in range"),
+        dsr_ipip: true,
+    };
+    let dp = Dataplane::none();
+    let handle = dp.handle.clone();
+    let api = daemon::prepare(&opts, dp, None).expect("starts");
+    let check = |n: usize| {
+        let t = handle.current();
+        assert_eq!(t.services.len(), n);
+        for s in &t.services {
+            let slots = s.maglev.as_ref().map(|m| m.slots().len());
+            assert_eq!(slots, Some(1009), "{}", s.spec.key.vip);
+            assert_eq!(
+                s.spec.dsr_ipip,
+                s.spec.mode == NatMode::Dsr,
+                "{}",
+                s.spec.key.vip
+            );
+        }
+    };
+    check(2);
+    // A rule posted later goes through an incremental update: the same.
+    config::apply_rule(&mut futures_lock(&api), rule("192.0.2.3", 3)).expect("accepted");
+    check(3);
+    // GET shows what the rules say, not the daemon's default.
+    let view = StaticView::new();
+    let shown = futures_lock(&api).rules_view(&view);
+    assert!(shown.iter().all(|r| !r.serviceargs.dsripip));
+}
+
+/// A bad `--maglev-size` (or `XLB_MAGLEV_SIZE`) stops `xlb run` before it
+/// starts anything, with the reason.
+#[test]
+fn bad_maglev_size_is_refused_at_start() {
+    // Should a bad size get through, the daemon must still exit (not
+    // serve): a broken file with --strict-config stops it.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join(config::LB_FILE), "{").expect("write");
+    let run = |flag: Option<&str>, env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xlb"));
+        c.args([
+            "run",
+            "--no-dataplane",
+            "--strict-config",
+            "--api",
+            "127.0.0.1:0",
+            "--config-path",
+            dir.path().to_str().expect("utf-8 path"),
+        ]);
+        if let Some(v) = flag {
+            c.args(["--maglev-size", v]);
+        }
+        if let Some(v) = env {
+            c.env("XLB_MAGLEV_SIZE", v);
+        }
+        let out = c.output().expect("run xlb");
+        assert!(!out.status.success(), "{flag:?} {env:?} accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(Some("65536"), None);
+    assert!(
+        err.contains("invalid value '65536' for '--maglev-size <MAGLEV_SIZE>': 65536 is not a prime, which Maglev needs; the nearest primes are 65521 and 65537"),
+        "{err}"
+    );
+    let err = run(Some("20000000"), None);
+    assert!(
+        err.contains("20000000 is out of range: give a prime from 37 to 16777213"),
+        "{err}"
+    );
+    let err = run(None, Some("many"));
+    assert!(err.contains(r#""many" is not a whole number"#), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 fn have(tool: &str) -> bool {
