@@ -455,6 +455,20 @@ impl Pipeline {
             // this packet starts a new one (chosen afresh).
             return self.restart_flow(t, now, f, m, key, hash, hit.slot, false);
         }
+        if d.kind == Kind::Reply
+            && hit.shard == self.worker
+            && now.saturating_sub(hit.last_seen) > MIN_IDLE_CHECK_NS
+            && self.ct.is_expired(hit.slot, now)
+        {
+            // Likewise from the backend's side: the flow is over, so this
+            // answer is treated as the sweep would have left it, untracked
+            // (it must not bring the flow back).
+            let (active, counters) = (&mut self.active, &self.counters);
+            if let Some(r) = self.ct.remove_pair(hit.slot, false) {
+                on_removed(active, counters, r);
+            }
+            return self.decide(t, now, f, m, key, hash);
+        }
         if d.kind == Kind::Forward && d.gen != t.generation as u32 && hit.shard == self.worker {
             // The tables changed since this flow last passed: is its backend still there?
             // (An id its backend gave up may since have gone to another:
@@ -540,6 +554,12 @@ impl Pipeline {
         let icmp = m.proto == 1 || m.proto == 58;
         if icmp && !is_echo_request(m) {
             return Verdict::Drop(DropReason::IcmpUnsupported);
+        }
+        // Checked before anything is chosen or tracked: a packet that cannot
+        // be forwarded starts no flow (no entries, NAT port, round-robin
+        // turn or connection count). DSR forwards it as it is.
+        if spec.mode != NatMode::Dsr && m.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
         }
         let Some(ei) = self.choose(svc, key, now) else {
             return Verdict::Drop(DropReason::NoEndpoint);
@@ -812,16 +832,8 @@ impl Pipeline {
             set_macs(f.data_mut(), d.mac, src_mac);
         }
         if d.kind == Kind::Forward && d.mode == mode::DSR_IPIP {
-            let outer_src = port
-                .addrs
-                .iter()
-                .find(|a| a.is_ipv4())
-                .map(|a| Ip16::from(*a));
-            let Some(outer_src) = outer_src else {
-                return Verdict::Drop(DropReason::NoPort);
-            };
-            if !encap_ipip(f, m, outer_src, d.new_dst_backend(t)) {
-                return Verdict::Drop(DropReason::NoRoom);
+            if let Err(r) = ipip_wrap(t, &port.addrs, f, m, d) {
+                return Verdict::Drop(r);
             }
         }
         Verdict::Tx(d.port)
@@ -861,11 +873,18 @@ impl Pipeline {
         };
         let d = hit.data;
         if d.kind == Kind::Forward && mode::is_dsr(d.mode) {
-            // DSR never rewrote the flow: forward the error unchanged to the backend.
+            // DSR never rewrote the flow: forward the error unchanged to the
+            // backend, the way the flow's own packets go (IPIP too).
             let Some(port) = t.port(d.port) else {
                 return Verdict::Drop(DropReason::NoPort);
             };
             set_macs(f.data_mut(), d.mac, port.mac);
+            if d.mode == mode::DSR_IPIP {
+                if let Err(r) = ipip_wrap(t, &port.addrs, f, m, &d) {
+                    return Verdict::Drop(r);
+                }
+            }
+            self.counters.endpoint_packet(d.endpoint, f.len as u64);
             return Verdict::Tx(d.port);
         }
         let Some(port) = t.port(d.port) else {
@@ -920,6 +939,27 @@ impl FlowData {
     fn new_dst_backend(&self, t: &Tables) -> Ip16 {
         t.endpoint(self.endpoint)
             .map_or(self.new_dst, |(_, e)| e.addr)
+    }
+}
+
+/// Wrap the packet `m` of a DSR-over-IPIP flow `d` for its backend: an
+/// outer IPv4 header from the transmit port's IPv4 address (`addrs`).
+fn ipip_wrap(
+    t: &Tables,
+    addrs: &[std::net::IpAddr],
+    f: &mut Frame<'_>,
+    m: &PacketMeta,
+    d: &FlowData,
+) -> Result<(), DropReason> {
+    let outer_src = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .map(|a| Ip16::from(*a))
+        .ok_or(DropReason::NoPort)?;
+    if encap_ipip(f, m, outer_src, d.new_dst_backend(t)) {
+        Ok(())
+    } else {
+        Err(DropReason::NoRoom)
     }
 }
 
@@ -1083,13 +1123,13 @@ impl Pipeline {
         cand: usize,
     ) -> Option<PortId> {
         let hit = ct.read_v4(cand, w[1], w[3], w[4])?;
-        if hit.kind() == Kind::Forward
-            && (hit.gen16() != t.generation as u16
-                || now.saturating_sub(hit.last_seen) > MIN_IDLE_CHECK_NS)
+        if now.saturating_sub(hit.last_seen) > MIN_IDLE_CHECK_NS
+            || (hit.kind() == Kind::Forward && hit.gen16() != t.generation as u16)
         {
-            // Table change, or idle long enough that the flow may have
-            // expired: the slow path decides. (DSR entries take the
-            // general form, so the fast read never takes them.)
+            // Idle long enough that the flow may have expired (in either
+            // direction), or a table change under a forward entry: the slow
+            // path decides. (DSR entries take the general form, so the fast
+            // read never takes them.)
             return None;
         }
         debug_assert!(!mode::is_dsr(hit.mode()));

@@ -1026,3 +1026,42 @@ fn fragments_case(client: &str, vip: &str, backends: &[&str]) {
         &from_client(later(c, v, 0x4242, false))
     ));
 }
+
+/// A backend's answer after its flow timed out (before the sweep reached
+/// the flow) is not translated and does not bring the flow back: the flow
+/// is removed, as the sweep would have removed it.
+#[test]
+fn a_late_answer_does_not_revive_a_timed_out_flow() {
+    let rule = svc(
+        "192.0.2.30",
+        L4Proto::Udp,
+        (53, 53),
+        Selection::Hash,
+        NatMode::FullNat,
+        vec![ep("10.1.0.11", 5353)],
+    );
+    let mut lab = Lab::new(spec(vec![rule]));
+    let query = from_client(Builder::udp(sa("10.0.0.2:41000"), sa("192.0.2.30:53")).payload(b"q"));
+    let (v, out) = lab.run(0, CLIENT_PORT, &query);
+    assert_eq!(v, Verdict::Tx(BACKEND_PORT));
+    let (nat, nat_port) = src_of(&out);
+    let answer = from_backend(
+        Builder::udp(sa("10.1.0.11:5353"), SocketAddr::new(nat, nat_port)).payload(b"a"),
+    );
+    // In time (the rule's timeout is 20 s): translated.
+    lab.now += 10_000_000_000;
+    assert_eq!(
+        lab.run(0, BACKEND_PORT, &answer).0,
+        Verdict::Tx(CLIENT_PORT)
+    );
+    // 21 s after the flow's last packet, with no sweep in between.
+    lab.now += 21_000_000_000;
+    let late = Verdict::Drop(DropReason::UntrackedReply);
+    assert_eq!(lab.run(0, BACKEND_PORT, &answer).0, late);
+    assert_eq!(lab.run(0, BACKEND_PORT, &answer).0, late, "still gone");
+    let removed = lab.workers[0]
+        .counters()
+        .flows_removed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(removed, 1);
+}
