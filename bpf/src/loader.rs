@@ -499,6 +499,15 @@ mod tests {
         l4
     }
 
+    /// An IPv6 fragment header (offset in bytes) + `rest`.
+    fn frag6(next: u8, offset: u16, more: bool, id: u32, rest: &[u8]) -> Vec<u8> {
+        let mut h = vec![next, 0];
+        h.extend_from_slice(&((offset & 0xfff8) | u16::from(more)).to_be_bytes());
+        h.extend_from_slice(&id.to_be_bytes());
+        h.extend_from_slice(rest);
+        h
+    }
+
     fn icmp(ty: u8, id: u16, quoted: &[u8]) -> Vec<u8> {
         let mut l4 = vec![ty, 0, 0, 0];
         l4.extend_from_slice(&id.to_be_bytes());
@@ -682,6 +691,104 @@ mod tests {
                     0x86dd,
                     v6("2001:db8::5", "2001:db8::1", 44, &[17, 0, 0, 1, 0, 0, 0, 1]),
                 ),
+                Stat::RedirectUnparsed,
+            ),
+            (
+                "IPv6 first fragment to VIP:53: its ports are read past the fragment header",
+                frame(
+                    0x86dd,
+                    v6(
+                        "2001:db8::5",
+                        "2001:db8::1",
+                        44,
+                        &frag6(17, 0, true, 3, &ports(5555, 53)),
+                    ),
+                ),
+                Stat::RedirectVip,
+            ),
+            (
+                "IPv6 later fragment from a DNAT backend, before any first",
+                frame(
+                    0x86dd,
+                    v6(
+                        "2001:db8::99",
+                        "2001:db8::5",
+                        44,
+                        &frag6(17, 1480, false, 7, &[0; 16]),
+                    ),
+                ),
+                Stat::Pass,
+            ),
+            (
+                "IPv6 first fragment from DNAT backend [2001:db8::99]:53",
+                frame(
+                    0x86dd,
+                    v6(
+                        "2001:db8::99",
+                        "2001:db8::5",
+                        44,
+                        &frag6(17, 0, true, 7, &ports(53, 5555)),
+                    ),
+                ),
+                Stat::RedirectBackend,
+            ),
+            (
+                "IPv6 later fragment of that datagram follows its first",
+                frame(
+                    0x86dd,
+                    v6(
+                        "2001:db8::99",
+                        "2001:db8::5",
+                        44,
+                        &frag6(17, 1480, false, 7, &[0; 16]),
+                    ),
+                ),
+                Stat::RedirectUnparsed,
+            ),
+            (
+                "IPv6 later fragment of another datagram from that backend",
+                frame(
+                    0x86dd,
+                    v6(
+                        "2001:db8::99",
+                        "2001:db8::5",
+                        44,
+                        &frag6(17, 1480, false, 8, &[0; 16]),
+                    ),
+                ),
+                Stat::Pass,
+            ),
+            (
+                "IPv4 later fragment from a DNAT backend, before any first",
+                frame(0x0800, v4(backend, client, 17, 185, 0, &[0; 16])),
+                Stat::Pass,
+            ),
+            (
+                "IPv4 first fragment from DNAT backend 10.1.0.1:8080",
+                frame(
+                    0x0800,
+                    v4(backend, client, 17, 0x2000, 0, &ports(8080, 5555)),
+                ),
+                Stat::RedirectBackend,
+            ),
+            (
+                "IPv4 later fragment of that datagram follows its first",
+                frame(0x0800, v4(backend, client, 17, 185, 0, &[0; 16])),
+                Stat::RedirectUnparsed,
+            ),
+            (
+                "IPv4 later fragment with another protocol: another datagram",
+                frame(0x0800, v4(backend, client, 6, 185, 0, &[0; 16])),
+                Stat::Pass,
+            ),
+            (
+                "IPv4 first fragment to SNAT 10.9.9.9:45000",
+                frame(0x0800, v4(client, snat, 17, 0x2000, 0, &ports(53, 45000))),
+                Stat::RedirectSnat,
+            ),
+            (
+                "IPv4 later fragment of that datagram follows its first",
+                frame(0x0800, v4(client, snat, 17, 185, 0, &[0; 16])),
                 Stat::RedirectUnparsed,
             ),
             (

@@ -773,6 +773,26 @@ fn datagrams_larger_than_the_mtu_cross_in_both_directions() {
         String::from_utf8_lossy(&out.stderr),
         lab.log()
     );
+    // IPv6 (full NAT): the fragment header follows the fixed header.
+    let udp6 = [
+        ("fd00:10:2::11", 9000),
+        ("fd00:10:2::12", 9000),
+        ("fd00:10:2::13", 9000),
+    ];
+    lab.post_rule(rule("fd00:10:100::1", 53, "udp", 1, 2, &udp6));
+    let script6 = "import socket\nok=0\nfor i in range(12):\n \
+         s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM); s.settimeout(2)\n \
+         msg=bytes([65+i])*4000\n s.sendto(msg,('fd00:10:100::1',53))\n \
+         try:\n  d=s.recvfrom(65535)[0]; ok+=len(d)>4000 and d.endswith(msg)\n \
+         except OSError: pass\n s.close()\nprint(ok)";
+    let out = lab.exec("client", &["python3", "-c", script6]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "12",
+        "4000-byte IPv6 datagrams echoed whole; stderr {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.log()
+    );
 }
 
 #[test]

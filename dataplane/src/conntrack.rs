@@ -2039,6 +2039,28 @@ mod tests {
         (key, fwd, reply)
     }
 
+    /// A one-shard table of 64 buckets and its writer.
+    fn small_table() -> (Arc<Conntrack>, ShardWriter) {
+        let ct = Arc::new(Conntrack::new(
+            1,
+            ConntrackConfig {
+                buckets_per_shard: 64,
+            },
+        ));
+        let w = ct.writer(0);
+        (ct, w)
+    }
+
+    /// The packets and bytes the dump reports for the entry keyed `key`.
+    fn dumped_counts(ct: &Conntrack, key: &FlowKey) -> (u64, u64) {
+        let f = ct
+            .dump()
+            .into_iter()
+            .find(|f| f.key == *key)
+            .expect("entry");
+        (f.packets, f.bytes)
+    }
+
     proptest::proptest! {
         /// The SWAR tag match finds the first equal tag of a bucket, as a scan would.
         #[test]
@@ -2207,13 +2229,7 @@ mod tests {
     /// the IPv4 address (low word 0); an IPv6 entry has none.
     #[test]
     fn ipv4_entries_keep_checksum_changes() {
-        let ct = Arc::new(Conntrack::new(
-            1,
-            ConntrackConfig {
-                buckets_per_shard: 64,
-            },
-        ));
-        let mut w = ct.writer(0);
+        let (ct, mut w) = small_table();
         let (key, fwd, reply) = flow(7);
         let slot = w
             .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
@@ -2296,30 +2312,20 @@ mod tests {
     /// another worker's, and the dump adds both parts.
     #[test]
     fn line_form_counts_fold_without_losing_any() {
-        let ct = Arc::new(Conntrack::new(
-            1,
-            ConntrackConfig {
-                buckets_per_shard: 64,
-            },
-        ));
-        let mut w = ct.writer(0);
+        let (ct, mut w) = small_table();
         let (key, fwd, reply) = flow(9);
         let slot = w
             .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
             .expect("room");
         let kw = key.words();
         let view = ct.owner_view(&w).expect("shard");
-        let counts = |ct: &Conntrack| {
-            let f = ct.dump().into_iter().find(|f| f.key == key).expect("entry");
-            (f.packets, f.bytes)
-        };
         // 600,000 packets of 1,000 bytes: three folds of the packet field.
         for _ in 0..600_000 {
             view.read_v4(slot, kw[1], kw[3], kw[4])
                 .expect("fast read")
                 .touch(2, 1_000, flags::SEEN);
         }
-        assert_eq!(counts(&ct), (600_000, 600_000_000));
+        assert_eq!(dumped_counts(&ct, &key), (600_000, 600_000_000));
         // Counts of 2^31 + 5 bytes (no frame is that long, but a count
         // must hold): 10,000 of them, past 2^44 bytes in all.
         let hit = ct.find_in(0, &key, ct.hash(&key)).expect("entry");
@@ -2327,7 +2333,10 @@ mod tests {
         for _ in 0..10_000 {
             ct.touch(&hit, 2, big);
         }
-        assert_eq!(counts(&ct), (610_000, 600_000_000 + 10_000 * big));
+        assert_eq!(
+            dumped_counts(&ct, &key),
+            (610_000, 600_000_000 + 10_000 * big)
+        );
         // The fold leaves the entry readable on both paths.
         let again = ct.find_in(0, &key, ct.hash(&key)).expect("entry");
         assert_eq!(
@@ -2346,13 +2355,7 @@ mod tests {
     /// fast path's generation check sees the new generation.
     #[test]
     fn revalidation_changes_form_and_keeps_counters() {
-        let ct = Arc::new(Conntrack::new(
-            1,
-            ConntrackConfig {
-                buckets_per_shard: 64,
-            },
-        ));
-        let mut w = ct.writer(0);
+        let (ct, mut w) = small_table();
         let (key, fwd, reply) = flow(11);
         let slot = w
             .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
@@ -2364,10 +2367,6 @@ mod tests {
             fast().expect("line form").touch(2, 100, flags::SEEN);
         }
         let found = |ct: &Conntrack| ct.find_in(0, &key, ct.hash(&key)).expect("entry");
-        let dump = |ct: &Conntrack| {
-            let f = ct.dump().into_iter().find(|f| f.key == key).expect("entry");
-            (f.packets, f.bytes)
-        };
         let dsr = FlowData {
             mode: mode::DSR,
             gen: 5,
@@ -2384,9 +2383,9 @@ mod tests {
                 ..dsr
             }
         );
-        assert_eq!(dump(&ct), (3, 300));
+        assert_eq!(dumped_counts(&ct, &key), (3, 300));
         ct.touch(&hit, 3, 50);
-        assert_eq!(dump(&ct), (4, 350));
+        assert_eq!(dumped_counts(&ct, &key), (4, 350));
         let back = FlowData {
             gen: 0x0003_0006,
             ..fwd
@@ -2396,7 +2395,7 @@ mod tests {
         assert_eq!(f.gen16(), 6, "the generation's low 16 bits");
         assert_eq!(f.endpoint(), fwd.endpoint);
         f.touch(4, 10, flags::SEEN);
-        assert_eq!(dump(&ct), (5, 360));
+        assert_eq!(dumped_counts(&ct, &key), (5, 360));
         let hit = found(&ct);
         assert_eq!(
             hit.data,
@@ -2417,13 +2416,7 @@ mod tests {
     /// makes the entry take the general form, which reads back whole.
     #[test]
     fn endpoint_ids_past_24_bits_take_the_general_form() {
-        let ct = Arc::new(Conntrack::new(
-            1,
-            ConntrackConfig {
-                buckets_per_shard: 64,
-            },
-        ));
-        let mut w = ct.writer(0);
+        let (ct, mut w) = small_table();
         let view = ct.owner_view(&w).expect("shard");
         for (port, ep, line) in [(20, (1 << 24) - 1, true), (21, 1 << 24, false)] {
             let (key, fwd, reply) = flow(port);

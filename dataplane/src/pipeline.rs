@@ -370,12 +370,7 @@ impl Pipeline {
             // forwarded that one.
             if let Some(fk) = self.frags.flow_of(m, now) {
                 let fh = self.ct.table().hash(&fk);
-                let hit = self
-                    .ct
-                    .table()
-                    .find_in(self.worker, &fk, fh)
-                    .or_else(|| self.ct.table().find_elsewhere(self.worker, &fk, fh));
-                if let Some(hit) = hit {
+                if let Some(hit) = self.find_anywhere(&fk, fh) {
                     // (Its ports are the first fragment's; it has none. The
                     // rewrite leaves what follows the IP header alone.)
                     let fm = PacketMeta {
@@ -431,6 +426,14 @@ impl Pipeline {
             return Verdict::Drop(DropReason::UntrackedReply);
         }
         Verdict::Pass
+    }
+
+    /// The entry keyed `key` (hash `hash`): in this worker's shard, else in
+    /// another's.
+    fn find_anywhere(&self, key: &FlowKey, hash: u64) -> Option<Hit> {
+        let ct = self.ct.table();
+        ct.find_in(self.worker, key, hash)
+            .or_else(|| ct.find_elsewhere(self.worker, key, hash))
     }
 
     /// A packet of a tracked flow.
@@ -859,12 +862,7 @@ impl Pipeline {
             proto: inner.proto,
         };
         let hash = self.ct.table().hash(&key);
-        let hit = self
-            .ct
-            .table()
-            .find_in(self.worker, &key, hash)
-            .or_else(|| self.ct.table().find_elsewhere(self.worker, &key, hash));
-        let Some(hit) = hit else {
+        let Some(hit) = self.find_anywhere(&key, hash) else {
             return if ours {
                 Verdict::Drop(DropReason::IcmpUntracked)
             } else {

@@ -10,7 +10,7 @@
  *  (c) return traffic from DNAT backends (source addr, proto, port);
  *  and fragments / unparsed IPv6 extension chains addressed to a VIP address,
  *  so that user space counts them under its drop reasons;
- *  (d) later fragments of IPv4 datagrams whose first fragment was steered
+ *  (d) later fragments of datagrams whose first fragment was steered
  *  (`frag_ids`), so that user space translates them with their flow.
  * Everything else - ARP, the node's own connections, the API - is XDP_PASS.
  * The program never drops: malformed frames go to the kernel, which drops them.

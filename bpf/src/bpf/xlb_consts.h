@@ -10,7 +10,7 @@
  * XLB_RANGE_WILDCARD_MIN ports use one wildcard entry (port 0) instead. */
 #define XLB_MAX_FLOW_KEYS 262144
 #define XLB_MAX_ADDRS 4096
-/* IPv4 datagrams in flight whose later fragments follow a steered first one. */
+/* Datagrams in flight whose later fragments follow a steered first one. */
 #define XLB_MAX_FRAGS 8192
 
 /* Wildcard port in vip_ports / backends keys: "any port of this proto". */
@@ -21,6 +21,8 @@
 #define XLB_IPPROTO_TCP 6
 #define XLB_IPPROTO_UDP 17
 #define XLB_IPPROTO_ICMPV6 58
+/* IPv6 fragment header (RFC 8200 §4.5). */
+#define XLB_IPPROTO_FRAGMENT 44
 #define XLB_IPPROTO_SCTP 132
 
 #define XLB_ETH_P_IP 0x0800
@@ -43,7 +45,7 @@ enum xlb_stat {
 	/* Return traffic from a DNAT backend endpoint. */
 	XLB_STAT_REDIRECT_BACKEND = 3,
 	/* Fragment or unparsed IPv6 extension chain to a VIP address, or a later
-	 * IPv4 fragment of a datagram whose first fragment was steered: user space
+	 * fragment of a datagram whose first fragment was steered: user space
 	 * translates it with its flow, or counts it (DropReason::Fragment /
 	 * BadIpv6ExtHeader). */
 	XLB_STAT_REDIRECT_UNPARSED = 4,

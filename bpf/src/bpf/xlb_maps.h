@@ -32,7 +32,7 @@ struct {
 	__type(value, __u8);
 } vip_addrs SEC(".maps");
 
-/* IPv4 datagrams whose first fragment was steered to user space: their later
+/* Datagrams whose first fragment was steered to user space: their later
  * fragments, which carry no ports to match, follow it. LRU, since nothing
  * says when a datagram is complete; each program (interface) has its own,
  * as a datagram's fragments arrive on one interface. */

@@ -155,6 +155,29 @@ static __always_inline int xlb_parse(struct xdp_md *ctx, struct xlb_pkt *pkt)
 		__builtin_memcpy(pkt->src.addr, &ip6->saddr, 16);
 		pkt->dst.proto = ip6->nexthdr;
 		pkt->src.proto = ip6->nexthdr;
+		if (ip6->nexthdr == XLB_IPPROTO_FRAGMENT) {
+			/* A fragment header right after the fixed one (what a sender's
+			 * stack emits): next header, reserved, offset << 3 | M, id. */
+			__u8 *fh = (void *)(ip6 + 1);
+			if ((void *)(fh + 8) > data_end)
+				return XLB_PARSE_MALFORMED;
+			__u16 off = ((__u16)fh[2] << 8) | fh[3];
+			pkt->frag_id = ((__u32)fh[4] << 24) | ((__u32)fh[5] << 16) |
+				       ((__u32)fh[6] << 8) | fh[7];
+			pkt->dst.proto = fh[0];
+			pkt->src.proto = fh[0];
+			if (off & 0xfff8) {
+				pkt->is_fragment = 1;
+				return XLB_PARSE_OK;
+			}
+			if (off & 1)
+				pkt->first_fragment = 1;
+			/* A first fragment too short for its L4 header stays unparsed
+			 * (user space counts it if it is to a VIP). */
+			if ((void *)(fh + 16) > data_end)
+				return XLB_PARSE_OK;
+			return xlb_parse_l4(fh + 8, data_end, fh[0], 0, pkt);
+		}
 		/* Extension headers are not walked here: anything but TCP/UDP/SCTP/ICMPv6
 		 * right after the fixed header leaves l4_known = 0, and packets to a VIP
 		 * address then go to user space, which walks the chain. */

@@ -22,13 +22,13 @@ struct xlb_addr_key {
 	__u8 addr[16];
 };
 
-/* Key of `frag_ids`: one IPv4 datagram (addresses, protocol, identification). */
+/* Key of `frag_ids`: one datagram (addresses, protocol, identification). */
 struct xlb_frag_key {
 	__u8 src[16];
 	__u8 dst[16];
-	__u16 id;  /* IPv4 identification, host order */
+	__u32 id;  /* IPv4 (16 bits) or IPv6 (32) identification, host order */
 	__u8 proto;
-	__u8 pad;
+	__u8 pad[3];
 };
 
 /* Single entry of the `config` array. Host byte order. */
@@ -50,9 +50,9 @@ struct xlb_pkt {
 	struct xlb_flow_key dst; /* destination addr/proto/port */
 	struct xlb_flow_key src; /* source addr/proto/port */
 	__u8 l4_known;           /* ports (or ICMP header) were parsed */
-	__u8 is_fragment;        /* non-first IPv4 fragment, or IPv6 fragment header */
-	__u8 first_fragment;     /* IPv4, offset 0 with more fragments */
-	__u16 frag_id;           /* IPv4 identification, host order */
+	__u8 is_fragment;        /* non-first fragment: no L4 header */
+	__u8 first_fragment;     /* offset 0 with more fragments */
+	__u32 frag_id;           /* identification of a fragment, host order */
 	__u8 icmp_type;
 	__u8 icmp_error_ours;    /* ICMP error quoting a packet from an SNAT addr:port in range */
 	__u16 icmp_echo_id;      /* host order, for echo replies */
