@@ -339,7 +339,7 @@ fn pack_meta(kind: Kind, flags: u8, timeout_s: u32) -> u32 {
 /// [`META_V4_LINE`].
 const FLAG_MASK: u8 = 0x1f;
 /// `meta` bit: the entry is in the line form (IPv4 → IPv4, not DSR, an
-/// endpoint id below 2^24), so the fast path, which leaves DSR and IPv6 to
+/// endpoint id below 2^16), so the fast path, which leaves DSR and IPv6 to
 /// the slow path, takes exactly the entries with the bit.
 const META_V4_LINE: u32 = 0x20 << 2;
 
@@ -347,10 +347,12 @@ const META_V4_LINE: u32 = 0x20 << 2;
 const HI: u64 = 0xffff_ffff_0000_0000;
 /// The bits of key word 4 ([`FlowKey::words`]) a key uses: proto (0-7),
 /// dport (16-31), sport (32-47). The line form keeps the endpoint id in the
-/// others ([`LineWords::ep_bits`]).
-const KEY4_MASK: u64 = 0x0000_ffff_ffff_00ff;
-/// Endpoint ids the line form can hold (24 bits).
-const LINE_MAX_ENDPOINT: u64 = 1 << 24;
+/// top 16 ([`LineWords::ep_bits`]).
+const KEY4_MASK: u64 = 0x0000_ffff_ffff_ffff;
+/// Endpoint ids the line form can hold (16 bits: every id, as
+/// [`crate::tables::MAX_ENDPOINT_IDS`] is 2^16; larger ones would take the
+/// general form).
+const LINE_MAX_ENDPOINT: u64 = 1 << 16;
 /// Where the packet count starts in a packed `counts` word (bytes below).
 /// The word is folded out once its top bit is set (2^19 packets): by then
 /// packets of under [`PACKED_MAX_BYTES`] each have added under 2^43 bytes,
@@ -475,16 +477,16 @@ impl LineWords {
     }
 
     /// Endpoint id `ep` (below [`LINE_MAX_ENDPOINT`]) in key word 4's
-    /// unused bits: its low 16 bits at 48-63, the rest at 8-15.
+    /// unused top 16 bits.
     #[inline(always)]
     fn ep_bits(ep: u64) -> u64 {
-        ((ep & 0xffff) << 48) | ((ep >> 16) << 8)
+        (ep & 0xffff) << 48
     }
 
     /// The endpoint id in key word 4 `w`.
     #[inline(always)]
     fn ep(w: u64) -> u32 {
-        ((w >> 48) | ((w & 0xff00) << 8)) as u32
+        (w >> 48) as u32
     }
 
     /// The key words the line-form words `w` hold.
@@ -608,14 +610,15 @@ impl Slot {
             self.key[3].load(Ordering::Relaxed),
             self.key[4].load(Ordering::Relaxed),
         );
-        // (The addresses are the high halves of words 1 and 3.)
-        let diff = (((k1 ^ w1) | (k3 ^ w3)) >> 32) | ((k4 ^ w4) & KEY4_MASK);
+        // (The addresses are the high halves of words 1 and 3; the shift
+        // drops word 4's endpoint bits.)
+        let diff = (((k1 ^ w1) | (k3 ^ w3)) >> 32) | ((k4 ^ w4) << 16);
         let meta = self.meta.load(Ordering::Relaxed);
-        // Another key, an empty slot (kind 0), or the general form (an IPv6
-        // key or translation, or DSR): any of them fails the read. (A
+        // Another key, or no entry in the line form: an empty slot (`meta`
+        // 0), or the general form (an IPv6 key or translation, or DSR). (A
         // general-form IPv4 key's words 1 and 3 have the same high halves,
-        // so only the bit tells the forms apart.)
-        let bad = diff | u64::from(meta & 3 == 0) | u64::from(meta & META_V4_LINE == 0);
+        // so only the bit tells the forms apart; only live entries have it.)
+        let bad = diff | u64::from((meta & META_V4_LINE) ^ META_V4_LINE);
         if bad != 0 {
             return None;
         }
@@ -2412,13 +2415,14 @@ mod tests {
         );
     }
 
-    /// Endpoint ids take 24 bits of the line form's key word; a larger id
-    /// makes the entry take the general form, which reads back whole.
+    /// Endpoint ids take 16 bits of the line form's key word; a larger id
+    /// (none is, today) makes the entry take the general form, which reads
+    /// back whole.
     #[test]
-    fn endpoint_ids_past_24_bits_take_the_general_form() {
+    fn endpoint_ids_past_16_bits_take_the_general_form() {
         let (ct, mut w) = small_table();
         let view = ct.owner_view(&w).expect("shard");
-        for (port, ep, line) in [(20, (1 << 24) - 1, true), (21, 1 << 24, false)] {
+        for (port, ep, line) in [(20, (1 << 16) - 1, true), (21, 1 << 16, false)] {
             let (key, fwd, reply) = flow(port);
             let fwd = FlowData {
                 endpoint: ep,
