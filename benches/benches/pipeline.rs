@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use xlb_benches::{
-    buckets_for, cpu_id, established, fresh_pipeline, on_cpu_ns, syn_batches, tables, Batch, BATCH,
+    buckets_for, cpu_id, established, fresh_pipeline, on_cpu_ns, pin_to_last_core, syn_batches,
+    tables, Batch, BATCH,
 };
 use xlb_dataplane::conntrack::{ConntrackConfig, WAYS};
 use xlb_dataplane::pipeline::Pipeline;
@@ -207,6 +208,9 @@ fn new_flows_full_table() -> Scenario {
 }
 
 fn benches(c: &mut Criterion) {
+    // One core, as a worker has: pinned, so that no migration between
+    // cores empties the caches mid-measurement.
+    let cpu = pin_to_last_core();
     // Reference: the per-batch buffer refresh alone, over the same 1024
     // batches (4 MiB of source frames) the established scenarios copy in.
     let e10k = est(10_000);
@@ -290,10 +294,11 @@ fn benches(c: &mut Criterion) {
     let (rmed, _, _) = median(refs);
     println!();
     println!(
-        "xlb pipeline on {}, batch of {BATCH}, one core, load average {load}: ns/packet net of the \
-         buffer refresh (wall clock | on CPU), median of {ROUNDS} interleaved rounds \
+        "xlb pipeline on {}, batch of {BATCH}, one core ({}), load average {load}: ns/packet net \
+         of the buffer refresh (wall clock | on CPU), median of {ROUNDS} interleaved rounds \
          [on-CPU range]",
-        cpu_id()
+        cpu_id(),
+        cpu.map_or("not pinned".to_string(), |c| format!("pinned to CPU {c}"))
     );
     println!(
         "  reference: buffer refresh            {:6.1} | {:6.1} ns/packet",

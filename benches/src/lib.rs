@@ -231,6 +231,19 @@ pub fn on_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Pin the calling thread to the machine's last CPU, as xlb pins each
+/// worker to its core, and return that CPU's index (`None` if the thread
+/// could not be pinned). An unpinned benchmark thread that the scheduler
+/// moves between cores starts over with cold caches each time: on these
+/// 2-vCPU machines that made the 10k-flow figure vary by up to 1.6×
+/// between runs, where pinned runs agreed within ~15 %.
+pub fn pin_to_last_core() -> Option<usize> {
+    let last = core_affinity::get_core_ids()?
+        .into_iter()
+        .max_by_key(|c| c.id)?;
+    core_affinity::set_for_current(last).then_some(last.id)
+}
+
 /// The processor the figures were measured on, as `/proc/cpuinfo` names it
 /// (model name, family and model numbers: a VM's model name alone is often
 /// just the vendor's brand), or "unknown CPU". The same code runs ~1.7×

@@ -43,7 +43,10 @@ pub enum DropReason {
     NoService = 16,
     /// ICMP error that refers to no tracked flow.
     IcmpUntracked = 17,
-    /// Hand-off to another worker failed because its ring was full.
+    /// Reserved, never counted: a design that handed packets to the worker
+    /// owning their flow would count full hand-off rings here, but workers
+    /// read each other's flows in place instead. Kept so that the numbers
+    /// after it, which metrics and dashboards see, do not move.
     HandoffFull = 18,
     /// An ICMP type xlb does not forward to a VIP (only echo and errors are handled).
     IcmpUnsupported = 19,
