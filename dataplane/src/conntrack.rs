@@ -636,40 +636,27 @@ impl Slot {
     }
 
     /// Owner only: write a whole entry, in the line form if `deltas` (its
-    /// [`v4_deltas`]) are given and its endpoint id fits.
+    /// [`v4_deltas`]) are given and its endpoint id fits, else in the
+    /// general form (fresh counters, last seen `now`).
     fn write(&self, key: &FlowKey, d: &FlowData, deltas: Option<u64>, now: u64) {
         let meta = pack_meta(d.kind, d.flags, d.timeout_s);
-        let meta = meta | if deltas.is_some() { META_V4_LINE } else { 0 };
-        self.write_words(key.words(), meta, now, &Translation::of(d, deltas));
+        match deltas {
+            Some(_) if u64::from(d.endpoint) < LINE_MAX_ENDPOINT => {
+                let t = Translation::of(d, deltas);
+                self.write_line(LineWords::of(key.words(), &t), meta | META_V4_LINE, now, &t);
+            }
+            _ => self.write_general(key.words(), meta, now, &Translation::of(d, None)),
+        }
     }
 
-    /// Owner only: write a whole entry given as its key words and `meta`
-    /// (fresh counters, last seen `now`). With [`META_V4_LINE`] in `meta`
-    /// (then `t.new_src[0]` holds the checksum changes), the entry takes
-    /// the line form if its endpoint id fits, else the general form.
+    /// Owner only: write a whole general-form entry given as its key words,
+    /// `meta` (without [`META_V4_LINE`]) and translation (fresh counters,
+    /// last seen `now`).
     #[inline(always)]
-    fn write_words(&self, key: [u64; 5], meta: u32, now: u64, t: &Translation) {
-        let v4 = meta & META_V4_LINE != 0;
-        let line = v4 && (t.gen_ep >> 32) < LINE_MAX_ENDPOINT;
-        let meta = if line { meta } else { meta & !META_V4_LINE };
-        // An IPv4 entry whose endpoint id does not fit: the general form,
-        // with the new source's word 0 (0 for IPv4) in place of the
-        // checksum changes.
-        let general_v4;
-        let t = if v4 && !line {
-            general_v4 = Translation {
-                new_src: [0, t.new_src[1]],
-                ..*t
-            };
-            &general_v4
-        } else {
-            t
-        };
+    fn write_general(&self, key: [u64; 5], meta: u32, now: u64, t: &Translation) {
+        debug_assert!(meta & META_V4_LINE == 0);
         let s = self.begin_write();
-        self.store_entry(key, line, t);
-        if line {
-            self.new_src[0].store(0, Ordering::Relaxed);
-        }
+        self.store_entry(key, false, t);
         self.meta.store(meta, Ordering::Relaxed);
         self.last_seen.store(now, Ordering::Relaxed);
         self.counts.store(0, Ordering::Relaxed);
