@@ -48,11 +48,6 @@ impl Affinity {
         }
     }
 
-    /// Slots in the table.
-    pub fn slots(&self) -> usize {
-        self.mask + 1
-    }
-
     /// The slot of (`rule`, `client`) and the hash its first word holds
     /// (never 0, which marks an empty slot).
     #[inline]
@@ -96,13 +91,6 @@ impl Affinity {
             key.store(h, Ordering::Relaxed);
         }
     }
-
-    /// Forget every client (tests and benchmarks that start afresh).
-    pub fn clear(&self) {
-        for [key, _] in self.slots.iter() {
-            key.store(0, Ordering::Relaxed);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -135,8 +123,6 @@ mod tests {
         // A new record replaces the old and restarts the clock.
         a.set(1, &c, 7, 390 * S);
         assert_eq!(a.get(1, &c, 600 * S, 240 * S), Some(7));
-        a.clear();
-        assert_eq!(a.get(1, &c, 600 * S, 240 * S), None);
     }
 
     #[test]

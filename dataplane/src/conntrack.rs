@@ -643,20 +643,27 @@ impl Slot {
         match deltas {
             Some(_) if u64::from(d.endpoint) < LINE_MAX_ENDPOINT => {
                 let t = Translation::of(d, deltas);
-                self.write_line(LineWords::of(key.words(), &t), meta | META_V4_LINE, now, &t);
+                let words = LineWords::of(key.words(), &t);
+                self.write_words(words, true, meta | META_V4_LINE, now, &t);
             }
-            _ => self.write_general(key.words(), meta, now, &Translation::of(d, None)),
+            _ => self.write_words(key.words(), false, meta, now, &Translation::of(d, None)),
         }
     }
 
-    /// Owner only: write a whole general-form entry given as its key words,
-    /// `meta` (without [`META_V4_LINE`]) and translation (fresh counters,
-    /// last seen `now`).
+    /// Owner only: write a whole entry given as the key words it stores
+    /// (its [`LineWords`] if `line`, which `meta` says with
+    /// [`META_V4_LINE`]; callers pass a constant, so each inlined copy
+    /// writes one form), `meta` and its translation (fresh counters, last
+    /// seen `now`).
     #[inline(always)]
-    fn write_general(&self, key: [u64; 5], meta: u32, now: u64, t: &Translation) {
-        debug_assert!(meta & META_V4_LINE == 0);
+    fn write_words(&self, words: [u64; 5], line: bool, meta: u32, now: u64, t: &Translation) {
+        debug_assert_eq!(line, meta & META_V4_LINE != 0);
         let s = self.begin_write();
-        self.store_entry(key, false, t);
+        self.store_entry(words, line, t);
+        if line {
+            // (The folded packets.)
+            self.new_src[0].store(0, Ordering::Relaxed);
+        }
         self.meta.store(meta, Ordering::Relaxed);
         self.last_seen.store(now, Ordering::Relaxed);
         self.counts.store(0, Ordering::Relaxed);
@@ -664,36 +671,11 @@ impl Slot {
         self.end_write(s, t.gen_ep as u32);
     }
 
-    /// Owner only: write a whole line-form entry given as its
-    /// [`LineWords`] and `meta` (with [`META_V4_LINE`]) and its translation
-    /// `t` (fresh counters, last seen `now`): the new-flow path's write.
+    /// Owner only, inside a write: the key words as stored (`words`, the
+    /// [`LineWords`] if `line`) and the translation `t`; in the line form
+    /// `new_src[0]`, the folded packets, is left alone.
     #[inline(always)]
-    fn write_line(&self, words: [u64; 5], meta: u32, now: u64, t: &Translation) {
-        debug_assert!(meta & META_V4_LINE != 0);
-        let s = self.begin_write();
-        for (slot, w) in self.key.iter().zip(words) {
-            slot.store(w, Ordering::Relaxed);
-        }
-        self.meta.store(meta, Ordering::Relaxed);
-        self.last_seen.store(now, Ordering::Relaxed);
-        self.counts.store(0, Ordering::Relaxed);
-        self.bytes.store(0, Ordering::Relaxed);
-        self.gen_ep.store(t.gen_ep, Ordering::Relaxed);
-        self.new_src[0].store(0, Ordering::Relaxed);
-        self.new_src[1].store(t.new_src[1], Ordering::Relaxed);
-        self.new_dst[0].store(t.new_dst[0], Ordering::Relaxed);
-        self.new_dst[1].store(t.new_dst[1], Ordering::Relaxed);
-        self.ports.store(t.ports, Ordering::Relaxed);
-        self.l2.store(t.l2, Ordering::Relaxed);
-        self.end_write(s, t.gen_ep as u32);
-    }
-
-    /// Owner only, inside a write: the key words `key` and the translation
-    /// `t`, in the line form if `line` (whose `new_src[0]`, the folded
-    /// packets, it leaves alone).
-    #[inline(always)]
-    fn store_entry(&self, key: [u64; 5], line: bool, t: &Translation) {
-        let words = if line { LineWords::of(key, t) } else { key };
+    fn store_entry(&self, words: [u64; 5], line: bool, t: &Translation) {
         for (slot, w) in self.key.iter().zip(words) {
             slot.store(w, Ordering::Relaxed);
         }
@@ -818,24 +800,22 @@ impl Slot {
         let line = deltas.is_some() && u64::from(d.endpoint) < LINE_MAX_ENDPOINT;
         if line != was_line {
             // The counters change places: (packets, bytes) whole, then in
-            // the new form's words.
+            // the new form's words. Other workers may OR flag bits into
+            // `meta` meanwhile: the marker bit changes alone.
             let (packets, bytes) = self.counters();
             self.bytes.store(bytes, Ordering::Relaxed);
             if line {
                 self.new_src[0].store(packets, Ordering::Relaxed);
                 self.counts.store(0, Ordering::Relaxed);
-            } else {
-                self.counts.store(packets, Ordering::Relaxed);
-            }
-            // Other workers may OR flag bits into `meta` meanwhile: change
-            // the marker bit alone.
-            if line {
                 self.meta.fetch_or(META_V4_LINE, Ordering::Relaxed);
             } else {
+                self.counts.store(packets, Ordering::Relaxed);
                 self.meta.fetch_and(!META_V4_LINE, Ordering::Relaxed);
             }
         }
-        self.store_entry(key, line, &Translation::of(d, deltas.filter(|_| line)));
+        let t = Translation::of(d, deltas.filter(|_| line));
+        let words = if line { LineWords::of(key, &t) } else { key };
+        self.store_entry(words, line, &t);
         self.end_write(s, d.gen);
     }
 }
@@ -1307,7 +1287,7 @@ impl Conntrack {
             shards: (0..shards).map(|_| Shard::new(buckets)).collect(),
             hasher,
             // A slot per bucket: about one per four flows the table holds,
-            // 16 bytes each (4 MiB per worker at the default size).
+            // 16 bytes each (512 KiB per worker at the default size).
             affinity: crate::affinity::Affinity::new((buckets * shards).clamp(1 << 12, 1 << 24)),
         }
     }
@@ -1670,15 +1650,17 @@ impl ShardWriter {
         let (fslot, rslot) = (s.slots.get(fi)?, s.slots.get(ri)?);
         // (Both entries have the flow's endpoint.)
         let ep = LineWords::ep_bits(e.fwd.gen_ep >> 32);
-        fslot.write_line(
+        fslot.write_words(
             LineWords::of_v4(e.fwd_key, &e.fwd, ep),
+            true,
             e.fwd_meta,
             now,
             &e.fwd,
         );
         s.tags.set(fi, ftag);
-        rslot.write_line(
+        rslot.write_words(
             LineWords::of_v4(e.rep_key, &e.rep, ep),
+            true,
             e.rep_meta,
             now,
             &e.rep,

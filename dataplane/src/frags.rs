@@ -38,6 +38,8 @@ struct Slot {
     /// 0: empty.
     expires: u64,
     key: FlowKey,
+    /// The flow table's hash of `key`.
+    hash: u64,
 }
 
 /// One worker's table of datagrams in flight (see the module docs).
@@ -66,8 +68,9 @@ impl FragTable {
         (fmix64(h) as usize) & self.mask
     }
 
-    /// Note that the first fragment `m` (of flow `key`) was forwarded at `now`.
-    pub fn remember(&mut self, m: &PacketMeta, key: FlowKey, now: u64) {
+    /// Note that the first fragment `m` (of flow `key`, whose flow-table
+    /// hash is `hash`) was forwarded at `now`.
+    pub fn remember(&mut self, m: &PacketMeta, key: FlowKey, hash: u64, now: u64) {
         let i = self.index(m);
         if let Some(s) = self.slots.get_mut(i) {
             *s = Slot {
@@ -77,20 +80,22 @@ impl FragTable {
                 proto: m.proto,
                 expires: now.saturating_add(FRAG_TIMEOUT_NS).max(1),
                 key,
+                hash,
             };
         }
     }
 
-    /// The flow of the later fragment `m` at `now`: that of its datagram's
-    /// first fragment, if one was forwarded within [`FRAG_TIMEOUT_NS`].
-    pub fn flow_of(&self, m: &PacketMeta, now: u64) -> Option<FlowKey> {
+    /// The flow of the later fragment `m` at `now`, and its hash: those of
+    /// its datagram's first fragment, if one was forwarded within
+    /// [`FRAG_TIMEOUT_NS`].
+    pub fn flow_of(&self, m: &PacketMeta, now: u64) -> Option<(FlowKey, u64)> {
         let s = self.slots.get(self.index(m))?;
         (s.expires > now
             && s.id == m.frag_id
             && s.proto == m.proto
             && s.src == m.src
             && s.dst == m.dst)
-            .then_some(s.key)
+            .then_some((s.key, s.hash))
     }
 }
 
@@ -122,9 +127,12 @@ mod tests {
             proto: 17,
         };
         assert_eq!(t.flow_of(&first, 1), None, "nothing noted yet");
-        t.remember(&first, key, 1_000);
-        assert_eq!(t.flow_of(&first, 2_000), Some(key));
-        assert_eq!(t.flow_of(&first, 1_000 + FRAG_TIMEOUT_NS - 1), Some(key));
+        t.remember(&first, key, 99, 1_000);
+        assert_eq!(t.flow_of(&first, 2_000), Some((key, 99)));
+        assert_eq!(
+            t.flow_of(&first, 1_000 + FRAG_TIMEOUT_NS - 1),
+            Some((key, 99))
+        );
         assert_eq!(t.flow_of(&first, 1_000 + FRAG_TIMEOUT_NS), None);
         // Another datagram: another id, protocol, source or destination.
         for other in [
@@ -150,9 +158,9 @@ mod tests {
             dport: 53,
             proto: 17,
         };
-        t.remember(&a, key(1), 0);
-        t.remember(&b, key(2), 0);
+        t.remember(&a, key(1), 1, 0);
+        t.remember(&b, key(2), 2, 0);
         assert_eq!(t.flow_of(&a, 1), None);
-        assert_eq!(t.flow_of(&b, 1), Some(key(2)));
+        assert_eq!(t.flow_of(&b, 1), Some((key(2), 2)));
     }
 }

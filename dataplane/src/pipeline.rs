@@ -368,8 +368,7 @@ impl Pipeline {
         if m.frag == Frag::Later {
             // It follows its datagram's first fragment, if this worker
             // forwarded that one.
-            if let Some(fk) = self.frags.flow_of(m, now) {
-                let fh = self.ct.table().hash(&fk);
+            if let Some((fk, fh)) = self.frags.flow_of(m, now) {
                 if let Some(hit) = self.find_anywhere(&fk, fh) {
                     // (Its ports are the first fragment's; it has none. The
                     // rewrite leaves what follows the IP header alone.)
@@ -1447,7 +1446,7 @@ impl Pipeline {
                 };
                 let v = self.decide(t, now, f, &m, &key, hash);
                 if m.frag == Frag::First && matches!(v, Verdict::Tx(_)) {
-                    self.frags.remember(&m, key, now);
+                    self.frags.remember(&m, key, hash, now);
                 }
                 v
             }
