@@ -283,12 +283,7 @@ impl ControlState {
     /// Set the Maglev table size of every rule (`xlb run --maglev-size`) and
     /// rebuild. Later changes keep it: an update starts from the snapshot.
     pub fn set_maglev_size(&mut self, size: MaglevSize) -> Result<(), RuleError> {
-        let old = std::mem::replace(&mut self.maglev_size, size);
-        let res = self.refresh();
-        if res.is_err() {
-            self.maglev_size = old;
-        }
-        res
+        self.set_and_refresh(|s| &mut s.maglev_size, size)
     }
 
     /// The Maglev table size configured.
@@ -301,10 +296,20 @@ impl ControlState {
     /// send that field), and rebuild. IPv6 DSR rules keep the L2 rewrite.
     /// Rules show only their own `dsrIpip` in GET; this is the daemon's.
     pub fn set_dsr_ipip(&mut self, on: bool) -> Result<(), RuleError> {
-        let old = std::mem::replace(&mut self.dsr_ipip, on);
+        self.set_and_refresh(|s| &mut s.dsr_ipip, on)
+    }
+
+    /// Set the daemon-wide setting `field` to `value` and rebuild; if the
+    /// rebuild fails, the setting goes back to what it was.
+    fn set_and_refresh<T>(
+        &mut self,
+        field: fn(&mut Self) -> &mut T,
+        value: T,
+    ) -> Result<(), RuleError> {
+        let old = std::mem::replace(field(self), value);
         let res = self.refresh();
         if res.is_err() {
-            self.dsr_ipip = old;
+            *field(self) = old;
         }
         res
     }
