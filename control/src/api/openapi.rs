@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::api::{Op, ROUTES};
+use super::routes::{Op, ROUTES};
 
 fn summary(op: Op) -> Option<(&'static str, Option<&'static str>, &'static str)> {
     // (summary, request schema, response schema)
