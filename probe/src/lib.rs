@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 mod engine;
+mod failure;
 mod fmt;
 mod icmp;
 mod methods;
