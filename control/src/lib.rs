@@ -25,6 +25,7 @@ pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod error;
+pub mod ha;
 pub mod health;
 pub mod metrics;
 pub mod model;

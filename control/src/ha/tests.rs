@@ -1,0 +1,255 @@
+//! The election in one process: three members on loopback, a holder
+//! elected, a holder's death, and at no instant two holders.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const KEY: &[u8] = b"a test key of 32 bytes, no more.";
+
+/// Free loopback ports (bound and released; the members bind them next).
+fn members(n: usize) -> Vec<SocketAddr> {
+    let socks: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    socks
+        .iter()
+        .map(|s| s.local_addr().expect("addr"))
+        .collect()
+}
+
+/// Every change of standing, in order, with when and by whom.
+type Timeline = Arc<Mutex<Vec<(Instant, usize, Standing)>>>;
+
+async fn start(members: &[SocketAddr], me: usize, candidate: bool, log: &Timeline) -> Election {
+    let log = log.clone();
+    Election::start(
+        ClusterConfig {
+            members: members.to_vec(),
+            me,
+            key: KEY.to_vec(),
+            candidate,
+        },
+        move |t| lock(&log).push((Instant::now(), me, t.standing)),
+    )
+    .await
+    .expect("started")
+}
+
+/// The holders after every event of the timeline: never more than one.
+fn assert_one_holder_at_a_time(log: &Timeline) {
+    let log = lock(log).clone();
+    let mut holders = std::collections::BTreeSet::new();
+    for (at, who, s) in &log {
+        if *s == Standing::Holder {
+            holders.insert(*who);
+        } else {
+            holders.remove(who);
+        }
+        assert!(
+            holders.len() <= 1,
+            "two holders at {at:?}: {holders:?} ({log:?})"
+        );
+    }
+}
+
+async fn wait_for_holder(log: &Timeline, not: Option<usize>, within: Duration) -> (usize, Instant) {
+    let deadline = Instant::now() + within;
+    loop {
+        let current = {
+            let log = lock(log);
+            let mut holder = None;
+            for (at, who, s) in log.iter() {
+                if *s == Standing::Holder {
+                    holder = Some((*who, *at));
+                } else if holder.is_some_and(|(h, _)| h == *who) {
+                    holder = None;
+                }
+            }
+            holder
+        };
+        if let Some((h, at)) = current.filter(|(h, _)| Some(*h) != not) {
+            return (h, at);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no holder within {within:?}: {:?}",
+            lock(log)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_elect_one_holder_and_replace_a_dead_one_within_a_second() {
+    let m = members(3);
+    let log: Timeline = Arc::default();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(Some(start(&m, i, true, &log).await));
+    }
+    let (first, _) = wait_for_holder(&log, None, Duration::from_secs(5)).await;
+    // Everyone agrees who holds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in nodes.iter().flatten() {
+        let s = n.status().await;
+        assert_eq!(s.holder, Some(first), "{s:?}");
+        assert!(s.members.iter().all(|m| m.up), "{s:?}");
+    }
+    // The holder dies.
+    let killed = Instant::now();
+    nodes[first].take().expect("running").stop().await;
+    let (second, at) = wait_for_holder(&log, Some(first), Duration::from_secs(3)).await;
+    assert_ne!(second, first);
+    let takeover = at - killed;
+    assert!(
+        takeover < Duration::from_secs(1),
+        "takeover took {takeover:?}"
+    );
+    // The dead one's return takes nothing back.
+    nodes[first] = Some(start(&m, first, true, &log).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (still, _) = wait_for_holder(&log, None, Duration::ZERO).await;
+    assert_eq!(still, second, "no preemption");
+    assert_one_holder_at_a_time(&log);
+    for n in nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_votes_but_never_holds() {
+    let m = members(3);
+    let log: Timeline = Arc::default();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        // Member 2 is the witness.
+        nodes.push(Some(start(&m, i, i != 2, &log).await));
+    }
+    let (first, _) = wait_for_holder(&log, None, Duration::from_secs(5)).await;
+    assert_ne!(first, 2);
+    nodes[first].take().expect("running").stop().await;
+    let (second, _) = wait_for_holder(&log, Some(first), Duration::from_secs(3)).await;
+    assert_eq!(
+        second,
+        1 - first,
+        "the other balancer, with the witness's vote"
+    );
+    assert!(lock(&log)
+        .iter()
+        .all(|(_, who, s)| *who != 2 || *s != Standing::Holder));
+    assert_one_holder_at_a_time(&log);
+    for n in nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_alone_is_in_fault_and_holds_nothing() {
+    let m = members(3);
+    let log: Timeline = Arc::default();
+    let lone = start(&m, 0, true, &log).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = lone.status().await;
+    assert_eq!(s.standing, Standing::Fault, "{s:?}");
+    assert!(lock(&log).iter().all(|(_, _, s)| *s != Standing::Holder));
+    lone.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_with_another_key_are_counted_and_ignored() {
+    let m = members(3);
+    let log: Timeline = Arc::default();
+    let a = start(&m, 0, true, &log).await;
+    let b = start(&m, 1, true, &log).await;
+    // Member 2 runs with another key: it can reach no one and no one it.
+    let intruder = Election::start(
+        ClusterConfig {
+            members: m.clone(),
+            me: 2,
+            key: b"another key, also of 32 bytes...".to_vec(),
+            candidate: true,
+        },
+        |_| {},
+    )
+    .await
+    .expect("started");
+    let (h, _) = wait_for_holder(&log, None, Duration::from_secs(5)).await;
+    assert!(h < 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = a.status().await;
+    assert!(s.datagrams["bad_auth"] > 0, "{s:?}");
+    assert!(
+        !s.members[2].up,
+        "the intruder never counts as heard: {s:?}"
+    );
+    assert_eq!(intruder.status().await.standing, Standing::Fault);
+    // Garbage from a stranger's socket is counted as foreign.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    stranger
+        .send_to(b"xlbC\x01\x01garbage", m[0])
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = a.status().await;
+    assert!(
+        s.datagrams["malformed"] + s.datagrams["foreign"] > 0,
+        "{s:?}"
+    );
+    for n in [a, b, intruder] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_holder_lets_go_before_anyone_else_takes_over() {
+    let m = members(3);
+    let log: Timeline = Arc::default();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(start(&m, i, true, &log).await);
+    }
+    let (first, _) = wait_for_holder(&log, None, Duration::from_secs(5)).await;
+    // Cut the holder off: it keeps running, believing it leads.
+    let cut = Instant::now();
+    nodes[first]
+        .rpc
+        .cut
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (second, took_over) = wait_for_holder(&log, Some(first), Duration::from_secs(3)).await;
+    assert_ne!(second, first);
+    let let_go = lock(&log)
+        .iter()
+        .filter(|(at, who, s)| *who == first && *s != Standing::Holder && *at > cut)
+        .map(|(at, _, _)| *at)
+        .next()
+        .expect("the cut-off holder let go");
+    assert!(
+        let_go < took_over,
+        "let go {:?} after the takeover",
+        let_go - took_over
+    );
+    let margin = took_over - let_go;
+    assert!(
+        margin >= Duration::from_millis(150),
+        "only {margin:?} between letting go and the takeover"
+    );
+    assert_eq!(nodes[first].status().await.standing, Standing::Fault);
+    // Healed: the old holder rejoins as a backup.
+    nodes[first]
+        .rpc
+        .cut
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = nodes[first].status().await;
+    assert_eq!(
+        (s.standing, s.holder),
+        (Standing::Backup, Some(second)),
+        "{s:?}"
+    );
+    assert_one_holder_at_a_time(&log);
+    for n in nodes {
+        n.stop().await;
+    }
+}
