@@ -470,11 +470,51 @@ pub fn ct_table(l: &[CtAttr]) -> String {
 
 /// `xlb get cistate` as a table.
 pub fn ci_table(l: &[CiStateOut]) -> String {
+    let clustered = l.iter().any(|c| c.set_by.is_some());
+    if !clustered {
+        let rows: Vec<Vec<String>> = l
+            .iter()
+            .map(|c| vec![c.instance.clone(), c.state.clone(), c.vip.clone()])
+            .collect();
+        return table(&["INSTANCE", "STATE", "VIP"], &rows);
+    }
+    // With xlb's election: who set each role, since when and why, then the members.
     let rows: Vec<Vec<String>> = l
         .iter()
-        .map(|c| vec![c.instance.clone(), c.state.clone(), c.vip.clone()])
+        .map(|c| {
+            vec![
+                c.instance.clone(),
+                c.state.clone(),
+                c.vip.clone(),
+                c.set_by.clone().unwrap_or_default(),
+                c.holder.clone().unwrap_or_else(|| "-".into()),
+                c.changed_secs_ago
+                    .map_or_else(String::new, |s| format!("{s:.1}s ago")),
+                c.reason.clone().unwrap_or_default(),
+            ]
+        })
         .collect();
-    table(&["INSTANCE", "STATE", "VIP"], &rows)
+    let mut out = table(
+        &[
+            "INSTANCE", "STATE", "VIP", "SET BY", "HOLDER", "CHANGED", "WHY",
+        ],
+        &rows,
+    );
+    if let Some(members) = l.iter().find_map(|c| c.members.as_ref()) {
+        let rows: Vec<Vec<String>> = members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.addr.clone(),
+                    if m.me { "this node" } else { "" }.into(),
+                    if m.up { "up" } else { "down" }.into(),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(&["MEMBER", "", "HEARD"], &rows));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::api::{router, Api, LogLevelSetter};
 use crate::config;
-use crate::controller::{ControlState, Controller, MaglevSize};
+use crate::controller::{Command, ControlHandle, ControlState, Controller, MaglevSize};
 use crate::dataplane::Dataplane;
 use crate::error::RuleError;
 
@@ -204,4 +204,54 @@ pub async fn serve_tls_on(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(DaemonError::Serve)
+}
+
+/// How often the members' liveness reaches `GET /config/cistate`.
+const MEMBERS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Start xlb's election (`--cluster`) as a client of `control`: every change
+/// of standing becomes a [`Command::Elected`], applied in order, and the
+/// members' liveness is refreshed every second. Call inside the tokio
+/// runtime; stop the returned election before the controller.
+pub async fn start_election(
+    cfg: crate::ha::ClusterConfig,
+    control: ControlHandle,
+) -> Result<Arc<crate::ha::Election>, crate::ha::ClusterError> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::ha::Transition>();
+    let election = Arc::new(
+        crate::ha::Election::start(cfg, move |t| {
+            let _ = tx.send(t.clone());
+        })
+        .await?,
+    );
+    let (weak, ctl) = (Arc::downgrade(&election), control.clone());
+    tokio::spawn(async move {
+        while let Some(t) = rx.recv().await {
+            let members = match weak.upgrade() {
+                Some(e) => e.status().await.members,
+                None => Vec::new(),
+            };
+            if let Err(e) = ctl.apply(Command::Elected(t, members)).await {
+                tracing::error!("applying the cluster role: {e}");
+            }
+        }
+    });
+    let weak = Arc::downgrade(&election);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MEMBERS_EVERY);
+        loop {
+            tick.tick().await;
+            let Some(e) = weak.upgrade() else { return };
+            let members = e.status().await.members;
+            drop(e);
+            if control
+                .apply(Command::ClusterMembers(members))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(election)
 }

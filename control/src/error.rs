@@ -86,6 +86,9 @@ pub enum RuleError {
     /// a cluster-instance state that is not usable
     #[error("malformed-cistate error{}", detail(.0))]
     MalformedCiState(String),
+    /// a cluster state that is not one of loxilb's names (its exact text)
+    #[error("invalid cluster-state")]
+    InvalidCiState,
     /// anything unclassified
     #[error("internal error: {0}")]
     Internal(String),

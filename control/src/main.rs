@@ -138,9 +138,26 @@ struct RunArgs {
     /// (an ipip interface) and hold the VIP. IPv6 DSR rules keep the L2 rewrite.
     #[arg(long, env = "XLB_DSR_IPIP", value_parser = clap::builder::BoolishValueParser::new())]
     dsr_ipip: bool,
-    /// Serve the API without a dataplane (nothing forwards).
+    /// Serve the API without a dataplane (nothing forwards). With --cluster,
+    /// the node is a witness: it votes in the election but never holds VIPs.
     #[arg(long)]
     no_dataplane: bool,
+    /// Run xlb's own election among these members (HA): every member's
+    /// address as IP or IP:PORT (port 11112 by default), the same list in
+    /// the same order on every member, this node included. The elected
+    /// member holds the VIPs of every cluster instance no controller set
+    /// through POST /config/cistate. Needs a majority: three members (two
+    /// balancers and a --no-dataplane witness at least).
+    #[arg(long, value_delimiter = ',', env = "XLB_CLUSTER")]
+    cluster: Vec<String>,
+    /// This node's index in --cluster, from 0.
+    #[arg(long = "self", env = "XLB_SELF", requires = "cluster")]
+    self_index: Option<usize>,
+    /// The key that authenticates cluster traffic, at least 16 bytes, the
+    /// same on every member. Prefer the environment variable: arguments are
+    /// visible to every user in `ps`.
+    #[arg(long, env = "XLB_CLUSTER_KEY", hide_env_values = true)]
+    cluster_key: Option<String>,
     /// Connection-table buckets per worker (8 entries of 128 B; a flow takes two).
     #[arg(long, default_value_t = 1 << 15)]
     conntrack_buckets: usize,
@@ -340,6 +357,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
             .map_err(|e| e.to_string())
     });
 
+    let cluster = cluster_config(&args)?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (dataplane, running) = if args.no_dataplane {
         (Dataplane::none(), None)
@@ -360,8 +378,16 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let daemon = daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?;
     let served = rt.block_on(async {
         xlb_control::health::spawn(daemon.controller.handle());
-        daemon::serve(&opts, daemon.api.clone(), shutdown_signal()).await
-    });
+        let election = match cluster {
+            Some(cfg) => Some(daemon::start_election(cfg, daemon.controller.handle()).await?),
+            None => None,
+        };
+        let served = daemon::serve(&opts, daemon.api.clone(), shutdown_signal()).await;
+        if let Some(e) = election {
+            e.stop().await;
+        }
+        anyhow::Ok(served)
+    })?;
     // The API and the prober are done: stop the controller, then take xlb's
     // addresses off the host.
     drop(rt);
@@ -372,6 +398,39 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The election's configuration from `--cluster`, `--self` and the key
+/// (`None` without `--cluster`).
+fn cluster_config(args: &RunArgs) -> anyhow::Result<Option<xlb_control::ha::ClusterConfig>> {
+    if args.cluster.is_empty() {
+        return Ok(None);
+    }
+    let members = args
+        .cluster
+        .iter()
+        .map(|m| parse_member(m).ok_or_else(|| anyhow!("--cluster: {m:?} is not an IP or IP:PORT")))
+        .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
+    let cfg = xlb_control::ha::ClusterConfig {
+        members,
+        me: args
+            .self_index
+            .ok_or_else(|| anyhow!("--cluster needs --self (this node's index in the list)"))?,
+        key: args.cluster_key.clone().unwrap_or_default().into_bytes(),
+        candidate: !args.no_dataplane,
+    };
+    cfg.validate()?;
+    Ok(Some(cfg))
+}
+
+/// A member as `IP`, `IP:PORT` or `[IPv6]:PORT`.
+fn parse_member(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    s.parse::<SocketAddr>().ok().or_else(|| {
+        s.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, xlb_control::ha::DEFAULT_PORT))
+    })
 }
 
 /// Start the AF_XDP workers on `args.iface`.

@@ -362,8 +362,10 @@ pub struct CiStateIn {
     pub vip: String,
 }
 
-/// An entry of `GET /config/cistate/all`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// An entry of `GET /config/cistate/all`: loxilb's four fields, then, when
+/// xlb's election runs (`--cluster`), xlb's own (absent otherwise, so a
+/// single node answers exactly as loxilb).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CiStateOut {
     /// Instance name.
     #[serde(skip_serializing_if = "String::is_empty", default)]
@@ -371,12 +373,43 @@ pub struct CiStateOut {
     /// State.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub state: String,
-    /// Sync state (always printed: required in loxilb's model).
+    /// Sync state: always `null`, as loxilb never sets it (its model marks
+    /// it required, so it is always printed).
     #[serde(default)]
-    pub sync: i64,
+    pub sync: Option<i64>,
     /// Virtual IP.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub vip: String,
+    /// xlb: who set the role, `api` or `election`.
+    #[serde(rename = "setBy", skip_serializing_if = "Option::is_none", default)]
+    pub set_by: Option<String>,
+    /// xlb: seconds since the role last changed.
+    #[serde(
+        rename = "changedSecondsAgo",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub changed_secs_ago: Option<f64>,
+    /// xlb: why the role is what it is.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    /// xlb: the member holding the election's instances, if known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub holder: Option<String>,
+    /// xlb: every member of the cluster and whether it is heard.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub members: Option<Vec<CiMember>>,
+}
+
+/// A cluster member in `GET /config/cistate/all` (xlb's own field).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiMember {
+    /// Its election address.
+    pub addr: String,
+    /// This node.
+    pub me: bool,
+    /// Heard within the last second.
+    pub up: bool,
 }
 
 /// Body of `POST /config/params`.

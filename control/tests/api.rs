@@ -41,7 +41,7 @@ async fn kube_loxilb_call_sequence() {
     let r = h.get("/netlox/v1/config/cistate/all").await;
     assert_eq!(
         r.body,
-        r#"{"Attr":[{"instance":"llb-inst0","state":"MASTER","sync":0,"vip":"0.0.0.0"}]}"#
+        r#"{"Attr":[{"instance":"llb-inst0","state":"MASTER","sync":null,"vip":"0.0.0.0"}]}"#
     );
     json_ct(&r);
 
@@ -135,7 +135,7 @@ async fn empty_get_answers_empty_lists() {
     );
     assert_eq!(
         h.get("/netlox/v1/config/cistate/all").await.body,
-        r#"{"Attr":[{"instance":"llb-inst0","state":"NOT_DEFINED","sync":0,"vip":"0.0.0.0"}]}"#
+        r#"{"Attr":[{"instance":"llb-inst0","state":"NOT_DEFINED","sync":null,"vip":"0.0.0.0"}]}"#
     );
 }
 
@@ -1007,6 +1007,7 @@ async fn endpoint_probe_api() {
 async fn cistate() {
     let h = Harness::new();
     const CI: &str = "/netlox/v1/config/cistate";
+    let all = || h.get("/netlox/v1/config/cistate/all");
     let r = h
         .post(
             CI,
@@ -1015,20 +1016,48 @@ async fn cistate() {
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
     assert_eq!(
-        h.get(&format!("{CI}/all")).await.body,
-        r#"{"Attr":[{"instance":"llb-inst0","state":"BACKUP","sync":0,"vip":"192.0.2.100"}]}"#
+        all().await.body,
+        r#"{"Attr":[{"instance":"llb-inst0","state":"BACKUP","sync":null,"vip":"192.0.2.100"}]}"#
     );
-    let before = h.snapshot().await;
+    // loxilb: the same state again changes nothing, not even vip.
     let r = h
-        .post(CI, r#"{"instance":"llb-inst0","state":"BOSS"}"#)
+        .post(
+            CI,
+            r#"{"instance":"llb-inst0","state":"BACKUP","vip":"192.0.2.200"}"#,
+        )
         .await;
+    assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+    assert!(all().await.body.contains(r#""vip":"192.0.2.100""#));
+    // An unknown instance is created on first use.
+    let r = h
+        .post(CI, r#"{"instance":"llb-inst1","state":"MASTER"}"#)
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, SUCCESS));
+    assert_eq!(
+        all().await.body,
+        r#"{"Attr":[{"instance":"llb-inst0","state":"BACKUP","sync":null,"vip":"192.0.2.100"},{"instance":"llb-inst1","state":"MASTER","sync":null,"vip":"0.0.0.0"}]}"#
+    );
+    // States are loxilb's exact names; anything else is loxilb's 400 and
+    // changes nothing (loxilb would have created the instance first).
+    let before = h.snapshot().await;
+    for bad in [
+        r#"{"instance":"llb-inst0","state":"BOSS"}"#,
+        r#"{"instance":"llb-inst0","state":"master"}"#,
+        r#"{"instance":"llb-inst9","state":"DELETED"}"#,
+    ] {
+        let r = h.post(CI, bad).await;
+        assert_eq!(
+            (r.status, r.body),
+            (400, handler_error(400, "invalid cluster-state")),
+            "{bad}"
+        );
+    }
+    let r = h.post(CI, r#"{"state":"MASTER","vip":"x"}"#).await;
     assert_eq!(r.status, 400);
     assert!(r.json()["result"]
         .as_str()
         .expect("result")
         .starts_with("malformed-cistate error"));
-    let r = h.post(CI, r#"{"state":"MASTER","vip":"x"}"#).await;
-    assert_eq!(r.status, 400);
     assert_eq!(h.snapshot().await, before);
 }
 

@@ -130,6 +130,16 @@ pub fn document() -> Value {
     let str_ = json!({"type": "string"});
     let int = json!({"type": "integer"});
     let boolean = json!({"type": "boolean"});
+    // Built apart: the whole document in one json! exceeds the macro's recursion limit.
+    let ci_entry = json!({"type": "object", "properties": {
+        "instance": {"type": "string"}, "state": {"type": "string"}, "vip": {"type": "string"},
+        "sync": {"type": "integer", "nullable": true, "description": "always null, as in loxilb"},
+        "setBy": {"type": "string", "enum": ["api", "election"], "description": "xlb, with --cluster: who set the role"},
+        "changedSecondsAgo": {"type": "number", "description": "xlb, with --cluster"},
+        "reason": {"type": "string", "description": "xlb, with --cluster: why the role is what it is"},
+        "holder": {"type": "string", "description": "xlb, with --cluster: the member holding the election's instances"},
+        "members": {"type": "array", "description": "xlb, with --cluster", "items": {"type": "object", "properties": {
+            "addr": {"type": "string"}, "me": {"type": "boolean"}, "up": {"type": "boolean"}}}}}});
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -186,8 +196,7 @@ pub fn document() -> Value {
                 "state": {"type": "string", "enum": ["green", "yellow", "red"]}}},
             "CIStatusEntry": {"type": "object", "properties": {"instance": str_,
                 "state": {"type": "string", "enum": ["MASTER", "BACKUP", "FAULT", "STOP", "NOT_DEFINED"]}, "vip": str_}},
-            "CIStatusList": {"type": "object", "properties": {"Attr": {"type": "array", "items": {"type": "object", "properties": {
-                "instance": str_, "state": str_, "vip": str_, "sync": int}}}}},
+            "CIStatusList": {"type": "object", "properties": {"Attr": {"type": "array", "items": ci_entry}}},
             "ConntrackList": {"type": "object", "properties": {"ctAttr": {"type": "array", "items": {"type": "object", "properties": {
                 "destinationIP": str_, "sourceIP": str_, "destinationPort": int, "sourcePort": int,
                 "protocol": str_, "conntrackState": str_, "conntrackAct": str_,

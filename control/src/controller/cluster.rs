@@ -1,19 +1,37 @@
-//! Cluster instances, as loxilb has them: a rule belongs to the instance
-//! named after the `:` in its name (`llb-inst0` without one), and each
-//! instance has a role on this node (MASTER, BACKUP, FAULT, STOP or
-//! NOT_DEFINED) that `POST /config/cistate` sets, with the floating address
-//! (`vip`) its full-NAT rules use as their source.
+//! Cluster instances, as loxilb has them, and who sets their roles.
 //!
-//! loxilb's semantics (`pkg/loxinet/cluster.go`, `CIStateUpdate`): an
-//! unknown instance is created on first use; `llb-inst0` exists from the
-//! start, NOT_DEFINED.
+//! A rule belongs to the instance named after the `:` in its name
+//! (`ns_svc:llb-inst1`), `llb-inst0` without one. Each instance has a role
+//! on this node — MASTER, BACKUP, FAULT, STOP or NOT_DEFINED — and a
+//! floating address (`vip`). MASTER and NOT_DEFINED serve the instance's
+//! VIPs (hold them on the host, answer ARP/NDP, steer their traffic to the
+//! workers); BACKUP, FAULT and STOP hold none, but keep every table built,
+//! so that taking over is one publish.
+//!
+//! Who sets a role, per instance: a controller through the API (kube-loxilb
+//! `--setRoles`, keepalived's notify hook: `POST /config/cistate`), or xlb's
+//! own election (`xlb run --cluster`), which drives every instance no
+//! controller has set. Once a controller sets an instance, the election
+//! stays out of its way. Without either, an instance is NOT_DEFINED and
+//! serves, as a single node does.
+//!
+//! loxilb's semantics kept (`pkg/loxinet/cluster.go` `CIStateUpdate`): an
+//! unknown instance is created on first use, `llb-inst0` exists from the
+//! start, states are exact upper-case names, and a state equal to the
+//! current one changes nothing (not even `vip`). Where xlb differs: a body
+//! with an unknown state or an unparsable `vip` changes nothing at all
+//! (loxilb creates the instance first), an empty `instance` means
+//! `llb-inst0` (loxilb creates an instance named ""), and `sync` is
+//! always `null` as in loxilb.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Instant;
 
 use super::ControlState;
 use crate::error::RuleError;
-use crate::model::{CiStateIn, CiStateOut};
+use crate::ha::{MemberStatus, Standing, Transition};
+use crate::model::{CiMember, CiStateIn, CiStateOut};
 
 /// The instance loxilb reports before any `POST /config/cistate`.
 pub const DEFAULT_INSTANCE: &str = "llb-inst0";
@@ -21,62 +39,286 @@ pub const DEFAULT_INSTANCE: &str = "llb-inst0";
 /// Valid cluster-instance states.
 pub const CI_STATES: &[&str] = &["MASTER", "BACKUP", "FAULT", "STOP", "NOT_DEFINED"];
 
-/// Every cluster instance this node knows, by name.
+/// An instance's role on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Holds the instance's VIPs.
+    Master,
+    /// Another node holds them.
+    Backup,
+    /// This node cannot serve them.
+    Fault,
+    /// Stopped.
+    Stop,
+    /// No HA: serves, as a single node.
+    NotDefined,
+}
+
+impl Role {
+    /// loxilb's exact name for a role.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Master => "MASTER",
+            Role::Backup => "BACKUP",
+            Role::Fault => "FAULT",
+            Role::Stop => "STOP",
+            Role::NotDefined => "NOT_DEFINED",
+        }
+    }
+
+    /// The role named exactly `s`.
+    pub fn parse(s: &str) -> Option<Role> {
+        [
+            Role::Master,
+            Role::Backup,
+            Role::Fault,
+            Role::Stop,
+            Role::NotDefined,
+        ]
+        .into_iter()
+        .find(|r| r.name() == s)
+    }
+
+    /// Whether this node serves an instance in this role.
+    pub fn serves(self) -> bool {
+        matches!(self, Role::Master | Role::NotDefined)
+    }
+
+    fn of(s: Standing) -> Role {
+        match s {
+            Standing::Holder => Role::Master,
+            Standing::Backup => Role::Backup,
+            Standing::Fault => Role::Fault,
+        }
+    }
+}
+
+/// Who set an instance's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetBy {
+    /// Nobody yet: the election's role if one runs, else NOT_DEFINED.
+    Nobody,
+    /// A controller, through `POST /config/cistate`.
+    Api,
+}
+
 #[derive(Debug, Clone)]
-pub struct Instances(BTreeMap<String, CiStateOut>);
+struct Instance {
+    /// The role a controller set (meaningful when `set_by` is `Api`).
+    role: Role,
+    /// The floating address; `None` is loxilb's `0.0.0.0`.
+    vip: Option<IpAddr>,
+    set_by: SetBy,
+    changed: Instant,
+    reason: String,
+}
+
+/// What the election last said, for the instances it drives.
+#[derive(Debug, Clone)]
+struct Elected {
+    transition: Transition,
+    changed: Instant,
+    members: Vec<MemberStatus>,
+}
+
+/// Every cluster instance this node knows, by name, and the election's view.
+#[derive(Debug, Clone)]
+pub struct Instances {
+    map: BTreeMap<String, Instance>,
+    /// `Some` when `--cluster` runs the election.
+    elected: Option<Elected>,
+}
 
 impl Default for Instances {
     /// Only [`DEFAULT_INSTANCE`], NOT_DEFINED, as loxilb starts.
     fn default() -> Instances {
-        let mut m = BTreeMap::new();
-        m.insert(
-            DEFAULT_INSTANCE.to_string(),
-            CiStateOut {
-                instance: DEFAULT_INSTANCE.into(),
-                state: "NOT_DEFINED".into(),
-                sync: 0,
-                vip: "0.0.0.0".into(),
-            },
-        );
-        Instances(m)
+        let mut map = BTreeMap::new();
+        map.insert(DEFAULT_INSTANCE.to_string(), Instance::new());
+        Instances { map, elected: None }
+    }
+}
+
+impl Instance {
+    fn new() -> Instance {
+        Instance {
+            role: Role::NotDefined,
+            vip: None,
+            set_by: SetBy::Nobody,
+            changed: Instant::now(),
+            reason: "start".into(),
+        }
+    }
+}
+
+impl Instances {
+    /// The role of instance `name` now (also of one no POST created: a
+    /// rule's instance that does not exist yet is served as NOT_DEFINED, or
+    /// follows the election).
+    pub fn role(&self, name: &str) -> Role {
+        match self.map.get(name) {
+            Some(i) if i.set_by == SetBy::Api => i.role,
+            _ => self
+                .elected
+                .as_ref()
+                .map_or(Role::NotDefined, |e| Role::of(e.transition.standing)),
+        }
+    }
+
+    /// Instance `name`'s floating address, if set.
+    pub fn vip(&self, name: &str) -> Option<IpAddr> {
+        self.map.get(name).and_then(|i| i.vip)
+    }
+
+    /// Whether an election drives the instances no controller set.
+    pub fn elected(&self) -> bool {
+        self.elected.is_some()
+    }
+}
+
+/// The instance a rule named `name` belongs to: the text after the first
+/// `:` up to the next (loxilb: `strings.Split(name, ":")[1]`), else
+/// [`DEFAULT_INSTANCE`].
+pub fn instance_of(name: &str) -> &str {
+    match name.split(':').nth(1) {
+        Some(i) => i,
+        None => DEFAULT_INSTANCE,
     }
 }
 
 impl ControlState {
     /// `POST /config/cistate`.
     pub fn post_cistate(&mut self, ci: &CiStateIn) -> Result<(), RuleError> {
-        let state = ci.state.to_uppercase();
-        if !CI_STATES.contains(&state.as_str()) {
-            return Err(RuleError::MalformedCiState(format!(
-                "state {:?} is not one of {CI_STATES:?}",
-                ci.state
-            )));
-        }
+        let role = Role::parse(&ci.state).ok_or(RuleError::InvalidCiState)?;
         let vip = match ci.vip.trim() {
-            "" => "0.0.0.0".to_string(),
-            v => v
-                .parse::<IpAddr>()
-                .map_err(|_| RuleError::MalformedCiState(format!("vip {v:?} is not an address")))?
-                .to_string(),
+            "" | "0.0.0.0" => None,
+            v => Some(v.parse::<IpAddr>().map_err(|_| {
+                RuleError::MalformedCiState(format!("vip {v:?} is not an address"))
+            })?),
         };
-        let instance = match ci.instance.as_str() {
-            "" => DEFAULT_INSTANCE.to_string(),
-            i => i.to_string(),
+        let name = match ci.instance.as_str() {
+            "" => DEFAULT_INSTANCE,
+            i => i,
         };
-        self.instances.0.insert(
-            instance.clone(),
-            CiStateOut {
-                instance,
-                state,
-                sync: 0,
-                vip,
-            },
-        );
+        let old = self.instances.clone();
+        let inst = self
+            .instances
+            .map
+            .entry(name.to_string())
+            .or_insert_with(Instance::new);
+        if inst.set_by == SetBy::Api && inst.role == role {
+            // loxilb: an unchanged state changes nothing, not even vip.
+            return Ok(());
+        }
+        let was = self.instances.role(name);
+        let inst = self
+            .instances
+            .map
+            .get_mut(name)
+            .ok_or_else(|| RuleError::Internal("instance vanished".into()))?;
+        inst.role = role;
+        inst.vip = vip;
+        inst.set_by = SetBy::Api;
+        inst.changed = Instant::now();
+        inst.reason = "set through the API".into();
+        if let Err(e) = self.refresh() {
+            self.instances = old;
+            return Err(e);
+        }
+        if was != role {
+            tracing::info!(
+                instance = name,
+                from = was.name(),
+                to = role.name(),
+                vip = ?vip,
+                "cluster instance role set through the API"
+            );
+        }
         Ok(())
     }
 
-    /// `GET /config/cistate/all`.
+    /// The election's new standing: every instance no controller set
+    /// follows it.
+    pub fn set_elected(
+        &mut self,
+        t: Transition,
+        members: Vec<MemberStatus>,
+    ) -> Result<(), RuleError> {
+        let old = self.instances.elected.clone();
+        let changed = old.as_ref().is_none_or(|e| e.transition != t);
+        self.instances.elected = Some(Elected {
+            changed: if changed {
+                Instant::now()
+            } else {
+                old.as_ref().map_or_else(Instant::now, |e| e.changed)
+            },
+            transition: t,
+            members,
+        });
+        if !changed {
+            return Ok(());
+        }
+        let res = self.refresh();
+        if res.is_err() {
+            self.instances.elected = old;
+        }
+        res
+    }
+
+    /// Update the members' liveness the election reports (no table change).
+    pub fn set_cluster_members(&mut self, members: Vec<MemberStatus>) {
+        if let Some(e) = &mut self.instances.elected {
+            e.members = members;
+        }
+    }
+
+    /// The role-set of every instance (cluster instances and the ones rules name).
+    pub fn instances(&self) -> &Instances {
+        &self.instances
+    }
+
+    /// `GET /config/cistate/all`: loxilb's fields, plus, when the election
+    /// runs, who set the role, why, since when, and the members.
     pub fn cistate_view(&self) -> Vec<CiStateOut> {
-        self.instances.0.values().cloned().collect()
+        let elected = self.instances.elected.as_ref();
+        let members: Option<Vec<CiMember>> = elected.map(|e| {
+            e.members
+                .iter()
+                .map(|m| CiMember {
+                    addr: m.addr.to_string(),
+                    me: m.me,
+                    up: m.up,
+                })
+                .collect()
+        });
+        self.instances
+            .map
+            .iter()
+            .map(|(name, i)| {
+                let role = self.instances.role(name);
+                let mut out = CiStateOut {
+                    instance: name.clone(),
+                    state: role.name().into(),
+                    sync: None,
+                    vip: i.vip.map_or_else(|| "0.0.0.0".into(), |v| v.to_string()),
+                    ..CiStateOut::default()
+                };
+                if let Some(e) = elected {
+                    let (by, changed, reason) = match i.set_by {
+                        SetBy::Api => ("api", i.changed, i.reason.clone()),
+                        SetBy::Nobody => ("election", e.changed, e.transition.reason.to_string()),
+                    };
+                    out.set_by = Some(by.into());
+                    out.changed_secs_ago = Some(changed.elapsed().as_secs_f64());
+                    out.reason = Some(reason);
+                    out.holder = e
+                        .transition
+                        .holder
+                        .and_then(|h| e.members.get(h))
+                        .map(|m| m.addr.to_string());
+                    out.members = members.clone();
+                }
+                out
+            })
+            .collect()
     }
 }

@@ -37,7 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use cluster::{CI_STATES, DEFAULT_INSTANCE};
+pub use cluster::{instance_of, Instances, Role, CI_STATES, DEFAULT_INSTANCE};
 pub use probes::ProbeStatus;
 pub use settings::{MaglevSize, MaglevSizeError};
 pub use state::{ControlState, RuleOp, MAX_RULES};
@@ -45,6 +45,7 @@ pub use views::EndpointRow;
 
 use crate::dataplane::REFRESH_EVERY;
 use crate::error::RuleError;
+use crate::ha::{MemberStatus, Transition};
 use crate::model::CiStateIn;
 use crate::rules::{HostHold, Probe};
 
@@ -74,6 +75,10 @@ pub enum Command {
     },
     /// Set a cluster instance's role (`POST /config/cistate`).
     ClusterState(CiStateIn),
+    /// The election's new standing, and the members it can hear.
+    Elected(Transition, Vec<MemberStatus>),
+    /// The members the election can hear now (display only).
+    ClusterMembers(Vec<MemberStatus>),
     /// Rebuild every table from the state (picks up network changes).
     Refresh,
 }
@@ -391,6 +396,11 @@ fn apply(state: &mut ControlState, cmd: Command) -> Result<(), RuleError> {
         Command::ProbeResults(results) => state.set_probe_statuses(results),
         Command::HostState { hold, down } => state.set_host_state(hold, down),
         Command::ClusterState(ci) => state.post_cistate(&ci),
+        Command::Elected(t, members) => state.set_elected(t, members),
+        Command::ClusterMembers(members) => {
+            state.set_cluster_members(members);
+            Ok(())
+        }
         Command::Refresh => state.refresh(),
     }
 }

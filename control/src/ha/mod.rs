@@ -213,7 +213,7 @@ pub struct Election {
     cfg: ClusterConfig,
     last: Arc<std::sync::Mutex<Transition>>,
     stop: Arc<tokio::sync::Notify>,
-    watch: JoinHandle<()>,
+    watch: std::sync::Mutex<Option<JoinHandle<()>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -267,11 +267,15 @@ impl Election {
         let members: BTreeMap<u64, EmptyNode> = (0..cfg.members.len())
             .map(|i| (node_id(i), EmptyNode {}))
             .collect();
-        // Every member initialises the same membership; on a member that
-        // already has a log (it cannot: the log is in memory) this is refused
-        // harmlessly.
-        if let Err(e) = raft.initialize(members).await {
-            tracing::debug!("initialising the election: {e}");
+        // Every candidate initialises the same membership (openraft then
+        // campaigns at once; a member in a running cluster cannot win, its
+        // log being behind, and the others ignore it while their leader's
+        // lease lasts). A witness never initialises: that would make it
+        // campaign. It learns the membership from the leader.
+        if cfg.candidate {
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!("initialising the election: {e}");
+            }
         }
         let serve = tokio::spawn(rpc.clone().serve(raft.clone()));
         let hello = {
@@ -312,7 +316,7 @@ impl Election {
             cfg,
             last,
             stop,
-            watch,
+            watch: std::sync::Mutex::new(Some(watch)),
             tasks: vec![serve, hello],
         })
     }
@@ -355,9 +359,12 @@ impl Election {
     /// Leave the cluster: let go of the VIPs (the last change reported is
     /// FAULT, "stopped"), then stop answering and campaigning; the others
     /// elect a new holder within a lease and an election timeout.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         self.stop.notify_one();
-        let _ = self.watch.await;
+        let watch = lock(&self.watch).take();
+        if let Some(w) = watch {
+            let _ = w.await;
+        }
         for t in &self.tasks {
             t.abort();
         }

@@ -108,11 +108,22 @@ async fn three_members_elect_one_holder_and_replace_a_dead_one_within_a_second()
         takeover < Duration::from_secs(1),
         "takeover took {takeover:?}"
     );
-    // The dead one's return takes nothing back.
+    // The dead one's return takes nothing back, and disturbs nothing: the
+    // holder never lets go.
+    let returned = Instant::now();
     nodes[first] = Some(start(&m, first, true, &log).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (still, _) = wait_for_holder(&log, None, Duration::ZERO).await;
     assert_eq!(still, second, "no preemption");
+    let interrupted: Vec<_> = lock(&log)
+        .iter()
+        .filter(|(at, who, _)| *at > returned && *who == second)
+        .cloned()
+        .collect();
+    assert!(
+        interrupted.is_empty(),
+        "the holder changed standing: {interrupted:?}"
+    );
     assert_one_holder_at_a_time(&log);
     for n in nodes.into_iter().flatten() {
         n.stop().await;
