@@ -85,6 +85,25 @@ enum ClientCmd {
         #[arg(short = 'c', long, default_value = config::DEFAULT_DIR)]
         config_path: PathBuf,
     },
+    /// Set a cluster instance's role from keepalived: use as its `notify`
+    /// script, `notify "/usr/bin/xlb notify --instance llb-inst0"`;
+    /// keepalived appends TYPE NAME STATE PRIORITY. DELETED reads as STOP.
+    Notify {
+        /// The cluster instance to set (default: keepalived's instance NAME).
+        #[arg(long)]
+        instance: Option<String>,
+        /// The instance's floating address (full-NAT source of its rules).
+        #[arg(long)]
+        vip: Option<IpAddr>,
+        /// keepalived's TYPE (INSTANCE or GROUP).
+        kind: String,
+        /// keepalived's instance or group NAME.
+        name: String,
+        /// MASTER, BACKUP, FAULT, STOP or DELETED.
+        state: String,
+        /// keepalived's priority (ignored).
+        priority: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -597,6 +616,24 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                 config::EP_FILE,
                 config_path.display()
             );
+        }
+        ClientCmd::Notify {
+            instance,
+            vip,
+            name,
+            state,
+            ..
+        } => {
+            let state = match state.as_str() {
+                "DELETED" => "STOP".to_string(),
+                s => s.to_string(),
+            };
+            let body = json!({
+                "instance": instance.unwrap_or(name),
+                "state": state,
+                "vip": vip.map(|v| v.to_string()).unwrap_or_default(),
+            });
+            c.call("POST", "/config/cistate", Some(&body))?;
         }
         ClientCmd::CheckConfig { config_path } => {
             let mut state = ControlState::new(
