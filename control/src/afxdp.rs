@@ -21,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use xlb_bpf::{netinfo, Runtime, RuntimeConfig, XdpMode};
 use xlb_dataplane::conntrack::{flags, mode, Conntrack, ConntrackConfig, Kind};
 use xlb_dataplane::counters::CounterBlock;
 use xlb_dataplane::pipeline::{Pipeline, Processor};
 use xlb_dataplane::tables::{EndpointId, L4Proto, NextHop, PortSpec, Tables, TablesHandle};
 use xlb_dataplane::DropReason;
+use xlb_io::{netinfo, Runtime, RuntimeConfig, XdpMode};
 
 use crate::daemon::Dataplane;
 use crate::env::{CtEntry, DataplaneView, NetEnv, WorkerStats};
@@ -65,7 +65,7 @@ pub enum StartError {
     Queues(#[from] netinfo::NetInfoError),
     /// the AF_XDP runtime refused to start
     #[error("{0}")]
-    Runtime(#[from] xlb_bpf::RuntimeError),
+    Runtime(#[from] xlb_io::RuntimeError),
 }
 
 /// The running dataplane. [`Running::shutdown`] stops the background sync;
@@ -456,7 +456,7 @@ impl KernelNet {
         let spawned = std::thread::Builder::new()
             .name("xlb-neigh".into())
             .spawn(move || {
-                let mut watch = match xlb_bpf::neigh::NeighWatch::new() {
+                let mut watch = match xlb_io::neigh::NeighWatch::new() {
                     Ok(w) => w,
                     Err(e) => {
                         tracing::warn!("not watching neighbours ({e}); MAC changes reach the tables by the periodic refresh");
@@ -465,12 +465,12 @@ impl KernelNet {
                 };
                 // Subscribed first, then the table: no change falls between.
                 let mut known: HashMap<(IpAddr, u32), xlb_dataplane::net::MacAddr> =
-                    xlb_bpf::neigh::dump()
+                    xlb_io::neigh::dump()
                         .unwrap_or_default()
                         .into_iter()
                         .filter_map(|n| Some(((n.addr, n.ifindex), n.mac?)))
                         .collect();
-                use xlb_bpf::neigh::NeighEvent;
+                use xlb_io::neigh::NeighEvent;
                 loop {
                     let events = match watch.next(Duration::from_secs(1)) {
                         Ok(e) => e,

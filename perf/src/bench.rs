@@ -18,7 +18,7 @@
 //!                                                           (xlb-pktgen RX, AF_XDP)
 //! ```
 //! Contenders: `xlb` (the real `Pipeline`, DNAT, Maglev over three backends,
-//! under the xlb-bpf `Runtime`), `fwd` (a trivial `Processor` under the same
+//! under the xlb-io `Runtime`), `fwd` (a trivial `Processor` under the same
 //! Runtime: hash → rewrite MACs and destination → TX, no conntrack, no
 //! lookup), `nft` (kernel nftables DNAT with conntrack).
 //!
@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
-use xlb_bpf::{Runtime, RuntimeConfig, XdpMode};
 use xlb_dataplane::checksum::{udp_nonzero, update_bytes};
 use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig};
 use xlb_dataplane::drop::DropReason;
@@ -45,6 +44,7 @@ use xlb_dataplane::tables::{
     EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec, Tables,
     TablesHandle, TablesSpec,
 };
+use xlb_io::{Runtime, RuntimeConfig, XdpMode};
 
 use crate::engine::{RxMode, Summary};
 use crate::lab::{self, enter_netns, ns_sh, sh, Lab};
@@ -70,7 +70,7 @@ const SINK: Ipv4Addr = Ipv4Addr::new(10, 98, 1, 2);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Contender {
-    /// xlb's Pipeline under the xlb-bpf Runtime.
+    /// xlb's Pipeline under the xlb-io Runtime.
     Xlb,
     /// A minimal AF_XDP forwarder under the same Runtime.
     Fwd,
@@ -721,7 +721,7 @@ fn start_xsk(t: &Topo, which: Contender, o: &BenchOpts, busy: bool) -> Result<Xs
                 })?;
                 let ports = rt.port_specs();
                 let dsts: Vec<IpAddr> = BACKENDS.iter().map(|b| IpAddr::V4(*b)).collect();
-                let hops = xlb_bpf::netinfo::next_hops(&dsts, &ports, Duration::from_secs(3))?;
+                let hops = xlb_io::netinfo::next_hops(&dsts, &ports, Duration::from_secs(3))?;
                 if hops.len() != BACKENDS.len() {
                     bail!(
                         "only {} of {} backend next hops resolved",
@@ -777,13 +777,13 @@ fn nft_ruleset() -> String {
 }
 
 /// Preferred busy polling's device settings on the balancer's veths (see
-/// `xlb_bpf::napi`; the contender thread cannot write them itself because
+/// `xlb_io::napi`; the contender thread cannot write them itself because
 /// /sys shows the host's namespace). veth's sockets get no NAPI id, so busy
 /// polling does not engage; the deferral timer then runs the ingress NAPI on
 /// the core where it was armed, the balancer's (see [`Placement::Owned`]).
 /// Off again for the kernel contender.
 fn napi_defer(t: &Topo, on: bool) -> Result<()> {
-    use xlb_bpf::napi::{DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS};
+    use xlb_io::napi::{DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS};
     let (defer, timeout) = if on {
         (DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS)
     } else {
@@ -1184,8 +1184,8 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             l = o.lb_cpu,
             batch = o.batch,
             frames = o.frames,
-            d = xlb_bpf::napi::DEFER_HARD_IRQS,
-            gt = xlb_bpf::napi::GRO_FLUSH_TIMEOUT_NS,
+            d = xlb_io::napi::DEFER_HARD_IRQS,
+            gt = xlb_io::napi::GRO_FLUSH_TIMEOUT_NS,
             nice = o.nice.map_or("unchanged".to_string(), |n| n.to_string()),
         ),
         loadavg: (load0, loadavg()),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use xlb_bpf::monotonic_ns;
+use xlb_io::monotonic_ns;
 
 use crate::frames::{l4_checksum_ok, stamp_of, Stamp, Templates};
 use crate::pace::Pacer;
@@ -237,7 +237,7 @@ fn account_frame(
 pub struct XdpRx {
     port: XskPort,
     // Kept alive for the program's lifetime; detached on drop.
-    _prog: xlb_bpf::XdpProgram,
+    _prog: xlb_io::XdpProgram,
 }
 
 impl std::fmt::Debug for XdpRx {
@@ -292,10 +292,10 @@ pub fn sink_tables(addrs: &[IpAddr]) -> Result<xlb_dataplane::tables::Tables> {
 impl XdpRx {
     /// Attach the steering program to `iface`, steer `addrs` to a socket on `queue`.
     pub fn open(iface: &str, queue: u32, addrs: &[IpAddr]) -> Result<XdpRx> {
-        let ifindex = xlb_bpf::netinfo::ifindex(iface)?;
-        let prog = xlb_bpf::XdpProgram::load_and_attach(ifindex, xlb_bpf::XdpMode::Native)
+        let ifindex = xlb_io::netinfo::ifindex(iface)?;
+        let prog = xlb_io::XdpProgram::load_and_attach(ifindex, xlb_io::XdpMode::Native)
             .context("attaching the steering program for RX")?;
-        let mut sync = xlb_bpf::MapSync::new(prog.steering_maps()?);
+        let mut sync = xlb_io::MapSync::new(prog.steering_maps()?);
         sync.sync(&sink_tables(addrs)?)?;
         let port = XskPort::open(iface, queue, 8192, true)
             .with_context(|| format!("RX socket on {iface} queue {queue}"))?;

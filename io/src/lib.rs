@@ -1,4 +1,4 @@
-//! xlb's kernel glue: the XDP steering program (`src/bpf/`, loaded by
+//! xlb's kernel glue: the XDP steering program (`bpf/` at the workspace root, loaded by
 //! [`loader`]), the maps it reads ([`maps`]), AF_XDP sockets and worker loops
 //! ([`worker`]), the [`Runtime`] the daemon starts, and interface / route /
 //! neighbour facts ([`netinfo`]). Workers reach packets through the

@@ -1,5 +1,5 @@
 //! The XDP program's steering maps as user space sees them: key layouts
-//! (mirroring `src/bpf/xlb_structs.h`), the set of keys a [`Tables`] snapshot
+//! (mirroring `bpf/xlb_structs.h`), the set of keys a [`Tables`] snapshot
 //! wants ([`Desired`]), and [`MapSync`], which moves the kernel maps to that set
 //! with minimal churn (adds first, then deletes, so a key that stays is never
 //! missing in between).

@@ -1,4 +1,4 @@
-//! Loads the XDP steering program (`src/bpf/xlb.bpf.c`) and attaches it to an
+//! Loads the XDP steering program (`bpf/xlb.bpf.c`) and attaches it to an
 //! interface; owns the program's maps while it lives.
 //!
 //! Invariants: at most one xlb program per interface (a stale one, left by a
@@ -12,7 +12,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder, Xdp, XdpFla
 
 use crate::maps::{Stat, SteeringMaps, STAT_SLOTS};
 
-/// The compiled XDP object, built by `build.rs` from `src/bpf/xlb.bpf.c`.
+/// The compiled XDP object, built by `build.rs` from `bpf/xlb.bpf.c`.
 pub const XLB_BPF_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xlb.bpf.o"));
 
 const STEER_PROG: &str = "xlb_steer";

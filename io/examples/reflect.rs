@@ -9,11 +9,11 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use xlb_bpf::{Runtime, RuntimeConfig, XdpMode};
 use xlb_dataplane::drop::DropReason;
 use xlb_dataplane::frame::{Frame, Verdict};
 use xlb_dataplane::pipeline::Processor;
 use xlb_dataplane::tables::{Tables, TablesHandle};
+use xlb_io::{Runtime, RuntimeConfig, XdpMode};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 100);
 const PORT: u16 = 7;
