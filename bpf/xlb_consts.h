@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* xlb XDP steering program: constants shared with user space (io/src/maps.rs
+/* xlb XDP steering program: constants shared with user space (io/src/xdp/
  * mirrors every value here; change both or neither). */
 #ifndef XLB_CONSTS_H
 #define XLB_CONSTS_H

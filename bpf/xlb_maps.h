@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* xlb XDP steering program: the maps user space fills (io/src/maps.rs). */
+/* xlb XDP steering program: the maps user space fills (io/src/xdp/maps.rs). */
 #ifndef XLB_MAPS_H
 #define XLB_MAPS_H
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* xlb XDP steering program: map key/value layouts (mirrored in io/src/maps.rs). */
+/* xlb XDP steering program: map key/value layouts (mirrored in io/src/xdp/maps.rs). */
 #ifndef XLB_STRUCTS_H
 #define XLB_STRUCTS_H
 

@@ -26,7 +26,8 @@ use xlb_dataplane::counters::CounterBlock;
 use xlb_dataplane::pipeline::{Pipeline, Processor};
 use xlb_dataplane::tables::{EndpointId, L4Proto, NextHop, PortSpec, Tables, TablesHandle};
 use xlb_dataplane::DropReason;
-use xlb_io::{netinfo, Runtime, RuntimeConfig, XdpMode};
+use xlb_io::kernel::netinfo;
+use xlb_io::{Runtime, RuntimeConfig, XdpMode};
 
 use crate::daemon::Dataplane;
 use crate::env::{CtEntry, DataplaneView, NetEnv, WorkerStats};
@@ -456,7 +457,7 @@ impl KernelNet {
         let spawned = std::thread::Builder::new()
             .name("xlb-neigh".into())
             .spawn(move || {
-                let mut watch = match xlb_io::neigh::NeighWatch::new() {
+                let mut watch = match xlb_io::kernel::neigh::NeighWatch::new() {
                     Ok(w) => w,
                     Err(e) => {
                         tracing::warn!("not watching neighbours ({e}); MAC changes reach the tables by the periodic refresh");
@@ -465,12 +466,12 @@ impl KernelNet {
                 };
                 // Subscribed first, then the table: no change falls between.
                 let mut known: HashMap<(IpAddr, u32), xlb_dataplane::net::MacAddr> =
-                    xlb_io::neigh::dump()
+                    xlb_io::kernel::neigh::dump()
                         .unwrap_or_default()
                         .into_iter()
                         .filter_map(|n| Some(((n.addr, n.ifindex), n.mac?)))
                         .collect();
-                use xlb_io::neigh::NeighEvent;
+                use xlb_io::kernel::neigh::NeighEvent;
                 loop {
                     let events = match watch.next(Duration::from_secs(1)) {
                         Ok(e) => e,

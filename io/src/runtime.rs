@@ -17,12 +17,15 @@ use xlb_dataplane::drop::DropReason;
 use xlb_dataplane::pipeline::Processor;
 use xlb_dataplane::tables::{PortSpec, Tables, TablesHandle};
 
-use crate::loader::{XdpError, XdpMode, XdpProgram, XdpStats};
-use crate::maps::{MapSync, SyncReport};
-use crate::netinfo::{self, IfaceInfo, NetInfoError};
-use crate::sys;
+use crate::io::xsk::{XskError, XskIo};
+use crate::kernel::napi::NapiTuning;
+use crate::kernel::netinfo::{self, IfaceInfo, NetInfoError};
+use crate::kernel::sys;
 use crate::worker::{Worker, WorkerStats};
-use crate::xsk::{XskError, XskIo};
+use crate::xdp::maps::{MapSync, SyncReport, MAX_QUEUES};
+use crate::xdp::program::XdpProgram;
+use crate::xdp::stats::XdpStats;
+use crate::xdp::{XdpError, XdpMode};
 
 /// How to run the I/O layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +41,7 @@ pub struct RuntimeConfig {
     pub xdp_mode: XdpMode,
     /// Spin even when idle (lowest latency, burns a core per worker), with
     /// preferred busy polling: each worker runs its receive queues' NAPI in
-    /// its own syscalls, on its own core (see [`crate::napi`]).
+    /// its own syscalls, on its own core (see [`crate::kernel::napi`]).
     pub busy_poll: bool,
     /// RX batch size per socket.
     pub batch: usize,
@@ -208,7 +211,7 @@ pub struct Runtime {
     ports: Vec<PortInfo>,
     sync: Mutex<MapSync>,
     // Dropped after the workers (and so the sockets) are gone.
-    _napi: Option<crate::napi::NapiTuning>,
+    _napi: Option<NapiTuning>,
     programs: Vec<XdpProgram>,
 }
 
@@ -302,10 +305,10 @@ impl Runtime {
                 q
             }
         };
-        if queues > crate::loader::MAX_QUEUES {
+        if queues > MAX_QUEUES {
             return Err(RuntimeError::QueueMismatch(format!(
                 "{queues} queues; the XSKMAP holds {}",
-                crate::loader::MAX_QUEUES
+                MAX_QUEUES
             )));
         }
         if let Some(c) = &cfg.cores {
@@ -340,9 +343,7 @@ impl Runtime {
         let mut sync = MapSync::new(programs[0].steering_maps()?);
         sync.sync(&tables.load())?;
 
-        let napi = cfg
-            .busy_poll
-            .then(|| crate::napi::NapiTuning::apply(&infos));
+        let napi = cfg.busy_poll.then(|| NapiTuning::apply(&infos));
         let ports: Vec<PortInfo> = infos
             .into_iter()
             .zip(programs.iter())

@@ -1,7 +1,7 @@
 //! The worker loop, over any [`PacketIo`]: receive a batch per port, run it
 //! through a [`Processor`], queue each frame for TX on the port its verdict
 //! names, give the device back what it sent, and keep the fill rings stocked.
-//! The same loop runs over AF_XDP ([`crate::xsk::XskIo`]) and over in-memory
+//! The same loop runs over AF_XDP ([`crate::io::xsk::XskIo`]) and over in-memory
 //! rings ([`crate::io::mem::MemIo`], which the tests below use).
 //!
 //! Frames are owned as [`PacketIo`] describes; the worker's own are in `free`,
@@ -37,7 +37,7 @@ use xlb_dataplane::pipeline::Processor;
 use xlb_dataplane::tables::{Tables, TablesHandle};
 
 use crate::io::PacketIo;
-use crate::sys;
+use crate::kernel::sys;
 
 /// How long a worker keeps spinning after the last packet before it blocks in
 /// `poll()` (unless `busy_poll`).
@@ -54,7 +54,7 @@ pub const FILL_ACTIVE: Duration = Duration::from_millis(100);
 /// How often a worker copies its device's loss counters.
 const DEVICE_STATS_EVERY: Duration = Duration::from_secs(1);
 
-/// Lock-free counters of one worker, read by [`crate::Runtime::stats`].
+/// Lock-free counters of one worker, read by [`crate::runtime::Runtime::stats`].
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     /// Frames received.

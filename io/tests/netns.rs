@@ -722,7 +722,7 @@ fn dnat_across_two_interfaces_uses_next_hops_from_netinfo_and_steers_backend_rep
             let ports = rt.port_specs();
             assert_eq!(ports.len(), 2);
             assert_eq!(ports[1].addrs, vec![IpAddr::V4(LB_BACKSIDE)]);
-            let hops = xlb_io::netinfo::next_hops(
+            let hops = xlb_io::kernel::netinfo::next_hops(
                 &[IpAddr::V4(BACKEND), IpAddr::V4(CLIENT_ADDR)],
                 &ports,
                 Duration::from_secs(3),
@@ -938,7 +938,7 @@ fn the_pass_program_attaches_to_a_peer_and_detaches_on_drop() {
     let cif = lab.ifname("c");
     std::thread::scope(|s| {
         in_ns(s, &cl, || {
-            let idx = xlb_io::netinfo::ifindex(&cif).expect("ifindex");
+            let idx = xlb_io::kernel::netinfo::ifindex(&cif).expect("ifindex");
             let p = xlb_io::attach_pass_program(idx, XdpMode::Native).expect("attach");
             assert!(xdp_attached_here());
             drop(p);
@@ -1049,12 +1049,12 @@ fn neighbours_are_read_and_watched_over_rtnetlink() {
     neigh("add", Some(mac1));
     std::thread::scope(|s| {
         in_ns(s, &lb, || {
-            let table = xlb_io::netinfo::neighbours().expect("neighbour dump");
+            let table = xlb_io::kernel::netinfo::neighbours().expect("neighbour dump");
             let got = table.get(&(peer, lif.clone())).map(|m| m.to_string());
             assert_eq!(got.as_deref(), Some(mac1), "{table:?}");
-            let ifindex = xlb_io::netinfo::ifindex(&lif).expect("ifindex");
+            let ifindex = xlb_io::kernel::netinfo::ifindex(&lif).expect("ifindex");
 
-            let mut w = xlb_io::neigh::NeighWatch::new().expect("subscribe");
+            let mut w = xlb_io::kernel::neigh::NeighWatch::new().expect("subscribe");
             assert!(
                 w.next(Duration::from_millis(50)).expect("watch").is_empty(),
                 "nothing changed yet"
@@ -1068,12 +1068,12 @@ fn neighbours_are_read_and_watched_over_rtnetlink() {
                     .expect("watch")
                     .into_iter()
                     .filter(
-                        |e| matches!(e, xlb_io::neigh::NeighEvent::Changed(n) if n.addr == peer),
+                        |e| matches!(e, xlb_io::kernel::neigh::NeighEvent::Changed(n) if n.addr == peer),
                     )
                     .collect();
             }
             match seen.first() {
-                Some(xlb_io::neigh::NeighEvent::Changed(n)) => {
+                Some(xlb_io::kernel::neigh::NeighEvent::Changed(n)) => {
                     assert_eq!(n.ifindex, ifindex);
                     assert_eq!(n.mac.map(|m| m.to_string()).as_deref(), Some(mac2));
                 }
@@ -1087,10 +1087,10 @@ fn neighbours_are_read_and_watched_over_rtnetlink() {
                     .next(Duration::from_millis(200))
                     .expect("watch")
                     .iter()
-                    .any(|e| matches!(e, xlb_io::neigh::NeighEvent::Removed(n) if n.addr == peer));
+                    .any(|e| matches!(e, xlb_io::kernel::neigh::NeighEvent::Removed(n) if n.addr == peer));
             }
             assert!(removed, "removal reported");
-            let table = xlb_io::netinfo::neighbours().expect("neighbour dump");
+            let table = xlb_io::kernel::netinfo::neighbours().expect("neighbour dump");
             assert!(!table.contains_key(&(peer, lif.clone())));
         })
         .join()
@@ -1124,24 +1124,30 @@ fn routes_are_looked_up_over_rtnetlink() {
         in_ns(s, &lb, || {
             let on_link: IpAddr = "10.99.0.77".parse().expect("ip");
             assert_eq!(
-                xlb_io::netinfo::route_to(on_link).expect("lookup"),
+                xlb_io::kernel::netinfo::route_to(on_link).expect("lookup"),
                 Some((lif.clone(), on_link))
             );
             let routed: IpAddr = "10.99.1.5".parse().expect("ip");
             assert_eq!(
-                xlb_io::netinfo::route_to(routed).expect("lookup"),
+                xlb_io::kernel::netinfo::route_to(routed).expect("lookup"),
                 Some((lif.clone(), IpAddr::V4(CLIENT_ADDR)))
             );
             let routed6: IpAddr = "fd00:98::5".parse().expect("ip");
             assert_eq!(
-                xlb_io::netinfo::route_to(routed6).expect("lookup"),
+                xlb_io::kernel::netinfo::route_to(routed6).expect("lookup"),
                 Some((lif.clone(), "fd00:99::2".parse().expect("ip")))
             );
             // No default route in this namespace.
             let nowhere: IpAddr = "192.0.2.1".parse().expect("ip");
-            assert_eq!(xlb_io::netinfo::route_to(nowhere).expect("lookup"), None);
+            assert_eq!(
+                xlb_io::kernel::netinfo::route_to(nowhere).expect("lookup"),
+                None
+            );
             let nowhere6: IpAddr = "2001:db8::1".parse().expect("ip");
-            assert_eq!(xlb_io::netinfo::route_to(nowhere6).expect("lookup"), None);
+            assert_eq!(
+                xlb_io::kernel::netinfo::route_to(nowhere6).expect("lookup"),
+                None
+            );
         })
         .join()
         .expect("namespace thread");

@@ -721,7 +721,8 @@ fn start_xsk(t: &Topo, which: Contender, o: &BenchOpts, busy: bool) -> Result<Xs
                 })?;
                 let ports = rt.port_specs();
                 let dsts: Vec<IpAddr> = BACKENDS.iter().map(|b| IpAddr::V4(*b)).collect();
-                let hops = xlb_io::netinfo::next_hops(&dsts, &ports, Duration::from_secs(3))?;
+                let hops =
+                    xlb_io::kernel::netinfo::next_hops(&dsts, &ports, Duration::from_secs(3))?;
                 if hops.len() != BACKENDS.len() {
                     bail!(
                         "only {} of {} backend next hops resolved",
@@ -777,13 +778,13 @@ fn nft_ruleset() -> String {
 }
 
 /// Preferred busy polling's device settings on the balancer's veths (see
-/// `xlb_io::napi`; the contender thread cannot write them itself because
+/// `xlb_io::kernel::napi`; the contender thread cannot write them itself because
 /// /sys shows the host's namespace). veth's sockets get no NAPI id, so busy
 /// polling does not engage; the deferral timer then runs the ingress NAPI on
 /// the core where it was armed, the balancer's (see [`Placement::Owned`]).
 /// Off again for the kernel contender.
 fn napi_defer(t: &Topo, on: bool) -> Result<()> {
-    use xlb_io::napi::{DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS};
+    use xlb_io::kernel::napi::{DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS};
     let (defer, timeout) = if on {
         (DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS)
     } else {
@@ -1184,8 +1185,8 @@ pub fn run(o: &BenchOpts, command: &str) -> Result<BenchReport> {
             l = o.lb_cpu,
             batch = o.batch,
             frames = o.frames,
-            d = xlb_io::napi::DEFER_HARD_IRQS,
-            gt = xlb_io::napi::GRO_FLUSH_TIMEOUT_NS,
+            d = xlb_io::kernel::napi::DEFER_HARD_IRQS,
+            gt = xlb_io::kernel::napi::GRO_FLUSH_TIMEOUT_NS,
             nice = o.nice.map_or("unchanged".to_string(), |n| n.to_string()),
         ),
         loadavg: (load0, loadavg()),

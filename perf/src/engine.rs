@@ -292,7 +292,7 @@ pub fn sink_tables(addrs: &[IpAddr]) -> Result<xlb_dataplane::tables::Tables> {
 impl XdpRx {
     /// Attach the steering program to `iface`, steer `addrs` to a socket on `queue`.
     pub fn open(iface: &str, queue: u32, addrs: &[IpAddr]) -> Result<XdpRx> {
-        let ifindex = xlb_io::netinfo::ifindex(iface)?;
+        let ifindex = xlb_io::kernel::netinfo::ifindex(iface)?;
         let prog = xlb_io::XdpProgram::load_and_attach(ifindex, xlb_io::XdpMode::Native)
             .context("attaching the steering program for RX")?;
         let mut sync = xlb_io::MapSync::new(prog.steering_maps()?);

@@ -140,24 +140,24 @@ fn enter(ns: &Option<String>) -> Result<()> {
 }
 
 fn resolve_mac(dst: IpAddr) -> Result<MacAddr> {
-    let (dev, via) = xlb_io::netinfo::route_to(dst)?
+    let (dev, via) = xlb_io::kernel::netinfo::route_to(dst)?
         .ok_or_else(|| anyhow!("no route to {dst}; pass --dst-mac"))?;
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        if let Some(m) = xlb_io::netinfo::neighbours()?.get(&(via, dev.clone())) {
+        if let Some(m) = xlb_io::kernel::netinfo::neighbours()?.get(&(via, dev.clone())) {
             return Ok(*m);
         }
         if Instant::now() >= deadline {
             bail!("no neighbour entry for {via} on {dev}; pass --dst-mac");
         }
-        xlb_io::netinfo::trigger_resolution(via);
+        xlb_io::kernel::netinfo::trigger_resolution(via);
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Build the flow templates; call from a thread in the TX namespace.
 fn templates_for(o: &TxOpts) -> Result<Templates> {
-    let info = xlb_io::netinfo::iface_info(&o.iface)?;
+    let info = xlb_io::kernel::netinfo::iface_info(&o.iface)?;
     let src_ip = match o.src_ip {
         Some(a) => a,
         None => *info
@@ -260,7 +260,7 @@ pub fn run(tx: Option<&TxOpts>, rx: Option<&RxOpts>, live: bool) -> Result<Summa
                             renice(gettid(), n);
                         }
                         let addrs = if r.addrs.is_empty() {
-                            xlb_io::netinfo::iface_info(&r.iface)?.addrs
+                            xlb_io::kernel::netinfo::iface_info(&r.iface)?.addrs
                         } else {
                             r.addrs.clone()
                         };

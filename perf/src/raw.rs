@@ -16,7 +16,7 @@ pub struct RawSocket {
 impl RawSocket {
     /// Open and bind to `iface` (all EtherTypes).
     pub fn open(iface: &str) -> Result<RawSocket> {
-        let ifindex = xlb_io::netinfo::ifindex(iface)?;
+        let ifindex = xlb_io::kernel::netinfo::ifindex(iface)?;
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2) call; the result is checked below.
         let fd = unsafe {

@@ -7,19 +7,17 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::neigh::{nl_err, socket};
-use crate::netinfo::NetInfoError;
+use super::netlink::{nl_err, request, NetlinkError};
 
 /// Where the kernel would send a packet to `dst`: (outgoing interface index,
 /// the neighbour it is handed to: the gateway, or `dst` itself when on
 /// link). `None` when the kernel has no route (unreachable, prohibited) or
 /// the route does not leave by an interface (local, blackhole).
-pub fn get(dst: IpAddr) -> Result<Option<(u32, IpAddr)>, NetInfoError> {
-    let s = socket()?;
+pub fn get(dst: IpAddr) -> Result<Option<(u32, IpAddr)>, NetlinkError> {
     let mut msg = RouteMessage::default();
     msg.header.address_family = match dst {
         IpAddr::V4(_) => AddressFamily::Inet,
@@ -29,17 +27,7 @@ pub fn get(dst: IpAddr) -> Result<Option<(u32, IpAddr)>, NetInfoError> {
     msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
     msg.attributes
         .push(RouteAttribute::Destination(RouteAddress::from(dst)));
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = NLM_F_REQUEST;
-    hdr.sequence_number = 1;
-    let mut req = NetlinkMessage::new(
-        hdr,
-        NetlinkPayload::from(RouteNetlinkMessage::GetRoute(msg)),
-    );
-    req.finalize();
-    let mut buf = vec![0; req.header.length as usize];
-    req.serialize(&mut buf);
-    s.send(&buf, 0).map_err(|e| nl_err("sending", e))?;
+    let s = request(RouteNetlinkMessage::GetRoute(msg), NLM_F_REQUEST)?;
     // The kernel answers a single RTM_GETROUTE with one message: the route
     // or an error.
     let (dgram, _) = s.recv_from_full().map_err(|e| nl_err("receiving", e))?;

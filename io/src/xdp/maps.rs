@@ -23,33 +23,15 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use xlb_dataplane::net::Ip16;
 use xlb_dataplane::tables::{L4Proto, NatMode, Tables};
 
-use crate::loader::XdpError;
+use super::XdpError;
 
-/// Port ranges longer than this become one wildcard key (port 0).
+/// Port ranges longer than this become one wildcard key (port 0)
+/// (`XLB_RANGE_WILDCARD_MIN`).
 pub const RANGE_WILDCARD_MIN: u32 = 256;
-/// Number of slots in the program's `stats` array (`XLB_STAT_MAX`).
-pub const STAT_SLOTS: usize = 8;
-
-/// The program's per-action counters (`enum xlb_stat` in `xlb_consts.h`).
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stat {
-    /// Not ours: handed to the kernel stack.
-    Pass = 0,
-    /// To a configured VIP/proto/port (or ICMP to a VIP).
-    RedirectVip = 1,
-    /// Return traffic to a source-NAT address in the NAT port range.
-    RedirectSnat = 2,
-    /// Return traffic from a DNAT backend.
-    RedirectBackend = 3,
-    /// Fragment / unparsed IPv6 chain to a VIP address.
-    RedirectUnparsed = 4,
-    /// Ours (also counted by class), but no AF_XDP socket on the rx queue:
-    /// passed to the kernel.
-    NoSocket = 5,
-    /// Headers cut short: passed to the kernel.
-    Malformed = 6,
-}
+/// XSKMAP capacity (`XLB_MAX_QUEUES`): most queues (workers) per interface.
+pub const MAX_QUEUES: u32 = 64;
+/// The port of a wildcard key: every port of its protocol (`XLB_PORT_ANY`).
+pub const PORT_ANY: u16 = 0;
 
 /// `struct xlb_flow_key` as bytes.
 pub type FlowKey = [u8; 20];
@@ -90,7 +72,7 @@ pub struct Desired {
 
 fn insert_ports(set: &mut HashSet<FlowKey>, addr: Ip16, proto: u8, lo: u16, hi: u16) {
     if u32::from(hi) - u32::from(lo) + 1 > RANGE_WILDCARD_MIN || lo == 0 {
-        set.insert(flow_key(addr, proto, 0));
+        set.insert(flow_key(addr, proto, PORT_ANY));
     } else {
         for p in lo..=hi {
             set.insert(flow_key(addr, proto, p));
@@ -157,14 +139,16 @@ pub struct SteeringMaps {
 }
 
 impl SteeringMaps {
-    pub(crate) fn by_name(&self, name: &str) -> BorrowedFd<'_> {
-        match name {
-            "vip_ports" => self.vip_ports.as_fd(),
-            "vip_addrs" => self.vip_addrs.as_fd(),
-            "snat_addrs" => self.snat_addrs.as_fd(),
-            "backends" => self.backends.as_fd(),
-            _ => self.config.as_fd(),
-        }
+    /// The maps by their names in the object, for another interface's
+    /// program to reuse (see `loader::open_and_load`).
+    pub(crate) fn fds(&self) -> [(&'static str, BorrowedFd<'_>); 5] {
+        [
+            ("vip_ports", self.vip_ports.as_fd()),
+            ("vip_addrs", self.vip_addrs.as_fd()),
+            ("snat_addrs", self.snat_addrs.as_fd()),
+            ("backends", self.backends.as_fd()),
+            ("config", self.config.as_fd()),
+        ]
     }
 }
 

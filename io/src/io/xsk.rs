@@ -16,8 +16,8 @@ use xlb_dataplane::frame::{Frame, PortId};
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::io::{DeviceStats, PacketIo};
-use crate::sys;
+use super::{DeviceStats, PacketIo};
+use crate::kernel::sys;
 
 /// Size of every UMEM frame (chunk). A power of two (aligned mode); leaves
 /// room after a 1500-byte packet for encapsulation.

@@ -4,13 +4,15 @@
 //! Everything is asked in the calling thread's network namespace (never via
 //! sysfs, which shows the namespace it was mounted in).
 //!
-//! Neighbours come from rtnetlink ([`crate::neigh`], which can also watch
-//! for changes). Links, addresses and routes still come from `ip -j`
-//! (iproute2 JSON) output instead of rtnetlink. It costs a process spawn per query (fine for
-//! a control loop that runs every few seconds, wrong for anything per packet)
-//! and depends on iproute2 being installed (scripts/deps.sh installs it), but
-//! it has no async runtime, no extra crates and is easy to check by hand with
-//! the same commands. Swap for `netlink-packet-route` if query rates grow.
+//! Routes and neighbours, which the next-hop refresh asks for every few
+//! seconds and per endpoint, come from rtnetlink ([`route`](super::route),
+//! one request per lookup; [`neigh`](super::neigh), which can also watch for
+//! changes). Links and addresses, read when something starts, still come from
+//! `ip -j` (iproute2 JSON): a process spawn per query, and iproute2 must be
+//! installed (scripts/deps.sh installs it), but the output is easy to check
+//! by hand with the same commands. They can move to rtnetlink
+//! (`netlink-packet-route` is already a dependency) if they are ever asked
+//! often.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, UdpSocket};
@@ -21,6 +23,9 @@ use serde::Deserialize;
 use xlb_dataplane::frame::PortId;
 use xlb_dataplane::net::MacAddr;
 use xlb_dataplane::tables::{NextHop, PortSpec};
+
+use super::netlink::NetlinkError;
+use super::{neigh, route, sys};
 
 /// Why a kernel query failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +42,8 @@ pub enum NetInfoError {
         detail: String,
     },
     /// an rtnetlink request failed
-    #[error("rtnetlink: {what}: {detail}")]
-    Netlink {
-        /// What was being done.
-        what: &'static str,
-        /// The error.
-        detail: String,
-    },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     /// `ip -j` printed something unexpected
     #[error("parsing `ip {args}` output: {source}")]
     Parse {
@@ -114,7 +114,7 @@ pub fn ifindex(name: &str) -> Result<u32, NetInfoError> {
 /// Number of rx queues of `name`: the ethtool channel count (rx + combined),
 /// else the device's allocated queue count.
 pub fn rx_queues(name: &str) -> Result<u32, NetInfoError> {
-    if let Ok((rx, _tx, combined)) = crate::sys::ethtool_channels(name) {
+    if let Ok((rx, _tx, combined)) = sys::ethtool_channels(name) {
         if rx + combined > 0 {
             return Ok(rx + combined);
         }
@@ -195,7 +195,7 @@ pub fn iface_info(name: &str) -> Result<IfaceInfo, NetInfoError> {
 /// Where the kernel would send a packet to `dst`: (device, neighbour address).
 /// `None` if there is no route out of an interface. Asked over rtnetlink.
 pub fn route_to(dst: IpAddr) -> Result<Option<(String, IpAddr)>, NetInfoError> {
-    Ok(crate::route::get(dst)?.and_then(|(oif, via)| Some((crate::sys::ifname(oif)?, via))))
+    Ok(route::get(dst)?.and_then(|(oif, via)| Some((sys::ifname(oif)?, via))))
 }
 
 /// The neighbour table: (address, device) -> MAC, for usable entries only.
@@ -203,11 +203,11 @@ pub fn route_to(dst: IpAddr) -> Result<Option<(String, IpAddr)>, NetInfoError> {
 pub fn neighbours() -> Result<HashMap<(IpAddr, String), MacAddr>, NetInfoError> {
     let mut names: HashMap<u32, Option<String>> = HashMap::new();
     let mut table = HashMap::new();
-    for n in crate::neigh::dump()? {
+    for n in neigh::dump()? {
         let Some(mac) = n.mac else { continue };
         let name = names
             .entry(n.ifindex)
-            .or_insert_with(|| crate::sys::ifname(n.ifindex));
+            .or_insert_with(|| sys::ifname(n.ifindex));
         if let Some(name) = name {
             table.insert((n.addr, name.clone()), mac);
         }

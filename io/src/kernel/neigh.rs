@@ -1,5 +1,5 @@
 //! The kernel's neighbour table over rtnetlink: a dump (what
-//! [`crate::netinfo::neighbours`] returns) and a [`NeighWatch`] that follows
+//! [`neighbours`](super::netinfo::neighbours) returns) and a [`NeighWatch`] that follows
 //! `RTM_NEWNEIGH` / `RTM_DELNEIGH` notifications, so a changed MAC reaches
 //! the tables in a refresh instead of waiting for the periodic re-resolution.
 //! Control-plane only: one socket per call or watcher, messages decoded by
@@ -11,17 +11,16 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::Socket;
 use xlb_dataplane::net::MacAddr;
 
-use crate::netinfo::NetInfoError;
+use super::netlink::{bound_socket, nl_err, request, NetlinkError};
+use super::sys;
 
 /// rtnetlink multicast group of neighbour changes (`RTNLGRP_NEIGH`).
 const RTNLGRP_NEIGH: u32 = 3;
@@ -45,13 +44,6 @@ pub enum NeighEvent {
     Changed(Neigh),
     /// An entry was removed.
     Removed(Neigh),
-}
-
-pub(crate) fn nl_err(what: &'static str, e: impl std::fmt::Display) -> NetInfoError {
-    NetInfoError::Netlink {
-        what,
-        detail: e.to_string(),
-    }
 }
 
 fn decode(m: &NeighbourMessage) -> Option<Neigh> {
@@ -84,7 +76,7 @@ fn decode(m: &NeighbourMessage) -> Option<Neigh> {
 
 /// Every neighbour message in one datagram, as events; `done` is set when
 /// the datagram ends a dump.
-fn parse_datagram(buf: &[u8], out: &mut Vec<NeighEvent>) -> Result<bool, NetInfoError> {
+fn parse_datagram(buf: &[u8], out: &mut Vec<NeighEvent>) -> Result<bool, NetlinkError> {
     let mut off = 0;
     while off < buf.len() {
         let msg: NetlinkMessage<RouteNetlinkMessage> =
@@ -109,30 +101,12 @@ fn parse_datagram(buf: &[u8], out: &mut Vec<NeighEvent>) -> Result<bool, NetInfo
     Ok(false)
 }
 
-pub(crate) fn socket() -> Result<Socket, NetInfoError> {
-    let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| nl_err("opening a socket", e))?;
-    s.bind_auto().map_err(|e| nl_err("binding", e))?;
-    s.connect(&SocketAddr::new(0, 0))
-        .map_err(|e| nl_err("connecting", e))?;
-    Ok(s)
-}
-
 /// The whole neighbour table (IPv4 and IPv6).
-pub fn dump() -> Result<Vec<Neigh>, NetInfoError> {
-    let s = socket()?;
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = NLM_F_DUMP | NLM_F_REQUEST;
-    hdr.sequence_number = 1;
-    let mut req = NetlinkMessage::new(
-        hdr,
-        NetlinkPayload::from(RouteNetlinkMessage::GetNeighbour(
-            NeighbourMessage::default(),
-        )),
-    );
-    req.finalize();
-    let mut buf = vec![0; req.header.length as usize];
-    req.serialize(&mut buf);
-    s.send(&buf, 0).map_err(|e| nl_err("sending", e))?;
+pub fn dump() -> Result<Vec<Neigh>, NetlinkError> {
+    let s = request(
+        RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
+        NLM_F_DUMP | NLM_F_REQUEST,
+    )?;
     let mut events = Vec::new();
     // Bounded by the table: the kernel ends every dump with NLMSG_DONE.
     loop {
@@ -165,9 +139,8 @@ impl std::fmt::Debug for NeighWatch {
 impl NeighWatch {
     /// Subscribe (in the calling thread's namespace). Changes from here on
     /// are reported by [`NeighWatch::next`].
-    pub fn new() -> Result<NeighWatch, NetInfoError> {
-        let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| nl_err("opening a socket", e))?;
-        s.bind_auto().map_err(|e| nl_err("binding", e))?;
+    pub fn new() -> Result<NeighWatch, NetlinkError> {
+        let s = bound_socket()?;
         s.add_membership(RTNLGRP_NEIGH)
             .map_err(|e| nl_err("joining the neighbour group", e))?;
         Ok(NeighWatch {
@@ -178,13 +151,12 @@ impl NeighWatch {
 
     /// Changes that arrived, waiting up to `timeout` for the first; empty if
     /// none came.
-    pub fn next(&mut self, timeout: Duration) -> Result<Vec<NeighEvent>, NetInfoError> {
+    pub fn next(&mut self, timeout: Duration) -> Result<Vec<NeighEvent>, NetlinkError> {
         let fd = [self.sock.as_raw_fd()];
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         let mut events = Vec::new();
         let mut wait = ms;
-        while crate::sys::poll_readable(&fd, &mut self.pollfds, wait)
-            .map_err(|e| nl_err("waiting", e))?
+        while sys::poll_readable(&fd, &mut self.pollfds, wait).map_err(|e| nl_err("waiting", e))?
             > 0
         {
             let (dgram, _) = self

@@ -1,103 +1,20 @@
-//! Loads the XDP steering program (`bpf/xlb.bpf.c`) and attaches it to an
-//! interface; owns the program's maps while it lives.
+//! The steering program attached to one interface, with its maps: the
+//! daemon attaches one per served interface (the first owns the steering
+//! maps, the others share them), points each rx queue's XSKMAP slot at its
+//! worker's AF_XDP socket, and reads the per-action counters.
 //!
 //! Invariants: at most one xlb program per interface (a stale one, left by a
 //! crashed process, is detached first); the program is detached when the
-//! [`XdpProgram`] is dropped or [`XdpProgram::detach`]ed, and its maps vanish
-//! with the last file descriptor. Nothing is pinned in bpffs.
+//! [`XdpProgram`] is dropped or [`XdpProgram::detach`]ed.
 
 use std::os::fd::{AsFd, RawFd};
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder, Xdp, XdpFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, Xdp};
 
-use crate::maps::{Stat, SteeringMaps, STAT_SLOTS};
-
-/// The compiled XDP object, built by `build.rs` from `bpf/xlb.bpf.c`.
-pub const XLB_BPF_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xlb.bpf.o"));
-
-const STEER_PROG: &str = "xlb_steer";
-/// XSKMAP capacity (`XLB_MAX_QUEUES`): most queues (workers) per interface.
-pub const MAX_QUEUES: u32 = 64;
-const PASS_PROG: &str = "xlb_pass";
-/// Maps shared by every interface's program (one sync updates them all).
-const SHARED_MAPS: [&str; 5] = ["vip_ports", "vip_addrs", "snat_addrs", "backends", "config"];
-
-/// How the XDP program is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum XdpMode {
-    /// Driver mode (`XDP_FLAGS_DRV_MODE`); falls back to generic with a warning
-    /// if the driver refuses.
-    Native,
-    /// Generic/SKB mode (`XDP_FLAGS_SKB_MODE`): works everywhere, slower.
-    Generic,
-}
-
-impl XdpMode {
-    fn flags(self) -> XdpFlags {
-        match self {
-            XdpMode::Native => XdpFlags::DRV_MODE,
-            XdpMode::Generic => XdpFlags::SKB_MODE,
-        }
-    }
-}
-
-/// Why loading or attaching the XDP program failed.
-#[derive(Debug, thiserror::Error)]
-pub enum XdpError {
-    /// the kernel refused to load the XDP program (needs root / CAP_BPF + CAP_NET_ADMIN)
-    #[error("the kernel refused to load the XDP program: {0} (needs root, or CAP_BPF and CAP_NET_ADMIN)")]
-    Load(#[source] libbpf_rs::Error),
-    /// the XDP program could not be attached to the interface
-    #[error("attaching XDP to ifindex {ifindex} in {mode:?} mode was refused: {source}")]
-    Attach {
-        /// Interface index.
-        ifindex: u32,
-        /// Mode tried last.
-        mode: XdpMode,
-        /// The kernel's answer.
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    /// the compiled object lacks a program or map this crate expects
-    #[error("the XDP object has no {0} (build.rs and loader.rs disagree)")]
-    Missing(&'static str),
-    /// a BPF map operation failed
-    #[error("BPF map {map}: {source}")]
-    Map {
-        /// Map name.
-        map: &'static str,
-        /// The kernel's answer.
-        #[source]
-        source: libbpf_rs::Error,
-    },
-}
-
-/// Detach whatever XDP program (xlb's or not) is attached to `ifindex`, in
-/// either mode. Returns how many were detached. Used at start-up: a program
-/// attached with a plain attach survives the process that attached it.
-pub fn detach_stale(ifindex: u32) -> Result<usize, XdpError> {
-    let obj = open_and_load(None)?;
-    detach_all(&obj, ifindex)
-}
-
-fn detach_all(obj: &Object, ifindex: u32) -> Result<usize, XdpError> {
-    // `Xdp` wants a program fd for its opts; detach and query ignore it.
-    let prog = find_prog(obj, PASS_PROG)?;
-    let xdp = Xdp::new(prog.as_fd());
-    let mut n = 0;
-    for mode in [XdpMode::Native, XdpMode::Generic] {
-        if matches!(xdp.query_id(ifindex as i32, mode.flags()), Ok(id) if id != 0) {
-            xdp.detach(ifindex as i32, mode.flags())
-                .map_err(|source| XdpError::Attach {
-                    ifindex,
-                    mode,
-                    source,
-                })?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
+use super::loader::{detach_stale, find_prog, map_handle, open_and_load, STEER_PROG};
+use super::maps::SteeringMaps;
+use super::stats::{XdpStats, STAT_SLOTS};
+use super::{XdpError, XdpMode};
 
 /// The steering program attached to one interface, with its maps.
 pub struct XdpProgram {
@@ -127,7 +44,7 @@ impl XdpProgram {
     }
 
     /// Like [`XdpProgram::load_and_attach`], but the steering maps (VIPs, SNAT
-    /// addresses, backends, config) are `shared`'s: one [`crate::maps::MapSync`]
+    /// addresses, backends, config) are `shared`'s: one [`MapSync`](super::maps::MapSync)
     /// then serves every interface. The XSKMAP and stats stay per interface.
     pub fn load_and_attach_sharing(
         ifindex: u32,
@@ -141,7 +58,8 @@ impl XdpProgram {
                 "detached a stale XDP program left by an earlier run"
             );
         }
-        let obj = open_and_load(shared)?;
+        let reuse = shared.map(SteeringMaps::fds);
+        let obj = open_and_load(reuse.as_ref().map_or(&[][..], |r| &r[..]))?;
         let xsks = map_handle(&obj, "xsks_map")?;
         let stats = map_handle(&obj, "stats")?;
         let mut p = XdpProgram {
@@ -185,7 +103,7 @@ impl XdpProgram {
     /// Load the program without attaching it anywhere: for
     /// [`XdpProgram::test_run`] (golden packet tests, diagnostics).
     pub fn load_unattached() -> Result<XdpProgram, XdpError> {
-        let obj = open_and_load(None)?;
+        let obj = open_and_load(&[])?;
         let xsks = map_handle(&obj, "xsks_map")?;
         let stats = map_handle(&obj, "stats")?;
         Ok(XdpProgram {
@@ -202,7 +120,7 @@ impl XdpProgram {
     /// (`BPF_PROG_TEST_RUN`) and return its XDP action (`XDP_PASS` = 2,
     /// `XDP_REDIRECT` = 4). The counters in [`XdpProgram::stats`] move as for
     /// a real packet; with no socket registered a redirect ends as
-    /// [`Stat::NoSocket`] + `XDP_PASS`.
+    /// [`Stat::NoSocket`](super::stats::Stat::NoSocket) + `XDP_PASS`.
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, XdpError> {
         let prog = self
             .obj
@@ -322,97 +240,14 @@ impl Drop for XdpProgram {
     }
 }
 
-/// Per-action counters of one interface's program.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct XdpStats {
-    /// Indexed by [`Stat`] as usize.
-    pub counts: [u64; STAT_SLOTS],
-}
-
-impl XdpStats {
-    /// One counter.
-    pub fn get(&self, s: Stat) -> u64 {
-        self.counts[s as usize]
-    }
-}
-
-/// Attach the always-pass program to `ifindex` (generic or native). For lab
-/// and test topologies: XDP_TX or redirects into a veth need a program on
-/// its peer. Detached when the returned guard drops.
-pub fn attach_pass_program(ifindex: u32, mode: XdpMode) -> Result<PassProgram, XdpError> {
-    let obj = open_and_load(None)?;
-    let prog = find_prog(&obj, PASS_PROG)?;
-    Xdp::new(prog.as_fd())
-        .attach(ifindex as i32, mode.flags())
-        .map_err(|source| XdpError::Attach {
-            ifindex,
-            mode,
-            source,
-        })?;
-    Ok(PassProgram { obj, ifindex, mode })
-}
-
-/// The pass program attached to an interface; detached on drop.
-pub struct PassProgram {
-    obj: Object,
-    ifindex: u32,
-    mode: XdpMode,
-}
-
-impl std::fmt::Debug for PassProgram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PassProgram(ifindex {})", self.ifindex)
-    }
-}
-
-impl Drop for PassProgram {
-    fn drop(&mut self) {
-        if let Ok(prog) = find_prog(&self.obj, PASS_PROG) {
-            let _ = Xdp::new(prog.as_fd()).detach(self.ifindex as i32, self.mode.flags());
-        }
-    }
-}
-
-fn open_and_load(shared: Option<&SteeringMaps>) -> Result<Object, XdpError> {
-    let mut open = ObjectBuilder::default()
-        .open_memory(XLB_BPF_OBJ)
-        .map_err(XdpError::Load)?;
-    if let Some(shared) = shared {
-        for mut m in open.maps_mut() {
-            let name = m.name().to_string_lossy().into_owned();
-            if let Some(&static_name) = SHARED_MAPS.iter().find(|n| **n == name) {
-                m.reuse_fd(shared.by_name(static_name).as_fd())
-                    .map_err(|source| XdpError::Map {
-                        map: static_name,
-                        source,
-                    })?;
-            }
-        }
-    }
-    open.load().map_err(XdpError::Load)
-}
-
-fn find_prog<'o>(obj: &'o Object, name: &'static str) -> Result<libbpf_rs::Program<'o>, XdpError> {
-    obj.progs()
-        .find(|p| p.name() == name)
-        .ok_or(XdpError::Missing(name))
-}
-
-fn map_handle(obj: &Object, name: &'static str) -> Result<MapHandle, XdpError> {
-    let m = obj
-        .maps()
-        .find(|m| m.name() == name)
-        .ok_or(XdpError::Missing(name))?;
-    MapHandle::try_from(&m).map_err(|source| XdpError::Map { map: name, source })
-}
-
 #[cfg(test)]
 mod tests {
     //! Golden packet table for the steering program, run in the kernel with
     //! BPF_PROG_TEST_RUN (root required; no interface needed). Each row: a
     //! frame and the one counter it must move; rows run in order.
     use super::*;
-    use crate::maps::{MapSync, SyncReport};
+    use crate::xdp::maps::{MapSync, SyncReport};
+    use crate::xdp::stats::Stat;
     use std::net::IpAddr;
     use xlb_dataplane::tables::{
         EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec, Tables,

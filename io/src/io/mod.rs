@@ -1,7 +1,7 @@
 //! The worker loop's view of packet I/O: numbered ports, each with the four
 //! rings of an AF_XDP socket (fill, RX, TX, completion), over one pool of
 //! frame buffers. [`crate::worker::Worker`] runs the same loop over any
-//! [`PacketIo`]: AF_XDP sockets ([`crate::xsk::XskIo`]), in-memory rings
+//! [`PacketIo`]: AF_XDP sockets ([`xsk::XskIo`]), in-memory rings
 //! ([`mem::MemIo`], for tests and NIC-less benchmarks), and later other
 //! kernel-bypass backends (a DPDK port maps onto it: its mbuf pool is the
 //! frame pool, rx/tx bursts are the RX/TX rings, freed mbufs are completions).
@@ -18,6 +18,7 @@
 #![allow(unsafe_code)]
 
 pub mod mem;
+pub mod xsk;
 
 use std::io;
 

@@ -21,7 +21,7 @@
 
 use std::path::PathBuf;
 
-use crate::netinfo::IfaceInfo;
+use super::netinfo::IfaceInfo;
 
 /// `napi_defer_hard_irqs` to set where it is 0.
 pub const DEFER_HARD_IRQS: u32 = 2;
