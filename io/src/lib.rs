@@ -5,7 +5,9 @@
 //!   reads and their sync from a tables snapshot, its counters.
 //! - [`io`]: the [`PacketIo`] interface the workers reach packets through,
 //!   with AF_XDP sockets ([`XskIo`]) in the daemon and in-memory rings
-//!   ([`io::mem`]) in tests and NIC-less benchmarks.
+//!   ([`io::mem`]) in tests and NIC-less benchmarks, and [`io::pool`], a safe
+//!   owner of an I/O's frames for simpler send/receive loops (the traffic
+//!   generator's).
 //! - [`kernel`]: what xlb asks of the kernel outside the packet path:
 //!   interfaces, routes and neighbours (rtnetlink), NAPI settings, raw
 //!   syscalls.
@@ -30,8 +32,8 @@
 //!
 //! `unsafe` is allowed only in [`io::xsk`] (UMEM frames and rings),
 //! [`io::mem`] (its frame pool), [`io`] itself (it declares the unsafe
-//! methods of the `PacketIo` contract), [`worker`] (calls across that
-//! contract) and `kernel::sys` (raw syscalls); every block
+//! methods of the `PacketIo` contract), [`worker`] and [`io::pool`] (calls
+//! across that contract) and `kernel::sys` (raw syscalls); every block
 //! carries a `// SAFETY:` comment.
 #![deny(unsafe_code)]
 
@@ -41,7 +43,8 @@ pub mod runtime;
 pub mod worker;
 pub mod xdp;
 
-pub use io::xsk::{XskError, XskIo};
+pub use io::pool::FramePool;
+pub use io::xsk::{XskConfig, XskError, XskIo};
 pub use io::{DeviceStats, PacketIo};
 pub use kernel::sys::monotonic_ns;
 pub use runtime::{PortInfo, Runtime, RuntimeConfig, RuntimeError, RuntimeStats, WorkerCounters};

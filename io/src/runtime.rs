@@ -17,7 +17,7 @@ use xlb_dataplane::drop::DropReason;
 use xlb_dataplane::pipeline::Processor;
 use xlb_dataplane::tables::{PortSpec, Tables, TablesHandle};
 
-use crate::io::xsk::{XskError, XskIo};
+use crate::io::xsk::{XskConfig, XskError, XskIo};
 use crate::kernel::napi::NapiTuning;
 use crate::kernel::netinfo::{self, IfaceInfo, NetInfoError};
 use crate::kernel::sys;
@@ -357,16 +357,19 @@ impl Runtime {
 
         // Sockets, before any thread starts, so errors come back from here.
         let mut ios = Vec::with_capacity(queues as usize);
+        let xsk = XskConfig {
+            frame_count: cfg.frame_count,
+            busy_poll_budget: cfg.busy_poll.then_some(cfg.batch as u16),
+            ..XskConfig::default()
+        };
         for q in 0..queues {
-            let budget = cfg.busy_poll.then_some(cfg.batch as u16);
-            let (io, fds) =
-                XskIo::create(&cfg.ifaces, q, cfg.frame_count, budget).map_err(|e| {
-                    let iface = match &e {
-                        XskError::Socket { iface, .. } => iface.clone(),
-                        _ => cfg.ifaces[0].clone(),
-                    };
-                    classify_socket_error(&iface, q, e)
-                })?;
+            let (io, fds) = XskIo::create(&cfg.ifaces, q, &xsk).map_err(|e| {
+                let iface = match &e {
+                    XskError::Socket { iface, .. } => iface.clone(),
+                    _ => cfg.ifaces[0].clone(),
+                };
+                classify_socket_error(&iface, q, e)
+            })?;
             for (p, fd) in programs.iter().zip(fds) {
                 p.register_socket(q, fd)?;
             }

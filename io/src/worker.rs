@@ -36,7 +36,7 @@ use xlb_dataplane::frame::{Frame, PortId, Verdict};
 use xlb_dataplane::pipeline::Processor;
 use xlb_dataplane::tables::{Tables, TablesHandle};
 
-use crate::io::PacketIo;
+use crate::io::{recycle, PacketIo};
 use crate::kernel::sys;
 
 /// How long a worker keeps spinning after the last packet before it blocks in
@@ -486,16 +486,6 @@ impl<I: PacketIo> Worker<I> {
         self.publish_drops(&stats);
         self.publish_device_stats(&stats);
     }
-}
-
-/// Reuse a frame vector's allocation across batches whose frames borrow
-/// different lifetimes. The vector is emptied first, so no value changes type;
-/// std's in-place `collect` keeps the allocation (same size and alignment).
-// filter_map (not map + unreachable!) so there is no panic path at all.
-#[allow(clippy::unnecessary_filter_map)]
-fn recycle<'a, 'b>(mut v: Vec<Frame<'a>>) -> Vec<Frame<'b>> {
-    v.clear();
-    v.into_iter().filter_map(|_| None).collect()
 }
 
 #[cfg(test)]
@@ -1103,19 +1093,6 @@ mod tests {
             io.fill(0, &f[..1]);
             io.fill(0, &f[..1]);
         }
-    }
-
-    #[test]
-    fn recycle_keeps_the_allocation() {
-        let mut buf = [0u8; 8];
-        let mut v: Vec<Frame<'_>> = Vec::with_capacity(64);
-        v.push(Frame::new(&mut buf, 4, 0));
-        let cap = v.capacity();
-        let ptr = v.as_ptr() as usize;
-        let w: Vec<Frame<'static>> = recycle(v);
-        assert!(w.is_empty());
-        assert_eq!(w.capacity(), cap);
-        assert_eq!(w.as_ptr() as usize, ptr);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! side-by-side benchmark harness (`xlb-perf bench`) that runs xlb, a minimal
 //! AF_XDP forwarder and nftables DNAT on one namespaced topology.
 //!
-//! `unsafe` lives only in [`xsk`] (UMEM frames and rings), [`raw`]
-//! (AF_PACKET syscalls), [`lab`] (setns, kill) and [`procs`] (kill,
-//! sysconf); every block says why it is sound.
+//! The generator's AF_XDP sockets are xlb-io's `XskIo`, driven through its
+//! `FramePool`. `unsafe` lives only in [`raw`] (AF_PACKET syscalls), [`lab`]
+//! (setns, kill) and [`procs`] (kill, sysconf); every block says why it is
+//! sound.
 #![deny(unsafe_code)]
 
 pub mod bench;
@@ -20,4 +21,3 @@ pub mod procs;
 pub mod raw;
 pub mod stats;
 pub mod tcp;
-pub mod xsk;

@@ -5,6 +5,8 @@
 //! ([`mem::MemIo`], for tests and NIC-less benchmarks), and later other
 //! kernel-bypass backends (a DPDK port maps onto it: its mbuf pool is the
 //! frame pool, rx/tx bursts are the RX/TX rings, freed mbufs are completions).
+//! Loops simpler than a worker's (the traffic generator's) go through
+//! [`pool::FramePool`], which keeps the contract for them.
 //!
 //! Frame ownership is the contract: every frame is, at any instant, in exactly
 //! one place - the caller's hands, a fill ring, the device (waiting to receive
@@ -18,6 +20,7 @@
 #![allow(unsafe_code)]
 
 pub mod mem;
+pub mod pool;
 pub mod xsk;
 
 use std::io;
@@ -115,5 +118,33 @@ pub trait PacketIo {
     /// The device's own loss counters.
     fn device_stats(&self) -> DeviceStats {
         DeviceStats::default()
+    }
+}
+
+/// Reuse a frame vector's allocation across batches whose frames borrow
+/// different lifetimes. The vector is emptied first, so no value changes type;
+/// std's in-place `collect` keeps the allocation (same size and alignment).
+// filter_map (not map + unreachable!) so there is no panic path at all.
+#[allow(clippy::unnecessary_filter_map)]
+pub(crate) fn recycle<'a, 'b>(mut v: Vec<Frame<'a>>) -> Vec<Frame<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycle_keeps_the_allocation() {
+        let mut buf = [0u8; 8];
+        let mut v: Vec<Frame<'_>> = Vec::with_capacity(64);
+        v.push(Frame::new(&mut buf, 4, 0));
+        let cap = v.capacity();
+        let ptr = v.as_ptr() as usize;
+        let w: Vec<Frame<'static>> = recycle(v);
+        assert!(w.is_empty());
+        assert_eq!(w.capacity(), cap);
+        assert_eq!(w.as_ptr() as usize, ptr);
     }
 }

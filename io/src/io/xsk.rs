@@ -1,7 +1,9 @@
 //! AF_XDP sockets as a [`PacketIo`]: one UMEM shared by a socket on every
 //! configured interface at one queue index (so a frame received on one
 //! interface is transmitted on another without a copy), each socket with its
-//! own fill and completion rings.
+//! own fill and completion rings. The daemon's workers run over it, and so
+//! does `xlb-pktgen` (through [`super::pool::FramePool`]), each with its own
+//! [`XskConfig`].
 //!
 //! The unsafe blocks below lean on [`PacketIo`]'s ownership contract (the
 //! caller hands over only frames in its hands, each once) and on xsk-rs's
@@ -19,16 +21,42 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 use super::{DeviceStats, PacketIo};
 use crate::kernel::sys;
 
-/// Size of every UMEM frame (chunk). A power of two (aligned mode); leaves
-/// room after a 1500-byte packet for encapsulation.
+/// The workers' UMEM frame (chunk) size. A power of two (aligned mode);
+/// leaves room after a 1500-byte packet for encapsulation.
 pub const FRAME_SIZE: u32 = 4096;
 
-/// Most `sendto` kicks per port and round. Copy-mode AF_XDP sends at most 32
-/// frames per kick, so one kick per round lets the TX ring fill up whenever a
-/// round receives more than that (a 64-frame batch did); kicking again while
-/// the kernel takes frames keeps the ring drained, and the cap bounds the
-/// syscalls a round makes.
-const MAX_KICKS: u32 = 16;
+/// The workers' most `sendto` kicks per port and round. Copy-mode AF_XDP
+/// sends at most 32 frames per kick, so one kick per round lets the TX ring
+/// fill up whenever a round receives more than that (a 64-frame batch did);
+/// kicking again while the kernel takes frames keeps the ring drained, and
+/// the cap bounds the syscalls a round makes.
+pub const MAX_KICKS: u32 = 16;
+
+/// How to build one [`XskIo`]. The default is what the daemon's workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XskConfig {
+    /// UMEM frames, shared by the sockets on every interface.
+    pub frame_count: u32,
+    /// Bytes per frame: a power of two, at least 2048.
+    pub frame_size: u32,
+    /// Turn on preferred busy polling with this NAPI budget per call (see
+    /// [`sys::set_prefer_busy_poll`]); every `rx` then runs the port's
+    /// receive queue in the caller's own context.
+    pub busy_poll_budget: Option<u16>,
+    /// Most `sendto` kicks per [`PacketIo::kick_tx`] call (at least 1).
+    pub max_kicks: u32,
+}
+
+impl Default for XskConfig {
+    fn default() -> Self {
+        XskConfig {
+            frame_count: 4096,
+            frame_size: FRAME_SIZE,
+            busy_poll_budget: None,
+            max_kicks: MAX_KICKS,
+        }
+    }
+}
 
 /// Socket-creation failure of one (interface, queue).
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +117,7 @@ pub struct XskIo {
     ports: Vec<Port>,
     initial: Vec<FrameDesc>,
     ring: u32,
+    max_kicks: u32,
     poll_fds: Vec<RawFd>,
     pollfds: Vec<libc::pollfd>,
     /// Preferred busy polling is on: every `rx` first runs the port's NAPI.
@@ -119,28 +148,24 @@ pub(crate) fn ring_size(n: u32) -> u32 {
 }
 
 impl XskIo {
-    /// One UMEM of `frame_count` frames and a socket on every interface of
-    /// `ifaces` at `queue`. Returns the sockets' fds (in `ifaces` order) for
-    /// the XSKMAPs.
+    /// One UMEM of `cfg.frame_count` frames and a socket on every interface
+    /// of `ifaces` at `queue`. Returns the sockets' fds (in `ifaces` order)
+    /// for the XSKMAPs.
     ///
-    /// Every ring holds half the frames: the worker decides how many of them
-    /// each fill ring gets (most go to the ports that receive), so an idle
-    /// port cannot starve a busy one.
-    ///
-    /// `busy_poll_budget`: turn on preferred busy polling with this NAPI
-    /// budget per call (see [`sys::set_prefer_busy_poll`]); every `rx` then
-    /// runs the port's receive queue in the worker's own context.
+    /// Every ring holds half the frames: the caller decides how many of them
+    /// each fill ring gets (a worker gives most to the ports that receive),
+    /// so an idle port cannot starve a busy one.
     pub fn create(
         ifaces: &[String],
         queue: u32,
-        frame_count: u32,
-        busy_poll_budget: Option<u16>,
+        cfg: &XskConfig,
     ) -> Result<(XskIo, Vec<RawFd>), XskError> {
+        let frame_count = cfg.frame_count;
         let ring = ring_size(frame_count / 2);
         let qs = |n| QueueSize::new(n).map_err(|e| XskError::Config(e.to_string()));
         let umem_cfg = UmemConfig::builder()
             .frame_size(
-                xsk_rs::config::FrameSize::new(FRAME_SIZE)
+                xsk_rs::config::FrameSize::new(cfg.frame_size)
                     .map_err(|e| XskError::Config(e.to_string()))?,
             )
             .fill_queue_size(qs(ring)?)
@@ -183,7 +208,7 @@ impl XskIo {
                 XskError::Config(format!("{iface} queue {queue} bound twice on one UMEM"))
             })?;
             let fd = rx.fd().as_raw_fd();
-            if let Some(budget) = busy_poll_budget {
+            if let Some(budget) = cfg.busy_poll_budget {
                 sys::set_prefer_busy_poll(fd, BUSY_POLL_USECS, budget).map_err(|e| {
                     XskError::BusyPoll {
                         iface: iface.clone(),
@@ -201,7 +226,8 @@ impl XskIo {
             ports,
             initial: descs,
             ring,
-            busy_poll: busy_poll_budget.is_some(),
+            max_kicks: cfg.max_kicks.max(1),
+            busy_poll: cfg.busy_poll_budget.is_some(),
             napi_checked: vec![false; ifaces.len()],
             names: ifaces.to_vec(),
         };
@@ -341,7 +367,7 @@ impl PacketIo for XskIo {
         let (tx, ring) = (&mut self.ports[port].tx, self.ring);
         let mut kicks = 0;
         let mut free = tx.nb_free_exact();
-        while free < ring && kicks < MAX_KICKS && tx.needs_wakeup() {
+        while free < ring && kicks < self.max_kicks && tx.needs_wakeup() {
             if let Err(e) = tx.wakeup() {
                 tracing::debug!(error = %e, "AF_XDP TX wakeup failed");
                 break;
