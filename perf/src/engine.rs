@@ -15,7 +15,7 @@ use xlb_io::{monotonic_ns, FramePool, XskConfig, XskIo};
 
 use crate::frames::{l4_checksum_ok, stamp_of, Stamp, Templates};
 use crate::pace::Pacer;
-use crate::stats::{LatencySummary, LossReport, RxStats};
+use crate::report::stats::{LatencySummary, LossReport, RxStats};
 
 /// Hard ceiling on any run.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
@@ -434,7 +434,7 @@ pub struct RxSummary {
     pub kernel_drops: u64,
     /// Latency.
     pub latency: LatencySummary,
-    /// Latency CDF: (percent, ns) at [`crate::stats::CDF_POINTS`].
+    /// Latency CDF: (percent, ns) at [`crate::report::stats::CDF_POINTS`].
     pub latency_cdf: Vec<(f64, u64)>,
     /// CPU each RX thread ended on.
     pub cpus: Vec<i32>,
@@ -493,7 +493,7 @@ pub fn rx_summary(rs: &[RxResult], secs: Option<f64>, cpus: Vec<i32>) -> (RxSumm
             .map(|r| r.kernel_drops.0 + r.kernel_drops.1 + r.kernel_drops.2)
             .sum(),
         latency: all.latency.summary(),
-        latency_cdf: all.latency.cdf(&crate::stats::CDF_POINTS),
+        latency_cdf: all.latency.cdf(&crate::report::stats::CDF_POINTS),
         cpus,
     };
     (s, all)

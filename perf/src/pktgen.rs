@@ -17,7 +17,7 @@ use crate::engine::{
 };
 use crate::frames::{FlowSpec, Proto, SizeSpec, Templates};
 use crate::lab::{current_cpu, enter_netns, gettid, pin, renice};
-use crate::stats;
+use crate::report::stats;
 
 /// The sending side.
 #[derive(Debug, Clone)]

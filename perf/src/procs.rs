@@ -9,6 +9,7 @@
 //! deletes them.
 //!
 //! [`Lab`]: crate::lab::Lab
+// Raw syscalls: signals to the processes the harness started, sysconf.
 #![allow(unsafe_code)]
 
 use std::path::Path;

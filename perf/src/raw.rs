@@ -1,5 +1,6 @@
 //! The receiver's fallback: an AF_PACKET raw socket on one interface
 //! (incoming frames only). Every syscall of it lives here.
+// Raw syscalls of the AF_PACKET socket (socket, bind, recv, poll).
 #![allow(unsafe_code)]
 
 use std::io;

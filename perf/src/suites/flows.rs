@@ -13,45 +13,31 @@
 //! every run; and its table is flushed (`conntrack -F`) before and after
 //! each part, as each xlb part starts a fresh daemon with an empty table.
 //!
-//! Topology: the UDP bench's `direct` one (client `c0` — `l0` balancer `l1` — `b0`
-//! backends, xlb-pktgen TX on the client and RX on the backends) plus a
+//! Topology: [`FloodTopo`], the `direct` one (client `c0` — `l0` balancer
+//! `l1` — `b0` backends, xlb-pktgen TX on the client and RX on the backends) plus a
 //! second client link `c2` — `l2` that carries the flood, so two generators
 //! run side by side; xlb serves all three interfaces with one worker (one
 //! queue index), as one NIC queue would see both kinds of traffic. Flood SYNs
 //! go to a TCP service whose backends (`.21`–`.23`) the receiver does not
 //! count; the backend namespace counts and drops them in nftables.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
-use xlb_dataplane::net::MacAddr;
 
-use crate::bench::{build_topology, spread, Spread, Topo, BACKENDS, VIP, VIP_PORT};
+use crate::contenders::nft::{self, CtSizing, FlowsDnat, NFT_UDP_TIMEOUT_S};
+use crate::contenders::xlb;
 use crate::engine::{RxMode, Summary};
 use crate::frames::Proto;
 use crate::lab::{self, ns_sh, sh};
 use crate::pktgen::{self, RxOpts, TxOpts};
 use crate::procs::{self, CpuShare, CpuTimes, Proc, ProcUse};
-use crate::tcp::{metric, start_xlb, xlb_api};
-
-/// Backends of the flooded TCP service (not counted by the receiver).
-pub const FLOOD_BACKENDS: [Ipv4Addr; 3] = [
-    Ipv4Addr::new(10, 98, 1, 21),
-    Ipv4Addr::new(10, 98, 1, 22),
-    Ipv4Addr::new(10, 98, 1, 23),
-];
-/// The flooded service's port.
-pub const FLOOD_PORT: u16 = 80;
-/// The flooded service's backend port.
-const FLOOD_TARGET_PORT: u16 = 8080;
-
-/// UDP conntrack timeouts (s) in the balancer namespace for the kernel
-/// contender: the generator's flows never see a reply, so without this the
-/// 30 s "unreplied" timeout could expire warmed flows before they are measured.
-const NFT_UDP_TIMEOUT_S: u32 = 600;
+use crate::report::stats::{spread, Spread};
+use crate::report::{self, times};
+use crate::topo::{build_flood, mac, syn_counter, FloodTopo, BACKENDS, FLOOD_PORT, VIP, VIP_PORT};
 
 /// A contender of the many-flows suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -234,297 +220,10 @@ const S_CALM: &str = "established 1024 flows at a fixed rate, no flood";
 const S_FLOOD: &str = "established 1024 flows at a fixed rate + SYN flood";
 const SCENARIOS: [&str; 4] = [S_1K, S_MANY, S_CALM, S_FLOOD];
 
-fn lbconfig() -> String {
-    let eps = |addrs: &[Ipv4Addr], port: u16| -> String {
-        addrs
-            .iter()
-            .map(|b| {
-                format!("{{ \"endpointIP\": \"{b}\", \"targetPort\": {port}, \"weight\": 1 }}")
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "{{ \"lbAttr\": [\n {{ \"serviceArguments\": {{ \"externalIP\": \"{VIP}\", \"port\": {VIP_PORT}, \"protocol\": \"udp\", \"sel\": 1, \"mode\": 0, \"inactiveTimeOut\": 240, \"name\": \"bench-udp\" }}, \"endpoints\": [ {} ] }},\n {{ \"serviceArguments\": {{ \"externalIP\": \"{VIP}\", \"port\": {FLOOD_PORT}, \"protocol\": \"tcp\", \"sel\": 0, \"mode\": 0, \"inactiveTimeOut\": 240, \"name\": \"bench-flood\" }}, \"endpoints\": [ {} ] }}\n] }}\n",
-        eps(&BACKENDS, VIP_PORT),
-        eps(&FLOOD_BACKENDS, FLOOD_TARGET_PORT)
-    )
-}
-
-/// The kernel contender's rules: xlb's two services as nftables DNAT — UDP
-/// hashed over the source (xlb's `sel: 1`), the flooded TCP service round
-/// robin (`sel: 0`) to port 8080.
-pub fn nft_ruleset() -> String {
-    let [a, b, c] = BACKENDS;
-    let [d, e, g] = FLOOD_BACKENDS;
-    format!(
-        "table ip xlbflows {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {VIP} udp dport {VIP_PORT} dnat to jhash ip saddr . udp sport mod 3 map {{ 0 : {a}, 1 : {b}, 2 : {c} }}\n    ip daddr {VIP} tcp dport {FLOOD_PORT} dnat to numgen inc mod 3 map {{ 0 : {d}, 1 : {e}, 2 : {g} }} : {FLOOD_TARGET_PORT}\n  }}\n}}\n"
-    )
-}
-
-// ---------------------------------------------------------------- kernel conntrack
-
-const CT_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-const CT_BUCKETS: &str = "/proc/sys/net/netfilter/nf_conntrack_buckets";
-const CT_HASHSIZE: &str = "/sys/module/nf_conntrack/parameters/hashsize";
-
-fn read_u64(path: &str) -> Result<u64> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("reading {path}"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("parsing {path}"))
-}
-
-/// The kernel's global conntrack limits, raised for a run and restored when
-/// dropped. Both are global (one hash table for every namespace, and a
-/// child namespace sees `nf_conntrack_max` read-only), so they are set from
-/// the initial namespace: call this from a thread that is in it. Only
-/// values below what the run needs are changed; a larger setting is left.
-#[derive(Debug)]
-pub struct CtSizing {
-    /// (path, previous value) of what was changed, in change order.
-    restore: Vec<(&'static str, u64)>,
-}
-
-impl CtSizing {
-    /// Make `nf_conntrack_max` at least `max` and the hash at least
-    /// `buckets` buckets.
-    pub fn at_least(max: u64, buckets: u64) -> Result<CtSizing> {
-        if !Path::new(CT_MAX).exists() {
-            // Built as a module: loading nftables' NAT would load it anyway.
-            let _ = sh(&["modprobe", "nf_conntrack"]);
-        }
-        let mut s = CtSizing {
-            restore: Vec::new(),
-        };
-        // Buckets first: the table grows before it may hold more entries.
-        let cur = read_u64(CT_BUCKETS)?;
-        if cur < buckets {
-            // The sysctl is writable in the initial namespace on recent
-            // kernels; the module parameter is the older way to resize.
-            std::fs::write(CT_BUCKETS, buckets.to_string())
-                .or_else(|_| std::fs::write(CT_HASHSIZE, buckets.to_string()))
-                .with_context(|| format!("resizing the conntrack hash to {buckets} buckets"))?;
-            s.restore.push((CT_BUCKETS, cur));
-        }
-        let cur = read_u64(CT_MAX)?;
-        if cur < max {
-            std::fs::write(CT_MAX, max.to_string())
-                .with_context(|| format!("setting {CT_MAX} to {max}"))?;
-            s.restore.push((CT_MAX, cur));
-        }
-        Ok(s)
-    }
-
-    /// What it changed, for the report.
-    pub fn describe(&self) -> String {
-        let now = |p: &str| read_u64(p).map_or("?".to_string(), |v| v.to_string());
-        let was = |p: &str| {
-            self.restore
-                .iter()
-                .find(|(q, _)| *q == p)
-                .map_or("unchanged".to_string(), |(_, v)| format!("was {v}"))
-        };
-        format!(
-            "nf_conntrack_max {} ({}), conntrack hash {} buckets ({}), both restored after the suite",
-            now(CT_MAX),
-            was(CT_MAX),
-            now(CT_BUCKETS),
-            was(CT_BUCKETS)
-        )
-    }
-}
-
-impl Drop for CtSizing {
-    fn drop(&mut self) {
-        // Limit first, then shrink the table (the reverse of raising them).
-        for (path, v) in self.restore.drain(..).rev() {
-            let r = std::fs::write(path, v.to_string());
-            let r = if r.is_err() && path == CT_BUCKETS {
-                std::fs::write(CT_HASHSIZE, v.to_string())
-            } else {
-                r
-            };
-            if let Err(e) = r {
-                eprintln!("xlb-perf: could not restore {path} to {v}: {e}");
-            }
-        }
-    }
-}
-
-fn ct_count(ns: &str) -> Result<u64> {
-    ns_sh(ns, &["cat", "/proc/sys/net/netfilter/nf_conntrack_count"])?
-        .trim()
-        .parse()
-        .context("nf_conntrack_count")
-}
-
-/// Sum of the kernel conntrack's drop, early_drop and insert_failed
-/// counters over the CPUs, in namespace `ns` (`/proc/net/stat/nf_conntrack`:
-/// a header line, then one line of hex fields per CPU).
-fn ct_stat_drops(ns: &str) -> u64 {
-    let text = ns_sh(ns, &["cat", "/proc/net/stat/nf_conntrack"]).unwrap_or_default();
-    parse_ct_stat_drops(&text)
-}
-
-fn parse_ct_stat_drops(text: &str) -> u64 {
-    let mut lines = text.lines();
-    let Some(head) = lines.next() else {
-        return 0;
-    };
-    let cols: Vec<usize> = head
-        .split_whitespace()
-        .enumerate()
-        .filter(|(_, h)| matches!(*h, "drop" | "early_drop" | "insert_failed"))
-        .map(|(i, _)| i)
-        .collect();
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            cols.iter()
-                .filter_map(|&i| u64::from_str_radix(f.get(i)?, 16).ok())
-                .sum::<u64>()
-        })
-        .sum()
-}
-
-// ---------------------------------------------------------------- topology
-
-struct FloodTopo {
-    t: Topo,
-    c2: String,
-    l2: String,
-}
-
-fn topology() -> Result<FloodTopo> {
-    let t = build_topology("f")?;
-    let (c2, l2) = (t.lab.ifname("c2"), t.lab.ifname("l2"));
-    lab::veth(&t.cl, &c2, "10.98.2.2/24", &t.lb, &l2, "10.98.2.1/24", 1)?;
-    let mac = lab::mac_of(&t.be, &t.b0)?;
-    for b in FLOOD_BACKENDS {
-        sh(&[
-            "ip",
-            "-n",
-            &t.be,
-            "addr",
-            "add",
-            &format!("{b}/24"),
-            "dev",
-            &t.b0,
-        ])?;
-        lab::neigh_permanent(&t.lb, &b.to_string(), &mac, &t.l1)?;
-    }
-    // The backends count the flood's SYNs and drop them (no RST storm back).
-    let rules = format!(
-        "table ip xlbsink {{\n  counter syns {{ }}\n  chain pre {{\n    type filter hook prerouting priority raw; policy accept;\n    ip daddr {{ {}, {}, {} }} tcp dport {FLOOD_TARGET_PORT} counter name syns drop\n  }}\n}}\n",
-        FLOOD_BACKENDS[0], FLOOD_BACKENDS[1], FLOOD_BACKENDS[2]
-    );
-    lab::load_nft(&t.be, "sink", &rules).context("loading the backends' SYN counter")?;
-    Ok(FloodTopo { t, c2, l2 })
-}
-
-fn syn_counter(be: &str) -> Result<u64> {
-    lab::nft_counter(be, "ip", "xlbsink", "syns")
-}
-
-fn mac(ns: &str, iface: &str) -> Result<MacAddr> {
-    lab::mac_of(ns, iface)?
-        .parse()
-        .map_err(|_| anyhow!("bad MAC of {iface}"))
-}
-
-// ---------------------------------------------------------------- contenders
-
-/// The kernel contender set up in the balancer namespace; torn down (rules
-/// deleted, conntrack flushed, RPS and forwarding off, ksoftirqd's nice
-/// restored) when dropped.
-struct NftDnat<'a> {
-    f: &'a FloodTopo,
-    /// (pid, previous nice) of the balancer CPU's ksoftirqd, if reniced.
-    ksoftirqd: Option<(i32, i32)>,
-}
-
-fn set_rps(f: &FloodTopo, mask: &str) -> Result<()> {
-    for i in [&f.t.l0, &f.l2] {
-        let path = format!("/sys/class/net/{i}/queues/rx-0/rps_cpus");
-        ns_sh(&f.t.lb, &["sh", "-c", &format!("echo {mask} > {path}")])?;
-    }
-    Ok(())
-}
-
-/// Empty the balancer namespace's conntrack table, and check that it is.
-fn flush_conntrack(ns: &str) -> Result<()> {
-    ns_sh(ns, &["conntrack", "-F"])
-        .context("flushing conntrack (conntrack-tools: scripts/deps.sh installs it)")?;
-    let n = ct_count(ns)?;
-    if n > 0 {
-        bail!("{n} conntrack entries left in {ns} after conntrack -F");
-    }
-    Ok(())
-}
-
-impl<'a> NftDnat<'a> {
-    fn start(f: &'a FloodTopo, o: &FlowsOpts) -> Result<NftDnat<'a>> {
-        // A stopped xlb must have taken its XDP programs along, or traffic
-        // would never reach the kernel's path.
-        for i in [&f.t.l0, &f.t.l1, &f.l2] {
-            let out = sh(&["ip", "-n", &f.t.lb, "-j", "link", "show", "dev", i])?;
-            if out.contains("\"xdp\"") {
-                bail!("an XDP program is still attached to {i}: {out}");
-            }
-        }
-        let mut nft = NftDnat { f, ksoftirqd: None };
-        // RPS runs the kernel path in NET_RX softirqs on lb_cpu; under load
-        // the kernel hands them to ksoftirqd, a nice-0 thread that other work
-        // on the machine (builds) would then share the core with, while xlb
-        // runs at the harness's nice: give the kernel path the same nice.
-        if let Some(n) = o.nice {
-            if let Some((pid, was)) = lab::ksoftirqd(o.lb_cpu) {
-                if lab::renice(pid, n) {
-                    nft.ksoftirqd = Some((pid, was));
-                }
-            }
-        }
-        let lb = &f.t.lb;
-        lab::load_nft(lb, "flows-dnat", &nft_ruleset())
-            .context("loading the nftables DNAT rules (scripts/deps.sh installs nftables)")?;
-        let t = NFT_UDP_TIMEOUT_S.to_string();
-        ns_sh(
-            lb,
-            &[
-                "sysctl",
-                "-qw",
-                &format!("net.netfilter.nf_conntrack_udp_timeout={t}"),
-                &format!("net.netfilter.nf_conntrack_udp_timeout_stream={t}"),
-                "net.ipv4.ip_forward=1",
-            ],
-        )?;
-        set_rps(f, &format!("{:x}", 1u64 << o.lb_cpu))?;
-        flush_conntrack(lb)?;
-        Ok(nft)
-    }
-}
-
-impl Drop for NftDnat<'_> {
-    fn drop(&mut self) {
-        let lb = &self.f.t.lb;
-        let _ = ns_sh(lb, &["nft", "delete", "table", "ip", "xlbflows"]);
-        if let Err(e) = flush_conntrack(lb) {
-            eprintln!("xlb-perf: {e:#}");
-        }
-        let _ = set_rps(self.f, "0");
-        let _ = ns_sh(lb, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-        if let Some((pid, was)) = self.ksoftirqd {
-            lab::renice(pid, was);
-        }
-    }
-}
-
 /// A running contender (stopped when dropped).
 enum Balancer<'a> {
     Xlb(Proc),
-    Nft { _rules: NftDnat<'a> },
+    Nft { _rules: FlowsDnat<'a> },
 }
 
 /// (conntrack entries, capacity, drops so far).
@@ -545,24 +244,24 @@ impl Balancer<'_> {
     fn state(&self, f: &FloodTopo) -> Result<BalState> {
         match self {
             Balancer::Xlb(_) => {
-                let m = xlb_api(&f.t.lb, "/metrics").unwrap_or_default();
+                let m = xlb::api(&f.t.lb, "/metrics").unwrap_or_default();
                 Ok(BalState {
-                    entries: metric(&m, "xlb_conntrack_entries"),
-                    capacity: metric(&m, "xlb_conntrack_capacity"),
+                    entries: xlb::metric(&m, "xlb_conntrack_entries"),
+                    capacity: xlb::metric(&m, "xlb_conntrack_capacity"),
                     // The pipeline's drops plus packet I/O losses (RX ring
                     // full when the worker falls behind, and the like).
-                    drops: metric(&m, "xlb_worker_drops_total")
-                        + metric(&m, "xlb_worker_io_drops_total"),
+                    drops: xlb::metric(&m, "xlb_worker_drops_total")
+                        + xlb::metric(&m, "xlb_worker_io_drops_total"),
                 })
             }
             Balancer::Nft { .. } => {
-                let mut drops = ct_stat_drops(&f.t.lb);
+                let mut drops = nft::ct_stat_drops(&f.t.lb);
                 for i in [&f.t.l0, &f.l2] {
                     drops += lab::rx_counters(&f.t.lb, i)?.1;
                 }
                 Ok(BalState {
-                    entries: ct_count(&f.t.lb)?,
-                    capacity: read_u64(CT_MAX)?,
+                    entries: nft::ct_count(&f.t.lb)?,
+                    capacity: nft::read_u64(nft::CT_MAX)?,
                     drops,
                 })
             }
@@ -718,7 +417,7 @@ fn flood_tx(f: &FloodTopo, o: &FlowsOpts) -> Result<TxOpts> {
 }
 
 fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Result<()> {
-    let f = topology()?;
+    let f = build_flood("f")?;
     ns_sh(&f.t.lb, &["sysctl", "-qw", "net.ipv4.ip_forward=0"])?;
     let ifaces = [f.t.l0.as_str(), f.t.l1.as_str(), f.l2.as_str()];
     let buckets = o.ct_buckets.to_string();
@@ -731,18 +430,18 @@ fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Res
     // flushed conntrack table.
     let start = |c: FlowsContender| -> Result<Balancer<'_>> {
         Ok(match c {
-            FlowsContender::Xlb => Balancer::Xlb(start_xlb(
+            FlowsContender::Xlb => Balancer::Xlb(xlb::start(
                 &o.xlb_bin,
                 &f.t.lb,
                 &ifaces,
-                &lbconfig(),
+                &xlb::flows_lbconfig(),
                 o.lb_cpu,
                 o.nice,
                 &extra,
                 dir,
             )?),
             FlowsContender::Nft => Balancer::Nft {
-                _rules: NftDnat::start(&f, o)?,
+                _rules: FlowsDnat::start(&f, o.lb_cpu, o.nice)?,
             },
         })
     };
@@ -907,10 +606,7 @@ pub fn run(o: &FlowsOpts, command: &str) -> Result<FlowsReport> {
     let _ = std::fs::remove_dir_all(&dir);
     res?;
     let report = FlowsReport {
-        when: sh(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"])
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        when: report::utc_now(),
         command: command.to_string(),
         placement: format!(
             "generators (established and flood, AF_XDP TX) pinned to cpu{g}; receiver (AF_XDP RX) pinned to cpu{r}; \
@@ -928,22 +624,13 @@ pub fn run(o: &FlowsOpts, command: &str) -> Result<FlowsReport> {
         summary: summarize(&runs, &o.contenders),
         runs,
     };
-    std::fs::create_dir_all(&o.out)?;
-    std::fs::write(o.out.join("flows.md"), markdown(&report, o))?;
-    std::fs::write(
-        o.out.join("flows.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
+    report::write(&o.out, "flows", &markdown(&report, o), &report)?;
     Ok(report)
-}
-
-fn ratio(v: Option<f64>) -> String {
-    v.map_or("–".to_string(), |v| format!("{v:.2}×"))
 }
 
 /// The Markdown report.
 pub fn markdown(r: &FlowsReport, o: &FlowsOpts) -> String {
-    let reps = r.runs.iter().map(|x| x.rep).max().map_or(0, |m| m + 1);
+    let reps = report::reps(r.runs.iter().map(|x| x.rep));
     let names: Vec<&str> = o.contenders.iter().map(|c| c.label()).collect();
     let mut s = String::new();
     s += &format!("# Many flows and a SYN flood: {}\n\n", names.join(" vs. "));
@@ -966,14 +653,14 @@ pub fn markdown(r: &FlowsReport, o: &FlowsOpts) -> String {
             x.delivered.median,
             x.delivered.min,
             x.delivered.max,
-            ratio(x.delivered_over_xlb),
-            ratio(x.xlb_over_this),
+            times(x.delivered_over_xlb),
+            times(x.xlb_over_this),
             100.0 * x.loss,
             x.p50_us,
             x.p99_us,
             x.flood_offered_pps,
             x.flood_delivered_pps,
-            if x.scenario == S_FLOOD { ratio(x.flood_over_xlb) } else { "–".to_string() },
+            if x.scenario == S_FLOOD { times(x.flood_over_xlb) } else { "–".to_string() },
             x.ct_entries
         );
     }
@@ -1006,7 +693,7 @@ pub fn markdown(r: &FlowsReport, o: &FlowsOpts) -> String {
                 fl.p50_us,
                 calm.p99_us,
                 fl.p99_us,
-                ratio((calm.p99_us > 0.0).then(|| fl.p99_us / calm.p99_us)),
+                times((calm.p99_us > 0.0).then(|| fl.p99_us / calm.p99_us)),
                 fl.flood_delivered_pps
             );
         }
@@ -1049,43 +736,6 @@ pub fn markdown(r: &FlowsReport, o: &FlowsOpts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_lbconfig_has_a_udp_and_a_flooded_tcp_service() {
-        let v: serde_json::Value = serde_json::from_str(&lbconfig()).expect("JSON");
-        let a = v["lbAttr"].as_array().expect("rules");
-        assert_eq!(a.len(), 2);
-        assert_eq!(a[0]["serviceArguments"]["protocol"], "udp");
-        assert_eq!(a[1]["serviceArguments"]["protocol"], "tcp");
-        assert_eq!(a[1]["endpoints"][2]["endpointIP"], "10.98.1.23");
-    }
-
-    #[test]
-    fn the_nft_ruleset_mirrors_both_services() {
-        let r = nft_ruleset();
-        for b in BACKENDS.iter().chain(FLOOD_BACKENDS.iter()) {
-            assert!(r.contains(&b.to_string()), "{b}: {r}");
-        }
-        assert!(r.contains(&format!("udp dport {VIP_PORT} dnat to jhash")));
-        assert!(r.contains(&format!("tcp dport {FLOOD_PORT} dnat to numgen")));
-        assert!(r.contains(&format!(": {FLOOD_TARGET_PORT}")));
-    }
-
-    #[test]
-    fn ksoftirqd_of_each_cpu_is_found_with_its_nice() {
-        let (pid, nice) = crate::lab::ksoftirqd(0).expect("ksoftirqd/0 exists on Linux");
-        assert!(pid > 0 && (-20..=19).contains(&nice));
-        assert_eq!(crate::lab::ksoftirqd(100_000), None);
-    }
-
-    #[test]
-    fn conntrack_stat_drops_sum_the_drop_columns_of_every_cpu() {
-        let text = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart\n\
-                    00000010  00000000 00000005 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000002 00000003 00000000  00000000 00000000 00000000 00000000\n\
-                    00000010  00000000 00000005 00000000 00000000 00000000 00000000 00000000 00000000 00000000 0000000a 00000000 00000000  00000000 00000000 00000000 00000000\n";
-        assert_eq!(parse_ct_stat_drops(text), 1 + 2 + 3 + 10);
-        assert_eq!(parse_ct_stat_drops(""), 0);
-    }
 
     fn run_of(c: FlowsContender, sc: &str, rep: u32, mpps: f64, flood: f64) -> FlowsRun {
         FlowsRun {

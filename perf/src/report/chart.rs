@@ -1,48 +1,46 @@
-//! The bench report as a bar chart (SVG via plotters; the harness converts
-//! it to PNG with rsvg-convert when available): per contender, offered and
-//! delivered Mpps (median bars, min–max whiskers).
+//! Charts of the suites' results, SVG via plotters (and a PNG next to it
+//! with rsvg-convert, when installed). They take plain series of
+//! [`Spread`]s, so they know nothing of any suite's report.
 
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
-use crate::bench::BenchReport;
+use super::stats::Spread;
 
-/// Draw `r` into an SVG file at `path`.
-pub fn bars(r: &BenchReport, path: &Path) -> Result<()> {
-    let n = r.summary.len().max(1);
-    let ymax = r
-        .summary
+/// One quantity over the chart's labels: drawn as median bars with min–max
+/// whiskers.
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    /// Its name (legend or panel title).
+    pub name: &'a str,
+    /// One value per label.
+    pub values: &'a [Spread],
+}
+
+/// Two series side by side per label, on one scale (`y_desc`), medians
+/// printed with three decimals, a legend at the top right: the UDP suite's
+/// offered and delivered Mpps per contender. Written as SVG to `path`.
+pub fn paired_bars(
+    caption: &str,
+    y_desc: &str,
+    labels: &[String],
+    series: [Series<'_>; 2],
+    path: &Path,
+) -> Result<()> {
+    let n = labels.len().max(1);
+    let ymax = series
         .iter()
-        .map(|s| s.offered.max.max(s.delivered.max))
+        .flat_map(|s| s.values.iter())
+        .map(|v| v.max)
         .fold(0.0f64, f64::max)
         .max(0.1)
         * 1.25;
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-    let reps = r.runs.iter().map(|x| x.rep).max().map_or(0, |m| m + 1);
-    let placements = {
-        let mut v: Vec<_> = r.summary.iter().map(|s| s.placement).collect();
-        v.dedup();
-        v.len()
-    };
-    let labels: Vec<String> = r
-        .summary
-        .iter()
-        .map(|s| {
-            if placements > 1 {
-                format!("{} ({})", s.contender.short(), s.placement.short())
-            } else {
-                s.contender.label().to_string()
-            }
-        })
-        .collect();
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("UDP 64 B, 1024 flows: Mpps (median of {reps}, min-max whiskers)"),
-            ("sans-serif", 22),
-        )
+        .caption(caption, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -52,19 +50,16 @@ pub fn bars(r: &BenchReport, path: &Path) -> Result<()> {
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(n * 2 + 1)
-        .x_label_formatter(&|x| bar_label(&labels, *x))
-        .y_desc("million packets per second")
+        .x_label_formatter(&|x| bar_label(labels, *x))
+        .y_desc(y_desc)
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
-    let offered = RGBColor(170, 190, 220);
-    let delivered = RGBColor(30, 90, 170);
-    for (i, s) in r.summary.iter().enumerate() {
+    let colors = [RGBColor(170, 190, 220), RGBColor(30, 90, 170)];
+    for i in 0..labels.len() {
         let x = i as f64;
-        for (k, (sp, col)) in [(&s.offered, offered), (&s.delivered, delivered)]
-            .into_iter()
-            .enumerate()
-        {
+        for (k, (s, col)) in series.iter().zip(colors).enumerate() {
+            let Some(sp) = s.values.get(i) else { continue };
             let x0 = x + 0.18 + k as f64 * 0.32;
             let x1 = x0 + 0.3;
             chart
@@ -90,8 +85,10 @@ pub fn bars(r: &BenchReport, path: &Path) -> Result<()> {
         }
     }
     // Legend, drawn by hand (two swatches, top right).
-    for (k, (name, col)) in [("offered", offered), ("delivered", delivered)]
-        .into_iter()
+    for (k, (name, col)) in series
+        .iter()
+        .map(|s| s.name.to_string())
+        .zip(colors)
         .enumerate()
     {
         let y = ymax * (0.95 - 0.06 * k as f64);
@@ -129,37 +126,27 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("{e:?}")
 }
 
-/// Grouped bars: per contender, connections/s and keep-alive requests/s
-/// (median bars, min–max whiskers), on two panels with their own scales.
-pub fn tcp_bars(r: &crate::tcp::TcpReport, path: &Path) -> Result<()> {
+/// Two panels side by side, one series each on its own scale, medians
+/// printed as integers; each panel's title is its series' name and "median
+/// of `reps`": the TCP suite's connections/s and requests/s per contender.
+/// Written as SVG to `path`.
+pub fn panel_bars(
+    labels: &[String],
+    series: [Series<'_>; 2],
+    reps: u32,
+    path: &Path,
+) -> Result<()> {
     let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let panels = root.split_evenly((1, 2));
-    let reps = r.runs.iter().map(|x| x.rep).max().map_or(0, |m| m + 1);
-    let n = r.summary.len().max(1);
-    let labels: Vec<String> = r
-        .summary
-        .iter()
-        .map(|s| s.contender.short().to_string())
-        .collect();
-    type Pick = fn(&crate::tcp::TcpSummary) -> crate::bench::Spread;
-    let sets: [(&str, Pick, RGBColor); 2] = [
-        (
-            "connections/s (new connection per request)",
-            |s| s.conn,
-            RGBColor(30, 90, 170),
-        ),
-        (
-            "requests/s (keep-alive)",
-            |s| s.keepalive,
-            RGBColor(200, 110, 30),
-        ),
-    ];
-    for (panel, (title, pick, col)) in panels.iter().zip(sets) {
-        let ymax = r
-            .summary
+    let n = labels.len().max(1);
+    let colors = [RGBColor(30, 90, 170), RGBColor(200, 110, 30)];
+    for (panel, (s, col)) in panels.iter().zip(series.iter().zip(colors)) {
+        let title = s.name;
+        let ymax = s
+            .values
             .iter()
-            .map(|s| pick(s).max)
+            .map(|v| v.max)
             .fold(0.0f64, f64::max)
             .max(1.0)
             * 1.2;
@@ -174,13 +161,12 @@ pub fn tcp_bars(r: &crate::tcp::TcpReport, path: &Path) -> Result<()> {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(n * 2 + 1)
-            .x_label_formatter(&|x| bar_label(&labels, *x))
+            .x_label_formatter(&|x| bar_label(labels, *x))
             .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(err)?;
-        for (i, s) in r.summary.iter().enumerate() {
-            let sp = pick(s);
+        for (i, sp) in s.values.iter().enumerate().take(labels.len()) {
             let (x0, x1) = (i as f64 + 0.2, i as f64 + 0.8);
             chart
                 .draw_series(std::iter::once(Rectangle::new(

@@ -1,4 +1,4 @@
-//! Receive-side accounting: per-flow sequence tracking (received, reordered,
+//! The generator's receive-side accounting: per-flow sequence tracking (received, reordered,
 //! highest sequence seen), a latency histogram with ~1.5 % resolution, and
 //! the loss report that ties TX and RX counts together.
 //!
@@ -8,6 +8,9 @@
 //! - *lost*: sent − received per flow (when the TX counts are known); else
 //!   the estimate (highest seq + 1) − received, which cannot see tail loss.
 //! - latency: RX time − TX stamp, both CLOCK_MONOTONIC on the same host.
+//!
+//! And the summaries the suites put in their tables: [`Spread`] (median,
+//! min, max over repetitions).
 
 use serde::Serialize;
 
@@ -303,9 +306,48 @@ pub fn estimate(rx: &RxStats) -> LossReport {
     }
 }
 
+/// Median, min, max of one metric.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Spread {
+    /// Median.
+    pub median: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// Median/min/max of `v` (empty → zeros).
+pub fn spread(v: &[f64]) -> Spread {
+    if v.is_empty() {
+        return Spread::default();
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    Spread {
+        median,
+        min: s[0],
+        max: s[n - 1],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_is_median_min_max() {
+        let s = spread(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(spread(&[1.0, 4.0]).median, 2.5);
+        assert_eq!(spread(&[]).median, 0.0);
+    }
 
     #[test]
     fn the_cdf_is_monotonic_and_spans_min_to_max() {

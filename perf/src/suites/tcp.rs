@@ -19,14 +19,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{build_topology, spread, Spread, Topo, BACKENDS, LB_FRONT, VIP};
+use crate::contenders::{haproxy, nft, nginx, xlb};
 use crate::lab::{self, ns_sh, sh};
 use crate::procs::{self, CpuShare, CpuTimes, Proc, ProcUse};
-
-/// The service port on the VIP.
-pub const VIP_TCP_PORT: u16 = 80;
-/// The backends' HTTP port.
-pub const BE_PORT: u16 = 8080;
+use crate::report::chart::{self, Series};
+use crate::report::stats::{spread, Spread};
+use crate::report::{self, times};
+use crate::topo::{build_direct, set_rps, Topo, BACKENDS, BE_PORT, LB_FRONT, VIP, VIP_TCP_PORT};
 
 /// A TCP contender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -270,142 +269,10 @@ function done(summary, latency, requests)
 end
 "#;
 
-fn nginx_common(dir: &Path) -> String {
-    let d = dir.display();
-    format!(
-        "worker_processes 1;\ndaemon off;\nmaster_process on;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 8192; multi_accept on; }}\n"
-    )
-}
-
-/// The backends' nginx: a tiny fixed response on every backend address.
-pub fn backend_nginx_conf(dir: &Path) -> String {
-    let d = dir.display();
-    let listens: String = BACKENDS
-        .iter()
-        .map(|b| format!("    listen {b}:{BE_PORT} reuseport backlog=4096;\n"))
-        .collect();
-    format!(
-        "{}http {{\n  access_log off;\n  client_body_temp_path {d}/cb;\n  proxy_temp_path {d}/pt;\n  fastcgi_temp_path {d}/ft;\n  uwsgi_temp_path {d}/ut;\n  scgi_temp_path {d}/st;\n  keepalive_requests 100000000;\n  keepalive_timeout 60s;\n  server {{\n{listens}    location / {{ return 200 \"xlb-bench\\n\"; }}\n  }}\n}}\n",
-        nginx_common(dir)
-    )
-}
-
-/// nginx as the stream (L4) proxy on the VIP.
-pub fn stream_nginx_conf(dir: &Path) -> String {
-    let servers: String = BACKENDS
-        .iter()
-        .map(|b| format!("    server {b}:{BE_PORT};\n"))
-        .collect();
-    format!(
-        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n{}stream {{\n  upstream be {{\n{servers}  }}\n  server {{\n    listen {VIP}:{VIP_TCP_PORT} reuseport backlog=4096;\n    proxy_pass be;\n    proxy_connect_timeout 2s;\n  }}\n}}\n",
-        nginx_common(dir)
-    )
-}
-
-/// HAProxy, mode tcp, roundrobin. `maxconn` set: its default does not fit
-/// the file-descriptor limit of these machines (LAB-NOTES).
-pub fn haproxy_conf() -> String {
-    let servers: String = BACKENDS
-        .iter()
-        .enumerate()
-        .map(|(i, b)| format!("  server s{i} {b}:{BE_PORT}\n"))
-        .collect();
-    format!(
-        "global\n  maxconn 8000\n  nbthread 1\n\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\nfrontend vip\n  bind {VIP}:{VIP_TCP_PORT}\n  default_backend be\n\nbackend be\n  balance roundrobin\n{servers}"
-    )
-}
-
-/// nftables DNAT, round robin over the backends.
-pub fn nft_tcp_ruleset() -> String {
-    let [a, b, c] = BACKENDS;
-    format!(
-        "table ip xlbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {VIP} tcp dport {VIP_TCP_PORT} dnat to numgen inc mod 3 map {{ 0 : {a}, 1 : {b}, 2 : {c} }} : {BE_PORT}\n  }}\n}}\n"
-    )
-}
-
-/// loxilb-format `lbconfig.txt` for one TCP service on the VIP.
-pub fn xlb_tcp_lbconfig(mode: u8) -> String {
-    let eps: Vec<String> = BACKENDS
-        .iter()
-        .map(|b| format!("{{ \"endpointIP\": \"{b}\", \"targetPort\": {BE_PORT}, \"weight\": 1 }}"))
-        .collect();
-    format!(
-        "{{ \"lbAttr\": [ {{ \"serviceArguments\": {{ \"externalIP\": \"{VIP}\", \"port\": {VIP_TCP_PORT}, \"protocol\": \"tcp\", \"sel\": 0, \"mode\": {mode}, \"inactiveTimeOut\": 240, \"name\": \"bench-tcp\" }}, \"endpoints\": [ {} ] }} ] }}\n",
-        eps.join(", ")
-    )
-}
-
-// ---------------------------------------------------------------- the xlb daemon
-
-/// Start `xlb run` in `ns` on `ifaces` with `lbconfig` (loxilb JSON) in a
-/// fresh config directory under `dir`, the whole process pinned to `cpu`
-/// (its worker with `--cores`), plus `extra` arguments; wait for its API.
-#[allow(clippy::too_many_arguments)] // each is a distinct knob of `xlb run`
-pub(crate) fn start_xlb(
-    bin: &Path,
-    ns: &str,
-    ifaces: &[&str],
-    lbconfig: &str,
-    cpu: usize,
-    nice: Option<i32>,
-    extra: &[&str],
-    dir: &Path,
-) -> Result<Proc> {
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it (cargo build --release -p xlb-control) or pass --xlb-bin",
-            bin.display()
-        );
-    }
-    let cfg = dir.join("xlb-config");
-    std::fs::create_dir_all(&cfg)?;
-    std::fs::write(cfg.join("lbconfig.txt"), lbconfig)?;
-    let (bin_s, cfg_s, cpu_s, ifs) = (
-        bin.to_string_lossy().into_owned(),
-        cfg.to_string_lossy().into_owned(),
-        cpu.to_string(),
-        ifaces.join(","),
-    );
-    let mut args = vec![
-        bin_s.as_str(),
-        "run",
-        "--iface",
-        &ifs,
-        "--config-path",
-        &cfg_s,
-        "--api",
-        "127.0.0.1:11111",
-        "--cores",
-        &cpu_s,
-        "--log-level",
-        "error",
-    ];
-    args.extend_from_slice(extra);
-    let mut p = Proc::start("xlb", ns, &cpu_s, nice, &args, &dir.join("xlb.log"))?;
-    procs::wait_ready(&mut p, Duration::from_secs(30), || {
-        xlb_api(ns, "/config/loadbalancer/all").is_some_and(|b| b.contains("bench"))
-    })?;
-    Ok(p)
-}
-
-/// GET an xlb API path from inside `ns`; the body if it answered 200.
-pub(crate) fn xlb_api(ns: &str, path: &str) -> Option<String> {
-    let url = format!("http://127.0.0.1:11111/netlox/v1{path}");
-    ns_sh(ns, &["curl", "-sf", "-m", "2", &url]).ok()
-}
-
-/// A sample's value from xlb's Prometheus metrics (summed over label sets).
-pub(crate) fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 // ---------------------------------------------------------------- one contender
 
+/// A contender ready for wrk: its topology, the backends, the balancer
+/// process (if it is one) and the address wrk connects to.
 struct Running {
     topo: Topo,
     _backends: Proc,
@@ -413,14 +280,8 @@ struct Running {
     target: SocketAddr,
 }
 
-fn set_rps(ns: &str, iface: &str, mask: &str) -> Result<()> {
-    let path = format!("/sys/class/net/{iface}/queues/rx-0/rps_cpus");
-    ns_sh(ns, &["sh", "-c", &format!("echo {mask} > {path}")])?;
-    Ok(())
-}
-
 fn prepare(o: &TcpOpts, which: TcpContender, dir: &Path) -> Result<Running> {
-    let topo = build_topology("t")?;
+    let topo = build_direct("t")?;
     // Client: a wide port range and TIME_WAIT reuse (it opens ~10k
     // connections/s); backends/balancer: deep accept queues.
     ns_sh(
@@ -455,25 +316,7 @@ fn prepare(o: &TcpOpts, which: TcpContender, dir: &Path) -> Result<Running> {
         "via",
         &LB_FRONT.to_string(),
     ])?;
-    let be_dir = dir.join("be");
-    std::fs::create_dir_all(&be_dir)?;
-    let conf = be_dir.join("nginx.conf");
-    std::fs::write(&conf, backend_nginx_conf(&be_dir))?;
-    let conf_s = conf.to_string_lossy().into_owned();
-    let be_dir_s = be_dir.to_string_lossy().into_owned();
-    let mut backends = Proc::start(
-        "backend nginx",
-        &topo.be,
-        &o.be_cpu.to_string(),
-        o.nice,
-        &["nginx", "-p", &be_dir_s, "-c", &conf_s],
-        &be_dir.join("stderr.log"),
-    )?;
-    let be_ns = topo.be.clone();
-    procs::wait_ready(&mut backends, Duration::from_secs(10), || {
-        procs::tcp_open(&be_ns, SocketAddr::from((BACKENDS[0], BE_PORT)))
-    })?;
-    let lb_cpu = o.lb_cpu.to_string();
+    let backends = nginx::start_backends(&topo.be, o.be_cpu, o.nice, &dir.join("be"))?;
     let vip = SocketAddr::from((VIP, VIP_TCP_PORT));
     // Kernel contenders: nothing forwards unless asked, and their receive
     // work goes to the balancer's CPU (RPS) as xlb's worker does.
@@ -487,62 +330,24 @@ fn prepare(o: &TcpOpts, which: TcpContender, dir: &Path) -> Result<Running> {
         set_rps(&topo.lb, &topo.l0, &mask)?;
         set_rps(&topo.lb, &topo.l1, &mask)?;
     }
-    let local_vip = || -> Result<()> {
-        sh(&[
-            "ip",
-            "-n",
-            &topo.lb,
-            "addr",
-            "add",
-            &format!("{VIP}/32"),
-            "dev",
-            "lo",
-        ])?;
-        Ok(())
-    };
+    let local_vip = || -> Result<()> { lab::addr_add(&topo.lb, "lo", &format!("{VIP}/32")) };
     let lb_dir = dir.join("lb");
     std::fs::create_dir_all(&lb_dir)?;
     let (balancer, target) = match which {
         TcpContender::Direct => (None, SocketAddr::from((BACKENDS[0], BE_PORT))),
         TcpContender::Nft => {
-            let f = lb_dir.join("rules.nft");
-            std::fs::write(&f, nft_tcp_ruleset())?;
-            ns_sh(&topo.lb, &["nft", "-f", &f.to_string_lossy()])
+            lab::load_nft(&topo.lb, "tcp", &nft::tcp_ruleset())
                 .context("loading the nftables rules (scripts/deps.sh installs nftables)")?;
             (None, vip)
         }
         TcpContender::Haproxy => {
             local_vip()?;
-            let f = lb_dir.join("haproxy.cfg");
-            std::fs::write(&f, haproxy_conf())?;
-            let p = Proc::start(
-                "haproxy",
-                &topo.lb,
-                &lb_cpu,
-                o.nice,
-                &["haproxy", "-db", "-f", &f.to_string_lossy()],
-                &lb_dir.join("haproxy.log"),
-            )?;
+            let p = haproxy::start(&topo.lb, o.lb_cpu, o.nice, &lb_dir)?;
             (Some(p), vip)
         }
         TcpContender::Nginx => {
             local_vip()?;
-            let f = lb_dir.join("nginx.conf");
-            std::fs::write(&f, stream_nginx_conf(&lb_dir))?;
-            let p = Proc::start(
-                "nginx stream",
-                &topo.lb,
-                &lb_cpu,
-                o.nice,
-                &[
-                    "nginx",
-                    "-p",
-                    &lb_dir.to_string_lossy(),
-                    "-c",
-                    &f.to_string_lossy(),
-                ],
-                &lb_dir.join("stderr.log"),
-            )?;
+            let p = nginx::start_stream(&topo.lb, o.lb_cpu, o.nice, &lb_dir)?;
             (Some(p), vip)
         }
         TcpContender::XlbFullnat | TcpContender::XlbDnat => {
@@ -551,11 +356,11 @@ fn prepare(o: &TcpOpts, which: TcpContender, dir: &Path) -> Result<Running> {
             } else {
                 0
             };
-            let p = start_xlb(
+            let p = xlb::start(
                 &o.xlb_bin,
                 &topo.lb,
                 &[&topo.l0, &topo.l1],
-                &xlb_tcp_lbconfig(mode),
+                &xlb::tcp_lbconfig(mode),
                 o.lb_cpu,
                 o.nice,
                 &[],
@@ -734,12 +539,9 @@ pub fn run(o: &TcpOpts, command: &str) -> Result<TcpReport> {
         });
     }
     let report = TcpReport {
-        when: sh(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"])
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        when: report::utc_now(),
         command: command.to_string(),
-        kernel: sh(&["uname", "-r"]).unwrap_or_default().trim().to_string(),
+        kernel: report::kernel(),
         placement: format!(
             "wrk (1 thread) pinned to cpu{c}; backends' nginx (1 worker) pinned to cpu{b}; balancer process pinned to cpu{l} \
              (xlb: whole process and its AF_XDP worker via --cores, blocking in poll() when idle; HAProxy 1 thread; nginx stream 1 worker); \
@@ -755,20 +557,15 @@ pub fn run(o: &TcpOpts, command: &str) -> Result<TcpReport> {
         summary,
         runs,
     };
-    std::fs::create_dir_all(&o.out)?;
-    std::fs::write(o.out.join("tcp.md"), markdown(&report, o))?;
-    std::fs::write(
-        o.out.join("tcp.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    crate::chart::tcp_bars(&report, &o.out.join("tcp.svg"))?;
-    crate::chart::to_png(&o.out.join("tcp.svg"));
-    crate::chart::latency_cdf(
+    report::write(&o.out, "tcp", &markdown(&report, o), &report)?;
+    bars(&report, &o.out.join("tcp.svg"))?;
+    chart::to_png(&o.out.join("tcp.svg"));
+    chart::latency_cdf(
         "TCP request latency CDF at a fixed moderate rate (wrk, keep-alive)",
         &cdf_series(&report),
         &o.out.join("latency-cdf.svg"),
     )?;
-    crate::chart::to_png(&o.out.join("latency-cdf.svg"));
+    chart::to_png(&o.out.join("latency-cdf.svg"));
     Ok(report)
 }
 
@@ -831,12 +628,36 @@ pub fn cdf_series(r: &TcpReport) -> Vec<(String, Vec<(f64, f64)>)> {
     out
 }
 
+/// Per contender, connections/s and keep-alive requests/s, on two panels
+/// with their own scales.
+fn bars(r: &TcpReport, path: &Path) -> Result<()> {
+    let labels: Vec<String> = r
+        .summary
+        .iter()
+        .map(|s| s.contender.short().to_string())
+        .collect();
+    let conn: Vec<Spread> = r.summary.iter().map(|s| s.conn).collect();
+    let keepalive: Vec<Spread> = r.summary.iter().map(|s| s.keepalive).collect();
+    chart::panel_bars(
+        &labels,
+        [
+            Series {
+                name: "connections/s (new connection per request)",
+                values: &conn,
+            },
+            Series {
+                name: "requests/s (keep-alive)",
+                values: &keepalive,
+            },
+        ],
+        report::reps(r.runs.iter().map(|x| x.rep)),
+        path,
+    )
+}
+
+/// `a` ÷ `b` as the tables print it.
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}×", a / b)
-    } else {
-        "–".into()
-    }
+    times((b > 0.0).then(|| a / b))
 }
 
 /// The Markdown report.
@@ -844,7 +665,7 @@ pub fn markdown(r: &TcpReport, o: &TcpOpts) -> String {
     let find = |c: TcpContender| r.summary.iter().find(|s| s.contender == c);
     let direct = find(TcpContender::Direct);
     let xlb = find(TcpContender::XlbFullnat);
-    let reps = r.runs.iter().map(|x| x.rep).max().map_or(0, |m| m + 1);
+    let reps = report::reps(r.runs.iter().map(|x| x.rep));
     let mut s = String::new();
     s += "# TCP through the VIP: wrk against nginx backends\n\n";
     s += &format!(
@@ -920,21 +741,21 @@ mod tests {
     fn configs_name_every_backend_and_the_vip() {
         let d = Path::new("/tmp/x");
         for c in [
-            backend_nginx_conf(d),
-            stream_nginx_conf(d),
-            haproxy_conf(),
-            nft_tcp_ruleset(),
-            xlb_tcp_lbconfig(2),
+            nginx::backend_conf(d),
+            nginx::stream_conf(d),
+            haproxy::conf(),
+            nft::tcp_ruleset(),
+            xlb::tcp_lbconfig(2),
         ] {
             for b in BACKENDS {
                 assert!(c.contains(&b.to_string()), "{c}");
             }
         }
-        assert!(haproxy_conf().contains("maxconn"));
-        assert!(haproxy_conf().contains("balance roundrobin"));
-        assert!(stream_nginx_conf(d).contains(&format!("listen {VIP}:80")));
+        assert!(haproxy::conf().contains("maxconn"));
+        assert!(haproxy::conf().contains("balance roundrobin"));
+        assert!(nginx::stream_conf(d).contains(&format!("listen {VIP}:80")));
         let v: serde_json::Value =
-            serde_json::from_str(&xlb_tcp_lbconfig(0)).expect("lbconfig is JSON");
+            serde_json::from_str(&xlb::tcp_lbconfig(0)).expect("lbconfig is JSON");
         assert_eq!(v["lbAttr"][0]["serviceArguments"]["mode"], 0);
         assert_eq!(
             v["lbAttr"][0]["endpoints"].as_array().map(Vec::len),
@@ -951,13 +772,5 @@ mod tests {
         assert_eq!(w.pct(60.0), 300);
         assert_eq!(w.pct(99.0), 300);
         assert_eq!(w.errors(), 3);
-    }
-
-    #[test]
-    fn metrics_are_summed_over_labels_and_names_match_exactly() {
-        let t = "# HELP x\nxlb_conntrack_entries{worker=\"0\"} 5\nxlb_conntrack_entries{worker=\"1\"} 7\nxlb_conntrack_entries_max 99\n";
-        assert_eq!(metric(t, "xlb_conntrack_entries"), 12);
-        assert_eq!(metric(t, "xlb_conntrack_entries_max"), 99);
-        assert_eq!(metric(t, "nope"), 0);
     }
 }
