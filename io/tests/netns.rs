@@ -8,6 +8,8 @@
 //! [`Lab`] guard deletes the namespaces - and with them every veth and XDP
 //! program - even when the test panics. All traffic stays between these
 //! namespaces.
+// Raw syscalls: setns(2) to run test threads inside a namespace, geteuid,
+// mount(2) for a private sysfs.
 #![allow(unsafe_code)]
 
 use std::fs::File;

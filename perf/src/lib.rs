@@ -24,7 +24,6 @@
 //! `FramePool`. `unsafe` lives only in [`raw`] (AF_PACKET syscalls), [`lab`]
 //! (setns, kill) and [`procs`] (kill, sysconf); every block says why it is
 //! sound.
-#![deny(unsafe_code)]
 
 pub mod contenders;
 pub mod engine;

@@ -15,6 +15,8 @@
 //! [`PacketIo`] broken by the caller, which is what the tests look for.
 //! [`MemIo::census`] counts frames by place, so a test can prove no buffer
 //! leaked.
+// The frame pool is one allocation handed out as disjoint slices, checked
+// against the PacketIo contract at every hand-over.
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
