@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* xlb XDP steering program: constants shared with user space (io/src/xdp/
- * mirrors every value here; change both or neither). */
+ * mirrors them; io/tests/c_headers.rs fails when the two disagree). */
 #ifndef XLB_CONSTS_H
 #define XLB_CONSTS_H
 
 /* Most AF_XDP sockets (= rx queues) per interface. */
 #define XLB_MAX_QUEUES 64
 /* Capacity of the (addr, proto, port) maps. Port ranges longer than
- * XLB_RANGE_WILDCARD_MIN ports use one wildcard entry (port 0) instead. */
+ * XLB_RANGE_WILDCARD_MIN ports use one wildcard entry (port 0) instead;
+ * user space writes the keys, so only it reads that number. */
 #define XLB_MAX_FLOW_KEYS 262144
+#define XLB_RANGE_WILDCARD_MIN 256
 #define XLB_MAX_ADDRS 4096
 /* Datagrams in flight whose later fragments follow a steered first one. */
 #define XLB_MAX_FRAGS 8192

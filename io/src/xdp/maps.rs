@@ -270,48 +270,8 @@ fn sync_set<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::IpAddr;
-    use xlb_dataplane::tables::{
-        EndpointSpec, EndpointState, Selection, ServiceKey, ServiceSpec, TablesSpec,
-    };
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
-    }
-
-    fn svc(
-        vip: &str,
-        proto: L4Proto,
-        lo: u16,
-        hi: u16,
-        mode: NatMode,
-        eps: &[(&str, u16)],
-    ) -> ServiceSpec {
-        ServiceSpec {
-            key: ServiceKey {
-                vip: ip(vip),
-                proto,
-                port_min: lo,
-                port_max: hi,
-                block: 0,
-            },
-            sel: Selection::RoundRobin,
-            mode,
-            allowed_sources: vec![],
-            endpoints: eps
-                .iter()
-                .map(|(a, p)| EndpointSpec {
-                    addr: ip(a),
-                    port: *p,
-                    weight: 1,
-                    state: EndpointState::Active,
-                })
-                .collect(),
-            inactive_timeout_s: 60,
-            dsr_ipip: false,
-            name: String::new(),
-        }
-    }
+    use crate::xdp::fixtures::{ip, svc};
+    use xlb_dataplane::tables::TablesSpec;
 
     #[test]
     fn flow_keys_match_the_c_layout() {

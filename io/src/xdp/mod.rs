@@ -65,3 +65,53 @@ pub enum XdpError {
         source: libbpf_rs::Error,
     },
 }
+
+/// Test fixtures shared by the modules' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::net::IpAddr;
+
+    use xlb_dataplane::tables::{
+        EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec,
+    };
+
+    pub(crate) fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    /// A round-robin service on `vip` ports `lo..=hi` with endpoints `eps`
+    /// (address, port).
+    pub(crate) fn svc(
+        vip: &str,
+        proto: L4Proto,
+        lo: u16,
+        hi: u16,
+        mode: NatMode,
+        eps: &[(&str, u16)],
+    ) -> ServiceSpec {
+        ServiceSpec {
+            key: ServiceKey {
+                vip: ip(vip),
+                proto,
+                port_min: lo,
+                port_max: hi,
+                block: 0,
+            },
+            sel: Selection::RoundRobin,
+            mode,
+            allowed_sources: vec![],
+            endpoints: eps
+                .iter()
+                .map(|(a, p)| EndpointSpec {
+                    addr: ip(a),
+                    port: *p,
+                    weight: 1,
+                    state: EndpointState::Active,
+                })
+                .collect(),
+            inactive_timeout_s: 60,
+            dsr_ipip: false,
+            name: String::new(),
+        }
+    }
+}

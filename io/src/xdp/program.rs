@@ -246,50 +246,13 @@ mod tests {
     //! BPF_PROG_TEST_RUN (root required; no interface needed). Each row: a
     //! frame and the one counter it must move; rows run in order.
     use super::*;
+    use crate::xdp::fixtures::{ip, svc};
     use crate::xdp::maps::{MapSync, SyncReport};
     use crate::xdp::stats::Stat;
     use std::net::IpAddr;
-    use xlb_dataplane::tables::{
-        EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec, Tables,
-        TablesSpec,
-    };
+    use xlb_dataplane::tables::{L4Proto, NatMode, Tables, TablesSpec};
 
     const XDP_PASS: u32 = 2;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
-    }
-
-    fn svc(
-        vip: &str,
-        proto: L4Proto,
-        lo: u16,
-        hi: u16,
-        mode: NatMode,
-        ep: (&str, u16),
-    ) -> ServiceSpec {
-        ServiceSpec {
-            key: ServiceKey {
-                vip: ip(vip),
-                proto,
-                port_min: lo,
-                port_max: hi,
-                block: 0,
-            },
-            sel: Selection::RoundRobin,
-            mode,
-            allowed_sources: vec![],
-            endpoints: vec![EndpointSpec {
-                addr: ip(ep.0),
-                port: ep.1,
-                weight: 1,
-                state: EndpointState::Active,
-            }],
-            inactive_timeout_s: 60,
-            dsr_ipip: false,
-            name: String::new(),
-        }
-    }
 
     fn eth(ethertype: u16) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
@@ -367,7 +330,7 @@ mod tests {
                     7,
                     7,
                     NatMode::Dnat,
-                    ("10.1.0.1", 8080),
+                    &[("10.1.0.1", 8080)],
                 ),
                 svc(
                     "10.0.0.1",
@@ -375,7 +338,7 @@ mod tests {
                     1000,
                     1999,
                     NatMode::FullNat,
-                    ("10.1.0.2", 0),
+                    &[("10.1.0.2", 0)],
                 ),
                 svc(
                     "2001:db8::1",
@@ -383,7 +346,7 @@ mod tests {
                     53,
                     53,
                     NatMode::Dnat,
-                    ("2001:db8::99", 53),
+                    &[("2001:db8::99", 53)],
                 ),
             ],
             snat_addrs: vec![ip("10.9.9.9")],
@@ -711,6 +674,31 @@ mod tests {
         }
     }
 
+    /// The key and value sizes of the loaded maps are what user space writes
+    /// (the constants themselves: `io/tests/c_headers.rs`).
+    #[test]
+    fn the_loaded_maps_have_the_layouts_user_space_writes() {
+        use crate::xdp::maps::{config_value, AddrKey, FlowKey, MAX_QUEUES};
+        use crate::xdp::stats::STAT_SLOTS;
+        use std::mem::size_of;
+        let prog = XdpProgram::load_unattached().expect("load (run the tests as root)");
+        let maps = prog.steering_maps().expect("maps");
+        let layout = |m: &MapHandle| (m.key_size() as usize, m.value_size() as usize);
+        let flag = 1; // MapSync's value for a present key
+        assert_eq!(layout(&maps.vip_ports), (size_of::<FlowKey>(), flag));
+        assert_eq!(layout(&maps.backends), (size_of::<FlowKey>(), flag));
+        assert_eq!(layout(&maps.vip_addrs), (size_of::<AddrKey>(), flag));
+        assert_eq!(layout(&maps.snat_addrs), (size_of::<AddrKey>(), flag));
+        assert_eq!(
+            layout(&maps.config),
+            (size_of::<u32>(), config_value((0, 0)).len())
+        );
+        assert_eq!(layout(&prog.xsks), (size_of::<u32>(), size_of::<u32>()));
+        assert_eq!(prog.xsks.max_entries(), MAX_QUEUES);
+        assert_eq!(layout(&prog.stats), (size_of::<u32>(), size_of::<u64>()));
+        assert_eq!(prog.stats.max_entries() as usize, STAT_SLOTS);
+    }
+
     #[test]
     fn sync_applies_only_the_difference() {
         let prog = XdpProgram::load_unattached().expect("load (run the tests as root)");
@@ -723,7 +711,7 @@ mod tests {
                     7,
                     8,
                     NatMode::Dnat,
-                    ("10.1.0.1", 0),
+                    &[("10.1.0.1", 0)],
                 )],
                 ..Default::default()
             },
@@ -746,7 +734,7 @@ mod tests {
                     8,
                     9,
                     NatMode::Dnat,
-                    ("10.1.0.1", 0),
+                    &[("10.1.0.1", 0)],
                 )],
                 ..Default::default()
             },
