@@ -18,7 +18,7 @@
 //!                                                           (xlb-pktgen RX, AF_XDP)
 //! ```
 //! The flows suite adds a second client link `c2` — `l2` for its SYN flood
-//! ([`FloodTopo`]).
+//! (`FloodTopo`).
 //!
 //! On veth the receiving side's NAPI runs in the sender's softirq, so by
 //! default part of the balancer's work lands on the generator's core.

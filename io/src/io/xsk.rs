@@ -40,7 +40,7 @@ pub struct XskConfig {
     /// Bytes per frame: a power of two, at least 2048.
     pub frame_size: u32,
     /// Turn on preferred busy polling with this NAPI budget per call (see
-    /// [`sys::set_prefer_busy_poll`]); every `rx` then runs the port's
+    /// `kernel::sys::set_prefer_busy_poll`); every `rx` then runs the port's
     /// receive queue in the caller's own context.
     pub busy_poll_budget: Option<u16>,
     /// Most `sendto` kicks per [`PacketIo::kick_tx`] call (at least 1).

@@ -5,8 +5,8 @@
 //! sysfs, which shows the namespace it was mounted in).
 //!
 //! Routes and neighbours, which the next-hop refresh asks for every few
-//! seconds and per endpoint, come from rtnetlink ([`route`](super::route),
-//! one request per lookup; [`neigh`](super::neigh), which can also watch for
+//! seconds and per endpoint, come from rtnetlink ([`route`],
+//! one request per lookup; [`neigh`], which can also watch for
 //! changes). Links and addresses, read when something starts, still come from
 //! `ip -j` (iproute2 JSON): a process spawn per query, and iproute2 must be
 //! installed (scripts/deps.sh installs it), but the output is easy to check

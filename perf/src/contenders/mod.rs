@@ -1,5 +1,5 @@
 //! The balancers the suites compare, each configured, started and stopped
-//! on a [`Topo`](crate::topo::Topo): xlb ([`xlb`]: the daemon, and the
+//! on a topology (`crate::topo::Topo`): xlb ([`xlb`]: the daemon, and the
 //! service its pipeline serves in-process), the minimal AF_XDP forwarder
 //! ([`fwd`]), both in-process under xlb-io's Runtime ([`afxdp`]), kernel
 //! nftables DNAT with conntrack ([`nft`]), HAProxy ([`haproxy`]) and nginx

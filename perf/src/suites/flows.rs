@@ -13,7 +13,7 @@
 //! every run; and its table is flushed (`conntrack -F`) before and after
 //! each part, as each xlb part starts a fresh daemon with an empty table.
 //!
-//! Topology: [`FloodTopo`], the `direct` one (client `c0` — `l0` balancer
+//! Topology: `topo::FloodTopo`, the `direct` one (client `c0` — `l0` balancer
 //! `l1` — `b0` backends, xlb-pktgen TX on the client and RX on the backends) plus a
 //! second client link `c2` — `l2` that carries the flood, so two generators
 //! run side by side; xlb serves all three interfaces with one worker (one
