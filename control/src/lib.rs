@@ -16,7 +16,6 @@
 //! (lbconfig.txt / EPconfig.txt), [`daemon`] (`xlb run`'s wiring),
 //! [`metrics`], [`cli`] (the client verbs), [`model`] / [`rules`] /
 //! [`error`] (loxilb's wire types, their checks, their errors).
-#![deny(unsafe_code)]
 
 pub mod api;
 pub mod cli;

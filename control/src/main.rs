@@ -459,8 +459,8 @@ fn start_dataplane(args: &RunArgs) -> anyhow::Result<(Dataplane, Arc<afxdp::Runn
         queues: args.queues,
         cores: (!args.cores.is_empty()).then(|| args.cores.clone()),
         xdp_mode: match args.xdp_mode {
-            XdpMode::Auto | XdpMode::Native => xlb_bpf::XdpMode::Native,
-            XdpMode::Generic => xlb_bpf::XdpMode::Generic,
+            XdpMode::Auto | XdpMode::Native => xlb_io::XdpMode::Native,
+            XdpMode::Generic => xlb_io::XdpMode::Generic,
         },
         busy_poll: args.busy_poll,
         conntrack_buckets: args.conntrack_buckets,

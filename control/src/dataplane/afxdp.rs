@@ -1,5 +1,5 @@
 //! The AF_XDP dataplane behind `xlb run`: starts one pipeline per NIC queue
-//! under the xlb-bpf runtime, and gives control what it needs from it
+//! under the xlb-io runtime, and gives control what it needs from it
 //! ([`super::Dataplane`]): a [`Publisher`] that makes a snapshot live — the
 //! workers' tables, then the XDP steering maps, in that order, before it
 //! returns; then the addresses on `lo` in the background ([`super::host`]) —
@@ -12,12 +12,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use xlb_bpf::{netinfo, Runtime, RuntimeConfig, XdpMode};
 use xlb_dataplane::conntrack::{flags, mode, Conntrack, ConntrackConfig, Kind};
 use xlb_dataplane::counters::CounterBlock;
 use xlb_dataplane::pipeline::{Pipeline, Processor};
 use xlb_dataplane::tables::{EndpointId, L4Proto, Tables, TablesHandle};
 use xlb_dataplane::DropReason;
+use xlb_io::kernel::netinfo;
+use xlb_io::{Runtime, RuntimeConfig, XdpMode};
 
 use super::host::{self, Follower};
 use super::{CtEntry, Dataplane, DataplaneView, KernelNet, Publisher, WorkerStats};
@@ -56,7 +57,7 @@ pub enum StartError {
     Queues(#[from] netinfo::NetInfoError),
     /// the AF_XDP runtime refused to start
     #[error("{0}")]
-    Runtime(#[from] xlb_bpf::RuntimeError),
+    Runtime(#[from] xlb_io::RuntimeError),
 }
 
 /// The running dataplane. [`Running::shutdown`] removes the addresses xlb

@@ -16,8 +16,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use xlb_bpf::Runtime;
 use xlb_dataplane::tables::{PortSpec, Tables};
+use xlb_io::Runtime;
 
 /// How soon a failed steering-map sync is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);

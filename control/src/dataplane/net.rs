@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use xlb_bpf::netinfo;
 use xlb_dataplane::tables::{NextHop, PortSpec};
+use xlb_io::kernel::netinfo;
 
 use super::NetEnv;
 
@@ -86,7 +86,7 @@ impl KernelNet {
         let spawned = std::thread::Builder::new()
             .name("xlb-neigh".into())
             .spawn(move || {
-                let mut watch = match xlb_bpf::neigh::NeighWatch::new() {
+                let mut watch = match xlb_io::kernel::neigh::NeighWatch::new() {
                     Ok(w) => w,
                     Err(e) => {
                         tracing::warn!("not watching neighbours ({e}); MAC changes reach the tables by the periodic refresh");
@@ -95,12 +95,12 @@ impl KernelNet {
                 };
                 // Subscribed first, then the table: no change falls between.
                 let mut known: HashMap<(IpAddr, u32), xlb_dataplane::net::MacAddr> =
-                    xlb_bpf::neigh::dump()
+                    xlb_io::kernel::neigh::dump()
                         .unwrap_or_default()
                         .into_iter()
                         .filter_map(|n| Some(((n.addr, n.ifindex), n.mac?)))
                         .collect();
-                use xlb_bpf::neigh::NeighEvent;
+                use xlb_io::kernel::neigh::NeighEvent;
                 loop {
                     let events = match watch.next(Duration::from_secs(1)) {
                         Ok(e) => e,
