@@ -24,7 +24,7 @@
 //! `llb-inst0` (loxilb creates an instance named ""), and `sync` is
 //! always `null` as in loxilb.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -185,7 +185,51 @@ pub fn instance_of(name: &str) -> &str {
     }
 }
 
+/// Which addresses this node serves, by who decides. Addresses in neither
+/// set are always served (NOT_DEFINED, or MASTER set by a controller).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HoldSets {
+    /// VIPs and floating addresses of instances a controller set to a role
+    /// that does not serve (BACKUP, FAULT, STOP): never served.
+    pub idle: BTreeSet<IpAddr>,
+    /// Those of the instances the election drives: served while the
+    /// election says this node holds, and only then.
+    pub elected: BTreeSet<IpAddr>,
+}
+
 impl ControlState {
+    /// The addresses each kind of role decides. A VIP belongs to the
+    /// instance of its first rule in key order (loxilb: of the first rule
+    /// that referenced it); an instance's floating `vip` to that instance.
+    pub fn hold_sets(&self) -> HoldSets {
+        let mut owner: BTreeMap<IpAddr, &str> = BTreeMap::new();
+        for r in self.rules.values() {
+            owner
+                .entry(r.service.key.vip)
+                .or_insert_with(|| instance_of(&r.doc.serviceargs.name));
+        }
+        for (name, i) in &self.instances.map {
+            if let Some(v) = i.vip {
+                owner.insert(v, name);
+            }
+        }
+        let mut sets = HoldSets::default();
+        for (addr, inst) in owner {
+            match self.instances.map.get(inst) {
+                Some(i) if i.set_by == SetBy::Api => {
+                    if !i.role.serves() {
+                        sets.idle.insert(addr);
+                    }
+                }
+                _ if self.instances.elected() => {
+                    sets.elected.insert(addr);
+                }
+                _ => {}
+            }
+        }
+        sets
+    }
+
     /// `POST /config/cistate`.
     pub fn post_cistate(&mut self, ci: &CiStateIn) -> Result<(), RuleError> {
         let role = Role::parse(&ci.state).ok_or(RuleError::InvalidCiState)?;

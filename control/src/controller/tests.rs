@@ -478,3 +478,78 @@ mod controller_loop {
         assert!(net.rounds.load(Ordering::Relaxed) >= 3);
     }
 }
+
+/// Which addresses each role decides.
+mod holds {
+    use super::*;
+    use crate::ha::{Standing, Transition};
+    use crate::model::CiStateIn;
+
+    fn named(vip: &str, port: u16, name: &str) -> ValidRule {
+        let mut v = tcp(vip, port, 0, &["10.0.0.1"]);
+        v["serviceArguments"]["name"] = name.into();
+        rule(v).expect("valid")
+    }
+
+    fn ci(instance: &str, state: &str, vip: &str) -> CiStateIn {
+        CiStateIn {
+            instance: instance.into(),
+            state: state.into(),
+            vip: vip.into(),
+        }
+    }
+
+    fn set(addrs: &[&str]) -> std::collections::BTreeSet<IpAddr> {
+        addrs.iter().map(|a| a.parse().expect("ip")).collect()
+    }
+
+    #[test]
+    fn roles_set_through_the_api_decide_their_instances_vips() {
+        let mut st = state();
+        st.post_rule(named("192.0.2.1", 80, "default_api"))
+            .expect("accepted");
+        st.post_rule(named("192.0.2.2", 80, "ns_svc:llb-inst1"))
+            .expect("accepted");
+        // Same VIP, another instance: the first rule in key order decides.
+        st.post_rule(named("192.0.2.2", 81, "ns_other:llb-inst2"))
+            .expect("accepted");
+        assert_eq!(
+            st.hold_sets(),
+            HoldSets::default(),
+            "nothing set: all served"
+        );
+        st.post_cistate(&ci("llb-inst1", "BACKUP", "192.0.2.100"))
+            .expect("accepted");
+        assert_eq!(st.hold_sets().idle, set(&["192.0.2.2", "192.0.2.100"]));
+        st.post_cistate(&ci("llb-inst1", "MASTER", "192.0.2.100"))
+            .expect("accepted");
+        assert_eq!(st.hold_sets(), HoldSets::default());
+        st.post_cistate(&ci("llb-inst0", "FAULT", ""))
+            .expect("accepted");
+        assert_eq!(st.hold_sets().idle, set(&["192.0.2.1"]));
+    }
+
+    #[test]
+    fn the_election_decides_every_instance_no_controller_set() {
+        let mut st = state();
+        st.post_rule(named("192.0.2.1", 80, "a")).expect("accepted");
+        st.post_rule(named("192.0.2.2", 80, "b:llb-inst1"))
+            .expect("accepted");
+        let t = Transition {
+            standing: Standing::Backup,
+            holder: None,
+            reason: "test",
+        };
+        st.set_elected(t, Vec::new()).expect("accepted");
+        assert_eq!(st.hold_sets().elected, set(&["192.0.2.1", "192.0.2.2"]));
+        assert_eq!(st.instances().role("llb-inst1"), Role::Backup);
+        // A controller takes llb-inst1 over: the election leaves it alone.
+        st.post_cistate(&ci("llb-inst1", "MASTER", ""))
+            .expect("accepted");
+        let h = st.hold_sets();
+        assert_eq!(h.elected, set(&["192.0.2.1"]));
+        assert!(h.idle.is_empty());
+        assert_eq!(st.instances().role("llb-inst1"), Role::Master);
+        assert_eq!(st.instances().role("llb-inst0"), Role::Backup);
+    }
+}
