@@ -216,11 +216,10 @@ impl ControlState {
         let mut sets = HoldSets::default();
         for (addr, inst) in owner {
             match self.instances.map.get(inst) {
-                Some(i) if i.set_by == SetBy::Api => {
-                    if !i.role.serves() {
-                        sets.idle.insert(addr);
-                    }
+                Some(i) if i.set_by == SetBy::Api && !i.role.serves() => {
+                    sets.idle.insert(addr);
                 }
+                Some(i) if i.set_by == SetBy::Api => {}
                 _ if self.instances.elected() => {
                     sets.elected.insert(addr);
                 }
