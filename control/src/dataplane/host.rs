@@ -17,6 +17,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use xlb_dataplane::tables::{PortSpec, Tables};
+use xlb_io::kernel::addr::{self, Added};
+use xlb_io::kernel::netinfo;
 use xlb_io::Runtime;
 
 /// How soon a failed steering-map sync is tried again.
@@ -156,29 +158,28 @@ fn wanted_local_addrs(t: &Tables) -> BTreeSet<IpAddr> {
 }
 
 fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>, ports: &[PortSpec]) {
+    let lo = match netinfo::ifindex("lo") {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!("no loopback interface to hold VIPs on: {e}");
+            return;
+        }
+    };
     for a in want.difference(&owned.clone()) {
-        let prefix = if a.is_ipv4() { 32 } else { 128 };
-        let out = Command::new("ip")
-            .args(["addr", "add", &format!("{a}/{prefix}"), "dev", "lo"])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
+        match addr::add(lo, *a) {
+            Ok(Added::New) => {
                 owned.insert(*a);
                 announce(*a, ports);
             }
             // Already there (configured by the operator): answer for it, but never remove it.
-            Ok(o) if String::from_utf8_lossy(&o.stderr).contains("File exists") => {}
-            Ok(o) => {
-                tracing::warn!(addr = %a, "adding a VIP to lo: {}", String::from_utf8_lossy(&o.stderr).trim())
-            }
+            Ok(Added::Existed) => {}
             Err(e) => tracing::warn!(addr = %a, "adding a VIP to lo: {e}"),
         }
     }
     for a in owned.clone().difference(want) {
-        let prefix = if a.is_ipv4() { 32 } else { 128 };
-        let _ = Command::new("ip")
-            .args(["addr", "del", &format!("{a}/{prefix}"), "dev", "lo"])
-            .output();
+        if let Err(e) = addr::del(lo, *a) {
+            tracing::warn!(addr = %a, "removing a VIP from lo: {e}");
+        }
         owned.remove(a);
     }
 }

@@ -1,12 +1,13 @@
 //! What xlb asks of the kernel outside the packet path: interfaces,
-//! addresses and next hops ([`netinfo`]), routes ([`route`]) and neighbours
-//! ([`neigh`]) over rtnetlink, the NAPI settings busy polling wants
+//! addresses and next hops ([`netinfo`]), routes ([`route`]), neighbours
+//! ([`neigh`]) and the addresses xlb holds ([`addr`]) over rtnetlink, the NAPI settings busy polling wants
 //! ([`napi`]), and the raw syscalls the crate makes (`sys`).
 //!
 //! Everything acts on the calling thread's network namespace. Dependencies
-//! run one way: `netinfo` and `napi` build on the others, `neigh` and
-//! `route` on the shared rtnetlink plumbing, `sys` on nothing.
+//! run one way: `netinfo` and `napi` build on the others, `neigh`, `route`
+//! and `addr` on the shared rtnetlink plumbing, `sys` on nothing.
 
+pub mod addr;
 pub mod napi;
 pub mod neigh;
 pub mod netinfo;

@@ -1,0 +1,52 @@
+//! Addresses held over rtnetlink, in a network namespace of the test's own
+//! (made with `unshare` on one thread, gone with it: nothing to clean up).
+#![allow(unsafe_code)] // unshare(2), to give the test thread its own namespace
+
+use std::net::IpAddr;
+
+use xlb_io::kernel::addr::{self, Added, Removed};
+
+/// Run `f` on a thread in a fresh network namespace (root only).
+fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: unshare(CLONE_NEWNET) takes no pointers; it moves only this
+        // thread (which nothing else uses) into a new network namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("test thread")
+}
+
+fn lo_addrs() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "addr", "show", "dev", "lo"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_address_is_added_once_and_removed_once() {
+    in_fresh_netns(|| {
+        // lo is index 1 in every namespace.
+        let vip: IpAddr = "192.0.2.10".parse().expect("ip");
+        let vip6: IpAddr = "2001:db8::10".parse().expect("ip");
+        assert_eq!(addr::add(1, vip).expect("add"), Added::New);
+        assert_eq!(addr::add(1, vip).expect("add"), Added::Existed);
+        assert_eq!(addr::add(1, vip6).expect("add"), Added::New);
+        let shown = lo_addrs();
+        assert!(shown.contains("192.0.2.10/32"), "{shown}");
+        assert!(shown.contains("2001:db8::10/128"), "{shown}");
+        assert_eq!(addr::del(1, vip).expect("del"), Removed::Gone);
+        assert_eq!(addr::del(1, vip).expect("del"), Removed::Absent);
+        assert_eq!(addr::del(1, vip6).expect("del"), Removed::Gone);
+        let shown = lo_addrs();
+        assert!(
+            !shown.contains("192.0.2.10") && !shown.contains("2001:db8::10"),
+            "{shown}"
+        );
+        assert!(addr::add(9999, vip).is_err(), "no such interface");
+    });
+}
