@@ -3,9 +3,11 @@
 //! Every function takes a frame already validated by [`wire::parse`], whose
 //! [`PacketMeta`] offsets are in bounds.
 
-use crate::checksum::{self, L4Checksum};
 use crate::frame::Frame;
 use crate::net::{Ip16, MacAddr};
+use crate::wire::checksum;
+use crate::wire::rewrite::fill_sctp_checksum;
+use crate::wire::L4Checksum;
 use crate::wire::{self, PacketMeta};
 
 /// TTL of packets xlb originates (ICMP echo replies, IPIP outer headers).
@@ -137,7 +139,7 @@ pub fn rewrite_l3l4(data: &mut [u8], m: &PacketMeta, src: Ip16, dst: Ip16, sport
     }
     if kind == L4Checksum::Sctp && l4_end == l4 + usize::from(m.l4_len) {
         // CRC32c cannot be updated incrementally; only whole packets carry a valid one.
-        let _ = checksum::fill_sctp_checksum(data, m);
+        let _ = fill_sctp_checksum(data, m);
     }
 }
 
@@ -385,7 +387,7 @@ pub fn make_echo_reply(data: &mut [u8], m: &PacketMeta) {
 /// Recompute the ICMP(v6) checksum over the whole message (error path only);
 /// `m` must carry the packet's current addresses (ICMPv6 sums them).
 pub fn fill_icmp_checksum(data: &mut [u8], m: &PacketMeta) {
-    let _ = checksum::fill_l4_checksum(data, m);
+    let _ = crate::wire::rewrite::fill_l4_checksum(data, m);
 }
 
 /// Write a 20-byte IPv4 header (no options, DF clear) with a correct checksum.

@@ -10,7 +10,6 @@
 #![deny(unsafe_code)]
 
 pub mod affinity;
-pub mod checksum;
 pub mod conntrack;
 pub mod counters;
 pub mod drop;

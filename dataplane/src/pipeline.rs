@@ -1135,7 +1135,7 @@ impl Pipeline {
         let bytes = f.len as u64;
         // parse_fast checked that the frame holds its headers.
         let data = f.data_mut();
-        if w[4] as u8 == crate::checksum::proto::TCP {
+        if w[4] as u8 == crate::wire::proto::TCP {
             let h = data.first_chunk_mut::<FAST_TCP_END>()?;
             if h[wire::FAST_L3 + 8] <= 1 {
                 return None;
@@ -1256,7 +1256,7 @@ impl Pipeline {
         let bytes = f.len as u64;
         let data = f.data_mut();
         let client_mac = MacAddr(eth_src(data));
-        let tcp = proto == crate::checksum::proto::TCP;
+        let tcp = proto == crate::wire::proto::TCP;
         // parse_fast checked that the frame holds its headers.
         let (ttl, tcp_flags) = if tcp {
             let hd = data.first_chunk::<FAST_TCP_END>()?;

@@ -497,7 +497,7 @@ fn jumbo_frames_are_forwarded_whole() {
     assert_eq!(len, f.len());
     let m = xlb_dataplane::wire::parse(out).expect("valid");
     assert!(
-        xlb_dataplane::checksum::verify_l4_checksum(out, &m),
+        xlb_dataplane::wire::verify_l4_checksum(out, &m),
         "checksum right after NAT"
     );
 }

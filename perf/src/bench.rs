@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use xlb_bpf::{Runtime, RuntimeConfig, XdpMode};
-use xlb_dataplane::checksum::{udp_nonzero, update_bytes};
 use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig};
 use xlb_dataplane::drop::DropReason;
 use xlb_dataplane::frame::{Frame, Verdict};
@@ -45,6 +44,7 @@ use xlb_dataplane::tables::{
     EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec, Tables,
     TablesHandle, TablesSpec,
 };
+use xlb_dataplane::wire::checksum::{udp_nonzero, update_bytes};
 
 use crate::engine::{RxMode, Summary};
 use crate::lab::{self, enter_netns, ns_sh, sh, Lab};

@@ -6,9 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xlb_dataplane::checksum;
 use xlb_dataplane::net::Ip16;
-use xlb_dataplane::wire::{self, ipv4, nat, Frag};
+use xlb_dataplane::wire::{self, ipv4, nat, rewrite, verify_l4_checksum, Frag};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = wire::parse(data) else {
@@ -26,21 +25,21 @@ fuzz_target!(|data: &[u8]| {
         assert!(usize::from(i.l4_off) + usize::from(i.l4_avail) <= data.len());
         // Translating the embedded packet keeps a valid outer checksum valid.
         let mut c = data.to_vec();
-        if checksum::fill_l4_checksum(&mut c, &m) {
+        if rewrite::fill_l4_checksum(&mut c, &m) {
             let new = if m.v4 { Ip16::v4([10, 9, 8, 7]) } else { m.dst };
             nat::set_inner_addr(&mut c, &m, &i, nat::Side::Dst, new);
             nat::set_inner_port(&mut c, &m, &i, nat::Side::Dst, 4242);
-            assert!(checksum::verify_l4_checksum(&c, &m));
+            assert!(verify_l4_checksum(&c, &m));
         }
     }
 
     let mut c = data.to_vec();
-    let v4_filled = checksum::fill_ipv4_checksum(&mut c, &m);
-    let l4_filled = checksum::fill_l4_checksum(&mut c, &m);
+    let v4_filled = rewrite::fill_ipv4_checksum(&mut c, &m);
+    let l4_filled = rewrite::fill_l4_checksum(&mut c, &m);
     // Checksums are not part of the summary: filling them changes nothing in it.
     assert_eq!(wire::parse(&c), Ok(m));
     if l4_filled {
-        assert!(checksum::verify_l4_checksum(&c, &m));
+        assert!(verify_l4_checksum(&c, &m));
     }
     if v4_filled {
         let ip = ipv4::Packet::new_checked(&c[usize::from(m.l3_off)..]).expect("parsed as IPv4");
@@ -55,17 +54,17 @@ fuzz_target!(|data: &[u8]| {
         let new: Vec<u8> = old.iter().map(|b| b ^ 0x5a).collect();
         c[at..at + n].copy_from_slice(&new);
         if m.v4 {
-            assert!(checksum::update_ipv4_header(
+            assert!(rewrite::update_ipv4_header(
                 &mut c,
                 usize::from(m.l3_off),
                 &old,
                 &new
             ));
         }
-        checksum::update_l4_for_addr(&mut c, &m, &old, &new);
+        rewrite::update_l4_for_addr(&mut c, &m, &old, &new);
         let m2 = wire::parse(&c).expect("an address rewrite keeps the frame parseable");
         if l4_filled {
-            assert!(checksum::verify_l4_checksum(&c, &m2));
+            assert!(verify_l4_checksum(&c, &m2));
         }
         if v4_filled {
             let ip = ipv4::Packet::new_checked(&c[usize::from(m.l3_off)..]).expect("IPv4");

@@ -9,9 +9,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::checksum::{self, proto};
+use super::{checksum, ethernet, icmp, ipv4, ipv6, parse, proto, sctp, tcp, udp};
 use crate::net::MacAddr;
-use crate::wire::{ethernet, icmp, ipv4, ipv6, parse, sctp, tcp, udp};
 
 /// Why a frame could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,6 +20,19 @@ pub mod field {
     pub const PAYLOAD: RangeFrom<usize> = 14..;
 }
 
+/// Byte ranges of a VLAN tag (IEEE 802.1Q), from the tag's start; its TPID
+/// sits where an untagged frame has its EtherType.
+pub mod vlan_field {
+    use core::ops::Range;
+    /// Priority (3 bits), drop eligible (1) and VLAN id (12).
+    pub const TCI: Range<usize> = 0..2;
+    /// The EtherType of what follows (or the next tag's TPID).
+    pub const ETHERTYPE: Range<usize> = 2..4;
+}
+
+/// The VLAN id bits of a tag's TCI.
+pub const VID_MASK: u16 = 0x0fff;
+
 /// EtherType values xlb cares about.
 pub mod ethertype {
     /// IPv4.

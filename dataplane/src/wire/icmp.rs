@@ -91,6 +91,31 @@ pub mod v6 {
     }
 }
 
+/// True for the error messages of family `v4` (ICMPv4 if true, ICMPv6
+/// otherwise) that embed an original datagram and that xlb translates for
+/// the flows it tracks: [`v4::is_error`] or [`v6::is_error`]. The one
+/// definition in the crate; the XDP program's (`bpf/src/bpf/xlb_parse.h`)
+/// is checked against it by a test.
+#[inline]
+pub fn is_error(v4: bool, t: u8) -> bool {
+    if v4 {
+        v4::is_error(t)
+    } else {
+        v6::is_error(t)
+    }
+}
+
+/// True for echo requests and replies of family `v4`: the messages whose
+/// identifier plays the ports of a flow.
+#[inline]
+pub fn is_echo(v4: bool, t: u8) -> bool {
+    if v4 {
+        v4::is_echo(t)
+    } else {
+        v6::is_echo(t)
+    }
+}
+
 /// A read/write view of an ICMPv4 or ICMPv6 message.
 #[derive(Debug, Clone)]
 pub struct Packet<T: AsRef<[u8]>> {

@@ -4,7 +4,7 @@
 //! datagram up to its total length lie inside the buffer; trailing bytes past
 //! the total length (Ethernet padding) are allowed and ignored by `payload`.
 
-use crate::checksum;
+use super::checksum;
 use crate::drop::DropReason;
 
 /// Byte ranges of the fixed header.
@@ -34,6 +34,15 @@ pub mod field {
 
 /// Length of a header without options.
 pub const MIN_HEADER_LEN: usize = 20;
+/// The first byte of a header without options: version 4, IHL 5 words.
+pub const VER_IHL_NO_OPTIONS: u8 = 0x45;
+
+/// The header length in bytes that a version/IHL byte ([`field::VER_IHL`])
+/// gives (its low nibble counts 32-bit words).
+#[inline(always)]
+pub fn header_len(ver_ihl: u8) -> usize {
+    usize::from(ver_ihl & 0x0f) * 4
+}
 /// Don't Fragment flag in the flags/offset word.
 pub const FLAG_DF: u16 = 0x4000;
 /// More Fragments flag in the flags/offset word.
@@ -98,7 +107,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
     /// Header length in bytes (IHL × 4).
     pub fn header_len(&self) -> usize {
-        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+        header_len(self.buffer.as_ref()[field::VER_IHL])
     }
     /// DSCP/ECN byte.
     pub fn tos(&self) -> u8 {

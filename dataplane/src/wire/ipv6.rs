@@ -6,8 +6,8 @@
 //! (per the payload length field) lie inside the buffer. [`walk_ext`] looks at
 //! no more than [`MAX_EXT_HEADERS`] headers and never reads past its slice.
 
+use super::ip::Frag;
 use crate::drop::DropReason;
-use crate::wire::Frag;
 
 /// Byte ranges of the fixed header.
 pub mod field {

@@ -8,9 +8,10 @@
 //! panicking. The offsets in the `PacketMeta`/`InnerMeta` passed in stay valid
 //! after a rewrite; their address and port fields are stale.
 
-use crate::checksum::{self, proto, L4Checksum};
+use super::checksum::{self, update_bytes};
+use super::rewrite;
 use crate::net::Ip16;
-use crate::wire::{icmp, Frag, InnerMeta, PacketMeta};
+use crate::wire::{icmp, proto, Frag, InnerMeta, L4Checksum, PacketMeta};
 
 /// Which end of a packet to rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +70,10 @@ pub fn set_addr(frame: &mut [u8], meta: &PacketMeta, side: Side, new: Ip16) -> b
         return false;
     };
     let old = &old[..n];
-    if meta.v4 && !checksum::update_ipv4_header(frame, l3, old, new) {
+    if meta.v4 && !rewrite::update_ipv4_header(frame, l3, old, new) {
         return false;
     }
-    checksum::update_l4_for_addr(frame, meta, old, new)
+    rewrite::update_l4_for_addr(frame, meta, old, new)
 }
 
 /// Offset inside the L4 header of the port on `side`, for protocols with
@@ -107,15 +108,15 @@ pub fn set_port(frame: &mut [u8], meta: &PacketMeta, side: Side, new: u16) -> bo
         return false;
     };
     if meta.proto == proto::SCTP {
-        return checksum::fill_sctp_checksum(frame, meta);
+        return rewrite::fill_sctp_checksum(frame, meta);
     }
-    checksum::update_l4_for_segment(frame, meta, &old[..2], &new)
+    rewrite::update_l4_for_segment(frame, meta, &old[..2], &new)
 }
 
 /// Fix the outer ICMP/ICMPv6 checksum after bytes of its payload changed.
 #[inline]
 fn fix_outer(frame: &mut [u8], outer: &PacketMeta, old: &[u8], new: &[u8]) -> bool {
-    checksum::update_l4_for_segment(frame, outer, old, new)
+    rewrite::update_l4_for_segment(frame, outer, old, new)
 }
 
 /// Where the embedded packet's own L4 checksum sits, if it is among the bytes
@@ -153,7 +154,7 @@ fn adjust_at(
     if udp && hc == 0 {
         return Some((before, before));
     }
-    let mut c = checksum::update_bytes(hc, old, new);
+    let mut c = update_bytes(hc, old, new);
     if udp {
         c = checksum::udp_nonzero(c);
     }

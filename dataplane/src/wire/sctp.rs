@@ -1,11 +1,11 @@
 //! SCTP common header (RFC 9260 §3.1). The checksum is CRC32c, stored
 //! least-significant byte first (RFC 9260 Appendix A); see
-//! [`crate::checksum::sctp_crc`].
+//! [`super::checksum::sctp_crc`].
 //!
 //! Invariant: after [`Packet::check_len`] the 12-byte common header lies inside
 //! the buffer.
 
-use crate::checksum;
+use super::checksum;
 use crate::drop::DropReason;
 
 /// Byte ranges of the common header.

@@ -51,6 +51,13 @@ pub mod flags {
 /// Length of a header without options.
 pub const MIN_HEADER_LEN: usize = 20;
 
+/// The header length in bytes that a data-offset byte
+/// ([`field::DATA_OFF`]) gives (its high nibble counts 32-bit words).
+#[inline(always)]
+pub fn header_len(data_off: u8) -> usize {
+    usize::from(data_off >> 4) * 4
+}
+
 /// A read/write view of a TCP segment.
 #[derive(Debug, Clone)]
 pub struct Packet<T: AsRef<[u8]>> {
@@ -111,7 +118,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
     /// Header length in bytes (data offset × 4).
     pub fn header_len(&self) -> usize {
-        usize::from(self.buffer.as_ref()[field::DATA_OFF] >> 4) * 4
+        header_len(self.buffer.as_ref()[field::DATA_OFF])
     }
     /// The flags byte (see [`flags`]).
     pub fn flags(&self) -> u8 {

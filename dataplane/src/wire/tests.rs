@@ -6,9 +6,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use proptest::prelude::*;
 
 use super::build::{Builder, Ext, L4};
+use super::checksum;
+use super::rewrite;
 use super::*;
-use crate::checksum;
-use crate::net::MacAddr;
+use crate::drop::DropReason;
+use crate::net::{Ip16, MacAddr};
+use ethernet::ethertype;
 
 /// RFC 1071 word-by-word reference sum (no shortcuts).
 fn reference_fold(data: &[u8]) -> u32 {
@@ -248,7 +251,7 @@ fn check_round_trip(s: &Spec, f: &[u8]) -> Result<PacketMeta, TestCaseError> {
         );
     } else if s.kind != 6 && s.kind != 2 {
         prop_assert!(reference_l4_ok(f, &m), "L4 checksum");
-        prop_assert!(checksum::verify_l4_checksum(f, &m));
+        prop_assert!(verify_l4_checksum(f, &m));
     }
     Ok(m)
 }
@@ -466,26 +469,26 @@ proptest! {
         let old = f[addr_at..addr_at + addr_new.len()].to_vec();
         f[addr_at..addr_at + addr_new.len()].copy_from_slice(&addr_new);
         if s.v4 {
-            prop_assert!(checksum::update_ipv4_header(&mut f, l3, &old, &addr_new));
+            prop_assert!(rewrite::update_ipv4_header(&mut f, l3, &old, &addr_new));
         }
-        prop_assert!(checksum::update_l4_for_addr(&mut f, &m, &old, &addr_new));
+        prop_assert!(rewrite::update_l4_for_addr(&mut f, &m, &old, &addr_new));
         if which & 2 != 0 {
             let port_at = if matches!(s.kind, 4 | 5) { l4 + 4 } else { l4 + usize::from(which & 1) * 2 };
             let old = f[port_at..port_at + 2].to_vec();
             let new = new_ports[usize::from(which & 1)].to_be_bytes();
             f[port_at..port_at + 2].copy_from_slice(&new);
-            prop_assert!(checksum::update_l4_for_segment(&mut f, &m, &old, &new));
+            prop_assert!(rewrite::update_l4_for_segment(&mut f, &m, &old, &new));
         }
         let m2 = parse(&f).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         // Full recompute on a copy.
         let mut g = f.clone();
-        prop_assert!(checksum::fill_ipv4_checksum(&mut g, &m2) == s.v4);
+        prop_assert!(rewrite::fill_ipv4_checksum(&mut g, &m2) == s.v4);
         if s.kind == 2 {
             // UDP without checksum keeps none.
             prop_assert_eq!(&f[l4 + 6..l4 + 8], &[0u8, 0][..]);
             prop_assert_eq!(&before_l4[6..8], &[0u8, 0][..]);
         } else {
-            prop_assert!(checksum::fill_l4_checksum(&mut g, &m2));
+            prop_assert!(rewrite::fill_l4_checksum(&mut g, &m2));
             prop_assert_eq!(&f, &g);
             prop_assert!(reference_l4_ok(&f, &m2));
         }
@@ -517,16 +520,16 @@ fn exercise(data: &[u8]) {
         nat::set_addr(&mut c, &m, nat::Side::Src, m.dst);
         nat::set_port(&mut c, &m, nat::Side::Dst, 7);
         let mut c = data.to_vec();
-        checksum::fill_ipv4_checksum(&mut c, &m);
-        checksum::fill_l4_checksum(&mut c, &m);
-        checksum::verify_l4_checksum(&c, &m);
-        checksum::update_l4_for_addr(&mut c, &m, &[1, 2, 3, 4], &[5, 6, 7, 8]);
-        checksum::update_l4_for_segment(&mut c, &m, &[1, 2], &[5, 6]);
-        checksum::update_ipv4_header(&mut c, usize::from(m.l3_off), &[1, 2], &[3, 4]);
+        rewrite::fill_ipv4_checksum(&mut c, &m);
+        rewrite::fill_l4_checksum(&mut c, &m);
+        verify_l4_checksum(&c, &m);
+        rewrite::update_l4_for_addr(&mut c, &m, &[1, 2, 3, 4], &[5, 6, 7, 8]);
+        rewrite::update_l4_for_segment(&mut c, &m, &[1, 2], &[5, 6]);
+        rewrite::update_ipv4_header(&mut c, usize::from(m.l3_off), &[1, 2], &[3, 4]);
         assert_eq!(parse(&c).map(|m| m.l4_off), Ok(m.l4_off));
     }
     let mut c = data.to_vec();
-    checksum::fill_ipv4_checksum(
+    rewrite::fill_ipv4_checksum(
         &mut c,
         &PacketMeta {
             v4: true,
@@ -537,7 +540,7 @@ fn exercise(data: &[u8]) {
             ..PacketMeta::default()
         },
     );
-    checksum::fill_l4_checksum(
+    rewrite::fill_l4_checksum(
         &mut c,
         &PacketMeta {
             proto: 6,
@@ -748,7 +751,7 @@ fn fragments_of_both_families() {
             (m.frag, m.sport, m.dport, m.proto, m.l4_len),
             (Frag::Later, 0, 0, 17, 64)
         );
-        assert!(!checksum::fill_l4_checksum(&mut later.clone(), &m));
+        assert!(!rewrite::fill_l4_checksum(&mut later.clone(), &m));
         // A later fragment of a few bytes is fine: there is no L4 header to check.
         let tiny = Builder::tcp(s, d, 0)
             .payload(&[1; 3])
@@ -786,7 +789,7 @@ fn jumbo_frame_and_padding() {
     assert_eq!(f.len(), 9000);
     let m = parse(&f).expect("jumbo");
     assert_eq!(usize::from(m.l4_len), 9000 - 34);
-    assert!(checksum::verify_l4_checksum(&f, &m));
+    assert!(verify_l4_checksum(&f, &m));
     // A 60-byte minimum frame carrying 2 bytes of UDP data: 16 bytes of padding.
     let mut f = Builder::udp(
         "10.0.0.1:1".parse().expect("addr"),
@@ -798,7 +801,7 @@ fn jumbo_frame_and_padding() {
     f.resize(60, 0);
     let m = parse(&f).expect("padded");
     assert_eq!(m.l4_len, 10);
-    assert!(checksum::verify_l4_checksum(&f, &m));
+    assert!(verify_l4_checksum(&f, &m));
 }
 
 #[test]
@@ -853,8 +856,8 @@ fn udp_zero_checksum_rules() {
         .to_vec()
         .expect("valid");
     let m = parse(&f).expect("udp");
-    assert!(checksum::verify_l4_checksum(&f, &m), "zero = none in IPv4");
-    assert!(checksum::update_l4_for_addr(
+    assert!(verify_l4_checksum(&f, &m), "zero = none in IPv4");
+    assert!(rewrite::update_l4_for_addr(
         &mut f,
         &m,
         &[10, 0, 0, 1],
@@ -868,21 +871,21 @@ fn udp_zero_checksum_rules() {
         let mut z = f.clone();
         z[40..42].fill(0);
         let m = parse(&f).expect("udp");
-        let sum = checksum::add(checksum::sum_bytes(&z[34..]), checksum::pseudo(&m));
+        let sum = checksum::add(checksum::sum_bytes(&z[34..]), m.pseudo_sum());
         if !checksum::fold(sum) == 0 {
             assert_eq!(&f[40..42], &[0xff, 0xff]);
-            assert!(checksum::verify_l4_checksum(&f, &m));
+            assert!(verify_l4_checksum(&f, &m));
             // An incremental update from 0xFFFF stays valid and never emits 0.
             let mut g = f.clone();
             g[26..30].copy_from_slice(&[10, 0, 0, 7]);
-            assert!(checksum::update_l4_for_addr(
+            assert!(rewrite::update_l4_for_addr(
                 &mut g,
                 &m,
                 &[10, 0, 0, 1],
                 &[10, 0, 0, 7]
             ));
             let m2 = parse(&g).expect("udp");
-            assert!(checksum::verify_l4_checksum(&g, &m2));
+            assert!(verify_l4_checksum(&g, &m2));
             return;
         }
     }
@@ -905,14 +908,14 @@ fn sctp_checksum_round_trip() {
     assert_eq!(s.verification_tag(), 77);
     let mut g = f.clone();
     g[34..36].copy_from_slice(&9u16.to_be_bytes());
-    assert!(!checksum::update_l4_for_segment(
+    assert!(!rewrite::update_l4_for_segment(
         &mut g,
         &m,
         &[0, 1],
         &[0, 9]
     ));
-    assert!(checksum::fill_l4_checksum(&mut g, &m));
-    assert!(checksum::verify_l4_checksum(&g, &m));
+    assert!(rewrite::fill_l4_checksum(&mut g, &m));
+    assert!(verify_l4_checksum(&g, &m));
 }
 
 /// Seed corpus for the fuzz targets: one file per interesting frame shape.
