@@ -34,6 +34,7 @@ use crate::frame::PortId;
 use crate::net::{fmix64, Ip16, MacAddr};
 use crate::prefetch::prefetch;
 use crate::tables::EndpointId;
+use crate::wire::rewrite::{fast_deltas, reverse_deltas, TupleV4, Xlat};
 
 /// Slots per bucket.
 pub const WAYS: usize = 8;
@@ -264,6 +265,17 @@ pub struct FlowData {
 }
 
 impl FlowData {
+    /// What packets matching the entry become.
+    #[inline]
+    pub fn xlat(&self) -> Xlat {
+        Xlat {
+            src: self.new_src,
+            dst: self.new_dst,
+            sport: self.new_sport,
+            dport: self.new_dport,
+        }
+    }
+
     /// Key of the partner entry (the other direction of the same flow).
     #[inline]
     pub fn partner_key(&self, proto: u8) -> FlowKey {
@@ -373,19 +385,19 @@ fn v4_deltas(key: &FlowKey, d: &FlowData) -> Option<u64> {
     {
         return None;
     }
-    Some(u64::from(crate::edit::fast_deltas(
-        (
-            key.src.v4_octets(),
-            key.dst.v4_octets(),
-            key.sport,
-            key.dport,
-        ),
-        (
-            d.new_src.v4_octets(),
-            d.new_dst.v4_octets(),
-            d.new_sport,
-            d.new_dport,
-        ),
+    Some(u64::from(fast_deltas(
+        TupleV4 {
+            src: key.src.v4_octets(),
+            dst: key.dst.v4_octets(),
+            sport: key.sport,
+            dport: key.dport,
+        },
+        TupleV4 {
+            src: d.new_src.v4_octets(),
+            dst: d.new_dst.v4_octets(),
+            sport: d.new_sport,
+            dport: d.new_dport,
+        },
     )))
 }
 
@@ -443,7 +455,7 @@ impl Translation {
 /// The five key words of a line-form entry:
 /// - 0: the next hop word (as `l2`);
 /// - 1: the source address (high half, as in the key) | the checksum
-///   changes ([`crate::edit::fast_deltas`]);
+///   changes ([`fast_deltas`]);
 /// - 2: the new source address | the new destination address << 32 (each
 ///   as the high half of its [`Ip16::words`] word holds it);
 /// - 3: the destination address (high half) | the new ports as they lie in
@@ -1066,7 +1078,7 @@ impl FastHit<'_> {
     pub fn new_dst_v4(&self) -> [u8; 4] {
         ((self.addrs >> 32) as u32).to_le_bytes()
     }
-    /// The rewrite's checksum changes ([`crate::edit::fast_deltas`]).
+    /// The rewrite's checksum changes ([`fast_deltas`]).
     #[inline]
     pub fn deltas(&self) -> u32 {
         self.k1 as u32
@@ -1553,7 +1565,7 @@ impl ShardWriter {
     /// already in hand, and whether the caller knows each key is absent from
     /// this shard (then the look-up for an entry to overwrite is skipped).
     /// Returns the forward entry's slot and, for an IPv4 flow, its
-    /// rewrite's checksum changes ([`crate::edit::fast_deltas`]).
+    /// rewrite's checksum changes ([`fast_deltas`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert_flow_hashed(
         &mut self,
@@ -1580,7 +1592,7 @@ impl ShardWriter {
                 && r.new_sport == fwd_key.dport
                 && r.new_dport == fwd_key.sport;
             let rdeltas = match fdeltas {
-                Some(d) if undoes => Some(u64::from(crate::edit::reverse_deltas(d as u32))),
+                Some(d) if undoes => Some(u64::from(reverse_deltas(d as u32))),
                 _ => v4_deltas(&rkey, r),
             };
             if let Err(e) = self.insert_one(
@@ -2206,19 +2218,19 @@ mod tests {
         let slot = w
             .insert_flow(&key, &fwd, Some(&reply), 1, &mut |_| {})
             .expect("room");
-        let want = crate::edit::fast_deltas(
-            (
-                key.src.v4_octets(),
-                key.dst.v4_octets(),
-                key.sport,
-                key.dport,
-            ),
-            (
-                fwd.new_src.v4_octets(),
-                fwd.new_dst.v4_octets(),
-                fwd.new_sport,
-                fwd.new_dport,
-            ),
+        let want = fast_deltas(
+            TupleV4 {
+                src: key.src.v4_octets(),
+                dst: key.dst.v4_octets(),
+                sport: key.sport,
+                dport: key.dport,
+            },
+            TupleV4 {
+                src: fwd.new_src.v4_octets(),
+                dst: fwd.new_dst.v4_octets(),
+                sport: fwd.new_sport,
+                dport: fwd.new_dport,
+            },
         );
         let kw = key.words();
         let view = ct.owner_view(&w).expect("shard");

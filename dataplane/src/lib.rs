@@ -13,7 +13,6 @@ pub mod affinity;
 pub mod conntrack;
 pub mod counters;
 pub mod drop;
-pub mod edit;
 pub mod frags;
 pub mod frame;
 mod hugemem;

@@ -20,19 +20,19 @@ use crate::conntrack::{
 };
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
-use crate::edit::{
-    decrement_ttl, encap_ipip, eth_src, fast_deltas, is_echo_request, is_icmp_error,
-    make_echo_reply, rewrite_fast, rewrite_fast_tcp_with, rewrite_fast_udp_with, rewrite_l3l4,
-    set_ip_addrs, set_macs, set_ttl, src_mac_ipv4, FAST_TCP_END, FAST_UDP_END,
-};
 use crate::frags::FragTable;
 use crate::frame::{Frame, PortId, Verdict};
-use crate::net::{fmix64, Ip16, MacAddr};
+use crate::net::{fmix64, Ip16};
 use crate::prefetch::prefetch_addr;
 use crate::tables::{
     Endpoint, EndpointState, NatMode, Selection, Service, Tables, MAX_ENDPOINT_IDS,
 };
-use crate::wire::{self, FastMeta, Frag, InnerMeta, PacketMeta};
+use crate::wire::rewrite::{
+    self, answer_echo, encap_ipip, fast_deltas, rewrite_fast, rewrite_fast_tcp, rewrite_fast_udp,
+    set_macs, src_mac_ipv4, translate_icmp_error, FastXlat, TupleV4, FAST_TCP_END, FAST_UDP_END,
+};
+use crate::wire::tcp::flags as tcp_flags;
+use crate::wire::{self, ethernet, ipv4, proto, tcp, FastMeta, Frag, PacketMeta};
 
 /// Something that decides, for each frame of a batch, what happens to it.
 /// `verdicts.len() >= frames.len()`; entry `i` is written for frame `i`.
@@ -386,8 +386,8 @@ impl Pipeline {
                 Verdict::Pass
             };
         }
-        let icmp = m.proto == 1 || m.proto == 58;
-        if icmp && is_icmp_error(m) {
+        let icmp = proto::is_icmp(m.proto);
+        if m.is_icmp_error() {
             return self.icmp_error(t, f, m);
         }
         // (Stages 1.5 and 1.6 may have shown the key absent already.)
@@ -412,7 +412,7 @@ impl Pipeline {
             return self.tracked(t, now, f, m, key, hash, &hit);
         }
         if t.is_vip(m.dst) {
-            if icmp && is_echo_request(m) {
+            if m.is_echo_request() {
                 return self.echo_reply(t, f, m);
             }
             return Verdict::Drop(if icmp {
@@ -493,7 +493,7 @@ impl Pipeline {
             }
         }
         let mut fl = flags::SEEN;
-        if m.proto == 6 {
+        if m.proto == proto::TCP {
             fl |= tcp_flag_bits(m.tcp_flags);
         }
         self.ct.table().add_flags(hit, fl);
@@ -550,11 +550,14 @@ impl Pipeline {
         {
             return Verdict::Drop(DropReason::SourceNotAllowed);
         }
-        if m.proto == 6 && !reselect && (m.tcp_flags & TCP_SYN == 0 || m.tcp_flags & TCP_ACK != 0) {
+        if m.proto == proto::TCP
+            && !reselect
+            && (m.tcp_flags & tcp_flags::SYN == 0 || m.tcp_flags & tcp_flags::ACK != 0)
+        {
             return Verdict::Drop(DropReason::TcpNotSyn);
         }
-        let icmp = m.proto == 1 || m.proto == 58;
-        if icmp && !is_echo_request(m) {
+        let icmp = proto::is_icmp(m.proto);
+        if icmp && !m.is_echo_request() {
             return Verdict::Drop(DropReason::IcmpUnsupported);
         }
         // Checked before anything is chosen or tracked: a packet that cannot
@@ -608,7 +611,7 @@ impl Pipeline {
         };
         let dsr = spec.mode == NatMode::Dsr;
         let mut fwd_flags = flags::SEEN;
-        if m.proto == 6 {
+        if m.proto == proto::TCP {
             fwd_flags |= tcp_flag_bits(m.tcp_flags);
         }
         let fwd = FlowData {
@@ -639,7 +642,7 @@ impl Pipeline {
             new_dst: m.src,
             new_sport: m.dport,
             new_dport: m.sport,
-            mac: MacAddr(eth_src(f.data())),
+            mac: ethernet::src_mac(f.data()),
             port: f.rx_port,
             ..fwd
         };
@@ -768,7 +771,7 @@ impl Pipeline {
     }
 
     /// [`Pipeline::apply`], with the entry's checksum changes if known
-    /// ([`crate::edit::fast_deltas`] from the frame's addresses and ports).
+    /// ([`rewrite::fast_deltas`] from the frame's addresses and ports).
     fn apply_with(
         &mut self,
         t: &Tables,
@@ -795,43 +798,38 @@ impl Pipeline {
             && usize::from(m.l3_off) == wire::FAST_L3
             && usize::from(m.l4_off) == wire::FAST_L4
             && m.frag == Frag::None
-            && (m.proto == 6 || m.proto == 17)
+            && (m.proto == proto::TCP || m.proto == proto::UDP)
             && {
-                let new = (
-                    d.new_src.v4_octets(),
-                    d.new_dst.v4_octets(),
-                    d.new_sport,
-                    d.new_dport,
-                );
+                let new = TupleV4 {
+                    src: d.new_src.v4_octets(),
+                    dst: d.new_dst.v4_octets(),
+                    sport: d.new_sport,
+                    dport: d.new_dport,
+                };
                 let deltas = deltas.unwrap_or_else(|| {
-                    let old = (m.src.v4_octets(), m.dst.v4_octets(), m.sport, m.dport);
+                    let old = TupleV4 {
+                        src: m.src.v4_octets(),
+                        dst: m.dst.v4_octets(),
+                        sport: m.sport,
+                        dport: m.dport,
+                    };
                     fast_deltas(old, new)
                 });
                 rewrite_fast(
                     f.data_mut(),
-                    m.proto == 6,
+                    m.proto == proto::TCP,
                     deltas,
-                    new.0,
-                    new.1,
-                    new.2,
-                    new.3,
+                    new,
                     d.mac,
                     src_mac,
                 )
             };
         if !simple {
-            if !dsr {
-                rewrite_l3l4(
-                    f.data_mut(),
-                    m,
-                    d.new_src,
-                    d.new_dst,
-                    d.new_sport,
-                    d.new_dport,
-                );
-                decrement_ttl(f.data_mut(), m);
+            if dsr {
+                set_macs(f.data_mut(), d.mac, src_mac);
+            } else {
+                rewrite::forward(f.data_mut(), m, &d.xlat(), d.mac, src_mac);
             }
-            set_macs(f.data_mut(), d.mac, src_mac);
         }
         if d.kind == Kind::Forward && d.mode == mode::DSR_IPIP {
             if let Err(r) = ipip_wrap(t, &port.addrs, f, m, d) {
@@ -891,24 +889,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         let data = f.data_mut();
-        // Quoted packet: it must look like the one the receiver of the error sent.
-        rewrite_l3l4(
-            data,
-            &quoted_meta(&inner),
-            d.new_dst,
-            d.new_src,
-            d.new_dport,
-            d.new_sport,
-        );
-        // Outer header: from the VIP (or SNAT address) to the receiver.
-        set_ip_addrs(data, m, d.new_src, d.new_dst);
-        decrement_ttl(data, m);
-        let outer = PacketMeta {
-            src: d.new_src,
-            dst: d.new_dst,
-            ..*m
-        };
-        crate::edit::fill_icmp_checksum(data, &outer);
+        // The quoted packet must look like the one the receiver of the
+        // error sent; the error comes from the VIP (or SNAT address).
+        translate_icmp_error(data, m, &inner, &d.xlat());
         set_macs(data, d.mac, port.mac);
         self.counters.endpoint_packet(d.endpoint, f.len as u64);
         Verdict::Tx(d.port)
@@ -920,12 +903,7 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NoPort);
         };
         let port_mac = port.mac;
-        let data = f.data_mut();
-        let peer = eth_src(data);
-        set_ip_addrs(data, m, m.dst, m.src);
-        set_ttl(data, m, crate::edit::OWN_TTL);
-        make_echo_reply(data, m);
-        set_macs(data, MacAddr(peer), port_mac);
+        answer_echo(f.data_mut(), m, port_mac);
         bump(&self.counters.icmp_echo_replies, 1);
         Verdict::Tx(f.rx_port)
     }
@@ -1047,43 +1025,21 @@ impl<'a> NatWalk<'a> {
 /// The port a packet is matched against rules with: ICMP rules use port 0
 /// (the echo identifier in `dport` is a flow key, not a service port).
 fn service_port(m: &PacketMeta) -> u16 {
-    if m.proto == 1 || m.proto == 58 {
+    if proto::is_icmp(m.proto) {
         0
     } else {
         m.dport
     }
 }
 
-/// A quoted packet described like an outer one, so the same rewrite applies.
-fn quoted_meta(i: &InnerMeta) -> PacketMeta {
-    PacketMeta {
-        l3_off: i.l3_off,
-        ethertype: if i.v4 { 0x0800 } else { 0x86dd },
-        v4: i.v4,
-        src: i.src,
-        dst: i.dst,
-        proto: i.proto,
-        l4_off: i.l4_off,
-        l4_len: i.l4_avail,
-        sport: i.sport,
-        dport: i.dport,
-        frag: i.frag,
-        ..PacketMeta::default()
-    }
-}
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-
 /// The [`flags`] bits a TCP segment with flags `tcp` sets: FIN, SYN and
 /// RST share their TCP bit positions; ACK counts only without SYN.
 #[inline(always)]
 const fn tcp_flag_bits(tcp: u8) -> u8 {
-    const _: () = assert!(flags::FIN == TCP_FIN && flags::SYN == TCP_SYN && flags::RST == TCP_RST);
-    let ack_only = (tcp & (TCP_ACK | TCP_SYN) == TCP_ACK) as u8;
-    (tcp & (TCP_FIN | TCP_SYN | TCP_RST)) | (ack_only * flags::ACK)
+    use tcp_flags::{ACK, FIN, RST, SYN};
+    const _: () = assert!(flags::FIN == FIN && flags::SYN == SYN && flags::RST == RST);
+    let ack_only = (tcp & (ACK | SYN) == ACK) as u8;
+    (tcp & (FIN | SYN | RST)) | (ack_only * flags::ACK)
 }
 
 /// [`flags::SEEN`] with the [`tcp_flag_bits`] of every TCP flags byte: the
@@ -1135,42 +1091,34 @@ impl Pipeline {
         let bytes = f.len as u64;
         // parse_fast checked that the frame holds its headers.
         let data = f.data_mut();
-        if w[4] as u8 == crate::wire::proto::TCP {
+        let x = || FastXlat {
+            deltas: hit.deltas(),
+            src: hit.new_src_v4(),
+            dst: hit.new_dst_v4(),
+            ports: hit.ports_wire(),
+            mac_dst: hit.mac8(),
+            src_type: port_mac,
+        };
+        if w[4] as u8 == proto::TCP {
             let h = data.first_chunk_mut::<FAST_TCP_END>()?;
-            if h[wire::FAST_L3 + 8] <= 1 {
+            if h[wire::FAST_L3 + ipv4::field::TTL] <= 1 {
                 return None;
             }
             // (The rewrite first, which consumes most of what the read
             // loaded; it leaves the TCP flags as they are.)
-            rewrite_fast_tcp_with(
-                h,
-                hit.deltas(),
-                hit.new_src_v4(),
-                hit.new_dst_v4(),
-                hit.ports_wire(),
-                hit.mac8(),
-                port_mac,
-            );
+            rewrite_fast_tcp(h, &x());
             hit.touch(
                 now,
                 bytes,
-                TCP_SEEN_BITS[usize::from(h[wire::FAST_L4 + 13])],
+                TCP_SEEN_BITS[usize::from(h[wire::FAST_L4 + tcp::field::FLAGS])],
             );
             counters.endpoint_packet(hit.endpoint(), bytes);
         } else {
             let h = data.first_chunk_mut::<FAST_UDP_END>()?;
-            if h[wire::FAST_L3 + 8] <= 1 {
+            if h[wire::FAST_L3 + ipv4::field::TTL] <= 1 {
                 return None;
             }
-            rewrite_fast_udp_with(
-                h,
-                hit.deltas(),
-                hit.new_src_v4(),
-                hit.new_dst_v4(),
-                hit.ports_wire(),
-                hit.mac8(),
-                port_mac,
-            );
+            rewrite_fast_udp(h, &x());
             hit.touch(now, bytes, flags::SEEN);
             counters.endpoint_packet(hit.endpoint(), bytes);
         }
@@ -1255,22 +1203,38 @@ impl Pipeline {
         let rx_port = f.rx_port;
         let bytes = f.len as u64;
         let data = f.data_mut();
-        let client_mac = MacAddr(eth_src(data));
-        let tcp = proto == crate::wire::proto::TCP;
+        let client_mac = ethernet::src_mac(data);
+        let tcp = proto == proto::TCP;
         // parse_fast checked that the frame holds its headers.
         let (ttl, tcp_flags) = if tcp {
             let hd = data.first_chunk::<FAST_TCP_END>()?;
-            (hd[wire::FAST_L3 + 8], hd[wire::FAST_L4 + 13])
+            (
+                hd[wire::FAST_L3 + ipv4::field::TTL],
+                hd[wire::FAST_L4 + tcp::field::FLAGS],
+            )
         } else {
-            (data.first_chunk::<FAST_UDP_END>()?[wire::FAST_L3 + 8], 0)
+            (
+                data.first_chunk::<FAST_UDP_END>()?[wire::FAST_L3 + ipv4::field::TTL],
+                0,
+            )
         };
         if ttl <= 1 {
             return None;
         }
         let v4 = |hi: u64| ((hi >> 32) as u32).to_le_bytes();
-        let deltas = crate::edit::fast_deltas(
-            (v4(w[1]), v4(w[3]), sport, dport),
-            (v4(src_hi), v4(ep_hi), new_sport, bport),
+        let deltas = fast_deltas(
+            TupleV4 {
+                src: v4(w[1]),
+                dst: v4(w[3]),
+                sport,
+                dport,
+            },
+            TupleV4 {
+                src: v4(src_hi),
+                dst: v4(ep_hi),
+                sport: new_sport,
+                dport: bport,
+            },
         );
         let mut fwd_flags = flags::SEEN;
         if tcp {
@@ -1301,7 +1265,7 @@ impl Pipeline {
             rep_meta: v4_meta(Kind::Reply, 0, timeout),
             rep: Translation {
                 gen_ep,
-                new_src: [u64::from(crate::edit::reverse_deltas(deltas)), w[3]],
+                new_src: [u64::from(rewrite::reverse_deltas(deltas)), w[3]],
                 new_dst: [0, w[1]],
                 ports: ports_word(dport, sport),
                 l2: mac_word(client_mac, rx_port),
@@ -1324,14 +1288,18 @@ impl Pipeline {
         self.counters.endpoint_packet(ep.id, bytes);
         // (The slot's next-hop word holds the MAC as the rewrite takes it.)
         let (s, d) = (new_sport.to_be_bytes(), bport.to_be_bytes());
-        let (ports_wire, mac8) = ([s[0], s[1], d[0], d[1]], fwd_l2.to_le_bytes());
-        let (src, dst) = (v4(src_hi), v4(ep_hi));
+        let x = FastXlat {
+            deltas,
+            src: v4(src_hi),
+            dst: v4(ep_hi),
+            ports: [s[0], s[1], d[0], d[1]],
+            mac_dst: fwd_l2.to_le_bytes(),
+            src_type: port_mac,
+        };
         if tcp {
-            let hd = data.first_chunk_mut::<FAST_TCP_END>()?;
-            rewrite_fast_tcp_with(hd, deltas, src, dst, ports_wire, mac8, port_mac);
+            rewrite_fast_tcp(data.first_chunk_mut::<FAST_TCP_END>()?, &x);
         } else {
-            let hd = data.first_chunk_mut::<FAST_UDP_END>()?;
-            rewrite_fast_udp_with(hd, deltas, src, dst, ports_wire, mac8, port_mac);
+            rewrite_fast_udp(data.first_chunk_mut::<FAST_UDP_END>()?, &x);
         }
         Some(nh.port)
     }
@@ -1355,10 +1323,10 @@ impl Pipeline {
     ) -> (NewFlowHint, u64) {
         let proto = w[4] as u8;
         let opening = match proto {
-            6 => data
-                .get(wire::FAST_L4 + 13)
-                .is_some_and(|&f| f & (TCP_SYN | TCP_ACK) == TCP_SYN),
-            17 => true,
+            proto::TCP => data
+                .get(wire::FAST_L4 + tcp::field::FLAGS)
+                .is_some_and(|&f| f & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN),
+            proto::UDP => true,
             _ => false,
         };
         if !opening {

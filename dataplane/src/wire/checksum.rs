@@ -104,6 +104,33 @@ pub fn update_bytes(hc: u16, old: &[u8], new: &[u8]) -> u16 {
     !fold(s)
 }
 
+/// The change of one 16-bit field (RFC 1624 eqn. 3's `~m + m'`), for
+/// [`apply_delta`].
+#[inline(always)]
+pub fn delta16(old: u16, new: u16) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
+/// A one's-complement sum of 64 bits folded to 16 (end-around carries),
+/// not complemented: a nonzero sum never folds to zero. The 64-bit sum
+/// folds to 32 bits with an end-around carry, and the 32 bits to 16 as
+/// Linux's `csum_fold` does: in `s + (s rotated by 16)` the high half is
+/// the sum of both halves plus the carry out of the low half.
+#[inline(always)]
+pub fn fold_wide(s: u64) -> u16 {
+    let (lo, carry) = (s as u32).overflowing_add((s >> 32) as u32);
+    // With a carry, lo ≤ 2^32 - 2 (both terms are below 2^32), so this cannot wrap.
+    let s = lo + u32::from(carry);
+    (s.wrapping_add(s.rotate_right(16)) >> 16) as u16
+}
+
+/// Apply a summed change to a checksum field: HC' = ~(~HC + Σ(~m + m'))
+/// (RFC 1624 eqn. 3). `delta` is below 2^63 (a handful of 32-bit terms).
+#[inline(always)]
+pub fn apply_delta(hc: u16, delta: u64) -> u16 {
+    !fold_wide(u64::from(!hc) + delta)
+}
+
 /// UDP's rules for a freshly computed checksum (RFC 768): zero goes out as 0xFFFF.
 #[inline]
 pub fn udp_nonzero(c: u16) -> u16 {
@@ -213,7 +240,34 @@ mod tests {
         assert_eq!(c, crc32c(&p));
     }
 
+    /// RFC 1624 eqn. 3 the long way: four 16-bit folds.
+    fn apply_delta_reference(hc: u16, delta: u64) -> u16 {
+        let mut s = u64::from(!hc) + delta;
+        s = (s & 0xffff_ffff) + (s >> 32);
+        s = (s & 0xffff_ffff) + (s >> 32);
+        let mut s = s as u32;
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        !(s as u16)
+    }
+
     proptest! {
+        /// The rotate fold gives what four plain folds give, carries included.
+        #[test]
+        fn apply_delta_matches_plain_folds(
+            hc in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            delta in prop_oneof![
+                Just(0u64),
+                Just(0xffff),
+                Just(0xffff_ffff),
+                Just(0x1_0000_fffe),
+                0u64..(1 << 40),
+                0u64..(1 << 62),
+            ],
+        ) {
+            prop_assert_eq!(apply_delta(hc, delta), apply_delta_reference(hc, delta));
+        }
+
         #[test]
         fn sum_bytes_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
             prop_assert_eq!(fold(sum_bytes(&data)) % 0xffff, reference_sum(&data) % 0xffff);

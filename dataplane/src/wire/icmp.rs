@@ -116,6 +116,17 @@ pub fn is_echo(v4: bool, t: u8) -> bool {
     }
 }
 
+/// True for an echo request of family `v4`: the ICMP message that starts
+/// a flow.
+#[inline]
+pub fn is_echo_request(v4: bool, t: u8) -> bool {
+    t == if v4 {
+        v4::ECHO_REQUEST
+    } else {
+        v6::ECHO_REQUEST
+    }
+}
+
 /// A read/write view of an ICMPv4 or ICMPv6 message.
 #[derive(Debug, Clone)]
 pub struct Packet<T: AsRef<[u8]>> {

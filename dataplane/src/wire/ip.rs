@@ -20,6 +20,13 @@ pub mod proto {
     pub const ICMPV6: u8 = 58;
     /// SCTP (RFC 9260).
     pub const SCTP: u8 = 132;
+
+    /// ICMP of either family (rules for it have no port; its echo
+    /// identifier plays the ports of a flow).
+    #[inline]
+    pub fn is_icmp(p: u8) -> bool {
+        p == ICMP || p == ICMPV6
+    }
 }
 
 /// Where a packet sits in a fragmented datagram.

@@ -19,17 +19,18 @@
 //! A DNAT rewrite and its checksums:
 //!
 //! ```
-//! use xlb_dataplane::wire::{build::Builder, parse, rewrite, tcp, verify_l4_checksum};
+//! use xlb_dataplane::net::Ip16;
+//! use xlb_dataplane::wire::rewrite::{rewrite_l3l4, Xlat};
+//! use xlb_dataplane::wire::{build::Builder, parse, tcp, verify_l4_checksum};
 //!
 //! let mut f = Builder::tcp("192.0.2.1:40000".parse()?, "10.0.0.10:80".parse()?, tcp::flags::SYN)
 //!     .to_vec()?;
 //! let m = parse(&f).expect("a valid frame");
-//! let (l3, backend) = (usize::from(m.l3_off), [10, 1, 0, 7]);
-//! let old = m.dst.v4_octets();
-//! f[l3 + 16..l3 + 20].copy_from_slice(&backend);
-//! assert!(rewrite::update_ipv4_header(&mut f, l3, &old, &backend));
-//! assert!(rewrite::update_l4_for_addr(&mut f, &m, &old, &backend));
+//! let backend = Ip16::v4([10, 1, 0, 7]);
+//! let x = Xlat { src: m.src, dst: backend, sport: m.sport, dport: 8080 };
+//! rewrite_l3l4(&mut f, &m, &x);
 //! let m2 = parse(&f).expect("still valid");
+//! assert_eq!((m2.dst, m2.dport), (backend, 8080));
 //! assert!(verify_l4_checksum(&f, &m2));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -45,7 +46,6 @@ pub mod icmp;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
-pub mod nat;
 pub mod parse;
 pub mod rewrite;
 pub mod sctp;

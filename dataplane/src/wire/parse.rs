@@ -92,6 +92,19 @@ impl PacketMeta {
             || (!self.v4 && self.is_ip() && self.proto == proto::ICMPV6)
     }
 
+    /// True for an ICMP error about a packet xlb may have translated
+    /// ([`icmp::is_error`]).
+    #[inline]
+    pub fn is_icmp_error(&self) -> bool {
+        self.is_icmp() && icmp::is_error(self.v4, self.icmp_type)
+    }
+
+    /// True for an ICMP echo request (of the packet's family).
+    #[inline]
+    pub fn is_echo_request(&self) -> bool {
+        self.is_icmp() && icmp::is_echo_request(self.v4, self.icmp_type)
+    }
+
     /// The packet's IP pseudo-header as a partial checksum (either family).
     #[inline]
     pub fn pseudo_sum(&self) -> u32 {
