@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use xlb_dataplane::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 use xlb_dataplane::net::Ip16;
+use xlb_dataplane::select::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 use xlb_dataplane::tables::{
     BuildError, EndpointSpec, EndpointState, NatMode, ServiceChange, ServiceKey, ServiceSpec,
     Tables, TablesHandle, TablesSpec, TablesUpdate, MAX_ENDPOINTS_PER_SERVICE,
@@ -49,7 +49,7 @@ impl MaglevSize {
     /// backend at least one slot, so a smaller table would refuse big rules).
     pub const MIN: usize = 37;
     /// The largest size: the largest prime the dataplane builds
-    /// ([`xlb_dataplane::maglev::MAX_TABLE_SIZE`]; 32 MiB per rule, far
+    /// ([`xlb_dataplane::select::maglev::MAX_TABLE_SIZE`]; 32 MiB per rule, far
     /// beyond any use).
     pub const MAX: usize = 16_777_213;
 
@@ -1085,7 +1085,7 @@ mod tests {
 
     #[test]
     fn maglev_sizes_are_primes_in_range() {
-        use xlb_dataplane::maglev::MAX_TABLE_SIZE;
+        use xlb_dataplane::select::maglev::MAX_TABLE_SIZE;
         let usable = |m: usize| MaglevSize::new(m).is_ok();
         assert!(usable(MaglevSize::MIN) && usable(MaglevSize::MAX));
         assert!((MAX_ENDPOINTS_PER_SERVICE..MaglevSize::MIN).all(|m| !is_table_size(m)));

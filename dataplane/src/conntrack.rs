@@ -171,25 +171,6 @@ impl FlowHasher {
 }
 
 impl FlowKey {
-    /// The hash Maglev's `sel` 1 (hash) chooses a backend by: fixed (the
-    /// same in every process, as Maglev's spread must be), unlike the flow
-    /// table's keyed [`FlowHasher`].
-    #[inline]
-    pub fn maglev_hash(&self) -> u64 {
-        let w = self.words();
-        let mut h = w[0].wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h = (h ^ w[1])
-            .rotate_left(23)
-            .wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-        h = (h ^ w[2])
-            .rotate_left(23)
-            .wrapping_mul(0x1656_67b1_9e37_79f9);
-        h = (h ^ w[3])
-            .rotate_left(23)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        fmix64(h ^ w[4])
-    }
-
     /// The key as the five words a slot stores: both addresses as
     /// [`Ip16::words`], then `sport << 32 | dport << 16 | proto`.
     #[inline]
@@ -1282,7 +1263,7 @@ pub struct Conntrack {
     shards: Box<[Shard]>,
     hasher: FlowHasher,
     /// Client affinity of persist rules, shared by every worker.
-    affinity: crate::affinity::Affinity,
+    affinity: crate::select::affinity::Affinity,
 }
 
 impl Conntrack {
@@ -1300,13 +1281,15 @@ impl Conntrack {
             hasher,
             // A slot per bucket: about one per four flows the table holds,
             // 16 bytes each (512 KiB per worker at the default size).
-            affinity: crate::affinity::Affinity::new((buckets * shards).clamp(1 << 12, 1 << 24)),
+            affinity: crate::select::affinity::Affinity::new(
+                (buckets * shards).clamp(1 << 12, 1 << 24),
+            ),
         }
     }
 
     /// The client affinity of persist rules (`sel` 3).
     #[inline]
-    pub fn affinity(&self) -> &crate::affinity::Affinity {
+    pub fn affinity(&self) -> &crate::select::affinity::Affinity {
         &self.affinity
     }
 

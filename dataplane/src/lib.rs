@@ -9,18 +9,18 @@
 //!   whole new snapshot with one pointer swap ([`tables::TablesHandle`]).
 #![deny(unsafe_code)]
 
-pub mod affinity;
 pub mod conntrack;
 pub mod counters;
 pub mod drop;
 pub mod frags;
 pub mod frame;
 mod hugemem;
-pub mod maglev;
 pub mod net;
 pub mod pipeline;
 pub mod prefetch;
+pub mod select;
 mod simd;
+pub mod snat;
 pub mod tables;
 pub mod wire;
 

@@ -13,7 +13,6 @@
 
 use std::sync::Arc;
 
-use crate::affinity::Affinity;
 use crate::conntrack::{
     flags, mac_word, mode, v4_meta, Conntrack, FlowData, FlowKey, FreshV4, Hit, Kind, Removed,
     ShardView, ShardWriter, Translation, NO_SLOT,
@@ -22,11 +21,11 @@ use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
 use crate::frags::FragTable;
 use crate::frame::{Frame, PortId, Verdict};
-use crate::net::{fmix64, Ip16};
+use crate::net::Ip16;
 use crate::prefetch::prefetch_addr;
-use crate::tables::{
-    Endpoint, EndpointState, NatMode, Selection, Service, Tables, MAX_ENDPOINT_IDS,
-};
+use crate::select::{self, Selector};
+use crate::snat::{NatWalk, Target};
+use crate::tables::{Endpoint, EndpointState, NatMode, Selection, Service, Tables};
 use crate::wire::rewrite::{
     self, answer_echo, encap_ipip, fast_deltas, rewrite_fast, rewrite_fast_tcp, rewrite_fast_udp,
     set_macs, src_mac_ipv4, translate_icmp_error, FastXlat, TupleV4, FAST_TCP_END, FAST_UDP_END,
@@ -78,8 +77,6 @@ const GC_MAX_BUCKETS: u64 = 256;
 /// a core in cache misses. Sweeping slower is safe: a hit checks its flow's
 /// timeout itself, and a full bucket evicts expired flows first.
 const GC_MAX_BUCKETS_PER_S: u64 = 65_536;
-/// Candidate source-NAT ports tried before giving up on a new flow.
-const NAT_PORT_TRIES: usize = 32;
 
 /// How long one sweep of a table of `buckets` takes: a second, or longer for
 /// tables of more than [`GC_MAX_BUCKETS_PER_S`] buckets.
@@ -94,12 +91,8 @@ pub struct Pipeline {
     workers: usize,
     ct: ShardWriter,
     counters: Arc<CounterBlock>,
-    /// Generation of the tables the per-service state below was sized for.
-    gen: u64,
-    /// Round-robin cursor per service index.
-    rr: Vec<u32>,
-    /// Active flows per endpoint id (least-connections), this worker's share.
-    active: Box<[Active]>,
+    /// Backend choice: round-robin cursors and flow counts.
+    select: Selector,
     /// Next source-NAT port candidate (index into this worker's share of the range).
     nat_cursor: u32,
     /// When expiry last ran, and the fraction of a bucket it still owes (in ns·buckets).
@@ -225,52 +218,10 @@ impl Scratch {
     }
 }
 
-/// A worker's count of active flows to the endpoint holding one id, for
-/// least connections. An id freed by a removed endpoint may go to another
-/// ([`Endpoint::id_since`]): the count says whose flows it counts.
-#[derive(Debug, Clone, Copy, Default)]
-struct Active {
-    /// Flows created and not yet removed.
-    flows: u32,
-    /// Low 32 bits of the [`Endpoint::id_since`] of the endpoint counted.
-    since: u32,
-}
-
-impl Active {
-    /// The count for `ep` (none if the id's count is its former holder's).
-    #[inline]
-    fn of(&self, ep: &Endpoint) -> u32 {
-        if self.since == ep.id_since as u32 {
-            self.flows
-        } else {
-            0
-        }
-    }
-
-    /// Count a new flow to `ep`.
-    #[inline]
-    fn add(&mut self, ep: &Endpoint) {
-        self.flows = self.of(ep) + 1;
-        self.since = ep.id_since as u32;
-    }
-
-    /// A flow last validated in generation `flow_gen` ended: it is counted
-    /// here if the id was already the counted endpoint's then (as
-    /// [`Endpoint::holds_flow_of`] decides).
-    #[inline]
-    fn remove(&mut self, flow_gen: u32) {
-        if (self.since.wrapping_sub(flow_gen) as i32) <= 0 {
-            self.flows = self.flows.saturating_sub(1);
-        }
-    }
-}
-
 /// Release what a removed flow held. A free function so it can be called while
 /// the conntrack writer is mutably borrowed.
-fn on_removed(active: &mut [Active], counters: &CounterBlock, r: Removed) {
-    if let Some(a) = active.get_mut(r.data.endpoint as usize) {
-        a.remove(r.data.gen);
-    }
+fn on_removed(select: &mut Selector, counters: &CounterBlock, r: Removed) {
+    select.closed(r.data.endpoint, r.data.gen);
     bump(&counters.flows_removed, 1);
     if r.early {
         bump(&counters.flows_evicted, 1);
@@ -285,9 +236,7 @@ impl Pipeline {
             workers: workers.max(1),
             ct: ct.writer(worker),
             counters: Arc::new(CounterBlock::new()),
-            gen: u64::MAX,
-            rr: Vec::new(),
-            active: vec![Active::default(); MAX_ENDPOINT_IDS].into_boxed_slice(),
+            select: Selector::new(),
             nat_cursor: 0,
             gc_last: 0,
             gc_owed: 0,
@@ -316,7 +265,7 @@ impl Pipeline {
     /// freeing and faulting in hundreds of MiB. Counters are left as they
     /// are. Returns how many entries were dropped.
     pub fn clear_flows(&mut self) -> u64 {
-        self.active.fill(Active::default());
+        self.select.forget_flows();
         self.ct.clear()
     }
 
@@ -327,9 +276,9 @@ impl Pipeline {
 
     /// Expire idle flows; call when no traffic arrived for a while.
     pub fn maintain(&mut self, now_ns: u64, buckets: usize) -> usize {
-        let (active, counters) = (&mut self.active, &self.counters);
+        let (sel, counters) = (&mut self.select, &self.counters);
         self.ct
-            .expire(now_ns, buckets, &mut |r| on_removed(active, counters, r))
+            .expire(now_ns, buckets, &mut |r| on_removed(sel, counters, r))
     }
 
     /// Run the share of the expiry sweep that is due at `now`.
@@ -347,12 +296,6 @@ impl Pipeline {
             self.gc_owed = self.gc_owed.saturating_sub(due * period);
             self.maintain(now, due as usize);
         }
-    }
-
-    fn on_tables(&mut self, t: &Tables) {
-        // Allocation here is per table change, not per packet.
-        self.rr.resize(t.services.len(), 0);
-        self.gen = t.generation;
     }
 
     /// Decide one parsed frame.
@@ -465,9 +408,9 @@ impl Pipeline {
             // Likewise from the backend's side: the flow is over, so this
             // answer is treated as the sweep would have left it, untracked
             // (it must not bring the flow back).
-            let (active, counters) = (&mut self.active, &self.counters);
+            let (sel, counters) = (&mut self.select, &self.counters);
             if let Some(r) = self.ct.remove_pair(hit.slot, false) {
-                on_removed(active, counters, r);
+                on_removed(sel, counters, r);
             }
             return self.decide(t, now, f, m, key, hash);
         }
@@ -518,9 +461,9 @@ impl Pipeline {
         slot: usize,
         reselect: bool,
     ) -> Verdict {
-        let (active, counters) = (&mut self.active, &self.counters);
+        let (sel, counters) = (&mut self.select, &self.counters);
         if let Some(r) = self.ct.remove_pair(slot, reselect) {
-            on_removed(active, counters, r);
+            on_removed(sel, counters, r);
         }
         match t.lookup(m.dst, m.proto, service_port(m)) {
             Some(svc) => self.new_flow(t, now, f, m, key, hash, svc, reselect),
@@ -566,7 +509,11 @@ impl Pipeline {
         if spec.mode != NatMode::Dsr && m.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        let Some(ei) = self.choose(svc, key, now) else {
+        // Stage 1.75 made this same keyed choice for this frame.
+        let keyed = (self.hint.svc == svc.index && self.hint.ei != u16::MAX)
+            .then_some(usize::from(self.hint.ei));
+        let affinity = self.ct.table().affinity();
+        let Some(ei) = self.select.choose(svc, key, now, affinity, keyed) else {
             return Verdict::Drop(DropReason::NoEndpoint);
         };
         let ep: &Endpoint = &svc.endpoints[ei];
@@ -603,7 +550,16 @@ impl Pipeline {
                     && h.cursor == self.nat_cursor
                     && h.reply_hash != 0)
                     .then_some(h.reply_hash);
-                match self.nat_port(t, snat, ep.addr, bport, m.proto, icmp, predicted) {
+                let to = Target {
+                    addr: ep.addr,
+                    port: bport,
+                    proto: m.proto,
+                };
+                let found = NatWalk::new(t, snat, self.worker, self.workers).and_then(|walk| {
+                    let shard = self.worker;
+                    walk.search(&mut self.nat_cursor, self.ct.table(), shard, &to, predicted)
+                });
+                match found {
                     Some((addr, port, h)) => (addr, port, Some(h)),
                     None => return Verdict::Drop(DropReason::NatPortsExhausted),
                 }
@@ -646,7 +602,7 @@ impl Pipeline {
             port: f.rx_port,
             ..fwd
         };
-        let (active, counters) = (&mut self.active, &self.counters);
+        let (sel, counters) = (&mut self.select, &self.counters);
         // The NAT port search found the reply key absent; without it (DNAT)
         // an old entry may hold the key and is overwritten.
         let reply = (!dsr).then(|| match reply_hash {
@@ -663,106 +619,16 @@ impl Pipeline {
         let res = self
             .ct
             .insert_flow_hashed(key, hash, true, &fwd, reply, now, &mut |r| {
-                on_removed(active, counters, r)
+                on_removed(sel, counters, r)
             });
         let Ok((_, deltas)) = res else {
             return Verdict::Drop(DropReason::ConntrackFull);
         };
-        if let Some(a) = self.active.get_mut(ep.id as usize) {
-            a.add(ep);
-        }
+        self.select.opened(ep);
         bump(&self.counters.flows_created, 1);
         self.counters.endpoint_packet(ep.id, f.len as u64);
         // (The entry's checksum changes are this packet's: it is keyed by it.)
         self.apply_with(t, f, m, &fwd, deltas)
-    }
-
-    /// Pick an endpoint index of `svc` for a new flow at `now`.
-    fn choose(&mut self, svc: &Service, key: &FlowKey, now: u64) -> Option<usize> {
-        match svc.spec.sel {
-            Selection::RoundRobin | Selection::Priority => {
-                if svc.schedule.is_empty() {
-                    return None;
-                }
-                let c = self.rr.get_mut(svc.index as usize)?;
-                let i = svc.schedule[*c as usize % svc.schedule.len()];
-                *c = c.wrapping_add(1);
-                Some(usize::from(i))
-            }
-            Selection::Hash | Selection::Persist => {
-                let affinity = self.ct.table().affinity();
-                // Stage 1.75 made this same choice for this frame.
-                let i = if self.hint.svc == svc.index && self.hint.ei != u16::MAX {
-                    usize::from(self.hint.ei)
-                } else {
-                    choose_keyed(affinity, svc, key, now)?
-                };
-                if svc.spec.sel == Selection::Persist {
-                    let id = svc.endpoints.get(i)?.id;
-                    affinity.set(svc.rule_key, &key.src, id, now);
-                }
-                Some(i)
-            }
-            Selection::LeastConn => {
-                if svc.schedule.is_empty() {
-                    return None;
-                }
-                // Ties are broken round-robin so equal backends share new flows.
-                let c = self.rr.get_mut(svc.index as usize)?;
-                let start = *c as usize;
-                *c = c.wrapping_add(1);
-                let n = svc.schedule.len();
-                (0..n)
-                    .map(|k| usize::from(svc.schedule[(start + k) % n]))
-                    .min_by_key(|&i| {
-                        let ep = &svc.endpoints[i];
-                        self.active.get(ep.id as usize).map(|a| a.of(ep))
-                    })
-            }
-        }
-    }
-
-    /// A free source-NAT port on `snat` for a flow to `backend:bport`. Ports are
-    /// partitioned between workers (port ≡ worker mod workers), so a reply's
-    /// port says which worker's shard holds the flow and workers never collide.
-    /// Also returns the hash of the reply entry's key. `predicted`: that
-    /// hash for the first candidate, if already known.
-    #[allow(clippy::too_many_arguments)]
-    fn nat_port(
-        &mut self,
-        t: &Tables,
-        snat: Ip16,
-        backend: Ip16,
-        bport: u16,
-        proto: u8,
-        icmp: bool,
-        mut predicted: Option<u64>,
-    ) -> Option<(Ip16, u16, u64)> {
-        let nat = NatWalk::new(t, snat, self.worker, self.workers)?;
-        for _ in 0..NAT_PORT_TRIES {
-            let (addr, port) = nat.candidate(self.nat_cursor);
-            self.nat_cursor = self.nat_cursor.wrapping_add(1);
-            let reply_key = FlowKey {
-                src: backend,
-                dst: addr,
-                sport: if icmp { port } else { bport },
-                dport: port,
-                proto,
-            };
-            let h = predicted
-                .take()
-                .unwrap_or_else(|| self.ct.table().hash(&reply_key));
-            debug_assert_eq!(h, self.ct.table().hash(&reply_key));
-            if self
-                .ct
-                .table()
-                .find_in(self.worker, &reply_key, h)
-                .is_none()
-            {
-                return Some((addr, port, h));
-            }
-        }
-        None
     }
 
     /// Rewrite a frame by a flow entry and pick its port.
@@ -935,90 +801,6 @@ fn ipip_wrap(
         Ok(())
     } else {
         Err(DropReason::NoRoom)
-    }
-}
-
-/// [`Pipeline::choose`] for the selections that depend on the flow's key
-/// (Maglev hash) or its client (persist): for persist, the endpoint the
-/// client's affinity names if it is still up ([`crate::affinity`]), else
-/// Maglev's choice. Reads the affinity, records nothing.
-#[inline(always)]
-fn choose_keyed(affinity: &Affinity, svc: &Service, key: &FlowKey, now: u64) -> Option<usize> {
-    if svc.spec.sel == Selection::Persist {
-        if let Some(id) = affinity.get(svc.rule_key, &key.src, now, svc.idle_timeout_ns) {
-            let up = svc
-                .endpoints
-                .iter()
-                .position(|e| e.id == id && e.state == EndpointState::Active && e.weight > 0);
-            if up.is_some() {
-                return up;
-            }
-        }
-    }
-    choose_pure(svc, key)
-}
-
-/// Maglev's choice for the flow (hash) or its client (persist).
-#[inline]
-fn choose_pure(svc: &Service, key: &FlowKey) -> Option<usize> {
-    match svc.spec.sel {
-        Selection::Hash => svc
-            .maglev
-            .as_ref()?
-            .lookup(key.maglev_hash())
-            .map(usize::from),
-        Selection::Persist => {
-            let w = key.src.words();
-            let h = fmix64(w[0] ^ fmix64(w[1]));
-            svc.maglev.as_ref()?.lookup(h).map(usize::from)
-        }
-        _ => None,
-    }
-}
-
-/// A worker's walk over source-NAT (address, port) candidates. Ports are
-/// partitioned between workers (port ≡ worker mod workers); full NAT with a
-/// pool of addresses walks (address, port) pairs, so the pool multiplies
-/// the flows one backend can take.
-#[derive(Clone, Copy)]
-struct NatWalk<'a> {
-    snat: Ip16,
-    pool: &'a [Ip16],
-    /// First port of the range plus the worker index.
-    base: u32,
-    workers: u32,
-    /// Ports of the range that are this worker's.
-    mine: u32,
-}
-
-impl<'a> NatWalk<'a> {
-    fn new(t: &'a Tables, snat: Ip16, worker: usize, workers: usize) -> Option<NatWalk<'a>> {
-        let (lo, hi) = t.nat_ports;
-        let span = u32::from(hi - lo) + 1;
-        let w = workers as u32;
-        let mine = span.saturating_sub(worker as u32).div_ceil(w);
-        if mine == 0 {
-            return None;
-        }
-        Some(NatWalk {
-            snat,
-            pool: t.snat_pool(snat),
-            base: u32::from(lo) + worker as u32,
-            workers: w,
-            mine,
-        })
-    }
-
-    /// The candidate at cursor position `cursor`.
-    #[inline]
-    fn candidate(&self, cursor: u32) -> (Ip16, u16) {
-        let k = cursor % self.mine;
-        let addr = if self.pool.is_empty() {
-            self.snat
-        } else {
-            self.pool[(cursor / self.mine) as usize % self.pool.len()]
-        };
-        (addr, (self.base + k * self.workers) as u16)
     }
 }
 
@@ -1281,9 +1063,7 @@ impl Pipeline {
         }
         self.nat_cursor = cursor;
         self.inserted |= bloom_bit(hash) | bloom_bit(rep_hash);
-        if let Some(a) = self.active.get_mut(ep.id as usize) {
-            a.add(ep);
-        }
+        self.select.opened(ep);
         bump(&self.counters.flows_created, 1);
         self.counters.endpoint_packet(ep.id, bytes);
         // (The slot's next-hop word holds the MAC as the rewrite takes it.)
@@ -1349,7 +1129,7 @@ impl Pipeline {
             room,
             ..NewFlowHint::NONE
         };
-        let Some(ei) = choose_keyed(self.ct.table().affinity(), svc, &key, now) else {
+        let Some(ei) = select::keyed(self.ct.table().affinity(), svc, &key, now) else {
             return (hint, 0);
         };
         hint.ei = ei as u16;
@@ -1376,14 +1156,12 @@ impl Pipeline {
         let (addr, port) = nat.candidate(*cursor);
         hint.cursor = *cursor;
         *cursor = cursor.wrapping_add(1);
-        let reply_key = FlowKey {
-            src: ep.addr,
-            dst: addr,
-            sport: if ep.port == 0 { key.dport } else { ep.port },
-            dport: port,
+        let to = Target {
+            addr: ep.addr,
+            port: if ep.port == 0 { key.dport } else { ep.port },
             proto,
         };
-        hint.reply_hash = self.ct.table().hash(&reply_key);
+        hint.reply_hash = self.ct.table().hash(&to.reply_key(addr, port));
         if addr.is_v4() {
             (hint.nat_src, hint.nat_port) = (addr.words()[1], port);
         }
@@ -1538,9 +1316,7 @@ impl Processor for Pipeline {
         frames: &mut [Frame<'_>],
         verdicts: &mut [Verdict],
     ) {
-        if tables.generation != self.gen {
-            self.on_tables(tables);
-        }
+        self.select.follow(tables);
         // Always present outside a batch; allocating is only the fallback.
         let mut sc = self
             .scratch

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::frame::PortId;
-use crate::maglev::{Maglev, MaglevBackend, MaglevError, DEFAULT_TABLE_SIZE};
 use crate::net::{stable_hash64, Cidr, Ip16, MacAddr};
+use crate::select::maglev::{Maglev, MaglevBackend, MaglevError, DEFAULT_TABLE_SIZE};
+use crate::select::weighted::weighted_schedule;
 
 /// Most endpoints one rule may have (loxilb's limit).
 pub const MAX_ENDPOINTS_PER_SERVICE: usize = 32;
@@ -95,7 +96,7 @@ pub enum Selection {
     ///    its last one went, on every worker, until it opens none for the
     ///    rule's inactivity timeout or that backend goes down or leaves,
     ///    even if backends are added meanwhile; then Maglev over the client
-    ///    address places it ([`crate::affinity`]).
+    ///    address places it ([`crate::select::affinity`]).
     Persist,
     /// 4: least active connections (counted per worker).
     LeastConn,
@@ -1168,7 +1169,11 @@ fn build_service(
         .filter(|&i| endpoints[i].state == EndpointState::Active && endpoints[i].weight > 0)
         .collect();
     let schedule = match s.sel {
-        Selection::Priority => weighted_schedule(&endpoints, &active),
+        Selection::Priority => {
+            let weights: Vec<(usize, u32)> =
+                active.iter().map(|&i| (i, endpoints[i].weight)).collect();
+            weighted_schedule(&weights)
+        }
         _ => active.iter().map(|&i| i as u8).collect(),
     };
     let (maglev, maglev_inputs) = match s.sel {
@@ -1285,36 +1290,6 @@ fn port_addr(ports: &[PortSpec], nh: Option<NextHop>, v4: bool) -> Option<Ip16> 
         .iter()
         .find(|a| a.is_ipv4() == v4)
         .map(|a| Ip16::from(*a))
-}
-
-/// Smooth weighted round robin (nginx's): a 100-ish slot schedule where each
-/// endpoint appears in proportion to its weight, spread out rather than bunched.
-fn weighted_schedule(endpoints: &[Endpoint], active: &[usize]) -> Vec<u8> {
-    if active.is_empty() {
-        return Vec::new();
-    }
-    let total: u64 = active.iter().map(|&i| u64::from(endpoints[i].weight)).sum();
-    // Scale to about 100 slots so the schedule stays small whatever the weights.
-    let slots = total.clamp(1, 100 * active.len() as u64);
-    let weights: Vec<i64> = active
-        .iter()
-        .map(|&i| (u64::from(endpoints[i].weight) * slots / total).max(1) as i64)
-        .collect();
-    let sum: i64 = weights.iter().sum();
-    let mut current = vec![0i64; active.len()];
-    let mut out = Vec::with_capacity(sum as usize);
-    for _ in 0..sum {
-        let mut best = 0;
-        for k in 0..active.len() {
-            current[k] += weights[k];
-            if current[k] > current[best] {
-                best = k;
-            }
-        }
-        current[best] -= sum;
-        out.push(active[best] as u8);
-    }
-    out
 }
 
 /// The RCU cell through which control publishes snapshots to the workers.
