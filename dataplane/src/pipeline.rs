@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use crate::conntrack::{
-    flags, mac_word, mode, v4_meta, Conntrack, FlowData, FlowKey, FreshV4, Hit, Kind, Removed,
-    ShardView, ShardWriter, Translation, NO_SLOT,
+    flags, mode, v4_word, Conntrack, FlowData, FlowKey, FlowRecord, Hashed, Hit, Kind, NewFlowV4,
+    Removed, ShardView, ShardWriter, NO_SLOT,
 };
 use crate::counters::{bump, CounterBlock};
 use crate::drop::DropReason;
@@ -25,10 +25,11 @@ use crate::net::Ip16;
 use crate::prefetch::prefetch_addr;
 use crate::select::{self, Selector};
 use crate::snat::{NatWalk, Target};
-use crate::tables::{Endpoint, EndpointState, NatMode, Selection, Service, Tables};
+use crate::tables::{Endpoint, EndpointState, NatMode, NextHop, Selection, Service, Tables};
 use crate::wire::rewrite::{
     self, answer_echo, encap_ipip, fast_deltas, rewrite_fast, rewrite_fast_tcp, rewrite_fast_udp,
-    set_macs, src_mac_ipv4, translate_icmp_error, FastXlat, TupleV4, FAST_TCP_END, FAST_UDP_END,
+    set_macs, src_mac_ipv4, translate_icmp_error, FastXlat, TupleV4, Xlat, FAST_TCP_END,
+    FAST_UDP_END,
 };
 use crate::wire::tcp::flags as tcp_flags;
 use crate::wire::{self, ethernet, ipv4, proto, tcp, FastMeta, Frag, PacketMeta};
@@ -570,57 +571,54 @@ impl Pipeline {
         if m.proto == proto::TCP {
             fwd_flags |= tcp_flag_bits(m.tcp_flags);
         }
-        let fwd = FlowData {
-            kind: Kind::Forward,
-            flags: fwd_flags,
+        let flow = FlowRecord {
+            key: *key,
+            xlat: Xlat {
+                src: new_src,
+                dst: if dsr { m.dst } else { ep.addr },
+                sport: new_sport,
+                dport: if icmp {
+                    new_sport
+                } else if dsr {
+                    m.dport
+                } else {
+                    bport
+                },
+            },
+            mode: flow_mode,
             timeout_s: spec.inactive_timeout_s,
-            gen: t.generation as u32,
+            fwd_flags,
+            rep_flags: 0,
             endpoint: ep.id,
             service: svc.index as u16,
-            mode: flow_mode,
-            new_src,
-            new_dst: if dsr { m.dst } else { ep.addr },
-            new_sport,
-            new_dport: if icmp {
-                new_sport
-            } else if dsr {
-                m.dport
-            } else {
-                bport
-            },
-            mac: nh.mac,
-            port: nh.port,
+            gen: t.generation as u32,
+            to_backend: nh,
+            to_client: (!dsr).then(|| NextHop {
+                mac: ethernet::src_mac(f.data()),
+                port: f.rx_port,
+            }),
         };
-        let reply = FlowData {
-            kind: Kind::Reply,
-            flags: 0,
-            new_src: m.dst,
-            new_dst: m.src,
-            new_sport: m.dport,
-            new_dport: m.sport,
-            mac: ethernet::src_mac(f.data()),
-            port: f.rx_port,
-            ..fwd
-        };
-        let (sel, counters) = (&mut self.select, &self.counters);
-        // The NAT port search found the reply key absent; without it (DNAT)
-        // an old entry may hold the key and is overwritten.
-        let reply = (!dsr).then(|| match reply_hash {
-            Some(h) => (&reply, h, true),
-            None => (
-                &reply,
-                self.ct.table().hash(&fwd.partner_key(m.proto)),
-                false,
-            ),
-        });
-        self.inserted |= bloom_bit(hash) | reply.map_or(0, |(_, h, _)| bloom_bit(h));
         // The forward key is absent from this shard: `decide` looked it up,
-        // or `restart_flow` just removed it.
+        // or `restart_flow` just removed it. The NAT port search found the
+        // reply key absent; without it (DNAT) an old entry may hold the key
+        // and is overwritten.
+        let (rep, rep_absent) = match reply_hash {
+            _ if dsr => (0, false),
+            Some(h) => (h, true),
+            None => (self.ct.table().hash(&flow.reply_key()), false),
+        };
+        let at = Hashed {
+            fwd: hash,
+            fwd_absent: true,
+            rep,
+            rep_absent,
+        };
+        self.inserted |= bloom_bit(hash) | if dsr { 0 } else { bloom_bit(rep) };
+        let (sel, counters) = (&mut self.select, &self.counters);
         let res = self
             .ct
-            .insert_flow_hashed(key, hash, true, &fwd, reply, now, &mut |r| {
-                on_removed(sel, counters, r)
-            });
+            .insert_hashed(&flow, &at, now, &mut |r| on_removed(sel, counters, r));
+        let fwd = flow.forward();
         let Ok((_, deltas)) = res else {
             return Verdict::Drop(DropReason::ConntrackFull);
         };
@@ -1004,56 +1002,37 @@ impl Pipeline {
             return None;
         }
         let v4 = |hi: u64| ((hi >> 32) as u32).to_le_bytes();
-        let deltas = fast_deltas(
-            TupleV4 {
+        let mut fwd_flags = flags::SEEN;
+        if tcp {
+            fwd_flags |= tcp_flag_bits(tcp_flags);
+        }
+        let flow = NewFlowV4 {
+            key: TupleV4 {
                 src: v4(w[1]),
                 dst: v4(w[3]),
                 sport,
                 dport,
             },
-            TupleV4 {
+            proto,
+            xlat: TupleV4 {
                 src: v4(src_hi),
                 dst: v4(ep_hi),
                 sport: new_sport,
                 dport: bport,
             },
-        );
-        let mut fwd_flags = flags::SEEN;
-        if tcp {
-            fwd_flags |= tcp_flag_bits(tcp_flags);
-        }
-        let timeout = spec.inactive_timeout_s;
-        let gen_ep = u64::from(t.generation as u32) | (u64::from(ep.id) << 32);
-        let ports_word = |a: u16, b: u16| {
-            u64::from(a)
-                | (u64::from(b) << 16)
-                | (u64::from(flow_mode) << 32)
-                | (u64::from(svc.index as u16) << 40)
-        };
-        let fwd_l2 = mac_word(nh.mac, nh.port);
-        let e = FreshV4 {
-            fwd_key: [w[1], w[3], w[4]],
-            fwd_hash: hash,
-            fwd_meta: v4_meta(Kind::Forward, fwd_flags, timeout),
-            fwd: Translation {
-                gen_ep,
-                new_src: [u64::from(deltas), src_hi],
-                new_dst: [0, ep_hi],
-                ports: ports_word(new_sport, bport),
-                l2: fwd_l2,
-            },
-            rep_key: [ep_hi, src_hi, rep_w4 | (u64::from(new_sport) << 16)],
-            rep_hash,
-            rep_meta: v4_meta(Kind::Reply, 0, timeout),
-            rep: Translation {
-                gen_ep,
-                new_src: [u64::from(rewrite::reverse_deltas(deltas)), w[3]],
-                new_dst: [0, w[1]],
-                ports: ports_word(dport, sport),
-                l2: mac_word(client_mac, rx_port),
+            fwd_flags,
+            mode: flow_mode,
+            timeout_s: spec.inactive_timeout_s,
+            endpoint: ep.id,
+            service: svc.index as u16,
+            gen: t.generation as u32,
+            to_backend: nh,
+            to_client: NextHop {
+                mac: client_mac,
+                port: rx_port,
             },
         };
-        self.ct.insert_fresh_v4(&e, now)?;
+        let (_, deltas) = self.ct.insert_new_v4(&flow, hash, rep_hash, now)?;
         if spec.sel == Selection::Persist {
             let client = Ip16::from_words([0, w[1]]);
             self.ct
@@ -1066,14 +1045,13 @@ impl Pipeline {
         self.select.opened(ep);
         bump(&self.counters.flows_created, 1);
         self.counters.endpoint_packet(ep.id, bytes);
-        // (The slot's next-hop word holds the MAC as the rewrite takes it.)
-        let (s, d) = (new_sport.to_be_bytes(), bport.to_be_bytes());
+        let (s, d, m) = (new_sport.to_be_bytes(), bport.to_be_bytes(), nh.mac.0);
         let x = FastXlat {
             deltas,
-            src: v4(src_hi),
-            dst: v4(ep_hi),
+            src: flow.xlat.src,
+            dst: flow.xlat.dst,
             ports: [s[0], s[1], d[0], d[1]],
-            mac_dst: fwd_l2.to_le_bytes(),
+            mac_dst: [m[0], m[1], m[2], m[3], m[4], m[5], 0, 0],
             src_type: port_mac,
         };
         if tcp {
@@ -1216,12 +1194,11 @@ impl Pipeline {
 /// `0xffff_0000 | a.b.c.d << 32` in little-endian byte order).
 #[inline(always)]
 fn fast_words(q: &FastMeta) -> [u64; 5] {
-    let v4 = |a: [u8; 4]| 0xffff_0000 | (u64::from(u32::from_le_bytes(a)) << 32);
     [
         0,
-        v4(q.src),
+        v4_word(q.src),
         0,
-        v4(q.dst),
+        v4_word(q.dst),
         (u64::from(q.sport) << 32) | (u64::from(q.dport) << 16) | u64::from(q.proto),
     ]
 }
