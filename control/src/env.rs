@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use xlb_dataplane::pipeline::FastPathExit;
 use xlb_dataplane::tables::{EndpointId, L4Proto, NextHop, PortSpec};
 use xlb_dataplane::DropReason;
 
@@ -68,6 +69,9 @@ pub struct WorkerStats {
     pub tx_deferred: u64,
     /// Flows evicted before their time because their bucket was full.
     pub flows_evicted: u64,
+    /// New flows the dedicated new-flow path left to the general path, by
+    /// reason (reasons with none may be left out).
+    pub fast_path_exits: Vec<(FastPathExit, u64)>,
 }
 
 /// Read-only statistics from the dataplane workers.

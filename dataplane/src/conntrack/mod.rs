@@ -57,7 +57,7 @@ pub use key::{v4_word, FlowHasher, FlowKey};
 pub(crate) use read::ShardView;
 pub use read::{FlowInfo, Hit};
 
-pub(crate) use write::Hashed;
+pub(crate) use write::{Decline, Hashed};
 pub use write::{Full, ShardWriter};
 
 use crate::select::affinity::Affinity;

@@ -102,7 +102,7 @@ pub(crate) struct ShardView<'a> {
 }
 
 impl<'a> ShardView<'a> {
-    /// Prefetch the tag line a lookup of `hash` will read (stage 1 of a
+    /// Prefetch the tag line a lookup of `hash` will read (the first stage of a
     /// batch; [`ShardView::probe`] follows once the line has arrived).
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
@@ -156,7 +156,7 @@ impl<'a> ShardView<'a> {
         }
     }
 
-    /// Prefetch the tag line of `hash`'s second bucket: stage 1.5 does it
+    /// Prefetch the tag line of `hash`'s second bucket: the first probe does it
     /// for frames whose first bucket held no candidate, so that
     /// [`ShardView::probe_alt`] (and the slow path's look-ups) find it in.
     #[inline(always)]

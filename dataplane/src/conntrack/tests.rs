@@ -929,7 +929,7 @@ fn a_new_v4_flow_is_stored_as_its_record_is() {
         };
         let rec = FlowRecord::from(&f);
         let (fh, rh) = (a.hash(&rec.key), a.hash(&rec.reply_key()));
-        let (slot, deltas) = wa.insert_new_v4(&f, fh, rh, 1).expect("room");
+        let (slot, deltas) = wa.insert_new_v4(&f, fh, rh, 1).expect("a free way");
         assert_eq!(deltas, fast_deltas(f.key, f.xlat), "flow {i}");
         assert_eq!(wb.insert(&rec, 1, &mut |_| {}), Ok(slot), "flow {i}");
     }

@@ -51,6 +51,19 @@ struct Place<'a> {
     absent: bool,
 }
 
+/// Why [`ShardWriter::insert_new_v4`] left a flow to the general insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decline {
+    /// A tag of either key in either of its buckets (an entry to
+    /// overwrite, or another key with the same tag), or a reply key equal
+    /// to the forward key.
+    Collision,
+    /// No free way for either entry (moves or an eviction needed).
+    NoRoom,
+    /// An endpoint id the line form cannot hold.
+    Wide,
+}
+
 /// The insert could not find room (every candidate was protected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
@@ -155,12 +168,9 @@ impl ShardWriter {
     /// where [`ShardWriter::insert`] would (the forward entry first: the
     /// first free way of its first bucket, else of its second; then the
     /// reply likewise), in the line form, and returns the forward entry's
-    /// slot and its rewrite's checksum changes ([`crate::wire::rewrite::fast_deltas`]). `None`,
-    /// with nothing changed, leaves the flow to the general insert: a tag
-    /// of either key in either of its buckets (an entry to overwrite, or
-    /// another key with the same tag), a reply key equal to the forward
-    /// key, an endpoint id the line form cannot hold, or no free way
-    /// (moves or an eviction needed).
+    /// slot and its rewrite's checksum changes
+    /// ([`crate::wire::rewrite::fast_deltas`]). A [`Decline`], with nothing
+    /// changed, leaves the flow to the general insert.
     #[inline]
     pub(crate) fn insert_new_v4(
         &mut self,
@@ -168,7 +178,7 @@ impl ShardWriter {
         fwd_hash: u64,
         rep_hash: u64,
         now: u64,
-    ) -> Option<(usize, u32)> {
+    ) -> Result<(usize, u32), Decline> {
         let s = self.shard_ref();
         debug_assert_eq!(fwd_hash, self.ct.hash(&FlowRecord::from(f).key));
         debug_assert_eq!(
@@ -177,10 +187,10 @@ impl ShardWriter {
         );
         let (k, x) = (&f.key, &f.xlat);
         if (x.dst, x.src, x.dport, x.sport) == (k.src, k.dst, k.sport, k.dport) {
-            return None;
+            return Err(Decline::Collision);
         }
         if !LinePair::fits(f) {
-            return None;
+            return Err(Decline::Wide);
         }
         let (fb1, ftag) = (s.bucket(fwd_hash), tag_of(fwd_hash));
         let fb2 = alt_bucket(fb1, ftag, s.mask);
@@ -188,9 +198,12 @@ impl ShardWriter {
         let rb2 = alt_bucket(rb1, rtag, s.mask);
         let tagged = |b: usize, tag: u16| s.tags.matches(b, tag, Ordering::Relaxed);
         if tagged(fb1, ftag) | tagged(fb2, ftag) | tagged(rb1, rtag) | tagged(rb2, rtag) != 0 {
-            return None;
+            return Err(Decline::Collision);
         }
-        let fi = self.free_way(fb1).or_else(|| self.free_way(fb2))?;
+        let fi = self
+            .free_way(fb1)
+            .or_else(|| self.free_way(fb2))
+            .ok_or(Decline::NoRoom)?;
         // The reply's free ways, but the one the forward entry takes.
         let free = |b: usize| {
             let mut m = s.tags.matches(b, 0, Ordering::Relaxed);
@@ -199,8 +212,10 @@ impl ShardWriter {
             }
             (m != 0).then(|| b * WAYS + m.trailing_zeros() as usize)
         };
-        let ri = free(rb1).or_else(|| free(rb2))?;
-        let (fslot, rslot) = (s.slots.get(fi)?, s.slots.get(ri)?);
+        let ri = free(rb1).or_else(|| free(rb2)).ok_or(Decline::NoRoom)?;
+        let (Some(fslot), Some(rslot)) = (s.slots.get(fi), s.slots.get(ri)) else {
+            return Err(Decline::NoRoom);
+        };
         // (The words are made only now: all the search above keeps fewer
         // values live.)
         let pair = LinePair::of(f);
@@ -208,7 +223,7 @@ impl ShardWriter {
         s.tags.set(fi, ftag);
         s.tags.set(ri, rtag);
         crate::counters::bump(&s.used, 2);
-        Some((fi, pair.deltas))
+        Ok((fi, pair.deltas))
     }
 
     /// Place one entry (`d`, with its checksum changes if it takes the
