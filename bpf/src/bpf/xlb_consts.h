@@ -25,6 +25,19 @@
 #define XLB_IPPROTO_FRAGMENT 44
 #define XLB_IPPROTO_SCTP 132
 
+/* ICMP errors that quote a datagram xlb may have translated, by type (RFC 792;
+ * RFC 4443 §2.1). The same lists as dataplane/src/wire/icmp.rs (a test there
+ * compares them). Source quench (4, deprecated by RFC 6633) and redirect (5,
+ * about a gateway on the sender's own link: meaningless across a NAT) quote a
+ * datagram too, but are the kernel's. */
+#define XLB_ICMP_DEST_UNREACH 3
+#define XLB_ICMP_TIME_EXCEEDED 11
+#define XLB_ICMP_PARAM_PROBLEM 12
+/* ICMPv6 errors 1-4: destination unreachable, packet too big, time exceeded,
+ * parameter problem. */
+#define XLB_ICMPV6_DEST_UNREACH 1
+#define XLB_ICMPV6_PARAM_PROBLEM 4
+
 #define XLB_ETH_P_IP 0x0800
 #define XLB_ETH_P_IPV6 0x86DD
 #define XLB_ETH_P_8021Q 0x8100

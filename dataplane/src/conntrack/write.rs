@@ -17,6 +17,7 @@ use super::key::FlowKey;
 use super::slot::{v4_deltas, LinePair};
 use super::tags::{alt_bucket, tag_of};
 use super::{Conntrack, Shard, WAYS};
+use crate::wire::proto;
 use crate::wire::rewrite::reverse_deltas;
 
 /// Write access to one shard; owned by its worker.
@@ -372,7 +373,7 @@ impl ShardWriter {
             let Some(v) = self.flow_view(i) else { continue };
             let rank = if now.saturating_sub(v.last) > v.timeout_ns {
                 0
-            } else if !(v.proto == 6 && v.established) {
+            } else if !(v.proto == proto::TCP && v.established) {
                 1
             } else {
                 2

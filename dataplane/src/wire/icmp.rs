@@ -49,7 +49,10 @@ pub mod v4 {
     pub const PARAM_PROBLEM: u8 = 12;
 
     /// True for the error messages that embed an original datagram and that
-    /// xlb translates for tracked flows.
+    /// xlb translates for tracked flows. Source quench (4, deprecated by
+    /// RFC 6633) and redirect (5, about a gateway on the sender's own link,
+    /// meaningless across a NAT) embed one too, but are left to the kernel
+    /// (the XDP program does not steer them either).
     pub fn is_error(t: u8) -> bool {
         matches!(t, DEST_UNREACH | TIME_EXCEEDED | PARAM_PROBLEM)
     }
