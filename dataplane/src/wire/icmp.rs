@@ -7,6 +7,7 @@
 //! its first 8 payload bytes (RFC 792; RFC 4443 §2.4(c) "as much as fits")
 //! from [`HEADER_LEN`] on: [`Packet::embedded`].
 
+use super::view::view;
 use crate::drop::DropReason;
 
 /// Byte ranges of the header.
@@ -130,37 +131,18 @@ pub fn is_echo_request(v4: bool, t: u8) -> bool {
     }
 }
 
-/// A read/write view of an ICMPv4 or ICMPv6 message.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an ICMPv4 or ICMPv6 message.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap without checking; accessors may panic until [`Packet::check_len`] passes.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-    /// Wrap and check ([`Packet::check_len`]).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, DropReason> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
     /// `TruncatedL4` if the 8-byte header is cut short.
     pub fn check_len(&self) -> Result<(), DropReason> {
         if self.buffer.as_ref().len() < HEADER_LEN {
             return Err(DropReason::TruncatedL4);
         }
         Ok(())
-    }
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    fn be16(&self, at: usize) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[at], b[at + 1]])
     }
     /// Message type.
     pub fn msg_type(&self) -> u8 {
@@ -199,9 +181,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn set16(&mut self, at: usize, v: u16) {
-        self.buffer.as_mut()[at..at + 2].copy_from_slice(&v.to_be_bytes());
-    }
     /// Set the message type.
     pub fn set_msg_type(&mut self, t: u8) {
         self.buffer.as_mut()[field::TYPE] = t;

@@ -51,6 +51,7 @@ pub mod rewrite;
 pub mod sctp;
 pub mod tcp;
 pub mod udp;
+mod view;
 
 #[cfg(test)]
 mod tests;
