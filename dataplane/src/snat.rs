@@ -101,6 +101,7 @@ impl<'a> NatWalk<'a> {
     /// of its reply key; `*cursor` moves past every candidate tried (at
     /// most [`TRIES`]). `predicted`: the hash of the first candidate's
     /// reply key, if already known.
+    #[inline]
     pub fn search(
         &self,
         cursor: &mut u32,
@@ -121,4 +122,20 @@ impl<'a> NatWalk<'a> {
         }
         None
     }
+}
+
+/// [`NatWalk::search`] from a new walk of `snat` by worker `me.0` of
+/// `me.1` (`None` also if the range has no port for it): the general
+/// path's one call for a source-NAT port.
+#[inline(never)]
+pub fn find(
+    t: &Tables,
+    snat: Ip16,
+    me: (usize, usize),
+    cursor: &mut u32,
+    ct: &Conntrack,
+    to: &Target,
+    predicted: Option<u64>,
+) -> Option<(Ip16, u16, u64)> {
+    NatWalk::new(t, snat, me.0, me.1)?.search(cursor, ct, me.0, to, predicted)
 }

@@ -14,7 +14,7 @@ use crate::counters::bump;
 use crate::drop::DropReason;
 use crate::frame::{Frame, Verdict};
 use crate::net::Ip16;
-use crate::snat::{NatWalk, Target};
+use crate::snat::{self, Target};
 use crate::tables::{Endpoint, EndpointState, NatMode, NextHop, Service, Tables};
 use crate::wire::rewrite::{self, encap_ipip, fast_deltas, rewrite_fast, set_macs, TupleV4, Xlat};
 use crate::wire::tcp::flags as tcp_flags;
@@ -287,10 +287,9 @@ impl Pipeline {
                     port: bport,
                     proto: m.proto,
                 };
-                let found = NatWalk::new(t, snat, self.worker, self.workers).and_then(|walk| {
-                    let shard = self.worker;
-                    walk.search(&mut self.nat_cursor, self.ct.table(), shard, &to, predicted)
-                });
+                let me = (self.worker, self.workers);
+                let ct = self.ct.table();
+                let found = snat::find(t, snat, me, &mut self.nat_cursor, ct, &to, predicted);
                 match found {
                     Some((addr, port, h)) => (addr, port, Some(h)),
                     None => return Verdict::Drop(DropReason::NatPortsExhausted),
