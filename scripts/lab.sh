@@ -193,7 +193,7 @@ demo() {
   trap 'echo "xlb lab: interrupted, cleaning up" >&2; exit 130' INT TERM
   scripts/deps.sh
   command -v ping >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-ping >/dev/null; }
-  if [[ ! -x $XLB || -n "$(find control dataplane bpf -newer "$XLB" -name '*.rs' -print -quit 2>/dev/null)" ]]; then
+  if [[ ! -x $XLB || -n "$(find control dataplane io bpf -newer "$XLB" \( -name '*.rs' -o -name '*.[ch]' \) -print -quit 2>/dev/null)" ]]; then
     echo "== building xlb (release)"
     cargo build --release --locked -p xlb-control
   fi

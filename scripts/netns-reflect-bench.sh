@@ -12,7 +12,7 @@ lb=xlbb-$id-lb cl=xlbb-$id-cl li=xb${id}l ci=xb${id}c
 cleanup() { ip netns del "$lb" 2>/dev/null || true; ip netns del "$cl" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-cargo build -q -p xlb-bpf --release --example reflect
+cargo build -q -p xlb-io --release --example reflect
 bin=target/release/examples/reflect
 
 ip netns add "$lb"; ip netns add "$cl"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every xlb test: format and lint checks, unit/property/golden tests,
-# the end-to-end tests in network namespaces (root required), and a fuzz smoke run.
+# Runs every xlb test: format and lint checks, the dependency tree's licences,
+# bans and sources (deny.toml), unit/property/golden tests, the end-to-end
+# tests in network namespaces (root required), and a fuzz smoke run.
 # Usage: sudo scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo deny (licences, bans, sources; see deny.toml for advisories)"
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "== installing cargo-deny"
+  cargo install --locked cargo-deny
+fi
+cargo deny check licenses bans sources
 echo "== cargo test (unit, property, golden, end-to-end)"
 cargo test --workspace --locked -- --test-threads=1
 echo "== fuzz smoke (every target in dataplane/fuzz, ${FUZZ_SECONDS:-15}s each)"

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 use xlb_control::api::Api;
-use xlb_control::env::{StaticNet, StaticView};
-use xlb_control::state::ControlState;
+use xlb_control::controller::{ControlState, Controller};
+use xlb_control::dataplane::{StaticNet, StaticView, Unattached};
 use xlb_dataplane::net::Ip16;
 use xlb_dataplane::tables::TablesHandle;
 
@@ -160,8 +160,12 @@ fn main() -> anyhow::Result<()> {
 
     // The server: the real router over the real control state, no NIC.
     let handle = TablesHandle::new();
-    let state = ControlState::new(handle.clone(), Arc::new(StaticNet::default()));
-    let api = Arc::new(Api::new(state, Arc::new(StaticView::new())));
+    let state = ControlState::new(
+        Arc::new(Unattached::new(handle.clone())),
+        Arc::new(StaticNet::default()),
+    );
+    let controller = Controller::start(state)?;
+    let api = Arc::new(Api::new(controller.handle(), Arc::new(StaticView::new())));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -21,10 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use xlb_control::api::Api;
-use xlb_control::env::{StaticNet, StaticView};
+use xlb_control::controller::{ControlState, Controller};
+use xlb_control::dataplane::{StaticNet, Unattached};
 use xlb_control::model::{parse_value, LbRule};
-use xlb_control::state::ControlState;
 use xlb_dataplane::tables::{EndpointState, TablesHandle};
 
 const PORT_OK: u16 = 7001;
@@ -103,13 +102,15 @@ async fn main() {
     let l_fail = listen(PORT_FAIL, seen.clone(), stop_fail.clone());
 
     let handle = TablesHandle::new();
-    let state = ControlState::new(handle.clone(), Arc::new(StaticNet::default()));
-    let api = Arc::new(Api::new(state, Arc::new(StaticView::new())));
+    let mut state = ControlState::new(
+        Arc::new(Unattached::new(handle.clone())),
+        Arc::new(StaticNet::default()),
+    );
     let rules = n.div_ceil(32);
     let failing_from = rules - rules.div_ceil(10);
     let t_post = Instant::now();
     {
-        let mut st = api.state().lock().await;
+        let st = &mut state;
         for r in 0..rules {
             let eps: Vec<serde_json::Value> = (r * 32..((r + 1) * 32).min(n))
                 .map(|i| {
@@ -139,7 +140,8 @@ async fn main() {
         t_post.elapsed()
     );
 
-    xlb_control::health::spawn(api.clone());
+    let controller = Controller::start(state).expect("controller thread");
+    xlb_control::health::spawn(controller.handle());
     // Warm-up: the prober picks the entries up (every 500 ms) and spreads them.
     tokio::time::sleep(Duration::from_secs(period + 1)).await;
     let t0 = Instant::now();

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::controller::ControlState;
 use crate::error::ApiError;
 use crate::model::{parse_value, EpProbe, EpProbeList, EpStatusList, LbRule, LbRuleList};
-use crate::state::ControlState;
 
 /// Rule file name.
 pub const LB_FILE: &str = "lbconfig.txt";

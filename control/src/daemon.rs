@@ -1,23 +1,22 @@
-//! `xlb run`: load the config files, publish the tables, serve the API.
+//! `xlb run`'s wiring: build the control state, load the config files into
+//! it (publishing the tables), start the [`Controller`] over it, and serve
+//! the API as the controller's client.
 //!
 //! The dataplane plugs in from outside: whoever starts the workers hands
-//! [`prepare`] a [`Dataplane`]: the [`TablesHandle`] the workers read, an
-//! `Arc<dyn DataplaneView>` over their statistics and a [`NetEnv`]. With
-//! `--no-dataplane` the binary passes [`Dataplane::none`]: the API and the
-//! tables work, nothing forwards.
+//! [`prepare`] a [`Dataplane`] (its publisher, a view of its statistics, the
+//! host network). With `--no-dataplane` the binary passes
+//! [`Dataplane::none`]: the API and the tables work, nothing forwards.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use xlb_dataplane::tables::TablesHandle;
-
 use crate::api::{router, Api, LogLevelSetter};
 use crate::config;
-use crate::env::{DataplaneView, NetEnv};
+use crate::controller::{ControlState, Controller, MaglevSize};
+use crate::dataplane::Dataplane;
 use crate::error::RuleError;
-use crate::state::{ControlState, MaglevSize};
 
 /// Options of `xlb run` that the control plane uses.
 #[derive(Debug, Clone)]
@@ -38,34 +37,6 @@ pub struct ServeOptions {
     pub maglev_size: MaglevSize,
     /// IPIP for every IPv4 DSR (mode 3) rule, not only those with `dsrIpip`.
     pub dsr_ipip: bool,
-}
-
-/// What a running dataplane hands control: the handle its workers read, a
-/// view of their statistics, and the host network it forwards on.
-pub struct Dataplane {
-    /// Tables the workers load once per batch.
-    pub handle: TablesHandle,
-    /// Worker statistics.
-    pub view: Arc<dyn DataplaneView>,
-    /// Interfaces and neighbours.
-    pub net: Arc<dyn NetEnv>,
-}
-
-impl std::fmt::Debug for Dataplane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dataplane").finish_non_exhaustive()
-    }
-}
-
-impl Dataplane {
-    /// No dataplane (`--no-dataplane`): tables are built and published, nothing reads them.
-    pub fn none() -> Dataplane {
-        Dataplane {
-            handle: TablesHandle::new(),
-            view: Arc::new(crate::env::StaticView::new()),
-            net: Arc::new(crate::env::StaticNet::default()),
-        }
-    }
 }
 
 /// Why the daemon could not run.
@@ -89,18 +60,37 @@ pub enum DaemonError {
     /// the empty tables could not be built with the options given
     #[error("building the tables with the options given: {0}")]
     Options(RuleError),
+    /// the controller thread could not be started
+    #[error("starting the controller: {0}")]
+    Controller(std::io::Error),
 }
 
-/// Build the control state, load the config files into it (publishing through
-/// `handle`) and return the API over it. Rejected entries are logged at error
-/// level with file, index and reason.
+/// A prepared daemon: the controller that owns the state, and the API that
+/// is its client. Keep it alive while serving; dropping it stops the
+/// controller.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Owns the control state.
+    pub controller: Controller,
+    /// The REST API over it.
+    pub api: Arc<Api>,
+}
+
+/// Build the control state, load the config files into it (publishing to
+/// the dataplane), start the controller over it and make the API its
+/// client. Rejected entries are logged at error level with file, index and
+/// reason.
 pub fn prepare(
     opts: &ServeOptions,
     dataplane: Dataplane,
     log: Option<(String, LogLevelSetter)>,
-) -> Result<Api, DaemonError> {
-    let Dataplane { handle, view, net } = dataplane;
-    let mut state = ControlState::new(handle, net);
+) -> Result<Prepared, DaemonError> {
+    let Dataplane {
+        publisher,
+        view,
+        net,
+    } = dataplane;
+    let mut state = ControlState::new(publisher, net);
     if let Some(bad) = opts.snat_addrs.iter().find(|a| !usable_source(a)) {
         return Err(DaemonError::SnatAddr(*bad));
     }
@@ -146,11 +136,13 @@ pub fn prepare(
             return Err(DaemonError::Config(report.errors.len()));
         }
     }
-    let api = Api::new(state, view).with_token(opts.api_token.clone());
-    Ok(match log {
+    let controller = Controller::start(state).map_err(DaemonError::Controller)?;
+    let api = Api::new(controller.handle(), view).with_token(opts.api_token.clone());
+    let api = Arc::new(match log {
         Some((level, setter)) => api.with_log_setter(&level, setter),
         None => api,
-    })
+    });
+    Ok(Prepared { controller, api })
 }
 
 /// Whether `a` can be the source of packets xlb sends (unicast, specified).
@@ -165,7 +157,7 @@ fn usable_source(a: &IpAddr) -> bool {
 /// Run the API until `shutdown` resolves (HTTPS if `opts.tls` is set).
 pub async fn serve(
     opts: &ServeOptions,
-    api: impl Into<Arc<Api>>,
+    api: Arc<Api>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     // Read the certificate before binding, so a bad one fails fast.
@@ -191,10 +183,10 @@ pub async fn serve(
 /// Run the API on an already bound listener until `shutdown` resolves.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
-    api: impl Into<Arc<Api>>,
+    api: Arc<Api>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    axum::serve(listener, router(api.into()))
+    axum::serve(listener, router(api))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(DaemonError::Serve)
@@ -204,11 +196,11 @@ pub async fn serve_on(
 pub async fn serve_tls_on(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    api: impl Into<Arc<Api>>,
+    api: Arc<Api>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let listener = crate::tls::TlsListener::new(listener, acceptor).map_err(DaemonError::Serve)?;
-    axum::serve(listener, router(api.into()))
+    axum::serve(listener, router(api))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(DaemonError::Serve)

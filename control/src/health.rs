@@ -1,22 +1,20 @@
 //! Health probing for `xlb run`: keeps an [`xlb_probe::ProbeEngine`] in step
 //! with the probe entries control holds (EPconfig.txt, `config/endpoint`, and
 //! every endpoint of a monitored rule), and turns each up/down transition into
-//! a new table snapshot through [`crate::state::ControlState::set_probe_status`]
-//! — a down endpoint leaves its rules' selection, its flows are re-selected.
+//! a new table snapshot through the controller ([`Command::ProbeResults`]) —
+//! a down endpoint leaves its rules' selection, its flows are re-selected.
 //!
-//! The engine probes off the API lock; this task takes the lock only to read
-//! the wanted entries (twice a second) and to apply a transition.
+//! The engine probes on its own; this task asks the controller only for the
+//! wanted entries (twice a second) and sends it the transitions.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use xlb_probe::{go_duration, ProbeEngine, ProbeKind, ProbeSpec, ProbeState};
 
-use crate::api::Api;
+use crate::controller::{Command, ControlHandle, ProbeStatus};
 use crate::rules::{Probe, ProbeType};
-use crate::state::ProbeStatus;
 
 /// Probes running at once, at most.
 const MAX_CONCURRENT_PROBES: usize = 256;
@@ -24,11 +22,11 @@ const MAX_CONCURRENT_PROBES: usize = 256;
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 
 /// Start probing in the background (call inside the tokio runtime).
-pub fn spawn(api: Arc<Api>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(api))
+pub fn spawn(control: ControlHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(control))
 }
 
-async fn run(api: Arc<Api>) {
+async fn run(control: ControlHandle) {
     let engine = ProbeEngine::new(MAX_CONCURRENT_PROBES);
     let mut events = engine.subscribe();
     let mut running: HashMap<String, ProbeSpec> = HashMap::new();
@@ -36,8 +34,11 @@ async fn run(api: Arc<Api>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let wanted = api.state().lock().await.probe_targets();
-                reconcile(&engine, &mut running, &wanted);
+                match control.read(|st| st.probe_targets()).await {
+                    Ok(wanted) => reconcile(&engine, &mut running, &wanted),
+                    // The controller stopped: the daemon is ending.
+                    Err(_) => return,
+                }
             }
             ev = events.recv() => {
                 // Take every transition already queued too: a burst (a rack
@@ -60,7 +61,7 @@ async fn run(api: Arc<Api>) {
                     }
                     next = events.try_recv();
                 }
-                apply(&api, &engine, if all { None } else { Some(&names) }).await;
+                apply(&control, &engine, if all { None } else { Some(&names) }).await;
             }
         }
     }
@@ -116,7 +117,7 @@ fn reconcile(engine: &ProbeEngine, running: &mut HashMap<String, ProbeSpec>, wan
 
 /// Publish the current state of the probes named (of every probe if `None`)
 /// into control, with one table build.
-async fn apply(api: &Api, engine: &ProbeEngine, names: Option<&HashSet<String>>) {
+async fn apply(control: &ControlHandle, engine: &ProbeEngine, names: Option<&HashSet<String>>) {
     let d = |x: Option<Duration>| x.map(go_duration).unwrap_or_default();
     let results: Vec<(String, ProbeStatus)> = engine
         .snapshot()
@@ -131,7 +132,7 @@ async fn apply(api: &Api, engine: &ProbeEngine, names: Option<&HashSet<String>>)
         })
         .collect();
     let n = results.len();
-    if let Err(e) = api.state().lock().await.set_probe_statuses(results) {
+    if let Err(e) = control.apply(Command::ProbeResults(results)).await {
         tracing::error!(probes = n, "applying probe results: {e}");
     }
 }

@@ -1,24 +1,32 @@
-//! xlb's control plane: the loxilb-compatible REST API, config files, the
-//! operator CLI's client side, and the daemon that ties them to the dataplane.
+//! xlb's control plane: the controller that owns the control state, its
+//! clients (the loxilb-compatible REST API, health probing, config files),
+//! the dataplane behind it, and the operator CLI's client side.
 //!
-//! Data flow: a request (or a config-file entry) is parsed into the wire types
-//! of [`model`], checked by [`rules`] into typed config, applied to
-//! [`state::ControlState`], which builds one new table snapshot and publishes it
-//! to the dataplane (RCU). Statistics flow back through [`env::DataplaneView`].
-#![deny(unsafe_code)]
+//! Data flow: a request (or a config-file entry) is parsed into the wire
+//! types of [`model`], checked by [`rules`] into typed config, and sent to
+//! the [`controller`] as a typed command. The controller applies it to its
+//! state, which builds one new table snapshot, and publishes that through
+//! the [`dataplane`]'s publisher: the workers' tables (RCU) and the XDP
+//! steering maps move together. Statistics flow back through
+//! [`dataplane::DataplaneView`].
+//!
+//! Modules: [`api`] (HTTP routing and handlers), [`controller`] (the state
+//! and its commands), [`dataplane`] (what control drives: AF_XDP or none),
+//! [`health`] (probing → results to the controller), [`config`]
+//! (lbconfig.txt / EPconfig.txt), [`daemon`] (`xlb run`'s wiring),
+//! [`metrics`], [`cli`] (the client verbs), [`model`] / [`rules`] /
+//! [`error`] (loxilb's wire types, their checks, their errors).
 
-pub mod afxdp;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod daemon;
-pub mod env;
+pub mod dataplane;
 pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod model;
-pub mod openapi;
 pub mod rules;
-pub mod state;
 pub mod sysinfo;
 pub mod tls;

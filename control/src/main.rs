@@ -10,14 +10,12 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use tracing_subscriber::{reload, EnvFilter};
-use xlb_control::afxdp;
 use xlb_control::cli::{self, Client, LbArgs};
 use xlb_control::config;
-use xlb_control::daemon::{self, Dataplane, ServeOptions};
-use xlb_control::env::StaticNet;
+use xlb_control::controller::{ControlState, MaglevSize};
+use xlb_control::daemon::{self, ServeOptions};
+use xlb_control::dataplane::{afxdp, Dataplane, StaticNet, Unattached};
 use xlb_control::model::{from_json, CiStateOut, CtAttr};
-use xlb_control::state::MaglevSize;
-use xlb_dataplane::tables::TablesHandle;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -346,8 +344,8 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let (dataplane, running) = if args.no_dataplane {
         (Dataplane::none(), None)
     } else {
-        let (d, running, net) = start_dataplane(&args)?;
-        (d, Some((running, net)))
+        let (d, running) = start_dataplane(&args)?;
+        (d, Some(running))
     };
     let opts = ServeOptions {
         config_path: args.config_path,
@@ -359,40 +357,16 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         maglev_size: args.maglev_size,
         dsr_ipip: args.dsr_ipip,
     };
-    let api = Arc::new(daemon::prepare(
-        &opts,
-        dataplane,
-        Some((args.log_level, setter)),
-    )?);
+    let daemon = daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?;
     let served = rt.block_on(async {
-        xlb_control::health::spawn(api.clone());
-        if let Some((_, net)) = &running {
-            // Retry unresolved next hops, and re-resolve all of them now and
-            // then so changed neighbour MACs reach the tables.
-            let (api, net) = (api.clone(), net.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-                let mut rounds = 0u32;
-                loop {
-                    tick.tick().await;
-                    rounds += 1;
-                    // Every 30 s, or as soon as a neighbour's MAC changed.
-                    let full = rounds.is_multiple_of(15) || net.take_changed();
-                    if full {
-                        net.forget();
-                    }
-                    if full || net.missing_next_hops() {
-                        let mut st = api.state().lock().await;
-                        if let Err(e) = st.refresh() {
-                            tracing::warn!("refreshing next hops: {e}");
-                        }
-                    }
-                }
-            });
-        }
-        daemon::serve(&opts, api, shutdown_signal()).await
+        xlb_control::health::spawn(daemon.controller.handle());
+        daemon::serve(&opts, daemon.api.clone(), shutdown_signal()).await
     });
-    if let Some((running, _)) = running {
+    // The API and the prober are done: stop the controller, then take xlb's
+    // addresses off the host.
+    drop(rt);
+    drop(daemon);
+    if let Some(running) = running {
         running.shutdown();
     }
     served?;
@@ -401,16 +375,14 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
 }
 
 /// Start the AF_XDP workers on `args.iface`.
-fn start_dataplane(
-    args: &RunArgs,
-) -> anyhow::Result<(Dataplane, Arc<afxdp::Running>, Arc<afxdp::KernelNet>)> {
+fn start_dataplane(args: &RunArgs) -> anyhow::Result<(Dataplane, Arc<afxdp::Running>)> {
     let opts = afxdp::DataplaneOptions {
         ifaces: args.iface.clone(),
         queues: args.queues,
         cores: (!args.cores.is_empty()).then(|| args.cores.clone()),
         xdp_mode: match args.xdp_mode {
-            XdpMode::Auto | XdpMode::Native => xlb_bpf::XdpMode::Native,
-            XdpMode::Generic => xlb_bpf::XdpMode::Generic,
+            XdpMode::Auto | XdpMode::Native => xlb_io::XdpMode::Native,
+            XdpMode::Generic => xlb_io::XdpMode::Generic,
         },
         busy_poll: args.busy_poll,
         conntrack_buckets: args.conntrack_buckets,
@@ -568,8 +540,8 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
             );
         }
         ClientCmd::CheckConfig { config_path } => {
-            let mut state = xlb_control::state::ControlState::new(
-                TablesHandle::new(),
+            let mut state = ControlState::new(
+                Arc::new(Unattached::default()),
                 Arc::new(StaticNet::default()),
             );
             let report = config::load(&mut state, &config_path);
@@ -594,7 +566,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run(args) => run(args, cli.api_token),
-        Cmd::Openapi => print_json(&xlb_control::openapi::document()),
+        Cmd::Openapi => print_json(&xlb_control::api::openapi::document()),
         Cmd::Client(cmd) => {
             let client = Client::new(&cli.api_server, cli.api_token);
             match cli.ca_cert {

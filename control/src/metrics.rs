@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
-use crate::env::DataplaneView;
-use crate::state::ControlState;
+use crate::controller::{ControlState, EndpointRow};
+use crate::dataplane::{DataplaneView, WorkerStats};
 
 /// Content type of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -46,11 +46,7 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
         "gauge",
         "Generation of the table snapshot the dataplane reads.",
     );
-    o.sample(
-        "xlb_tables_generation",
-        &[],
-        state.handle().current().generation,
-    );
+    o.sample("xlb_tables_generation", &[], state.tables().generation);
 
     let rows = state.endpoint_rows(view);
     let active = rows.iter().filter(|r| r.up).count() as u64;
@@ -61,7 +57,7 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
         &[("state", "inactive")],
         rows.len() as u64 - active,
     );
-    let label = |r: &crate::state::EndpointRow<'_>| {
+    let label = |r: &EndpointRow<'_>| {
         let k = r.rule.service.key;
         let rule = if k.port_max != k.port_min {
             format!("{}:{}-{}/{}", k.vip, k.port_min, k.port_max, k.proto.name())
@@ -76,7 +72,7 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
             "xlb_endpoint_up",
             "gauge",
             "1 if the endpoint takes new flows, 0 if health probing marked it down.",
-            (|r: &crate::state::EndpointRow<'_>| u64::from(r.up)) as fn(&_) -> u64,
+            (|r: &EndpointRow<'_>| u64::from(r.up)) as fn(&_) -> u64,
         ),
         (
             "xlb_endpoint_packets_total",
@@ -107,7 +103,7 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
         (
             "xlb_worker_rx_packets_total",
             "Frames received.",
-            (|w: &crate::env::WorkerStats| w.rx_packets) as fn(&_) -> u64,
+            (|w: &WorkerStats| w.rx_packets) as fn(&_) -> u64,
         ),
         ("xlb_worker_rx_bytes_total", "Bytes received.", |w| {
             w.rx_bytes

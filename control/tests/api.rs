@@ -5,8 +5,8 @@ mod common;
 
 use common::{handler_error, rule, Harness, SUCCESS};
 use serde_json::json;
-use xlb_control::env::{CtEntry, WorkerStats};
-use xlb_control::state::ProbeStatus;
+use xlb_control::controller::{Command, ProbeStatus};
+use xlb_control::dataplane::{CtEntry, WorkerStats};
 use xlb_dataplane::pipeline::FastPathExit;
 use xlb_dataplane::tables::{EndpointState, L4Proto};
 use xlb_dataplane::DropReason;
@@ -656,16 +656,15 @@ async fn endpoint_state_and_counters_come_from_the_dataplane_and_probes() {
     // A failed probe takes the endpoint down in GET and in the tables.
     let g = h.generation();
     h.api
-        .state()
-        .lock()
-        .await
-        .set_probe_status(
-            "10.0.0.2_tcp_8080",
+        .control()
+        .apply(Command::ProbeResults(vec![(
+            "10.0.0.2_tcp_8080".to_string(),
             ProbeStatus {
                 ok: false,
                 delays: Default::default(),
             },
-        )
+        )]))
+        .await
         .expect("accepted");
     assert_eq!(h.generation(), g + 1);
     let got = h.get(LB_ALL).await.json();
@@ -837,16 +836,15 @@ async fn endpoint_host_state_holds_and_releases_endpoints() {
 
     // A passing probe does not override the operator.
     h.api
-        .state()
-        .lock()
-        .await
-        .set_probe_status(
-            "10.0.0.1_tcp_8080",
+        .control()
+        .apply(Command::ProbeResults(vec![(
+            "10.0.0.1_tcp_8080".to_string(),
             ProbeStatus {
                 ok: true,
                 delays: Default::default(),
             },
-        )
+        )]))
+        .await
         .expect("accepted");
     assert_eq!(down_in_tables(&h), 2);
 
@@ -1182,7 +1180,7 @@ async fn bearer_auth_when_enabled() {
 fn published_openapi_document_is_current() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
     let file = std::fs::read_to_string(path).expect("control/openapi.json");
-    let want = serde_json::to_string_pretty(&xlb_control::openapi::document()).expect("json");
+    let want = serde_json::to_string_pretty(&xlb_control::api::openapi::document()).expect("json");
     assert_eq!(
         file.trim_end(),
         want,

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use common::Harness;
 use serde_json::json;
 use xlb_control::config::{self, ConfigError};
-use xlb_control::daemon::{self, Dataplane, ServeOptions};
-use xlb_control::env::{StaticNet, StaticView};
-use xlb_control::state::{ControlState, MaglevSize};
+use xlb_control::controller::{self, ControlState, Controller, MaglevSize, RuleOp};
+use xlb_control::daemon::{self, ServeOptions};
+use xlb_control::dataplane::{Dataplane, StaticNet, StaticView, Unattached};
 use xlb_dataplane::net::Ip16;
 use xlb_dataplane::tables::{NatMode, Selection, TablesHandle};
 
@@ -24,17 +24,8 @@ fn k3s_dir() -> PathBuf {
 /// A harness whose state was loaded from `dir` (as `xlb run` does at start).
 fn harness_from(dir: &Path) -> (Harness, config::LoadReport) {
     let mut report = None;
-    let h = Harness::with(|api| {
-        let mut st = futures_lock(&api);
-        report = Some(config::load(&mut st, dir));
-        drop(st);
-        api
-    });
+    let h = Harness::with_state(|st| report = Some(config::load(st, dir)), |api| api);
     (h, report.expect("loaded"))
-}
-
-fn futures_lock(api: &xlb_control::api::Api) -> tokio::sync::MutexGuard<'_, ControlState> {
-    api.state().try_lock().expect("uncontended at start")
 }
 
 #[tokio::test]
@@ -425,9 +416,9 @@ async fn daemon_prepare_and_serve_over_tcp() {
         maglev_size: MaglevSize::default(),
         dsr_ipip: false,
     };
-    let dp = Dataplane::none();
-    let handle = dp.handle.clone();
-    let api = daemon::prepare(&opts, dp, None).expect("clean config");
+    let handle = TablesHandle::new();
+    let dp = Dataplane::unattached(handle.clone());
+    let prepared = daemon::prepare(&opts, dp, None).expect("clean config");
     assert_eq!(
         handle.current().services.len(),
         1,
@@ -438,7 +429,7 @@ async fn daemon_prepare_and_serve_over_tcp() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(daemon::serve_on(listener, api, async {
+    let server = tokio::spawn(daemon::serve_on(listener, prepared.api.clone(), async {
         let _ = rx.await;
     }));
     let body = tokio::task::spawn_blocking(move || {
@@ -478,8 +469,8 @@ fn snat_addrs_option_sets_the_full_nat_source_and_bad_ones_are_refused() {
         maglev_size: MaglevSize::default(),
         dsr_ipip: false,
     };
-    let dp = Dataplane::none();
-    let handle = dp.handle.clone();
+    let handle = TablesHandle::new();
+    let dp = Dataplane::unattached(handle.clone());
     daemon::prepare(&opts, dp, None).expect("starts");
     let t = handle.current();
     // The guide's rule is full NAT: every endpoint is sourced from the first
@@ -589,9 +580,9 @@ fn maglev_size_and_dsr_ipip_options_reach_the_tables() {
         maglev_size: "1009".parse().expect("a prime in range"),
         dsr_ipip: true,
     };
-    let dp = Dataplane::none();
-    let handle = dp.handle.clone();
-    let api = daemon::prepare(&opts, dp, None).expect("starts");
+    let handle = TablesHandle::new();
+    let dp = Dataplane::unattached(handle.clone());
+    let prepared = daemon::prepare(&opts, dp, None).expect("starts");
     let check = |n: usize| {
         let t = handle.current();
         assert_eq!(t.services.len(), n);
@@ -608,11 +599,24 @@ fn maglev_size_and_dsr_ipip_options_reach_the_tables() {
     };
     check(2);
     // A rule posted later goes through an incremental update: the same.
-    config::apply_rule(&mut futures_lock(&api), rule("192.0.2.3", 3)).expect("accepted");
+    let posted =
+        xlb_control::model::parse_value::<xlb_control::model::LbRule>(rule("192.0.2.3", 3))
+            .expect("parsed")
+            .validate()
+            .expect("valid");
+    prepared
+        .controller
+        .handle()
+        .apply_blocking(controller::Command::Rule(RuleOp::Post(Box::new(posted))))
+        .expect("accepted");
     check(3);
     // GET shows what the rules say, not the daemon's default.
     let view = StaticView::new();
-    let shown = futures_lock(&api).rules_view(&view);
+    let shown = prepared
+        .controller
+        .handle()
+        .read_blocking(move |st| st.rules_view(&view))
+        .expect("read");
     assert!(shown.iter().all(|r| !r.serviceargs.dsripip));
 }
 
@@ -752,10 +756,15 @@ async fn https_with_cert_and_key() {
     assert!(xlb_control::tls::acceptor(&cert, &dir.path().join("none")).is_err());
     let acceptor = xlb_control::tls::acceptor(&cert, &key).expect("usable pair");
 
-    let api = xlb_control::api::Api::new(
-        ControlState::new(TablesHandle::new(), Arc::new(StaticNet::default())),
+    let controller = Controller::start(ControlState::new(
+        Arc::new(Unattached::default()),
+        Arc::new(StaticNet::default()),
+    ))
+    .expect("controller");
+    let api = Arc::new(xlb_control::api::Api::new(
+        controller.handle(),
         Arc::new(StaticView::new()),
-    );
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -42,8 +42,8 @@ async fn queued_requests_make_one_snapshot_and_are_answered_one_by_one() {
     assert_eq!(r.status, 200, "{}", r.body);
     let g0 = h.generation();
 
-    // Hold the state (as a long table build would) while requests arrive.
-    let held = h.api.state().lock().await;
+    // Hold the controller (as a long table build would) while requests arrive.
+    let held = h.api.control().pause();
     let requests: Vec<(&'static str, String, Option<String>)> = vec![
         // new rule: taken
         ("POST", LB.into(), Some(rule("192.0.2.2", 80, &[("10.0.0.2", 8080)]))),
@@ -75,7 +75,7 @@ async fn queued_requests_make_one_snapshot_and_are_answered_one_by_one() {
         // Queue them in this order.
         let want = tasks.len();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while h.api.queued() < want {
+        while h.api.control().queued() < want {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "request did not queue"
@@ -83,7 +83,7 @@ async fn queued_requests_make_one_snapshot_and_are_answered_one_by_one() {
             tokio::task::yield_now().await;
         }
     }
-    assert_eq!(h.api.queued(), n);
+    assert_eq!(h.api.control().queued(), n);
     assert_eq!(
         h.generation(),
         g0,
@@ -108,7 +108,7 @@ async fn queued_requests_make_one_snapshot_and_are_answered_one_by_one() {
     assert_eq!(answers[5], (200, SUCCESS.to_string()));
 
     assert_eq!(h.generation(), g0 + 1, "one snapshot for the whole group");
-    assert_eq!(h.api.queued(), 0);
+    assert_eq!(h.api.control().queued(), 0);
     let all = h.get(&format!("{LB}/all")).await.json();
     let mut vips: Vec<String> = all["lbAttr"]
         .as_array()
@@ -141,7 +141,7 @@ async fn a_group_of_refused_requests_publishes_nothing() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let before = h.snapshot().await;
-    let held = h.api.state().lock().await;
+    let held = h.api.control().pause();
     let mut tasks = Vec::new();
     for _ in 0..3 {
         tasks.push(tokio::spawn(send(
@@ -152,7 +152,7 @@ async fn a_group_of_refused_requests_publishes_nothing() {
         )));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while h.api.queued() < 3 {
+    while h.api.control().queued() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "requests did not queue"
@@ -173,7 +173,7 @@ async fn a_group_of_refused_requests_publishes_nothing() {
 #[tokio::test]
 async fn a_request_withdrawn_before_it_is_applied_is_not_applied_later() {
     let h = Harness::new();
-    let held = h.api.state().lock().await;
+    let held = h.api.control().pause();
     let task = tokio::spawn(send(
         h.router.clone(),
         "POST",
@@ -181,7 +181,7 @@ async fn a_request_withdrawn_before_it_is_applied_is_not_applied_later() {
         Some(rule("192.0.2.5", 80, &[("10.0.0.1", 8080)])),
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while h.api.queued() < 1 {
+    while h.api.control().queued() < 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "request did not queue"
@@ -191,7 +191,7 @@ async fn a_request_withdrawn_before_it_is_applied_is_not_applied_later() {
     // The client goes away: its handler is dropped.
     task.abort();
     let _ = task.await;
-    assert_eq!(h.api.queued(), 0, "withdrawn from the queue");
+    assert_eq!(h.api.control().queued(), 0, "withdrawn from the queue");
     drop(held);
     let r = h
         .post(LB, &rule("192.0.2.6", 80, &[("10.0.0.1", 8080)]))

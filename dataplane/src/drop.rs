@@ -1,6 +1,6 @@
 //! The one numbered list of reasons a packet is dropped. The numbers are
 //! stable: they appear in metrics (`reason` label). The XDP program
-//! (`bpf/src/bpf/xlb.bpf.c`) drops nothing itself — it steers what xlb owns to
+//! (`bpf/xlb.bpf.c`) drops nothing itself — it steers what xlb owns to
 //! user space and passes the rest — so every drop is counted here.
 
 /// Why a frame was dropped. `repr(u8)`; values never change once released.

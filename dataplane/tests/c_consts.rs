@@ -11,7 +11,7 @@ use xlb_dataplane::wire::{ethernet::ethertype, icmp, ipv4, ipv6, proto};
 
 /// Where the XDP program's headers are, from this crate's directory (the
 /// one place to change if they move).
-const C_HEADERS: &str = "../bpf/src/bpf";
+const C_HEADERS: &str = "../bpf";
 
 /// The headers' text, by file name.
 fn headers() -> Vec<(String, String)> {

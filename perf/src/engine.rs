@@ -5,20 +5,46 @@
 //! thread reads once a second; the loops never print.
 
 use std::net::IpAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use xlb_bpf::monotonic_ns;
+use xlb_io::{monotonic_ns, FramePool, XskConfig, XskIo};
 
 use crate::frames::{l4_checksum_ok, stamp_of, Stamp, Templates};
 use crate::pace::Pacer;
-use crate::stats::{LatencySummary, LossReport, RxStats};
-use crate::xsk::XskPort;
+use crate::report::stats::{LatencySummary, LossReport, RxStats};
 
 /// Hard ceiling on any run.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
+
+/// UMEM chunk size of the generator's sockets (holds a 1518-byte frame).
+pub const FRAME_SIZE: u32 = 2048;
+
+/// UMEM frames of the receiver's socket.
+const RX_FRAMES: u32 = 8192;
+
+/// The generator's AF_XDP socket on (`iface`, `queue`): one UMEM of `frames`
+/// frames (rounded to a power of two in 256..=65536) and one socket, through
+/// which [`FramePool`] sends and receives (port 0).
+///
+/// One `sendto` per kick, not the workers' loop that drains the ring: the
+/// sender kicks after every batch and while it waits, which is how its
+/// offered rates have always been measured.
+fn open_socket(iface: &str, queue: u32, frames: u32) -> Result<(FramePool<XskIo>, RawFd)> {
+    let cfg = XskConfig {
+        frame_count: frames.clamp(256, 1 << 16).next_power_of_two(),
+        frame_size: FRAME_SIZE,
+        busy_poll_budget: None,
+        max_kicks: 1,
+    };
+    let (io, fds) = XskIo::create(&[iface.to_string()], queue, &cfg)
+        .with_context(|| format!("AF_XDP socket on {iface} queue {queue}"))?;
+    let fd = *fds.first().context("XskIo made no socket")?;
+    Ok((FramePool::new(io), fd))
+}
 
 /// Live counters shared with the progress reporter.
 #[derive(Debug, Default)]
@@ -77,11 +103,12 @@ pub fn run_tx(
     if job.flows.is_empty() {
         return Ok(TxResult::default());
     }
-    let mut port = XskPort::open(&job.iface, job.queue, job.frames, false)
+    let (mut port, _) = open_socket(&job.iface, job.queue, job.frames)
         .with_context(|| format!("TX socket on {} queue {}", job.iface, job.queue))?;
     let mut seqs = vec![0u32; job.flows.len()];
     let mut per_flow = vec![0u64; templates.flows() as usize];
-    let mut batch_flows: Vec<usize> = Vec::with_capacity(job.batch);
+    // (flow index, frame length) of each frame written in a batch.
+    let mut batch: Vec<(usize, u64)> = Vec::with_capacity(job.batch);
     let mut cursor = 0usize;
     let (mut sent, mut bytes) = (0u64, 0u64);
     let start = monotonic_ns();
@@ -89,10 +116,10 @@ pub fn run_tx(
     let mut pacer = Pacer::new(job.rate, job.batch as u32, start);
     let mut now = start;
     while sent < job.count && now < end && !stop.load(Ordering::Relaxed) {
-        port.reclaim();
+        port.reclaim(0);
         let allow = pacer.allowance(now).min(job.count - sent) as usize;
         if allow == 0 {
-            port.kick();
+            port.kick(0);
             let w = pacer.wait_ns(now);
             if w > 100_000 {
                 std::thread::sleep(Duration::from_nanos(w - 50_000));
@@ -107,11 +134,10 @@ pub fn run_tx(
             now = monotonic_ns();
             continue;
         }
-        batch_flows.clear();
+        batch.clear();
         let saved = cursor;
         let ts = now;
-        let mut batch_bytes = 0u64;
-        let n = port.send(allow, |_, buf| {
+        let n = port.send(0, allow, |_, buf| {
             let fi = cursor;
             cursor = if cursor + 1 == job.flows.len() {
                 0
@@ -127,35 +153,34 @@ pub fn run_tx(
             let len = templates.write(u64::from(seq), &st, buf);
             if len > 0 {
                 seqs[fi] = seq.wrapping_add(1);
-                batch_flows.push(fi);
-                batch_bytes += len as u64;
+                batch.push((fi, len as u64));
             }
             len
         });
-        if n == batch_flows.len() {
-            for &fi in &batch_flows {
-                per_flow[job.flows[fi] as usize] += 1;
-            }
-            sent += n as u64;
-            bytes += batch_bytes;
-            pacer.sent(n as u64);
-            progress.tx.fetch_add(n as u64, Ordering::Relaxed);
-        } else {
-            // Nothing went out (the ring's all-or-nothing reservation):
-            // undo the sequence numbers so the flows stay gap-free.
-            for &fi in &batch_flows {
+        // `send` puts a prefix of the written frames on the TX ring: all of
+        // them, as it sizes the batch to the ring's room. Count that prefix;
+        // should any rest stay behind, undo its sequence numbers so the
+        // flows stay gap-free, and start the next batch at its first flow.
+        for &(fi, len) in &batch[..n] {
+            per_flow[job.flows[fi] as usize] += 1;
+            bytes += len;
+        }
+        if n < batch.len() {
+            for &(fi, _) in &batch[n..] {
                 seqs[fi] = seqs[fi].wrapping_sub(1);
             }
-            cursor = saved;
-            debug_assert_eq!(n, 0);
+            cursor = (saved + n) % job.flows.len();
         }
+        sent += n as u64;
+        pacer.sent(n as u64);
+        progress.tx.fetch_add(n as u64, Ordering::Relaxed);
         now = monotonic_ns();
     }
     // Let the kernel finish what is on the ring (bounded).
     let drain_end = monotonic_ns() + 200_000_000;
-    while port.in_flight() > 0 && monotonic_ns() < drain_end {
-        port.kick();
-        if port.reclaim() == 0 {
+    while port.in_flight(0) > 0 && monotonic_ns() < drain_end {
+        port.kick(0);
+        if port.reclaim(0) == 0 {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
@@ -165,7 +190,7 @@ pub fn run_tx(
         per_flow,
         elapsed_ns: monotonic_ns().saturating_sub(start),
         forgiven: pacer.forgiven(),
-        unfinished: u64::from(port.in_flight()),
+        unfinished: u64::from(port.in_flight(0)),
     })
 }
 
@@ -235,9 +260,9 @@ fn account_frame(
 /// The receive side of an AF_XDP socket: xlb's steering program redirects
 /// UDP/TCP to `addrs` (any port) into the socket; everything else passes.
 pub struct XdpRx {
-    port: XskPort,
+    port: FramePool<XskIo>,
     // Kept alive for the program's lifetime; detached on drop.
-    _prog: xlb_bpf::XdpProgram,
+    _prog: xlb_io::XdpProgram,
 }
 
 impl std::fmt::Debug for XdpRx {
@@ -292,14 +317,15 @@ pub fn sink_tables(addrs: &[IpAddr]) -> Result<xlb_dataplane::tables::Tables> {
 impl XdpRx {
     /// Attach the steering program to `iface`, steer `addrs` to a socket on `queue`.
     pub fn open(iface: &str, queue: u32, addrs: &[IpAddr]) -> Result<XdpRx> {
-        let ifindex = xlb_bpf::netinfo::ifindex(iface)?;
-        let prog = xlb_bpf::XdpProgram::load_and_attach(ifindex, xlb_bpf::XdpMode::Native)
+        let ifindex = xlb_io::kernel::netinfo::ifindex(iface)?;
+        let prog = xlb_io::XdpProgram::load_and_attach(ifindex, xlb_io::XdpMode::Native)
             .context("attaching the steering program for RX")?;
-        let mut sync = xlb_bpf::MapSync::new(prog.steering_maps()?);
+        let mut sync = xlb_io::MapSync::new(prog.steering_maps()?);
         sync.sync(&sink_tables(addrs)?)?;
-        let port = XskPort::open(iface, queue, 8192, true)
+        let (mut port, fd) = open_socket(iface, queue, RX_FRAMES)
             .with_context(|| format!("RX socket on {iface} queue {queue}"))?;
-        prog.register_socket(queue, port.fd())?;
+        port.refill(0);
+        prog.register_socket(queue, fd)?;
         Ok(XdpRx { port, _prog: prog })
     }
 }
@@ -327,18 +353,19 @@ pub fn run_rx(
                     break;
                 }
                 let before = st.packets;
-                let n = rx.port.recv(64, |f| {
+                let n = rx.port.recv(0, 64, |f| {
                     account_frame(&mut st, f, now, job.verify, &mut first, &mut last)
                 });
                 if n == 0 {
-                    rx.port.wait_rx(10);
+                    let _ = rx.port.wait(10);
                 } else {
                     progress
                         .rx
                         .fetch_add(st.packets - before, Ordering::Relaxed);
                 }
             }
-            res.kernel_drops = rx.port.kernel_rx_drops();
+            let d = rx.port.device_stats();
+            res.kernel_drops = (d.rx_ring_full, d.fill_ring_empty, d.rx_dropped);
         }
         RxMode::Raw => {
             let sock = crate::raw::RawSocket::open(&job.iface)?;
@@ -407,7 +434,7 @@ pub struct RxSummary {
     pub kernel_drops: u64,
     /// Latency.
     pub latency: LatencySummary,
-    /// Latency CDF: (percent, ns) at [`crate::stats::CDF_POINTS`].
+    /// Latency CDF: (percent, ns) at [`crate::report::stats::CDF_POINTS`].
     pub latency_cdf: Vec<(f64, u64)>,
     /// CPU each RX thread ended on.
     pub cpus: Vec<i32>,
@@ -466,7 +493,7 @@ pub fn rx_summary(rs: &[RxResult], secs: Option<f64>, cpus: Vec<i32>) -> (RxSumm
             .map(|r| r.kernel_drops.0 + r.kernel_drops.1 + r.kernel_drops.2)
             .sum(),
         latency: all.latency.summary(),
-        latency_cdf: all.latency.cdf(&crate::stats::CDF_POINTS),
+        latency_cdf: all.latency.cdf(&crate::report::stats::CDF_POINTS),
         cpus,
     };
     (s, all)

@@ -6,6 +6,7 @@
 //!
 //! Names carry the pid (`xlbp-<pid>-<role>`, interfaces `xp<pid><role>`), so
 //! concurrent runs and other engineers' labs never collide.
+// Raw syscalls: setns(2), signals, scheduling (nice, affinity, current CPU).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -246,8 +247,14 @@ pub fn veth(
 ) -> Result<()> {
     veth_pair(ns_a, a, ns_b, b, queues)?;
     for (ns, i, cidr) in [(ns_a, a, cidr_a), (ns_b, b, cidr_b)] {
-        sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", i])?;
+        addr_add(ns, i, cidr)?;
     }
+    Ok(())
+}
+
+/// Add address `cidr` to `iface` in `ns`.
+pub fn addr_add(ns: &str, iface: &str, cidr: &str) -> Result<()> {
+    sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", iface])?;
     Ok(())
 }
 
@@ -344,4 +351,16 @@ pub fn rx_counters(ns: &str, iface: &str) -> Result<(u64, u64)> {
         rx["packets"].as_u64().unwrap_or(0),
         rx["dropped"].as_u64().unwrap_or(0),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ksoftirqd_of_each_cpu_is_found_with_its_nice() {
+        let (pid, nice) = ksoftirqd(0).expect("ksoftirqd/0 exists on Linux");
+        assert!(pid > 0 && (-20..=19).contains(&nice));
+        assert_eq!(ksoftirqd(100_000), None);
+    }
 }

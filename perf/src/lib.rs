@@ -1,23 +1,38 @@
 //! xlb-perf: `xlb-pktgen`, an AF_XDP traffic generator and receiver (per-flow
 //! sequence numbers and TX timestamps → loss, reordering, latency), and the
-//! side-by-side benchmark harness (`xlb-perf bench`) that runs xlb, a minimal
-//! AF_XDP forwarder and nftables DNAT on one namespaced topology.
+//! side-by-side benchmark harness (`xlb-perf bench`) that runs xlb and other
+//! balancers on one namespaced topology.
 //!
-//! `unsafe` lives only in [`xsk`] (UMEM frames and rings), [`raw`]
-//! (AF_PACKET syscalls), [`lab`] (setns, kill) and [`procs`] (kill,
-//! sysconf); every block says why it is sound.
-#![deny(unsafe_code)]
+//! Layout:
+//! - [`lab`] (network namespaces, veths, commands in a namespace) and
+//!   [`procs`] (processes the harness starts, where things ran);
+//! - the generator: [`frames`] (stamped frame templates), [`pace`],
+//!   [`engine`] (the TX and RX loops over xlb-io's `XskIo`, or [`raw`]
+//!   sockets) and [`pktgen`] (a run with its threads and summary);
+//! - [`topo`]: the namespaced topology, its addresses and placements;
+//! - [`contenders`]: xlb, the minimal AF_XDP forwarder, nftables, HAProxy,
+//!   nginx, each started and stopped on a topology;
+//! - [`suites`]: udp, tcp, flows, each a measurement of contenders;
+//! - [`report`]: the receive-side accounting and medians, charts, and the
+//!   Markdown/JSON files.
+//!
+//! Imports run one way: suites → contenders → topo → lab; the suites and
+//! the generator use report, which uses only lab and frames; no suite
+//! imports another.
+//!
+//! The generator's AF_XDP sockets are xlb-io's `XskIo`, driven through its
+//! `FramePool`. `unsafe` lives only in [`raw`] (AF_PACKET syscalls), [`lab`]
+//! (setns, kill) and [`procs`] (kill, sysconf); every block says why it is
+//! sound.
 
-pub mod bench;
-pub mod chart;
+pub mod contenders;
 pub mod engine;
-pub mod flows;
 pub mod frames;
 pub mod lab;
 pub mod pace;
 pub mod pktgen;
 pub mod procs;
 pub mod raw;
-pub mod stats;
-pub mod tcp;
-pub mod xsk;
+pub mod report;
+pub mod suites;
+pub mod topo;

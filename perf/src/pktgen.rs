@@ -17,7 +17,7 @@ use crate::engine::{
 };
 use crate::frames::{FlowSpec, Proto, SizeSpec, Templates};
 use crate::lab::{current_cpu, enter_netns, gettid, pin, renice};
-use crate::stats;
+use crate::report::stats;
 
 /// The sending side.
 #[derive(Debug, Clone)]
@@ -140,24 +140,24 @@ fn enter(ns: &Option<String>) -> Result<()> {
 }
 
 fn resolve_mac(dst: IpAddr) -> Result<MacAddr> {
-    let (dev, via) = xlb_bpf::netinfo::route_to(dst)?
+    let (dev, via) = xlb_io::kernel::netinfo::route_to(dst)?
         .ok_or_else(|| anyhow!("no route to {dst}; pass --dst-mac"))?;
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        if let Some(m) = xlb_bpf::netinfo::neighbours()?.get(&(via, dev.clone())) {
+        if let Some(m) = xlb_io::kernel::netinfo::neighbours()?.get(&(via, dev.clone())) {
             return Ok(*m);
         }
         if Instant::now() >= deadline {
             bail!("no neighbour entry for {via} on {dev}; pass --dst-mac");
         }
-        xlb_bpf::netinfo::trigger_resolution(via);
+        xlb_io::kernel::netinfo::trigger_resolution(via);
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Build the flow templates; call from a thread in the TX namespace.
 fn templates_for(o: &TxOpts) -> Result<Templates> {
-    let info = xlb_bpf::netinfo::iface_info(&o.iface)?;
+    let info = xlb_io::kernel::netinfo::iface_info(&o.iface)?;
     let src_ip = match o.src_ip {
         Some(a) => a,
         None => *info
@@ -260,7 +260,7 @@ pub fn run(tx: Option<&TxOpts>, rx: Option<&RxOpts>, live: bool) -> Result<Summa
                             renice(gettid(), n);
                         }
                         let addrs = if r.addrs.is_empty() {
-                            xlb_bpf::netinfo::iface_info(&r.iface)?.addrs
+                            xlb_io::kernel::netinfo::iface_info(&r.iface)?.addrs
                         } else {
                             r.addrs.clone()
                         };

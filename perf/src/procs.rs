@@ -9,6 +9,7 @@
 //! deletes them.
 //!
 //! [`Lab`]: crate::lab::Lab
+// Raw syscalls: signals to the processes the harness started, sysconf.
 #![allow(unsafe_code)]
 
 use std::path::Path;
@@ -376,7 +377,7 @@ pub fn machine() -> String {
     )
 }
 
-/// A short text for reports: "client cpu[0] 98 %; backends cpu[1] 40 %; …".
+/// A short text for reports: `client cpu[0] 98 %; backends cpu[1] 40 %; …`.
 pub fn placement_text(uses: &[ProcUse], cpus: &[CpuShare]) -> String {
     let mut s: Vec<String> = uses
         .iter()

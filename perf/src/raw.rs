@@ -1,5 +1,6 @@
 //! The receiver's fallback: an AF_PACKET raw socket on one interface
 //! (incoming frames only). Every syscall of it lives here.
+// Raw syscalls of the AF_PACKET socket (socket, bind, recv, poll).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -16,7 +17,7 @@ pub struct RawSocket {
 impl RawSocket {
     /// Open and bind to `iface` (all EtherTypes).
     pub fn open(iface: &str) -> Result<RawSocket> {
-        let ifindex = xlb_bpf::netinfo::ifindex(iface)?;
+        let ifindex = xlb_io::kernel::netinfo::ifindex(iface)?;
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2) call; the result is checked below.
         let fd = unsafe {

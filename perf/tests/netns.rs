@@ -6,11 +6,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use xlb_perf::bench::{BenchOpts, Contender, Placement, Topology};
 use xlb_perf::engine::RxMode;
 use xlb_perf::frames::{Proto, SizeSpec};
 use xlb_perf::lab::{self, Lab};
 use xlb_perf::pktgen::{run, RxOpts, TxOpts};
+use xlb_perf::suites::udp::{UdpContender, UdpOpts};
+use xlb_perf::topo::{Placement, Topology};
 
 fn pair(lab: &mut Lab) -> (String, String, String, String) {
     let a = lab.ns("a").expect("ns a");
@@ -113,10 +114,10 @@ fn a_single_flow_arrives_in_order_also_through_the_raw_socket_receiver() {
 fn quick_harness_runs_every_contender_and_writes_its_reports() {
     assert_eq!(lab::euid(), 0, "netns tests need root");
     let out = std::env::temp_dir().join(format!("xlb-perf-smoke-{}", std::process::id()));
-    let o = BenchOpts {
+    let o = UdpOpts {
         reps: 1,
         secs: 1.0,
-        contenders: vec![Contender::Xlb, Contender::Fwd, Contender::Nft],
+        contenders: vec![UdpContender::Xlb, UdpContender::Fwd, UdpContender::Nft],
         gen_cpu: 0,
         lb_cpu: 1 % std::thread::available_parallelism().map_or(1, |n| n.get()),
         rx_cpu: 0,
@@ -131,7 +132,7 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
         verbose: false,
     };
     let t0 = Instant::now();
-    let r = xlb_perf::bench::run(&o, "test").expect("bench --quick");
+    let r = xlb_perf::suites::udp::run(&o, "test").expect("bench --quick");
     assert!(
         t0.elapsed() < Duration::from_secs(120),
         "{:?}",
@@ -194,7 +195,7 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
         let x = r
             .summary
             .iter()
-            .find(|s| s.placement == p && s.contender == Contender::Xlb)
+            .find(|s| s.placement == p && s.contender == UdpContender::Xlb)
             .expect("xlb in every placement");
         assert_eq!(x.ratio_to_xlb, Some(1.0));
     }
@@ -245,7 +246,7 @@ fn leftovers(tag: &str) -> Vec<String> {
 
 #[test]
 fn quick_tcp_suite_measures_every_contender_and_leaves_nothing_behind() {
-    use xlb_perf::tcp::{TcpContender, TcpMode, TcpOpts};
+    use xlb_perf::suites::tcp::{TcpContender, TcpMode, TcpOpts};
     assert_eq!(lab::euid(), 0, "netns tests need root");
     let out = std::env::temp_dir().join(format!("xlb-perf-tcp-smoke-{}", std::process::id()));
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -265,7 +266,7 @@ fn quick_tcp_suite_measures_every_contender_and_leaves_nothing_behind() {
         verbose: false,
     };
     let t0 = Instant::now();
-    let r = xlb_perf::tcp::run(&o, "test").expect("tcp --quick");
+    let r = xlb_perf::suites::tcp::run(&o, "test").expect("tcp --quick");
     assert!(t0.elapsed() < Duration::from_secs(90), "{:?}", t0.elapsed());
     assert_eq!(r.summary.len(), 6);
     assert_eq!(r.runs.len(), 18, "three wrk runs per contender");
@@ -328,7 +329,7 @@ fn quick_tcp_suite_measures_every_contender_and_leaves_nothing_behind() {
 
 #[test]
 fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
-    use xlb_perf::flows::{FlowsContender, FlowsOpts};
+    use xlb_perf::suites::flows::{FlowsContender, FlowsOpts};
     assert_eq!(lab::euid(), 0, "netns tests need root");
     let out = std::env::temp_dir().join(format!("xlb-perf-flows-smoke-{}", std::process::id()));
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -358,7 +359,7 @@ fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
         verbose: false,
     };
     let t0 = Instant::now();
-    let r = xlb_perf::flows::run(&o, "test").expect("flows --quick");
+    let r = xlb_perf::suites::flows::run(&o, "test").expect("flows --quick");
     assert!(t0.elapsed() < Duration::from_secs(90), "{:?}", t0.elapsed());
     assert_eq!(r.runs.len(), 8, "four scenarios per contender");
     for c in [FlowsContender::Xlb, FlowsContender::Nft] {
@@ -430,7 +431,7 @@ fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
 
 #[test]
 fn kernel_conntrack_limits_are_raised_for_a_run_and_restored() {
-    use xlb_perf::flows::CtSizing;
+    use xlb_perf::contenders::nft::CtSizing;
     assert_eq!(lab::euid(), 0, "needs root");
     let read = |p: &str| -> u64 {
         std::fs::read_to_string(p)

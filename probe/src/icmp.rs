@@ -16,7 +16,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::time::Instant;
 
-use crate::methods::ProbeFailure;
+use crate::failure::ProbeFailure;
 
 const ECHO_REQUEST_V4: u8 = 8;
 const ECHO_REPLY_V4: u8 = 0;

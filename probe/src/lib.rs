@@ -20,9 +20,9 @@
 //!   receiver rebuild from a snapshot.
 //! - SCTP probes are refused with [`ProbeError::SctpUnsupported`] when the
 //!   kernel has no SCTP (no `sctp` module), so a rule can fall back to ping or none.
-#![deny(unsafe_code)]
 
 mod engine;
+mod failure;
 mod fmt;
 mod icmp;
 mod methods;

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
+pub use crate::failure::ProbeFailure;
 use crate::icmp;
 use crate::spec::{ProbeKind, ProbeSpec};
 
@@ -20,51 +21,6 @@ pub const UDP_PROBE_PAYLOAD: &[u8] = b"probe";
 /// Cap on an HTTP response head, and on a body read for comparison.
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
-
-/// Why one probe failed. Cheap to clone: it is kept as the entry's last error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProbeFailure {
-    /// no answer within the timeout
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// connection refused (TCP RST, or ICMP port unreachable for UDP)
-    #[error("connection refused")]
-    Refused,
-    /// the target is unreachable (ICMP error or no route)
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-    /// any other socket error
-    #[error("{0}")]
-    Io(String),
-    /// HTTP status other than 200
-    #[error("HTTP status {0}")]
-    Status(u16),
-    /// the reply did not match probeResp
-    #[error("reply does not match the expected response")]
-    Mismatch,
-    /// the HTTP answer could not be parsed
-    #[error("malformed HTTP response: {0}")]
-    BadHttp(&'static str),
-    /// TLS handshake failure
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// SCTP sockets cannot be created on this kernel
-    #[error("SCTP is unsupported on this kernel")]
-    SctpUnsupported,
-}
-
-impl From<io::Error> for ProbeFailure {
-    fn from(e: io::Error) -> Self {
-        match e.raw_os_error() {
-            Some(libc::ECONNREFUSED) => ProbeFailure::Refused,
-            Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN) => {
-                ProbeFailure::Unreachable(e.to_string())
-            }
-            _ if e.kind() == io::ErrorKind::ConnectionRefused => ProbeFailure::Refused,
-            _ => ProbeFailure::Io(e.to_string()),
-        }
-    }
-}
 
 /// Runs one probe of `spec` now and returns its delay (round trip for ping,
 /// the whole exchange otherwise), or why it failed, within `spec.timeout`.
@@ -561,13 +517,6 @@ async fn stream_connect(sock: Socket, addr: SocketAddr) -> Result<(), ProbeFailu
             return Ok(());
         }
     }
-}
-
-/// Shared so tests can build a matching server config from the same provider.
-pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
 }
 
 #[cfg(test)]

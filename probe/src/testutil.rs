@@ -192,7 +192,7 @@ pub async fn https_server(path: &'static str) -> (SocketAddr, Arc<HttpKnobs>, Jo
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     let ck = rcgen::generate_simple_self_signed(vec!["xlb-test.invalid".to_string()]).unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
-    let cfg = rustls::ServerConfig::builder_with_provider(crate::methods::provider())
+    let cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()

@@ -9,8 +9,6 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
-use crate::methods::provider;
-
 /// Accepts every certificate chain; checks only the handshake signatures.
 #[derive(Debug)]
 struct AcceptAnyCert(Arc<CryptoProvider>);
@@ -74,5 +72,12 @@ pub(crate) fn client_config() -> Arc<ClientConfig> {
                 .with_no_client_auth();
             Arc::new(cfg)
         })
+        .clone()
+}
+
+/// Shared so tests can build a matching server config from the same provider.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
         .clone()
 }

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, Request};
 use axum::Router;
 use tower::ServiceExt;
 use xlb_control::api::{router, Api};
-use xlb_control::env::{StaticNet, StaticView};
-use xlb_control::state::ControlState;
+use xlb_control::controller::{ControlState, Controller};
+use xlb_control::dataplane::{StaticNet, StaticView, Unattached};
 use xlb_dataplane::tables::TablesHandle;
 
 /// A response: status, headers, body text.
@@ -38,6 +38,7 @@ pub struct Harness {
     pub router: Router,
     pub handle: TablesHandle,
     pub view: Arc<StaticView>,
+    pub controller: Controller,
 }
 
 impl Harness {
@@ -46,15 +47,27 @@ impl Harness {
     }
 
     pub fn with(f: impl FnOnce(Api) -> Api) -> Harness {
+        Harness::with_state(|_| {}, f)
+    }
+
+    /// A harness whose state `init` prepared before the controller took it
+    /// (as `xlb run` loads its config files), with an API that `f` finished.
+    pub fn with_state(init: impl FnOnce(&mut ControlState), f: impl FnOnce(Api) -> Api) -> Harness {
         let handle = TablesHandle::new();
         let view = Arc::new(StaticView::new());
-        let state = ControlState::new(handle.clone(), Arc::new(StaticNet::default()));
-        let api = Arc::new(f(Api::new(state, view.clone())));
+        let mut state = ControlState::new(
+            Arc::new(Unattached::new(handle.clone())),
+            Arc::new(StaticNet::default()),
+        );
+        init(&mut state);
+        let controller = Controller::start(state).expect("controller thread");
+        let api = Arc::new(f(Api::new(controller.handle(), view.clone())));
         Harness {
             router: router(api.clone()),
             api,
             handle,
             view,
+            controller,
         }
     }
 

@@ -98,7 +98,7 @@ pub mod v6 {
 /// True for the error messages of family `v4` (ICMPv4 if true, ICMPv6
 /// otherwise) that embed an original datagram and that xlb translates for
 /// the flows it tracks: [`v4::is_error`] or [`v6::is_error`]. The one
-/// definition in the crate; the XDP program's (`bpf/src/bpf/xlb_parse.h`)
+/// definition in the crate; the XDP program's (`bpf/xlb_parse.h`)
 /// is checked against it by a test.
 #[inline]
 pub fn is_error(v4: bool, t: u8) -> bool {

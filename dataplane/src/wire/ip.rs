@@ -2,7 +2,7 @@
 //! "Assigned Internet Protocol Numbers", the IPv4 protocol field and the
 //! IPv6 next header alike) and where a packet sits in a fragmented
 //! datagram. The one place either is written down in Rust; the XDP
-//! program's copies (`bpf/src/bpf/xlb_consts.h`) are checked against these
+//! program's copies (`bpf/xlb_consts.h`) are checked against these
 //! by a test (`dataplane/tests/c_consts.rs`).
 
 /// IP protocol numbers. (IPv6 extension headers are in

@@ -10,9 +10,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xlb_perf::bench::{self, BenchOpts, Contender, Placement, Topology};
-use xlb_perf::flows::{self, FlowsContender, FlowsOpts};
-use xlb_perf::tcp::{self, TcpContender, TcpOpts};
+use xlb_perf::suites::flows::{self, FlowsContender, FlowsOpts};
+use xlb_perf::suites::tcp::{self, TcpContender, TcpOpts};
+use xlb_perf::suites::udp::{self, UdpContender, UdpOpts};
+use xlb_perf::topo::{Placement, Topology};
 
 /// The parts of the harness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,7 +103,7 @@ enum Cmd {
         secs: Option<f64>,
         /// Contenders (comma list).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "xlb,fwd,nft")]
-        contenders: Vec<Contender>,
+        contenders: Vec<UdpContender>,
         /// Generator CPU.
         #[arg(long, default_value_t = 0)]
         gen_cpu: usize,
@@ -238,7 +239,7 @@ fn main() -> Result<()> {
         } => {
             let reps = reps.unwrap_or(if quick { 1 } else { 3 });
             let t0 = std::time::Instant::now();
-            let o = BenchOpts {
+            let o = UdpOpts {
                 reps,
                 secs: secs.unwrap_or(if quick { 2.0 } else { 5.0 }),
                 contenders,
@@ -263,8 +264,8 @@ fn main() -> Result<()> {
             let mut heads = Vec::new();
             let head = |md: &str| md.split("\n## Runs").next().unwrap_or("").to_string();
             if suites.contains(&Suite::Udp) {
-                let r = bench::run(&o, &command)?;
-                let md = bench::markdown(&r);
+                let r = udp::run(&o, &command)?;
+                let md = udp::markdown(&r);
                 print!("{md}");
                 heads.push(head(&md));
             }

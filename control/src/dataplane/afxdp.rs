@@ -1,0 +1,305 @@
+//! The AF_XDP dataplane behind `xlb run`: starts one pipeline per NIC queue
+//! under the xlb-io runtime, and gives control what it needs from it
+//! ([`super::Dataplane`]): a [`Publisher`] that makes a snapshot live — the
+//! workers' tables, then the XDP steering maps, in that order, before it
+//! returns; then the addresses on `lo` in the background ([`super::host`]) —
+//! a [`DataplaneView`] over the workers' counters and connection tables,
+//! and the kernel's interfaces and neighbours ([`KernelNet`]).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use xlb_dataplane::conntrack::{flags, mode, Conntrack, ConntrackConfig, Kind};
+use xlb_dataplane::counters::CounterBlock;
+use xlb_dataplane::pipeline::{FastPathExit, Pipeline, Processor};
+use xlb_dataplane::tables::{EndpointId, L4Proto, Tables, TablesHandle};
+use xlb_dataplane::DropReason;
+use xlb_io::kernel::netinfo;
+use xlb_io::{Runtime, RuntimeConfig, XdpMode};
+
+use super::host::{self, Follower};
+use super::{CtEntry, Dataplane, DataplaneView, KernelNet, Publisher, WorkerStats};
+
+/// How often starting the runtime is tried when AF_XDP sockets are still busy.
+const START_ATTEMPTS: u32 = 20;
+
+/// Each worker's counter block, by worker index, as the workers are made.
+type WorkerCounters = Vec<(usize, Arc<CounterBlock>)>;
+
+/// How `xlb run` wants the dataplane.
+#[derive(Debug, Clone)]
+pub struct DataplaneOptions {
+    /// Interfaces to serve.
+    pub ifaces: Vec<String>,
+    /// Queues per interface (default: all the first interface has).
+    pub queues: Option<u32>,
+    /// Cores to pin workers to, in worker order.
+    pub cores: Option<Vec<usize>>,
+    /// XDP attach mode (native falls back to generic with a warning).
+    pub xdp_mode: XdpMode,
+    /// Spin instead of blocking when idle.
+    pub busy_poll: bool,
+    /// Connection-table buckets per worker (8 entries of 128 B each; a flow takes two).
+    pub conntrack_buckets: usize,
+}
+
+/// Why the dataplane did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// the interface list is empty
+    #[error("no interface given (--iface)")]
+    NoInterface,
+    /// the interface's queues could not be read
+    #[error("{0}")]
+    Queues(#[from] netinfo::NetInfoError),
+    /// the AF_XDP runtime refused to start
+    #[error("{0}")]
+    Runtime(#[from] xlb_io::RuntimeError),
+}
+
+/// The running dataplane. [`Running::shutdown`] removes the addresses xlb
+/// added to the host; dropping the last reference stops the workers and
+/// detaches XDP.
+pub struct Running {
+    /// Keeps the workers and XDP programs alive as long as the dataplane is.
+    runtime: Arc<Runtime>,
+    ct: Arc<Conntrack>,
+    counters: Vec<Arc<CounterBlock>>,
+    handle: TablesHandle,
+    host: Follower,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("workers", &self.counters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Start the workers and return what control plugs in, plus the running
+/// dataplane (to shut down at exit).
+pub fn start(opts: &DataplaneOptions) -> Result<(Dataplane, Arc<Running>), StartError> {
+    let first = opts.ifaces.first().ok_or(StartError::NoInterface)?;
+    let workers = match opts.queues {
+        Some(q) => q.max(1) as usize,
+        None => netinfo::rx_queues(first)? as usize,
+    };
+    host::reserve_nat_ports();
+    let handle = TablesHandle::new();
+    let ct = Arc::new(Conntrack::new(
+        workers,
+        ConntrackConfig {
+            buckets_per_shard: opts.conntrack_buckets,
+        },
+    ));
+    let counters: Arc<Mutex<WorkerCounters>> = Arc::default();
+    let cfg = RuntimeConfig {
+        ifaces: opts.ifaces.clone(),
+        queues: opts.queues,
+        cores: opts.cores.clone(),
+        xdp_mode: opts.xdp_mode,
+        busy_poll: opts.busy_poll,
+        ..RuntimeConfig::default()
+    };
+    // After a crash the kernel releases the dead process's AF_XDP sockets a
+    // little later; until then binding the same queue fails. Retry for a while
+    // (a supervisor restarting xlb at once hits exactly this).
+    let mut attempt = 0;
+    let runtime = loop {
+        attempt += 1;
+        counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let made = counters.clone();
+        let ct_for_workers = ct.clone();
+        match Runtime::start(cfg.clone(), handle.clone(), move |w| {
+            let p = Pipeline::new(w, workers, &ct_for_workers);
+            made.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((w, p.counters()));
+            Box::new(p) as Box<dyn Processor + Send>
+        }) {
+            Ok(rt) => break rt,
+            Err(e) if attempt < START_ATTEMPTS && e.to_string().contains("AF_XDP socket") => {
+                tracing::warn!(attempt, "starting the dataplane: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut counters = std::mem::take(&mut *counters.lock().unwrap_or_else(|e| e.into_inner()));
+    counters.sort_by_key(|(w, _)| *w);
+    let runtime = Arc::new(runtime);
+    let net = KernelNet::new(runtime.port_specs());
+    tracing::info!(
+        ifaces = ?opts.ifaces,
+        workers,
+        ports = ?runtime.ports().iter().map(|p| (&p.iface.name, p.xdp_mode)).collect::<Vec<_>>(),
+        "dataplane started"
+    );
+    let running = Arc::new(Running {
+        host: Follower::start(runtime.clone()),
+        runtime,
+        ct,
+        counters: counters.into_iter().map(|(_, c)| c).collect(),
+        handle,
+    });
+    let dataplane = Dataplane {
+        publisher: running.clone(),
+        view: running.clone(),
+        net,
+    };
+    Ok((dataplane, running))
+}
+
+impl Running {
+    /// Remove the addresses xlb added to `lo`. The workers stop and the XDP
+    /// programs are detached when the last reference to the runtime drops
+    /// (the API's view holds one until exit).
+    pub fn shutdown(&self) {
+        self.host.stop();
+    }
+}
+
+impl Publisher for Running {
+    fn current(&self) -> Arc<Tables> {
+        self.handle.current()
+    }
+
+    /// Tables first, then the steering maps (so the workers know a VIP
+    /// before its packets are steered to them), synchronously: when this
+    /// returns, traffic for the snapshot's VIPs reaches the workers. The
+    /// addresses on `lo` follow in the background.
+    fn publish(&self, tables: Tables) {
+        let stale = match self.runtime.publish(&self.handle, tables) {
+            Ok(r) => {
+                tracing::debug!(?r, "steering maps synced");
+                false
+            }
+            Err(e) => {
+                tracing::error!("syncing the XDP steering maps: {e}; retrying");
+                true
+            }
+        };
+        self.host.published(self.handle.current(), stale);
+    }
+}
+
+impl DataplaneView for Running {
+    fn endpoint_counters(&self, id: EndpointId) -> (u64, u64) {
+        self.counters.iter().fold((0, 0), |(p, b), c| {
+            let (cp, cb) = c.endpoint(id);
+            (p + cp, b + cb)
+        })
+    }
+
+    fn conntrack(&self) -> Vec<CtEntry> {
+        let t = self.handle.current();
+        let all = self.ct.dump();
+        let replies: HashMap<_, _> = all
+            .iter()
+            .filter(|f| f.data.kind == Kind::Reply)
+            .map(|f| (f.key, f))
+            .collect();
+        all.iter()
+            .filter(|f| f.data.kind == Kind::Forward)
+            .take(100_000)
+            .map(|f| {
+                let reply = replies.get(&f.data.partner_key(f.key.proto));
+                let rflags = reply.map_or(0, |r| r.data.flags);
+                let state = match f.key.proto {
+                    6 if (f.data.flags | rflags) & flags::RST != 0 => "closed",
+                    6 if f.data.flags & flags::FIN != 0 || rflags & flags::FIN != 0 => "fin-wait",
+                    6 if rflags & flags::SEEN != 0 || f.data.flags & flags::ACK != 0 => "est",
+                    6 => "syn-sent",
+                    _ if rflags & flags::SEEN != 0 => "est",
+                    _ => "new",
+                };
+                let act = match f.data.mode {
+                    mode::DNAT => "dnat",
+                    mode::ONE_ARM | mode::FULL_NAT => "fdnat",
+                    _ => "dsr",
+                };
+                let proto = match f.key.proto {
+                    6 => L4Proto::Tcp,
+                    17 => L4Proto::Udp,
+                    132 => L4Proto::Sctp,
+                    _ => L4Proto::Icmp,
+                };
+                CtEntry {
+                    src: f.key.src.into(),
+                    src_port: f.key.sport,
+                    dst: f.key.dst.into(),
+                    dst_port: f.key.dport,
+                    proto,
+                    state: state.into(),
+                    action: format!(
+                        "{act}-{}:{}",
+                        IpAddr::from(f.data.new_dst),
+                        f.data.new_dport
+                    ),
+                    packets: f.packets + reply.map_or(0, |r| r.packets),
+                    bytes: f.bytes + reply.map_or(0, |r| r.bytes),
+                    service: t
+                        .services
+                        .get(usize::from(f.data.service))
+                        .map(|s| s.spec.name.clone())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    fn worker_stats(&self) -> Vec<WorkerStats> {
+        let io = self.runtime.stats().workers;
+        self.counters
+            .iter()
+            .enumerate()
+            .map(|(w, c)| {
+                let d = io.get(w).cloned().unwrap_or_default();
+                (w, c, d)
+            })
+            .map(|(w, c, d)| WorkerStats {
+                worker: w as u32,
+                rx_packets: c.rx_packets.load(Ordering::Relaxed),
+                rx_bytes: c.rx_bytes.load(Ordering::Relaxed),
+                tx_packets: c.tx_packets.load(Ordering::Relaxed),
+                tx_bytes: c.tx_bytes.load(Ordering::Relaxed),
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|&r| (r, c.drops(r)))
+                    .filter(|&(_, v)| v > 0)
+                    .collect(),
+                // Worker w writes shard w.
+                ct_entries: self.ct.used_in(w),
+                ct_capacity: self.ct.capacity_in(w) as u64,
+                io_drops: vec![
+                    ("tx_ring_full", d.tx_ring_full),
+                    ("bad_port", d.bad_port),
+                    ("kernel_rx_ring_full", d.kernel_rx_ring_full),
+                    ("kernel_fill_ring_empty", d.kernel_fill_ring_empty),
+                    ("kernel_rx_dropped", d.kernel_rx_dropped),
+                    ("kernel_tx_invalid", d.kernel_tx_invalid),
+                ],
+                tx_deferred: d.tx_deferred,
+                flows_evicted: c.flows_evicted.load(Ordering::Relaxed),
+                fast_path_exits: FastPathExit::ALL
+                    .iter()
+                    .map(|&e| (e, c.fast_path_exit(e)))
+                    .filter(|&(_, v)| v > 0)
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Running {
+    /// Whatever way the daemon ends, xlb's addresses leave `lo` (and the
+    /// follower's reference to the runtime goes, so the workers stop and
+    /// the XDP programs are detached when the rest of it drops).
+    fn drop(&mut self) {
+        self.host.stop();
+    }
+}

@@ -1,0 +1,17 @@
+//! What xlb asks of the kernel outside the packet path: interfaces,
+//! addresses and next hops ([`netinfo`]), routes ([`route`]) and neighbours
+//! ([`neigh`]) over rtnetlink, the NAPI settings busy polling wants
+//! ([`napi`]), and the raw syscalls the crate makes (`sys`).
+//!
+//! Everything acts on the calling thread's network namespace. Dependencies
+//! run one way: `netinfo` and `napi` build on the others, `neigh` and
+//! `route` on the shared rtnetlink plumbing, `sys` on nothing.
+
+pub mod napi;
+pub mod neigh;
+pub mod netinfo;
+mod netlink;
+pub mod route;
+pub(crate) mod sys;
+
+pub use netlink::NetlinkError;
