@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use crate::api::{router, Api, LogLevelSetter};
 use crate::config;
-use crate::controller::{Command, ControlHandle, ControlState, Controller, MaglevSize};
-use crate::dataplane::Dataplane;
+use crate::controller::{Command, ControlState, Controller, MaglevSize};
+use crate::dataplane::{Dataplane, Publisher};
 use crate::error::RuleError;
+use xlb_dataplane::tables::HoldGate;
 
 /// Options of `xlb run` that the control plane uses.
 #[derive(Debug, Clone)]
@@ -68,12 +69,21 @@ pub enum DaemonError {
 /// A prepared daemon: the controller that owns the state, and the API that
 /// is its client. Keep it alive while serving; dropping it stops the
 /// controller.
-#[derive(Debug)]
 pub struct Prepared {
     /// Owns the control state.
     pub controller: Controller,
     /// The REST API over it.
     pub api: Arc<Api>,
+    /// The election's flag that every snapshot's roles read.
+    pub gate: HoldGate,
+    /// Where snapshots go, for the election's fast path.
+    pub publisher: Arc<dyn Publisher>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").finish_non_exhaustive()
+    }
 }
 
 /// Build the control state, load the config files into it (publishing to
@@ -90,7 +100,8 @@ pub fn prepare(
         view,
         net,
     } = dataplane;
-    let mut state = ControlState::new(publisher, net);
+    let mut state = ControlState::new(publisher.clone(), net);
+    let gate = state.gate();
     if let Some(bad) = opts.snat_addrs.iter().find(|a| !usable_source(a)) {
         return Err(DaemonError::SnatAddr(*bad));
     }
@@ -142,7 +153,12 @@ pub fn prepare(
         Some((level, setter)) => api.with_log_setter(&level, setter),
         None => api,
     });
-    Ok(Prepared { controller, api })
+    Ok(Prepared {
+        controller,
+        api,
+        gate,
+        publisher,
+    })
 }
 
 /// Whether `a` can be the source of packets xlb sends (unicast, specified).
@@ -209,17 +225,25 @@ pub async fn serve_tls_on(
 /// How often the members' liveness reaches `GET /config/cistate`.
 const MEMBERS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Start xlb's election (`--cluster`) as a client of `control`: every change
-/// of standing becomes a [`Command::Elected`], applied in order, and the
-/// members' liveness is refreshed every second. Call inside the tokio
-/// runtime; stop the returned election before the controller.
+/// Start xlb's election (`--cluster`) as a client of the prepared daemon.
+/// Every change of standing moves the hold gate at once and brings the
+/// steering maps and host addresses in line with it (the fast path: taking
+/// over or letting go never waits on the controller), then reaches the
+/// controller as a [`Command::Elected`] for what it shows; the members'
+/// liveness is refreshed every second. Call inside the tokio runtime; stop
+/// the returned election before the controller.
 pub async fn start_election(
     cfg: crate::ha::ClusterConfig,
-    control: ControlHandle,
+    daemon: &Prepared,
 ) -> Result<Arc<crate::ha::Election>, crate::ha::ClusterError> {
+    let control = daemon.controller.handle();
+    let (gate, publisher) = (daemon.gate.clone(), daemon.publisher.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::ha::Transition>();
     let election = Arc::new(
         crate::ha::Election::start(cfg, move |t| {
+            if gate.set(t.standing == crate::ha::Standing::Holder) {
+                publisher.roles_changed();
+            }
             let _ = tx.send(t.clone());
         })
         .await?,

@@ -398,7 +398,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let served = rt.block_on(async {
         xlb_control::health::spawn(daemon.controller.handle());
         let election = match cluster {
-            Some(cfg) => Some(daemon::start_election(cfg, daemon.controller.handle()).await?),
+            Some(cfg) => Some(daemon::start_election(cfg, &daemon).await?),
             None => None,
         };
         let served = daemon::serve(&opts, daemon.api.clone(), shutdown_signal()).await;

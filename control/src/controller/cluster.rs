@@ -32,6 +32,8 @@ use super::ControlState;
 use crate::error::RuleError;
 use crate::ha::{MemberStatus, Standing, Transition};
 use crate::model::{CiMember, CiStateIn, CiStateOut};
+use crate::rules::ValidRule;
+use xlb_dataplane::tables::{HoldGate, HoldSpec};
 
 /// The instance loxilb reports before any `POST /config/cistate`.
 pub const DEFAULT_INSTANCE: &str = "llb-inst0";
@@ -173,6 +175,12 @@ impl Instances {
     pub fn elected(&self) -> bool {
         self.elected.is_some()
     }
+
+    /// Whether any role is in effect (the election, or a role a controller
+    /// set): without one, every address is served and no hold set is needed.
+    pub fn active(&self) -> bool {
+        self.elected() || self.map.values().any(|i| i.set_by == SetBy::Api)
+    }
 }
 
 /// The instance a rule named `name` belongs to: the text after the first
@@ -202,8 +210,20 @@ impl ControlState {
     /// instance of its first rule in key order (loxilb: of the first rule
     /// that referenced it); an instance's floating `vip` to that instance.
     pub fn hold_sets(&self) -> HoldSets {
+        self.hold_sets_over(self.rules.values())
+    }
+
+    /// [`ControlState::hold_sets`] for the rules `rules` (in key order).
+    pub(super) fn hold_sets_over<'a>(
+        &'a self,
+        rules: impl Iterator<Item = &'a ValidRule>,
+    ) -> HoldSets {
+        let mut sets = HoldSets::default();
+        if !self.instances.active() {
+            return sets;
+        }
         let mut owner: BTreeMap<IpAddr, &str> = BTreeMap::new();
-        for r in self.rules.values() {
+        for r in rules {
             owner
                 .entry(r.service.key.vip)
                 .or_insert_with(|| instance_of(&r.doc.serviceargs.name));
@@ -213,7 +233,6 @@ impl ControlState {
                 owner.insert(v, name);
             }
         }
-        let mut sets = HoldSets::default();
         for (addr, inst) in owner {
             match self.instances.map.get(inst) {
                 Some(i) if i.set_by == SetBy::Api && !i.role.serves() => {
@@ -227,6 +246,26 @@ impl ControlState {
             }
         }
         sets
+    }
+
+    /// The roles as the tables carry them, for the rules `rules`.
+    pub(super) fn hold_spec_over<'a>(
+        &'a self,
+        rules: impl Iterator<Item = &'a ValidRule>,
+    ) -> HoldSpec {
+        let sets = self.hold_sets_over(rules);
+        HoldSpec {
+            idle: sets.idle.into_iter().collect(),
+            elected: sets.elected.into_iter().collect(),
+            gate: self.gate.clone(),
+        }
+    }
+
+    /// The election's flag, which the tables of this state share: the
+    /// election sets it (through [`HoldGate::set`]) the moment its standing
+    /// changes, without waiting for this state's controller.
+    pub fn gate(&self) -> HoldGate {
+        self.gate.clone()
     }
 
     /// `POST /config/cistate`.

@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use xlb_dataplane::net::Ip16;
 use xlb_dataplane::tables::{
-    BuildError, EndpointSpec, EndpointState, NatMode, ServiceChange, ServiceKey, ServiceSpec,
-    Tables, TablesSpec, TablesUpdate, MAX_ENDPOINTS_PER_SERVICE,
+    BuildError, EndpointSpec, EndpointState, HoldGate, HoldSpec, NatMode, ServiceChange,
+    ServiceKey, ServiceSpec, Tables, TablesSpec, TablesUpdate, MAX_ENDPOINTS_PER_SERVICE,
 };
 
 use super::cluster::Instances;
@@ -65,6 +65,8 @@ pub struct ControlState {
     /// Hosts an operator holds down (`POST /config/endpointhoststate`).
     pub(super) holds: Vec<HostHold>,
     pub(super) instances: Instances,
+    /// The election's flag, shared with every snapshot's roles.
+    pub(super) gate: HoldGate,
     pub(super) snat_addrs: Vec<IpAddr>,
     pub(super) maglev_size: MaglevSize,
     /// IPIP for every IPv4 DSR rule, not only those that ask (`xlb run --dsr-ipip`).
@@ -111,6 +113,7 @@ impl ControlState {
             probe_refs: HashMap::new(),
             holds: Vec::new(),
             instances: Instances::default(),
+            gate: HoldGate::new(),
             snat_addrs: Vec::new(),
             maglev_size: MaglevSize::default(),
             dsr_ipip: false,
@@ -143,7 +146,9 @@ impl ControlState {
         self.holds = s.holds;
     }
 
-    fn publish(&mut self, tables: Tables) {
+    /// Publish `tables` with the roles `holds`.
+    fn publish(&mut self, mut tables: Tables, holds: HoldSpec) {
+        tables.set_holds(holds);
         let prev = self.publisher.current();
         self.publisher.publish(tables);
         // Frees the one before `prev` (if no one else holds it).
@@ -181,7 +186,9 @@ impl ControlState {
     fn end_group(&mut self) {
         if let Some(g) = self.group.take() {
             if g.changed {
-                self.publish(g.update.finish());
+                // The group's changes are the state now.
+                let holds = self.hold_spec_over(self.rules.values());
+                self.publish(g.update.finish(), holds);
             }
         }
     }
@@ -253,7 +260,8 @@ impl ControlState {
                     }
                     None => {
                         let tables = published.update(&specs, &hops).map_err(build_error)?;
-                        self.publish(tables);
+                        let holds = self.hold_spec_with(&changes);
+                        self.publish(tables, holds);
                     }
                 }
             }
@@ -303,12 +311,31 @@ impl ControlState {
             return Ok(());
         }
         let spec = self.spec();
+        let holds = self.hold_spec_over(self.rules.values());
         let current = self.publisher.current();
         if !current.matches(&spec) {
             let tables = Tables::build(spec, &current).map_err(build_error)?;
-            self.publish(tables);
+            self.publish(tables, holds);
+        } else if *current.holds().spec() != holds {
+            // Only the roles changed: the same tables, one flag different.
+            self.publish(current.begin_update().finish(), holds);
         }
         Ok(())
+    }
+
+    /// The roles the tables must carry once `changes` are the state.
+    fn hold_spec_with(&self, changes: &[(ServiceKey, Option<ValidRule>)]) -> HoldSpec {
+        if !self.instances.active() {
+            return self.hold_spec_over(std::iter::empty());
+        }
+        let mut rules: BTreeMap<&ServiceKey, &ValidRule> = self.rules.iter().collect();
+        for (k, r) in changes {
+            match r {
+                Some(r) => rules.insert(k, r),
+                None => rules.remove(k),
+            };
+        }
+        self.hold_spec_over(rules.into_values())
     }
 
     /// The dataplane form of a rule: endpoint states from the probe results,

@@ -553,3 +553,67 @@ mod holds {
         assert_eq!(st.instances().role("llb-inst0"), Role::Backup);
     }
 }
+
+/// The roles reach the published tables, in the same snapshot as the rules.
+mod published_roles {
+    use super::*;
+    use crate::model::CiStateIn;
+    use xlb_dataplane::net::Ip16;
+
+    fn vip(s: &str) -> Ip16 {
+        Ip16::from(s.parse::<IpAddr>().expect("ip"))
+    }
+
+    #[test]
+    fn a_role_change_is_one_cheap_snapshot_and_new_rules_carry_their_role() {
+        let mut st = state();
+        let mut r = tcp("192.0.2.1", 80, 0, &["10.0.0.1"]);
+        r["serviceArguments"]["name"] = "svc:llb-inst1".into();
+        st.post_rule(rule(r).expect("valid")).expect("accepted");
+        let before = st.tables();
+        assert!(before.serves(vip("192.0.2.1")));
+        st.post_cistate(&CiStateIn {
+            instance: "llb-inst1".into(),
+            state: "BACKUP".into(),
+            vip: String::new(),
+        })
+        .expect("accepted");
+        let after = st.tables();
+        assert_eq!(after.generation, before.generation + 1);
+        assert!(!after.serves(vip("192.0.2.1")), "a backup serves nothing");
+        assert!(
+            Arc::ptr_eq(&before.services[0], &after.services[0]),
+            "the tables stay built"
+        );
+        // A new rule of that instance is idle from its first snapshot on.
+        let mut r = tcp("192.0.2.2", 80, 0, &["10.0.0.1"]);
+        r["serviceArguments"]["name"] = "other:llb-inst1".into();
+        st.post_rule(rule(r).expect("valid")).expect("accepted");
+        let t = st.tables();
+        assert!(!t.serves(vip("192.0.2.2")));
+        // Rules of other instances are served.
+        st.post_rule(rule(tcp("192.0.2.3", 80, 0, &["10.0.0.1"])).expect("valid"))
+            .expect("accepted");
+        assert!(st.tables().serves(vip("192.0.2.3")));
+    }
+
+    #[test]
+    fn elected_addresses_follow_the_gate_without_a_new_snapshot() {
+        let mut st = state();
+        st.post_rule(rule(tcp("192.0.2.1", 80, 0, &["10.0.0.1"])).expect("valid"))
+            .expect("accepted");
+        let t = crate::ha::Transition {
+            standing: crate::ha::Standing::Backup,
+            holder: None,
+            reason: "test",
+        };
+        st.set_elected(t, Vec::new()).expect("accepted");
+        let tables = st.tables();
+        assert!(!tables.serves(vip("192.0.2.1")));
+        st.gate().set(true);
+        assert!(
+            tables.serves(vip("192.0.2.1")),
+            "the same snapshot, the gate moved"
+        );
+    }
+}

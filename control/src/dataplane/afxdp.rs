@@ -185,6 +185,21 @@ impl Publisher for Running {
         };
         self.host.published(self.handle.current(), stale);
     }
+
+    fn roles_changed(&self) {
+        let current = self.handle.current();
+        let stale = match self.runtime.sync(&current) {
+            Ok(r) => {
+                tracing::debug!(?r, "steering maps follow the new role");
+                false
+            }
+            Err(e) => {
+                tracing::error!("syncing the XDP steering maps: {e}; retrying");
+                true
+            }
+        };
+        self.host.published(current, stale);
+    }
 }
 
 impl DataplaneView for Running {

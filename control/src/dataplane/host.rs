@@ -1,8 +1,9 @@
 //! What the host must do for the published tables, off the controller's
-//! thread: hold every VIP and source-NAT address on `lo` so the kernel
-//! answers ARP/NDP for it (announcing each new one with a gratuitous ARP),
-//! drop the ones no rule uses any more, and retry a steering-map sync that
-//! failed. One background thread ([`Follower`]) does it after each publish,
+//! thread: hold every VIP and source-NAT address this node serves on `lo`
+//! so the kernel answers ARP/NDP for it, announce each one taken over
+//! (gratuitous ARP / unsolicited NA: a burst of five at once and five more
+//! five seconds later, as keepalived does, then one every 30 s), drop the
+//! ones not served any more, and retry a steering-map sync that failed. One background thread ([`Follower`]) does it after each publish,
 //! taking only the newest snapshot when several came meanwhile.
 //!
 //! Invariant: xlb removes only the addresses it added itself; an address
@@ -11,13 +12,13 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use xlb_dataplane::tables::{PortSpec, Tables};
 use xlb_io::kernel::addr::{self, Added};
+use xlb_io::kernel::announce::Announcer;
 use xlb_io::kernel::netinfo;
 use xlb_io::Runtime;
 
@@ -100,32 +101,45 @@ fn follow(shared: &Shared, runtime: &Runtime) {
     // Addresses this thread added to `lo`, so it removes only its own.
     let mut owned = BTreeSet::new();
     let mut last: Option<Arc<Tables>> = None;
+    let mut ann = Announcements::new();
     loop {
         let (tables, retry) = {
             let mut w = shared.lock();
-            while !w.stop && w.tables.is_none() && !w.maps_stale {
-                w = shared.wake.wait(w).unwrap_or_else(|e| e.into_inner());
+            loop {
+                if w.stop || w.tables.is_some() {
+                    break;
+                }
+                let now = Instant::now();
+                let retry = w.maps_stale.then_some(now + RETRY_EVERY);
+                let due = [ann.next_due(&owned), retry]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(now + ANNOUNCE_REFRESH);
+                if due <= now {
+                    break;
+                }
+                w = shared
+                    .wake
+                    .wait_timeout(w, due - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
             if w.stop {
                 break;
-            }
-            if w.tables.is_none() {
-                // Only a retry is due: give the failure time to pass.
-                let (g, _) = shared
-                    .wake
-                    .wait_timeout(w, RETRY_EVERY)
-                    .unwrap_or_else(|e| e.into_inner());
-                w = g;
-                if w.stop {
-                    break;
-                }
             }
             let retry = std::mem::take(&mut w.maps_stale);
             (w.tables.take(), retry)
         };
         if let Some(t) = tables {
-            set_local_addrs(&wanted_local_addrs(&t), &mut owned, &t.ports);
+            let added = set_local_addrs(&wanted_local_addrs(&t), &mut owned);
             last = Some(t);
+            for a in added {
+                ann.taken_over(a);
+            }
+        }
+        if let Some(t) = &last {
+            ann.send_due(&owned, &t.ports);
         }
         if retry {
             if let Some(t) = &last {
@@ -143,33 +157,134 @@ fn follow(shared: &Shared, runtime: &Runtime) {
             }
         }
     }
-    set_local_addrs(&BTreeSet::new(), &mut owned, &[]);
+    set_local_addrs(&BTreeSet::new(), &mut owned);
+}
+
+/// Announcements per address taken over, as keepalived sends them
+/// (`garp_master_repeat` 5, `garp_master_delay` 5 s): a burst at once, a
+/// second burst later for neighbours that missed the first, then one now
+/// and then while held, for caches that expired or switches that restarted.
+const BURST: usize = 5;
+/// When the second burst follows the first.
+const SECOND_BURST_AFTER: Duration = Duration::from_secs(5);
+/// How often every held address is announced again.
+const ANNOUNCE_REFRESH: Duration = Duration::from_secs(30);
+
+/// What is still to be announced, and the socket to do it with.
+struct Announcements {
+    socket: Option<Announcer>,
+    /// Addresses taken over, with when each burst is due (first, second).
+    bursts: Vec<(IpAddr, Instant, usize)>,
+    next_refresh: Instant,
+}
+
+impl Announcements {
+    fn new() -> Announcements {
+        let socket = Announcer::new()
+            .map_err(|e| {
+                tracing::warn!(
+                    "no socket to announce VIPs with ({e}); neighbours learn them when they ask"
+                )
+            })
+            .ok();
+        Announcements {
+            socket,
+            bursts: Vec::new(),
+            next_refresh: Instant::now() + ANNOUNCE_REFRESH,
+        }
+    }
+
+    /// `addr` was just added: a burst now and another later.
+    fn taken_over(&mut self, addr: IpAddr) {
+        let now = Instant::now();
+        self.bursts.retain(|(a, _, _)| *a != addr);
+        self.bursts.push((addr, now, 2));
+    }
+
+    /// When the next announcement is due.
+    fn next_due(&self, owned: &BTreeSet<IpAddr>) -> Option<Instant> {
+        let burst = self.bursts.iter().map(|(_, at, _)| *at).min();
+        let refresh = (!owned.is_empty()).then_some(self.next_refresh);
+        burst.into_iter().chain(refresh).min()
+    }
+
+    /// Send what is due, for addresses still held.
+    fn send_due(&mut self, owned: &BTreeSet<IpAddr>, ports: &[PortSpec]) {
+        let now = Instant::now();
+        self.bursts.retain(|(a, _, _)| owned.contains(a));
+        let mut due = Vec::new();
+        for (a, at, left) in &mut self.bursts {
+            if *at <= now {
+                due.push(*a);
+                *left -= 1;
+                *at = now + SECOND_BURST_AFTER;
+            }
+        }
+        self.bursts.retain(|(_, _, left)| *left > 0);
+        for a in due {
+            self.send(a, BURST, ports);
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + ANNOUNCE_REFRESH;
+            for a in owned {
+                self.send(*a, 1, ports);
+            }
+        }
+    }
+
+    /// Announce `addr` `times` times on every port that has an address of
+    /// its family.
+    fn send(&self, addr: IpAddr, times: usize, ports: &[PortSpec]) {
+        let Some(socket) = &self.socket else { return };
+        for p in ports
+            .iter()
+            .filter(|p| p.addrs.iter().any(|a| a.is_ipv4() == addr.is_ipv4()))
+        {
+            let ifindex = match netinfo::ifindex(&p.name) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(port = %p.name, "announcing {addr}: {e}");
+                    continue;
+                }
+            };
+            for _ in 0..times {
+                if let Err(e) = socket.announce(ifindex, p.mac, addr) {
+                    tracing::warn!(port = %p.name, "announcing {addr}: {e}");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Addresses the kernel must answer ARP/NDP for: every VIP and every source-NAT
-/// address that is not already one of the ports' own addresses.
+/// address this node serves now, that is not already one of the ports' own
+/// addresses.
 fn wanted_local_addrs(t: &Tables) -> BTreeSet<IpAddr> {
     let port_addrs: BTreeSet<IpAddr> = t.ports.iter().flat_map(|p| p.addrs.clone()).collect();
     t.vips()
         .chain(t.snat_addrs.iter().copied())
+        .filter(|&a| t.serves(a))
         .map(IpAddr::from)
         .filter(|a| !port_addrs.contains(a))
         .collect()
 }
 
-fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>, ports: &[PortSpec]) {
+/// Hold exactly `want` of the addresses xlb adds; returns the ones added now.
+fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>) -> Vec<IpAddr> {
+    let mut added = Vec::new();
     let lo = match netinfo::ifindex("lo") {
         Ok(i) => i,
         Err(e) => {
             tracing::error!("no loopback interface to hold VIPs on: {e}");
-            return;
+            return added;
         }
     };
     for a in want.difference(&owned.clone()) {
         match addr::add(lo, *a) {
             Ok(Added::New) => {
                 owned.insert(*a);
-                announce(*a, ports);
+                added.push(*a);
             }
             // Already there (configured by the operator): answer for it, but never remove it.
             Ok(Added::Existed) => {}
@@ -182,40 +297,7 @@ fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>, ports:
         }
         owned.remove(a);
     }
-}
-
-/// Tell the LAN that `addr` now lives here: gratuitous ARP (IPv4, RFC 5227
-/// announcement) on every port that has an IPv4 address, so
-/// neighbours and switches update at once after a takeover. IPv6 neighbours
-/// learn from the kernel's own unsolicited advertisements when the address is added.
-fn announce(addr: IpAddr, ports: &[PortSpec]) {
-    let IpAddr::V4(a) = addr else { return };
-    for p in ports {
-        if !p.addrs.iter().any(IpAddr::is_ipv4) {
-            continue;
-        }
-        // Best effort and in the background: arping waits for its one packet.
-        let spawned = Command::new("arping")
-            .args([
-                "-U",
-                "-c",
-                "1",
-                "-I",
-                &p.name,
-                "-s",
-                &a.to_string(),
-                &a.to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        match spawned {
-            Ok(mut child) => {
-                std::thread::spawn(move || child.wait());
-            }
-            Err(e) => tracing::warn!(addr = %a, port = %p.name, "gratuitous ARP: arping: {e}"),
-        }
-    }
+    added
 }
 
 /// Keep the kernel's own connections out of the source-NAT port range, so

@@ -132,6 +132,12 @@ pub trait Publisher: Send + Sync {
     /// retried by the implementation, never refused: the snapshot was
     /// checked when it was built.
     fn publish(&self, tables: Tables);
+    /// The election moved the hold gate the published snapshot reads
+    /// ([`xlb_dataplane::tables::HoldGate`]): bring what follows the tables
+    /// in line with it — the steering maps before this returns, the
+    /// addresses on the host right after. Called from the election's task,
+    /// never waiting on the controller.
+    fn roles_changed(&self) {}
 }
 
 /// What a running dataplane hands control: where snapshots go, a view of

@@ -22,7 +22,7 @@ use super::spec::{
     check_service, describe, overlaps, BuildError, L4Proto, NextHop, PortSpec, ServiceChange,
     ServiceKey, ServiceSpec, TablesSpec, DEFAULT_NAT_PORTS,
 };
-use super::Tables;
+use super::{Holds, Tables};
 
 impl Tables {
     /// An empty snapshot (generation 0).
@@ -44,6 +44,7 @@ impl Tables {
             snat_spec: Vec::new(),
             nat_ports: DEFAULT_NAT_PORTS,
             maglev_size: DEFAULT_TABLE_SIZE,
+            holds: Holds::default(),
         }
     }
 
@@ -179,6 +180,7 @@ impl Tables {
             snat_spec: spec.snat_addrs,
             nat_ports,
             maglev_size,
+            holds: prev.holds.clone(),
         };
         for (vk, mut list) in by_vip {
             list.sort_by_key(|&i| t.services[i as usize].spec.key);
@@ -237,6 +239,7 @@ impl Tables {
                 snat_spec: self.snat_spec.clone(),
                 nat_ports: self.nat_ports,
                 maglev_size: self.maglev_size,
+                holds: self.holds.clone(),
             },
             freed: Vec::new(),
             next_free: 0,

@@ -20,6 +20,7 @@
 
 mod build;
 mod handle;
+mod hold;
 mod service;
 mod spec;
 mod vip;
@@ -37,6 +38,7 @@ use crate::net::Ip16;
 
 pub use build::TablesUpdate;
 pub use handle::TablesHandle;
+pub use hold::{HoldGate, HoldSpec, Holds};
 pub use service::{Endpoint, EndpointId, EndpointLoc, Service, MAX_ENDPOINT_IDS};
 pub use spec::{
     BuildError, EndpointSpec, EndpointState, L4Proto, NatMode, NextHop, PortSpec, Selection,
@@ -88,6 +90,9 @@ pub struct Tables {
     pub nat_ports: (u16, u16),
     /// Maglev table size.
     pub maglev_size: usize,
+    /// Which addresses this node serves now (HA roles); kept across builds
+    /// and updates until control sets new ones ([`Tables::set_holds`]).
+    holds: Holds,
 }
 
 impl Tables {
@@ -111,6 +116,22 @@ impl Tables {
     #[inline]
     pub fn is_snat_addr(&self, addr: Ip16) -> bool {
         self.snat_addrs.contains(&addr)
+    }
+
+    /// Whether this node serves `addr` (a VIP or source-NAT address) now:
+    /// what the steering maps and the host follow. Workers do not ask.
+    pub fn serves(&self, addr: Ip16) -> bool {
+        self.holds.serves(addr)
+    }
+
+    /// The roles this snapshot carries.
+    pub fn holds(&self) -> &Holds {
+        &self.holds
+    }
+
+    /// Set the roles of a snapshot not yet published.
+    pub fn set_holds(&mut self, spec: HoldSpec) {
+        self.holds = Holds::new(spec);
     }
 
     /// The endpoint with this id, if it is still configured.

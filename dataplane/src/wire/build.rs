@@ -702,3 +702,111 @@ pub fn arp_request(
     a[arp::field::TPA].copy_from_slice(&target_ip);
     Ok(need)
 }
+
+/// Length of an unsolicited neighbour advertisement frame
+/// ([`unsolicited_na`]): Ethernet, IPv6, the 24-byte advertisement and its
+/// 8-byte target link-layer address option.
+pub const UNSOLICITED_NA_LEN: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + 24 + 8;
+
+/// An unsolicited neighbour advertisement (RFC 4861 §4.4, §7.2.6) that
+/// `target` is at `mac`: to all nodes (ff02::1), from `target`, Override
+/// set, Solicited clear, hop limit 255, with the target link-layer address
+/// option — what a node sends when an address moves to it, so neighbours
+/// update their caches at once. Returns the frame length.
+pub fn unsolicited_na(
+    buf: &mut [u8],
+    mac: MacAddr,
+    target: std::net::Ipv6Addr,
+) -> Result<usize, BuildError> {
+    const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    /// Router (0x80), Solicited (0x40), Override (0x20) flags.
+    const OVERRIDE: u8 = 0x20;
+    /// Target link-layer address option (RFC 4861 §4.6.1), one 8-byte unit.
+    const OPT_TARGET_LL: u8 = 2;
+    let need = UNSOLICITED_NA_LEN;
+    let have = buf.len();
+    let f = buf
+        .get_mut(..need)
+        .ok_or(BuildError::BufferTooSmall { need, have })?;
+    f.fill(0);
+    f[ethernet::field::DST].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    f[ethernet::field::SRC].copy_from_slice(&mac.0);
+    f[ethernet::field::ETHERTYPE].copy_from_slice(&ethernet::ethertype::IPV6.to_be_bytes());
+    let (ip, l4) = f[ethernet::HEADER_LEN..].split_at_mut(ipv6::HEADER_LEN);
+    let l4_len = l4.len();
+    ip[ipv6::field::VER_TC_FLOW].copy_from_slice(&0x6000_0000u32.to_be_bytes());
+    ip[ipv6::field::LENGTH].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    ip[ipv6::field::NXT_HDR] = proto::ICMPV6;
+    ip[ipv6::field::HOP_LIMIT] = 255;
+    ip[ipv6::field::SRC].copy_from_slice(&target.octets());
+    ip[ipv6::field::DST].copy_from_slice(&ALL_NODES);
+    l4[icmp::field::TYPE] = icmp::v6::NEIGHBOR_ADVERT;
+    l4[icmp::HEADER_LEN - 4] = OVERRIDE;
+    l4[icmp::HEADER_LEN..icmp::HEADER_LEN + 16].copy_from_slice(&target.octets());
+    l4[24] = OPT_TARGET_LL;
+    l4[25] = 1;
+    l4[26..32].copy_from_slice(&mac.0);
+    let sum = checksum::add(
+        checksum::sum_bytes(l4),
+        checksum::pseudo_v6(&target.octets(), &ALL_NODES, proto::ICMPV6, l4_len as u32),
+    );
+    l4[icmp::field::CHECKSUM].copy_from_slice(&(!checksum::fold(sum)).to_be_bytes());
+    Ok(need)
+}
+
+#[cfg(test)]
+mod announce_tests {
+    use super::*;
+
+    #[test]
+    fn an_unsolicited_na_is_what_etherparse_reads_back() {
+        let mut buf = [0u8; UNSOLICITED_NA_LEN];
+        let mac = MacAddr([2, 0, 0, 0, 0, 7]);
+        let target: std::net::Ipv6Addr = "2001:db8::10".parse().expect("ip");
+        assert_eq!(
+            unsolicited_na(&mut buf, mac, target),
+            Ok(UNSOLICITED_NA_LEN)
+        );
+        let p = etherparse::SlicedPacket::from_ethernet(&buf).expect("parses");
+        let Some(etherparse::NetSlice::Ipv6(ip)) = p.net else {
+            panic!("not IPv6: {p:?}")
+        };
+        assert_eq!(ip.header().hop_limit(), 255);
+        assert_eq!(ip.header().source_addr(), target);
+        assert_eq!(ip.header().destination_addr().to_string(), "ff02::1");
+        let Some(etherparse::TransportSlice::Icmpv6(icmp)) = p.transport else {
+            panic!("not ICMPv6")
+        };
+        assert_eq!(icmp.type_u8(), 136);
+        let src = target.octets();
+        let dst: std::net::Ipv6Addr = "ff02::1".parse().expect("ip");
+        assert_eq!(
+            icmp.icmp_type()
+                .calc_checksum(src, dst.octets(), icmp.payload()),
+            Ok(icmp.checksum()),
+            "checksum"
+        );
+        let body = icmp.payload();
+        assert_eq!(&body[..16], &target.octets(), "target");
+        assert_eq!(&body[16..18], &[2, 1], "target link-layer option");
+        assert_eq!(&body[18..24], &mac.0);
+        assert_eq!(
+            buf[ethernet::HEADER_LEN + ipv6::HEADER_LEN + 4],
+            0x20,
+            "Override only"
+        );
+    }
+
+    #[test]
+    fn a_gratuitous_arp_names_the_address_as_sender_and_target() {
+        let mut buf = [0u8; 64];
+        let mac = MacAddr([2, 0, 0, 0, 0, 7]);
+        let n = arp_request(&mut buf, mac, [192, 0, 2, 10], [192, 0, 2, 10]).expect("fits");
+        assert_eq!(n, 42);
+        let arp =
+            etherparse::ArpPacketSlice::from_slice(&buf[ethernet::HEADER_LEN..n]).expect("ARP");
+        assert_eq!(arp.sender_protocol_addr(), &[192, 0, 2, 10]);
+        assert_eq!(arp.target_protocol_addr(), &[192, 0, 2, 10]);
+        assert_eq!(arp.sender_hw_addr(), &mac.0);
+    }
+}

@@ -1,6 +1,7 @@
 //! What xlb asks of the kernel outside the packet path: interfaces,
 //! addresses and next hops ([`netinfo`]), routes ([`route`]), neighbours
-//! ([`neigh`]) and the addresses xlb holds ([`addr`]) over rtnetlink, the NAPI settings busy polling wants
+//! ([`neigh`]) and the addresses xlb holds ([`addr`]) over rtnetlink, the
+//! announcements of addresses that moved here ([`announce`]), the NAPI settings busy polling wants
 //! ([`napi`]), and the raw syscalls the crate makes (`sys`).
 //!
 //! Everything acts on the calling thread's network namespace. Dependencies
@@ -8,6 +9,7 @@
 //! and `addr` on the shared rtnetlink plumbing, `sys` on nothing.
 
 pub mod addr;
+pub mod announce;
 pub mod napi;
 pub mod neigh;
 pub mod netinfo;

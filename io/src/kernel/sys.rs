@@ -205,3 +205,47 @@ pub fn napi_id(fd: RawFd) -> io::Result<u32> {
     }
     Ok(v as u32)
 }
+
+/// A send-only AF_PACKET socket for whole Ethernet frames (protocol 0: it
+/// receives nothing).
+pub fn packet_socket() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) takes no pointers; a non-negative result is a new
+    // descriptor this process owns.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Send `frame` (a whole Ethernet frame, destination MAC first) out of
+/// interface `ifindex` on an AF_PACKET socket.
+pub fn send_frame(fd: RawFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex =
+        i32::try_from(ifindex).map_err(|_| io::Error::other("ifindex out of range"))?;
+    addr.sll_halen = 6;
+    if let Some(dst) = frame.get(..6) {
+        addr.sll_addr[..6].copy_from_slice(dst);
+    }
+    // SAFETY: `frame` is valid for `frame.len()` bytes and `addr` is an
+    // initialised sockaddr_ll whose size is passed; neither outlives the call.
+    let rc = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            std::ptr::addr_of!(addr).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -81,18 +81,20 @@ fn insert_ports(set: &mut HashSet<FlowKey>, addr: Ip16, proto: u8, lo: u16, hi: 
 }
 
 impl Desired {
-    /// The keys `tables` needs.
+    /// The keys `tables` needs: those of the addresses this node serves now
+    /// ([`Tables::serves`]); a VIP it does not serve (a backup's) steers
+    /// nothing, so its packets go to the kernel, which does not hold it.
     pub fn from_tables(tables: &Tables) -> Desired {
         let mut d = Desired {
             nat_ports: tables.nat_ports,
             ..Desired::default()
         };
-        for vip in tables.vips() {
+        for vip in tables.vips().filter(|&v| tables.serves(v)) {
             d.vip_addrs.insert(vip.0);
             let icmp = L4Proto::Icmp.ip_proto_for(vip.is_v4());
             d.vip_ports.insert(flow_key(vip, icmp, 0));
         }
-        for s in &tables.services {
+        for s in tables.services.iter().filter(|s| tables.serves(s.vip)) {
             let key = s.spec.key;
             let v4 = s.vip.is_v4();
             let proto = key.proto.ip_proto_for(v4);
@@ -112,7 +114,7 @@ impl Desired {
                 }
             }
         }
-        for a in &tables.snat_addrs {
+        for a in tables.snat_addrs.iter().filter(|&&a| tables.serves(a)) {
             d.snat_addrs.insert(a.0);
         }
         d
