@@ -1,6 +1,8 @@
 //! Commands run to completion: `ip`, `ethtool`, `nft`, `sysctl` and the
 //! like, on the host or (through `ip netns exec`) inside a namespace. A
 //! command that exits non-zero is an [`Error::Command`] carrying its stderr.
+//! Like every process the kit starts, a command inherits no descriptor of
+//! the test process but stdio.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -25,14 +27,13 @@ pub fn output(args: &[&str]) -> Result<Output> {
         cmd: String::new(),
         detail: "empty command".into(),
     })?;
-    Command::new(prog)
-        .args(rest)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Spawn {
-            cmd: line(args),
-            source,
-        })
+    let mut c = Command::new(prog);
+    c.args(rest).stdin(Stdio::null());
+    crate::sys::close_inherited_fds(&mut c);
+    c.output().map_err(|source| Error::Spawn {
+        cmd: line(args),
+        source,
+    })
 }
 
 /// [`sh`] with `input` on the command's stdin (e.g. `nft -f -`).
@@ -45,13 +46,13 @@ pub fn sh_with_input(args: &[&str], input: &str) -> Result<String> {
         cmd: line(args),
         source,
     };
-    let mut child = Command::new(prog)
-        .args(rest)
+    let mut c = Command::new(prog);
+    c.args(rest)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
+        .stderr(Stdio::piped());
+    crate::sys::close_inherited_fds(&mut c);
+    let mut child = c.spawn().map_err(spawn_err)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(input.as_bytes())

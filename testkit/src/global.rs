@@ -147,9 +147,20 @@ impl Drop for GlobalLock {
 /// on drop, last change first.
 #[derive(Debug)]
 pub struct Sysctls {
-    /// (file written, value before the first change), in change order.
-    restore: Vec<(PathBuf, String)>,
+    /// What changed, in change order.
+    restore: Vec<Change>,
     _lock: GlobalLock,
+}
+
+/// One setting changed by a [`Sysctls`].
+#[derive(Debug)]
+struct Change {
+    /// Where the setting is read.
+    key: PathBuf,
+    /// The file written (and written back).
+    write: PathBuf,
+    /// Its value before the first change.
+    before: String,
 }
 
 /// `/proc/sys/a/b/c` for `a.b.c`; paths pass through.
@@ -195,23 +206,41 @@ impl Sysctls {
         let path = sysctl_path(write);
         std::fs::write(&path, value)
             .map_err(|e| Error::io(format!("writing {value} to {path:?}"), e))?;
-        if !self.restore.iter().any(|(p, _)| *p == path) {
-            self.restore.push((path, before));
+        if !self.restore.iter().any(|c| c.write == path) {
+            self.restore.push(Change {
+                key: sysctl_path(key),
+                write: path,
+                before,
+            });
         }
         Ok(())
     }
 
-    /// What changed: (file, value before), in change order.
+    /// What changed: (setting's file, value before), in change order.
     pub fn changed(&self) -> impl Iterator<Item = (&Path, &str)> {
-        self.restore.iter().map(|(p, v)| (p.as_path(), v.as_str()))
+        self.restore
+            .iter()
+            .map(|c| (c.key.as_path(), c.before.as_str()))
+    }
+
+    /// The value `key` had before this guard first changed it, if it did.
+    pub fn before(&self, key: &str) -> Option<&str> {
+        let key = sysctl_path(key);
+        self.restore
+            .iter()
+            .find(|c| c.key == key)
+            .map(|c| c.before.as_str())
     }
 }
 
 impl Drop for Sysctls {
     fn drop(&mut self) {
-        for (path, v) in self.restore.drain(..).rev() {
-            if let Err(e) = std::fs::write(&path, &v) {
-                eprintln!("xlb-testkit: could not restore {path:?} to {v}: {e}");
+        for c in self.restore.drain(..).rev() {
+            if let Err(e) = std::fs::write(&c.write, &c.before) {
+                eprintln!(
+                    "xlb-testkit: could not restore {:?} to {}: {e}",
+                    c.write, c.before
+                );
             }
         }
     }

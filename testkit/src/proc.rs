@@ -6,7 +6,10 @@
 //! inside its namespaces.
 //!
 //! `ip netns exec`, `taskset` and `nice` all exec: the child's pid is the
-//! program's own, so signals reach it directly.
+//! program's own, so signals reach it directly. A child inherits no
+//! descriptor of the test process but stdio (see `sys::close_inherited_fds`):
+//! not another test's AF_XDP socket, which would keep that socket's queue
+//! claimed for as long as the child runs.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -166,6 +169,7 @@ impl Spawn {
         })?;
         let mut c = Command::new(prog);
         c.args(rest).stdin(Stdio::null());
+        crate::sys::close_inherited_fds(&mut c);
         if let Some(d) = &self.dir {
             c.current_dir(d);
         }

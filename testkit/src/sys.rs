@@ -1,13 +1,16 @@
 //! Every system call of the kit, each wrapped safely: effective uid,
-//! `setns(2)` for the calling thread, signals by pid, `flock(2)`, and the
+//! `setns(2)` for the calling thread, signals by pid, `flock(2)`, the
 //! private mount namespace that gives a thread the sysfs of its network
-//! namespace. Nothing else in the crate uses `unsafe`.
+//! namespace, and the hook that keeps a child from inheriting the test
+//! process's descriptors. Nothing else in the crate uses `unsafe`.
 // Raw syscalls through libc; each block says why it is sound.
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 
 /// The effective user id.
 pub(crate) fn euid() -> u32 {
@@ -92,4 +95,31 @@ pub(crate) fn private_sysfs() -> io::Result<()> {
             std::ptr::null(),
         )
     })
+}
+
+/// Make `cmd`'s child close every descriptor above stdio when it execs.
+///
+/// Tests run in parallel threads of one process, and libxdp opens AF_XDP
+/// sockets without `SOCK_CLOEXEC`: without this, a daemon or command one
+/// test starts inherits another test's AF_XDP socket and keeps its queue
+/// claimed (`EBUSY` for the next socket there) and its UMEM alive for as
+/// long as it runs.
+pub(crate) fn close_inherited_fds(cmd: &mut Command) {
+    // SAFETY: the hook runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes one raw system call on
+    // integers and touches no memory shared with the parent. close_range
+    // with CLOSE_RANGE_CLOEXEC only marks descriptors; std's own pipes are
+    // close-on-exec already. On kernels without it (before 5.11) the call
+    // fails with ENOSYS and the child inherits as before.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
 }
