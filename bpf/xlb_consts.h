@@ -18,7 +18,8 @@
 /* Wildcard port in vip_ports / backends keys: "any port of this proto". */
 #define XLB_PORT_ANY 0
 
-/* IP protocol numbers xlb handles. */
+/* IP protocol numbers xlb handles (dataplane/tests/c_consts.rs checks them
+ * against dataplane/src/wire/ip.rs). */
 #define XLB_IPPROTO_ICMP 1
 #define XLB_IPPROTO_TCP 6
 #define XLB_IPPROTO_UDP 17
@@ -26,6 +27,20 @@
 /* IPv6 fragment header (RFC 8200 §4.5). */
 #define XLB_IPPROTO_FRAGMENT 44
 #define XLB_IPPROTO_SCTP 132
+
+/* ICMP errors that quote a datagram xlb may have translated, by type (RFC 792;
+ * RFC 4443 §2.1). The same lists as dataplane/src/wire/icmp.rs
+ * (dataplane/tests/c_consts.rs compares them, and the predicates in
+ * xlb_parse.h). Source quench (4, deprecated by RFC 6633) and redirect (5,
+ * about a gateway on the sender's own link: meaningless across a NAT) quote a
+ * datagram too, but are the kernel's. */
+#define XLB_ICMP_DEST_UNREACH 3
+#define XLB_ICMP_TIME_EXCEEDED 11
+#define XLB_ICMP_PARAM_PROBLEM 12
+/* ICMPv6 errors 1-4: destination unreachable, packet too big, time exceeded,
+ * parameter problem. */
+#define XLB_ICMPV6_DEST_UNREACH 1
+#define XLB_ICMPV6_PARAM_PROBLEM 4
 
 #define XLB_ETH_P_IP 0x0800
 #define XLB_ETH_P_IPV6 0x86DD

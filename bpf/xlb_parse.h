@@ -25,16 +25,17 @@ static __always_inline void xlb_addr_v4(__u8 *out, const void *a)
 	__builtin_memcpy(out + 12, a, 4);
 }
 
-/* ICMP errors (RFC 792 types 3, 4, 5, 11, 12; RFC 4443 types 1-4) quote the
- * offending packet: IP header + at least 8 bytes of it. */
+/* ICMP errors (the types in xlb_consts.h) quote the offending packet: IP
+ * header + at least 8 bytes of it. */
 static __always_inline int xlb_icmp4_is_error(__u8 type)
 {
-	return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+	return type == XLB_ICMP_DEST_UNREACH || type == XLB_ICMP_TIME_EXCEEDED ||
+	       type == XLB_ICMP_PARAM_PROBLEM;
 }
 
 static __always_inline int xlb_icmp6_is_error(__u8 type)
 {
-	return type >= 1 && type <= 4;
+	return type >= XLB_ICMPV6_DEST_UNREACH && type <= XLB_ICMPV6_PARAM_PROBLEM;
 }
 
 /* Ports are the first four bytes of TCP, UDP and SCTP headers alike. */

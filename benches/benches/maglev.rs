@@ -6,8 +6,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use xlb_dataplane::maglev::{Maglev, MaglevBackend, DEFAULT_TABLE_SIZE};
 use xlb_dataplane::net::{fmix64, stable_hash64};
+use xlb_dataplane::select::maglev::{Maglev, MaglevBackend, DEFAULT_TABLE_SIZE};
 
 const BACKENDS: usize = 100;
 const BATCH: usize = 4096;

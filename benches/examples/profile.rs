@@ -2,6 +2,8 @@
 //! `valgrind --tool=callgrind target/release/examples/profile [flows] [batches]`
 //! for established flows, or `profile syn [batches] [buckets]` for new flows
 //! (every packet a SYN from a client never seen before), or
+//! `profile general [batches] [buckets]` for the same new flows through the
+//! general path (the dedicated new-flow path switched off), or
 //! `profile room [passes]` for the criterion bench's "table with room"
 //! new-flow case timed alone (a default shard, emptied in place before
 //! each pass and filled to a quarter; only the batch runs are timed, as in
@@ -22,7 +24,13 @@ fn main() {
         args.next();
         let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
         let buckets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1 << 19);
-        return syn(rounds, buckets);
+        return syn(rounds, buckets, true);
+    }
+    if args.peek().map(String::as_str) == Some("general") {
+        args.next();
+        let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
+        let buckets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1 << 19);
+        return syn(rounds, buckets, false);
     }
     if args.peek().map(String::as_str) == Some("full") {
         args.next();
@@ -51,10 +59,12 @@ fn main() {
 }
 
 /// New flows, as in the bench: the client address and port are patched
-/// into a SYN template and its checksums recomputed.
-fn syn(rounds: usize, buckets: usize) {
+/// into a SYN template and its checksums recomputed. `fresh`: whether the
+/// dedicated new-flow path takes them (else the general path does).
+fn syn(rounds: usize, buckets: usize, fresh: bool) {
     let t = tables();
     let mut p = fresh_pipeline(buckets);
+    p.set_new_flow_path(fresh);
     let mut b = Batch::new();
     let mut syns: Vec<Vec<u8>> = (0..BATCH as u32).map(|i| frame(i, 0x02)).collect();
     let mut next = 0u32;
@@ -67,8 +77,8 @@ fn syn(rounds: usize, buckets: usize) {
             f[26..30].copy_from_slice(&src);
             f[34..36].copy_from_slice(&((next >> 24) as u16 + 1024).to_be_bytes());
             let m = xlb_dataplane::wire::parse(f).expect("template");
-            xlb_dataplane::checksum::fill_ipv4_checksum(f, &m);
-            xlb_dataplane::checksum::fill_l4_checksum(f, &m);
+            xlb_dataplane::wire::rewrite::fill_ipv4_checksum(f, &m);
+            xlb_dataplane::wire::rewrite::fill_l4_checksum(f, &m);
         }
         b.run(Some(&mut p), &t, 3, &syns);
     }

@@ -173,6 +173,20 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
         );
     }
     o.family(
+        "xlb_worker_new_flow_fallbacks_total",
+        "counter",
+        "New flows the dedicated new-flow path left to the general path, by reason.",
+    );
+    for w in &workers {
+        for (reason, n) in &w.fast_path_exits {
+            o.sample(
+                "xlb_worker_new_flow_fallbacks_total",
+                &[("worker", &w.worker.to_string()), ("reason", reason.name())],
+                *n,
+            );
+        }
+    }
+    o.family(
         "xlb_conntrack_entries",
         "gauge",
         "Conntrack entries in use (two per flow: forward and reply, one for DSR).",

@@ -7,6 +7,7 @@ use common::{handler_error, rule, Harness, SUCCESS};
 use serde_json::json;
 use xlb_control::controller::{Command, ProbeStatus};
 use xlb_control::dataplane::{CtEntry, WorkerStats};
+use xlb_dataplane::pipeline::FastPathExit;
 use xlb_dataplane::tables::{EndpointState, L4Proto};
 use xlb_dataplane::DropReason;
 
@@ -1059,6 +1060,7 @@ async fn conntrack_status_version_params_metrics_openapi() {
         io_drops: vec![("kernel_rx_ring_full", 7)],
         tx_deferred: 3,
         flows_evicted: 2,
+        fast_path_exits: vec![(FastPathExit::Selection, 4)],
     }]);
     assert_eq!(
         h.get("/netlox/v1/config/conntrack/all").await.body,
@@ -1114,6 +1116,7 @@ async fn conntrack_status_version_params_metrics_openapi() {
         "xlb_worker_io_drops_total{worker=\"0\",cause=\"kernel_rx_ring_full\"} 7",
         "xlb_worker_tx_deferred_total{worker=\"0\"} 3",
         "xlb_worker_flows_evicted_total{worker=\"0\"} 2",
+        "xlb_worker_new_flow_fallbacks_total{worker=\"0\",reason=\"selection\"} 4",
     ] {
         assert!(
             r.body.lines().any(|l| l == line),

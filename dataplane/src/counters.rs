@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::drop::DropReason;
+use crate::pipeline::FastPathExit;
 use crate::tables::{EndpointId, MAX_ENDPOINT_IDS};
 
 /// Add `n` to a single-writer counter.
@@ -39,6 +40,9 @@ pub struct CounterBlock {
     pub flows_evicted: AtomicU64,
     /// ICMP echo requests to a VIP answered by xlb itself.
     pub icmp_echo_replies: AtomicU64,
+    /// New flows the new-flow path left to the general path, by
+    /// [`FastPathExit`] (index = reason number).
+    pub fast_path_exits: [AtomicU64; FastPathExit::SLOTS],
     /// Per endpoint id: packets and bytes forwarded to that endpoint (both directions).
     endpoint: Box<[[AtomicU64; 2]]>,
 }
@@ -57,6 +61,7 @@ impl CounterBlock {
             flows_removed: AtomicU64::new(0),
             flows_evicted: AtomicU64::new(0),
             icmp_echo_replies: AtomicU64::new(0),
+            fast_path_exits: std::array::from_fn(|_| AtomicU64::new(0)),
             endpoint: (0..MAX_ENDPOINT_IDS)
                 .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
                 .collect(),
@@ -72,6 +77,17 @@ impl CounterBlock {
     /// Drops counted under `r`.
     pub fn drops(&self, r: DropReason) -> u64 {
         self.drops[r as usize].load(Relaxed)
+    }
+
+    /// Count a new flow that left the new-flow path for `why`.
+    #[inline]
+    pub fn count_fast_path_exit(&self, why: FastPathExit) {
+        bump(&self.fast_path_exits[why as usize], 1);
+    }
+
+    /// New flows counted under `why`.
+    pub fn fast_path_exit(&self, why: FastPathExit) -> u64 {
+        self.fast_path_exits[why as usize].load(Relaxed)
     }
 
     /// Count a packet of `bytes` for endpoint `id`.

@@ -1,7 +1,8 @@
 //! Large tables backed by transparent huge pages where the kernel offers
-//! them. The second place in the dataplane that needs `unsafe`: a slice is
-//! allocated uninitialised, advised (`madvise(MADV_HUGEPAGE)`) before any of
-//! its pages is touched, and only then filled — so the first touch of each
+//! them. One of the three modules that opt out of the crate's
+//! `deny(unsafe_code)` (with `prefetch` and `simd`): a slice is allocated
+//! uninitialised, advised (`madvise(MADV_HUGEPAGE)`) before any of its
+//! pages is touched, and only then filled — so the first touch of each
 //! 2 MiB range faults in one huge page instead of 512 small ones.
 //!
 //! Why: a flow table of a million flows spans hundreds of MiB; with 4 KiB

@@ -1,5 +1,6 @@
-//! Cache prefetch hints. The one place in the pipeline that needs `unsafe`:
-//! the x86 intrinsic is marked unsafe only because it is a `target_feature`
+//! Cache prefetch hints. One of the three modules that opt out of the
+//! crate's `deny(unsafe_code)` (with `simd` and `hugemem`): the x86
+//! intrinsic is marked unsafe only because it is a `target_feature`
 //! function; a prefetch never faults and never changes program state.
 #![allow(unsafe_code)]
 

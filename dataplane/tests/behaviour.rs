@@ -497,7 +497,7 @@ fn jumbo_frames_are_forwarded_whole() {
     assert_eq!(len, f.len());
     let m = xlb_dataplane::wire::parse(out).expect("valid");
     assert!(
-        xlb_dataplane::checksum::verify_l4_checksum(out, &m),
+        xlb_dataplane::wire::verify_l4_checksum(out, &m),
         "checksum right after NAT"
     );
 }
@@ -1064,4 +1064,84 @@ fn a_late_answer_does_not_revive_a_timed_out_flow() {
         .flows_removed
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(removed, 1);
+}
+
+/// Every frame that opens a flow either takes the new-flow path or is
+/// counted with the reason it did not; frames of existing flows and
+/// frames that open none are not counted.
+#[test]
+fn new_flows_that_leave_the_fast_path_are_counted_by_reason() {
+    use xlb_dataplane::pipeline::FastPathExit as Exit;
+    let mut rr = three(Selection::RoundRobin, NatMode::FullNat);
+    rr.key.port_min = 81;
+    rr.key.port_max = 81;
+    let mut guarded = allowed(three(Selection::Hash, NatMode::FullNat), &["10.0.0.0/30"]);
+    guarded.key.port_min = 82;
+    guarded.key.port_max = 82;
+    let mut dsr = three(Selection::Hash, NatMode::Dsr);
+    dsr.endpoints.iter_mut().for_each(|e| e.port = 0);
+    dsr.key.port_min = 83;
+    dsr.key.port_max = 83;
+    let mut lab = Lab::new(spec(vec![
+        three(Selection::Hash, NatMode::FullNat),
+        rr,
+        guarded,
+        dsr,
+    ]));
+    let exits = |lab: &Lab| {
+        let c = lab.workers[0].counters();
+        Exit::ALL
+            .iter()
+            .map(|&e| (e, c.fast_path_exit(e)))
+            .filter(|&(_, n)| n > 0)
+            .collect::<Vec<_>>()
+    };
+    let syn_to = |port: u16, client: u16| {
+        from_client(Builder::tcp(
+            sa(&format!("10.0.0.2:{client}")),
+            sa(&format!("192.0.2.10:{port}")),
+            SYN,
+        ))
+    };
+    // The new-flow path takes a SYN to the Maglev rule, and then its data
+    // is an established flow's: nothing counted.
+    assert!(matches!(
+        lab.run(0, CLIENT_PORT, &syn_to(80, 1000)).0,
+        Verdict::Tx(_)
+    ));
+    assert!(matches!(
+        data(&mut lab, 0, "10.0.0.2", 1000).0,
+        Verdict::Tx(_)
+    ));
+    assert_eq!(exits(&lab), vec![]);
+    // One of each reason the rules and frames here can give.
+    lab.run(0, CLIENT_PORT, &syn_to(81, 1001));
+    lab.run(0, CLIENT_PORT, &syn_to(82, 1002));
+    lab.run(0, CLIENT_PORT, &syn_to(83, 1003));
+    lab.run(0, CLIENT_PORT, &syn_to(99, 1004));
+    let ttl1 = from_client(Builder::tcp(sa("10.0.0.2:1005"), sa("192.0.2.10:80"), SYN).ttl(1));
+    assert_eq!(
+        lab.run(0, CLIENT_PORT, &ttl1).0,
+        Verdict::Drop(DropReason::TtlExceeded)
+    );
+    // A SYN+ACK opens nothing: not counted.
+    let synack = from_client(Builder::tcp(
+        sa("10.0.0.2:1006"),
+        sa("192.0.2.10:80"),
+        SYN | ACK,
+    ));
+    lab.run(0, CLIENT_PORT, &synack);
+    lab.workers[0].set_new_flow_path(false);
+    lab.run(0, CLIENT_PORT, &syn_to(80, 1007));
+    assert_eq!(
+        exits(&lab),
+        vec![
+            (Exit::Disabled, 1),
+            (Exit::NoRule, 1),
+            (Exit::Selection, 1),
+            (Exit::SourceFilter, 1),
+            (Exit::Dsr, 1),
+            (Exit::Ttl, 1),
+        ]
+    );
 }

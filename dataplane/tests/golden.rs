@@ -10,10 +10,10 @@
 mod common;
 
 use common::*;
-use xlb_dataplane::checksum;
 use xlb_dataplane::counters::CounterBlock;
 use xlb_dataplane::tables::{EndpointSpec, EndpointState, L4Proto, NatMode, Selection};
 use xlb_dataplane::wire::build::{arp_request, Builder};
+use xlb_dataplane::wire::checksum;
 use xlb_dataplane::{DropReason, Verdict};
 
 const FIN: u8 = 0x01;

@@ -13,9 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use serde::Serialize;
-use xlb_dataplane::checksum::{add, fold, sum_bytes};
 use xlb_dataplane::net::MacAddr;
 use xlb_dataplane::wire::build::Builder;
+use xlb_dataplane::wire::checksum::{add, fold, sum_bytes};
 
 /// Bytes of the per-packet stamp: magic u16, flow u32, seq u32, tx_ns u64.
 pub const STAMP_LEN: usize = 18;
@@ -340,7 +340,7 @@ pub fn stamp_of(frame: &[u8]) -> Option<Stamp> {
 /// Whether a received frame's L4 checksum verifies (the dataplane's verifier).
 pub fn l4_checksum_ok(frame: &[u8]) -> bool {
     match xlb_dataplane::wire::parse(frame) {
-        Ok(m) if m.is_ip() => xlb_dataplane::checksum::verify_l4_checksum(frame, &m),
+        Ok(m) if m.is_ip() => xlb_dataplane::wire::verify_l4_checksum(frame, &m),
         _ => false,
     }
 }

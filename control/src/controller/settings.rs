@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use xlb_dataplane::maglev::{Maglev, DEFAULT_TABLE_SIZE};
+use xlb_dataplane::select::maglev::{Maglev, DEFAULT_TABLE_SIZE};
 
 use super::ControlState;
 use crate::error::RuleError;
@@ -23,7 +23,7 @@ impl MaglevSize {
     /// backend at least one slot, so a smaller table would refuse big rules).
     pub const MIN: usize = 37;
     /// The largest size: the largest prime the dataplane builds
-    /// ([`xlb_dataplane::maglev::MAX_TABLE_SIZE`]; 32 MiB per rule, far
+    /// ([`xlb_dataplane::select::maglev::MAX_TABLE_SIZE`]; 32 MiB per rule, far
     /// beyond any use).
     pub const MAX: usize = 16_777_213;
 

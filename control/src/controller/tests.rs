@@ -138,7 +138,7 @@ fn probe_results_for_unknown_entries_are_ignored() {
 
 #[test]
 fn maglev_sizes_are_primes_in_range() {
-    use xlb_dataplane::maglev::MAX_TABLE_SIZE;
+    use xlb_dataplane::select::maglev::MAX_TABLE_SIZE;
     let usable = |m: usize| MaglevSize::new(m).is_ok();
     assert!(usable(MaglevSize::MIN) && usable(MaglevSize::MAX));
     assert!((MAX_ENDPOINTS_PER_SERVICE..MaglevSize::MIN).all(|m| !is_table_size(m)));

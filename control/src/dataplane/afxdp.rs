@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use xlb_dataplane::conntrack::{flags, mode, Conntrack, ConntrackConfig, Kind};
 use xlb_dataplane::counters::CounterBlock;
-use xlb_dataplane::pipeline::{Pipeline, Processor};
+use xlb_dataplane::pipeline::{FastPathExit, Pipeline, Processor};
 use xlb_dataplane::tables::{EndpointId, L4Proto, Tables, TablesHandle};
 use xlb_dataplane::DropReason;
 use xlb_io::kernel::netinfo;
@@ -285,6 +285,11 @@ impl DataplaneView for Running {
                 ],
                 tx_deferred: d.tx_deferred,
                 flows_evicted: c.flows_evicted.load(Ordering::Relaxed),
+                fast_path_exits: FastPathExit::ALL
+                    .iter()
+                    .map(|&e| (e, c.fast_path_exit(e)))
+                    .filter(|&(_, v)| v > 0)
+                    .collect(),
             })
             .collect()
     }

@@ -29,6 +29,7 @@ pub use net::KernelNet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use xlb_dataplane::pipeline::FastPathExit;
 use xlb_dataplane::tables::{EndpointId, L4Proto, NextHop, PortSpec, Tables};
 use xlb_dataplane::DropReason;
 
@@ -85,6 +86,9 @@ pub struct WorkerStats {
     pub tx_deferred: u64,
     /// Flows evicted before their time because their bucket was full.
     pub flows_evicted: u64,
+    /// New flows the dedicated new-flow path left to the general path, by
+    /// reason (reasons with none may be left out).
+    pub fast_path_exits: Vec<(FastPathExit, u64)>,
 }
 
 /// Read-only statistics from the dataplane workers.

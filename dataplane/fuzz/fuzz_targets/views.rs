@@ -4,37 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xlb_dataplane::net::MacAddr;
-use xlb_dataplane::wire::{arp, ethernet, icmp, ipv4, ipv6, sctp, tcp, udp};
+use xlb_dataplane::wire::{icmp, ipv4, ipv6, sctp, tcp, udp};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(e) = ethernet::Frame::new_checked(data) {
-        let _ = (
-            e.dst_addr(),
-            e.src_addr(),
-            e.vlan_count(),
-            e.vlan_id(0),
-            e.vlan_id(1),
-        );
-        assert!(e.header_len() <= data.len());
-        let _ = (e.ethertype(), e.payload().len());
-        let mut c = data.to_vec();
-        let mut e = ethernet::Frame::new_checked(&mut c[..]).expect("checked above");
-        e.set_vlan_id(0, 42);
-        e.set_ethertype(0x0800);
-        e.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
-        let _ = e.payload_mut().len();
-    }
-    if let Ok(mut a) = arp::Packet::new_checked(data.to_vec()) {
-        let _ = (
-            a.operation(),
-            a.sender_mac(),
-            a.sender_ip(),
-            a.target_mac(),
-            a.target_ip(),
-        );
-        a.make_reply(MacAddr([2, 0, 0, 0, 0, 1]), [10, 0, 0, 1]);
-    }
     if let Ok(mut ip) = ipv4::Packet::new_checked(data.to_vec()) {
         let _ = (
             ip.tos(),

@@ -9,9 +9,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::checksum::{self, proto};
+use super::{checksum, ethernet, icmp, ipv4, ipv6, parse, proto, sctp, tcp, udp};
 use crate::net::MacAddr;
-use crate::wire::{ethernet, icmp, ipv4, ipv6, parse, sctp, tcp, udp};
 
 /// Why a frame could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -693,7 +692,11 @@ pub fn arp_request(
     f[ethernet::field::SRC].copy_from_slice(&src_mac.0);
     f[ethernet::field::ETHERTYPE].copy_from_slice(&ethernet::ethertype::ARP.to_be_bytes());
     let a = &mut f[ethernet::HEADER_LEN..];
-    a[0..8].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    a[arp::field::HTYPE].copy_from_slice(&arp::HTYPE_ETHERNET.to_be_bytes());
+    a[arp::field::PTYPE].copy_from_slice(&ethernet::ethertype::IPV4.to_be_bytes());
+    a[arp::field::HLEN] = 6;
+    a[arp::field::PLEN] = 4;
+    a[arp::field::OPER].copy_from_slice(&arp::OP_REQUEST.to_be_bytes());
     a[arp::field::SHA].copy_from_slice(&src_mac.0);
     a[arp::field::SPA].copy_from_slice(&src_ip);
     a[arp::field::TPA].copy_from_slice(&target_ip);

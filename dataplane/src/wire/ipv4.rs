@@ -4,7 +4,8 @@
 //! datagram up to its total length lie inside the buffer; trailing bytes past
 //! the total length (Ethernet padding) are allowed and ignored by `payload`.
 
-use crate::checksum;
+use super::checksum;
+use super::view::view;
 use crate::drop::DropReason;
 
 /// Byte ranges of the fixed header.
@@ -34,6 +35,15 @@ pub mod field {
 
 /// Length of a header without options.
 pub const MIN_HEADER_LEN: usize = 20;
+/// The first byte of a header without options: version 4, IHL 5 words.
+pub const VER_IHL_NO_OPTIONS: u8 = 0x45;
+
+/// The header length in bytes that a version/IHL byte ([`field::VER_IHL`])
+/// gives (its low nibble counts 32-bit words).
+#[inline(always)]
+pub fn header_len(ver_ihl: u8) -> usize {
+    usize::from(ver_ihl & 0x0f) * 4
+}
 /// Don't Fragment flag in the flags/offset word.
 pub const FLAG_DF: u16 = 0x4000;
 /// More Fragments flag in the flags/offset word.
@@ -41,25 +51,12 @@ pub const FLAG_MF: u16 = 0x2000;
 /// Fragment offset mask (8-byte units).
 pub const OFFSET_MASK: u16 = 0x1fff;
 
-/// A read/write view of an IPv4 packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an IPv4 packet.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap without checking; accessors may panic until [`Packet::check_len`] passes.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wrap and check ([`Packet::check_len`]).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, DropReason> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// `TruncatedL3` if the fixed header is cut short; `BadIpv4Header` if the
     /// version is not 4 or IHL is below 5 words or past the buffer;
     /// `BadIpLength` if the total length is below IHL or past the buffer.
@@ -82,23 +79,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(())
     }
 
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    fn be16(&self, r: core::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[r];
-        u16::from_be_bytes([b[0], b[1]])
-    }
-
     /// IP version (4).
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
     /// Header length in bytes (IHL × 4).
     pub fn header_len(&self) -> usize {
-        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+        header_len(self.buffer.as_ref()[field::VER_IHL])
     }
     /// DSCP/ECN byte.
     pub fn tos(&self) -> u8 {
@@ -106,23 +93,23 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
     /// Total length of the datagram.
     pub fn total_len(&self) -> u16 {
-        self.be16(field::LENGTH)
+        self.be16(field::LENGTH.start)
     }
     /// Identification.
     pub fn ident(&self) -> u16 {
-        self.be16(field::IDENT)
+        self.be16(field::IDENT.start)
     }
     /// Don't Fragment.
     pub fn dont_frag(&self) -> bool {
-        self.be16(field::FLG_OFF) & FLAG_DF != 0
+        self.be16(field::FLG_OFF.start) & FLAG_DF != 0
     }
     /// More Fragments.
     pub fn more_frags(&self) -> bool {
-        self.be16(field::FLG_OFF) & FLAG_MF != 0
+        self.be16(field::FLG_OFF.start) & FLAG_MF != 0
     }
     /// Fragment offset in bytes.
     pub fn frag_offset(&self) -> u16 {
-        (self.be16(field::FLG_OFF) & OFFSET_MASK) << 3
+        (self.be16(field::FLG_OFF.start) & OFFSET_MASK) << 3
     }
     /// Time to live.
     pub fn ttl(&self) -> u8 {
@@ -134,7 +121,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
     /// Header checksum.
     pub fn checksum(&self) -> u16 {
-        self.be16(field::CHECKSUM)
+        self.be16(field::CHECKSUM.start)
     }
     /// Source address.
     pub fn src_addr(&self) -> [u8; 4] {
@@ -163,9 +150,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn set16(&mut self, r: core::ops::Range<usize>, v: u16) {
-        self.buffer.as_mut()[r].copy_from_slice(&v.to_be_bytes());
-    }
     /// Set version 4 and the header length in bytes (a multiple of 4, 20..=60).
     pub fn set_version_and_header_len(&mut self, len: usize) {
         self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((len / 4) as u8 & 0x0f);
@@ -176,11 +160,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
     /// Set the total length.
     pub fn set_total_len(&mut self, v: u16) {
-        self.set16(field::LENGTH, v);
+        self.set16(field::LENGTH.start, v);
     }
     /// Set the identification.
     pub fn set_ident(&mut self, v: u16) {
-        self.set16(field::IDENT, v);
+        self.set16(field::IDENT.start, v);
     }
     /// Set flags (DF, MF) and fragment offset (in bytes, a multiple of 8).
     pub fn set_frag(&mut self, df: bool, mf: bool, offset_bytes: u16) {
@@ -191,7 +175,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         if mf {
             w |= FLAG_MF;
         }
-        self.set16(field::FLG_OFF, w);
+        self.set16(field::FLG_OFF.start, w);
     }
     /// Set the TTL (the checksum is not updated).
     pub fn set_ttl(&mut self, v: u8) {
@@ -203,7 +187,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
     /// Set the checksum field.
     pub fn set_checksum(&mut self, v: u16) {
-        self.set16(field::CHECKSUM, v);
+        self.set16(field::CHECKSUM.start, v);
     }
     /// Set the source address (the checksum is not updated).
     pub fn set_src_addr(&mut self, a: [u8; 4]) {

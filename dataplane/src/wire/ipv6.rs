@@ -6,8 +6,9 @@
 //! (per the payload length field) lie inside the buffer. [`walk_ext`] looks at
 //! no more than [`MAX_EXT_HEADERS`] headers and never reads past its slice.
 
+use super::ip::Frag;
+use super::view::view;
 use crate::drop::DropReason;
-use crate::wire::Frag;
 
 /// Byte ranges of the fixed header.
 pub mod field {
@@ -158,25 +159,12 @@ fn ext_head(payload: &[u8], off: usize) -> Result<&[u8; 2], DropReason> {
         .ok_or(DropReason::BadIpv6ExtHeader)
 }
 
-/// A read/write view of an IPv6 packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an IPv6 packet.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap without checking; accessors may panic until [`Packet::check_len`] passes.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wrap and check ([`Packet::check_len`]).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, DropReason> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// `TruncatedL3` if the fixed header is cut short; `BadIpv6ExtHeader` if the
     /// version is not 6 (the drop list has no separate IPv6-header reason);
     /// `BadIpLength` if the payload length runs past the buffer.
@@ -192,11 +180,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(DropReason::BadIpLength);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn word0(&self) -> u32 {

@@ -1,11 +1,12 @@
 //! SCTP common header (RFC 9260 §3.1). The checksum is CRC32c, stored
 //! least-significant byte first (RFC 9260 Appendix A); see
-//! [`crate::checksum::sctp_crc`].
+//! [`super::checksum::sctp_crc`].
 //!
 //! Invariant: after [`Packet::check_len`] the 12-byte common header lies inside
 //! the buffer.
 
-use crate::checksum;
+use super::checksum;
+use super::view::view;
 use crate::drop::DropReason;
 
 /// Byte ranges of the common header.
@@ -26,37 +27,18 @@ pub mod field {
 /// Common header length.
 pub const HEADER_LEN: usize = 12;
 
-/// A read/write view of an SCTP packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an SCTP packet.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap without checking; accessors may panic until [`Packet::check_len`] passes.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-    /// Wrap and check ([`Packet::check_len`]).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, DropReason> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
     /// `TruncatedL4` if the common header is cut short.
     pub fn check_len(&self) -> Result<(), DropReason> {
         if self.buffer.as_ref().len() < HEADER_LEN {
             return Err(DropReason::TruncatedL4);
         }
         Ok(())
-    }
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    fn be16(&self, at: usize) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[at], b[at + 1]])
     }
     /// Source port.
     pub fn src_port(&self) -> u16 {
@@ -87,9 +69,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn set16(&mut self, at: usize, v: u16) {
-        self.buffer.as_mut()[at..at + 2].copy_from_slice(&v.to_be_bytes());
-    }
     /// Set the source port (recompute the CRC afterwards).
     pub fn set_src_port(&mut self, v: u16) {
         self.set16(field::SRC_PORT.start, v);

@@ -3,6 +3,7 @@
 //! Invariant: after [`Packet::check_len`] the header, options included (data
 //! offset words), lies inside the buffer.
 
+use super::view::view;
 use crate::drop::DropReason;
 
 /// Byte ranges of the fixed header.
@@ -51,23 +52,19 @@ pub mod flags {
 /// Length of a header without options.
 pub const MIN_HEADER_LEN: usize = 20;
 
-/// A read/write view of a TCP segment.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+/// The header length in bytes that a data-offset byte
+/// ([`field::DATA_OFF`]) gives (its high nibble counts 32-bit words).
+#[inline(always)]
+pub fn header_len(data_off: u8) -> usize {
+    usize::from(data_off >> 4) * 4
+}
+
+view! {
+    /// A read/write view of a TCP segment.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap without checking; accessors may panic until [`Packet::check_len`] passes.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-    /// Wrap and check ([`Packet::check_len`]).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, DropReason> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
     /// `TruncatedL4` if the fixed header is cut short, or the data offset is
     /// below 5 words or past the buffer.
     pub fn check_len(&self) -> Result<(), DropReason> {
@@ -80,18 +77,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(DropReason::TruncatedL4);
         }
         Ok(())
-    }
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    fn be16(&self, at: usize) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[at], b[at + 1]])
-    }
-    fn be32(&self, at: usize) -> u32 {
-        let b = self.buffer.as_ref();
-        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
     }
     /// Source port.
     pub fn src_port(&self) -> u16 {
@@ -111,7 +96,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
     /// Header length in bytes (data offset × 4).
     pub fn header_len(&self) -> usize {
-        usize::from(self.buffer.as_ref()[field::DATA_OFF] >> 4) * 4
+        header_len(self.buffer.as_ref()[field::DATA_OFF])
     }
     /// The flags byte (see [`flags`]).
     pub fn flags(&self) -> u8 {
@@ -140,12 +125,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn set16(&mut self, at: usize, v: u16) {
-        self.buffer.as_mut()[at..at + 2].copy_from_slice(&v.to_be_bytes());
-    }
-    fn set32(&mut self, at: usize, v: u32) {
-        self.buffer.as_mut()[at..at + 4].copy_from_slice(&v.to_be_bytes());
-    }
     /// Set the source port (checksum not updated).
     pub fn set_src_port(&mut self, v: u16) {
         self.set16(field::SRC_PORT.start, v);

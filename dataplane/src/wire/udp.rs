@@ -4,6 +4,7 @@
 //! buffer. The length field is not checked against the buffer here: a first
 //! fragment carries a length for the whole datagram.
 
+use super::view::view;
 use crate::drop::DropReason;
 
 /// Byte ranges of the header.
@@ -22,37 +23,18 @@ pub mod field {
 /// Header length.
 pub const HEADER_LEN: usize = 8;
 
-/// A read/write view of a UDP datagram.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of a UDP datagram.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap without checking; accessors may panic until [`Packet::check_len`] passes.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-    /// Wrap and check ([`Packet::check_len`]).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, DropReason> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
     /// `TruncatedL4` if the header is cut short.
     pub fn check_len(&self) -> Result<(), DropReason> {
         if self.buffer.as_ref().len() < HEADER_LEN {
             return Err(DropReason::TruncatedL4);
         }
         Ok(())
-    }
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-    fn be16(&self, at: usize) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[at], b[at + 1]])
     }
     /// Source port.
     pub fn src_port(&self) -> u16 {
@@ -83,9 +65,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn set16(&mut self, at: usize, v: u16) {
-        self.buffer.as_mut()[at..at + 2].copy_from_slice(&v.to_be_bytes());
-    }
     /// Set the source port (checksum not updated).
     pub fn set_src_port(&mut self, v: u16) {
         self.set16(field::SRC_PORT.start, v);

@@ -7,12 +7,12 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use xlb_dataplane::checksum::{udp_nonzero, update_bytes};
 use xlb_dataplane::drop::DropReason;
 use xlb_dataplane::frame::{Frame, Verdict};
 use xlb_dataplane::net::{fmix64, Ip16, MacAddr};
 use xlb_dataplane::pipeline::Processor;
 use xlb_dataplane::tables::Tables;
+use xlb_dataplane::wire::checksum::{udp_nonzero, update_bytes};
 
 use crate::topo::{VIP, VIP_PORT};
 

@@ -1,6 +1,6 @@
 //! Maglev consistent hashing (Eisenbud et al., NSDI 2016, §3.4) with weights.
 //!
-//! CONTRACT (used by `tables` and the pipeline; keep these signatures):
+//! CONTRACT (used by the tables and by [`super::keyed`]; keep these signatures):
 //! - `Maglev::build(backends, m)`: `backends[i].key` is a stable identity hash of
 //!   backend `i` (see `net::stable_hash64` of "ip:port"), `weight` its relative
 //!   weight (0 = takes no slots). `m` must be prime. Returns a table whose slots
