@@ -24,7 +24,9 @@ if ! cargo deny --version >/dev/null 2>&1; then
 fi
 cargo deny check licenses bans sources
 echo "== cargo test (unit, property, golden, end-to-end)"
-cargo test --workspace --locked -- --test-threads=1
+# In parallel: every test has its own namespaces, and the few that must not
+# overlap take a lock of the test kit themselves.
+cargo test --workspace --locked
 echo "== fuzz smoke (every target in dataplane/fuzz, ${FUZZ_SECONDS:-15}s each)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-15} scripts/fuzz-smoke.sh
 echo "== all xlb tests passed"

@@ -220,13 +220,10 @@ async fn save_skips_managed_rules_and_round_trips() {
     assert_eq!(got_sorted, want_eps);
 }
 
-/// A free localhost port (bound, read, released).
+/// A free localhost port for a daemon, which no other test (or ephemeral
+/// socket) takes between this pick and the daemon's bind.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    xlb_testkit::unused_port().expect("a free port")
 }
 
 struct Daemon(Child);

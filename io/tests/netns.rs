@@ -2,21 +2,15 @@
 //! with real kernel sockets on both sides. Root required (they fail, never
 //! skip, without it).
 //!
-//! Every test builds its own namespaces (pid + test tag in the names), runs
-//! the runtime from a thread that has entered the balancer's namespace (XDP
-//! attach/detach and AF_XDP binds act on the caller's namespace), and a
-//! [`Lab`] guard deletes the namespaces - and with them every veth and XDP
-//! program - even when the test panics. All traffic stays between these
-//! namespaces.
-// Raw syscalls: setns(2) to run test threads inside a namespace, geteuid,
-// mount(2) for a private sysfs.
-#![allow(unsafe_code)]
+//! Every test builds its own namespaces in a [`Lab`] of the test kit (unique
+//! names per process and lab, so the tests run in parallel), runs the
+//! runtime from a thread that has entered the balancer's namespace (XDP
+//! attach/detach and AF_XDP binds act on the caller's namespace), and the
+//! lab deletes the namespaces - and with them every veth and XDP program -
+//! even when the test panics. All traffic stays between these namespaces.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,11 +18,10 @@ use std::time::{Duration, Instant};
 use xlb_dataplane::drop::DropReason;
 use xlb_dataplane::frame::{Frame, Verdict};
 use xlb_dataplane::pipeline::Processor;
-use xlb_dataplane::tables::{
-    EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec, Tables,
-    TablesHandle, TablesSpec,
-};
+use xlb_dataplane::tables::{NatMode, ServiceSpec, Tables, TablesHandle, TablesSpec};
 use xlb_io::{Runtime, RuntimeConfig, Stat, XdpMode};
+use xlb_testkit::fixtures::{self, Service, ToIp};
+use xlb_testkit::{netns, Lab, Netns, Veth};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 100);
 const VIP_PORT: u16 = 7;
@@ -36,144 +29,27 @@ const LB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd99, 1, 0, 0, 0, 0, 0, 0x100);
 
-// ---------------------------------------------------------------- lab guard
+// ---------------------------------------------------------------- lab
 
-/// Namespaces of one test; deleted on drop (also on panic), which removes
-/// their veths and any XDP program attached to them.
-struct Lab {
-    tag: String,
-    namespaces: Vec<String>,
+/// Run a command (in the calling thread's namespace); its output, or a
+/// panic with its stderr.
+fn run(args: &[&str]) -> String {
+    xlb_testkit::sh(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Lab {
-    fn new(test: &str) -> Lab {
-        assert_eq!(
-            xlb_io_euid(),
-            0,
-            "these tests create namespaces and attach XDP: run them as root"
-        );
-        Lab {
-            tag: format!("{}{}", std::process::id() % 100_000, test),
-            namespaces: Vec::new(),
-        }
-    }
-
-    /// Create namespace `xlbt-<pid><test>-<role>` with loopback up.
-    fn ns(&mut self, role: &str) -> String {
-        let name = format!("xlbt-{}-{role}", self.tag);
-        run(&["ip", "netns", "add", &name]);
-        self.namespaces.push(name.clone());
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        name
-    }
-
-    /// A short interface name unique to this test (IFNAMSIZ is 16).
-    fn ifname(&self, role: &str) -> String {
-        let n = format!("x{}{role}", self.tag);
-        assert!(n.len() < 16, "{n} too long");
-        n
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.namespaces.drain(..).rev() {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
-    }
-}
-
-fn xlb_io_euid() -> u32 {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn output(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {args:?}: {e}"));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Run `f` on a thread that has entered namespace `ns` (threads it spawns,
-/// and processes they start, inherit the namespace).
-fn in_ns<'s, T: Send + 's>(
-    scope: &'s std::thread::Scope<'s, '_>,
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 's,
-) -> std::thread::ScopedJoinHandle<'s, T> {
-    let path = format!("/run/netns/{ns}");
-    scope.spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: `file` is an open namespace fd; setns only changes this
-        // thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
-/// A veth pair `a` (in `ns_a`) <-> `b` (in `ns_b`) with `queues` queues each,
-/// TX checksum offload off on both (veth leaves partial checksums otherwise).
-fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str, queues: u32) {
-    let q = (queues * 2).to_string();
-    run(&[
-        "ip",
-        "-n",
-        ns_a,
-        "link",
-        "add",
-        a,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b,
-        "netns",
-        ns_b,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-    ]);
-    let qs = queues.to_string();
-    for (ns, i) in [(ns_a, a), (ns_b, b)] {
-        run(&[
-            "ip", "netns", "exec", ns, "ethtool", "-L", i, "rx", &qs, "tx", &qs,
-        ]);
-        run(&["ip", "netns", "exec", ns, "ethtool", "-K", i, "tx", "off"]);
-        run(&["ip", "-n", ns, "link", "set", i, "up"]);
-    }
-}
-
-fn addr(ns: &str, ifname: &str, cidr: &str) {
-    run(&["ip", "-n", ns, "addr", "add", cidr, "dev", ifname]);
+/// A veth pair `a` (in `ns_a`) <-> `b` (in `ns_b`) with `queues` active
+/// channels of twice as many queues.
+fn veth(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str, queues: u32) {
+    Veth::new(ns_a, a, ns_b, b)
+        .queues(queues * 2)
+        .channels(queues)
+        .create()
+        .expect("veth pair");
 }
 
 /// Whether any link of the calling thread's namespace has an XDP program.
 fn xdp_attached_here() -> bool {
-    output(&["ip", "-o", "link"]).contains("xdp")
-}
-
-fn xdp_attached(ns: &str) -> bool {
-    output(&["ip", "-n", ns, "-o", "link"]).contains("xdp")
+    run(&["ip", "-o", "link"]).contains("xdp")
 }
 
 // ---------------------------------------------------------------- processors
@@ -252,58 +128,21 @@ impl Processor for Reflector {
     }
 }
 
-fn udp_service(
-    vip: impl Into<IpAddr>,
-    port: u16,
-    mode: NatMode,
-    backend: (impl Into<IpAddr>, u16),
-) -> ServiceSpec {
-    ServiceSpec {
-        key: ServiceKey {
-            vip: vip.into(),
-            proto: L4Proto::Udp,
-            port_min: port,
-            port_max: port,
-            block: 0,
-        },
-        sel: Selection::RoundRobin,
-        mode,
-        allowed_sources: vec![],
-        endpoints: vec![EndpointSpec {
-            addr: backend.0.into(),
-            port: backend.1,
-            weight: 1,
-            state: EndpointState::Active,
-        }],
-        inactive_timeout_s: 60,
-        dsr_ipip: false,
-        name: "test".into(),
-    }
+/// A UDP service on `vip`:`port` to one backend, as these tests give the
+/// runtime's steering program its VIP.
+fn udp_service(vip: impl ToIp, port: u16, mode: NatMode, backend: (impl ToIp, u16)) -> ServiceSpec {
+    Service::udp(vip, port)
+        .mode(mode)
+        .ep(backend.0, backend.1)
+        .timeout(60)
+        .name("test")
+        .build()
 }
 
 /// The VIP as a UDP DNAT service (to the client's port 9), for the tests
 /// whose processor reflects datagrams itself.
 fn echo_tables() -> TablesHandle {
-    tables_with(vec![udp_service(
-        VIP,
-        VIP_PORT,
-        NatMode::Dnat,
-        (CLIENT_ADDR, 9),
-    )])
-}
-
-fn tables_with(services: Vec<ServiceSpec>) -> TablesHandle {
-    let h = TablesHandle::new();
-    let t = Tables::build(
-        TablesSpec {
-            services,
-            ..Default::default()
-        },
-        &h.current(),
-    )
-    .expect("valid spec");
-    h.publish(t);
-    h
+    fixtures::handle([udp_service(VIP, VIP_PORT, NatMode::Dnat, (CLIENT_ADDR, 9))])
 }
 
 /// Send `n` datagrams to `to` from `sockets` fresh sockets (round robin) and
@@ -336,24 +175,17 @@ fn udp_exchange(to: SocketAddr, n: usize, sockets: usize) -> usize {
 
 /// The standard two-namespace topology: client ns <-> lb ns, VIP routed via
 /// the lb. Returns (lb ns, client ns, lb ifname).
-fn client_lb(lab: &mut Lab, queues: u32) -> (String, String, String) {
-    let lb = lab.ns("lb");
-    let cl = lab.ns("cl");
+fn client_lb(lab: &mut Lab, queues: u32) -> (Netns, Netns, String) {
+    let lb = lab.ns("lb").expect("namespace");
+    let cl = lab.ns("cl").expect("namespace");
     let lif = lab.ifname("l");
     let cif = lab.ifname("c");
     veth(&lb, &lif, &cl, &cif, queues);
-    addr(&lb, &lif, &format!("{LB_ADDR}/24"));
-    addr(&cl, &cif, &format!("{CLIENT_ADDR}/24"));
-    run(&[
-        "ip",
-        "-n",
-        &cl,
-        "route",
-        "add",
-        "10.99.1.0/24",
-        "via",
-        &LB_ADDR.to_string(),
-    ]);
+    lb.addr(&lif, &format!("{LB_ADDR}/24")).expect("address");
+    cl.addr(&cif, &format!("{CLIENT_ADDR}/24"))
+        .expect("address");
+    cl.route("10.99.1.0/24", &LB_ADDR.to_string())
+        .expect("route to the VIPs");
     (lb, cl, lif)
 }
 
@@ -370,10 +202,10 @@ fn config(ifaces: Vec<String>) -> RuntimeConfig {
 
 #[test]
 fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel() {
-    let mut lab = Lab::new("a");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (lb, cl, lif) = client_lb(&mut lab, 1);
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
+        lb.scoped(s, || {
             let seen = Arc::new(AtomicU64::new(0));
             let tables = echo_tables();
             let seen2 = seen.clone();
@@ -390,7 +222,7 @@ fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel(
                 "veth does native XDP"
             );
             assert_eq!(rt.ports()[0].iface.addrs, vec![IpAddr::V4(LB_ADDR)]);
-            assert!(xdp_attached(&lb));
+            assert!(lb.xdp_attached().expect("ip link"));
 
             // The kernel's own service on the lb address: must not be stolen.
             let listener = TcpListener::bind((LB_ADDR, 8080)).expect("listen");
@@ -404,36 +236,37 @@ fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel(
                 c.write_all(&b).expect("write");
             });
 
-            let client = in_ns(s, &cl, || {
-                let echoed = udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 50, 1);
-                let mut t = TcpStream::connect_timeout(
-                    &SocketAddr::from((LB_ADDR, 8080)),
-                    Duration::from_secs(5),
-                )
-                .expect("TCP to the lb's own address still works");
-                t.set_read_timeout(Some(Duration::from_secs(5)))
-                    .expect("timeout");
-                t.write_all(b"hello").expect("write");
-                let mut b = [0u8; 5];
-                t.read_exact(&mut b).expect("read");
-                assert_eq!(&b, b"hello");
-                // UDP to a port nobody configured: the kernel answers (ICMP
-                // port unreachable -> ECONNREFUSED), xlb never sees it.
-                // Verdicts other than Tx: nothing comes back, both are counted.
-                let m = UdpSocket::bind("0.0.0.0:0").expect("bind");
-                m.connect((VIP, VIP_PORT)).expect("connect");
-                m.send(b"PASS").expect("send");
-                m.send(b"DROP").expect("send");
-                let u = UdpSocket::bind("0.0.0.0:0").expect("bind");
-                u.connect((LB_ADDR, 9999)).expect("connect");
-                u.set_read_timeout(Some(Duration::from_secs(2)))
-                    .expect("timeout");
-                u.send(b"x").expect("send");
-                let refused = u.recv(&mut [0u8; 8]).is_err();
-                (echoed, refused)
-            })
-            .join()
-            .expect("client thread");
+            let client = cl
+                .scoped(s, || {
+                    let echoed = udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 50, 1);
+                    let mut t = TcpStream::connect_timeout(
+                        &SocketAddr::from((LB_ADDR, 8080)),
+                        Duration::from_secs(5),
+                    )
+                    .expect("TCP to the lb's own address still works");
+                    t.set_read_timeout(Some(Duration::from_secs(5)))
+                        .expect("timeout");
+                    t.write_all(b"hello").expect("write");
+                    let mut b = [0u8; 5];
+                    t.read_exact(&mut b).expect("read");
+                    assert_eq!(&b, b"hello");
+                    // UDP to a port nobody configured: the kernel answers (ICMP
+                    // port unreachable -> ECONNREFUSED), xlb never sees it.
+                    // Verdicts other than Tx: nothing comes back, both are counted.
+                    let m = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                    m.connect((VIP, VIP_PORT)).expect("connect");
+                    m.send(b"PASS").expect("send");
+                    m.send(b"DROP").expect("send");
+                    let u = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                    u.connect((LB_ADDR, 9999)).expect("connect");
+                    u.set_read_timeout(Some(Duration::from_secs(2)))
+                        .expect("timeout");
+                    u.send(b"x").expect("send");
+                    let refused = u.recv(&mut [0u8; 8]).is_err();
+                    (echoed, refused)
+                })
+                .join()
+                .expect("client thread");
             server.join().expect("server thread");
             let (echoed, refused) = client;
             assert!(echoed >= 48, "only {echoed}/50 datagrams came back");
@@ -441,7 +274,9 @@ fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel(
                 refused,
                 "the kernel handled the datagram to an unconfigured port"
             );
-            let neigh = output(&["ip", "-n", &cl, "neigh", "show", &LB_ADDR.to_string()]);
+            let neigh = cl
+                .ip(&["neigh", "show", &LB_ADDR.to_string()])
+                .expect("ip neigh");
             assert!(
                 neigh.contains("lladdr"),
                 "ARP through XDP_PASS works: {neigh}"
@@ -462,7 +297,10 @@ fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel(
             assert!(st.xdp[0].get(Stat::Pass) > 0, "ARP/TCP passed: {st:?}");
             assert!(seen.load(Ordering::Relaxed) >= 50);
             rt.stop().expect("clean stop");
-            assert!(!xdp_attached(&lb), "program detached on stop");
+            assert!(
+                !lb.xdp_attached().expect("ip link"),
+                "program detached on stop"
+            );
         })
         .join()
         .expect("lb thread");
@@ -471,21 +309,22 @@ fn udp_to_a_vip_is_answered_through_af_xdp_and_other_traffic_reaches_the_kernel(
 
 #[test]
 fn two_queues_get_two_workers_that_both_carry_traffic() {
-    let mut lab = Lab::new("q");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (lb, cl, lif) = client_lb(&mut lab, 2);
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
+        lb.scoped(s, || {
             let tables = echo_tables();
             let seen = Arc::new(AtomicU64::new(0));
             let rt = Runtime::start(config(vec![lif.clone()]), tables, move |_| {
                 Box::new(Reflector { seen: seen.clone() })
             })
             .expect("runtime starts");
-            let echoed = in_ns(s, &cl, || {
-                udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 128, 32)
-            })
-            .join()
-            .expect("client");
+            let echoed = cl
+                .scoped(s, || {
+                    udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 128, 32)
+                })
+                .join()
+                .expect("client");
             let st = rt.stats();
             assert_eq!(st.workers.len(), 2, "one worker per queue");
             assert!(echoed >= 120, "only {echoed}/128 came back; {st:?}");
@@ -503,17 +342,13 @@ fn two_queues_get_two_workers_that_both_carry_traffic() {
 
 #[test]
 fn a_restart_after_a_crash_detaches_the_stale_program_and_serves_again() {
-    let mut lab = Lab::new("r");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (lb, cl, lif) = client_lb(&mut lab, 1);
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
+        lb.scoped(s, || {
             let start = || {
-                let tables = tables_with(vec![udp_service(
-                    VIP,
-                    VIP_PORT,
-                    NatMode::Dnat,
-                    (CLIENT_ADDR, 9),
-                )]);
+                let tables =
+                    fixtures::handle([udp_service(VIP, VIP_PORT, NatMode::Dnat, (CLIENT_ADDR, 9))]);
                 let seen = Arc::new(AtomicU64::new(0));
                 Runtime::start(config(vec![lif.clone()]), tables, move |_| {
                     Box::new(Reflector { seen: seen.clone() })
@@ -522,16 +357,18 @@ fn a_restart_after_a_crash_detaches_the_stale_program_and_serves_again() {
             };
             let rt = start();
             rt.abandon(); // as if the process died: program stays attached
-            assert!(xdp_attached(&lb), "the crashed run left its program behind");
+            assert!(
+                lb.xdp_attached().expect("ip link"),
+                "the crashed run left its program behind"
+            );
             let rt = start();
-            let echoed = in_ns(s, &cl, || {
-                udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 20, 1)
-            })
-            .join()
-            .expect("client");
+            let echoed = cl
+                .scoped(s, || udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 20, 1))
+                .join()
+                .expect("client");
             assert!(echoed >= 19, "only {echoed}/20 after restart");
             rt.stop().expect("clean stop");
-            assert!(!xdp_attached(&lb));
+            assert!(!lb.xdp_attached().expect("ip link"));
         })
         .join()
         .expect("lb thread");
@@ -540,10 +377,11 @@ fn a_restart_after_a_crash_detaches_the_stale_program_and_serves_again() {
 
 #[test]
 fn errors_name_the_problem() {
-    let mut lab = Lab::new("e");
-    let lb = lab.ns("lb");
+    let mut lab = Lab::new().expect("lab (root?)");
+    let lb = lab.ns("lb").expect("namespace");
+    let br = lab.ifname("br");
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
+        lb.scoped(s, || {
             let r = Runtime::start(
                 config(vec!["xlb-nope0".into()]),
                 TablesHandle::new(),
@@ -560,11 +398,11 @@ fn errors_name_the_problem() {
             );
             assert!(e.to_string().contains("does not exist"));
 
-            run(&["ip", "link", "add", "xlbtdum0", "type", "bridge"]);
-            run(&["ip", "link", "set", "xlbtdum0", "up"]);
+            run(&["ip", "link", "add", &br, "type", "bridge"]);
+            run(&["ip", "link", "set", &br, "up"]);
             let cfg = RuntimeConfig {
                 queues: Some(4),
-                ..config(vec!["xlbtdum0".into()])
+                ..config(vec![br.clone()])
             };
             let e = Runtime::start(cfg, TablesHandle::new(), |_| {
                 Box::new(Reflector {
@@ -672,27 +510,20 @@ impl Processor for MiniDnat {
 
 #[test]
 fn dnat_across_two_interfaces_uses_next_hops_from_netinfo_and_steers_backend_replies() {
-    let mut lab = Lab::new("d");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (lb, cl, lif) = client_lb(&mut lab, 1);
-    let be = lab.ns("be");
+    let be = lab.ns("be").expect("namespace");
     let mif = lab.ifname("m");
     let bif = lab.ifname("b");
     veth(&lb, &mif, &be, &bif, 1);
-    addr(&lb, &mif, &format!("{LB_BACKSIDE}/24"));
-    addr(&be, &bif, &format!("{BACKEND}/24"));
-    run(&[
-        "ip",
-        "-n",
-        &be,
-        "route",
-        "add",
-        "10.99.0.0/24",
-        "via",
-        &LB_BACKSIDE.to_string(),
-    ]);
+    lb.addr(&mif, &format!("{LB_BACKSIDE}/24"))
+        .expect("address");
+    be.addr(&bif, &format!("{BACKEND}/24")).expect("address");
+    be.route("10.99.0.0/24", &LB_BACKSIDE.to_string())
+        .expect("route back to the clients");
     std::thread::scope(|s| {
         // The backend: a kernel UDP echo server, bounded in time.
-        let server = in_ns(s, &be, || {
+        let server = be.scoped(s, || {
             let u = UdpSocket::bind((BACKEND, VIP_PORT)).expect("bind backend");
             u.set_read_timeout(Some(Duration::from_millis(200)))
                 .expect("timeout");
@@ -712,9 +543,9 @@ fn dnat_across_two_interfaces_uses_next_hops_from_netinfo_and_steers_backend_rep
             }
             served
         });
-        in_ns(s, &lb, || {
+        lb.scoped(s, || {
             let service = udp_service(VIP, VIP_PORT, NatMode::Dnat, (BACKEND, VIP_PORT));
-            let handle = tables_with(vec![service.clone()]);
+            let handle = fixtures::handle([service.clone()]);
             let rt = Runtime::start(
                 config(vec![lif.clone(), mif.clone()]),
                 handle.clone(),
@@ -746,11 +577,10 @@ fn dnat_across_two_interfaces_uses_next_hops_from_netinfo_and_steers_backend_rep
             let r = rt.publish(&handle, t).expect("publish + sync");
             assert_eq!(r.added, 0, "same service: the maps already hold its keys");
 
-            let echoed = in_ns(s, &cl, || {
-                udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 40, 4)
-            })
-            .join()
-            .expect("client");
+            let echoed = cl
+                .scoped(s, || udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 40, 4))
+                .join()
+                .expect("client");
             let st = rt.stats();
             assert!(echoed >= 38, "only {echoed}/40 through the backend; {st:?}");
             assert!(st.xdp[0].get(Stat::RedirectVip) >= 40, "{st:?}");
@@ -760,7 +590,7 @@ fn dnat_across_two_interfaces_uses_next_hops_from_netinfo_and_steers_backend_rep
             );
             assert!(st.tx() >= 76, "{st:?}");
             rt.stop().expect("clean stop");
-            assert!(!xdp_attached(&lb));
+            assert!(!lb.xdp_attached().expect("ip link"));
         })
         .join()
         .expect("lb thread");
@@ -771,10 +601,10 @@ fn dnat_across_two_interfaces_uses_next_hops_from_netinfo_and_steers_backend_rep
 
 #[test]
 fn idle_workers_block_in_poll_and_busy_poll_keeps_spinning() {
-    let mut lab = Lab::new("i");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (lb, _cl, lif) = client_lb(&mut lab, 1);
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
+        lb.scoped(s, || {
             for busy in [false, true] {
                 let cfg = RuntimeConfig {
                     busy_poll: busy,
@@ -803,46 +633,6 @@ fn idle_workers_block_in_poll_and_busy_poll_keeps_spinning() {
     });
 }
 
-/// Give this thread its own mount namespace with a sysfs of its current
-/// network namespace, as `ip netns exec` does: sysfs shows the namespace it
-/// was mounted in, and a thread that only called setns still sees the host's.
-fn private_sysfs() {
-    // SAFETY: plain syscalls on this thread with valid NUL-terminated strings
-    // and null data pointers; unshare only detaches this thread's mount table.
-    unsafe {
-        assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare");
-        assert_eq!(
-            libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_SLAVE,
-                std::ptr::null()
-            ),
-            0,
-            "make / a slave: {}",
-            std::io::Error::last_os_error()
-        );
-        assert_eq!(
-            libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH),
-            0,
-            "umount /sys"
-        );
-        assert_eq!(
-            libc::mount(
-                c"sysfs".as_ptr(),
-                c"/sys".as_ptr(),
-                c"sysfs".as_ptr(),
-                0,
-                std::ptr::null()
-            ),
-            0,
-            "mount sysfs: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 fn sysfs_u64(iface: &str, attr: &str) -> u64 {
     let p = format!("/sys/class/net/{iface}/{attr}");
     std::fs::read_to_string(&p)
@@ -854,18 +644,18 @@ fn sysfs_u64(iface: &str, attr: &str) -> u64 {
 
 #[test]
 fn busy_poll_serves_and_defers_napi_to_the_worker_while_it_runs() {
-    let mut lab = Lab::new("bp");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (lb, cl, lif) = client_lb(&mut lab, 1);
     // A second balancer interface, whose deferral the operator already chose.
     let l2 = {
-        let cl2 = lab.ns("c2");
+        let cl2 = lab.ns("c2").expect("namespace");
         let (l2, c2) = (lab.ifname("l2"), lab.ifname("c2"));
         veth(&lb, &l2, &cl2, &c2, 1);
         l2
     };
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
-            private_sysfs();
+        lb.scoped(s, || {
+            netns::private_sysfs().expect("a sysfs of the namespace");
             assert_eq!(sysfs_u64(&lif, "napi_defer_hard_irqs"), 0);
             std::fs::write(format!("/sys/class/net/{l2}/napi_defer_hard_irqs"), "7")
                 .expect("preset");
@@ -889,11 +679,12 @@ fn busy_poll_serves_and_defers_napi_to_the_worker_while_it_runs() {
                 7,
                 "an operator's value is kept"
             );
-            let echoed = in_ns(s, &cl, || {
-                udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 200, 4)
-            })
-            .join()
-            .expect("client thread");
+            let echoed = cl
+                .scoped(s, || {
+                    udp_exchange(SocketAddr::from((VIP, VIP_PORT)), 200, 4)
+                })
+                .join()
+                .expect("client thread");
             assert!(echoed >= 196, "only {echoed}/200 datagrams came back");
             assert!(seen.load(Ordering::Relaxed) >= 196);
             assert_eq!(rt.stats().workers[0].sleeps, 0, "busy polling never blocks");
@@ -910,21 +701,22 @@ fn busy_poll_serves_and_defers_napi_to_the_worker_while_it_runs() {
 #[test]
 fn native_xdp_refused_falls_back_to_generic_and_still_serves() {
     // A bridge has no driver XDP: native attach is refused.
-    let mut lab = Lab::new("g");
-    let lb = lab.ns("lb");
+    let mut lab = Lab::new().expect("lab (root?)");
+    let lb = lab.ns("lb").expect("namespace");
+    let br = lab.ifname("br");
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
-            run(&["ip", "link", "add", "xlbtdum1", "type", "bridge"]);
-            run(&["ip", "addr", "add", "10.99.5.1/24", "dev", "xlbtdum1"]);
-            run(&["ip", "link", "set", "xlbtdum1", "up"]);
-            let rt = Runtime::start(config(vec!["xlbtdum1".into()]), TablesHandle::new(), |_| {
+        lb.scoped(s, || {
+            run(&["ip", "link", "add", &br, "type", "bridge"]);
+            run(&["ip", "addr", "add", "10.99.5.1/24", "dev", &br]);
+            run(&["ip", "link", "set", &br, "up"]);
+            let rt = Runtime::start(config(vec![br.clone()]), TablesHandle::new(), |_| {
                 Box::new(Reflector {
                     seen: Arc::default(),
                 })
             })
             .expect("runtime starts in generic mode");
             assert_eq!(rt.ports()[0].xdp_mode, XdpMode::Generic);
-            assert!(output(&["ip", "-o", "link", "show", "xlbtdum1"]).contains("xdpgeneric"));
+            assert!(run(&["ip", "-o", "link", "show", &br]).contains("xdpgeneric"));
             rt.stop().expect("clean stop");
             assert!(!xdp_attached_here());
         })
@@ -935,11 +727,11 @@ fn native_xdp_refused_falls_back_to_generic_and_still_serves() {
 
 #[test]
 fn the_pass_program_attaches_to_a_peer_and_detaches_on_drop() {
-    let mut lab = Lab::new("p");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (_lb, cl, _lif) = client_lb(&mut lab, 1);
     let cif = lab.ifname("c");
     std::thread::scope(|s| {
-        in_ns(s, &cl, || {
+        cl.scoped(s, || {
             let idx = xlb_io::kernel::netinfo::ifindex(&cif).expect("ifindex");
             let p = xlb_io::attach_pass_program(idx, XdpMode::Native).expect("attach");
             assert!(xdp_attached_here());
@@ -958,47 +750,16 @@ fn the_pass_program_attaches_to_a_peer_and_detaches_on_drop() {
 
 #[test]
 fn ipv6_udp_to_a_vip_is_answered_and_neighbour_discovery_passes() {
-    let mut lab = Lab::new("6");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (lb, cl, lif) = client_lb(&mut lab, 1);
     let cif = lab.ifname("c");
-    run(&[
-        "ip",
-        "-n",
-        &lb,
-        "-6",
-        "addr",
-        "add",
-        "fd99::1/64",
-        "dev",
-        &lif,
-        "nodad",
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &cl,
-        "-6",
-        "addr",
-        "add",
-        "fd99::2/64",
-        "dev",
-        &cif,
-        "nodad",
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &cl,
-        "-6",
-        "route",
-        "add",
-        "fd99:1::/64",
-        "via",
-        "fd99::1",
-    ]);
+    lb.addr_nodad(&lif, "fd99::1/64").expect("address");
+    cl.addr_nodad(&cif, "fd99::2/64").expect("address");
+    cl.route("fd99:1::/64", "fd99::1")
+        .expect("route to the VIPs");
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
-            let tables = tables_with(vec![udp_service(
+        lb.scoped(s, || {
+            let tables = fixtures::handle([udp_service(
                 VIP6,
                 VIP_PORT,
                 NatMode::Dnat,
@@ -1010,15 +771,18 @@ fn ipv6_udp_to_a_vip_is_answered_and_neighbour_discovery_passes() {
                 })
             })
             .expect("runtime starts");
-            let echoed = in_ns(s, &cl, || {
-                udp_exchange(SocketAddr::from((VIP6, VIP_PORT)), 30, 2)
-            })
-            .join()
-            .expect("client");
+            let echoed = cl
+                .scoped(s, || {
+                    udp_exchange(SocketAddr::from((VIP6, VIP_PORT)), 30, 2)
+                })
+                .join()
+                .expect("client");
             let st = rt.stats();
             assert!(echoed >= 29, "only {echoed}/30 over IPv6; {st:?}");
             assert!(st.xdp[0].get(Stat::RedirectVip) >= 30, "{st:?}");
-            let neigh = output(&["ip", "-n", &cl, "-6", "neigh", "show", "fd99::1"]);
+            let neigh = cl
+                .ip(&["-6", "neigh", "show", "fd99::1"])
+                .expect("ip neigh");
             assert!(
                 neigh.contains("lladdr"),
                 "NDP through XDP_PASS works: {neigh}"
@@ -1035,22 +799,22 @@ fn ipv6_udp_to_a_vip_is_answered_and_neighbour_discovery_passes() {
 /// entry going) within a second, in that namespace only.
 #[test]
 fn neighbours_are_read_and_watched_over_rtnetlink() {
-    let mut lab = Lab::new("nl");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (lb, _cl, lif) = client_lb(&mut lab, 1);
     let peer: IpAddr = "10.99.0.77".parse().expect("ip");
     let (mac1, mac2) = ("02:00:00:00:77:01", "02:00:00:00:77:02");
     let neigh = |verb: &str, mac: Option<&str>| {
         let p = peer.to_string();
-        let mut args = vec!["ip", "-n", &lb, "neigh", verb, &p];
+        let mut args = vec!["neigh", verb, &p];
         if let Some(m) = mac {
             args.extend(["lladdr", m, "nud", "permanent"]);
         }
         args.extend(["dev", &lif]);
-        run(&args);
+        lb.ip(&args).expect("ip neigh");
     };
     neigh("add", Some(mac1));
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
+        lb.scoped(s, || {
             let table = xlb_io::kernel::netinfo::neighbours().expect("neighbour dump");
             let got = table.get(&(peer, lif.clone())).map(|m| m.to_string());
             assert_eq!(got.as_deref(), Some(mac1), "{table:?}");
@@ -1106,24 +870,14 @@ fn neighbours_are_read_and_watched_over_rtnetlink() {
 /// every other endpoint from resolving.
 #[test]
 fn routes_are_looked_up_over_rtnetlink() {
-    let mut lab = Lab::new("rt");
+    let mut lab = Lab::new().expect("lab (root?)");
     let (lb, _cl, lif) = client_lb(&mut lab, 1);
     let gw = CLIENT_ADDR.to_string();
-    run(&["ip", "-n", &lb, "route", "add", "10.99.1.0/24", "via", &gw]);
-    addr(&lb, &lif, "fd00:99::1/64");
-    run(&[
-        "ip",
-        "-n",
-        &lb,
-        "-6",
-        "route",
-        "add",
-        "fd00:98::/64",
-        "via",
-        "fd00:99::2",
-    ]);
+    lb.route("10.99.1.0/24", &gw).expect("route");
+    lb.addr(&lif, "fd00:99::1/64").expect("address");
+    lb.route("fd00:98::/64", "fd00:99::2").expect("route");
     std::thread::scope(|s| {
-        in_ns(s, &lb, || {
+        lb.scoped(s, || {
             let on_link: IpAddr = "10.99.0.77".parse().expect("ip");
             assert_eq!(
                 xlb_io::kernel::netinfo::route_to(on_link).expect("lookup"),

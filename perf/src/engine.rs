@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -19,6 +19,9 @@ use crate::report::stats::{LatencySummary, LossReport, RxStats};
 
 /// Hard ceiling on any run.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
+
+/// How long [`open_socket`] retries a queue still held by a closed socket.
+const QUEUE_RELEASE_WAIT: Duration = Duration::from_secs(3);
 
 /// UMEM chunk size of the generator's sockets (holds a 1518-byte frame).
 pub const FRAME_SIZE: u32 = 2048;
@@ -40,8 +43,18 @@ fn open_socket(iface: &str, queue: u32, frames: u32) -> Result<(FramePool<XskIo>
         busy_poll_budget: None,
         max_kicks: 1,
     };
-    let (io, fds) = XskIo::create(&[iface.to_string()], queue, &cfg)
-        .with_context(|| format!("AF_XDP socket on {iface} queue {queue}"))?;
+    // The kernel releases a closed socket's claim on its queue in deferred
+    // work: a socket opened right after the previous run's closed may find
+    // the queue busy for a moment, longer on a loaded machine.
+    let deadline = Instant::now() + QUEUE_RELEASE_WAIT;
+    let (io, fds) = loop {
+        match XskIo::create(&[iface.to_string()], queue, &cfg) {
+            Err(e) if e.errno() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => break r.with_context(|| format!("AF_XDP socket on {iface} queue {queue}"))?,
+        }
+    };
     let fd = *fds.first().context("XskIo made no socket")?;
     Ok((FramePool::new(io), fd))
 }
@@ -274,44 +287,21 @@ impl std::fmt::Debug for XdpRx {
 /// Steering tables that make every address of `addrs` a UDP and TCP "VIP"
 /// on all ports (a wide range becomes the program's wildcard key).
 pub fn sink_tables(addrs: &[IpAddr]) -> Result<xlb_dataplane::tables::Tables> {
-    use xlb_dataplane::tables::{
-        EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec, Tables,
-        TablesSpec,
-    };
+    use xlb_dataplane::tables::{L4Proto, Tables};
+    use xlb_testkit::fixtures::{spec, Service};
     let mut services = Vec::new();
     for (i, a) in addrs.iter().enumerate() {
         for proto in [L4Proto::Udp, L4Proto::Tcp] {
-            services.push(ServiceSpec {
-                key: ServiceKey {
-                    vip: *a,
-                    proto,
-                    port_min: 1,
-                    port_max: 65535,
-                    block: 0,
-                },
-                sel: Selection::RoundRobin,
-                mode: NatMode::Dnat,
-                allowed_sources: vec![],
-                endpoints: vec![EndpointSpec {
-                    addr: *a,
-                    port: 1,
-                    weight: 1,
-                    state: EndpointState::Active,
-                }],
-                inactive_timeout_s: 60,
-                dsr_ipip: false,
-                name: format!("sink{i}{}", proto.name()),
-            });
+            services.push(
+                Service::new(*a, proto, 1)
+                    .ports(1, 65535)
+                    .ep(*a, 1)
+                    .timeout(60)
+                    .name(&format!("sink{i}{}", proto.name())),
+            );
         }
     }
-    Tables::build(
-        TablesSpec {
-            services,
-            ..Default::default()
-        },
-        &Tables::empty(),
-    )
-    .context("sink steering tables")
+    Tables::build(spec(services), &Tables::empty()).context("sink steering tables")
 }
 
 impl XdpRx {

@@ -4,8 +4,9 @@
 //! balancers on one namespaced topology.
 //!
 //! Layout:
-//! - [`lab`] (network namespaces, veths, commands in a namespace) and
-//!   [`procs`] (processes the harness starts, where things ran);
+//! - [`host`] (the interrupt flag, pinning, nice values, autogroups) and
+//!   [`procs`] (processes the harness starts, where things ran); the
+//!   namespaces, veths and bridges themselves are `xlb_testkit`'s labs;
 //! - the generator: [`frames`] (stamped frame templates), [`pace`],
 //!   [`engine`] (the TX and RX loops over xlb-io's `XskIo`, or [`raw`]
 //!   sockets) and [`pktgen`] (a run with its threads and summary);
@@ -16,19 +17,19 @@
 //! - [`report`]: the receive-side accounting and medians, charts, and the
 //!   Markdown/JSON files.
 //!
-//! Imports run one way: suites → contenders → topo → lab; the suites and
-//! the generator use report, which uses only lab and frames; no suite
-//! imports another.
+//! Imports run one way: suites → contenders → topo → host; the suites and
+//! the generator use report, which uses only frames (and the test kit's
+//! commands); no suite imports another.
 //!
 //! The generator's AF_XDP sockets are xlb-io's `XskIo`, driven through its
-//! `FramePool`. `unsafe` lives only in [`raw`] (AF_PACKET syscalls), [`lab`]
-//! (setns, kill) and [`procs`] (kill, sysconf); every block says why it is
-//! sound.
+//! `FramePool`. `unsafe` lives only in [`raw`] (AF_PACKET syscalls), [`host`]
+//! (signal handlers, scheduling) and [`procs`] (kill, sysconf); every block
+//! says why it is sound.
 
 pub mod contenders;
 pub mod engine;
 pub mod frames;
-pub mod lab;
+pub mod host;
 pub mod pace;
 pub mod pktgen;
 pub mod procs;

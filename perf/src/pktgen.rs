@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use xlb_dataplane::net::MacAddr;
+use xlb_testkit::netns;
 
 use crate::engine::{
     self, check_bounds, rx_summary, sent_per_flow, tx_summary, Progress, RxJob, RxMode, Summary,
     TxJob,
 };
 use crate::frames::{FlowSpec, Proto, SizeSpec, Templates};
-use crate::lab::{current_cpu, enter_netns, gettid, pin, renice};
+use crate::host::{current_cpu, gettid, pin, renice};
 use crate::report::stats;
 
 /// The sending side.
@@ -134,7 +135,7 @@ impl RxOpts {
 
 fn enter(ns: &Option<String>) -> Result<()> {
     match ns {
-        Some(n) => enter_netns(n),
+        Some(n) => Ok(netns::enter(n)?),
         None => Ok(()),
     }
 }
@@ -335,7 +336,7 @@ pub fn run(tx: Option<&TxOpts>, rx: Option<&RxOpts>, live: bool) -> Result<Summa
             if !running {
                 break;
             }
-            if crate::lab::interrupted() {
+            if crate::host::interrupted() {
                 stop.store(true, Ordering::Relaxed);
                 rx_stop.store(true, Ordering::Relaxed);
             }

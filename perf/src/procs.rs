@@ -1,126 +1,51 @@
 //! Processes the harness starts inside its namespaces (wrk, nginx, HAProxy,
 //! the `xlb` daemon) and where they and the softirqs ran.
 //!
-//! Every process is a [`Proc`]: started through `ip netns exec NS taskset -c
-//! CPU …` (so it and all its threads stay on the cores the report names),
-//! stopped by its own pid on drop — SIGTERM, then SIGKILL after a grace
-//! period — so a failed or interrupted run leaves nothing behind. [`Lab`]
-//! additionally kills whatever is still inside its namespaces before it
-//! deletes them.
+//! Every process is a test-kit [`Proc`]: started through `ip netns exec NS
+//! taskset -c CPU …` ([`start`]: so it and all its threads stay on the
+//! cores the report names), stopped by its own pid on drop — SIGTERM, then
+//! SIGKILL after a grace period — so a failed or interrupted run leaves
+//! nothing behind. [`Lab`] additionally kills whatever is still inside its
+//! namespaces before it deletes them.
 //!
-//! [`Lab`]: crate::lab::Lab
-// Raw syscalls: signals to the processes the harness started, sysconf.
+//! [`Lab`]: xlb_testkit::Lab
+// Raw syscalls: sysconf.
 #![allow(unsafe_code)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use xlb_testkit::{netns, Spawn};
 
-/// A process started by the harness; stopped (by pid) on drop.
-#[derive(Debug)]
-pub struct Proc {
-    /// What it is (for reports and errors).
-    pub name: String,
-    child: Option<Child>,
-    log: std::path::PathBuf,
+pub use xlb_testkit::Proc;
+
+/// Start `args` in namespace `ns`, pinned to `cpus` (taskset list, e.g.
+/// "1" or "0,1"), at nice `nice` (inherited by its threads and children;
+/// `None` = unchanged), stdout and stderr to `log`.
+pub fn start(
+    name: &str,
+    ns: &str,
+    cpus: &str,
+    nice: Option<i32>,
+    args: &[&str],
+    log: &Path,
+) -> Result<Proc> {
+    Spawn::new(args)
+        .name(name)
+        .netns(ns)
+        .cpus(cpus)
+        .nice(nice.unwrap_or(0))
+        .log(log)
+        .start()
+        .with_context(|| format!("starting {name}: {args:?}"))
 }
 
-impl Proc {
-    /// Start `args` in namespace `ns`, pinned to `cpus` (taskset list, e.g.
-    /// "1" or "0,1"), at nice `nice` (inherited by its threads and
-    /// children; `None` = unchanged), stdout and stderr to `log`.
-    pub fn start(
-        name: &str,
-        ns: &str,
-        cpus: &str,
-        nice: Option<i32>,
-        args: &[&str],
-        log: &Path,
-    ) -> Result<Proc> {
-        let f = std::fs::File::create(log).with_context(|| format!("creating {log:?}"))?;
-        let n = nice.unwrap_or(0).to_string();
-        // `ip netns exec`, `taskset` and `nice` all exec: the child's pid is
-        // the program's own, so signals reach it directly.
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "taskset", "-c", cpus, "nice", "-n", &n])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .with_context(|| format!("starting {name}: {args:?}"))?;
-        Ok(Proc {
-            name: name.to_string(),
-            child: Some(child),
-            log: log.to_path_buf(),
-        })
-    }
-
-    /// The pid.
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// Its log so far (for error messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait until it exits, at most `limit`, stopping early (and killing it)
-    /// on SIGINT/SIGTERM to the harness. Returns whether it exited successfully.
-    pub fn wait(&mut self, limit: Duration) -> Result<bool> {
-        let deadline = Instant::now() + limit;
-        let c = self.child.as_mut().ok_or_else(|| anyhow!("no child"))?;
-        loop {
-            if let Some(st) = c.try_wait()? {
-                return Ok(st.success());
-            }
-            if crate::lab::interrupted() {
-                bail!("interrupted while {} ran", self.name);
-            }
-            if Instant::now() > deadline {
-                bail!("{} did not finish in {limit:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, up to 3 s grace, then SIGKILL; reap.
-    pub fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        if let Ok(None) = c.try_wait() {
-            // SAFETY: kill(2) with a pid we spawned and have not reaped (so it
-            // cannot have been reused) and a valid signal number.
-            unsafe {
-                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-        }
-        let _ = c.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Wait until `p` exits, at most `limit`, stopping early on SIGINT/SIGTERM
+/// to the harness. Returns whether it exited successfully.
+pub fn wait(p: &mut Proc, limit: Duration) -> Result<bool> {
+    Ok(p.wait(limit, crate::host::interrupted)?)
 }
 
 /// Wait until `probe` succeeds (at most `limit`), failing early if `p` exits.
@@ -146,13 +71,8 @@ pub fn wait_ready(p: &mut Proc, limit: Duration, mut probe: impl FnMut() -> bool
 pub fn tcp_open(ns: &str, addr: std::net::SocketAddr) -> bool {
     let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
     // bash's /dev/tcp: no extra tools needed.
-    Command::new("ip")
-        .args(["netns", "exec", ns, "timeout", "1", "bash", "-c"])
-        .arg(format!("exec 3<>/dev/tcp/{ip}/{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let connect = format!("exec 3<>/dev/tcp/{ip}/{port}");
+    netns::exec(ns, &["timeout", "1", "bash", "-c", &connect]).is_ok()
 }
 
 // ---------------------------------------------------------------- where things ran

@@ -33,7 +33,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use xlb_dataplane::net::MacAddr;
 
-use crate::lab::{self, ns_sh, sh, Lab};
+use xlb_testkit::{netns, Lab, Netns, Veth};
 
 /// The service address.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 98, 9, 100);
@@ -132,10 +132,10 @@ impl Topology {
 /// The client — balancer — backends namespaces and their interfaces.
 pub(crate) struct Topo {
     pub(crate) lab: Lab,
-    pub(crate) cl: String,
-    pub(crate) lb: String,
+    pub(crate) cl: Netns,
+    pub(crate) lb: Netns,
     /// The (first) backend namespace and its interface.
-    pub(crate) be: String,
+    pub(crate) be: Netns,
     pub(crate) c0: String,
     pub(crate) l0: String,
     pub(crate) l1: String,
@@ -143,84 +143,73 @@ pub(crate) struct Topo {
     /// `bridged`: every backend's (namespace, interface), each counting the
     /// service's datagrams in [`SINK_TABLE`]; empty in `direct`, where
     /// xlb-pktgen receives on `b0`.
-    pub(crate) sinks: Vec<(String, String)>,
+    pub(crate) sinks: Vec<(Netns, String)>,
 }
 
 /// The backends' nftables netdev table (`bridged`), its counter named
 /// `delivered`.
 const SINK_TABLE: &str = "xlbsink";
 
+/// A veth pair `a` (in `ns_a`, address `cidr_a`) <-> `b` (in `ns_b`,
+/// `cidr_b`), one queue each.
+fn veth(ns_a: &Netns, a: &str, cidr_a: &str, ns_b: &Netns, b: &str, cidr_b: &str) -> Result<()> {
+    Veth::new(ns_a, a, ns_b, b).create()?;
+    ns_a.addr(a, cidr_a)?;
+    ns_b.addr(b, cidr_b)?;
+    Ok(())
+}
+
 /// Both topologies' front: namespaces `cl` and `lb`, the client's veth to
 /// the balancer, its route to the VIP, forwarding on in the balancer.
 /// Returns (cl, lb, c0, l0).
-fn front(lab: &mut Lab) -> Result<(String, String, String, String)> {
+fn front(lab: &mut Lab) -> Result<(Netns, Netns, String, String)> {
     let cl = lab.ns("cl")?;
     let lb = lab.ns("lb")?;
     let (c0, l0) = (lab.ifname("c0"), lab.ifname("l0"));
-    lab::veth(
+    veth(
         &cl,
         &c0,
         &format!("{CLIENT}/24"),
         &lb,
         &l0,
         &format!("{LB_FRONT}/24"),
-        1,
     )?;
-    sh(&[
-        "ip",
-        "-n",
-        &cl,
-        "route",
-        "add",
-        &format!("{VIP}/32"),
-        "via",
-        &LB_FRONT.to_string(),
-    ])?;
-    ns_sh(&lb, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    cl.route(&format!("{VIP}/32"), &LB_FRONT.to_string())?;
+    lb.sysctl("net.ipv4.ip_forward", "1")?;
     Ok((cl, lb, c0, l0))
 }
 
 /// A backend namespace's address on `iface` and its route back to the
 /// client's subnet through the balancer.
-fn backend_addr(ns: &str, iface: &str, addr: Ipv4Addr, route: bool) -> Result<()> {
-    lab::addr_add(ns, iface, &format!("{addr}/24"))?;
+fn backend_addr(ns: &Netns, iface: &str, addr: Ipv4Addr, route: bool) -> Result<()> {
+    ns.addr(iface, &format!("{addr}/24"))?;
     if route {
-        sh(&[
-            "ip",
-            "-n",
-            ns,
-            "route",
-            "add",
-            "10.98.0.0/24",
-            "via",
-            &LB_BACK.to_string(),
-        ])?;
+        ns.route("10.98.0.0/24", &LB_BACK.to_string())?;
     }
     Ok(())
 }
 
-/// The client — balancer — backends topology, its namespaces tagged `what`.
-pub(crate) fn build_direct(what: &str) -> Result<Topo> {
-    let mut lab = Lab::new(what)?;
+/// The client — balancer — backends topology.
+pub(crate) fn build_direct() -> Result<Topo> {
+    let mut lab = Lab::new()?;
     let (cl, lb, c0, l0) = front(&mut lab)?;
     let be = lab.ns("be")?;
     let (l1, b0) = (lab.ifname("l1"), lab.ifname("b0"));
-    lab::veth(
+    veth(
         &lb,
         &l1,
         &format!("{LB_BACK}/24"),
         &be,
         &b0,
         &format!("{SINK}/24"),
-        1,
     )?;
     for (i, b) in BACKENDS.into_iter().enumerate() {
         backend_addr(&be, &b0, b, i == 0)?;
     }
     // Let the balancer learn the backends (and they it) before any contender.
-    let mac = lab::mac_of(&be, &b0)?;
+    let mac = be.mac(&b0)?;
     for b in BACKENDS {
-        lab::neigh_permanent(&lb, &b.to_string(), &mac, &l1)?;
+        lb.neigh_permanent(&b.to_string(), &mac, &l1)?;
     }
     Ok(Topo {
         lab,
@@ -236,35 +225,16 @@ pub(crate) fn build_direct(what: &str) -> Result<Topo> {
 }
 
 /// The client — balancer — bridge — three backends topology (see
-/// [`Topology::Bridged`]), its namespaces tagged `what`.
-pub(crate) fn build_bridged(what: &str) -> Result<Topo> {
-    let mut lab = Lab::new(what)?;
+/// [`Topology::Bridged`]).
+pub(crate) fn build_bridged() -> Result<Topo> {
+    let mut lab = Lab::new()?;
     let (cl, lb, c0, l0) = front(&mut lab)?;
-    let br = lab.ns("br")?;
+    let mut br = lab.bridge("br")?;
     let (l1, p0) = (lab.ifname("l1"), lab.ifname("p0"));
-    lab::veth_pair(&lb, &l1, &br, &p0, 1)?;
-    lab::addr_add(&lb, &l1, &format!("{LB_BACK}/24"))?;
-    ns_sh(&br, &["ip", "link", "add", "br0", "type", "bridge"])?;
-    ns_sh(&br, &["ip", "link", "set", "br0", "up"])?;
-    // The bridge's netfilter hooks are built into this kernel (LAB-NOTES);
-    // the sysctls exist only once br_netfilter is loaded.
-    for k in ["iptables", "ip6tables", "arptables"] {
-        let _ = ns_sh(
-            &br,
-            &["sysctl", "-qw", &format!("net.bridge.bridge-nf-call-{k}=0")],
-        );
-    }
-    let port = |port: &str, mac: &str| -> Result<()> {
-        ns_sh(&br, &["ip", "link", "set", port, "master", "br0"])?;
-        ns_sh(
-            &br,
-            &[
-                "bridge", "fdb", "replace", mac, "dev", port, "master", "static",
-            ],
-        )?;
-        Ok(())
-    };
-    port(&p0, &lab::mac_of(&lb, &l1)?)?;
+    Veth::new(&lb, &l1, br.ns(), &p0).create()?;
+    lb.addr(&l1, &format!("{LB_BACK}/24"))?;
+    br.plug(&p0, &lb)?;
+    br.static_fdb(&p0, &lb.mac(&l1)?)?;
     let mut sinks = Vec::new();
     for (i, b) in BACKENDS.into_iter().enumerate() {
         let ns = lab.ns(&format!("b{i}"))?;
@@ -272,20 +242,17 @@ pub(crate) fn build_bridged(what: &str) -> Result<Topo> {
             lab.ifname(&format!("p{}", i + 1)),
             lab.ifname(&format!("b{i}")),
         );
-        lab::veth_pair(&br, &p, &ns, &bi, 1)?;
+        br.attach(&p, &ns, &bi, 1)?;
         backend_addr(&ns, &bi, b, true)?;
         // Backends that only receive are never learned: without static
         // entries the bridge floods every frame to all of them (LAB-NOTES).
-        let mac = lab::mac_of(&ns, &bi)?;
-        port(&p, &mac)?;
-        lab::load_nft(
-            &ns,
-            "sink",
-            &format!(
-                "table netdev {SINK_TABLE} {{\n  counter delivered {{ }}\n  chain ingress {{\n    type filter hook ingress device \"{bi}\" priority 0; policy accept;\n    udp dport {VIP_PORT} counter name \"delivered\" drop\n  }}\n}}\n"
-            ),
-        )?;
-        lab::neigh_permanent(&lb, &b.to_string(), &mac, &l1)?;
+        let mac = ns.mac(&bi)?;
+        br.static_fdb(&p, &mac)?;
+        ns.nft(&format!(
+            "table netdev {SINK_TABLE} {{\n  counter delivered {{ }}\n  chain ingress {{\n    type filter hook ingress device \"{bi}\" priority 0; policy accept;\n    udp dport {VIP_PORT} counter name \"delivered\" drop\n  }}\n}}\n"
+        ))
+        .with_context(|| format!("loading the sink counter in {ns}"))?;
+        lb.neigh_permanent(&b.to_string(), &mac, &l1)?;
         sinks.push((ns, bi));
     }
     let (be, b0) = sinks[0].clone();
@@ -306,7 +273,7 @@ pub(crate) fn build_bridged(what: &str) -> Result<Topo> {
 pub(crate) fn delivered_per_backend(t: &Topo) -> Result<Vec<u64>> {
     t.sinks
         .iter()
-        .map(|(ns, _)| lab::nft_counter(ns, "netdev", SINK_TABLE, "delivered"))
+        .map(|(ns, _)| Ok(ns.nft_counter("netdev", SINK_TABLE, "delivered")?))
         .collect()
 }
 
@@ -323,33 +290,34 @@ pub(crate) struct FloodTopo {
     pub(crate) l2: String,
 }
 
-/// Build a [`FloodTopo`], its namespaces tagged `what`.
-pub(crate) fn build_flood(what: &str) -> Result<FloodTopo> {
-    let t = build_direct(what)?;
+/// Build a [`FloodTopo`].
+pub(crate) fn build_flood() -> Result<FloodTopo> {
+    let t = build_direct()?;
     let (c2, l2) = (t.lab.ifname("c2"), t.lab.ifname("l2"));
-    lab::veth(&t.cl, &c2, "10.98.2.2/24", &t.lb, &l2, "10.98.2.1/24", 1)?;
-    let mac = lab::mac_of(&t.be, &t.b0)?;
+    veth(&t.cl, &c2, "10.98.2.2/24", &t.lb, &l2, "10.98.2.1/24")?;
+    let mac = t.be.mac(&t.b0)?;
     for b in FLOOD_BACKENDS {
-        lab::addr_add(&t.be, &t.b0, &format!("{b}/24"))?;
-        lab::neigh_permanent(&t.lb, &b.to_string(), &mac, &t.l1)?;
+        t.be.addr(&t.b0, &format!("{b}/24"))?;
+        t.lb.neigh_permanent(&b.to_string(), &mac, &t.l1)?;
     }
     // The backends count the flood's SYNs and drop them (no RST storm back).
     let rules = format!(
         "table ip xlbsink {{\n  counter syns {{ }}\n  chain pre {{\n    type filter hook prerouting priority raw; policy accept;\n    ip daddr {{ {}, {}, {} }} tcp dport {FLOOD_TARGET_PORT} counter name syns drop\n  }}\n}}\n",
         FLOOD_BACKENDS[0], FLOOD_BACKENDS[1], FLOOD_BACKENDS[2]
     );
-    lab::load_nft(&t.be, "sink", &rules).context("loading the backends' SYN counter")?;
+    t.be.nft(&rules)
+        .context("loading the backends' SYN counter")?;
     Ok(FloodTopo { t, c2, l2 })
 }
 
 /// SYNs of the flood counted so far at the backends of a [`FloodTopo`].
-pub(crate) fn syn_counter(be: &str) -> Result<u64> {
-    lab::nft_counter(be, "ip", "xlbsink", "syns")
+pub(crate) fn syn_counter(be: &Netns) -> Result<u64> {
+    Ok(be.nft_counter("ip", "xlbsink", "syns")?)
 }
 
 /// The MAC address of `iface` in `ns`.
-pub(crate) fn mac(ns: &str, iface: &str) -> Result<MacAddr> {
-    lab::mac_of(ns, iface)?
+pub(crate) fn mac(ns: &Netns, iface: &str) -> Result<MacAddr> {
+    ns.mac(iface)?
         .parse()
         .map_err(|_| anyhow!("bad MAC of {iface}"))
 }
@@ -358,6 +326,6 @@ pub(crate) fn mac(ns: &str, iface: &str) -> Result<MacAddr> {
 /// RPS; "0" turns it off.
 pub(crate) fn set_rps(ns: &str, iface: &str, mask: &str) -> Result<()> {
     let path = format!("/sys/class/net/{iface}/queues/rx-0/rps_cpus");
-    ns_sh(ns, &["sh", "-c", &format!("echo {mask} > {path}")])?;
+    netns::exec(ns, &["sh", "-c", &format!("echo {mask} > {path}")])?;
     Ok(())
 }

@@ -1,23 +1,29 @@
 //! End-to-end tests of xlb-pktgen and the harness on veth pairs between
-//! network namespaces this test creates (pid-tagged) and always deletes.
-//! Root required: they fail, never skip, without it. Every traffic loop is
-//! bounded by a packet count and a duration.
+//! network namespaces this test creates (test-kit labs, named by pid and
+//! lab) and always deletes. Root required: they fail, never skip, without
+//! it. Every traffic loop is bounded by a packet count and a duration.
+//!
+//! The suites' tests run alongside each other; the two that change the
+//! kernel's global conntrack limits hold the test kit's global-sysctl lock
+//! for their whole run, so each sees only its own changes.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use xlb_perf::engine::RxMode;
 use xlb_perf::frames::{Proto, SizeSpec};
-use xlb_perf::lab::{self, Lab};
 use xlb_perf::pktgen::{run, RxOpts, TxOpts};
 use xlb_perf::suites::udp::{UdpContender, UdpOpts};
 use xlb_perf::topo::{Placement, Topology};
+use xlb_testkit::{netns, Lab, Netns, Sysctls, Veth};
 
-fn pair(lab: &mut Lab) -> (String, String, String, String) {
+fn pair(lab: &mut Lab) -> (Netns, String, Netns, String) {
     let a = lab.ns("a").expect("ns a");
     let b = lab.ns("b").expect("ns b");
     let (ia, ib) = (lab.ifname("a"), lab.ifname("b"));
-    lab::veth(&a, &ia, "10.96.0.1/24", &b, &ib, "10.96.0.2/24", 1).expect("veth");
+    Veth::new(&a, &ia, &b, &ib).create().expect("veth");
+    a.addr(&ia, "10.96.0.1/24").expect("address");
+    b.addr(&ib, "10.96.0.2/24").expect("address");
     (a, ia, b, ib)
 }
 
@@ -33,17 +39,24 @@ fn opts(a: &str, ia: &str, b: &str, ib: &str) -> (TxOpts, RxOpts) {
     (tx, rx)
 }
 
-fn no_netns_left(lab_tag_ns: &[String]) {
-    let list = lab::sh(&["ip", "netns", "list"]).expect("ip netns list");
-    for n in lab_tag_ns {
-        assert!(!list.contains(n.as_str()), "{n} left behind");
+fn no_netns_left(lab_ns: &[Netns]) {
+    let list = xlb_testkit::sh(&["ip", "netns", "list"]).expect("ip netns list");
+    for n in lab_ns {
+        assert!(!list.contains(n.name()), "{n} left behind");
     }
+}
+
+/// No namespace of this process outlived its lab (tests running alongside
+/// hold live labs: theirs do not count).
+fn no_lab_leaked() {
+    let left = netns::leaked().expect("ip netns list");
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
 fn tx_to_rx_over_a_veth_accounts_for_every_packet() {
-    assert_eq!(lab::euid(), 0, "netns tests need root");
-    let mut lab = Lab::new("t").expect("lab");
+    assert_eq!(xlb_testkit::euid(), 0, "netns tests need root");
+    let mut lab = Lab::new().expect("lab");
     let (a, ia, b, ib) = pair(&mut lab);
     let (mut tx, rx) = opts(&a, &ia, &b, &ib);
     tx.flows = 64;
@@ -76,8 +89,8 @@ fn tx_to_rx_over_a_veth_accounts_for_every_packet() {
 
 #[test]
 fn a_single_flow_arrives_in_order_also_through_the_raw_socket_receiver() {
-    assert_eq!(lab::euid(), 0, "netns tests need root");
-    let mut lab = Lab::new("r").expect("lab");
+    assert_eq!(xlb_testkit::euid(), 0, "netns tests need root");
+    let mut lab = Lab::new().expect("lab");
     let (a, ia, b, ib) = pair(&mut lab);
     for (mode, proto) in [(RxMode::Xdp, Proto::Udp), (RxMode::Raw, Proto::Ack)] {
         let (mut tx, mut rx) = opts(&a, &ia, &b, &ib);
@@ -98,21 +111,19 @@ fn a_single_flow_arrives_in_order_also_through_the_raw_socket_receiver() {
     }
     // RX alone: stops at its duration, estimates loss from sequences.
     let mut rx = RxOpts::new(&ib);
-    rx.netns = Some(b.clone());
+    rx.netns = Some(b.to_string());
     rx.duration = Duration::from_millis(300);
     let s = run(None, Some(&rx), false).expect("rx only");
     assert!(!s.loss.expect("loss").exact);
     assert!(
-        !lab::sh(&["ip", "-n", &b, "-o", "link"])
-            .expect("ip link")
-            .contains("xdp"),
+        !b.xdp_attached().expect("ip link"),
         "the receiver's XDP program is detached"
     );
 }
 
 #[test]
 fn quick_harness_runs_every_contender_and_writes_its_reports() {
-    assert_eq!(lab::euid(), 0, "netns tests need root");
+    assert_eq!(xlb_testkit::euid(), 0, "netns tests need root");
     let out = std::env::temp_dir().join(format!("xlb-perf-smoke-{}", std::process::id()));
     let o = UdpOpts {
         reps: 1,
@@ -203,11 +214,7 @@ fn quick_harness_runs_every_contender_and_writes_its_reports() {
     assert!(md.contains("| owned | xlb") && md.contains("| shared | nftables"));
     assert!(out.join("udp-latency-cdf.svg").exists());
     let _ = std::fs::remove_dir_all(&out);
-    let left = lab::sh(&["ip", "netns", "list"]).expect("ip netns list");
-    for what in ["b", "d"] {
-        let tag = format!("xlbp-{}{what}-", std::process::id() % 100_000);
-        assert!(!left.contains(&tag), "{tag}* left behind: {left}");
-    }
+    no_lab_leaked();
 }
 
 /// The xlb daemon for the harness tests: the workspace's debug build (`cargo
@@ -237,7 +244,7 @@ fn xlb_bin() -> std::path::PathBuf {
 }
 
 fn leftovers(tag: &str) -> Vec<String> {
-    let ps = lab::sh(&["ps", "-eo", "args"]).expect("ps");
+    let ps = xlb_testkit::sh(&["ps", "-eo", "args"]).expect("ps");
     ps.lines()
         .filter(|l| l.contains(tag))
         .map(str::to_string)
@@ -247,7 +254,7 @@ fn leftovers(tag: &str) -> Vec<String> {
 #[test]
 fn quick_tcp_suite_measures_every_contender_and_leaves_nothing_behind() {
     use xlb_perf::suites::tcp::{TcpContender, TcpMode, TcpOpts};
-    assert_eq!(lab::euid(), 0, "netns tests need root");
+    assert_eq!(xlb_testkit::euid(), 0, "netns tests need root");
     let out = std::env::temp_dir().join(format!("xlb-perf-tcp-smoke-{}", std::process::id()));
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let o = TcpOpts {
@@ -319,10 +326,7 @@ fn quick_tcp_suite_measures_every_contender_and_leaves_nothing_behind() {
     let md = std::fs::read_to_string(out.join("tcp.md")).expect("tcp.md");
     assert!(md.contains("HAProxy") && md.contains("÷ direct"));
     let _ = std::fs::remove_dir_all(&out);
-    let tag = format!("xlbp-{}t", std::process::id() % 100_000);
-    assert!(!lab::sh(&["ip", "netns", "list"])
-        .expect("ip netns list")
-        .contains(&tag));
+    no_lab_leaked();
     let left = leftovers(&format!("xlb-perf-tcp-{}", std::process::id()));
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
@@ -330,10 +334,13 @@ fn quick_tcp_suite_measures_every_contender_and_leaves_nothing_behind() {
 #[test]
 fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
     use xlb_perf::suites::flows::{FlowsContender, FlowsOpts};
-    assert_eq!(lab::euid(), 0, "netns tests need root");
+    assert_eq!(xlb_testkit::euid(), 0, "netns tests need root");
     let out = std::env::temp_dir().join(format!("xlb-perf-flows-smoke-{}", std::process::id()));
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let many = 20_000;
+    // Held for the whole run: no other test changes the limits meanwhile,
+    // so they must come back to exactly what they were.
+    let _sysctls = Sysctls::lock().expect("global-sysctl lock");
     let ct = |p: &str| std::fs::read_to_string(p).expect(p).trim().to_string();
     let limits = || {
         (
@@ -421,10 +428,7 @@ fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
             && md.contains("What the SYN flood does")
     );
     let _ = std::fs::remove_dir_all(&out);
-    let tag = format!("xlbp-{}f", std::process::id() % 100_000);
-    assert!(!lab::sh(&["ip", "netns", "list"])
-        .expect("ip netns list")
-        .contains(&tag));
+    no_lab_leaked();
     let left = leftovers(&format!("xlb-perf-flows-{}", std::process::id()));
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
@@ -432,7 +436,7 @@ fn quick_flows_suite_tracks_every_flow_and_floods_next_to_established_flows() {
 #[test]
 fn kernel_conntrack_limits_are_raised_for_a_run_and_restored() {
     use xlb_perf::contenders::nft::CtSizing;
-    assert_eq!(lab::euid(), 0, "needs root");
+    assert_eq!(xlb_testkit::euid(), 0, "needs root");
     let read = |p: &str| -> u64 {
         std::fs::read_to_string(p)
             .expect(p)
@@ -442,6 +446,9 @@ fn kernel_conntrack_limits_are_raised_for_a_run_and_restored() {
     };
     let max = "/proc/sys/net/netfilter/nf_conntrack_max";
     let buckets = "/proc/sys/net/netfilter/nf_conntrack_buckets";
+    // Held for the whole test (CtSizing takes it again on this thread): no
+    // other test changes the limits between these reads.
+    let _sysctls = Sysctls::lock().expect("global-sysctl lock");
     let (m0, b0) = (read(max), read(buckets));
     {
         let s = CtSizing::at_least(m0 + 4096, b0 * 2).expect("raise");

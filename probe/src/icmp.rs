@@ -187,8 +187,9 @@ pub(crate) async fn ping_mode(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::testutil::Netns;
+    use crate::testutil::run_in;
     use std::net::{Ipv4Addr, Ipv6Addr};
+    use xlb_testkit::Lab;
 
     async fn ping_both() -> Vec<Mode> {
         let mut modes = Vec::new();
@@ -208,16 +209,13 @@ mod tests {
     #[test]
     fn ping_socket_when_allowed_raw_socket_otherwise() {
         let _timing = crate::testutil::TIMING.blocking_lock();
-        let closed = Netns::new("pr");
-        assert_eq!(closed.run(ping_both), vec![Mode::Raw, Mode::Raw]);
-        let open = Netns::new("pd");
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &open.name, "sysctl", "-qw"])
-            .arg("net.ipv4.ping_group_range=0 2147483647")
-            .status()
+        let mut lab = Lab::new().unwrap();
+        let closed = lab.ns("pr").unwrap();
+        assert_eq!(run_in(&closed, ping_both), vec![Mode::Raw, Mode::Raw]);
+        let open = lab.ns("pd").unwrap();
+        open.sysctl("net.ipv4.ping_group_range", "0 2147483647")
             .unwrap();
-        assert!(out.success());
-        assert_eq!(open.run(ping_both), vec![Mode::Dgram, Mode::Dgram]);
+        assert_eq!(run_in(&open, ping_both), vec![Mode::Dgram, Mode::Dgram]);
     }
 
     #[test]

@@ -1,10 +1,9 @@
-//! Test fixtures: real servers on loopback (TCP, UDP, HTTP, HTTPS) and
-//! network namespaces that remove themselves on drop.
+//! Test fixtures: real servers on loopback (TCP, UDP, HTTP, HTTPS), and
+//! async code run inside a namespace of a test-kit lab.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::Command;
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -220,71 +219,19 @@ pub async fn https_server(path: &'static str) -> (SocketAddr, Arc<HttpKnobs>, Jo
     (addr, knobs, task)
 }
 
-/// Runs `ip` with `args`, panicking with its stderr on failure.
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("ip(8) is installed");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace with a unique name, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "xlbp-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs `f` on a new thread inside this namespace, with its own
-    /// current-thread runtime: every socket it opens lives in the namespace.
-    #[allow(unsafe_code)]
-    pub fn run<F, Fut, T>(&self, f: F) -> T
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = T>,
-        T: Send + 'static,
-    {
-        use std::os::fd::AsRawFd;
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let f_ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns only reads the fd, which `f_ns` keeps open for the
-            // call; it switches the network namespace of this thread alone.
-            let rc = unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(f())
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+/// Runs `f` on a thread inside namespace `ns`, with its own current-thread
+/// runtime: every socket it opens lives in the namespace.
+pub fn run_in<F, Fut, T>(ns: &xlb_testkit::Netns, f: F) -> T
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future<Output = T>,
+    T: Send,
+{
+    ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(f())
+    })
 }

@@ -144,13 +144,5 @@ pub fn handler_error(code: u16, result: &str) -> String {
 
 /// A minimal valid rule body.
 pub fn rule(vip: &str, port: u16, eps: &[(&str, u16)]) -> String {
-    let eps: Vec<serde_json::Value> = eps
-        .iter()
-        .map(|(ip, p)| serde_json::json!({"endpointIP": ip, "targetPort": p, "weight": 1}))
-        .collect();
-    serde_json::json!({
-        "serviceArguments": {"externalIP": vip, "port": port, "protocol": "tcp"},
-        "endpoints": eps,
-    })
-    .to_string()
+    xlb_testkit::fixtures::Rule::new(vip, port).eps(eps).body()
 }

@@ -165,7 +165,7 @@ enum Cmd {
 const SESSION_ENV: &str = "XLB_PERF_IN_SESSION";
 
 /// Run this same command again as a child in its own session (its own
-/// scheduler autogroup, which `--nice` needs, see `lab::own_autogroup`) and
+/// scheduler autogroup, which `--nice` needs, see `host::own_autogroup`) and
 /// wait for it. This process stays in the terminal's foreground process
 /// group, so Ctrl-C still reaches it, and it passes SIGINT/SIGTERM on to the
 /// child, which cleans up its namespaces and processes.
@@ -187,8 +187,8 @@ fn run_in_own_session() -> Result<std::process::ExitStatus> {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
-        if xlb_perf::lab::interrupted() && !forwarded {
-            xlb_perf::lab::signal(child.id() as i32, libc::SIGINT);
+        if xlb_perf::host::interrupted() && !forwarded {
+            xlb_testkit::proc::signal(child.id() as i32, xlb_testkit::Signal::Int);
             forwarded = true;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -196,7 +196,7 @@ fn run_in_own_session() -> Result<std::process::ExitStatus> {
 }
 
 fn main() -> Result<()> {
-    xlb_perf::lab::catch_signals();
+    xlb_perf::host::catch_signals();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let cli = Cli::parse();
     let Cmd::Bench { nice, .. } = &cli.cmd;
@@ -257,7 +257,7 @@ fn main() -> Result<()> {
                 verbose: !quiet,
             };
             if nice != 0 {
-                xlb_perf::lab::own_autogroup(nice);
+                xlb_perf::host::own_autogroup(nice);
             }
             let load0 = xlb_perf::procs::loadavg();
             // The headline tables of every suite, for summary.md.

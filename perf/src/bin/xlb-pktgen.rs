@@ -201,7 +201,7 @@ impl RxArgs {
 }
 
 fn main() -> Result<()> {
-    xlb_perf::lab::catch_signals();
+    xlb_perf::host::catch_signals();
     let cli = Cli::parse();
     let live = !cli.quiet;
     let nice = cli.nice;

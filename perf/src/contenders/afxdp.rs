@@ -18,10 +18,10 @@ use xlb_dataplane::tables::{Tables, TablesHandle, TablesSpec};
 use xlb_io::kernel::napi::{DEFER_HARD_IRQS, GRO_FLUSH_TIMEOUT_NS};
 use xlb_io::kernel::netinfo;
 use xlb_io::{Runtime, RuntimeConfig, XdpMode};
+use xlb_testkit::netns;
 
 use super::fwd::MinFwd;
 use super::xlb::udp_service;
-use crate::lab::{enter_netns, ns_sh};
 use crate::topo::{Topo, BACKENDS};
 
 /// What the contender's worker runs.
@@ -82,7 +82,7 @@ pub(crate) fn start(
         .name(format!("bench-{}", what.short()))
         .spawn(move || -> Result<String> {
             let started = (|| -> Result<(Runtime, TablesHandle)> {
-                enter_netns(&lb)?;
+                netns::enter(&lb)?;
                 let handle = TablesHandle::new();
                 handle.publish(Tables::build(
                     TablesSpec {
@@ -170,7 +170,7 @@ pub(crate) fn napi_defer(t: &Topo, on: bool) -> Result<()> {
     };
     for iface in [&t.l0, &t.l1] {
         let d = format!("/sys/class/net/{iface}");
-        ns_sh(
+        netns::exec(
             &t.lb,
             &[
                 "sh",

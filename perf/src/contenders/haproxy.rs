@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::procs::Proc;
+use crate::procs::{self, Proc};
 use crate::topo::{BACKENDS, BE_PORT, VIP, VIP_TCP_PORT};
 
 /// HAProxy, mode tcp, roundrobin. `maxconn` set: its default does not fit
@@ -26,7 +26,7 @@ pub fn conf() -> String {
 pub(crate) fn start(ns: &str, cpu: usize, nice: Option<i32>, dir: &Path) -> Result<Proc> {
     let f = dir.join("haproxy.cfg");
     std::fs::write(&f, conf())?;
-    Proc::start(
+    procs::start(
         "haproxy",
         ns,
         &cpu.to_string(),

@@ -6,8 +6,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use xlb_testkit::{netns, sh, Sysctls};
 
-use crate::lab::{self, ns_sh, sh};
+use crate::host;
 use crate::topo::{
     set_rps, FloodTopo, Placement, Topo, BACKENDS, BE_PORT, FLOOD_BACKENDS, FLOOD_PORT,
     FLOOD_TARGET_PORT, VIP, VIP_PORT, VIP_TCP_PORT,
@@ -52,8 +53,8 @@ pub fn flows_ruleset() -> String {
 /// reniced): GRO on keeps the veth's NAPI instance alive, so the kthread
 /// exists before any XDP program is attached.
 fn thread_napi(ns: &str, iface: &str, cpu: usize, nice: Option<i32>) -> Result<Vec<i32>> {
-    ns_sh(ns, &["ethtool", "-K", iface, "gro", "on"])?;
-    ns_sh(
+    netns::exec(ns, &["ethtool", "-K", iface, "gro", "on"])?;
+    netns::exec(
         ns,
         &[
             "sh",
@@ -72,7 +73,7 @@ fn thread_napi(ns: &str, iface: &str, cpu: usize, nice: Option<i32>) -> Result<V
         if comm.trim_end().starts_with(&want) {
             sh(&["taskset", "-pc", &cpu.to_string(), &pid.to_string()])?;
             if let Some(n) = nice {
-                lab::renice(pid, n);
+                host::renice(pid, n);
             }
             pids.push(pid);
         }
@@ -85,7 +86,7 @@ fn thread_napi(ns: &str, iface: &str, cpu: usize, nice: Option<i32>) -> Result<V
 
 /// Undo [`thread_napi`]: NAPI back in the sender's softirq, GRO off again.
 fn unthread_napi(ns: &str, iface: &str) -> Result<()> {
-    ns_sh(
+    netns::exec(
         ns,
         &[
             "sh",
@@ -93,7 +94,7 @@ fn unthread_napi(ns: &str, iface: &str) -> Result<()> {
             &format!("echo 0 > /sys/class/net/{iface}/threaded"),
         ],
     )?;
-    ns_sh(ns, &["ethtool", "-K", iface, "gro", "off"])?;
+    netns::exec(ns, &["ethtool", "-K", iface, "gro", "off"])?;
     Ok(())
 }
 
@@ -107,7 +108,7 @@ pub(crate) fn start_udp(
     lb_cpu: usize,
     nice: Option<i32>,
 ) -> Result<Option<(i32, i32)>> {
-    lab::load_nft(&t.lb, "bench", &udp_ruleset())
+    t.lb.nft(&udp_ruleset())
         .context("loading the nftables DNAT rules (is nftables installed? scripts/deps.sh)")?;
     match placement {
         // The whole kernel path runs in the ingress NAPI kthread on lb_cpu,
@@ -122,8 +123,8 @@ pub(crate) fn start_udp(
         Placement::Shared => {
             set_rps(&t.lb, &t.l0, &format!("{:x}", 1u64 << lb_cpu))?;
             let reniced = nice.and_then(|n| {
-                let (pid, was) = lab::ksoftirqd(lb_cpu)?;
-                lab::renice(pid, n).then_some((pid, was))
+                let (pid, was) = host::ksoftirqd(lb_cpu)?;
+                host::renice(pid, n).then_some((pid, was))
             });
             Ok(reniced)
         }
@@ -137,13 +138,13 @@ pub(crate) fn stop_udp(
     ksoftirqd: Option<(i32, i32)>,
 ) -> Result<()> {
     if let Some((pid, was)) = ksoftirqd {
-        lab::renice(pid, was);
+        host::renice(pid, was);
     }
     match placement {
         Placement::Owned => unthread_napi(&t.lb, &t.l0)?,
         Placement::Shared => set_rps(&t.lb, &t.l0, "0")?,
     }
-    ns_sh(&t.lb, &["nft", "delete", "table", "ip", "xlbbench"])?;
+    netns::exec(&t.lb, &["nft", "delete", "table", "ip", "xlbbench"])?;
     Ok(())
 }
 
@@ -168,7 +169,7 @@ fn set_ingress_rps(f: &FloodTopo, mask: &str) -> Result<()> {
 
 /// Empty the balancer namespace's conntrack table, and check that it is.
 fn flush_conntrack(ns: &str) -> Result<()> {
-    ns_sh(ns, &["conntrack", "-F"])
+    netns::exec(ns, &["conntrack", "-F"])
         .context("flushing conntrack (conntrack-tools: scripts/deps.sh installs it)")?;
     let n = ct_count(ns)?;
     if n > 0 {
@@ -199,17 +200,17 @@ impl<'a> FlowsDnat<'a> {
         // on the machine (builds) would then share the core with, while xlb
         // runs at the harness's nice: give the kernel path the same nice.
         if let Some(n) = nice {
-            if let Some((pid, was)) = lab::ksoftirqd(lb_cpu) {
-                if lab::renice(pid, n) {
+            if let Some((pid, was)) = host::ksoftirqd(lb_cpu) {
+                if host::renice(pid, n) {
                     nft.ksoftirqd = Some((pid, was));
                 }
             }
         }
         let lb = &f.t.lb;
-        lab::load_nft(lb, "flows-dnat", &flows_ruleset())
+        lb.nft(&flows_ruleset())
             .context("loading the nftables DNAT rules (scripts/deps.sh installs nftables)")?;
         let t = NFT_UDP_TIMEOUT_S.to_string();
-        ns_sh(
+        netns::exec(
             lb,
             &[
                 "sysctl",
@@ -228,14 +229,14 @@ impl<'a> FlowsDnat<'a> {
 impl Drop for FlowsDnat<'_> {
     fn drop(&mut self) {
         let lb = &self.f.t.lb;
-        let _ = ns_sh(lb, &["nft", "delete", "table", "ip", "xlbflows"]);
+        let _ = netns::exec(lb, &["nft", "delete", "table", "ip", "xlbflows"]);
         if let Err(e) = flush_conntrack(lb) {
             eprintln!("xlb-perf: {e:#}");
         }
         let _ = set_ingress_rps(self.f, "0");
-        let _ = ns_sh(lb, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        let _ = netns::exec(lb, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         if let Some((pid, was)) = self.ksoftirqd {
-            lab::renice(pid, was);
+            host::renice(pid, was);
         }
     }
 }
@@ -259,10 +260,11 @@ pub(crate) fn read_u64(path: &str) -> Result<u64> {
 /// child namespace sees `nf_conntrack_max` read-only), so they are set from
 /// the initial namespace: call this from a thread that is in it. Only
 /// values below what the run needs are changed; a larger setting is left.
+/// It holds the test kit's global-sysctl lock while it lives, so runs and
+/// tests that size conntrack never overlap.
 #[derive(Debug)]
 pub struct CtSizing {
-    /// (path, previous value) of what was changed, in change order.
-    restore: Vec<(&'static str, u64)>,
+    sysctls: Sysctls,
 }
 
 impl CtSizing {
@@ -273,36 +275,30 @@ impl CtSizing {
             // Built as a module: loading nftables' NAT would load it anyway.
             let _ = sh(&["modprobe", "nf_conntrack"]);
         }
-        let mut s = CtSizing {
-            restore: Vec::new(),
-        };
+        let mut s = Sysctls::lock()?;
         // Buckets first: the table grows before it may hold more entries.
-        let cur = read_u64(CT_BUCKETS)?;
-        if cur < buckets {
+        if s.read_u64(CT_BUCKETS)? < buckets {
+            let b = buckets.to_string();
             // The sysctl is writable in the initial namespace on recent
             // kernels; the module parameter is the older way to resize.
-            std::fs::write(CT_BUCKETS, buckets.to_string())
-                .or_else(|_| std::fs::write(CT_HASHSIZE, buckets.to_string()))
+            s.set(CT_BUCKETS, &b)
+                .or_else(|_| s.set_through(CT_BUCKETS, CT_HASHSIZE, &b))
                 .with_context(|| format!("resizing the conntrack hash to {buckets} buckets"))?;
-            s.restore.push((CT_BUCKETS, cur));
         }
-        let cur = read_u64(CT_MAX)?;
-        if cur < max {
-            std::fs::write(CT_MAX, max.to_string())
+        if s.read_u64(CT_MAX)? < max {
+            s.set(CT_MAX, &max.to_string())
                 .with_context(|| format!("setting {CT_MAX} to {max}"))?;
-            s.restore.push((CT_MAX, cur));
         }
-        Ok(s)
+        Ok(CtSizing { sysctls: s })
     }
 
     /// What it changed, for the report.
     pub fn describe(&self) -> String {
         let now = |p: &str| read_u64(p).map_or("?".to_string(), |v| v.to_string());
         let was = |p: &str| {
-            self.restore
-                .iter()
-                .find(|(q, _)| *q == p)
-                .map_or("unchanged".to_string(), |(_, v)| format!("was {v}"))
+            self.sysctls
+                .before(p)
+                .map_or("unchanged".to_string(), |v| format!("was {v}"))
         };
         format!(
             "nf_conntrack_max {} ({}), conntrack hash {} buckets ({}), both restored after the suite",
@@ -314,26 +310,9 @@ impl CtSizing {
     }
 }
 
-impl Drop for CtSizing {
-    fn drop(&mut self) {
-        // Limit first, then shrink the table (the reverse of raising them).
-        for (path, v) in self.restore.drain(..).rev() {
-            let r = std::fs::write(path, v.to_string());
-            let r = if r.is_err() && path == CT_BUCKETS {
-                std::fs::write(CT_HASHSIZE, v.to_string())
-            } else {
-                r
-            };
-            if let Err(e) = r {
-                eprintln!("xlb-perf: could not restore {path} to {v}: {e}");
-            }
-        }
-    }
-}
-
 /// Conntrack entries in namespace `ns` (`nf_conntrack_count`).
 pub(crate) fn ct_count(ns: &str) -> Result<u64> {
-    ns_sh(ns, &["cat", "/proc/sys/net/netfilter/nf_conntrack_count"])?
+    netns::exec(ns, &["cat", "/proc/sys/net/netfilter/nf_conntrack_count"])?
         .trim()
         .parse()
         .context("nf_conntrack_count")
@@ -343,7 +322,7 @@ pub(crate) fn ct_count(ns: &str) -> Result<u64> {
 /// counters over the CPUs, in namespace `ns` (`/proc/net/stat/nf_conntrack`:
 /// a header line, then one line of hex fields per CPU).
 pub(crate) fn ct_stat_drops(ns: &str) -> u64 {
-    let text = ns_sh(ns, &["cat", "/proc/net/stat/nf_conntrack"]).unwrap_or_default();
+    let text = netns::exec(ns, &["cat", "/proc/net/stat/nf_conntrack"]).unwrap_or_default();
     parse_ct_stat_drops(&text)
 }
 

@@ -51,7 +51,7 @@ pub(crate) fn start_backends(ns: &str, cpu: usize, nice: Option<i32>, dir: &Path
     std::fs::write(&conf, backend_conf(dir))?;
     let conf_s = conf.to_string_lossy().into_owned();
     let dir_s = dir.to_string_lossy().into_owned();
-    let mut backends = Proc::start(
+    let mut backends = procs::start(
         "backend nginx",
         ns,
         &cpu.to_string(),
@@ -70,7 +70,7 @@ pub(crate) fn start_backends(ns: &str, cpu: usize, nice: Option<i32>, dir: &Path
 pub(crate) fn start_stream(ns: &str, cpu: usize, nice: Option<i32>, dir: &Path) -> Result<Proc> {
     let f = dir.join("nginx.conf");
     std::fs::write(&f, stream_conf(dir))?;
-    Proc::start(
+    procs::start(
         "nginx stream",
         ns,
         &cpu.to_string(),

@@ -4,16 +4,15 @@
 //! pipeline serves when the UDP suite runs it in-process
 //! ([`super::afxdp`]).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use xlb_dataplane::tables::{
-    EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceKey, ServiceSpec,
-};
+use xlb_dataplane::tables::{Selection, ServiceSpec};
+use xlb_testkit::fixtures::Service;
+use xlb_testkit::netns;
 
-use crate::lab::ns_sh;
 use crate::procs::{self, Proc};
 use crate::topo::{
     BACKENDS, BE_PORT, FLOOD_BACKENDS, FLOOD_PORT, FLOOD_TARGET_PORT, VIP, VIP_PORT, VIP_TCP_PORT,
@@ -22,30 +21,12 @@ use crate::topo::{
 /// The UDP suite's service as xlb's tables hold it: VIP:7, Maglev over
 /// the three backends (`sel` hash), DNAT.
 pub fn udp_service() -> ServiceSpec {
-    ServiceSpec {
-        key: ServiceKey {
-            vip: IpAddr::V4(VIP),
-            proto: L4Proto::Udp,
-            port_min: VIP_PORT,
-            port_max: VIP_PORT,
-            block: 0,
-        },
-        sel: Selection::Hash,
-        mode: NatMode::Dnat,
-        allowed_sources: vec![],
-        endpoints: BACKENDS
-            .iter()
-            .map(|b| EndpointSpec {
-                addr: IpAddr::V4(*b),
-                port: VIP_PORT,
-                weight: 1,
-                state: EndpointState::Active,
-            })
-            .collect(),
-        inactive_timeout_s: 60,
-        dsr_ipip: false,
-        name: "bench-udp".into(),
-    }
+    Service::udp(VIP, VIP_PORT)
+        .sel(Selection::Hash)
+        .eps(BACKENDS, VIP_PORT)
+        .timeout(60)
+        .name("bench-udp")
+        .build()
 }
 
 /// loxilb-format `lbconfig.txt` for one TCP service on the VIP.
@@ -123,7 +104,7 @@ pub(crate) fn start(
         "error",
     ];
     args.extend_from_slice(extra);
-    let mut p = Proc::start("xlb", ns, &cpu_s, nice, &args, &dir.join("xlb.log"))?;
+    let mut p = procs::start("xlb", ns, &cpu_s, nice, &args, &dir.join("xlb.log"))?;
     procs::wait_ready(&mut p, Duration::from_secs(30), || {
         api(ns, "/config/loadbalancer/all").is_some_and(|b| b.contains("bench"))
     })?;
@@ -133,7 +114,7 @@ pub(crate) fn start(
 /// GET an xlb API path from inside `ns`; the body if it answered 200.
 pub(crate) fn api(ns: &str, path: &str) -> Option<String> {
     let url = format!("http://127.0.0.1:11111/netlox/v1{path}");
-    ns_sh(ns, &["curl", "-sf", "-m", "2", &url]).ok()
+    netns::exec(ns, &["curl", "-sf", "-m", "2", &url]).ok()
 }
 
 /// A sample's value from xlb's Prometheus metrics (summed over label sets).

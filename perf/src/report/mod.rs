@@ -13,8 +13,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use serde::Serialize;
-
-use crate::lab::sh;
+use xlb_testkit::sh;
 
 /// Write `markdown` to `dir/name.md` and `report` as pretty JSON to
 /// `dir/name.json`, creating `dir`.

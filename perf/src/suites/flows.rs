@@ -27,12 +27,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
+use xlb_testkit::{netns, sh};
 
 use crate::contenders::nft::{self, CtSizing, FlowsDnat, NFT_UDP_TIMEOUT_S};
 use crate::contenders::xlb;
 use crate::engine::{RxMode, Summary};
 use crate::frames::Proto;
-use crate::lab::{self, ns_sh, sh};
+use crate::host;
 use crate::pktgen::{self, RxOpts, TxOpts};
 use crate::procs::{self, CpuShare, CpuTimes, Proc, ProcUse};
 use crate::report::stats::{spread, Spread};
@@ -257,7 +258,7 @@ impl Balancer<'_> {
             Balancer::Nft { .. } => {
                 let mut drops = nft::ct_stat_drops(&f.t.lb);
                 for i in [&f.t.l0, &f.l2] {
-                    drops += lab::rx_counters(&f.t.lb, i)?.1;
+                    drops += f.t.lb.rx_counters(i)?.1;
                 }
                 Ok(BalState {
                     entries: nft::ct_count(&f.t.lb)?,
@@ -280,7 +281,7 @@ impl Balancer<'_> {
 
 fn est_tx(f: &FloodTopo, o: &FlowsOpts, flows: u32, rate: Option<u64>) -> Result<TxOpts> {
     let mut tx = TxOpts::new(&f.t.c0, SocketAddr::from((VIP, VIP_PORT)));
-    tx.netns = Some(f.t.cl.clone());
+    tx.netns = Some(f.t.cl.to_string());
     tx.dst_mac = Some(mac(&f.t.lb, &f.t.l0)?);
     tx.flows = flows;
     // 65536 source ports per address at most: spread many flows over addresses.
@@ -295,7 +296,7 @@ fn est_tx(f: &FloodTopo, o: &FlowsOpts, flows: u32, rate: Option<u64>) -> Result
 
 fn rx(f: &FloodTopo, o: &FlowsOpts) -> RxOpts {
     let mut rx = RxOpts::new(&f.t.b0);
-    rx.netns = Some(f.t.be.clone());
+    rx.netns = Some(f.t.be.to_string());
     rx.mode = RxMode::Xdp;
     rx.addrs = BACKENDS.iter().map(|b| IpAddr::V4(*b)).collect();
     rx.cpus = vec![o.rx_cpu];
@@ -316,7 +317,7 @@ fn warm(f: &FloodTopo, o: &FlowsOpts, bal: &Balancer<'_>, flows: u32, rate: u64)
     for _ in 0..WARM_PASSES {
         pktgen::run(Some(&w), Some(&rx(f, o)), false).context("warming the flows")?;
         tracked = bal.state(f)?.entries / per;
-        if tracked * 100 >= u64::from(flows) * 99 || lab::interrupted() {
+        if tracked * 100 >= u64::from(flows) * 99 || host::interrupted() {
             break;
         }
     }
@@ -404,7 +405,7 @@ fn say(o: &FlowsOpts, r: &FlowsRun) {
 
 fn flood_tx(f: &FloodTopo, o: &FlowsOpts) -> Result<TxOpts> {
     let mut flood = TxOpts::new(&f.c2, SocketAddr::from((VIP, FLOOD_PORT)));
-    flood.netns = Some(f.t.cl.clone());
+    flood.netns = Some(f.t.cl.to_string());
     flood.dst_mac = Some(mac(&f.t.lb, &f.l2)?);
     flood.proto = Proto::Syn;
     flood.flows = o.many;
@@ -417,8 +418,8 @@ fn flood_tx(f: &FloodTopo, o: &FlowsOpts) -> Result<TxOpts> {
 }
 
 fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Result<()> {
-    let f = build_flood("f")?;
-    ns_sh(&f.t.lb, &["sysctl", "-qw", "net.ipv4.ip_forward=0"])?;
+    let f = build_flood()?;
+    netns::exec(&f.t.lb, &["sysctl", "-qw", "net.ipv4.ip_forward=0"])?;
     let ifaces = [f.t.l0.as_str(), f.t.l1.as_str(), f.l2.as_str()];
     let buckets = o.ct_buckets.to_string();
     let mut extra = vec!["--conntrack-buckets", buckets.as_str()];
@@ -447,7 +448,7 @@ fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Res
     };
     // A: established-flow forwarding, 1024 flows vs. many.
     for &c in &o.contenders {
-        if lab::interrupted() {
+        if host::interrupted() {
             bail!("interrupted");
         }
         let bal = start(c)?;
@@ -486,7 +487,7 @@ fn one_rep(o: &FlowsOpts, rep: u32, dir: &Path, runs: &mut Vec<FlowsRun>) -> Res
     }
     // B: the same established flows at a fixed rate, without and with a SYN flood.
     for &c in &o.contenders {
-        if lab::interrupted() {
+        if host::interrupted() {
             bail!("interrupted");
         }
         let bal = start(c)?;
@@ -588,7 +589,7 @@ pub fn run(o: &FlowsOpts, command: &str) -> Result<FlowsReport> {
     let mut runs = Vec::new();
     let mut res = Ok(());
     for rep in 0..o.reps {
-        if lab::interrupted() {
+        if host::interrupted() {
             res = Err(anyhow!(
                 "interrupted; processes stopped and namespaces removed"
             ));

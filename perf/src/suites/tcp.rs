@@ -10,7 +10,7 @@
 //! [`Proc`]s, stopped by pid on drop, and the [`Lab`] kills anything left in
 //! its namespaces before deleting them.
 //!
-//! [`Lab`]: crate::lab::Lab
+//! [`Lab`]: xlb_testkit::Lab
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use xlb_testkit::{netns, sh};
 
 use crate::contenders::{haproxy, nft, nginx, xlb};
-use crate::lab::{self, ns_sh, sh};
+use crate::host;
 use crate::procs::{self, CpuShare, CpuTimes, Proc, ProcUse};
 use crate::report::chart::{self, Series};
 use crate::report::stats::{spread, Spread};
@@ -281,10 +282,10 @@ struct Running {
 }
 
 fn prepare(o: &TcpOpts, which: TcpContender, dir: &Path) -> Result<Running> {
-    let topo = build_direct("t")?;
+    let topo = build_direct()?;
     // Client: a wide port range and TIME_WAIT reuse (it opens ~10k
     // connections/s); backends/balancer: deep accept queues.
-    ns_sh(
+    netns::exec(
         &topo.cl,
         &[
             "sysctl",
@@ -294,7 +295,7 @@ fn prepare(o: &TcpOpts, which: TcpContender, dir: &Path) -> Result<Running> {
         ],
     )?;
     for ns in [&topo.be, &topo.lb] {
-        ns_sh(
+        netns::exec(
             ns,
             &[
                 "sysctl",
@@ -321,7 +322,7 @@ fn prepare(o: &TcpOpts, which: TcpContender, dir: &Path) -> Result<Running> {
     // Kernel contenders: nothing forwards unless asked, and their receive
     // work goes to the balancer's CPU (RPS) as xlb's worker does.
     let fwd = if which.kernel_path() { "1" } else { "0" };
-    ns_sh(
+    netns::exec(
         &topo.lb,
         &["sysctl", "-qw", &format!("net.ipv4.ip_forward={fwd}")],
     )?;
@@ -330,13 +331,14 @@ fn prepare(o: &TcpOpts, which: TcpContender, dir: &Path) -> Result<Running> {
         set_rps(&topo.lb, &topo.l0, &mask)?;
         set_rps(&topo.lb, &topo.l1, &mask)?;
     }
-    let local_vip = || -> Result<()> { lab::addr_add(&topo.lb, "lo", &format!("{VIP}/32")) };
+    let local_vip = || -> Result<()> { Ok(topo.lb.addr("lo", &format!("{VIP}/32"))?) };
     let lb_dir = dir.join("lb");
     std::fs::create_dir_all(&lb_dir)?;
     let (balancer, target) = match which {
         TcpContender::Direct => (None, SocketAddr::from((BACKENDS[0], BE_PORT))),
         TcpContender::Nft => {
-            lab::load_nft(&topo.lb, "tcp", &nft::tcp_ruleset())
+            topo.lb
+                .nft(&nft::tcp_ruleset())
                 .context("loading the nftables rules (scripts/deps.sh installs nftables)")?;
             (None, vip)
         }
@@ -383,7 +385,7 @@ fn prepare(o: &TcpOpts, which: TcpContender, dir: &Path) -> Result<Running> {
                 bail!("{} exited; its log:\n{}", p.name, p.log());
             }
         }
-        if Instant::now() > deadline || lab::interrupted() {
+        if Instant::now() > deadline || host::interrupted() {
             let log = r.balancer.as_ref().map(|p| p.log()).unwrap_or_default();
             bail!(
                 "{}: the client cannot connect to {} ; balancer log:\n{log}",
@@ -437,7 +439,7 @@ fn wrk(
     let be_pid = r._backends.pid();
     let cpu0 = CpuTimes::now();
     let soft0 = procs::net_rx_softirqs();
-    let mut p = Proc::start("wrk", &r.topo.cl, &cpu, o.nice, &args, &log)?;
+    let mut p = procs::start("wrk", &r.topo.cl, &cpu, o.nice, &args, &log)?;
     let wrk_pid = p.pid();
     // Sample once `ip netns exec` and `taskset` have become wrk.
     let lead = (f64::from(o.secs) * 0.2).min(0.3);
@@ -458,7 +460,7 @@ fn wrk(
         bal_pid.map(procs::sample_tree),
     );
     let sampled = t0.elapsed().as_secs_f64();
-    let ok = p.wait(Duration::from_secs(u64::from(o.secs) + 30))?;
+    let ok = procs::wait(&mut p, Duration::from_secs(u64::from(o.secs) + 30))?;
     let cpus = CpuTimes::now().since(&cpu0);
     let soft = procs::delta(&procs::net_rx_softirqs(), &soft0);
     let out = p.log();
@@ -573,7 +575,7 @@ fn run_all(o: &TcpOpts, dir: &Path) -> Result<Vec<TcpRun>> {
     let mut runs = Vec::new();
     for rep in 0..o.reps {
         for &c in &o.contenders {
-            if lab::interrupted() {
+            if host::interrupted() {
                 bail!("interrupted; processes stopped and namespaces removed");
             }
             if o.verbose {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::contenders::afxdp::{self, Processing};
 use crate::contenders::nft;
 use crate::engine::{RxMode, Summary};
-use crate::lab;
+use crate::host;
 use crate::pktgen::{self, RxOpts, TxOpts};
 use crate::procs::{loadavg, net_rx_softirqs, CpuShare, CpuTimes};
 use crate::report::chart::{self, Series};
@@ -212,8 +212,8 @@ fn one_run(
             };
             xsk = Some(afxdp::start(t, what, o.lb_cpu, o.batch, o.frames, owned)?);
             if let Some(n) = o.nice {
-                for tid in lab::threads_named("xlb-worker") {
-                    lab::renice(tid, n);
+                for tid in host::threads_named("xlb-worker") {
+                    host::renice(tid, n);
                 }
             }
         }
@@ -221,7 +221,7 @@ fn one_run(
     }
     let lb_mac = topo::mac(&t.lb, &t.l0)?;
     let mut tx = TxOpts::new(&t.c0, SocketAddr::from((VIP, VIP_PORT)));
-    tx.netns = Some(t.cl.clone());
+    tx.netns = Some(t.cl.to_string());
     tx.dst_mac = Some(lb_mac);
     tx.flows = o.flows;
     tx.duration = Duration::from_secs_f64(o.secs);
@@ -230,7 +230,7 @@ fn one_run(
     tx.cpus = vec![o.gen_cpu];
     tx.nice = o.nice;
     let mut rx = RxOpts::new(&t.b0);
-    rx.netns = Some(t.be.clone());
+    rx.netns = Some(t.be.to_string());
     rx.mode = RxMode::Xdp;
     rx.addrs = BACKENDS.iter().map(|b| IpAddr::V4(*b)).collect();
     rx.cpus = vec![o.rx_cpu];
@@ -350,10 +350,10 @@ pub fn run(o: &UdpOpts, command: &str) -> Result<UdpReport> {
     }
     let t0 = Instant::now();
     let load0 = loadavg();
-    let autogroup = o.nice.is_some_and(lab::own_autogroup);
+    let autogroup = o.nice.is_some_and(host::own_autogroup);
     let topo = match o.topology {
-        Topology::Bridged => build_bridged("b")?,
-        Topology::Direct => build_direct("b")?,
+        Topology::Bridged => build_bridged()?,
+        Topology::Direct => build_direct()?,
     };
     let mut runs = Vec::new();
     let cases: Vec<(Placement, UdpContender)> = o
@@ -363,7 +363,7 @@ pub fn run(o: &UdpOpts, command: &str) -> Result<UdpReport> {
         .collect();
     for rep in 0..o.reps {
         for &(p, c) in &cases {
-            if lab::interrupted() {
+            if host::interrupted() {
                 bail!("interrupted; namespaces removed");
             }
             if o.verbose {
@@ -390,11 +390,11 @@ pub fn run(o: &UdpOpts, command: &str) -> Result<UdpReport> {
     drop(topo);
     if let Some(rate) = o.lat_rate {
         // Latency needs xlb-pktgen's stamps: the direct topology.
-        let topo = build_direct("d")?;
+        let topo = build_direct()?;
         let p = o.placements[0];
         for rep in 0..o.reps {
             for &c in &o.contenders {
-                if lab::interrupted() {
+                if host::interrupted() {
                     bail!("interrupted; namespaces removed");
                 }
                 let r = one_run(&topo, o, p, c, rep, Some(rate))
@@ -412,7 +412,7 @@ pub fn run(o: &UdpOpts, command: &str) -> Result<UdpReport> {
             }
         }
     }
-    if lab::interrupted() {
+    if host::interrupted() {
         bail!("interrupted; namespaces removed, no report written");
     }
     let mut summary = Vec::new();

@@ -10,6 +10,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::*;
 use crate::testutil::*;
+use xlb_testkit::{Lab, Veth};
 
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -240,39 +241,16 @@ async fn udp_http_https_none_through_the_engine() {
 #[tokio::test]
 async fn ping_in_netns_detects_peer_down_and_up() {
     let _timing = TIMING.lock().await;
-    let a = Netns::new("pa");
-    let b = Netns::new("pb");
-    let va = format!("xa{}", &a.name[a.name.len().saturating_sub(8)..]).replace('-', "");
-    let vb = format!("xb{}", &b.name[b.name.len().saturating_sub(8)..]).replace('-', "");
-    ip(&[
-        "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name,
-    ]);
-    ip(&["-n", &a.name, "addr", "add", "10.201.0.1/24", "dev", &va]);
-    ip(&["-n", &b.name, "addr", "add", "10.201.0.2/24", "dev", &vb]);
-    ip(&[
-        "-n",
-        &a.name,
-        "addr",
-        "add",
-        "fd00:201::1/64",
-        "dev",
-        &va,
-        "nodad",
-    ]);
-    ip(&[
-        "-n",
-        &b.name,
-        "addr",
-        "add",
-        "fd00:201::2/64",
-        "dev",
-        &vb,
-        "nodad",
-    ]);
-    ip(&["-n", &a.name, "link", "set", &va, "up"]);
-    ip(&["-n", &b.name, "link", "set", &vb, "up"]);
-    let bname = b.name.clone();
-    a.run(move || async move {
+    let mut lab = Lab::new().unwrap();
+    let a = lab.ns("pa").unwrap();
+    let b = lab.ns("pb").unwrap();
+    let (va, vb) = (lab.ifname("a"), lab.ifname("b"));
+    Veth::new(&a, &va, &b, &vb).create().unwrap();
+    a.addr(&va, "10.201.0.1/24").unwrap();
+    b.addr(&vb, "10.201.0.2/24").unwrap();
+    a.addr_nodad(&va, "fd00:201::1/64").unwrap();
+    b.addr_nodad(&vb, "fd00:201::2/64").unwrap();
+    run_in(&a, || async {
         let e = ProbeEngine::new(8);
         let mut rx = e.subscribe();
         let mut names = Vec::new();
@@ -298,7 +276,7 @@ async fn ping_in_netns_detects_peer_down_and_up() {
         }
 
         while rx.try_recv().is_ok() {}
-        ip(&["-n", &bname, "link", "set", &vb, "down"]);
+        b.link_down(&vb).unwrap();
         let down_at = Instant::now();
         let bound = INTERVAL * 2 + Duration::from_millis(150) + SLACK;
         timeout(bound * 2, async {
@@ -319,18 +297,10 @@ async fn ping_in_netns_detects_peer_down_and_up() {
         want.sort();
         assert_eq!(downs, want, "one Down transition each");
 
-        ip(&["-n", &bname, "link", "set", &vb, "up"]);
+        b.link_up(&vb).unwrap();
         // Admin down flushed vb's IPv6 address (keep_addr_on_down is 0).
-        ip(&[
-            "-n",
-            &bname,
-            "addr",
-            "replace",
-            "fd00:201::2/64",
-            "dev",
-            &vb,
-            "nodad",
-        ]);
+        b.ip(&["addr", "replace", "fd00:201::2/64", "dev", &vb, "nodad"])
+            .unwrap();
         timeout(Duration::from_secs(5), async {
             while !e.snapshot().iter().all(|s| s.state == ProbeState::Up) {
                 sleep(Duration::from_millis(20)).await;

@@ -3,267 +3,30 @@
 //! real kernels and real servers on both sides. Needs root (CI runs as root);
 //! these tests fail, never skip, without it.
 //!
-//! Each test brings up its own lab under a unique namespace prefix and tears
-//! it down in `Drop`, also when the test fails.
+//! Each test brings up its own lab ([`lab::Lab`], names unique per process
+//! and lab, so the tests run in parallel) and tears it down in `Drop`, also
+//! when the test fails.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod lab;
+
 use std::time::{Duration, Instant};
 
+use lab::{repo, script, Lab};
 use serde_json::Value;
+use xlb_testkit::fixtures::Rule;
+use xlb_testkit::{Proc, Signal};
 
 const VIP: &str = "10.10.100.1";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn xlb_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_xlb")
-}
-
-struct Lab {
-    prefix: String,
-    queues: u32,
-    /// `XLB_LAB_TOPO` of scripts/lab.sh: "twoarm" or "onearm".
-    topo: &'static str,
-    xlb: Option<Child>,
-    cfg: PathBuf,
-}
-
-impl Lab {
-    /// Bring up the two-arm topology and the backends.
-    fn up(test: &str, queues: u32) -> Lab {
-        Lab::up_topo(test, queues, "twoarm")
-    }
-
-    /// Bring up the one-arm topology (one subnet for client, xlb and
-    /// backends) and the backends.
-    fn up_one_arm(test: &str) -> Lab {
-        Lab::up_topo(test, 1, "onearm")
-    }
-
-    fn up_topo(test: &str, queues: u32, topo: &'static str) -> Lab {
-        assert_eq!(
-            unsafe_free_euid(),
-            0,
-            "the end-to-end tests need root (network namespaces, XDP)"
-        );
-        let prefix = format!("x{}{}", std::process::id() % 100_000, test);
-        let cfg = std::env::temp_dir().join(format!("{prefix}-cfg"));
-        let _ = std::fs::remove_dir_all(&cfg);
-        std::fs::create_dir_all(&cfg).expect("config dir");
-        let lab = Lab {
-            prefix,
-            queues,
-            topo,
-            xlb: None,
-            cfg,
-        };
-        let out = lab.lab_sh("up");
-        assert!(
-            out.status.success(),
-            "lab up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab
-    }
-
-    fn lab_sh(&self, what: &str) -> Output {
-        Command::new("bash")
-            .arg(repo().join("scripts/lab.sh"))
-            .arg(what)
-            .env("XLB_LAB", &self.prefix)
-            .env("XLB_LAB_QUEUES", self.queues.to_string())
-            .env("XLB_LAB_TOPO", self.topo)
-            .current_dir(repo())
-            .output()
-            .expect("running scripts/lab.sh")
-    }
-
-    fn ns(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
-    }
-
-    /// Run a command inside a namespace of the lab.
-    fn exec(&self, role: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(role)])
-            .args(args)
-            .current_dir(repo())
-            .output()
-            .expect("ip netns exec")
-    }
-
-    /// Start xlb in the balancer namespace with `lbconfig` (JSON) as its config.
-    fn start_xlb(&mut self, lbconfig: &str, extra: &[&str]) {
-        std::fs::write(self.cfg.join("lbconfig.txt"), lbconfig).expect("lbconfig");
-        let log = std::fs::File::create(self.cfg.join("xlb.log")).expect("log file");
-        let cfg = self.cfg.to_string_lossy().into_owned();
-        let mut args = vec![
-            "netns",
-            "exec",
-            "",
-            xlb_bin(),
-            "run",
-            "--iface",
-            if self.topo == "onearm" {
-                "lb0"
-            } else {
-                "lb0,lb1"
-            },
-            "--config-path",
-            &cfg,
-            "--api",
-            "127.0.0.1:11111",
-        ];
-        let ns = self.ns("lb");
-        args[2] = &ns;
-        let q = self.queues.to_string();
-        if self.queues > 1 {
-            args.extend(["--queues", &q]);
-        }
-        args.extend_from_slice(extra);
-        let child = Command::new("ip")
-            .args(&args)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawning xlb");
-        self.xlb = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.api("GET", "/config/loadbalancer/all", None).is_some() {
-                return;
-            }
-            if let Some(Ok(Some(st))) = self.xlb.as_mut().map(|c| c.try_wait()) {
-                panic!("xlb exited ({st}); log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("xlb did not answer on its API; log:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.cfg.join("xlb.log")).unwrap_or_default()
-    }
-
-    /// Call xlb's API from the balancer namespace; `None` if it did not answer.
-    fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
-        let url = format!("http://127.0.0.1:11111/netlox/v1{path}");
-        let mut args = vec![
-            "curl",
-            "-s",
-            "-m",
-            "5",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-            &url,
-        ];
-        let b;
-        if let Some(v) = body {
-            b = v.to_string();
-            args.extend(["-H", "Content-Type: application/json", "-d", &b]);
-        }
-        let out = self.exec("lb", &args);
-        if !out.status.success() {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n')?;
-        let code: u16 = code.trim().parse().ok()?;
-        Some((code, serde_json::from_str(body).unwrap_or(Value::Null)))
-    }
-
-    fn post_rule(&self, rule: Value) {
-        let (code, body) = self
-            .api("POST", "/config/loadbalancer", Some(&rule))
-            .expect("API");
-        assert_eq!(code, 200, "{body}");
-    }
-
-    /// Run the lab client against `vip`: `n_http` requests and `n_udp` datagrams.
-    fn client(&self, vip: &str, n_http: u32, n_udp: u32) -> Value {
-        let out = self.exec(
-            "client",
-            &[
-                "python3",
-                "scripts/lab/client.py",
-                vip,
-                &n_http.to_string(),
-                &n_udp.to_string(),
-                "--json",
-            ],
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-            panic!(
-                "client output {text:?} ({e}); stderr {}; xlb log:\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                self.log()
-            )
-        })
-    }
-
-    fn metrics(&self) -> String {
-        let out = self.exec(
-            "lb",
-            &["curl", "-s", "http://127.0.0.1:11111/netlox/v1/metrics"],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn stop_xlb(&mut self, signal: &str) {
-        if let Some(mut c) = self.xlb.take() {
-            // `ip netns exec` execs xlb, so the child's pid is xlb's.
-            let _ = Command::new("kill")
-                .args([signal, &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.stop_xlb("-TERM");
-        let _ = self.lab_sh("down");
-        let _ = std::fs::remove_dir_all(&self.cfg);
-    }
-}
-
-/// The effective user id, read from /proc (no unsafe, no libc).
-fn unsafe_free_euid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).and_then(|u| u.parse().ok()))
-        })
-        .unwrap_or(u32::MAX)
-}
-
 fn rule(vip: &str, port: u16, proto: &str, sel: u8, mode: u8, eps: &[(&str, u16)]) -> Value {
-    serde_json::json!({
-        "serviceArguments": {
-            "externalIP": vip, "port": port, "protocol": proto, "sel": sel, "mode": mode,
-            "inactiveTimeOut": 30, "name": format!("e2e-{proto}-{port}")
-        },
-        "endpoints": eps.iter().map(|(ip, p)| serde_json::json!({
-            "endpointIP": ip, "targetPort": p, "weight": 1
-        })).collect::<Vec<_>>()
-    })
+    Rule::new(vip, port)
+        .proto(proto)
+        .sel(sel)
+        .mode(mode)
+        .timeout(30)
+        .name(&format!("e2e-{proto}-{port}"))
+        .eps(eps)
+        .json()
 }
 
 const BACKENDS: [&str; 3] = ["10.10.2.11", "10.10.2.12", "10.10.2.13"];
@@ -286,7 +49,7 @@ const EMPTY: &str = r#"{"lbAttr":[]}"#;
 
 #[test]
 fn lab_config_full_nat_http_round_robin_and_udp_maglev() {
-    let mut lab = Lab::up("fn", 1);
+    let mut lab = Lab::up(1);
     let cfg = std::fs::read_to_string(repo().join("configs/lab/lbconfig.txt")).expect("lab config");
     lab.start_xlb(&cfg, &[]);
     let r = lab.client(VIP, 60, 12);
@@ -337,7 +100,7 @@ fn lab_config_full_nat_http_round_robin_and_udp_maglev() {
             .into_owned()
     };
     assert!(lo(&lab).contains(VIP), "{}", lo(&lab));
-    lab.stop_xlb("-TERM");
+    lab.stop_xlb(Signal::Term);
     assert!(
         !lo(&lab).contains(VIP),
         "xlb removes the addresses it added: {}",
@@ -347,7 +110,7 @@ fn lab_config_full_nat_http_round_robin_and_udp_maglev() {
 
 #[test]
 fn dnat_one_arm_and_dsr_modes_carry_http() {
-    let mut lab = Lab::up("md", 1);
+    let mut lab = Lab::up(1);
     lab.start_xlb(EMPTY, &[]);
     // DNAT: the backends route back through xlb (their default route).
     lab.post_rule(http_rule(0, 0, 80, 8080));
@@ -424,7 +187,7 @@ fn dnat_one_arm_and_dsr_modes_carry_http() {
 #[test]
 fn one_arm_lab_on_one_segment_carries_full_nat_http_and_one_arm_udp() {
     const VIP1: &str = "10.10.3.100";
-    let mut lab = Lab::up_one_arm("oa");
+    let mut lab = Lab::up_one_arm();
     let cfg = std::fs::read_to_string(repo().join("configs/lab-onearm/lbconfig.txt"))
         .expect("one-arm lab config");
     lab.start_xlb(&cfg, &[]);
@@ -462,7 +225,7 @@ fn one_arm_lab_on_one_segment_carries_full_nat_http_and_one_arm_udp() {
 /// hops when a MAC changes, instead of waiting for the 30 s re-resolution.
 #[test]
 fn a_backend_mac_change_reaches_the_workers_within_seconds() {
-    let mut lab = Lab::up("mc", 1);
+    let mut lab = Lab::up(1);
     lab.start_xlb(EMPTY, &[]);
     lab.post_rule(http_rule(2, 0, 80, 8080));
     let r = lab.client(VIP, 6, 0);
@@ -527,7 +290,7 @@ fn a_backend_mac_change_reaches_the_workers_within_seconds() {
 
 #[test]
 fn full_nat_sources_from_the_configured_snat_address() {
-    let mut lab = Lab::up("sn", 1);
+    let mut lab = Lab::up(1);
     // Outside every lab subnet: the backends reach it through their default
     // route, the balancer; xlb puts it on lo.
     lab.start_xlb(EMPTY, &["--snat-addrs", "10.10.9.1"]);
@@ -550,7 +313,7 @@ fn full_nat_sources_from_the_configured_snat_address() {
 
 #[test]
 fn ipv6_vip_with_ipv6_backends() {
-    let mut lab = Lab::up("v6", 1);
+    let mut lab = Lab::up(1);
     lab.start_xlb(EMPTY, &[]);
     let eps = [
         ("fd00:10:2::11", 8080),
@@ -572,7 +335,7 @@ fn ipv6_vip_with_ipv6_backends() {
 
 #[test]
 fn two_queues_two_workers_replies_on_either_queue() {
-    let mut lab = Lab::up("q2", 2);
+    let mut lab = Lab::up(2);
     lab.start_xlb(EMPTY, &[]);
     lab.post_rule(http_rule(2, 0, 80, 8080));
     let r = lab.client(VIP, 60, 0);
@@ -607,15 +370,13 @@ fn two_queues_two_workers_replies_on_either_queue() {
 
 #[test]
 fn non_vip_traffic_still_reaches_the_kernel_and_a_killed_xlb_restarts() {
-    let mut lab = Lab::up("nk", 1);
+    let mut lab = Lab::up(1);
     lab.start_xlb(EMPTY, &[]);
     lab.post_rule(http_rule(2, 0, 80, 8080));
     // A TCP server on the balancer's own address, reached from the client.
-    let server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("lb"),
+    let server = lab
+        .ns("lb")
+        .spawn(&[
             "python3",
             "-m",
             "http.server",
@@ -623,9 +384,7 @@ fn non_vip_traffic_still_reaches_the_kernel_and_a_killed_xlb_restarts() {
             "--bind",
             "10.10.1.1",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        .start()
         .expect("node server");
     let mut ok = false;
     for _ in 0..50 {
@@ -659,7 +418,7 @@ fn non_vip_traffic_still_reaches_the_kernel_and_a_killed_xlb_restarts() {
     );
 
     // SIGKILL leaves the XDP programs attached; a new xlb takes over.
-    lab.stop_xlb("-KILL");
+    lab.stop_xlb(Signal::Kill);
     let cfg = std::fs::read_to_string(repo().join("configs/lab/lbconfig.txt")).expect("lab config");
     lab.start_xlb(&cfg, &[]);
     let r = lab.client(VIP, 30, 3);
@@ -669,7 +428,7 @@ fn non_vip_traffic_still_reaches_the_kernel_and_a_killed_xlb_restarts() {
 
 #[test]
 fn an_idle_udp_flow_expires_after_its_timeout_and_is_chosen_afresh() {
-    let mut lab = Lab::up("ex", 1);
+    let mut lab = Lab::up(1);
     lab.start_xlb(EMPTY, &[]);
     let mut r = rule(
         VIP,
@@ -706,7 +465,7 @@ fn an_idle_udp_flow_expires_after_its_timeout_and_is_chosen_afresh() {
 
 #[test]
 fn hash_pins_a_flow_weights_hold_and_large_datagrams_pass() {
-    let mut lab = Lab::up("se", 1);
+    let mut lab = Lab::up(1);
     lab.start_xlb(EMPTY, &[]);
     // sel 1 (Maglev): one 5-tuple always reaches the same backend; many spread.
     let eps: Vec<(&str, u16)> = BACKENDS.iter().map(|b| (*b, 9000)).collect();
@@ -752,7 +511,7 @@ fn hash_pins_a_flow_weights_hold_and_large_datagrams_pass() {
 /// reassembles that.
 #[test]
 fn datagrams_larger_than_the_mtu_cross_in_both_directions() {
-    let mut lab = Lab::up("fr", 1);
+    let mut lab = Lab::up(1);
     lab.start_xlb(EMPTY, &[]);
     let eps: Vec<(&str, u16)> = BACKENDS.iter().map(|b| (*b, 9000)).collect();
     // UDP 53: full NAT; UDP 54: DNAT.
@@ -797,7 +556,7 @@ fn datagrams_larger_than_the_mtu_cross_in_both_directions() {
 
 #[test]
 fn taking_a_vip_announces_it_with_gratuitous_arp() {
-    let mut lab = Lab::up("ga", 1);
+    let mut lab = Lab::up(1);
     // The client learns from unsolicited ARP only with arp_accept.
     lab.exec(
         "client",
@@ -854,7 +613,7 @@ fn wait_state(lab: &Lab, ip: &str, want: &str, limit: Duration) -> Duration {
 
 #[test]
 fn a_dead_backend_is_probed_down_and_avoided_then_returns() {
-    let mut lab = Lab::up("hp", 1);
+    let mut lab = Lab::up(1);
     lab.start_xlb(EMPTY, &[]);
     for b in BACKENDS {
         let ep = serde_json::json!({
@@ -872,14 +631,7 @@ fn a_dead_backend_is_probed_down_and_avoided_then_returns() {
 
     // Kill backend 2's servers: within retries × period + timeout (+ slack) it
     // is marked down, and new connections avoid it.
-    for pid in String::from_utf8_lossy(
-        &lab.exec("be2", &["ip", "netns", "pids", &lab.ns("be2")])
-            .stdout,
-    )
-    .split_whitespace()
-    {
-        let _ = Command::new("kill").arg(pid).stderr(Stdio::null()).status();
-    }
+    lab.ns("be2").kill_all(Signal::Term);
     let took = wait_state(&lab, "10.10.2.12", "inactive", Duration::from_secs(8));
     assert!(
         took < Duration::from_secs(5),
@@ -897,19 +649,10 @@ fn a_dead_backend_is_probed_down_and_avoided_then_returns() {
     );
 
     // Bring it back: probed up, and it takes new connections again.
-    let server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("be2"),
-            "python3",
-            "scripts/lab/backend.py",
-            "backend-2",
-        ])
-        .current_dir(repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let server = lab
+        .ns("be2")
+        .spawn(&["python3", &script("backend.py"), "backend-2"])
+        .start()
         .expect("restart backend 2");
     wait_state(&lab, "10.10.2.12", "active", Duration::from_secs(8));
     let after = lab.client(VIP, 30, 0);
@@ -924,18 +667,24 @@ fn a_dead_backend_is_probed_down_and_avoided_then_returns() {
 
 /// A lab backend's HTTP server on `port` in backend `i`'s namespace (1-based),
 /// killed when dropped.
-struct Server(Child);
+struct Server(Proc);
 
 impl Server {
     fn start(lab: &Lab, i: usize, port: u16) -> Server {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns(&format!("be{i}"))])
-            .args(["python3", "scripts/lab/backend.py", &format!("backend-{i}")])
-            .args(["--http-port", &port.to_string(), "--no-udp"])
-            .current_dir(repo())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let (name, port_s) = (format!("backend-{i}"), port.to_string());
+        let backend = script("backend.py");
+        let args = [
+            "python3",
+            &backend,
+            &name,
+            "--http-port",
+            &port_s,
+            "--no-udp",
+        ];
+        let child = lab
+            .ns(&format!("be{i}"))
+            .spawn(&args)
+            .start()
             .expect("starting a backend server");
         // Killed and reaped on drop, also if it never comes up.
         let server = Server(child);
@@ -955,9 +704,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // `ip netns exec` execs python, so this is the server itself.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // A crash, not a clean stop: `ip netns exec` execs python, so this
+        // kills the server itself.
+        self.0.kill();
     }
 }
 
@@ -1005,23 +754,23 @@ fn unix_now() -> f64 {
 }
 
 /// `scripts/lab/failover_client.py` running in the client namespace.
-struct FailoverClient(Child);
+struct FailoverClient(Proc);
 
 impl FailoverClient {
     /// Start it for `secs` and wait until its long connections are open.
     fn start(lab: &Lab, secs: u32) -> FailoverClient {
         use std::io::{BufRead, BufReader};
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns("client")])
-            .args(["python3", "scripts/lab/failover_client.py", VIP, "6443"])
-            .arg(secs.to_string())
-            .args(["--long", "6", "--every", "0.05"])
-            .current_dir(repo())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        let (client, secs) = (script("failover_client.py"), secs.to_string());
+        let args = [
+            "python3", &client, VIP, "6443", &secs, "--long", "6", "--every", "0.05",
+        ];
+        let mut child = lab
+            .ns("client")
+            .spawn(&args)
+            .piped()
+            .start()
             .expect("starting the failover client");
-        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut err = BufReader::new(child.stderr().expect("stderr"));
         let mut line = String::new();
         let _ = err.read_line(&mut line);
         assert_eq!(line.trim(), "ready", "failover client: {line}");
@@ -1086,7 +835,7 @@ fn k3s_ha_failover_within_the_probe_budget_and_survivors_never_reset() {
     const PERIOD: u32 = 1;
     const RETRIES: u32 = 2;
     let budget = f64::from(RETRIES * PERIOD) + 1.0;
-    let mut lab = Lab::up("k3", 1);
+    let mut lab = Lab::up(1);
     let mut servers: Vec<Server> = (1..=3).map(|i| Server::start(&lab, i, 6443)).collect();
     let lbconfig = k3s_guide_files(&lab, PERIOD, RETRIES);
     lab.start_xlb(&lbconfig, &[]);
@@ -1161,7 +910,7 @@ fn k3s_ha_failover_within_the_probe_budget_and_survivors_never_reset() {
 /// answering new connections throughout.
 #[test]
 fn a_flapping_backend_does_not_disturb_the_other_backends() {
-    let mut lab = Lab::up("fl", 1);
+    let mut lab = Lab::up(1);
     let mut servers: Vec<Option<Server>> = (1..=3)
         .map(|i| Some(Server::start(&lab, i, 6443)))
         .collect();
