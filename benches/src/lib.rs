@@ -48,6 +48,7 @@ pub fn tables() -> Tables {
             inactive_timeout_s: 3600,
             dsr_ipip: false,
             name: "bench".into(),
+            snat: None,
         }],
         next_hops: backends
             .iter()

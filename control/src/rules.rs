@@ -405,6 +405,7 @@ impl LbRule {
                 inactive_timeout_s: timeout_s,
                 dsr_ipip: s.dsripip,
                 name: doc.serviceargs.name.clone(),
+                snat: None,
             },
             oper,
             monitor,

@@ -72,6 +72,7 @@ fn serve(iface: &str, secs: u64, busy: bool) {
             inactive_timeout_s: 60,
             dsr_ipip: false,
             name: "bench".into(),
+            snat: None,
         }],
         ..Default::default()
     };

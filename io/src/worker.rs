@@ -622,6 +622,7 @@ mod tests {
                 inactive_timeout_s: 20,
                 dsr_ipip: false,
                 name: "dns".into(),
+                snat: None,
             }],
             next_hops: BACKENDS
                 .iter()

@@ -228,6 +228,11 @@ impl ControlState {
                 .entry(r.service.key.vip)
                 .or_insert_with(|| instance_of(&r.doc.serviceargs.name));
         }
+        // The daemon's full-NAT addresses (`--snat-addr`) float with the
+        // default instance unless an instance names one as its own.
+        for a in &self.snat_addrs {
+            owner.entry(*a).or_insert(DEFAULT_INSTANCE);
+        }
         for (name, i) in &self.instances.map {
             if let Some(v) = i.vip {
                 owner.insert(v, name);

@@ -27,7 +27,7 @@ use xlb_dataplane::tables::{
     ServiceKey, ServiceSpec, Tables, TablesSpec, TablesUpdate, MAX_ENDPOINTS_PER_SERVICE,
 };
 
-use super::cluster::Instances;
+use super::cluster::{instance_of, Instances};
 use super::probes::{add_refs, endpoint_up, ProbeRefs, ProbeStatus};
 use super::settings::MaglevSize;
 use crate::dataplane::{NetEnv, Publisher};
@@ -339,11 +339,18 @@ impl ControlState {
     }
 
     /// The dataplane form of a rule: endpoint states from the probe results,
-    /// IPIP from the daemon's default.
+    /// IPIP from the daemon's default, and in full NAT its instance's
+    /// floating address (cistate `vip`) as the source towards the endpoints.
     fn service_for(&self, r: &ValidRule) -> ServiceSpec {
         let mut service = r.service.clone();
         if self.dsr_ipip && service.mode == NatMode::Dsr && service.key.vip.is_ipv4() {
             service.dsr_ipip = true;
+        }
+        if service.mode == NatMode::FullNat {
+            service.snat = self
+                .instances
+                .vip(instance_of(&r.doc.serviceargs.name))
+                .filter(|a| a.is_ipv4() == service.key.vip.is_ipv4());
         }
         for e in &mut service.endpoints {
             e.state = if endpoint_up(&self.status, &self.holds, r, e) {

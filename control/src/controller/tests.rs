@@ -552,6 +552,54 @@ mod holds {
         assert_eq!(st.instances().role("llb-inst1"), Role::Master);
         assert_eq!(st.instances().role("llb-inst0"), Role::Backup);
     }
+    #[test]
+    fn an_instances_floating_address_is_its_full_nat_source_and_follows_its_role() {
+        let mut st = state();
+        st.set_snat_addrs(vec!["192.0.2.99".parse().expect("ip")])
+            .expect("accepted");
+        let full_nat = |vip: &str, name: &str| {
+            let mut v = tcp(vip, 80, 0, &["10.0.0.1"]);
+            v["serviceArguments"]["mode"] = 2.into();
+            v["serviceArguments"]["name"] = name.into();
+            rule(v).expect("valid")
+        };
+        st.post_rule(full_nat("192.0.2.1", "a:llb-inst1"))
+            .expect("accepted");
+        st.post_rule(full_nat("192.0.2.2", "b")).expect("accepted");
+        let source = |st: &ControlState, i: usize| {
+            let t = st.tables();
+            t.services[i].endpoints[0].snat_addr.map(IpAddr::from)
+        };
+        let addr = |a: &str| Some(a.parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            source(&st, 0),
+            addr("192.0.2.99"),
+            "no instance address yet"
+        );
+        st.post_cistate(&ci("llb-inst1", "MASTER", "192.0.2.100"))
+            .expect("accepted");
+        assert_eq!(source(&st, 0), addr("192.0.2.100"), "the instance's own");
+        assert_eq!(
+            source(&st, 1),
+            addr("192.0.2.99"),
+            "other instances keep theirs"
+        );
+        assert!(st
+            .tables()
+            .is_snat_addr("192.0.2.100".parse::<IpAddr>().expect("ip").into()));
+        // A backup keeps the translation but holds neither address.
+        st.post_cistate(&ci("llb-inst1", "BACKUP", "192.0.2.100"))
+            .expect("accepted");
+        assert_eq!(source(&st, 0), addr("192.0.2.100"));
+        assert_eq!(st.hold_sets().idle, set(&["192.0.2.1", "192.0.2.100"]));
+        // The daemon's --snat-addr floats with llb-inst0.
+        st.post_cistate(&ci("llb-inst0", "BACKUP", ""))
+            .expect("accepted");
+        assert_eq!(
+            st.hold_sets().idle,
+            set(&["192.0.2.1", "192.0.2.2", "192.0.2.99", "192.0.2.100"])
+        );
+    }
 }
 
 /// The roles reach the published tables, in the same snapshot as the rules.

@@ -150,9 +150,10 @@ pub(super) fn build_service(
             let addr = Ip16::from(e.addr);
             let next_hop = ctx.next_hops.get(&addr).copied();
             let snat_addr = match s.mode {
-                NatMode::FullNat => ctx
-                    .snat_spec
+                NatMode::FullNat => s
+                    .snat
                     .iter()
+                    .chain(ctx.snat_spec)
                     .find(|a| a.is_ipv4() == v4)
                     .map(|a| Ip16::from(*a))
                     .or_else(|| port_addr(ctx.ports, next_hop, v4)),

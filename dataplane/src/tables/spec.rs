@@ -154,6 +154,12 @@ pub struct ServiceSpec {
     pub dsr_ipip: bool,
     /// Rule name, for diagnostics.
     pub name: String,
+    /// Full NAT only: the source address towards the endpoints, if this
+    /// service has its own (an HA instance's floating address, which moves
+    /// with the instance's MASTER so that the endpoints' answers do too);
+    /// `None`, or one of the other family, means the table-wide choice
+    /// ([`TablesSpec::snat_addrs`], else the egress port's address).
+    pub snat: Option<IpAddr>,
 }
 
 /// Where packets to a given address go next.

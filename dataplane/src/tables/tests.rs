@@ -31,6 +31,7 @@ fn svc(vip: &str, pmin: u16, pmax: u16, eps: Vec<EndpointSpec>) -> ServiceSpec {
         inactive_timeout_s: 240,
         dsr_ipip: false,
         name: String::new(),
+        snat: None,
     }
 }
 

@@ -71,6 +71,7 @@ pub fn svc(
         inactive_timeout_s: if proto == L4Proto::Tcp { 240 } else { 20 },
         dsr_ipip: false,
         name: String::new(),
+        snat: None,
     }
 }
 

@@ -112,6 +112,7 @@ pub(crate) mod fixtures {
             inactive_timeout_s: 60,
             dsr_ipip: false,
             name: String::new(),
+            snat: None,
         }
     }
 }
