@@ -6,9 +6,10 @@ set -euo pipefail
 # ping/arping/curl/python3/openssl: the lab and the end-to-end tests;
 # nftables: the kernel DNAT contender of `xlb-perf bench`; conntrack: flushing that contender's
 # table between the flows suite's parts; librsvg2-bin: its PNG charts;
-# wrk, nginx (+ its stream module) and haproxy: its TCP suite (client, backends, proxies).
+# wrk, nginx (+ its stream module) and haproxy: its TCP suite (client, backends, proxies);
+# keepalived: the HA tests drive xlb nodes with it through `xlb notify`.
 pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool iputils-ping iputils-arping curl python3
-  openssl nftables conntrack librsvg2-bin wrk nginx libnginx-mod-stream haproxy)
+  openssl nftables conntrack librsvg2-bin wrk nginx libnginx-mod-stream haproxy keepalived)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -38,6 +38,10 @@ pub struct ServeOptions {
     pub maglev_size: MaglevSize,
     /// IPIP for every IPv4 DSR (mode 3) rule, not only those with `dsrIpip`.
     pub dsr_ipip: bool,
+    /// Whether xlb's election (`--cluster`) will drive the roles: then this
+    /// node holds nothing until it is elected, from its first snapshot on
+    /// (a node that comes back never claims a VIP another holds).
+    pub elected: bool,
 }
 
 /// Why the daemon could not run.
@@ -111,6 +115,16 @@ pub fn prepare(
             .set_snat_addrs(opts.snat_addrs.clone())
             .map_err(|_| DaemonError::SnatAddr(opts.snat_addrs[0]))?;
         tracing::info!(addrs = ?opts.snat_addrs, "full-NAT source addresses");
+    }
+    if opts.elected {
+        let waiting = crate::ha::Transition {
+            standing: crate::ha::Standing::Fault,
+            holder: None,
+            reason: "starting",
+        };
+        state
+            .set_elected(waiting, Vec::new())
+            .map_err(DaemonError::Options)?;
     }
     // Before the config files, so their rules are built once, with these.
     state

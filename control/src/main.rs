@@ -361,9 +361,20 @@ fn tracing_level(loxilb: &str) -> &'static str {
     }
 }
 
+/// The log filter for loxilb's level name. The election's Raft library
+/// (openraft) speaks only at debug and trace: at lower levels it would log
+/// every missed heartbeat to a dead peer, many times a second, while xlb
+/// logs each change of role and of a peer's liveness itself.
+fn log_filter(loxilb: &str) -> String {
+    match tracing_level(loxilb) {
+        l @ ("trace" | "debug") => l.to_string(),
+        l => format!("{l},openraft=off"),
+    }
+}
+
 fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(tracing_level(&args.log_level)));
+        .unwrap_or_else(|_| EnvFilter::new(log_filter(&args.log_level)));
     let (filter, reload_handle) = reload::Layer::new(filter);
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
@@ -372,7 +383,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         .init();
     let setter: xlb_control::api::LogLevelSetter = Box::new(move |level: &str| {
         reload_handle
-            .reload(EnvFilter::new(tracing_level(level)))
+            .reload(EnvFilter::new(log_filter(level)))
             .map_err(|e| e.to_string())
     });
 
@@ -393,6 +404,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         snat_addrs: args.snat_addrs,
         maglev_size: args.maglev_size,
         dsr_ipip: args.dsr_ipip,
+        elected: cluster.is_some(),
     };
     let daemon = daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?;
     let served = rt.block_on(async {

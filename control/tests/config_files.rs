@@ -412,6 +412,7 @@ async fn daemon_prepare_and_serve_over_tcp() {
         snat_addrs: Vec::new(),
         maglev_size: MaglevSize::default(),
         dsr_ipip: false,
+        elected: false,
     };
     let handle = TablesHandle::new();
     let dp = Dataplane::unattached(handle.clone());
@@ -465,6 +466,7 @@ fn snat_addrs_option_sets_the_full_nat_source_and_bad_ones_are_refused() {
         ],
         maglev_size: MaglevSize::default(),
         dsr_ipip: false,
+        elected: false,
     };
     let handle = TablesHandle::new();
     let dp = Dataplane::unattached(handle.clone());
@@ -576,6 +578,7 @@ fn maglev_size_and_dsr_ipip_options_reach_the_tables() {
         snat_addrs: Vec::new(),
         maglev_size: "1009".parse().expect("a prime in range"),
         dsr_ipip: true,
+        elected: false,
     };
     let handle = TablesHandle::new();
     let dp = Dataplane::unattached(handle.clone());

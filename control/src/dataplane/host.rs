@@ -24,6 +24,14 @@ use xlb_io::Runtime;
 
 /// How soon a failed steering-map sync is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long an address xlb puts on `lo` stays there unless renewed: if
+/// this xlb dies without taking its VIPs away (SIGKILL, a crash, a frozen
+/// process), the kernel drops them and stops answering ARP/NDP for them
+/// within the lease (plus up to about a second of the kernel's timer
+/// slack), instead of claiming them next to the node that took over.
+const ADDR_LEASE: Duration = Duration::from_secs(2);
+/// How often the leases are renewed: four chances before one runs out.
+const RENEW_EVERY: Duration = Duration::from_millis(500);
 
 /// What the follower thread is asked to do.
 #[derive(Default)]
@@ -100,8 +108,10 @@ impl Follower {
 fn follow(shared: &Shared, runtime: &Runtime) {
     // Addresses this thread added to `lo`, so it removes only its own.
     let mut owned = BTreeSet::new();
+    remove_left_behind();
     let mut last: Option<Arc<Tables>> = None;
     let mut ann = Announcements::new();
+    let mut next_renew = Instant::now() + RENEW_EVERY;
     loop {
         let (tables, retry) = {
             let mut w = shared.lock();
@@ -111,7 +121,8 @@ fn follow(shared: &Shared, runtime: &Runtime) {
                 }
                 let now = Instant::now();
                 let retry = w.maps_stale.then_some(now + RETRY_EVERY);
-                let due = [ann.next_due(&owned), retry]
+                let renew = (!owned.is_empty()).then_some(next_renew);
+                let due = [ann.next_due(&owned), retry, renew]
                     .into_iter()
                     .flatten()
                     .min()
@@ -140,6 +151,10 @@ fn follow(shared: &Shared, runtime: &Runtime) {
         }
         if let Some(t) = &last {
             ann.send_due(&owned, &t.ports);
+        }
+        if Instant::now() >= next_renew {
+            renew_local_addrs(&owned);
+            next_renew = Instant::now() + RENEW_EVERY;
         }
         if retry {
             if let Some(t) = &last {
@@ -270,6 +285,35 @@ fn wanted_local_addrs(t: &Tables) -> BTreeSet<IpAddr> {
         .collect()
 }
 
+/// Extend the lease of every address this xlb holds on `lo`.
+fn renew_local_addrs(owned: &BTreeSet<IpAddr>) {
+    let Ok(lo) = netinfo::ifindex("lo") else {
+        return;
+    };
+    for a in owned {
+        if let Err(e) = addr::renew(lo, *a, ADDR_LEASE) {
+            tracing::warn!(addr = %a, "renewing a VIP's lease on lo: {e}");
+        }
+    }
+}
+
+/// Take away the addresses an xlb that died left on `lo` (marked as xlb's),
+/// before anything else: a restarted node must not answer ARP for a VIP
+/// until its role says so. Those it serves are added again, and announced.
+fn remove_left_behind() {
+    let left = match netinfo::ifindex("lo").map(|lo| (lo, addr::marked(lo))) {
+        Ok((lo, Ok(left))) => left.into_iter().map(|a| (lo, a)).collect::<Vec<_>>(),
+        Ok((_, Err(e))) => return tracing::warn!("listing the addresses on lo: {e}"),
+        Err(e) => return tracing::warn!("no loopback interface: {e}"),
+    };
+    for (lo, a) in left {
+        match addr::del(lo, a) {
+            Ok(_) => tracing::info!(addr = %a, "removed an address a previous xlb left on lo"),
+            Err(e) => tracing::warn!(addr = %a, "removing an address left on lo: {e}"),
+        }
+    }
+}
+
 /// Hold exactly `want` of the addresses xlb adds; returns the ones added now.
 fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>) -> Vec<IpAddr> {
     let mut added = Vec::new();
@@ -281,7 +325,7 @@ fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>) -> Vec
         }
     };
     for a in want.difference(&owned.clone()) {
-        match addr::add(lo, *a) {
+        match addr::add_leased(lo, *a, ADDR_LEASE) {
             Ok(Added::New) => {
                 owned.insert(*a);
                 added.push(*a);

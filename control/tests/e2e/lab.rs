@@ -281,7 +281,7 @@ impl Drop for Lab {
 }
 
 /// Call xlb's API in namespace `lb`; `None` if it did not answer.
-fn api(lb: &Netns, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
+pub fn api(lb: &Netns, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
     let url = format!("http://127.0.0.1:11111/netlox/v1{path}");
     let mut args = vec![
         "curl",

@@ -7,6 +7,8 @@
 //! and lab, so the tests run in parallel) and tears it down in `Drop`, also
 //! when the test fails.
 
+mod ha;
+mod ha_tests;
 mod lab;
 
 use std::time::{Duration, Instant};

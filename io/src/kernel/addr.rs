@@ -3,6 +3,16 @@
 //! answers ARP/NDP for it. No process is spawned, and "already there" is
 //! the kernel's `EEXIST`, not a message to match in some tool's language.
 //!
+//! Every address xlb adds carries the address protocol [`XLB_PROTO`]
+//! (`IFA_PROTO`; `ip -o addr show proto 0x78` lists them), so that a
+//! restart after a crash finds and takes back the addresses it left behind
+//! ([`marked`]) instead of mistaking them for an operator's.
+//!
+//! An address can be leased ([`add_leased`], [`renew`]): the kernel itself
+//! removes it when its valid lifetime runs out, so an address whose xlb
+//! died without removing it (SIGKILL, a crash) stops being answered for
+//! within the lease, rather than claiming a VIP another node now holds.
+//!
 //! Acts on the calling thread's network namespace (the socket's).
 
 use std::net::IpAddr;
@@ -10,10 +20,19 @@ use std::net::IpAddr;
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use std::time::Duration;
+
+use netlink_packet_core::NLM_F_REPLACE;
+use netlink_packet_route::address::{
+    AddressAttribute, AddressMessage, AddressProtocol, AddressScope, CacheInfo,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::netlink::{nl_err, request, NetlinkError};
+use super::netlink::{dump, nl_err, request, NetlinkError};
+
+/// The address protocol (`IFA_PROTO`) of the addresses xlb adds: `x`.
+/// The kernel's own are 0–3.
+pub const XLB_PROTO: u8 = 0x78;
 
 /// What adding an address did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +87,55 @@ fn ack(
     }
 }
 
-/// Add `addr` as a host address (/32, /128) on interface `ifindex`.
+/// xlb's form of `addr` on `ifindex`: marked ([`XLB_PROTO`]), and valid
+/// for `lease` (whole seconds, at least one) if given, else forever.
+fn ours(ifindex: u32, addr: IpAddr, lease: Option<Duration>) -> AddressMessage {
+    let mut m = message(ifindex, addr);
+    m.attributes
+        .push(AddressAttribute::Protocol(AddressProtocol::from(XLB_PROTO)));
+    if let Some(lease) = lease {
+        let secs = u32::try_from(lease.as_secs())
+            .unwrap_or(u32::MAX - 1)
+            .max(1);
+        let mut c = CacheInfo::default();
+        c.ifa_valid = secs;
+        c.ifa_preferred = secs;
+        m.attributes.push(AddressAttribute::CacheInfo(c));
+    }
+    m
+}
+
+/// Add `addr` as a host address (/32, /128) on interface `ifindex`, marked
+/// as xlb's ([`XLB_PROTO`]), for good.
 pub fn add(ifindex: u32, addr: IpAddr) -> Result<Added, NetlinkError> {
+    add_with(ifindex, addr, None)
+}
+
+/// [`add`], valid for `lease` only: keep it with [`renew`].
+pub fn add_leased(ifindex: u32, addr: IpAddr, lease: Duration) -> Result<Added, NetlinkError> {
+    add_with(ifindex, addr, Some(lease))
+}
+
+/// Extend the lease of an address xlb added with [`add_leased`] to `lease`
+/// from now (adding it again if it had already run out). Only for xlb's
+/// own addresses: it would put a lease on anyone's.
+pub fn renew(ifindex: u32, addr: IpAddr, lease: Duration) -> Result<(), NetlinkError> {
     match ack(
-        RouteNetlinkMessage::NewAddress(message(ifindex, addr)),
+        RouteNetlinkMessage::NewAddress(ours(ifindex, addr, Some(lease))),
+        NLM_F_CREATE | NLM_F_REPLACE,
+        "renewing an address",
+    )? {
+        None => Ok(()),
+        Some(errno) => Err(nl_err(
+            "renewing an address",
+            std::io::Error::from_raw_os_error(errno),
+        )),
+    }
+}
+
+fn add_with(ifindex: u32, addr: IpAddr, lease: Option<Duration>) -> Result<Added, NetlinkError> {
+    match ack(
+        RouteNetlinkMessage::NewAddress(ours(ifindex, addr, lease)),
         NLM_F_CREATE | NLM_F_EXCL,
         "adding an address",
     )? {
@@ -98,4 +162,37 @@ pub fn del(ifindex: u32, addr: IpAddr) -> Result<Removed, NetlinkError> {
             std::io::Error::from_raw_os_error(errno),
         )),
     }
+}
+
+/// The addresses on interface `ifindex` that carry xlb's mark: added by an
+/// xlb, this one or one that died without removing them.
+pub fn marked(ifindex: u32) -> Result<Vec<IpAddr>, NetlinkError> {
+    let mut found = Vec::new();
+    dump(
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        "listing addresses",
+        |m| {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                return;
+            };
+            if a.header.index != ifindex {
+                return;
+            }
+            let ours = a
+                .attributes
+                .iter()
+                .any(|at| matches!(at, AddressAttribute::Protocol(p) if u8::from(*p) == XLB_PROTO));
+            let local = a.attributes.iter().find_map(|at| match at {
+                AddressAttribute::Local(ip) => Some(*ip),
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            });
+            if let (true, Some(ip)) = (ours, local) {
+                found.push(ip);
+            }
+        },
+    )?;
+    found.sort();
+    found.dedup();
+    Ok(found)
 }

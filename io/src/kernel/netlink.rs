@@ -49,3 +49,37 @@ pub(crate) fn request(msg: RouteNetlinkMessage, flags: u16) -> Result<Socket, Ne
     s.send(&buf, 0).map_err(|e| nl_err("sending", e))?;
     Ok(s)
 }
+
+/// Send the dump request `msg` and hand every message of the answer to
+/// `each`, until the kernel's `NLMSG_DONE` (a dump is bounded by the table
+/// it lists).
+pub(crate) fn dump(
+    msg: RouteNetlinkMessage,
+    what: &'static str,
+    mut each: impl FnMut(RouteNetlinkMessage),
+) -> Result<(), NetlinkError> {
+    use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
+    let s = request(msg, NLM_F_DUMP | NLM_F_REQUEST)?;
+    loop {
+        let (dgram, _) = s.recv_from_full().map_err(|e| nl_err("receiving", e))?;
+        if dgram.is_empty() {
+            return Ok(());
+        }
+        let mut off = 0;
+        while off < dgram.len() {
+            let m: NetlinkMessage<RouteNetlinkMessage> =
+                NetlinkMessage::deserialize(&dgram[off..]).map_err(|e| nl_err("decoding", e))?;
+            match m.payload {
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => return Err(nl_err(what, e)),
+                NetlinkPayload::InnerMessage(inner) => each(inner),
+                _ => {}
+            }
+            let len = m.header.length as usize;
+            if len == 0 {
+                break;
+            }
+            off += len;
+        }
+    }
+}
