@@ -280,10 +280,10 @@ pub async fn start_election(
         loop {
             tick.tick().await;
             let Some(e) = weak.upgrade() else { return };
-            let members = e.status().await.members;
+            let status = e.status().await;
             drop(e);
             if control
-                .apply(Command::ClusterMembers(members))
+                .apply(Command::ClusterMembers(status.members, status.datagrams))
                 .await
                 .is_err()
             {

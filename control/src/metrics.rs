@@ -1,10 +1,12 @@
 //! `GET /netlox/v1/metrics`: Prometheus text exposition (format 0.0.4) of the
 //! rules, endpoints and their state, per-worker traffic and drops by reason,
-//! and connection-table occupancy.
+//! connection-table occupancy, and the cluster: each instance's role, its
+//! changes and the time since the last, and the election's members and
+//! datagrams.
 
 use std::fmt::Write;
 
-use crate::controller::{ControlState, EndpointRow};
+use crate::controller::{ControlState, EndpointRow, CI_STATES};
 use crate::dataplane::{DataplaneView, WorkerStats};
 
 /// Content type of the exposition format.
@@ -210,5 +212,81 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
             w.ct_capacity,
         );
     }
+    cluster(&mut o, state);
     o.0
+}
+
+/// The cluster instances' roles, and with `--cluster` the election's view.
+fn cluster(o: &mut Out, state: &ControlState) {
+    let rows = state.instances().role_rows();
+    o.family(
+        "xlb_cluster_role",
+        "gauge",
+        "1 for the role each cluster instance has on this node, 0 for the others.",
+    );
+    for r in &rows {
+        for role in CI_STATES {
+            let on = u64::from(r.role.name() == *role);
+            o.sample(
+                "xlb_cluster_role",
+                &[("instance", &r.instance), ("role", role)],
+                on,
+            );
+        }
+    }
+    o.family(
+        "xlb_cluster_role_transitions_total",
+        "counter",
+        "Role changes of each cluster instance on this node since xlb started.",
+    );
+    for r in &rows {
+        o.sample(
+            "xlb_cluster_role_transitions_total",
+            &[("instance", &r.instance)],
+            r.transitions,
+        );
+    }
+    o.family(
+        "xlb_cluster_role_unchanged_seconds",
+        "gauge",
+        "Seconds since each cluster instance's role last changed (or xlb started).",
+    );
+    for r in &rows {
+        o.sample(
+            "xlb_cluster_role_unchanged_seconds",
+            &[("instance", &r.instance)],
+            r.since.as_secs(),
+        );
+    }
+    let Some((members, datagrams)) = state.instances().election() else {
+        return;
+    };
+    o.family(
+        "xlb_cluster_member_up",
+        "gauge",
+        "1 if the election heard from the member recently (this node: always).",
+    );
+    for m in members {
+        let addr = m.addr.to_string();
+        o.sample(
+            "xlb_cluster_member_up",
+            &[("member", &addr)],
+            u64::from(m.up),
+        );
+    }
+    o.family(
+        "xlb_cluster_members_up",
+        "gauge",
+        "Members of the election heard from recently, this node included.",
+    );
+    let up = members.iter().filter(|m| m.up).count() as u64;
+    o.sample("xlb_cluster_members_up", &[], up);
+    o.family(
+        "xlb_cluster_datagrams_total",
+        "counter",
+        "The election's datagrams by outcome: accepted, or dropped as malformed, foreign, bad_auth, replayed or bad_body; timeouts are calls that got no answer.",
+    );
+    for (outcome, n) in datagrams {
+        o.sample("xlb_cluster_datagrams_total", &[("outcome", outcome)], *n);
+    }
 }

@@ -121,6 +121,30 @@ struct Elected {
     transition: Transition,
     changed: Instant,
     members: Vec<MemberStatus>,
+    /// The election's datagrams by outcome (accepted, malformed, ...).
+    datagrams: BTreeMap<&'static str, u64>,
+}
+
+/// An instance's role as last seen, for the metrics: how often it changed
+/// and when it last did.
+#[derive(Debug, Clone)]
+struct Observed {
+    role: Role,
+    transitions: u64,
+    since: Instant,
+}
+
+/// One instance's role for the metrics.
+#[derive(Debug, Clone)]
+pub struct RoleRow {
+    /// The instance.
+    pub instance: String,
+    /// Its role now.
+    pub role: Role,
+    /// Role changes since xlb started.
+    pub transitions: u64,
+    /// Since the last change (or the start).
+    pub since: std::time::Duration,
 }
 
 /// Every cluster instance this node knows, by name, and the election's view.
@@ -129,6 +153,7 @@ pub struct Instances {
     map: BTreeMap<String, Instance>,
     /// `Some` when `--cluster` runs the election.
     elected: Option<Elected>,
+    observed: BTreeMap<String, Observed>,
 }
 
 impl Default for Instances {
@@ -136,7 +161,13 @@ impl Default for Instances {
     fn default() -> Instances {
         let mut map = BTreeMap::new();
         map.insert(DEFAULT_INSTANCE.to_string(), Instance::new());
-        Instances { map, elected: None }
+        let mut i = Instances {
+            map,
+            elected: None,
+            observed: BTreeMap::new(),
+        };
+        i.observe();
+        i
     }
 }
 
@@ -169,6 +200,53 @@ impl Instances {
     /// Instance `name`'s floating address, if set.
     pub fn vip(&self, name: &str) -> Option<IpAddr> {
         self.map.get(name).and_then(|i| i.vip)
+    }
+
+    /// Note every instance's role now: a change counts as a transition.
+    fn observe(&mut self) {
+        let now = Instant::now();
+        let roles: Vec<(String, Role)> =
+            self.map.keys().map(|n| (n.clone(), self.role(n))).collect();
+        for (name, role) in roles {
+            match self.observed.get_mut(&name) {
+                Some(o) if o.role != role => {
+                    o.role = role;
+                    o.transitions += 1;
+                    o.since = now;
+                }
+                Some(_) => {}
+                None => {
+                    self.observed.insert(
+                        name,
+                        Observed {
+                            role,
+                            transitions: 0,
+                            since: now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every instance's role, its changes and the time since the last.
+    pub fn role_rows(&self) -> Vec<RoleRow> {
+        self.observed
+            .iter()
+            .map(|(name, o)| RoleRow {
+                instance: name.clone(),
+                role: o.role,
+                transitions: o.transitions,
+                since: o.since.elapsed(),
+            })
+            .collect()
+    }
+
+    /// The election's members and datagram counters, when it runs.
+    pub fn election(&self) -> Option<(&[MemberStatus], &BTreeMap<&'static str, u64>)> {
+        self.elected
+            .as_ref()
+            .map(|e| (e.members.as_slice(), &e.datagrams))
     }
 
     /// Whether an election drives the instances no controller set.
@@ -311,6 +389,7 @@ impl ControlState {
             self.instances = old;
             return Err(e);
         }
+        self.instances.observe();
         if was != role {
             tracing::info!(
                 instance = name,
@@ -340,21 +419,32 @@ impl ControlState {
             },
             transition: t,
             members,
+            datagrams: old
+                .as_ref()
+                .map(|e| e.datagrams.clone())
+                .unwrap_or_default(),
         });
         if !changed {
             return Ok(());
         }
         let res = self.refresh();
-        if res.is_err() {
-            self.instances.elected = old;
+        match res {
+            Ok(()) => self.instances.observe(),
+            Err(_) => self.instances.elected = old,
         }
         res
     }
 
-    /// Update the members' liveness the election reports (no table change).
-    pub fn set_cluster_members(&mut self, members: Vec<MemberStatus>) {
+    /// Update the members' liveness and the datagram counters the election
+    /// reports (no table change).
+    pub fn set_cluster_members(
+        &mut self,
+        members: Vec<MemberStatus>,
+        datagrams: BTreeMap<&'static str, u64>,
+    ) {
         if let Some(e) = &mut self.instances.elected {
             e.members = members;
+            e.datagrams = datagrams;
         }
     }
 

@@ -37,7 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use cluster::{instance_of, HoldSets, Instances, Role, CI_STATES, DEFAULT_INSTANCE};
+pub use cluster::{instance_of, HoldSets, Instances, Role, RoleRow, CI_STATES, DEFAULT_INSTANCE};
 pub use probes::ProbeStatus;
 pub use settings::{MaglevSize, MaglevSizeError};
 pub use state::{ControlState, RuleOp, MAX_RULES};
@@ -78,7 +78,10 @@ pub enum Command {
     /// The election's new standing, and the members it can hear.
     Elected(Transition, Vec<MemberStatus>),
     /// The members the election can hear now (display only).
-    ClusterMembers(Vec<MemberStatus>),
+    ClusterMembers(
+        Vec<MemberStatus>,
+        std::collections::BTreeMap<&'static str, u64>,
+    ),
     /// Rebuild every table from the state (picks up network changes).
     Refresh,
 }
@@ -397,8 +400,8 @@ fn apply(state: &mut ControlState, cmd: Command) -> Result<(), RuleError> {
         Command::HostState { hold, down } => state.set_host_state(hold, down),
         Command::ClusterState(ci) => state.post_cistate(&ci),
         Command::Elected(t, members) => state.set_elected(t, members),
-        Command::ClusterMembers(members) => {
-            state.set_cluster_members(members);
+        Command::ClusterMembers(members, datagrams) => {
+            state.set_cluster_members(members, datagrams);
             Ok(())
         }
         Command::Refresh => state.refresh(),

@@ -600,6 +600,50 @@ mod holds {
             set(&["192.0.2.1", "192.0.2.2", "192.0.2.99", "192.0.2.100"])
         );
     }
+    #[test]
+    fn roles_and_their_changes_are_metrics() {
+        let mut st = state();
+        st.post_cistate(&ci("llb-inst1", "BACKUP", ""))
+            .expect("accepted");
+        st.post_cistate(&ci("llb-inst1", "MASTER", ""))
+            .expect("accepted");
+        st.post_cistate(&ci("llb-inst1", "MASTER", ""))
+            .expect("an unchanged state is no change");
+        let view = StaticView::default();
+        let text = crate::metrics::render(&st, &view);
+        for line in [
+            "xlb_cluster_role{instance=\"llb-inst1\",role=\"MASTER\"} 1",
+            "xlb_cluster_role{instance=\"llb-inst1\",role=\"BACKUP\"} 0",
+            "xlb_cluster_role{instance=\"llb-inst0\",role=\"NOT_DEFINED\"} 1",
+            "xlb_cluster_role_transitions_total{instance=\"llb-inst1\"} 1",
+            "xlb_cluster_role_transitions_total{instance=\"llb-inst0\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("xlb_cluster_member_up"), "no election runs");
+        let t = Transition {
+            standing: Standing::Holder,
+            holder: Some(0),
+            reason: "test",
+        };
+        let me = crate::ha::MemberStatus {
+            addr: "192.0.2.7:11112".parse().expect("addr"),
+            me: true,
+            up: true,
+        };
+        st.set_elected(t, vec![me.clone()]).expect("accepted");
+        st.set_cluster_members(vec![me], [("malformed", 3)].into_iter().collect());
+        let text = crate::metrics::render(&st, &view);
+        for line in [
+            "xlb_cluster_role{instance=\"llb-inst0\",role=\"MASTER\"} 1",
+            "xlb_cluster_role_transitions_total{instance=\"llb-inst0\"} 1",
+            "xlb_cluster_member_up{member=\"192.0.2.7:11112\"} 1",
+            "xlb_cluster_members_up 1",
+            "xlb_cluster_datagrams_total{outcome=\"malformed\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
 }
 
 /// The roles reach the published tables, in the same snapshot as the rules.
