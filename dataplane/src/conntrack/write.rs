@@ -120,31 +120,34 @@ impl ShardWriter {
             rep,
             rep_absent: false,
         };
-        self.insert_hashed(flow, &at, now, on_removed)
+        self.insert_hashed(flow, &flow.forward(), &at, now, on_removed)
             .map(|(slot, _)| slot)
     }
 
     /// [`ShardWriter::insert`] with what the caller already knows of the
-    /// keys ([`Hashed`]). Returns the forward entry's slot and, for an IPv4
-    /// flow that is not DSR, its rewrite's checksum changes
+    /// keys ([`Hashed`]) and the forward entry, `fwd` (`flow.forward()`,
+    /// which the general path builds anyway to rewrite the packet by).
+    /// Returns the forward entry's slot and, for an IPv4 flow that is not
+    /// DSR, its rewrite's checksum changes
     /// ([`crate::wire::rewrite::fast_deltas`]).
     #[inline(always)]
     pub(crate) fn insert_hashed(
         &mut self,
         flow: &FlowRecord,
+        fwd: &FlowData,
         at: &Hashed,
         now: u64,
         on_removed: &mut dyn FnMut(Removed),
     ) -> Result<(usize, Option<u32>), Full> {
+        debug_assert_eq!(*fwd, flow.forward());
         let fdeltas = v4_deltas(&flow.key, &flow.xlat, flow.mode);
-        let fwd = flow.forward();
         let at_fwd = Place {
             key: &flow.key,
             hash: at.fwd,
             absent: at.fwd_absent,
         };
-        let fslot = self.insert_one(&at_fwd, &fwd, fdeltas, now, None, on_removed)?;
-        if let Some((rkey, rep)) = flow.reply_of(&fwd) {
+        let fslot = self.insert_one(&at_fwd, fwd, fdeltas, now, None, on_removed)?;
+        if let Some((rkey, rep)) = flow.reply_of(fwd) {
             // The reply undoes the forward rewrite: its checksum changes
             // are the forward's reversed. (A reply key equal to the
             // forward key is there now.)
