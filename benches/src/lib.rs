@@ -1,81 +1,41 @@
 //! Shared helpers for xlb's benchmarks: a benchmark table set, frame
 //! factories and a batch runner, used by the criterion benches and by
-//! `examples/profile.rs` (for callgrind).
+//! `examples/profile.rs` (for callgrind). The tables and frames are the
+//! test kit's two-port lab (its ports, next hops and client frames) with a
+//! rule of the benchmark's own.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig, FlowKey};
-use xlb_dataplane::net::{Ip16, MacAddr};
+use xlb_dataplane::net::Ip16;
 use xlb_dataplane::pipeline::{Pipeline, Processor};
-use xlb_dataplane::tables::{
-    EndpointSpec, EndpointState, L4Proto, NatMode, NextHop, PortSpec, Selection, ServiceKey,
-    ServiceSpec, Tables, TablesSpec,
-};
+use xlb_dataplane::tables::{NatMode, Selection, Tables, TablesSpec};
 use xlb_dataplane::wire::build::Builder;
 use xlb_dataplane::{Frame, Verdict};
+use xlb_testkit::fixtures::{two_port, Service};
 
 pub const BATCH: usize = 64;
 pub const BUF: usize = 2048;
 pub const VIP: [u8; 4] = [192, 0, 2, 10];
 
+/// The benchmark's tables: the two-port lab's ports, and one TCP rule on
+/// [`VIP`]:80 (Maglev, full NAT) over 16 backends with next hops, a pool of
+/// 64 source-NAT addresses, every port from 1024 for source NAT, and the
+/// production Maglev table size.
 pub fn tables() -> Tables {
-    let backends: Vec<IpAddr> = (1..=16)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 1, 0, i)))
-        .collect();
+    let backends: Vec<Ipv4Addr> = (1..=16).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+    let service = Service::tcp(Ipv4Addr::from(VIP), 80)
+        .sel(Selection::Hash)
+        .mode(NatMode::FullNat)
+        .timeout(3600)
+        .name("bench")
+        .eps(backends.iter().copied(), 8080);
     let spec = TablesSpec {
-        services: vec![ServiceSpec {
-            key: ServiceKey {
-                vip: IpAddr::V4(VIP.into()),
-                proto: L4Proto::Tcp,
-                port_min: 80,
-                port_max: 80,
-                block: 0,
-            },
-            sel: Selection::Hash,
-            mode: NatMode::FullNat,
-            allowed_sources: vec![],
-            endpoints: backends
-                .iter()
-                .map(|&addr| EndpointSpec {
-                    addr,
-                    port: 8080,
-                    weight: 1,
-                    state: EndpointState::Active,
-                })
-                .collect(),
-            inactive_timeout_s: 3600,
-            dsr_ipip: false,
-            name: "bench".into(),
-            snat: None,
-        }],
-        next_hops: backends
-            .iter()
-            .map(|&a| {
-                (
-                    a,
-                    NextHop {
-                        mac: MacAddr([2, 0xbb, 0, 0, 0, 1]),
-                        port: 1,
-                    },
-                )
-            })
-            .collect(),
-        ports: vec![
-            PortSpec {
-                id: 0,
-                name: "c".into(),
-                mac: MacAddr([2, 0, 0, 0, 0, 1]),
-                addrs: vec!["10.0.0.1".parse().expect("ip")],
-            },
-            PortSpec {
-                id: 1,
-                name: "b".into(),
-                mac: MacAddr([2, 0, 0, 0, 1, 1]),
-                addrs: vec!["10.1.0.1".parse().expect("ip")],
-            },
-        ],
+        services: vec![service.build()],
+        next_hops: two_port::next_hops(backends),
+        ports: two_port::ports(),
         snat_addrs: (0..64)
             .map(|i| IpAddr::V4(Ipv4Addr::new(10, 9, 0, i)))
             .collect(),
@@ -91,16 +51,17 @@ pub fn client(i: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), 1024 + (i % 50000) as u16)
 }
 
+/// Client i's TCP segment to [`VIP`]:80 with `flags` and 6 bytes of data,
+/// as it reaches the balancer's client port.
 pub fn frame(i: u32, flags: u8) -> Vec<u8> {
-    Builder::tcp(
-        client(i),
-        SocketAddr::new(IpAddr::V4(VIP.into()), 80),
-        flags,
+    two_port::from_client(
+        Builder::tcp(
+            client(i),
+            SocketAddr::new(IpAddr::V4(VIP.into()), 80),
+            flags,
+        )
+        .payload(&[0u8; 6]),
     )
-    .macs(MacAddr([2, 0xcc, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]))
-    .payload(&[0u8; 6])
-    .to_vec()
-    .expect("frame")
 }
 
 /// A worker's buffers: 64 frames of up to 2 KiB.
@@ -128,7 +89,7 @@ impl Batch {
         let mut it = self.bufs.chunks_mut(BUF).zip(src);
         let mut frames: [Frame<'_>; BATCH] = std::array::from_fn(|_| {
             let (b, f) = it.next().expect("64 buffers");
-            Frame::new(b, f.len(), 0)
+            Frame::new(b, f.len(), two_port::CLIENT_PORT)
         });
         if let Some(p) = p {
             p.process_batch(t, now, &mut frames, &mut self.verdicts);
@@ -176,7 +137,9 @@ pub fn established(n: u32, buckets: usize) -> (Pipeline, Tables, Vec<Vec<Vec<u8>
         if frames.len() == BATCH {
             b.run(Some(&mut p), &t, 1, &frames);
             assert!(
-                b.verdicts.iter().all(|v| matches!(v, Verdict::Tx(1))),
+                b.verdicts
+                    .iter()
+                    .all(|v| *v == Verdict::Tx(two_port::BACKEND_PORT)),
                 "{:?}",
                 b.verdicts[0]
             );

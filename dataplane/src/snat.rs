@@ -114,7 +114,10 @@ impl<'a> NatWalk<'a> {
             let (addr, port) = self.candidate(*cursor);
             *cursor = cursor.wrapping_add(1);
             let reply_key = to.reply_key(addr, port);
-            let h = predicted.take().unwrap_or_else(|| ct.hash(&reply_key));
+            let h = match predicted.take() {
+                Some(h) => h,
+                None => hash_out_of_line(ct, &reply_key),
+            };
             debug_assert_eq!(h, ct.hash(&reply_key));
             if ct.find_in(shard, &reply_key, h).is_none() {
                 return Some((addr, port, h));
@@ -122,6 +125,14 @@ impl<'a> NatWalk<'a> {
         }
         None
     }
+}
+
+/// `ct`'s hash of `key`, kept out of the search loop: the first
+/// candidate's hash is usually known ahead, and inlined, the hash's keys
+/// would be loaded (and spilled) before the loop for every search.
+#[inline(never)]
+fn hash_out_of_line(ct: &Conntrack, key: &FlowKey) -> u64 {
+    ct.hash(key)
 }
 
 /// [`NatWalk::search`] from a new walk of `snat` by worker `me.0` of

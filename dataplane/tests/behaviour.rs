@@ -2,29 +2,25 @@
 //! backend removal/down/drain, selection policies, resource exhaustion, and
 //! arbitrary input.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use common::*;
 use proptest::prelude::*;
 use xlb_dataplane::tables::{EndpointState, L4Proto, NatMode, Selection, ServiceSpec};
 use xlb_dataplane::wire::build::Builder;
 use xlb_dataplane::{DropReason, Verdict};
+use xlb_testkit::fixtures::two_port::*;
+use xlb_testkit::fixtures::{ip, sa, Service};
 
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
 fn three(sel: Selection, mode: NatMode) -> ServiceSpec {
-    svc(
-        "192.0.2.10",
-        L4Proto::Tcp,
-        (80, 80),
-        sel,
-        mode,
-        BACKENDS_V4.iter().map(|b| ep(b, 8080)).collect(),
-    )
+    Service::tcp("192.0.2.10", 80)
+        .sel(sel)
+        .mode(mode)
+        .eps(BACKENDS_V4, 8080)
+        .build()
 }
 
 /// Send a SYN from `client:port` on `worker`; the backend it went to.
@@ -179,15 +175,9 @@ fn clear_flows_forgets_flows_and_their_least_connections_counts() {
 
 #[test]
 fn idle_flows_expire_after_the_rule_timeout_and_are_chosen_afresh() {
-    let mut s = svc(
-        "192.0.2.11",
-        L4Proto::Udp,
-        (53, 53),
-        Selection::RoundRobin,
-        NatMode::Dnat,
-        vec![ep("10.1.0.11", 53), ep("10.1.0.12", 53)],
-    );
-    s.inactive_timeout_s = 5;
+    let s = Service::udp("192.0.2.11", 53)
+        .timeout(5)
+        .eps(["10.1.0.11", "10.1.0.12"], 53);
     let mut lab = Lab::new(spec(vec![s]));
     let q = from_client(Builder::udp(sa("10.0.0.2:5000"), sa("192.0.2.11:53")));
     let first = dst_of(&lab.run(0, CLIENT_PORT, &q).1).0;
@@ -325,7 +315,9 @@ fn a_batch_of_new_flows_matches_the_same_frames_one_by_one() {
         (Selection::Hash, NatMode::FullNat, 2),
         (Selection::Persist, NatMode::Dnat, 2),
     ] {
-        let tcp = allowed(three(sel, mode), &["10.0.0.0/24"]);
+        let tcp = Service::from(three(sel, mode))
+            .allowed(&["10.0.0.0/24"])
+            .build();
         let mut udp = three(sel, mode);
         udp.key.proto = L4Proto::Udp;
         udp.key.port_min = 53;
@@ -393,14 +385,9 @@ fn a_batch_of_new_flows_matches_the_same_frames_one_by_one() {
 
 #[test]
 fn source_nat_ports_run_out_with_a_counted_drop() {
-    let mut t = spec(vec![svc(
-        "192.0.2.10",
-        L4Proto::Tcp,
-        (80, 80),
-        Selection::RoundRobin,
-        NatMode::FullNat,
-        vec![ep("10.1.0.11", 80)],
-    )]);
+    let mut t = spec([Service::tcp("192.0.2.10", 80)
+        .mode(NatMode::FullNat)
+        .ep("10.1.0.11", 80)]);
     t.nat_ports = (40000, 40003); // two ports per worker
     let mut lab = Lab::new(t);
     assert!(syn(&mut lab, 0, "10.0.0.2", 1).is_some());
@@ -476,14 +463,9 @@ proptest! {
 #[test]
 fn jumbo_frames_are_forwarded_whole() {
     let payload = vec![0xabu8; 8900];
-    let mut lab = Lab::new(spec(vec![svc(
-        "192.0.2.11",
-        L4Proto::Udp,
-        (53, 53),
-        Selection::RoundRobin,
-        NatMode::FullNat,
-        vec![ep("10.1.0.11", 53)],
-    )]));
+    let mut lab = Lab::new(spec([Service::udp("192.0.2.11", 53)
+        .mode(NatMode::FullNat)
+        .ep("10.1.0.11", 53)]));
     let f = from_client(Builder::udp(sa("10.0.0.2:5000"), sa("192.0.2.11:53")).payload(&payload));
     let mut buf = vec![0u8; 9216];
     buf[..f.len()].copy_from_slice(&f);
@@ -504,14 +486,9 @@ fn jumbo_frames_are_forwarded_whole() {
 
 #[test]
 fn a_full_nat_address_pool_multiplies_the_ports() {
-    let mut t = spec(vec![svc(
-        "192.0.2.10",
-        L4Proto::Tcp,
-        (80, 80),
-        Selection::RoundRobin,
-        NatMode::FullNat,
-        vec![ep("10.1.0.11", 80)],
-    )]);
+    let mut t = spec([Service::tcp("192.0.2.10", 80)
+        .mode(NatMode::FullNat)
+        .ep("10.1.0.11", 80)]);
     t.nat_ports = (40000, 40003); // two ports per worker...
     t.snat_addrs = vec![ip("10.9.0.1"), ip("10.9.0.2"), ip("2001:db8:9::1")]; // ...per address
     let mut lab = Lab::new(t);
@@ -539,15 +516,10 @@ fn a_full_nat_address_pool_multiplies_the_ports() {
 
 #[test]
 fn an_idle_flow_past_its_timeout_is_replaced_on_its_next_packet_even_before_the_sweep() {
-    let mut s = svc(
-        "192.0.2.11",
-        L4Proto::Udp,
-        (53, 53),
-        Selection::RoundRobin,
-        NatMode::FullNat,
-        vec![ep("10.1.0.11", 53), ep("10.1.0.12", 53)],
-    );
-    s.inactive_timeout_s = 2;
+    let s = Service::udp("192.0.2.11", 53)
+        .mode(NatMode::FullNat)
+        .timeout(2)
+        .eps(["10.1.0.11", "10.1.0.12"], 53);
     // A big table: one batch's share of the sweep cannot reach the flow's bucket.
     let mut lab = Lab::with_buckets(spec(vec![s]), 1 << 16);
     let q = from_client(Builder::udp(sa("10.0.0.2:5000"), sa("192.0.2.11:53")));
@@ -573,14 +545,9 @@ fn an_idle_flow_past_its_timeout_is_replaced_on_its_next_packet_even_before_the_
 fn a_reused_endpoint_id_does_not_capture_an_idle_flow_of_the_removed_backend() {
     for mode in [NatMode::Dnat, NatMode::FullNat] {
         let rule = |eps: &[&str]| {
-            svc(
-                "192.0.2.10",
-                L4Proto::Tcp,
-                (80, 80),
-                Selection::RoundRobin,
-                mode,
-                eps.iter().map(|b| ep(b, 8080)).collect(),
-            )
+            Service::tcp("192.0.2.10", 80)
+                .mode(mode)
+                .eps(eps.iter().copied(), 8080)
         };
         let mut lab = Lab::new(spec(vec![rule(&["10.1.0.11", "10.1.0.12"])]));
         // Round robin: the first flow goes to the first endpoint (id 0).
@@ -607,7 +574,7 @@ fn a_reused_endpoint_id_does_not_capture_an_idle_flow_of_the_removed_backend() {
         assert_ne!(to, ip("10.1.0.11"), "{mode:?}: sent to the removed backend");
         assert_eq!(
             out[..6],
-            be_mac(&to.to_string()).0,
+            be_mac(to).0,
             "{mode:?}: the MAC is that of the backend addressed"
         );
     }
@@ -673,7 +640,7 @@ fn the_new_flow_path_matches_the_general_path() {
                     NatMode::Dsr => keep_port(three(sel, mode)),
                     _ => three(sel, mode),
                 };
-                let mut guarded = allowed(tcp.clone(), &["10.0.0.0/30"]);
+                let mut guarded = Service::from(tcp.clone()).allowed(&["10.0.0.0/30"]).build();
                 guarded.key.port_min = 81;
                 guarded.key.port_max = 81;
                 let mut udp = keep_port(three(sel, mode));
@@ -763,14 +730,9 @@ fn the_new_flow_path_matches_the_general_path() {
 #[test]
 fn least_connections_does_not_count_a_reused_ids_old_flows() {
     let rule = |eps: &[&str]| {
-        svc(
-            "192.0.2.10",
-            L4Proto::Tcp,
-            (80, 80),
-            Selection::LeastConn,
-            NatMode::Dnat,
-            eps.iter().map(|b| ep(b, 8080)).collect(),
-        )
+        Service::tcp("192.0.2.10", 80)
+            .sel(Selection::LeastConn)
+            .eps(eps.iter().copied(), 8080)
     };
     let mut lab = Lab::new(spec(vec![rule(&["10.1.0.11", "10.1.0.12"])]));
     let mut n: HashMap<IpAddr, u32> = HashMap::new();
@@ -948,14 +910,10 @@ fn later_fragments_follow_their_first_fragment() {
 }
 
 fn fragments_case(client: &str, vip: &str, backends: &[&str]) {
-    let rule = svc(
-        vip,
-        L4Proto::Udp,
-        (53, 53),
-        Selection::Hash,
-        NatMode::FullNat,
-        backends.iter().map(|b| ep(b, 5353)).collect(),
-    );
+    let rule = Service::udp(vip, 53)
+        .sel(Selection::Hash)
+        .mode(NatMode::FullNat)
+        .eps(backends.iter().copied(), 5353);
     let mut lab = Lab::new(spec(vec![rule]));
     let sock = |a: &str, p: u16| -> SocketAddr { SocketAddr::new(ip(a), p) };
     let (c, v) = (sock(client, 40000), sock(vip, 53));
@@ -1032,14 +990,10 @@ fn fragments_case(client: &str, vip: &str, backends: &[&str]) {
 /// is removed, as the sweep would have removed it.
 #[test]
 fn a_late_answer_does_not_revive_a_timed_out_flow() {
-    let rule = svc(
-        "192.0.2.30",
-        L4Proto::Udp,
-        (53, 53),
-        Selection::Hash,
-        NatMode::FullNat,
-        vec![ep("10.1.0.11", 5353)],
-    );
+    let rule = Service::udp("192.0.2.30", 53)
+        .sel(Selection::Hash)
+        .mode(NatMode::FullNat)
+        .ep("10.1.0.11", 5353);
     let mut lab = Lab::new(spec(vec![rule]));
     let query = from_client(Builder::udp(sa("10.0.0.2:41000"), sa("192.0.2.30:53")).payload(b"q"));
     let (v, out) = lab.run(0, CLIENT_PORT, &query);
@@ -1075,7 +1029,9 @@ fn new_flows_that_leave_the_fast_path_are_counted_by_reason() {
     let mut rr = three(Selection::RoundRobin, NatMode::FullNat);
     rr.key.port_min = 81;
     rr.key.port_max = 81;
-    let mut guarded = allowed(three(Selection::Hash, NatMode::FullNat), &["10.0.0.0/30"]);
+    let mut guarded = Service::from(three(Selection::Hash, NatMode::FullNat))
+        .allowed(&["10.0.0.0/30"])
+        .build();
     guarded.key.port_min = 82;
     guarded.key.port_max = 82;
     let mut dsr = three(Selection::Hash, NatMode::Dsr);

@@ -7,14 +7,15 @@
 //! computation), so a byte-exact match also proves every incremental
 //! checksum update the pipeline made.
 
-mod common;
-
-use common::*;
 use xlb_dataplane::counters::CounterBlock;
-use xlb_dataplane::tables::{EndpointSpec, EndpointState, L4Proto, NatMode, Selection};
+use xlb_dataplane::tables::{
+    EndpointSpec, EndpointState, L4Proto, NatMode, Selection, ServiceSpec,
+};
 use xlb_dataplane::wire::build::{arp_request, Builder};
 use xlb_dataplane::wire::checksum;
 use xlb_dataplane::{DropReason, Verdict};
+use xlb_testkit::fixtures::two_port::*;
+use xlb_testkit::fixtures::{ep, ip, sa, Service};
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -66,167 +67,72 @@ fn drop(desc: &'static str, worker: usize, rx: u16, input: Vec<u8>, r: DropReaso
     case(desc, worker, rx, input, Verdict::Drop(r), None)
 }
 
-fn services() -> Vec<xlb_dataplane::tables::ServiceSpec> {
-    use L4Proto::*;
+fn services() -> Vec<ServiceSpec> {
     use NatMode::*;
     use Selection::*;
-    let mut ipip = svc(
-        "192.0.2.13",
-        Tcp,
-        (80, 80),
-        Hash,
-        Dsr,
-        vec![ep("10.1.0.13", 80)],
-    );
-    ipip.dsr_ipip = true;
-    let mut down = svc(
-        "192.0.2.18",
-        Tcp,
-        (80, 80),
-        RoundRobin,
-        Dnat,
-        vec![ep("10.1.0.12", 80)],
-    );
-    down.endpoints[0].state = EndpointState::Down;
-    let weighted = |addr, weight| EndpointSpec {
-        weight,
-        ..ep(addr, 80)
+    let down = EndpointSpec {
+        state: EndpointState::Down,
+        ..ep("10.1.0.12", 80)
     };
-    vec![
-        svc(
-            "192.0.2.10",
-            Tcp,
-            (80, 80),
-            RoundRobin,
-            Dnat,
-            vec![
-                ep("10.1.0.11", 8080),
-                ep("10.1.0.12", 8080),
-                ep("10.1.0.13", 8080),
-            ],
-        ),
-        svc(
-            "192.0.2.10",
-            Tcp,
-            (443, 443),
-            Hash,
-            FullNat,
-            vec![ep("10.1.0.12", 8443)],
-        ),
-        svc(
-            "192.0.2.11",
-            Udp,
-            (53, 53),
-            RoundRobin,
-            OneArm,
-            vec![ep("10.1.0.11", 5353), ep("10.1.0.12", 5353)],
-        ),
-        svc(
-            "192.0.2.12",
-            Tcp,
-            (80, 80),
-            Hash,
-            Dsr,
-            vec![ep("10.1.0.11", 0)],
-        ),
-        ipip,
-        svc(
-            "192.0.2.14",
-            Udp,
-            (30000, 30010),
-            RoundRobin,
-            Dnat,
-            vec![ep("10.1.0.11", 0)],
-        ),
-        allowed(
-            svc(
-                "192.0.2.15",
-                Tcp,
-                (80, 80),
-                RoundRobin,
-                Dnat,
-                vec![ep("10.1.0.11", 80)],
-            ),
-            &["10.0.0.0/24"],
-        ),
-        svc(
-            "2001:db8:100::10",
-            Tcp,
-            (80, 80),
-            RoundRobin,
-            FullNat,
-            vec![ep("2001:db8:1::11", 8080), ep("2001:db8:1::12", 8080)],
-        ),
-        svc(
-            "192.0.2.16",
-            Sctp,
-            (9000, 9000),
-            RoundRobin,
-            FullNat,
-            vec![ep("10.1.0.12", 9000)],
-        ),
-        svc(
-            "192.0.2.17",
-            Icmp,
-            (0, 0),
-            RoundRobin,
-            FullNat,
-            vec![ep("10.1.0.13", 0)],
-        ),
-        down,
-        svc(
-            "2001:db8:100::11",
-            Udp,
-            (53, 53),
-            RoundRobin,
-            OneArm,
-            vec![ep("2001:db8:1::11", 5353)],
-        ),
-        svc(
-            "2001:db8:100::12",
-            Tcp,
-            (80, 80),
-            RoundRobin,
-            Dnat,
-            vec![ep("2001:db8:1::12", 8080)],
-        ),
-        svc(
-            "2001:db8:100::13",
-            Tcp,
-            (80, 80),
-            Hash,
-            Dsr,
-            vec![ep("2001:db8:1::11", 0)],
-        ),
-        svc(
-            "192.0.2.20",
-            Tcp,
-            (80, 80),
-            LeastConn,
-            Dnat,
-            vec![ep("10.1.0.11", 80), ep("10.1.0.12", 80)],
-        ),
-        svc(
-            "192.0.2.21",
-            Tcp,
-            (80, 80),
-            Persist,
-            Dnat,
-            vec![
-                ep("10.1.0.11", 80),
-                ep("10.1.0.12", 80),
-                ep("10.1.0.13", 80),
-            ],
-        ),
-        svc(
-            "192.0.2.22",
-            Tcp,
-            (80, 80),
-            Priority,
-            Dnat,
-            vec![weighted("10.1.0.11", 75), weighted("10.1.0.12", 25)],
-        ),
+    [
+        Service::tcp("192.0.2.10", 80).eps(BACKENDS_V4, 8080),
+        Service::tcp("192.0.2.10", 443)
+            .sel(Hash)
+            .mode(FullNat)
+            .ep("10.1.0.12", 8443),
+        Service::udp("192.0.2.11", 53)
+            .mode(OneArm)
+            .eps(["10.1.0.11", "10.1.0.12"], 5353),
+        Service::tcp("192.0.2.12", 80)
+            .sel(Hash)
+            .mode(Dsr)
+            .ep("10.1.0.11", 0),
+        Service::tcp("192.0.2.13", 80)
+            .sel(Hash)
+            .mode(Dsr)
+            .dsr_ipip(true)
+            .ep("10.1.0.13", 80),
+        Service::udp("192.0.2.14", 30000)
+            .ports(30000, 30010)
+            .ep("10.1.0.11", 0),
+        Service::tcp("192.0.2.15", 80)
+            .allowed(&["10.0.0.0/24"])
+            .ep("10.1.0.11", 80),
+        Service::tcp("2001:db8:100::10", 80)
+            .mode(FullNat)
+            .eps(BACKENDS_V6, 8080),
+        // 20 s, not SCTP's usual 240 s: the expiry cases count this flow
+        // among those idled out by 35 s.
+        Service::new("192.0.2.16", L4Proto::Sctp, 9000)
+            .mode(FullNat)
+            .timeout(20)
+            .ep("10.1.0.12", 9000),
+        Service::new("192.0.2.17", L4Proto::Icmp, 0)
+            .mode(FullNat)
+            .ep("10.1.0.13", 0),
+        Service::tcp("192.0.2.18", 80).endpoints([down]),
+        Service::udp("2001:db8:100::11", 53)
+            .mode(OneArm)
+            .ep("2001:db8:1::11", 5353),
+        Service::tcp("2001:db8:100::12", 80).ep("2001:db8:1::12", 8080),
+        Service::tcp("2001:db8:100::13", 80)
+            .sel(Hash)
+            .mode(Dsr)
+            .ep("2001:db8:1::11", 0),
+        Service::tcp("192.0.2.20", 80)
+            .sel(LeastConn)
+            .eps(["10.1.0.11", "10.1.0.12"], 80),
+        Service::tcp("192.0.2.21", 80)
+            .sel(Persist)
+            .eps(BACKENDS_V4, 80),
+        Service::tcp("192.0.2.22", 80)
+            .sel(Priority)
+            .ep_weighted("10.1.0.11", 80, 75)
+            .ep_weighted("10.1.0.12", 80, 25),
     ]
+    .into_iter()
+    .map(Service::build)
+    .collect()
 }
 
 /// Outer IPv4 header of an IPIP packet, computed independently of the pipeline.

@@ -44,14 +44,6 @@ pub(crate) struct Hashed {
     pub rep_absent: bool,
 }
 
-/// Where one entry goes: its key, the key's hash, and whether the key is
-/// known to be absent.
-struct Place<'a> {
-    key: &'a FlowKey,
-    hash: u64,
-    absent: bool,
-}
-
 /// Why [`ShardWriter::insert_new_v4`] left a flow to the general insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decline {
@@ -120,42 +112,55 @@ impl ShardWriter {
             rep,
             rep_absent: false,
         };
-        self.insert_hashed(flow, &at, now, on_removed)
+        self.insert_hashed(flow, &flow.forward(), &at, now, on_removed)
             .map(|(slot, _)| slot)
     }
 
     /// [`ShardWriter::insert`] with what the caller already knows of the
-    /// keys ([`Hashed`]). Returns the forward entry's slot and, for an IPv4
-    /// flow that is not DSR, its rewrite's checksum changes
+    /// keys ([`Hashed`]) and the forward entry, `fwd` (`flow.forward()`,
+    /// which the general path builds anyway to rewrite the packet by).
+    /// Returns the forward entry's slot and, for an IPv4 flow that is not
+    /// DSR, its rewrite's checksum changes
     /// ([`crate::wire::rewrite::fast_deltas`]).
     #[inline(always)]
     pub(crate) fn insert_hashed(
         &mut self,
         flow: &FlowRecord,
+        fwd: &FlowData,
         at: &Hashed,
         now: u64,
         on_removed: &mut dyn FnMut(Removed),
     ) -> Result<(usize, Option<u32>), Full> {
+        debug_assert_eq!(*fwd, flow.forward());
         let fdeltas = v4_deltas(&flow.key, &flow.xlat, flow.mode);
-        let fwd = flow.forward();
-        let at_fwd = Place {
-            key: &flow.key,
-            hash: at.fwd,
-            absent: at.fwd_absent,
-        };
-        let fslot = self.insert_one(&at_fwd, &fwd, fdeltas, now, None, on_removed)?;
-        if let Some((rkey, rep)) = flow.reply_of(&fwd) {
+        let fslot = self.insert_one(
+            &flow.key,
+            at.fwd,
+            at.fwd_absent,
+            fwd,
+            fdeltas,
+            now,
+            None,
+            on_removed,
+        )?;
+        if let Some((rkey, rep)) = flow.reply_of(fwd) {
             // The reply undoes the forward rewrite: its checksum changes
             // are the forward's reversed. (A reply key equal to the
             // forward key is there now.)
-            let at_rep = Place {
-                key: &rkey,
-                hash: at.rep,
-                absent: at.rep_absent && rkey != flow.key,
-            };
+            let absent = at.rep_absent && rkey != flow.key;
             let rdeltas = fdeltas.map(|d| u64::from(reverse_deltas(d as u32)));
             debug_assert_eq!(rdeltas, v4_deltas(&rkey, &rep.xlat(), rep.mode));
-            if let Err(e) = self.insert_one(&at_rep, &rep, rdeltas, now, Some(fslot), on_removed) {
+            let placed = self.insert_one(
+                &rkey,
+                at.rep,
+                absent,
+                &rep,
+                rdeltas,
+                now,
+                Some(fslot),
+                on_removed,
+            );
+            if let Err(e) = placed {
                 self.clear_slot(fslot);
                 return Err(e);
             }
@@ -228,19 +233,25 @@ impl ShardWriter {
     }
 
     /// Place one entry (`d`, with its checksum changes if it takes the
-    /// line form) at `at`, overwriting an entry with the same key, else in
-    /// a free way of either bucket, else after moves or an eviction. The
-    /// slot `protect` (the flow's other entry) is neither moved nor evicted.
+    /// line form) keyed `key` (hash `hash`; `absent`: known not to be in
+    /// the shard), overwriting an entry with the same key, else in a free
+    /// way of either bucket, else after moves or an eviction. The slot
+    /// `protect` (the flow's other entry) is neither moved nor evicted.
+    // (The key, its hash and `absent` are separate arguments, not a struct
+    // passed by reference: every flow the general path inserts calls this
+    // twice, and reading them back from the struct cost loads each time.)
+    #[allow(clippy::too_many_arguments)]
     fn insert_one(
         &mut self,
-        at: &Place<'_>,
+        key: &FlowKey,
+        hash: u64,
+        absent: bool,
         d: &FlowData,
         deltas: Option<u64>,
         now: u64,
         protect: Option<usize>,
         on_removed: &mut dyn FnMut(Removed),
     ) -> Result<usize, Full> {
-        let (key, hash, absent) = (at.key, at.hash, at.absent);
         debug_assert_eq!(hash, self.ct.hash(key));
         debug_assert_eq!(deltas, v4_deltas(key, &d.xlat(), d.mode));
         let (b1, b2, tag) = {

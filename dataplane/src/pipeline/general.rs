@@ -323,10 +323,16 @@ impl Pipeline {
             service: svc.index as u16,
             gen: t.generation as u32,
             to_backend: nh,
-            to_client: (!dsr).then(|| NextHop {
-                mac: ethernet::src_mac(f.data()),
-                port: f.rx_port,
-            }),
+            // (Not `then` with a closure: that closure was compiled out of
+            // line, a call on every new flow.)
+            to_client: if dsr {
+                None
+            } else {
+                Some(NextHop {
+                    mac: ethernet::src_mac(f.data()),
+                    port: f.rx_port,
+                })
+            },
         };
         // The forward key is absent from this shard: `decide` looked it up,
         // or `restart_flow` just removed it. The NAT port search found the
@@ -345,10 +351,10 @@ impl Pipeline {
         };
         self.inserted |= bloom_bit(hash) | if dsr { 0 } else { bloom_bit(rep) };
         let (sel, counters) = (&mut self.select, &self.counters);
+        let fwd = flow.forward();
         let res = self
             .ct
-            .insert_hashed(&flow, &at, now, &mut |r| on_removed(sel, counters, r));
-        let fwd = flow.forward();
+            .insert_hashed(&flow, &fwd, &at, now, &mut |r| on_removed(sel, counters, r));
         let Ok((_, deltas)) = res else {
             return Verdict::Drop(DropReason::ConntrackFull);
         };
