@@ -306,7 +306,7 @@ impl ControlState {
                 .entry(r.service.key.vip)
                 .or_insert_with(|| instance_of(&r.doc.serviceargs.name));
         }
-        // The daemon's full-NAT addresses (`--snat-addr`) float with the
+        // The daemon's full-NAT addresses (`--snat-addrs`) float with the
         // default instance unless an instance names one as its own.
         for a in &self.snat_addrs {
             owner.entry(*a).or_insert(DEFAULT_INSTANCE);

@@ -592,7 +592,7 @@ mod holds {
             .expect("accepted");
         assert_eq!(source(&st, 0), addr("192.0.2.100"));
         assert_eq!(st.hold_sets().idle, set(&["192.0.2.1", "192.0.2.100"]));
-        // The daemon's --snat-addr floats with llb-inst0.
+        // The daemon's --snat-addrs floats with llb-inst0.
         st.post_cistate(&ci("llb-inst0", "BACKUP", ""))
             .expect("accepted");
         assert_eq!(

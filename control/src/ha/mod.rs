@@ -95,8 +95,8 @@ impl std::fmt::Debug for ClusterConfig {
 /// Why the cluster configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// fewer than two members
-    #[error("--cluster needs at least two members (give a witness as the third of two balancers)")]
+    /// fewer than three members: two cannot lose one and keep a majority
+    #[error("--cluster needs at least three members: with two, losing either leaves no majority and no holder (add a --no-dataplane witness as the third)")]
     TooFew,
     /// `--self` out of range
     #[error("--self {me} is not an index of the {n} --cluster members (0 to {})", n - 1)]
@@ -126,7 +126,7 @@ impl ClusterConfig {
     /// Check the configuration.
     pub fn validate(&self) -> Result<(), ClusterError> {
         let n = self.members.len();
-        if n < 2 {
+        if n < 3 {
             return Err(ClusterError::TooFew);
         }
         if self.me >= n {

@@ -264,3 +264,15 @@ async fn a_cut_off_holder_lets_go_before_anyone_else_takes_over() {
         n.stop().await;
     }
 }
+
+#[test]
+fn two_members_are_refused_for_want_of_a_majority_after_a_loss() {
+    let cfg = |n: usize| ClusterConfig {
+        members: members(n),
+        me: 0,
+        key: b"a key of at least sixteen bytes".to_vec(),
+        candidate: true,
+    };
+    assert!(matches!(cfg(2).validate(), Err(ClusterError::TooFew)));
+    assert!(cfg(3).validate().is_ok());
+}
