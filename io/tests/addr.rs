@@ -1,23 +1,10 @@
 //! Addresses held over rtnetlink, in a network namespace of the test's own
 //! (made with `unshare` on one thread, gone with it: nothing to clean up).
-#![allow(unsafe_code)] // unshare(2), to give the test thread its own namespace
 
 use std::net::IpAddr;
 
 use xlb_io::kernel::addr::{self, Added, Removed};
-
-/// Run `f` on a thread in a fresh network namespace (root only).
-fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        // SAFETY: unshare(CLONE_NEWNET) takes no pointers; it moves only this
-        // thread (which nothing else uses) into a new network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("test thread")
-}
+use xlb_testkit::in_fresh_netns;
 
 fn lo_addrs() -> String {
     let out = std::process::Command::new("ip")

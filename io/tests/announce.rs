@@ -2,7 +2,6 @@
 //! old MAC for an address is moved to the announcer's MAC, for IPv4 (ARP)
 //! and IPv6 (NA). In a network namespace of the test's own (made with
 //! `unshare` on one thread, gone with it).
-#![allow(unsafe_code)] // unshare(2), to give the test thread its own namespace
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -11,18 +10,7 @@ use std::time::{Duration, Instant};
 use xlb_dataplane::net::MacAddr;
 use xlb_io::kernel::announce::Announcer;
 use xlb_io::kernel::netinfo;
-
-fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        // SAFETY: unshare(CLONE_NEWNET) takes no pointers; it moves only this
-        // thread (which nothing else uses) into a new network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("test thread")
-}
+use xlb_testkit::in_fresh_netns;
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip");

@@ -37,6 +37,6 @@ pub use bridge::Bridge;
 pub use cmd::{euid, require_root, sh};
 pub use error::{Error, Result};
 pub use global::{GlobalLock, Sysctls};
-pub use netns::{Lab, Netns, Veth};
+pub use netns::{in_fresh_netns, Lab, Netns, Veth};
 pub use ports::unused_port;
 pub use proc::{Proc, Signal, Spawn};

@@ -190,6 +190,25 @@ pub fn enter(ns: &str) -> Result<()> {
     sys::setns_net(&f).map_err(|e| Error::io(format!("setns {path}"), e))
 }
 
+/// Run `f` on a thread of its own in a network namespace of its own (new,
+/// with only `lo`, which is down), and return its result; the namespace
+/// goes away with the thread, so there is nothing to clean up. For tests
+/// of what xlb does to one host's network stack. A panic in `f`
+/// continues in the caller.
+pub fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let joined = std::thread::spawn(move || {
+        if let Err(e) = sys::unshare_net() {
+            panic!("unshare(CLONE_NEWNET) (root only): {e}");
+        }
+        f()
+    })
+    .join();
+    match joined {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// Give the calling thread a sysfs of its current network namespace (see
 /// `ip netns exec`): call it after [`enter`] in a thread that reads or
 /// writes `/sys/class/net`.

@@ -29,6 +29,19 @@ pub(crate) fn setns_net(ns: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Give the calling thread a network namespace of its own, new and empty
+/// but for `lo` (down). It goes away with the thread.
+pub(crate) fn unshare_net() -> io::Result<()> {
+    // SAFETY: unshare(CLONE_NEWNET) takes no pointers and moves only the
+    // calling thread into a new network namespace.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Send `sig` to process `pid`; false if it no longer exists (or may not be
 /// signalled).
 pub(crate) fn kill(pid: i32, sig: i32) -> bool {

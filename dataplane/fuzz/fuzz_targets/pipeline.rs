@@ -46,6 +46,7 @@ fn tables() -> Tables {
         inactive_timeout_s: 30,
         dsr_ipip: false,
         name: String::new(),
+        snat: None,
     };
     use L4Proto::*;
     use NatMode::*;
