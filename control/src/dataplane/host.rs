@@ -1,6 +1,8 @@
 //! What the host must do for the published tables, off the controller's
-//! thread: hold every VIP and source-NAT address this node serves on `lo`
-//! so the kernel answers ARP/NDP for it, announce each one taken over
+//! thread: hold every VIP and source-NAT address this node serves as a
+//! local address so the kernel answers ARP/NDP for it (IPv4 on `lo`, IPv6
+//! on the ports: see [`homes`]), leased and renewed so that a dead xlb's
+//! addresses go away by themselves, announce each one taken over
 //! (gratuitous ARP / unsolicited NA: a burst of five at once and five more
 //! five seconds later, as keepalived does, then one every 30 s), drop the
 //! ones not served any more, and retry a steering-map sync that failed. One background thread ([`Follower`]) does it after each publish,
@@ -10,7 +12,7 @@
 //! that was already there (configured by the operator) is answered for but
 //! never removed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -106,8 +108,8 @@ impl Follower {
 }
 
 fn follow(shared: &Shared, runtime: &Runtime) {
-    // Addresses this thread added to `lo`, so it removes only its own.
-    let mut owned = BTreeSet::new();
+    // Addresses this thread added, so it removes only its own.
+    let mut owned = Held::new();
     remove_left_behind();
     let mut last: Option<Arc<Tables>> = None;
     let mut ann = Announcements::new();
@@ -143,7 +145,7 @@ fn follow(shared: &Shared, runtime: &Runtime) {
             (w.tables.take(), retry)
         };
         if let Some(t) = tables {
-            let added = set_local_addrs(&wanted_local_addrs(&t), &mut owned);
+            let added = set_local_addrs(&wanted_local_addrs(&t), &mut owned, &t.ports);
             last = Some(t);
             for a in added {
                 ann.taken_over(a);
@@ -172,7 +174,8 @@ fn follow(shared: &Shared, runtime: &Runtime) {
             }
         }
     }
-    set_local_addrs(&BTreeSet::new(), &mut owned);
+    let ports = last.as_ref().map(|t| t.ports.clone()).unwrap_or_default();
+    set_local_addrs(&BTreeSet::new(), &mut owned, &ports);
 }
 
 /// Announcements per address taken over, as keepalived sends them
@@ -217,16 +220,16 @@ impl Announcements {
     }
 
     /// When the next announcement is due.
-    fn next_due(&self, owned: &BTreeSet<IpAddr>) -> Option<Instant> {
+    fn next_due(&self, owned: &Held) -> Option<Instant> {
         let burst = self.bursts.iter().map(|(_, at, _)| *at).min();
         let refresh = (!owned.is_empty()).then_some(self.next_refresh);
         burst.into_iter().chain(refresh).min()
     }
 
     /// Send what is due, for addresses still held.
-    fn send_due(&mut self, owned: &BTreeSet<IpAddr>, ports: &[PortSpec]) {
+    fn send_due(&mut self, owned: &Held, ports: &[PortSpec]) {
         let now = Instant::now();
-        self.bursts.retain(|(a, _, _)| owned.contains(a));
+        self.bursts.retain(|(a, _, _)| owned.contains_key(a));
         let mut due = Vec::new();
         for (a, at, left) in &mut self.bursts {
             if *at <= now {
@@ -241,7 +244,7 @@ impl Announcements {
         }
         if now >= self.next_refresh {
             self.next_refresh = now + ANNOUNCE_REFRESH;
-            for a in owned {
+            for a in owned.keys() {
                 self.send(*a, 1, ports);
             }
         }
@@ -285,61 +288,95 @@ fn wanted_local_addrs(t: &Tables) -> BTreeSet<IpAddr> {
         .collect()
 }
 
-/// Extend the lease of every address this xlb holds on `lo`.
-fn renew_local_addrs(owned: &BTreeSet<IpAddr>) {
-    let Ok(lo) = netinfo::ifindex("lo") else {
-        return;
-    };
-    for a in owned {
-        if let Err(e) = addr::renew(lo, *a, ADDR_LEASE) {
-            tracing::warn!(addr = %a, "renewing a VIP's lease on lo: {e}");
+/// The addresses this xlb added, each with the interfaces it holds it on.
+type Held = BTreeMap<IpAddr, Vec<u32>>;
+
+/// Where the kernel must hold `addr` to answer ARP/NDP for it: IPv4 on `lo`
+/// (it answers ARP on any interface for any local address), IPv6 on every
+/// port with an IPv6 address (it answers a neighbour solicitation only for
+/// an address of the interface it arrived on), else on `lo` (a VIP routed
+/// to the node needs no answer, only to be local).
+fn homes(addr: IpAddr, ports: &[PortSpec]) -> Vec<u32> {
+    let mut h: Vec<u32> = Vec::new();
+    if addr.is_ipv6() {
+        h = ports
+            .iter()
+            .filter(|p| p.addrs.iter().any(IpAddr::is_ipv6))
+            .filter_map(|p| netinfo::ifindex(&p.name).ok())
+            .collect();
+    }
+    if h.is_empty() {
+        match netinfo::ifindex("lo") {
+            Ok(lo) => h.push(lo),
+            Err(e) => tracing::error!("no loopback interface to hold VIPs on: {e}"),
         }
     }
+    h
 }
 
-/// Take away the addresses an xlb that died left on `lo` (marked as xlb's),
-/// before anything else: a restarted node must not answer ARP for a VIP
-/// until its role says so. Those it serves are added again, and announced.
-fn remove_left_behind() {
-    let left = match netinfo::ifindex("lo").map(|lo| (lo, addr::marked(lo))) {
-        Ok((lo, Ok(left))) => left.into_iter().map(|a| (lo, a)).collect::<Vec<_>>(),
-        Ok((_, Err(e))) => return tracing::warn!("listing the addresses on lo: {e}"),
-        Err(e) => return tracing::warn!("no loopback interface: {e}"),
-    };
-    for (lo, a) in left {
-        match addr::del(lo, a) {
-            Ok(_) => tracing::info!(addr = %a, "removed an address a previous xlb left on lo"),
-            Err(e) => tracing::warn!(addr = %a, "removing an address left on lo: {e}"),
-        }
-    }
-}
-
-/// Hold exactly `want` of the addresses xlb adds; returns the ones added now.
-fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut BTreeSet<IpAddr>) -> Vec<IpAddr> {
-    let mut added = Vec::new();
-    let lo = match netinfo::ifindex("lo") {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!("no loopback interface to hold VIPs on: {e}");
-            return added;
-        }
-    };
-    for a in want.difference(&owned.clone()) {
-        match addr::add_leased(lo, *a, ADDR_LEASE) {
-            Ok(Added::New) => {
-                owned.insert(*a);
-                added.push(*a);
+/// Extend the lease of every address this xlb holds.
+fn renew_local_addrs(owned: &Held) {
+    for (a, homes) in owned {
+        for &h in homes {
+            if let Err(e) = addr::renew(h, *a, ADDR_LEASE) {
+                tracing::warn!(addr = %a, ifindex = h, "renewing a VIP's lease: {e}");
             }
-            // Already there (configured by the operator): answer for it, but never remove it.
-            Ok(Added::Existed) => {}
-            Err(e) => tracing::warn!(addr = %a, "adding a VIP to lo: {e}"),
         }
     }
-    for a in owned.clone().difference(want) {
-        if let Err(e) = addr::del(lo, *a) {
-            tracing::warn!(addr = %a, "removing a VIP from lo: {e}");
+}
+
+/// Take away the addresses an xlb that died left behind (marked as xlb's,
+/// on any interface), before anything else: a restarted node must not
+/// answer ARP/NDP for a VIP until its role says so. Those it serves are
+/// added again, and announced.
+fn remove_left_behind() {
+    let left = match addr::marked_anywhere() {
+        Ok(left) => left,
+        Err(e) => return tracing::warn!("listing the addresses a previous xlb left: {e}"),
+    };
+    for (ifindex, a) in left {
+        match addr::del(ifindex, a) {
+            Ok(_) => tracing::info!(addr = %a, ifindex, "removed an address a previous xlb left"),
+            Err(e) => tracing::warn!(addr = %a, ifindex, "removing an address left behind: {e}"),
         }
-        owned.remove(a);
+    }
+}
+
+/// Hold exactly `want` of the addresses xlb adds, each where [`homes`]
+/// says; returns the ones added now.
+fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut Held, ports: &[PortSpec]) -> Vec<IpAddr> {
+    let mut added = Vec::new();
+    let new: Vec<IpAddr> = want
+        .iter()
+        .filter(|a| !owned.contains_key(a))
+        .copied()
+        .collect();
+    for a in &new {
+        let mut on = Vec::new();
+        for h in homes(*a, ports) {
+            match addr::add_leased(h, *a, ADDR_LEASE) {
+                Ok(Added::New) => on.push(h),
+                // Already there (configured by the operator): answer for it, but never remove it.
+                Ok(Added::Existed) => {}
+                Err(e) => tracing::warn!(addr = %a, ifindex = h, "adding a VIP: {e}"),
+            }
+        }
+        if !on.is_empty() {
+            owned.insert(*a, on);
+            added.push(*a);
+        }
+    }
+    let gone: Vec<IpAddr> = owned
+        .keys()
+        .filter(|a| !want.contains(a))
+        .copied()
+        .collect();
+    for a in gone {
+        for h in owned.remove(&a).unwrap_or_default() {
+            if let Err(e) = addr::del(h, a) {
+                tracing::warn!(addr = %a, ifindex = h, "removing a VIP: {e}");
+            }
+        }
     }
     added
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use xlb_testkit::Signal;
 
-use crate::ha::{answer_turns, claims, failures, outage, unix_now, HaLab, Member, FLOATING};
+use crate::ha::{answer_turns, claims, failures, outage, unix_now, HaLab, Member, FLOATING, VIP};
 use crate::lab::repo;
 
 /// The budget the issue sets: a new connection to the VIP succeeds again
@@ -148,6 +148,42 @@ fn two_balancers_and_a_witness_take_over_within_a_second() {
     let inst = &view["Attr"][0];
     assert_eq!(inst["state"], "MASTER", "{view}");
     assert_eq!(inst["setBy"], "election", "{view}");
+}
+
+/// The holder's xlb crashes while its host stays up (SIGKILL): another
+/// member takes over within a second, and the dead xlb's VIPs leave its
+/// host by themselves when their lease runs out (2 s, plus the kernel's
+/// timer slack), so its kernel stops claiming them; new connections go on.
+#[test]
+fn a_crashed_holders_addresses_lapse_while_its_host_stays_up() {
+    let mut lab = HaLab::up(&[Member::Candidate; 3]);
+    for n in 0..3 {
+        lab.start(n);
+    }
+    let first = lab.wait_holder(Duration::from_secs(15));
+    lab.stop(first, Signal::Kill);
+    let second = lab.wait_holder_other_than(Some(first), Duration::from_secs(5));
+    let crashed_at = Instant::now();
+    while lab.holds(first, VIP) || lab.holds(first, FLOATING) {
+        assert!(
+            crashed_at.elapsed() < Duration::from_secs(5),
+            "the crashed node still holds the VIP\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "a crashed holder's addresses lapsed {:?} after the takeover",
+        crashed_at.elapsed()
+    );
+    let after = lab.failover_client(2).finish();
+    assert_eq!(
+        failures(&after, 0.0, f64::INFINITY),
+        0,
+        "through lb{}\n{}",
+        second + 1,
+        lab.logs()
+    );
 }
 
 /// The holder cut off from the other members (it still reaches the

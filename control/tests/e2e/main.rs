@@ -335,6 +335,42 @@ fn ipv6_vip_with_ipv6_backends() {
     assert_eq!(r["udp_failed"], 0, "{r}");
 }
 
+/// An IPv6 VIP in the clients' own subnet (the one-arm lab): the client
+/// finds it by neighbour solicitation, which Linux answers only for an
+/// address of the interface it arrives on, so xlb holds IPv6 VIPs on its
+/// ports (deprecated, never a source of the node's own traffic), not on `lo`.
+#[test]
+fn an_on_link_ipv6_vip_answers_neighbour_solicitations() {
+    const VIP6: &str = "fd00:10:3::100";
+    let mut lab = Lab::up_one_arm();
+    lab.start_xlb(EMPTY, &[]);
+    let eps = [
+        ("fd00:10:3::11", 8080),
+        ("fd00:10:3::12", 8080),
+        ("fd00:10:3::13", 8080),
+    ];
+    lab.post_rule(rule(VIP6, 80, "tcp", 0, 2, &eps));
+    let r = lab.client(VIP6, 30, 0);
+    assert_eq!(r["http_failed"], 0, "{r}\n{}", lab.log());
+    assert_eq!(counts(&r, "http"), vec![10, 10, 10], "{r}");
+    let shown = |role: &str, args: &[&str]| {
+        String::from_utf8_lossy(&lab.exec(role, args).stdout).into_owned()
+    };
+    let neigh = shown("client", &["ip", "-6", "neigh", "show", VIP6]);
+    assert!(
+        neigh.contains("lladdr"),
+        "the client resolved the VIP: {neigh:?}"
+    );
+    let port = shown("lb", &["ip", "-6", "-o", "addr", "show", "dev", "lb0"]);
+    assert!(
+        port.contains(&format!("{VIP6}/128")) && port.contains("deprecated"),
+        "held on the port, deprecated: {port}"
+    );
+    // The port's own address is still what the node speaks from.
+    let via = shown("lb", &["ip", "-6", "route", "get", "fd00:10:3::11"]);
+    assert!(via.contains("src fd00:10:3::1 "), "{via}");
+}
+
 #[test]
 fn two_queues_two_workers_replies_on_either_queue() {
     let mut lab = Lab::up(2);

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use netlink_packet_core::NLM_F_REPLACE;
 use netlink_packet_route::address::{
-    AddressAttribute, AddressMessage, AddressProtocol, AddressScope, CacheInfo,
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressProtocol, AddressScope, CacheInfo,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -91,6 +91,12 @@ fn ack(
 /// for `lease` (whole seconds, at least one) if given, else forever.
 fn ours(ifindex: u32, addr: IpAddr, lease: Option<Duration>) -> AddressMessage {
     let mut m = message(ifindex, addr);
+    if addr.is_ipv6() {
+        // A VIP is the node's to answer for: no duplicate detection (which
+        // would keep it unusable for a second, and fail it while another
+        // node still answers in a takeover).
+        m.header.flags |= AddressHeaderFlags::Nodad;
+    }
     m.attributes
         .push(AddressAttribute::Protocol(AddressProtocol::from(XLB_PROTO)));
     if let Some(lease) = lease {
@@ -99,7 +105,11 @@ fn ours(ifindex: u32, addr: IpAddr, lease: Option<Duration>) -> AddressMessage {
             .max(1);
         let mut c = CacheInfo::default();
         c.ifa_valid = secs;
-        c.ifa_preferred = secs;
+        // IPv6: deprecated from the start, so that source address selection
+        // never picks a VIP for the node's own traffic (it would, by longest
+        // matching prefix, on the interface that holds it); the kernel still
+        // answers for it.
+        c.ifa_preferred = if addr.is_ipv6() { 0 } else { secs };
         m.attributes.push(AddressAttribute::CacheInfo(c));
     }
     m
@@ -167,6 +177,19 @@ pub fn del(ifindex: u32, addr: IpAddr) -> Result<Removed, NetlinkError> {
 /// The addresses on interface `ifindex` that carry xlb's mark: added by an
 /// xlb, this one or one that died without removing them.
 pub fn marked(ifindex: u32) -> Result<Vec<IpAddr>, NetlinkError> {
+    Ok(marked_where(|i| i == ifindex)?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect())
+}
+
+/// Every address on any interface that carries xlb's mark, with its
+/// interface index.
+pub fn marked_anywhere() -> Result<Vec<(u32, IpAddr)>, NetlinkError> {
+    marked_where(|_| true)
+}
+
+fn marked_where(on: impl Fn(u32) -> bool) -> Result<Vec<(u32, IpAddr)>, NetlinkError> {
     let mut found = Vec::new();
     dump(
         RouteNetlinkMessage::GetAddress(AddressMessage::default()),
@@ -175,7 +198,7 @@ pub fn marked(ifindex: u32) -> Result<Vec<IpAddr>, NetlinkError> {
             let RouteNetlinkMessage::NewAddress(a) = m else {
                 return;
             };
-            if a.header.index != ifindex {
+            if !on(a.header.index) {
                 return;
             }
             let ours = a
@@ -188,7 +211,7 @@ pub fn marked(ifindex: u32) -> Result<Vec<IpAddr>, NetlinkError> {
                 _ => None,
             });
             if let (true, Some(ip)) = (ours, local) {
-                found.push(ip);
+                found.push((a.header.index, ip));
             }
         },
     )?;

@@ -183,11 +183,15 @@ pub fn iface_info(name: &str) -> Result<IfaceInfo, NetInfoError> {
         .and_then(|a| a.parse().ok())
         .unwrap_or_default();
     let entries: Vec<AddrEntry> = ip_json(&["addr", "show", "dev", name])?;
+    // The VIPs xlb holds on the interface (IPv6) are not the port's own.
+    let held = super::addr::marked(ifindex).unwrap_or_default();
+    let mut addrs = parse_addrs(&entries);
+    addrs.retain(|a| !held.contains(a));
     Ok(IfaceInfo {
         name: name.to_string(),
         ifindex,
         mac,
-        addrs: parse_addrs(&entries),
+        addrs,
         rx_queues: rx_queues(name)?,
     })
 }
