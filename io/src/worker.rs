@@ -494,13 +494,13 @@ mod tests {
     use std::sync::Mutex;
 
     use xlb_dataplane::conntrack::{Conntrack, ConntrackConfig};
-    use xlb_dataplane::net::MacAddr;
     use xlb_dataplane::pipeline::Pipeline;
-    use xlb_dataplane::tables::{
-        EndpointSpec, EndpointState, L4Proto, NatMode, NextHop, PortSpec, Selection, ServiceKey,
-        ServiceSpec, TablesSpec,
-    };
+    use xlb_dataplane::tables::{NatMode, NextHop, Selection};
     use xlb_dataplane::wire::{self, build::Builder};
+    use xlb_testkit::fixtures::two_port::{
+        self, be_mac, BACKENDS_V4, BACKEND_PORT, CLIENT_MAC, CLIENT_PORT, LB_MAC0, LB_MAC1,
+    };
+    use xlb_testkit::fixtures::{ip, sa, Service};
 
     use super::*;
     use crate::io::mem::{MemDesc, MemIo};
@@ -578,88 +578,25 @@ mod tests {
 
     // ------------------------------------------------ with the real pipeline
 
-    const CLIENT_MAC: MacAddr = MacAddr([0x02, 0xcc, 0, 0, 0, 2]);
-    const LB_MAC0: MacAddr = MacAddr([0x02, 0x1b, 0, 0, 0, 1]);
-    const LB_MAC1: MacAddr = MacAddr([0x02, 0x1b, 0, 0, 1, 1]);
-    const BACKENDS: [&str; 3] = ["10.1.0.11", "10.1.0.12", "10.1.0.13"];
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
-
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().expect("test socket address")
-    }
-
-    fn be_mac(i: usize) -> MacAddr {
-        MacAddr([0x02, 0xbb, 0, 0, 0, i as u8])
-    }
-
-    /// Two-arm lab: clients on port 0, backends on port 1, a UDP VIP in DNAT
-    /// mode (backends answer through xlb).
-    fn two_arm_tables() -> Tables {
-        let spec = TablesSpec {
-            services: vec![ServiceSpec {
-                key: ServiceKey {
-                    vip: ip("192.0.2.10"),
-                    proto: L4Proto::Udp,
-                    port_min: 53,
-                    port_max: 53,
-                    block: 0,
-                },
-                sel: Selection::RoundRobin,
-                mode: NatMode::Dnat,
-                allowed_sources: Vec::new(),
-                endpoints: BACKENDS
-                    .iter()
-                    .map(|b| EndpointSpec {
-                        addr: ip(b),
-                        port: 5353,
-                        weight: 1,
-                        state: EndpointState::Active,
-                    })
-                    .collect(),
-                inactive_timeout_s: 20,
-                dsr_ipip: false,
-                name: "dns".into(),
-                snat: None,
-            }],
-            next_hops: BACKENDS
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    let hop = NextHop {
-                        mac: be_mac(i),
-                        port: 1,
-                    };
-                    (ip(b), hop)
-                })
-                .chain(std::iter::once((
-                    ip("10.0.0.2"),
-                    NextHop {
-                        mac: CLIENT_MAC,
-                        port: 0,
-                    },
-                )))
-                .collect(),
-            ports: vec![
-                PortSpec {
-                    id: 0,
-                    name: "client0".into(),
-                    mac: LB_MAC0,
-                    addrs: vec![ip("10.0.0.1")],
-                },
-                PortSpec {
-                    id: 1,
-                    name: "backend0".into(),
-                    mac: LB_MAC1,
-                    addrs: vec![ip("10.1.0.1")],
-                },
-            ],
-            maglev_size: 251,
-            ..Default::default()
-        };
-        Tables::build(spec, &Tables::empty()).expect("valid test tables")
+    /// The test kit's two-port lab with a UDP VIP in DNAT mode (backends
+    /// answer through xlb) and the client's next hop: what the worker runs,
+    /// and a pipeline of its own as the reference.
+    fn two_arm_lab() -> two_port::Lab {
+        let dns = Service::udp("192.0.2.10", 53)
+            .sel(Selection::RoundRobin)
+            .mode(NatMode::Dnat)
+            .eps(BACKENDS_V4, 5353)
+            .timeout(20)
+            .name("dns");
+        let mut spec = two_port::spec([dns]);
+        spec.next_hops.push((
+            ip("10.0.0.2"),
+            NextHop {
+                mac: CLIENT_MAC,
+                port: CLIENT_PORT,
+            },
+        ));
+        two_port::Lab::new(spec)
     }
 
     fn pipeline() -> Pipeline {
@@ -672,45 +609,13 @@ mod tests {
         Pipeline::new(0, 1, &ct)
     }
 
-    /// What the pipeline alone makes of `frames` received on `port`.
-    fn reference(
-        p: &mut Pipeline,
-        tables: &Tables,
-        now: u64,
-        port: PortId,
-        input: &[Vec<u8>],
-    ) -> Vec<(Verdict, Vec<u8>)> {
-        let mut bufs: Vec<Vec<u8>> = input
-            .iter()
-            .map(|f| {
-                let mut b = f.clone();
-                b.resize(2048, 0);
-                b
-            })
-            .collect();
-        let mut frames: Vec<Frame<'_>> = bufs
-            .iter_mut()
-            .zip(input)
-            .map(|(b, f)| Frame::new(b, f.len(), port))
-            .collect();
-        let mut verdicts = vec![Verdict::Pass; frames.len()];
-        p.process_batch(tables, now, &mut frames, &mut verdicts);
-        let lens: Vec<usize> = frames.iter().map(|f| f.len).collect();
-        drop(frames);
-        verdicts
-            .into_iter()
-            .zip(bufs.into_iter().zip(lens))
-            .map(|(v, (b, l))| (v, b[..l].to_vec()))
-            .collect()
-    }
-
     #[test]
     fn two_arm_frames_leave_on_the_port_the_pipeline_chose_with_its_bytes() {
-        let tables = two_arm_tables();
+        let mut lab = two_arm_lab();
         let mut w = worker(2, 256, 64, 16);
-        let (mut live, mut refp) = (pipeline(), pipeline());
+        let mut live = pipeline();
         let st = WorkerStats::default();
-        let now = 1_000 * MS;
+        let now = lab.now;
 
         // Client → VIP: ten flows, in on port 0, out on port 1.
         let queries: Vec<Vec<u8>> = (0..10)
@@ -725,8 +630,8 @@ mod tests {
         for q in &queries {
             assert!(w.io_mut().deliver(0, q));
         }
-        assert_eq!(w.poll_once(&mut live, &tables, now, &st), 10);
-        let want = reference(&mut refp, &tables, now, 0, &queries);
+        assert_eq!(w.poll_once(&mut live, &lab.tables, now, &st), 10);
+        let want = lab.run_batch(0, CLIENT_PORT, &queries);
         let out = w.io_mut().sent(1);
         assert!(
             w.io_mut().sent(0).is_empty(),
@@ -737,19 +642,12 @@ mod tests {
         for (got, (v, bytes)) in out.iter().zip(&want) {
             assert_eq!(*v, Verdict::Tx(1));
             assert_eq!(got, bytes, "the worker sends exactly the pipeline's bytes");
+            let m = wire::parse(got).expect("parsable");
             assert_eq!(
                 got[..6],
-                be_mac(
-                    BACKENDS
-                        .iter()
-                        .position(|b| {
-                            wire::parse(got).map(|m| IpAddr::from(m.dst)) == Ok(ip(b))
-                        })
-                        .expect("DNAT to a backend")
-                )
-                .0
+                be_mac(IpAddr::from(m.dst)).0,
+                "to a backend's MAC"
             );
-            let m = wire::parse(got).expect("parsable");
             assert_eq!(m.dport, 5353);
             chosen.insert(IpAddr::from(m.dst));
         }
@@ -763,13 +661,9 @@ mod tests {
                 let m = wire::parse(q).expect("parsable");
                 let be = SocketAddr::new(m.dst.into(), m.dport);
                 let client = SocketAddr::new(m.src.into(), m.sport);
-                let i = BACKENDS
-                    .iter()
-                    .position(|b| ip(b) == be.ip())
-                    .expect("a backend");
                 Builder::udp(be, client)
                     .payload(b"answer")
-                    .macs(be_mac(i), LB_MAC1)
+                    .macs(be_mac(be.ip()), LB_MAC1)
                     .to_vec()
                     .expect("buildable")
             })
@@ -777,8 +671,9 @@ mod tests {
         for r in &replies {
             assert!(w.io_mut().deliver(1, r));
         }
-        assert_eq!(w.poll_once(&mut live, &tables, now + MS, &st), 10);
-        let want = reference(&mut refp, &tables, now + MS, 1, &replies);
+        assert_eq!(w.poll_once(&mut live, &lab.tables, now + MS, &st), 10);
+        lab.now = now + MS;
+        let want = lab.run_batch(0, BACKEND_PORT, &replies);
         let back = w.io_mut().sent(0);
         assert_eq!(back.len(), 10);
         for (i, (got, (v, bytes))) in back.iter().zip(&want).enumerate() {
@@ -791,7 +686,7 @@ mod tests {
         }
         assert_eq!(st.tx.load(Ordering::Relaxed), 20);
         for _ in 0..3 {
-            w.poll_once(&mut live, &tables, now + 2 * MS, &st);
+            w.poll_once(&mut live, &lab.tables, now + 2 * MS, &st);
         }
         assert_accounted(&w, 256);
     }
