@@ -805,7 +805,7 @@ def main():
     if "--report" in ARGS:
         with open(opt("--report", "")) as f:
             saved = json.load(f)
-        write_report(saved["meta"], saved["results"], raw=False)
+        write_report(saved["meta"], saved["results"], raw=None)
         return
     for name in CONTENDERS:
         if name not in CONTENDER_TYPES:
@@ -827,12 +827,12 @@ def main():
         "versions": versions(),
         "every_s": EVERY, "timeout_s": TIMEOUT, "settle_s": SETTLE,
     }
-    write_report(meta, results, raw=True)
+    write_report(meta, results, raw=os.path.splitext(OUT)[0] + ".json")
 
 
 def write_report(meta, results, raw):
     """The table on stdout; OUT (Markdown) and, for a new run, its raw
-    numbers next to it (.json), from which --report writes OUT again."""
+    numbers in `raw` (.json), from which --report writes OUT again."""
     names = [n for n in CONTENDER_TYPES if n in results]
     header = ["| contender | failovers | outage p50 | outage p99 | outage max "
               "| failed new conns per failover, mean | max | failed on return (all) "
@@ -914,16 +914,15 @@ def write_report(meta, results, raw):
     errs = {n: sorted({e for r in results[n]["runs"] for e in r["errors"]}) for n in names}
     doc += ["", "Errors the client saw: " + "; ".join(
         f"{n}: {', '.join(e) or 'none'}" for n, e in errs.items()) + ".",
-        "", f"Every failover's numbers: `{os.path.basename(os.path.splitext(OUT)[0])}.json`; "
+        "", f"Every failover's numbers: `{os.path.basename(raw or opt('--report', ''))}`; "
         f"`scripts/lab/ha_bench.py --report` on it writes this file again."]
     os.makedirs(os.path.dirname(OUT) or ".", exist_ok=True)
     with open(OUT, "w") as f:
         f.write("\n".join(doc) + "\n")
     if raw:
-        path = os.path.splitext(OUT)[0] + ".json"
-        with open(path, "w") as f:
+        with open(raw, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=1)
-        print(f"wrote {OUT} and {path}")
+        print(f"wrote {OUT} and {raw}")
     else:
         print(f"wrote {OUT}")
 
