@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::controller::{ControlState, EndpointRow, CI_STATES};
+use crate::controller::{ControlState, EndpointRow, Role};
 use crate::dataplane::{DataplaneView, WorkerStats};
 
 /// Content type of the exposition format.
@@ -225,12 +225,11 @@ fn cluster(o: &mut Out, state: &ControlState) {
         "1 for the role each cluster instance has on this node, 0 for the others.",
     );
     for r in &rows {
-        for role in CI_STATES {
-            let on = u64::from(r.role.name() == *role);
+        for role in Role::ALL {
             o.sample(
                 "xlb_cluster_role",
-                &[("instance", &r.instance), ("role", role)],
-                on,
+                &[("instance", &r.instance), ("role", role.name())],
+                u64::from(r.role == role),
             );
         }
     }

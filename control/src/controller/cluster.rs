@@ -38,9 +38,6 @@ use xlb_dataplane::tables::{HoldGate, HoldSpec};
 /// The instance loxilb reports before any `POST /config/cistate`.
 pub const DEFAULT_INSTANCE: &str = "llb-inst0";
 
-/// Valid cluster-instance states.
-pub const CI_STATES: &[&str] = &["MASTER", "BACKUP", "FAULT", "STOP", "NOT_DEFINED"];
-
 /// An instance's role on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -57,6 +54,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, in loxilb's order of its state names.
+    pub const ALL: [Role; 5] = [
+        Role::Master,
+        Role::Backup,
+        Role::Fault,
+        Role::Stop,
+        Role::NotDefined,
+    ];
+
     /// loxilb's exact name for a role.
     pub fn name(self) -> &'static str {
         match self {
@@ -70,15 +76,7 @@ impl Role {
 
     /// The role named exactly `s`.
     pub fn parse(s: &str) -> Option<Role> {
-        [
-            Role::Master,
-            Role::Backup,
-            Role::Fault,
-            Role::Stop,
-            Role::NotDefined,
-        ]
-        .into_iter()
-        .find(|r| r.name() == s)
+        Role::ALL.into_iter().find(|r| r.name() == s)
     }
 
     /// Whether this node serves an instance in this role.

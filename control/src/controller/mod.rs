@@ -37,7 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use cluster::{instance_of, HoldSets, Instances, Role, RoleRow, CI_STATES, DEFAULT_INSTANCE};
+pub use cluster::{instance_of, HoldSets, Instances, Role, RoleRow, DEFAULT_INSTANCE};
 pub use probes::ProbeStatus;
 pub use settings::{MaglevSize, MaglevSizeError};
 pub use state::{ControlState, RuleOp, MAX_RULES};
