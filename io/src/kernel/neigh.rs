@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -19,7 +19,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::Socket;
 use xlb_dataplane::net::MacAddr;
 
-use super::netlink::{bound_socket, nl_err, request, NetlinkError};
+use super::netlink::{bound_socket, nl_err, NetlinkError};
 use super::sys;
 
 /// rtnetlink multicast group of neighbour changes (`RTNLGRP_NEIGH`).
@@ -103,25 +103,17 @@ fn parse_datagram(buf: &[u8], out: &mut Vec<NeighEvent>) -> Result<bool, Netlink
 
 /// The whole neighbour table (IPv4 and IPv6).
 pub fn dump() -> Result<Vec<Neigh>, NetlinkError> {
-    let s = request(
+    let mut found = Vec::new();
+    super::netlink::dump(
         RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
-        NLM_F_DUMP | NLM_F_REQUEST,
+        "neighbour request",
+        |m| {
+            if let RouteNetlinkMessage::NewNeighbour(n) = m {
+                found.extend(decode(&n));
+            }
+        },
     )?;
-    let mut events = Vec::new();
-    // Bounded by the table: the kernel ends every dump with NLMSG_DONE.
-    loop {
-        let (dgram, _) = s.recv_from_full().map_err(|e| nl_err("receiving", e))?;
-        if dgram.is_empty() || parse_datagram(&dgram, &mut events)? {
-            break;
-        }
-    }
-    Ok(events
-        .into_iter()
-        .filter_map(|e| match e {
-            NeighEvent::Changed(n) => Some(n),
-            NeighEvent::Removed(_) => None,
-        })
-        .collect())
+    Ok(found)
 }
 
 /// A subscription to neighbour table changes.
