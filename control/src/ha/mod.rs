@@ -19,6 +19,14 @@
 //! No preemption: a leader stays leader while it keeps its majority; a
 //! returning node joins as a follower (it stays silent for [`QUIET_START`]
 //! first, so that a vote it gave before a restart cannot be given twice).
+//! A starting node does not campaign while it listens for a leader (up to
+//! [`JOIN_WAIT`]): in a running cluster it learns the log from the leader
+//! and only then may campaign. Campaigning with the empty log of a fresh
+//! start would be refused, and openraft remembers such a refusal until the
+//! node's next campaign by waiting 600 ms longer for it — after the
+//! holder's death, when it counts. Only a node that hears no leader
+//! initialises the cluster (a cluster's first start, or all members'
+//! restart).
 //!
 //! Timers (loxilb's BFD: 100 ms × 3 but no majority; keepalived: 1 s adverts,
 //! 3.6 s to take over): heartbeats every 50 ms; a follower campaigns
@@ -58,6 +66,10 @@ pub const HOLD_LEASE: Duration = Duration::from_millis(250);
 /// How long a starting node stays silent: longer than any lease its vote
 /// from before a restart could have given.
 pub const QUIET_START: Duration = Duration::from_millis(400);
+/// How long a starting candidate listens for a running cluster's leader
+/// before it initialises the cluster itself: longer than a leader's silence
+/// between heartbeats and an election among the others.
+pub const JOIN_WAIT: Duration = Duration::from_millis(1000);
 /// How often the standing is evaluated.
 const WATCH_EVERY: Duration = Duration::from_millis(10);
 /// How often every member tells every other one it is there.
@@ -248,7 +260,8 @@ impl Election {
             // entries per election) so a returning node catches up from them.
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_payload_entries: 16,
-            enable_elect: cfg.candidate,
+            // Not before this node has joined: see `join`.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -264,20 +277,10 @@ impl Election {
         )
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let members: BTreeMap<u64, EmptyNode> = (0..cfg.members.len())
-            .map(|i| (node_id(i), EmptyNode {}))
-            .collect();
-        // Every candidate initialises the same membership (openraft then
-        // campaigns at once; a member in a running cluster cannot win, its
-        // log being behind, and the others ignore it while their leader's
-        // lease lasts). A witness never initialises: that would make it
-        // campaign. It learns the membership from the leader.
-        if cfg.candidate {
-            if let Err(e) = raft.initialize(members).await {
-                tracing::debug!("initialising the election: {e}");
-            }
-        }
         let serve = tokio::spawn(rpc.clone().serve(raft.clone()));
+        // A witness never initialises nor campaigns: it learns the
+        // membership from the leader.
+        let join = tokio::spawn(join(raft.clone(), cfg.clone()));
         let hello = {
             let (rpc, me) = (rpc.clone(), cfg.me);
             tokio::spawn(async move {
@@ -317,7 +320,7 @@ impl Election {
             last,
             stop,
             watch: std::sync::Mutex::new(Some(watch)),
-            tasks: vec![serve, hello],
+            tasks: vec![serve, hello, join],
         })
     }
 
@@ -370,6 +373,38 @@ impl Election {
         }
         let _ = self.raft.shutdown().await;
     }
+}
+
+/// Let a candidate campaign once it has joined: as soon as it hears a
+/// leader (the leader replicates the log to it), or after [`JOIN_WAIT`] of
+/// silence by initialising the cluster (every candidate initialises the
+/// same membership, so whichever initialisation wins the election, the
+/// others agree with it).
+async fn join(raft: Raft, cfg: ClusterConfig) {
+    if !cfg.candidate {
+        return;
+    }
+    let me = node_id(cfg.me);
+    let mut metrics = raft.metrics();
+    let heard = tokio::time::timeout(
+        JOIN_WAIT,
+        metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != me)),
+    )
+    .await
+    .map(|r| r.is_ok());
+    match heard {
+        Ok(_) => tracing::debug!("joined a running cluster"),
+        Err(_) => {
+            let members: BTreeMap<u64, EmptyNode> = (0..cfg.members.len())
+                .map(|i| (node_id(i), EmptyNode {}))
+                .collect();
+            // Fails harmlessly if a leader's log arrived in the meantime.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!("initialising the election: {e}");
+            }
+        }
+    }
+    raft.runtime_config().elect(true);
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
