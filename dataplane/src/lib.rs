@@ -20,6 +20,8 @@
 //!   weights, least connections);
 //! - [`snat`]: the source-NAT (address, port) search;
 //! - [`frags`]: later fragments following their first;
+//! - [`sync`]: connection-state sync's flow record and the rings between
+//!   workers and control;
 //! - [`counters`] and [`drop`]: what each worker counts, and the numbered
 //!   drop reasons;
 //! - [`net`]: address types and hashes; [`prefetch`], `simd` and `hugemem`:
@@ -46,6 +48,7 @@ pub mod prefetch;
 pub mod select;
 mod simd;
 pub mod snat;
+pub mod sync;
 pub mod tables;
 pub mod wire;
 

@@ -20,7 +20,9 @@ control/tests/e2e/ha.rs's outage() does; then the node is powered back on (a
 reboot's clean slate: addresses, XDP, nftables and conntrack flushed;
 daemons restarted) and the connections failed during its return are
 counted. Once per contender a node that holds nothing loses power instead
-(and comes back). xlb runs with openraft's info lines on (RUST_LOG, unless
+(and comes back), and the holder is cut off from the other balancers (not
+from the client) for PARTITION seconds while the client's ARP requests show
+who claims the VIP: two nodes at once is split brain. xlb runs with openraft's info lines on (RUST_LOG, unless
 set), which say where a slow election's time went.
 
 usage: ha_bench.py [--quick] [--failovers N] [--contenders xlb,haproxy,nft]
@@ -57,6 +59,14 @@ TIMEOUT = 0.2
 # longer than keepalived's master-down interval (3 adverts plus skew), so a
 # node that would take the VIP back shows within it.
 SETTLE = 4.0
+# How long the holder is cut off from the other balancers in the partition
+# phase: longer than keepalived's master-down interval, so its split brain
+# shows.
+PARTITION = 8.0
+# The partition phase's ARP requests for the VIP: one per interval, and a
+# moment with two different senders of claims within one interval is split
+# brain.
+ARP_EVERY = 0.01
 # How long the client must see only successes before the outage counts as over.
 CLEAN = 1.0
 CLIENT_MAX_SECS = 120.0
@@ -141,8 +151,9 @@ class BenchError(Exception):
     pass
 
 
-def run(*args, check=True, timeout=20, env=None):
-    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+def run(*args, check=True, timeout=20, env=None, input=None):
+    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
+                       input=input)
     if check and r.returncode != 0:
         raise BenchError(f"{' '.join(args)}: {r.stderr.strip() or r.stdout.strip()}")
     return r
@@ -256,6 +267,21 @@ class Lab:
         for p in self.procs.pop(node, []):
             p.kill()
             p.wait(10)
+
+    def cut(self, node, others, heal=False):
+        """Drop every frame between `node`'s port and the `others`' on the
+        bridge (both ways); the client still reaches everyone. `heal`
+        undoes it."""
+        if not heal and not getattr(self, "cut_table", False):
+            in_ns(self.sw, "nft", "-f", "-", input=(
+                "table bridge xhbcut {\n set cut { type ifname . ifname; }\n"
+                " chain forward {\n  type filter hook forward priority 0; policy accept;\n"
+                "  iifname . oifname @cut drop\n }\n}\n"))
+            self.cut_table = True
+        pairs = ", ".join(f"pl{a + 1} . pl{b + 1}" for o in others
+                          for a, b in ((node, o), (o, node)))
+        in_ns(self.sw, "nft", "delete" if heal else "add", "element", "bridge", "xhbcut",
+              "cut", f"{{ {pairs} }}")
 
     def reboot_state(self, node):
         """What a reboot leaves: only the configured address, no XDP program,
@@ -704,6 +730,74 @@ def one_failover(lab, c, alive, holder, victim):
     }
 
 
+def split_brain(claims, start, end):
+    """From the ARP watch's claims for the VIP: the time in [start, end)
+    during which two nodes claimed it at once (two senders within one
+    request interval), the time nobody did, and the order in which senders
+    took turns."""
+    bins = {}
+    for t, mac, _kind in claims:
+        if start <= t < end:
+            bins.setdefault(int((t - start) / ARP_EVERY), set()).add(mac)
+    n = int((end - start) / ARP_EVERY)
+    two = sum(1 for b in bins.values() if len(b) > 1) * ARP_EVERY
+    # Nobody: a gap of more than three intervals between claims.
+    times = sorted(t for t, _m, _k in claims if start <= t < end)
+    none = sum(b - a for a, b in zip([start] + times, times + [end]) if b - a > 3 * ARP_EVERY)
+    # The set of nodes claiming it, per request interval; a change of set
+    # is a turn ("lb1+lb2" is split brain).
+    turns = []
+    for b in sorted(bins):
+        if not turns or turns[-1] != bins[b]:
+            turns.append(bins[b])
+    return two, none, turns, n
+
+
+def one_partition(lab, c, alive, holder):
+    """The holder cut off from the other balancers (not from the client)
+    for PARTITION seconds, then healed. Who answered ARP for the VIP, and
+    what the client saw."""
+    others = [n for n in alive if n != holder]
+    secs = 1 + PARTITION + SETTLE + 2
+    watch = subprocess.Popen(
+        ["ip", "netns", "exec", lab.client, "python3", "scripts/lab/arp_watch.py",
+         "eth0", VIP, str(secs), "--every", str(ARP_EVERY)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watch.stderr.readline()  # "ready"
+    client = Client(lab)
+    try:
+        client.wait_clean(time.time(), 10, f"{c.name}: the client did not get through")
+        cut = time.time()
+        lab.cut(holder, others)
+        time.sleep(PARTITION)
+        healed = time.time()
+        lab.cut(holder, others, heal=True)
+        after = wait_stable(lab, c, alive)
+        time.sleep(SETTLE)
+        settled = time.time()
+    finally:
+        attempts = client.finish()
+        try:
+            out, _ = watch.communicate(timeout=secs + 30)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            out, _ = watch.communicate()
+    claims = json.loads(out)["claims"] if out.strip() else []
+    two, none, turns, _ = split_brain(claims, cut, settled)
+    macs = {}
+    for n in alive:
+        link = json.loads(run("ip", "-n", lab.lbs[n], "-j", "link", "show", "eth0").stdout)
+        macs[link[0]["address"]] = f"lb{n + 1}"
+    return {
+        "cut_holder": holder + 1, "after_holder": after + 1, "seconds": PARTITION,
+        "split_brain": two, "unanswered": none,
+        "turns": ["+".join(sorted(macs.get(m, m) for m in t)) for t in turns],
+        "failed": failures(attempts, cut, settled),
+        "outage": outage(attempts, cut, settled),
+        "healed_at": healed - cut,
+    }
+
+
 def run_contender(name):
     lab = Lab(name)
     try:
@@ -725,7 +819,13 @@ def run_contender(name):
         b = one_failover(lab, c, alive, holder, bystander)
         print(f"  {name} backup lb{bystander + 1} lost power: {b['failed']} failed, "
               f"{b['returned_failed']} on its return", flush=True)
-        return {"runs": runs, "bystander": b}
+        holder = wait_stable(lab, c, alive)
+        p = one_partition(lab, c, alive, holder)
+        print(f"  {name} holder lb{p['cut_holder']} cut off for {PARTITION:.0f} s: two nodes "
+              f"answered ARP for {p['split_brain'] * 1000:.0f} ms, nobody for "
+              f"{p['unanswered'] * 1000:.0f} ms, turns {' '.join(p['turns'][:12])}, "
+              f"{p['failed']} new connections failed", flush=True)
+        return {"runs": runs, "bystander": b, "partition": p}
     finally:
         if KEEP_LOGS:
             keep = f"/tmp/{PREFIX}-logs/{name}"
@@ -830,6 +930,24 @@ def main():
     write_report(meta, results, raw=os.path.splitext(OUT)[0] + ".json")
 
 
+def turns(ts):
+    """The turns, or their first and last few with how many between."""
+    if len(ts) > 9:
+        ts = ts[:4] + [f"({len(ts) - 8} more)"] + ts[-4:]
+    return " → ".join(ts)
+
+
+def partition_rows(names, results):
+    rows = ["| contender | two nodes answered (split brain) | nobody answered "
+            "| turns | failed new conns |", "|---|---|---|---|---|"]
+    for n in names:
+        p = results[n].get("partition")
+        if p:
+            rows.append(f"| {CONTENDER_TYPES[n].label} | {ms(p['split_brain'])} "
+                        f"| {ms(p['unanswered'])} | {turns(p['turns'])} | {p['failed']} |")
+    return rows
+
+
 def write_report(meta, results, raw):
     """The table on stdout; OUT (Markdown) and, for a new run, its raw
     numbers in `raw` (.json), from which --report writes OUT again."""
@@ -839,7 +957,7 @@ def write_report(meta, results, raw):
               "| failed on a backup's power loss | VIP on the new holder, p50 |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     rows = [row(n, results[n]) for n in names]
-    print("\n".join(header + rows))
+    print("\n".join(header + rows + [""] + partition_rows(names, results)))
     every, timeout, settle = meta["every_s"], meta["timeout_s"], meta["settle_s"]
     n_runs = max(len(results[n]["runs"]) for n in names)
     doc = [
@@ -884,6 +1002,18 @@ def write_report(meta, results, raw):
         "  three servers (`check`, `inter 10s`), on every balancer.",
         "- **nftables**: `ip nat` prerouting DNAT of VIP:6443 to `numgen inc mod 3` over the",
         "  servers, masquerade in postrouting, on every balancer.",
+        "",
+        "The holder cut off from the other balancers (the client still reaches every node) for",
+        f"{PARTITION:.0f} s, then healed; ARP requests for the VIP from the client every "
+        f"{ARP_EVERY * 1000:.0f} ms, from the cut to {settle:.0f} s after the group was stable again:",
+        "",
+        *partition_rows(names, results),
+        "",
+        "*two nodes answered*: time in which two different nodes claimed the VIP (ARP replies",
+        f"or gratuitous ARP) within one {ARP_EVERY * 1000:.0f} ms request interval: split brain. "
+        "*nobody answered*: gaps",
+        f"of more than {3 * ARP_EVERY * 1000:.0f} ms without a claim. *turns*: the nodes that "
+        "claimed it, in order (a + joins nodes that claimed it in the same interval).",
         "",
         "Where the time went (power loss → …):",
         *[phase_notes(n, results[n]) for n in names],
