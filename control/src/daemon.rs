@@ -109,13 +109,11 @@ pub fn prepare(
     if let Some(bad) = opts.snat_addrs.iter().find(|a| !usable_source(a)) {
         return Err(DaemonError::SnatAddr(*bad));
     }
-    if !opts.snat_addrs.is_empty() {
-        // Nothing is configured yet: this cannot be refused.
-        state
-            .set_snat_addrs(opts.snat_addrs.clone())
-            .map_err(|_| DaemonError::SnatAddr(opts.snat_addrs[0]))?;
-        tracing::info!(addrs = ?opts.snat_addrs, "full-NAT source addresses");
-    }
+    // First: every snapshot from here on, the source-NAT addresses' first
+    // included, holds nothing until elected. (The other way round, a
+    // returning node put the floating source on its host for a moment and
+    // announced it: the servers then sent their answers to it, not to the
+    // holder, for seconds.)
     if opts.elected {
         let waiting = crate::ha::Transition {
             standing: crate::ha::Standing::Fault,
@@ -125,6 +123,13 @@ pub fn prepare(
         state
             .set_elected(waiting, Vec::new())
             .map_err(DaemonError::Options)?;
+    }
+    if !opts.snat_addrs.is_empty() {
+        // Nothing is configured yet: this cannot be refused.
+        state
+            .set_snat_addrs(opts.snat_addrs.clone())
+            .map_err(|_| DaemonError::SnatAddr(opts.snat_addrs[0]))?;
+        tracing::info!(addrs = ?opts.snat_addrs, "full-NAT source addresses");
     }
     // Before the config files, so their rules are built once, with these.
     state

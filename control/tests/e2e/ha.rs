@@ -330,11 +330,16 @@ impl HaLab {
 
     /// Who claims the VIP over ARP, asked every 10 ms, for `secs` seconds.
     pub fn arp_watch(&self, secs: u32) -> Watch {
+        self.arp_watch_of(VIP, secs)
+    }
+
+    /// Who claims `addr` over ARP, asked every 10 ms, for `secs` seconds.
+    pub fn arp_watch_of(&self, addr: &str, secs: u32) -> Watch {
         let secs = secs.to_string();
         let f = script("arp_watch.py");
         Watch::start(
             &self.client,
-            &["python3", &f, "eth0", VIP, &secs, "--every", "0.01"],
+            &["python3", &f, "eth0", addr, &secs, "--every", "0.01"],
         )
     }
 }

@@ -45,6 +45,8 @@ fn three_balancers_take_over_within_a_second_and_returns_and_bystanders_fail_not
     }
     let first = lab.wait_holder(Duration::from_secs(15));
     let arp = lab.arp_watch(40);
+    // The floating full-NAT source, which the servers answer to.
+    let floating = lab.arp_watch_of(FLOATING, 40);
     let client = lab.failover_client(40);
     std::thread::sleep(Duration::from_secs(2));
 
@@ -111,6 +113,15 @@ fn three_balancers_take_over_within_a_second_and_returns_and_bystanders_fail_not
         turns,
         vec![lab.mac(first), lab.mac(second)],
         "one ARP answerer at a time, and the VIP moved once"
+    );
+    // A returning node never claims the floating source, not even while it
+    // starts (it once did, for a moment: the servers' answers then went to
+    // it for seconds).
+    let floating = floating.finish();
+    assert_eq!(
+        answer_turns(&floating),
+        vec![lab.mac(first), lab.mac(second)],
+        "the floating source moved once, with the VIP"
     );
 }
 
