@@ -70,6 +70,13 @@ pub const QUIET_START: Duration = Duration::from_millis(400);
 /// before it initialises the cluster itself: longer than a leader's silence
 /// between heartbeats and an election among the others.
 pub const JOIN_WAIT: Duration = Duration::from_millis(1000);
+/// How long a joining member that lacks the holder's state waits after
+/// the holder fell silent before it may campaign: longer than a member
+/// with the state waits (lease plus the longest election timeout), so that
+/// one is elected when there is one.
+const UNREADY_GRACE: Duration = Duration::from_millis(650);
+const _: () =
+    assert!(UNREADY_GRACE.as_millis() > LEADER_LEASE.as_millis() + ELECTION_MAX.as_millis());
 /// How often the standing is evaluated.
 const WATCH_EVERY: Duration = Duration::from_millis(10);
 /// How often every member tells every other one it is there.
@@ -218,6 +225,11 @@ pub struct ElectionStatus {
     pub datagrams: BTreeMap<&'static str, u64>,
 }
 
+/// Whether this node has what it needs to take over from member `holder`
+/// (connection sync: the holder's whole flow table). A returning node does
+/// not campaign while the holder it heard is alive and this says no.
+pub type Readiness = Arc<dyn Fn(usize) -> bool + Send + Sync>;
+
 /// A running election.
 pub struct Election {
     raft: Raft,
@@ -244,6 +256,17 @@ impl Election {
     pub async fn start(
         cfg: ClusterConfig,
         on_change: impl Fn(&Transition) + Send + Sync + 'static,
+    ) -> Result<Election, ClusterError> {
+        Self::start_with(cfg, on_change, Arc::new(|_| true)).await
+    }
+
+    /// [`Election::start`], with a node that joins a running cluster
+    /// eligible only once `ready` says it has what it needs from the holder
+    /// (or the holder is gone).
+    pub async fn start_with(
+        cfg: ClusterConfig,
+        on_change: impl Fn(&Transition) + Send + Sync + 'static,
+        ready: Readiness,
     ) -> Result<Election, ClusterError> {
         cfg.validate()?;
         let rpc = Arc::new(
@@ -280,7 +303,7 @@ impl Election {
         let serve = tokio::spawn(rpc.clone().serve(raft.clone()));
         // A witness never initialises nor campaigns: it learns the
         // membership from the leader.
-        let join = tokio::spawn(join(raft.clone(), cfg.clone()));
+        let join = tokio::spawn(join(raft.clone(), rpc.clone(), cfg.clone(), ready));
         let hello = {
             let (rpc, me) = (rpc.clone(), cfg.me);
             tokio::spawn(async move {
@@ -376,11 +399,13 @@ impl Election {
 }
 
 /// Let a candidate campaign once it has joined: as soon as it hears a
-/// leader (the leader replicates the log to it), or after [`JOIN_WAIT`] of
-/// silence by initialising the cluster (every candidate initialises the
-/// same membership, so whichever initialisation wins the election, the
-/// others agree with it).
-async fn join(raft: Raft, cfg: ClusterConfig) {
+/// leader (the leader replicates the log to it) and `ready` says it has
+/// what it needs from that leader — or the leader is gone, so waiting
+/// would get it nothing more. After [`JOIN_WAIT`] of silence it
+/// initialises the cluster (every candidate initialises the same
+/// membership, so whichever initialisation wins the election, the others
+/// agree with it).
+async fn join(raft: Raft, rpc: Arc<Rpc>, cfg: ClusterConfig, ready: Readiness) {
     if !cfg.candidate {
         return;
     }
@@ -393,7 +418,47 @@ async fn join(raft: Raft, cfg: ClusterConfig) {
     .await
     .map(|r| r.is_ok());
     match heard {
-        Ok(_) => tracing::debug!("joined a running cluster"),
+        Ok(_) => {
+            let since = Instant::now();
+            let mut said = since;
+            loop {
+                let leader = raft
+                    .metrics()
+                    .borrow()
+                    .current_leader
+                    .filter(|&l| l != me)
+                    .and_then(|id| usize::try_from(id.checked_sub(1)?).ok());
+                let Some(l) = leader.filter(|&l| l < cfg.members.len()) else {
+                    break;
+                };
+                if ready(l) {
+                    tracing::info!(
+                        holder = %cfg.members[l],
+                        waited_ms = since.elapsed().as_millis() as u64,
+                        "joined the cluster with the holder's state"
+                    );
+                    break;
+                }
+                // Gone for longer than any member that has the state
+                // waits before it campaigns: those go first.
+                if !rpc.heard_ago(l).is_some_and(|d| d < UNREADY_GRACE) {
+                    tracing::warn!(
+                        holder = %cfg.members[l],
+                        "the holder went away before its state was complete here"
+                    );
+                    break;
+                }
+                if said.elapsed() >= Duration::from_secs(10) {
+                    said = Instant::now();
+                    tracing::warn!(
+                        holder = %cfg.members[l],
+                        waited_s = since.elapsed().as_secs(),
+                        "not eligible yet: waiting for the holder's state"
+                    );
+                }
+                tokio::time::sleep(WATCH_EVERY).await;
+            }
+        }
         Err(_) => {
             let members: BTreeMap<u64, EmptyNode> = (0..cfg.members.len())
                 .map(|i| (node_id(i), EmptyNode {}))

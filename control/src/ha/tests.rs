@@ -24,8 +24,19 @@ fn members(n: usize) -> Vec<SocketAddr> {
 type Timeline = Arc<Mutex<Vec<(Instant, usize, Standing)>>>;
 
 async fn start(members: &[SocketAddr], me: usize, candidate: bool, log: &Timeline) -> Election {
+    start_ready(members, me, candidate, true, log).await
+}
+
+/// [`start`], with `ready` what the node says of its state from any holder.
+async fn start_ready(
+    members: &[SocketAddr],
+    me: usize,
+    candidate: bool,
+    ready: bool,
+    log: &Timeline,
+) -> Election {
     let log = log.clone();
-    Election::start(
+    Election::start_with(
         ClusterConfig {
             members: members.to_vec(),
             me,
@@ -33,6 +44,7 @@ async fn start(members: &[SocketAddr], me: usize, candidate: bool, log: &Timelin
             candidate,
         },
         move |t| lock(&log).push((Instant::now(), me, t.standing)),
+        Arc::new(move |_| ready),
     )
     .await
     .expect("started")
@@ -167,6 +179,45 @@ async fn members_that_returned_while_another_held_take_over_within_a_second() {
             takeover < Duration::from_secs(1),
             "round {round}: member {next} took over after {takeover:?}"
         );
+        holder = next;
+    }
+    assert_one_holder_at_a_time(&log);
+    for n in nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
+
+/// A member that returned while another held, and lacks the holder's
+/// state (connection sync incomplete), does not campaign while the holder
+/// lives: when the holder dies, the member that has its state takes over.
+/// (Without the gate either survivor could win: three rounds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_member_without_the_holders_state_is_not_elected() {
+    let m = members(3);
+    let log: Timeline = Arc::default();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(Some(start(&m, i, true, &log).await));
+    }
+    let (mut holder, _) = wait_for_holder(&log, None, Duration::from_secs(5)).await;
+    for round in 0..3 {
+        let others: Vec<usize> = (0..3).filter(|&i| i != holder).collect();
+        let (late, ready) = (others[round % 2], others[1 - round % 2]);
+        nodes[late].take().expect("running").stop().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        nodes[late] = Some(start_ready(&m, late, true, false, &log).await);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let s = nodes[late].as_ref().expect("running").status().await;
+        assert_eq!(s.holder, Some(holder), "round {round}: {s:?}");
+        nodes[holder].take().expect("running").stop().await;
+        let (next, _) = wait_for_holder(&log, Some(holder), Duration::from_secs(3)).await;
+        assert_eq!(
+            next, ready,
+            "round {round}: the member without the state won"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        nodes[holder] = Some(start(&m, holder, true, &log).await);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         holder = next;
     }
     assert_one_holder_at_a_time(&log);
