@@ -441,7 +441,7 @@ async fn join(raft: Raft, rpc: Arc<Rpc>, cfg: ClusterConfig, ready: Readiness) {
                 }
                 // Gone for longer than any member that has the state
                 // waits before it campaigns: those go first.
-                if !rpc.heard_ago(l).is_some_and(|d| d < UNREADY_GRACE) {
+                if rpc.heard_ago(l).is_none_or(|d| d >= UNREADY_GRACE) {
                     tracing::warn!(
                         holder = %cfg.members[l],
                         "the holder went away before its state was complete here"
