@@ -496,8 +496,26 @@ async fn shutdown_signal() {
 }
 
 fn print_json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    out(&format!("{}\n", serde_json::to_string_pretty(v)?))
+}
+
+/// Write `text` to standard output. A reader that went away (`xlb get lb |
+/// head`) is a [`std::io::ErrorKind::BrokenPipe`] error, which `main` ends
+/// quietly on (`println!` would panic, and Rust ignores SIGPIPE).
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    o.flush()?;
     Ok(())
+}
+
+/// Whether `e` is standard output's reader having gone away.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
@@ -528,7 +546,7 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                     cli::ci_table(&l)
                 }
             };
-            print!("{text}");
+            out(&text)?;
         }
         ClientCmd::Create { what } => match what {
             CreateWhat::Lb(f) => {
@@ -552,7 +570,7 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                 for body in cli::lb_bodies(&a)? {
                     c.call("POST", "/config/loadbalancer", Some(&body))?;
                 }
-                println!("Success");
+                out("Success\n")?;
             }
             CreateWhat::Ep(f) => {
                 let body = json!({
@@ -561,7 +579,7 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                     "probeDuration": f.period, "inactiveReTries": f.retries,
                 });
                 c.call("POST", "/config/endpoint", Some(&body))?;
-                println!("Success");
+                out("Success\n")?;
             }
         },
         ClientCmd::Delete { what } => match what {
@@ -587,7 +605,7 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                         c.call("DELETE", &p, None)?;
                     }
                 }
-                println!("Success");
+                out("Success\n")?;
             }
             DeleteWhat::Ep {
                 host,
@@ -615,19 +633,19 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                     &format!("/config/endpoint/epipaddress/{host}{q}"),
                     None,
                 )?;
-                println!("Success");
+                out("Success\n")?;
             }
         },
         ClientCmd::Save { config_path } => {
             let rules = c.rules()?;
             let eps = c.endpoints()?;
             config::save(&config_path, &rules, &eps)?;
-            println!(
-                "saved {} and {} in {}",
+            out(&format!(
+                "saved {} and {} in {}\n",
                 config::LB_FILE,
                 config::EP_FILE,
                 config_path.display()
-            );
+            ))?;
         }
         ClientCmd::Notify {
             instance,
@@ -656,12 +674,12 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
             for e in &report.errors {
                 eprintln!("{e}");
             }
-            println!(
-                "{} rules, {} probe entries loaded; {} rejected",
+            out(&format!(
+                "{} rules, {} probe entries loaded; {} rejected\n",
                 report.rules,
                 report.endpoints,
                 report.errors.len()
-            );
+            ))?;
             if !report.is_clean() {
                 return Err(anyhow!("config has rejected entries"));
             }
@@ -686,6 +704,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");
             ExitCode::FAILURE

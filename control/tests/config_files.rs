@@ -846,3 +846,31 @@ async fn load_builds_once_and_finds_conflicts_only_the_whole_set_shows() {
     );
     assert_eq!(h.handle.current().services.len(), 2);
 }
+
+/// `xlb openapi | head -1`, `xlb get lb | head`: the reader going away ends
+/// the command quietly with success (it used to panic on the broken pipe
+/// and abort with exit 134).
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .arg("openapi")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xlb openapi");
+    // Close the pipe's read end before xlb writes (it has not parsed its
+    // arguments yet): every write it makes fails with EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
