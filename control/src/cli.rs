@@ -42,9 +42,17 @@ pub struct Client {
 
 impl Client {
     /// A client for `server` (e.g. `http://127.0.0.1:11111`).
+    /// `server` is a URL, or `host:port` (loxicmd's `-s`/`-p` habit),
+    /// which means `http://host:port`.
     pub fn new(server: &str, token: Option<String>) -> Client {
+        let server = server.trim_end_matches('/');
+        let base = if server.contains("://") {
+            format!("{server}/netlox/v1")
+        } else {
+            format!("http://{server}/netlox/v1")
+        };
         Client {
-            base: format!("{}/netlox/v1", server.trim_end_matches('/')),
+            base,
             token,
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(10))

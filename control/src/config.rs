@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::controller::ControlState;
-use crate::error::ApiError;
+use crate::error::{ApiError, RuleError};
 use crate::model::{parse_value, EpProbe, EpProbeList, EpStatusList, LbRule, LbRuleList};
 
 /// Rule file name.
@@ -147,6 +147,27 @@ pub fn load(state: &mut ControlState, dir: &Path) -> LoadReport {
     report
 }
 
+/// Load `lbconfig.txt` and `EPconfig.txt` from `dir` into a running state
+/// (SIGHUP, `check-config`'s rules): every entry is applied as `load` does
+/// (added, or replacing the entry of the same key; nothing else is
+/// removed), or, if any entry or file is rejected, none is, and the error
+/// names every rejection.
+pub fn reload(state: &mut ControlState, dir: &Path) -> Result<LoadReport, RuleError> {
+    state.all_or_nothing(|st| {
+        let report = load(st, dir);
+        if report.is_clean() {
+            Ok(report)
+        } else {
+            let why: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+            Err(RuleError::ConfigRejected(format!(
+                "{} entries rejected, nothing changed: {}",
+                why.len(),
+                why.join("; ")
+            )))
+        }
+    })
+}
+
 type Entries = (PathBuf, Vec<Value>);
 
 fn apply_all(state: &mut ControlState, eps: &Entries, rules: &Entries) -> LoadReport {
@@ -170,7 +191,8 @@ fn apply_entries(
     let mut accepted = 0;
     for (index, e) in entries.iter().enumerate() {
         match apply(state, e.clone()) {
-            Ok(()) => accepted += 1,
+            // Already there as the file says (a reload): what it asks for.
+            Ok(()) | Err(ApiError::Handler(RuleError::Exists)) => accepted += 1,
             Err(err) => errors.push(ConfigError::Entry {
                 file: file.clone(),
                 index,

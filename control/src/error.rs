@@ -89,6 +89,9 @@ pub enum RuleError {
     /// a cluster state that is not one of loxilb's names (its exact text)
     #[error("invalid cluster-state")]
     InvalidCiState,
+    /// a config file reload with rejected entries (nothing was changed)
+    #[error("config-rejected error: {0}")]
+    ConfigRejected(String),
     /// anything unclassified
     #[error("internal error: {0}")]
     Internal(String),

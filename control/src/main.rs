@@ -408,6 +408,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
     };
     let daemon = daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?;
     let served = rt.block_on(async {
+        reload_on_sighup(daemon.controller.handle(), opts.config_path.clone())?;
         xlb_control::health::spawn(daemon.controller.handle());
         let election = match cluster {
             Some(cfg) => Some(daemon::start_election(cfg, &daemon).await?),
@@ -478,6 +479,31 @@ fn start_dataplane(args: &RunArgs) -> anyhow::Result<(Dataplane, Arc<afxdp::Runn
         conntrack_buckets: args.conntrack_buckets,
     };
     afxdp::start(&opts).context("starting the dataplane")
+}
+
+/// SIGHUP loads the config files again, all or nothing (a rejected entry
+/// changes nothing and the log says why), as `check-config` would judge
+/// them; the daemon goes on either way. (Without a handler, SIGHUP would
+/// end the process without taking its addresses or XDP programs off the
+/// host.)
+fn reload_on_sighup(
+    control: xlb_control::controller::ControlHandle,
+    dir: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(dir = %dir.display(), "SIGHUP: loading the config files again");
+            if let Err(e) = control
+                .apply(xlb_control::controller::Command::Reload(dir.clone()))
+                .await
+            {
+                tracing::error!("reloading the config files: {e}");
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn shutdown_signal() {

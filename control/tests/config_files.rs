@@ -874,3 +874,96 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// SIGHUP loads the config files again: new entries appear; a file with a
+/// rejected entry changes nothing (its good entries included) and the
+/// daemon goes on; SIGTERM still ends it cleanly.
+#[test]
+fn sighup_reloads_the_config_files_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rule = |ip: &str, mode: u8| {
+        json!({"serviceArguments": {"externalIP": ip, "port": 80, "protocol": "tcp", "mode": mode},
+               "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1}]})
+    };
+    let write = |rules: Vec<serde_json::Value>| {
+        std::fs::write(
+            dir.path().join(config::LB_FILE),
+            json!({ "lbAttr": rules }).to_string(),
+        )
+        .expect("write");
+    };
+    write(vec![rule("192.0.2.1", 0)]);
+    let port = free_port();
+    let server = format!("127.0.0.1:{port}");
+    let mut daemon = start_daemon(dir.path(), port);
+    let vips = || -> Vec<String> {
+        let out = xlb(&["--api-server", &server, "get", "lb", "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let mut ips: Vec<String> = v["lbAttr"]
+            .as_array()
+            .expect("lbAttr")
+            .iter()
+            .map(|r| {
+                r["serviceArguments"]["externalIP"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        ips.sort();
+        ips
+    };
+    let hup = |d: &Daemon| {
+        let st = Command::new("kill")
+            .args(["-HUP", &d.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    };
+    let wait_for = |want: Vec<&str>| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while vips() != want {
+            assert!(
+                Instant::now() < deadline,
+                "rules {:?}, want {want:?}",
+                vips()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(vips(), vec!["192.0.2.1"]);
+
+    write(vec![rule("192.0.2.1", 0), rule("192.0.2.2", 0)]);
+    hup(&daemon);
+    wait_for(vec!["192.0.2.1", "192.0.2.2"]);
+
+    // One good new rule and one with an unsupported mode: nothing changes.
+    write(vec![rule("192.0.2.3", 0), rule("192.0.2.4", 5)]);
+    hup(&daemon);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(vips(), vec!["192.0.2.1", "192.0.2.2"]);
+    assert!(
+        daemon.0.try_wait().expect("wait").is_none(),
+        "SIGHUP ended the daemon"
+    );
+
+    let st = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = daemon.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not end the daemon");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "{code:?}");
+}

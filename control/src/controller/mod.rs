@@ -84,6 +84,9 @@ pub enum Command {
     ),
     /// Rebuild every table from the state (picks up network changes).
     Refresh,
+    /// Load the config files of this directory again, all or nothing
+    /// ([`crate::config::reload`]; SIGHUP).
+    Reload(std::path::PathBuf),
 }
 
 /// Where a command's answer goes.
@@ -405,5 +408,15 @@ fn apply(state: &mut ControlState, cmd: Command) -> Result<(), RuleError> {
             Ok(())
         }
         Command::Refresh => state.refresh(),
+        Command::Reload(dir) => {
+            let report = crate::config::reload(state, &dir)?;
+            tracing::info!(
+                dir = %dir.display(),
+                rules = report.rules,
+                endpoints = report.endpoints,
+                "config reloaded"
+            );
+            Ok(())
+        }
     }
 }

@@ -128,6 +128,23 @@ impl ControlState {
         self.publisher.current()
     }
 
+    /// Run `f` as one change: if it fails, the rules, probe entries and
+    /// holds go back to what they were before it, and are published again.
+    pub fn all_or_nothing<T, E>(
+        &mut self,
+        f: impl FnOnce(&mut ControlState) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let saved = self.save();
+        let out = f(self);
+        if out.is_err() {
+            self.restore(saved);
+            if let Err(e) = self.refresh() {
+                tracing::error!("publishing the state from before a rejected change: {e}");
+            }
+        }
+        out
+    }
+
     fn save(&self) -> Saved {
         Saved {
             rules: self.rules.clone(),
