@@ -8,6 +8,10 @@
 //!   region before it passes a quarter full)                       [≤ 150 ns/packet]
 //! - new flow into a full table: every insert evicts a flow (no target;
 //!   reported so the cost of a SYN flood is known)
+//! - new flow with connection sync on: as "new flow", each flow also
+//!   announced on the worker's sync ring (drained outside the timed
+//!   region, as control's sync thread would drain it) [issue 17: new-flow
+//!   rate with sync ≥ 0.8× without]
 //! - reference: refreshing the batch buffers only (the copy every scenario
 //!   includes, since the pipeline rewrites frames in place), so the
 //!   pipeline's own cost is the difference, and the ratio of each scenario to
@@ -30,6 +34,7 @@ use xlb_benches::{
 };
 use xlb_dataplane::conntrack::{ConntrackConfig, WAYS};
 use xlb_dataplane::pipeline::Pipeline;
+use xlb_dataplane::sync::sync_queues;
 use xlb_dataplane::tables::Tables;
 use xlb_dataplane::Verdict;
 
@@ -177,6 +182,24 @@ fn new_flows() -> Scenario {
     }
 }
 
+/// [`new_flows`] with connection sync on: every flow is announced on the
+/// worker's out ring, which the reset empties (untimed) before each pass.
+fn new_flows_sync() -> Scenario {
+    let mut s = new_flows();
+    let per_pass: usize = s.batches.len() * BATCH;
+    let (mut hub, mut ends) = sync_queues(1, per_pass.next_power_of_two());
+    let ends = ends.pop().expect("one worker's ends");
+    s.p.set_sync(ends, 0);
+    let mut drained = Vec::with_capacity(per_pass);
+    s.reset = Some(Box::new(move |p: &mut Pipeline| {
+        p.clear_flows();
+        drained.clear();
+        hub.drain(&mut drained, usize::MAX);
+        assert_eq!(hub.dropped(), 0, "the ring holds a whole pass");
+    }));
+    s
+}
+
 /// Every SYN finds its bucket full: the table (4096 buckets × 8 ways) is
 /// filled first with other flows, untimed.
 fn new_flows_full_table() -> Scenario {
@@ -246,7 +269,7 @@ fn benches(c: &mut Criterion) {
         })
     };
 
-    let mut rows: [(&str, &str, Option<f64>, Scenario); 4] = [
+    let mut rows: [(&str, &str, Option<f64>, Scenario); 5] = [
         (
             "established TCP, 10k flows",
             "established_10k_flows",
@@ -264,6 +287,12 @@ fn benches(c: &mut Criterion) {
             "new_flow_syn",
             Some(150.0),
             new_flows(),
+        ),
+        (
+            "new flow, sync on (announced)",
+            "new_flow_syn_sync",
+            None,
+            new_flows_sync(),
         ),
         (
             "new flow, full table (evicts)",

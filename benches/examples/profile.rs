@@ -4,6 +4,9 @@
 //! (every packet a SYN from a client never seen before), or
 //! `profile general [batches] [buckets]` for the same new flows through the
 //! general path (the dedicated new-flow path switched off), or
+//! `profile syn-sync [batches] [buckets]` for the `syn` case with
+//! connection sync on (every flow announced on a ring large enough for
+//! the run, left undrained so only the worker's side is counted), or
 //! `profile room [passes]` for the criterion bench's "table with room"
 //! new-flow case timed alone (a default shard, emptied in place before
 //! each pass and filled to a quarter; only the batch runs are timed, as in
@@ -17,6 +20,7 @@ use xlb_benches::{
 };
 use xlb_dataplane::conntrack::{ConntrackConfig, WAYS};
 use xlb_dataplane::pipeline::Pipeline;
+use xlb_dataplane::sync::sync_queues;
 
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
@@ -24,13 +28,19 @@ fn main() {
         args.next();
         let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
         let buckets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1 << 19);
-        return syn(rounds, buckets, true);
+        return syn(rounds, buckets, true, false);
+    }
+    if args.peek().map(String::as_str) == Some("syn-sync") {
+        args.next();
+        let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
+        let buckets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1 << 19);
+        return syn(rounds, buckets, true, true);
     }
     if args.peek().map(String::as_str) == Some("general") {
         args.next();
         let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
         let buckets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1 << 19);
-        return syn(rounds, buckets, false);
+        return syn(rounds, buckets, false, false);
     }
     if args.peek().map(String::as_str) == Some("full") {
         args.next();
@@ -60,11 +70,18 @@ fn main() {
 
 /// New flows, as in the bench: the client address and port are patched
 /// into a SYN template and its checksums recomputed. `fresh`: whether the
-/// dedicated new-flow path takes them (else the general path does).
-fn syn(rounds: usize, buckets: usize, fresh: bool) {
+/// dedicated new-flow path takes them (else the general path does);
+/// `sync`: whether connection sync announces them.
+fn syn(rounds: usize, buckets: usize, fresh: bool, sync: bool) {
     let t = tables();
     let mut p = fresh_pipeline(buckets);
     p.set_new_flow_path(fresh);
+    // (Kept to the end: the ring's consumer end.)
+    let _hub = sync.then(|| {
+        let (hub, mut ends) = sync_queues(1, rounds * BATCH);
+        p.set_sync(ends.pop().expect("one worker's ends"), 0);
+        hub
+    });
     let mut b = Batch::new();
     let mut syns: Vec<Vec<u8>> = (0..BATCH as u32).map(|i| frame(i, 0x02)).collect();
     let mut next = 0u32;

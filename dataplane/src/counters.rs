@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::drop::DropReason;
 use crate::pipeline::FastPathExit;
+use crate::sync::AdoptFailure;
 use crate::tables::{EndpointId, MAX_ENDPOINT_IDS};
 
 /// Add `n` to a single-writer counter.
@@ -43,6 +44,18 @@ pub struct CounterBlock {
     /// New flows the new-flow path left to the general path, by
     /// [`FastPathExit`] (index = reason number).
     pub fast_path_exits: [AtomicU64; FastPathExit::SLOTS],
+    /// Flows another member sent ([`crate::sync`]) that this worker
+    /// installed in its shard (each worker installs its own copy). Not
+    /// counted in `flows_created`; counted in `flows_removed` when they go.
+    pub sync_adopted: AtomicU64,
+    /// Flows another member sent again that this worker already held
+    /// (replaced by what was sent, its idle time restarted).
+    pub sync_refreshed: AtomicU64,
+    /// Flows removed because another member said they ended.
+    pub sync_closed: AtomicU64,
+    /// Flows another member sent that this worker could not install, by
+    /// [`AdoptFailure`] (index = reason number).
+    pub sync_adopt_failures: [AtomicU64; AdoptFailure::SLOTS],
     /// Per endpoint id: packets and bytes forwarded to that endpoint (both directions).
     endpoint: Box<[[AtomicU64; 2]]>,
 }
@@ -62,6 +75,10 @@ impl CounterBlock {
             flows_evicted: AtomicU64::new(0),
             icmp_echo_replies: AtomicU64::new(0),
             fast_path_exits: std::array::from_fn(|_| AtomicU64::new(0)),
+            sync_adopted: AtomicU64::new(0),
+            sync_refreshed: AtomicU64::new(0),
+            sync_closed: AtomicU64::new(0),
+            sync_adopt_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             endpoint: (0..MAX_ENDPOINT_IDS)
                 .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
                 .collect(),
@@ -88,6 +105,17 @@ impl CounterBlock {
     /// New flows counted under `why`.
     pub fn fast_path_exit(&self, why: FastPathExit) -> u64 {
         self.fast_path_exits[why as usize].load(Relaxed)
+    }
+
+    /// Count a flow another member sent that could not be installed.
+    #[inline]
+    pub fn count_sync_adopt_failure(&self, why: AdoptFailure) {
+        bump(&self.sync_adopt_failures[why as usize], 1);
+    }
+
+    /// Flows another member sent that were not installed for `why`.
+    pub fn sync_adopt_failure(&self, why: AdoptFailure) -> u64 {
+        self.sync_adopt_failures[why as usize].load(Relaxed)
     }
 
     /// Count a packet of `bytes` for endpoint `id`.

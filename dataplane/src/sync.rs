@@ -5,15 +5,26 @@
 //!
 //! Each worker owns one end of two single-producer single-consumer rings:
 //! - *out*: the worker pushes an event for every flow it opens and every
-//!   flow it ends; control's sync thread drains every worker's ring,
-//!   batches the events and sends them to the other members. A full ring
-//!   is counted ([`SyncOut::dropped`]) and the event lost; the worker never
-//!   waits.
-//! - *in*: control pushes the flows (and ends of flows) other members sent;
-//!   the worker drains its ring once per batch and installs them in its
-//!   own shard of the flow table, as they were on the node that opened them
-//!   (the same backend, translation and source-NAT port), without counting
-//!   them as flows it opened.
+//!   flow it ends that it forwarded packets of (not the copies other
+//!   members sent that saw no packet here); control's sync thread drains
+//!   every worker's ring, batches the events and sends them to the other
+//!   members. A full ring is counted ([`SyncHub::dropped`]) and the event
+//!   lost; the worker never waits.
+//! - *in*: control pushes the flows (and ends of flows) other members sent,
+//!   to every worker ([`SyncHub::deliver`]); each worker drains its ring
+//!   once per batch (and when idle) and installs them in its own shard of
+//!   the flow table, as they were on the node that opened them (the same
+//!   backend, translation and source-NAT port), without counting them as
+//!   flows it opened ([`crate::pipeline::Pipeline::set_sync`]).
+//!
+//! Why every worker: which queue, hence which worker, the NIC hands a
+//! flow's packets to is the NIC's hash, which this node cannot compute, and
+//! a worker's fast paths read only its own shard. With a copy in every
+//! shard, the forward packets find the flow on whichever worker they reach,
+//! the backend's answers likewise, and every worker's source-NAT port
+//! search sees the flow's port taken. The price: a node keeps a copy per
+//! worker of each flow it adopted (size the table for it), and its dumps
+//! merge the copies ([`dump`]).
 //!
 //! A push or pop is a few loads and stores on the ring's two indices: no
 //! allocation, lock or syscall ([`rtrb`]).
@@ -27,8 +38,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::conntrack::FlowKey;
+use crate::conntrack::{Conntrack, FlowKey, FlowRecord};
+use crate::frame::PortId;
 use crate::net::{Ip16, MacAddr};
+use crate::tables::{Endpoint, Tables};
+use crate::wire::proto;
 use crate::wire::rewrite::Xlat;
 
 /// A flow as it travels between nodes.
@@ -55,9 +69,109 @@ pub struct SyncedFlow {
     /// MAC is the same seen from any member of the segment. `None`: the
     /// flow has no reply entry (DSR).
     pub client_mac: Option<MacAddr>,
+    /// The port the opening node received the client's packets on (its
+    /// port id; 0 for DSR). A receiver sends the backend's answers out of
+    /// its port of the same id if it has one and no next hop of its own
+    /// for the client (members configured with the same interfaces in the
+    /// same order number their ports alike).
+    pub client_port: PortId,
     /// When the opening node saw the flow's first packet (Unix time, ns):
-    /// the receiver measures the sync lag from it.
+    /// the receiver measures the sync lag from it. (A flow from a dump
+    /// carries the time of the dump.)
     pub opened_unix_ns: u64,
+}
+
+impl SyncedFlow {
+    /// The flow `rec` to endpoint `ep` (its backend), first seen at
+    /// `opened_unix_ns`.
+    pub fn of(rec: &FlowRecord, ep: &Endpoint, opened_unix_ns: u64) -> SyncedFlow {
+        SyncedFlow {
+            key: rec.key,
+            xlat: rec.xlat,
+            backend: ep.addr,
+            backend_port: ep.port,
+            mode: rec.mode,
+            timeout_s: rec.timeout_s,
+            fwd_flags: rec.fwd_flags,
+            rep_flags: rec.rep_flags,
+            client_mac: rec.to_client.map(|h| h.mac),
+            client_port: rec.to_client.map_or(0, |h| h.port),
+            opened_unix_ns,
+        }
+    }
+
+    /// The flow `rec` of this node's table, its backend resolved in `t`
+    /// (the tables it was opened or last validated against, or later
+    /// ones), stamped `opened_unix_ns`; `None` if its endpoint is no longer
+    /// configured (the flow is re-selected on its next packet: nothing
+    /// worth handing on).
+    pub fn from_record(rec: &FlowRecord, t: &Tables, opened_unix_ns: u64) -> Option<SyncedFlow> {
+        let (_, ep) = t.endpoint(rec.endpoint)?;
+        ep.holds_flow_of(rec.gen)
+            .then(|| SyncedFlow::of(rec, ep, opened_unix_ns))
+    }
+
+    /// The rule the flow belongs to, as [`Tables::lookup`] takes it: (VIP,
+    /// protocol, port), port 0 for ICMP ([`FlowRecord::rule`]).
+    pub fn rule(&self) -> (Ip16, u8, u16) {
+        let k = &self.key;
+        let port = if proto::is_icmp(k.proto) { 0 } else { k.dport };
+        (k.dst, k.proto, port)
+    }
+}
+
+/// Why a worker could not install a flow another member sent: one reason
+/// per case, counted per worker
+/// ([`crate::counters::CounterBlock::sync_adopt_failure`]).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AdoptFailure {
+    /// No rule here for the flow's VIP, protocol and port.
+    NoRule = 0,
+    /// The rule here has no endpoint with the flow's backend address and
+    /// port.
+    NoBackend = 1,
+    /// No next hop (or no port of this node's) towards the backend.
+    NoNextHop = 2,
+    /// No room in the worker's shard (every candidate was protected).
+    TableFull = 3,
+}
+
+impl AdoptFailure {
+    /// Every reason, in numeric order.
+    pub const ALL: [AdoptFailure; 4] = [
+        AdoptFailure::NoRule,
+        AdoptFailure::NoBackend,
+        AdoptFailure::NoNextHop,
+        AdoptFailure::TableFull,
+    ];
+    /// Size of a counter array indexed by `reason as usize`.
+    pub const SLOTS: usize = 4;
+
+    /// Stable snake_case name, for a `reason` label in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdoptFailure::NoRule => "no_rule",
+            AdoptFailure::NoBackend => "no_backend",
+            AdoptFailure::NoNextHop => "no_next_hop",
+            AdoptFailure::TableFull => "table_full",
+        }
+    }
+}
+
+/// This node's flows for another member: one per flow (a node keeps a copy
+/// per worker of the flows it adopted: their flags are merged), stamped
+/// `stamp_unix_ns`. With `since` (monotonic ns, the workers' clock), only
+/// the flows this node forwarded packets of and saw a packet of at or
+/// after `since` ([`Conntrack::sync_flows`]): the holder's periodic
+/// refresh, so that the other members' copies do not expire. Flows whose
+/// endpoint is no longer in `t` are left out. Allocates and reads the
+/// whole table: control plane only.
+pub fn dump(ct: &Conntrack, t: &Tables, since: Option<u64>, stamp_unix_ns: u64) -> Vec<SyncedFlow> {
+    ct.sync_flows(since)
+        .iter()
+        .filter_map(|r| SyncedFlow::from_record(r, t, stamp_unix_ns))
+        .collect()
 }
 
 /// What a worker tells control, or control a worker.
@@ -137,22 +251,23 @@ impl SyncHub {
         n
     }
 
-    /// Give `ev`, from another node, to the worker that is to install it
-    /// (chosen by its forward key, so that a flow's end reaches the worker
-    /// that installed it).
+    /// Give `ev`, from another node, to every worker: each installs (or
+    /// removes) its own copy of the flow (see the module's notes for why).
+    /// A worker whose inbound ring is full misses it (counted in
+    /// [`SyncHub::refused`], once per worker); then this is `Err`, though
+    /// the other workers have it.
     pub fn deliver(&mut self, ev: SyncEvent) -> Result<(), QueueFull> {
         if self.ins.is_empty() {
             return Err(QueueFull);
         }
-        let key = match &ev {
-            SyncEvent::Open(f) => &f.key,
-            SyncEvent::Close(k) => k,
-        };
-        let w = worker_of(key, self.ins.len());
-        self.ins[w].push(ev).map_err(|_| {
-            self.refused += 1;
-            QueueFull
-        })
+        let mut res = Ok(());
+        for ring in &mut self.ins {
+            if ring.push(ev).is_err() {
+                self.refused += 1;
+                res = Err(QueueFull);
+            }
+        }
+        res
     }
 
     /// Events the workers could not hand over (their out ring was full).
@@ -171,8 +286,9 @@ impl SyncHub {
     }
 }
 
-/// The worker of `workers` that installs the flow keyed `key`: a fixed
-/// function of the key, so its open and its close meet.
+/// A worker of `workers` for the flow keyed `key`: a fixed function of
+/// the key, for spreading work by flow. ([`SyncHub::deliver`] gives every
+/// event to every worker.)
 pub fn worker_of(key: &FlowKey, workers: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key
@@ -230,6 +346,18 @@ mod tests {
     }
 
     #[test]
+    fn adopt_failure_numbers_are_dense_unique_and_fit_the_counter_array() {
+        for (i, r) in AdoptFailure::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?} out of order");
+            assert!((*r as usize) < AdoptFailure::SLOTS);
+        }
+        let mut names: Vec<_> = AdoptFailure::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), AdoptFailure::ALL.len());
+    }
+
+    #[test]
     fn a_full_out_ring_counts_and_never_blocks() {
         let (mut hub, mut ends) = sync_queues(2, 4);
         for i in 0..10 {
@@ -243,28 +371,37 @@ mod tests {
     }
 
     #[test]
-    fn an_open_and_its_close_reach_the_same_worker() {
+    fn every_worker_gets_every_event_in_order() {
         let (mut hub, mut ends) = sync_queues(3, 64);
         for sport in 0..30 {
             hub.deliver(SyncEvent::Close(key(sport))).expect("room");
         }
-        let mut per_worker = vec![0; 3];
-        for (w, e) in ends.iter_mut().enumerate() {
-            while let Some(SyncEvent::Close(k)) = e.receive() {
-                assert_eq!(worker_of(&k, 3), w);
-                per_worker[w] += 1;
-            }
+        for e in &mut ends {
+            assert!(e.has_inbound());
+            let got: Vec<u16> = std::iter::from_fn(|| e.receive())
+                .map(|ev| match ev {
+                    SyncEvent::Close(k) => k.sport,
+                    SyncEvent::Open(f) => panic!("no open was sent: {f:?}"),
+                })
+                .collect();
+            assert_eq!(got, (0..30).collect::<Vec<u16>>());
+            assert!(!e.has_inbound());
         }
-        assert_eq!(per_worker.iter().sum::<i32>(), 30);
-        assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
     }
 
     #[test]
     fn a_full_inbound_ring_refuses_and_counts() {
-        let (mut hub, _ends) = sync_queues(1, 2);
+        let (mut hub, mut ends) = sync_queues(2, 2);
         assert!(hub.deliver(SyncEvent::Close(key(1))).is_ok());
         assert!(hub.deliver(SyncEvent::Close(key(2))).is_ok());
+        // Worker 1 makes room; worker 0 does not.
+        assert_eq!(ends[1].receive(), Some(SyncEvent::Close(key(1))));
         assert_eq!(hub.deliver(SyncEvent::Close(key(3))), Err(QueueFull));
         assert_eq!(hub.refused(), 1);
+        assert_eq!(ends[1].receive(), Some(SyncEvent::Close(key(2))));
+        assert_eq!(ends[1].receive(), Some(SyncEvent::Close(key(3))));
+        assert_eq!(ends[0].receive(), Some(SyncEvent::Close(key(1))));
+        assert_eq!(ends[0].receive(), Some(SyncEvent::Close(key(2))));
+        assert_eq!(ends[0].receive(), None);
     }
 }

@@ -473,7 +473,7 @@ impl<I: PacketIo> Worker<I> {
             // Idle: block until a port has frames (or the timeout, to notice
             // `stop`). Never burns a core while nothing flows.
             stats.sleeps.fetch_add(1, Ordering::Relaxed);
-            processor.idle(sys::monotonic_ns());
+            processor.idle(&tables.load(), sys::monotonic_ns());
             if last_device_stats.elapsed() >= DEVICE_STATS_EVERY {
                 self.publish_device_stats(&stats);
                 last_device_stats = Instant::now();
@@ -540,7 +540,7 @@ mod tests {
             }
         }
 
-        fn idle(&mut self, _now_ns: u64) {
+        fn idle(&mut self, _tables: &Tables, _now_ns: u64) {
             self.idles.fetch_add(1, Ordering::Relaxed);
         }
     }

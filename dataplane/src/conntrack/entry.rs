@@ -127,10 +127,11 @@ impl FlowData {
 /// table stores it as two entries (forward and, unless the flow is DSR,
 /// reply); [`super::ShardWriter::insert`] takes it and
 /// [`super::Conntrack::flows`] gives it back, and connection sync between
-/// nodes is to carry it. Everything here means the same on every node but
-/// `endpoint`, `service`, `gen` and the next hops, which a node takes from
-/// its own tables: the rule is the one its VIP, protocol and port name
-/// ([`FlowRecord::rule`], what the client addressed), the backend is
+/// nodes carries it ([`crate::sync::SyncedFlow`]). Everything here means
+/// the same on every node but `endpoint`, `service`, `gen` and the next
+/// hops, which a node takes from its own tables: the rule is the one its
+/// VIP, protocol and port name ([`FlowRecord::rule`], what the client
+/// addressed), the backend is
 /// `xlat.dst` (in DSR, where `xlat.dst` stays the VIP, the endpoint
 /// `endpoint` of this node), and the rest (the translation with its
 /// source-NAT port, the TCP state of each direction, the timeout) is the
@@ -325,6 +326,8 @@ impl From<&NewFlowV4> for FlowRecord {
 /// What happened to an entry that was removed.
 #[derive(Debug, Clone, Copy)]
 pub struct Removed {
+    /// The flow's forward key (what connection sync names a flow by).
+    pub key: FlowKey,
     /// The forward entry's data (or the reply's, if the forward was gone).
     pub data: FlowData,
     /// Whether it was removed before its timeout (eviction or revalidation).

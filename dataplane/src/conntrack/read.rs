@@ -11,7 +11,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use hashbrown::HashMap;
 
-use super::entry::{FlowData, FlowRecord, Kind};
+use super::entry::{flags, FlowData, FlowRecord, Kind};
 use super::key::FlowKey;
 use super::slot::{FastHit, Slot};
 use super::tags::{alt_bucket, tag_of, BucketTags, Tags};
@@ -347,6 +347,48 @@ impl Conntrack {
                 let rep = replies.get(&e.data.partner_key(e.key.proto)).copied();
                 FlowRecord::from_entries(&e.key, &e.data, rep)
             })
+            .collect()
+    }
+
+    /// Every flow once, as connection sync hands it to another member
+    /// ([`crate::sync::dump`]): a node keeps a copy per worker of each
+    /// flow another member sent it, so the copies are merged (their flag
+    /// bits together, their last packet the latest of any). With `since`
+    /// (ns, the workers' clock), only the flows this node forwarded packets
+    /// of (some copy's forward entry has [`flags::SEEN`]: not the copies
+    /// other members sent that saw no packet here, which a member that
+    /// re-sent its recent flows would otherwise send back) and saw a
+    /// packet of at or after `since`. Allocates: control plane only.
+    pub fn sync_flows(&self, since: Option<u64>) -> Vec<FlowRecord> {
+        let entries = self.dump();
+        // Reply key -> (flags of every copy, latest last-seen, one copy).
+        let mut replies: HashMap<FlowKey, (u8, u64, &FlowData)> = HashMap::new();
+        for e in entries.iter().filter(|e| e.data.kind == Kind::Reply) {
+            let r = replies.entry(e.key).or_insert((0, 0, &e.data));
+            r.0 |= e.data.flags;
+            r.1 = r.1.max(e.last_seen);
+        }
+        // Forward key -> (the merged record, latest last-seen).
+        let mut flows: HashMap<FlowKey, (FlowRecord, u64)> = HashMap::new();
+        for e in entries.iter().filter(|e| e.data.kind == Kind::Forward) {
+            let rep = replies.get(&e.data.partner_key(e.key.proto));
+            let last = e.last_seen.max(rep.map_or(0, |r| r.1));
+            flows
+                .entry(e.key)
+                .and_modify(|(r, l)| {
+                    r.fwd_flags |= e.data.flags;
+                    *l = (*l).max(last);
+                })
+                .or_insert_with(|| {
+                    let mut r = FlowRecord::from_entries(&e.key, &e.data, rep.map(|r| r.2));
+                    r.rep_flags = rep.map_or(0, |r| r.0);
+                    (r, last)
+                });
+        }
+        flows
+            .into_values()
+            .filter(|(r, last)| since.is_none_or(|s| r.fwd_flags & flags::SEEN != 0 && *last >= s))
+            .map(|(r, _)| r)
             .collect()
     }
 }

@@ -466,7 +466,10 @@ impl ShardWriter {
                 fwd = Some(pd);
             }
         }
+        // (A reply entry's partner key is its flow's forward key.)
+        let fwd_key = if d.kind == Kind::Forward { key } else { pk };
         Some(Removed {
+            key: fwd_key,
             data: fwd.unwrap_or(d),
             early,
         })

@@ -409,6 +409,9 @@ impl Pipeline {
         self.inserted |= bloom_bit(hash) | bloom_bit(rep_hash);
         self.select.opened(ep);
         bump(&self.counters.flows_created, 1);
+        if self.sync.is_some() {
+            self.announce_open_v4(&flow, ep, now);
+        }
         self.counters.endpoint_packet(ep.id, bytes);
         let (s, d, m) = (new_sport.to_be_bytes(), bport.to_be_bytes(), nh.mac.0);
         let x = FastXlat {

@@ -12,6 +12,7 @@ use crate::conntrack::Removed;
 use crate::counters::{bump, CounterBlock};
 use crate::select::Selector;
 
+use super::sync::{announce_end, SyncEnds};
 use super::Pipeline;
 
 /// The flow table is swept for expired flows once per this period; each
@@ -32,10 +33,22 @@ fn sweep_period_ns(buckets: u64) -> u64 {
     GC_SWEEP_NS.max(buckets.saturating_mul(GC_SWEEP_NS) / GC_MAX_BUCKETS_PER_S)
 }
 
-/// Release what a removed flow held (its least-connections count) and
-/// count it. A free function so it can be called while the flow table's
-/// writer is mutably borrowed.
-pub(super) fn on_removed(select: &mut Selector, counters: &CounterBlock, r: Removed) {
+/// Release what a removed flow held (its least-connections count), count
+/// it, and announce its end to the other members of the HA group if it is
+/// to be ([`announce_end`]). A free function so it can be called while the
+/// flow table's writer is mutably borrowed.
+pub(super) fn on_removed(
+    select: &mut Selector,
+    counters: &CounterBlock,
+    sync: &mut Option<SyncEnds>,
+    r: Removed,
+) {
+    release(select, counters, &r);
+    announce_end(sync, &r);
+}
+
+/// [`on_removed`] but the announcement: for a flow another member ended.
+pub(super) fn release(select: &mut Selector, counters: &CounterBlock, r: &Removed) {
     select.closed(r.data.endpoint, r.data.gen);
     bump(&counters.flows_removed, 1);
     if r.early {
@@ -47,9 +60,9 @@ impl Pipeline {
     /// Expire idle flows, examining `buckets` buckets of this worker's
     /// shard; returns how many flows went.
     pub fn maintain(&mut self, now_ns: u64, buckets: usize) -> usize {
-        let (sel, counters) = (&mut self.select, &self.counters);
+        let (sel, counters, sync) = (&mut self.select, &self.counters, &mut self.sync);
         self.ct
-            .expire(now_ns, buckets, &mut |r| on_removed(sel, counters, r))
+            .expire(now_ns, buckets, &mut |r| on_removed(sel, counters, sync, r))
     }
 
     /// Run the share of the expiry sweep that is due at `now`.

@@ -142,9 +142,8 @@ impl Pipeline {
             // Likewise from the backend's side: the flow is over, so this
             // answer is treated as the sweep would have left it, untracked
             // (it must not bring the flow back).
-            let (sel, counters) = (&mut self.select, &self.counters);
             if let Some(r) = self.ct.remove_pair(hit.slot, false) {
-                on_removed(sel, counters, r);
+                on_removed(&mut self.select, &self.counters, &mut self.sync, r);
             }
             return self.decide(p, f);
         }
@@ -191,9 +190,8 @@ impl Pipeline {
         reselect: bool,
     ) -> Verdict {
         let Pkt { t, m, .. } = *p;
-        let (sel, counters) = (&mut self.select, &self.counters);
         if let Some(r) = self.ct.remove_pair(slot, reselect) {
-            on_removed(sel, counters, r);
+            on_removed(&mut self.select, &self.counters, &mut self.sync, r);
         }
         match t.lookup(m.dst, m.proto, service_port(m)) {
             Some(svc) => self.new_flow(p, f, svc, reselect),
@@ -350,16 +348,19 @@ impl Pipeline {
             rep_absent,
         };
         self.inserted |= bloom_bit(hash) | if dsr { 0 } else { bloom_bit(rep) };
-        let (sel, counters) = (&mut self.select, &self.counters);
+        let (sel, counters, sync) = (&mut self.select, &self.counters, &mut self.sync);
         let fwd = flow.forward();
-        let res = self
-            .ct
-            .insert_hashed(&flow, &fwd, &at, now, &mut |r| on_removed(sel, counters, r));
+        let res = self.ct.insert_hashed(&flow, &fwd, &at, now, &mut |r| {
+            on_removed(sel, counters, sync, r)
+        });
         let Ok((_, deltas)) = res else {
             return Verdict::Drop(DropReason::ConntrackFull);
         };
         self.select.opened(ep);
         bump(&self.counters.flows_created, 1);
+        if self.sync.is_some() {
+            self.announce_open(&flow, ep, now);
+        }
         self.counters.endpoint_packet(ep.id, f.len as u64);
         // (The entry's checksum changes are this packet's: it is keyed by it.)
         self.apply_with(t, f, m, &fwd, deltas)

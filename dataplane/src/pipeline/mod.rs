@@ -24,17 +24,20 @@
 //!
 //! Files: [`fast`] (the fast paths and the look ahead), [`general`] (the
 //! general path), [`icmp`] (ICMP errors and echo), [`gc`] (expiry pacing),
-//! [`exit`] (why a new flow left the fast path).
+//! [`exit`] (why a new flow left the fast path), [`sync`] (connection sync
+//! with the other members of an HA group).
 //!
 //! CONTRACT for I/O layers: a worker loop owns one [`Processor`], loads the
 //! tables once per batch, and calls [`Processor::process_batch`]; when idle it
-//! calls [`Processor::idle`] so flows still expire.
+//! calls [`Processor::idle`] so flows still expire (and flows other members
+//! sent are installed: an idle worker installs them only there).
 
 mod exit;
 mod fast;
 mod gc;
 mod general;
 mod icmp;
+mod sync;
 
 use std::sync::Arc;
 
@@ -65,10 +68,11 @@ pub trait Processor {
     );
 
     /// Called by the worker loop when no frame arrived for a while (at most
-    /// every few tens of milliseconds), so time-driven work such as flow
-    /// expiry goes on while traffic is idle.
-    fn idle(&mut self, now_ns: u64) {
-        let _ = now_ns;
+    /// every few tens of milliseconds), with the current tables, so
+    /// time-driven work such as flow expiry, and installing the flows other
+    /// members of an HA group sent, goes on while traffic is idle.
+    fn idle(&mut self, tables: &Tables, now_ns: u64) {
+        let _ = (tables, now_ns);
     }
 }
 
@@ -119,6 +123,9 @@ pub struct Pipeline {
     /// The flows of fragmented datagrams whose first fragment this worker
     /// forwarded, for their later fragments.
     frags: FragTable,
+    /// Connection sync with the other members of an HA group, if on
+    /// ([`Pipeline::set_sync`]).
+    sync: Option<sync::SyncEnds>,
 }
 
 /// Fragmented datagrams a worker follows at once ([`FragTable`]).
@@ -198,6 +205,7 @@ impl Pipeline {
             inserted: 0,
             fresh_path: true,
             frags: FragTable::new(FRAG_SLOTS),
+            sync: None,
         }
     }
 
@@ -450,6 +458,9 @@ impl Processor for Pipeline {
         verdicts: &mut [Verdict],
     ) {
         self.select.follow(tables);
+        if self.sync_pending() {
+            self.drain_sync(tables, now_ns, sync::PER_BATCH);
+        }
         // Always present outside a batch; allocating is only the fallback.
         let mut sc = self
             .scratch
@@ -499,7 +510,10 @@ impl Processor for Pipeline {
         self.expire_due(now_ns);
     }
 
-    fn idle(&mut self, now_ns: u64) {
+    fn idle(&mut self, tables: &Tables, now_ns: u64) {
+        if self.sync_pending() {
+            self.drain_sync(tables, now_ns, sync::PER_IDLE);
+        }
         self.expire_due(now_ns);
     }
 }
