@@ -14,7 +14,7 @@
 //! and its commands), [`dataplane`] (what control drives: AF_XDP or none),
 //! [`health`] (probing → results to the controller), [`config`]
 //! (lbconfig.txt / EPconfig.txt), [`daemon`] (`xlb run`'s wiring),
-//! [`metrics`], [`cli`] (the client verbs), [`model`] / [`rules`] /
+//! [`sync`] (connection-state sync between members), [`metrics`], [`cli`] (the client verbs), [`model`] / [`rules`] /
 //! [`error`] (loxilb's wire types, their checks, their errors).
 
 pub mod api;
@@ -29,5 +29,6 @@ pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod rules;
+pub mod sync;
 pub mod sysinfo;
 pub mod tls;

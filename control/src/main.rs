@@ -177,6 +177,10 @@ struct RunArgs {
     /// visible to every user in `ps`.
     #[arg(long, env = "XLB_CLUSTER_KEY", hide_env_values = true)]
     cluster_key: Option<String>,
+    /// TCP port of connection-state sync between the --cluster members
+    /// (on each member's --cluster address), the same on every member.
+    #[arg(long, env = "XLB_SYNC_PORT", default_value_t = xlb_control::sync::DEFAULT_PORT)]
+    sync_port: u16,
     /// Connection-table buckets per worker (8 entries of 128 B; a flow takes two).
     #[arg(long, default_value_t = 1 << 15)]
     conntrack_buckets: usize,
@@ -388,6 +392,11 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
     });
 
     let cluster = cluster_config(&args)?;
+    let sync = cluster.as_ref().map(|c| xlb_control::sync::SyncConfig {
+        peers: xlb_control::sync::sync_addrs(&c.members, args.sync_port),
+        me: c.me,
+        key: c.key.clone(),
+    });
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (dataplane, running) = if args.no_dataplane {
         (Dataplane::none(), None)
@@ -414,6 +423,10 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
             Some(cfg) => Some(daemon::start_election(cfg, &daemon).await?),
             None => None,
         };
+        if let Some(s) = &sync {
+            // Started once the dataplane hands over its workers' sync queues.
+            tracing::debug!(peers = ?s.peers, "connection sync not started: no sync queues");
+        }
         let served = daemon::serve(&opts, daemon.api.clone(), shutdown_signal()).await;
         if let Some(e) = election {
             e.stop().await;

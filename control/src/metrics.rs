@@ -2,7 +2,7 @@
 //! rules, endpoints and their state, per-worker traffic and drops by reason,
 //! connection-table occupancy, and the cluster: each instance's role, its
 //! changes and the time since the last, and the election's members and
-//! datagrams.
+//! datagrams; and ([`render_sync`]) connection sync between the members.
 
 use std::fmt::Write;
 
@@ -288,4 +288,96 @@ fn cluster(o: &mut Out, state: &ControlState) {
     for (outcome, n) in datagrams {
         o.sample("xlb_cluster_datagrams_total", &[("outcome", outcome)], *n);
     }
+}
+
+/// Connection sync (`crate::sync`): events sent, received, delivered and
+/// lost, frames refused, each peer's state, and the sync lag of new flows
+/// (the opening node's first packet → handed to a worker here).
+pub fn render_sync(s: &crate::sync::SyncStatus) -> String {
+    let mut o = Out(String::new());
+    for (name, help, v) in [
+        (
+            "xlb_sync_events_sent_total",
+            "Flow events sent to peers (each peer counted).",
+            s.sent,
+        ),
+        (
+            "xlb_sync_delivered_total",
+            "Received flow events handed to a worker.",
+            s.delivered,
+        ),
+        (
+            "xlb_sync_queue_dropped_total",
+            "Flow events lost because a worker's sync queue to control was full.",
+            s.queue_dropped,
+        ),
+        (
+            "xlb_sync_delivery_refused_total",
+            "Received flow events lost because a worker's sync queue from control was full.",
+            s.delivery_refused,
+        ),
+        (
+            "xlb_sync_discarded_inactive_total",
+            "Flow events not sent because this node did not hold the VIPs.",
+            s.discarded_inactive,
+        ),
+        (
+            "xlb_sync_peer_overflows_total",
+            "Peer connections dropped because the peer fell too far behind.",
+            s.peer_overflows,
+        ),
+    ] {
+        o.family(name, "counter", help);
+        o.sample(name, &[], v);
+    }
+    o.family(
+        "xlb_sync_events_received_total",
+        "counter",
+        "Flow events received, by kind: open (a new flow), refresh (from a dump or refresh), close.",
+    );
+    for (kind, n) in &s.received {
+        o.sample("xlb_sync_events_received_total", &[("kind", kind)], *n);
+    }
+    o.family(
+        "xlb_sync_frames_rejected_total",
+        "counter",
+        "Sync handshakes and frames refused (the connection is dropped), by reason.",
+    );
+    for (reason, n) in &s.rejected {
+        o.sample("xlb_sync_frames_rejected_total", &[("reason", reason)], *n);
+    }
+    for (name, help, f) in [
+        (
+            "xlb_sync_peer_up",
+            "1 if the sync connections to and from the peer are both up.",
+            (|p: &crate::sync::PeerStatus| u64::from(p.outbound_up && p.inbound_up))
+                as fn(&_) -> u64,
+        ),
+        (
+            "xlb_sync_dump_complete",
+            "1 if the peer's full table arrived on its current connection.",
+            |p| u64::from(p.dump_complete),
+        ),
+    ] {
+        o.family(name, "gauge", help);
+        for p in &s.peers {
+            o.sample(name, &[("peer", &p.addr.to_string())], f(p));
+        }
+    }
+    let name = "xlb_sync_lag_seconds";
+    o.family(
+        name,
+        "histogram",
+        "Sync lag of new flows: the opening node's first packet to the flow's hand-over to a worker here.",
+    );
+    let bounds = crate::sync::LAG_BUCKETS
+        .iter()
+        .map(|b| b.to_string())
+        .chain(std::iter::once("+Inf".to_string()));
+    for (le, n) in bounds.zip(&s.lag.cumulative) {
+        o.sample(&format!("{name}_bucket"), &[("le", &le)], *n);
+    }
+    let _ = writeln!(o.0, "{name}_sum {}", s.lag.sum_seconds);
+    o.sample(&format!("{name}_count"), &[], s.lag.count);
+    o.0
 }
