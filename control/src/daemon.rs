@@ -249,22 +249,29 @@ const MEMBERS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// steering maps and host addresses in line with it (the fast path: taking
 /// over or letting go never waits on the controller), then reaches the
 /// controller as a [`Command::Elected`] for what it shows; the members'
-/// liveness is refreshed every second. Call inside the tokio runtime; stop
-/// the returned election before the controller.
+/// liveness is refreshed every second. A member that joins a running
+/// cluster campaigns only once `ready` says it has the holder's flows
+/// (connection sync). Call inside the tokio runtime; stop the returned
+/// election before the controller.
 pub async fn start_election(
     cfg: crate::ha::ClusterConfig,
     daemon: &Prepared,
+    ready: crate::ha::Readiness,
 ) -> Result<Arc<crate::ha::Election>, crate::ha::ClusterError> {
     let control = daemon.controller.handle();
     let (gate, publisher) = (daemon.gate.clone(), daemon.publisher.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::ha::Transition>();
     let election = Arc::new(
-        crate::ha::Election::start(cfg, move |t| {
-            if gate.set(t.standing == crate::ha::Standing::Holder) {
-                publisher.roles_changed();
-            }
-            let _ = tx.send(t.clone());
-        })
+        crate::ha::Election::start_with(
+            cfg,
+            move |t| {
+                if gate.set(t.standing == crate::ha::Standing::Holder) {
+                    publisher.roles_changed();
+                }
+                let _ = tx.send(t.clone());
+            },
+            ready,
+        )
         .await?,
     );
     let (weak, ctl) = (Arc::downgrade(&election), control.clone());

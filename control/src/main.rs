@@ -419,17 +419,37 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
     let served = rt.block_on(async {
         reload_on_sighup(daemon.controller.handle(), opts.config_path.clone())?;
         xlb_control::health::spawn(daemon.controller.handle());
+        // Connection sync first, so that the election can ask it whether
+        // this node has the holder's flows before it may campaign.
+        let sync = match (sync, running.as_ref().and_then(|r| r.take_sync_hub())) {
+            (Some(cfg), Some((hub, table))) => Some(Arc::new(
+                xlb_control::sync::SyncService::start(
+                    cfg,
+                    hub,
+                    Arc::new(table),
+                    Arc::new(daemon.gate.clone()),
+                )
+                .await?,
+            )),
+            _ => None,
+        };
+        let ready: xlb_control::ha::Readiness = match &sync {
+            Some(s) => {
+                let s = Arc::downgrade(s);
+                Arc::new(move |holder| s.upgrade().is_some_and(|s| s.complete_from(holder)))
+            }
+            None => Arc::new(|_| true),
+        };
         let election = match cluster {
-            Some(cfg) => Some(daemon::start_election(cfg, &daemon).await?),
+            Some(cfg) => Some(daemon::start_election(cfg, &daemon, ready).await?),
             None => None,
         };
-        if let Some(s) = &sync {
-            // Started once the dataplane hands over its workers' sync queues.
-            tracing::debug!(peers = ?s.peers, "connection sync not started: no sync queues");
-        }
         let served = daemon::serve(&opts, daemon.api.clone(), shutdown_signal()).await;
         if let Some(e) = election {
             e.stop().await;
+        }
+        if let Some(s) = sync {
+            s.stop();
         }
         anyhow::Ok(served)
     })?;
@@ -490,6 +510,8 @@ fn start_dataplane(args: &RunArgs) -> anyhow::Result<(Dataplane, Arc<afxdp::Runn
         },
         busy_poll: args.busy_poll,
         conntrack_buckets: args.conntrack_buckets,
+        // Members of a cluster share their flows.
+        sync: !args.cluster.is_empty(),
     };
     afxdp::start(&opts).context("starting the dataplane")
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use xlb_dataplane::conntrack::{flags, mode, Conntrack, ConntrackConfig, Kind};
 use xlb_dataplane::counters::CounterBlock;
 use xlb_dataplane::pipeline::{FastPathExit, Pipeline, Processor};
+use xlb_dataplane::sync::{self, sync_queues, SyncHub, SyncedFlow, WorkerSync, DEFAULT_QUEUE};
 use xlb_dataplane::tables::{EndpointId, L4Proto, Tables, TablesHandle};
 use xlb_dataplane::DropReason;
 use xlb_io::kernel::netinfo;
@@ -44,6 +45,9 @@ pub struct DataplaneOptions {
     pub busy_poll: bool,
     /// Connection-table buckets per worker (8 entries of 128 B each; a flow takes two).
     pub conntrack_buckets: usize,
+    /// Give every worker the rings of connection-state sync
+    /// ([`Running::take_sync_hub`] hands control its end).
+    pub sync: bool,
 }
 
 /// Why the dataplane did not start.
@@ -70,6 +74,8 @@ pub struct Running {
     counters: Vec<Arc<CounterBlock>>,
     handle: TablesHandle,
     host: Follower,
+    /// Control's end of the workers' sync rings, until taken.
+    sync_hub: Mutex<Option<SyncHub>>,
 }
 
 impl std::fmt::Debug for Running {
@@ -109,19 +115,35 @@ pub fn start(opts: &DataplaneOptions) -> Result<(Dataplane, Arc<Running>), Start
     // little later; until then binding the same queue fails. Retry for a while
     // (a supervisor restarting xlb at once hits exactly this).
     let mut attempt = 0;
-    let runtime = loop {
+    let (runtime, sync_hub) = loop {
         attempt += 1;
         counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let made = counters.clone();
         let ct_for_workers = ct.clone();
+        // Fresh rings for every attempt: a failed one consumed its workers' ends.
+        let (hub, ends) = if opts.sync {
+            let (hub, ends) = sync_queues(workers, DEFAULT_QUEUE);
+            (Some(hub), ends.into_iter().map(Some).collect())
+        } else {
+            (None, Vec::new())
+        };
+        let ends: Arc<Mutex<Vec<Option<WorkerSync>>>> = Arc::new(Mutex::new(ends));
         match Runtime::start(cfg.clone(), handle.clone(), move |w| {
-            let p = Pipeline::new(w, workers, &ct_for_workers);
+            let mut p = Pipeline::new(w, workers, &ct_for_workers);
+            let mine = ends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(w)
+                .and_then(Option::take);
+            if let Some(e) = mine {
+                p.set_sync(e, unix_offset_ns());
+            }
             made.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((w, p.counters()));
             Box::new(p) as Box<dyn Processor + Send>
         }) {
-            Ok(rt) => break rt,
+            Ok(rt) => break (rt, hub),
             Err(e) if attempt < START_ATTEMPTS && e.to_string().contains("AF_XDP socket") => {
                 tracing::warn!(attempt, "starting the dataplane: {e}; retrying");
                 std::thread::sleep(Duration::from_millis(250));
@@ -145,6 +167,7 @@ pub fn start(opts: &DataplaneOptions) -> Result<(Dataplane, Arc<Running>), Start
         ct,
         counters: counters.into_iter().map(|(_, c)| c).collect(),
         handle,
+        sync_hub: Mutex::new(sync_hub),
     });
     let dataplane = Dataplane {
         publisher: running.clone(),
@@ -154,7 +177,55 @@ pub fn start(opts: &DataplaneOptions) -> Result<(Dataplane, Arc<Running>), Start
     Ok((dataplane, running))
 }
 
+/// Unix time minus the workers' clock (CLOCK_MONOTONIC), ns: what a worker
+/// adds to its `now` to stamp a flow's opening for other members.
+fn unix_offset_ns() -> i64 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    unix - xlb_io::monotonic_ns() as i64
+}
+
+/// The flow table as connection sync reads it: whole for a member that
+/// connects, the recently active part for the holder's refresh.
+#[derive(Debug)]
+pub struct TableSource {
+    ct: Arc<Conntrack>,
+    handle: TablesHandle,
+}
+
+impl crate::sync::FlowSource for TableSource {
+    fn dump(&self) -> Vec<SyncedFlow> {
+        let stamp = (xlb_io::monotonic_ns() as i64 + unix_offset_ns()) as u64;
+        sync::dump(&self.ct, &self.handle.current(), None, stamp)
+    }
+
+    fn active_since(&self, unix_ns: u64) -> Vec<SyncedFlow> {
+        let offset = unix_offset_ns();
+        let since = (unix_ns as i64 - offset).max(0) as u64;
+        let stamp = (xlb_io::monotonic_ns() as i64 + offset) as u64;
+        sync::dump(&self.ct, &self.handle.current(), Some(since), stamp)
+    }
+}
+
 impl Running {
+    /// Control's end of the workers' sync rings (once; `None` without
+    /// [`DataplaneOptions::sync`]), and the flow table to dump from.
+    pub fn take_sync_hub(&self) -> Option<(SyncHub, TableSource)> {
+        let hub = self
+            .sync_hub
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some((
+            hub,
+            TableSource {
+                ct: self.ct.clone(),
+                handle: self.handle.clone(),
+            },
+        ))
+    }
+
     /// Remove the addresses xlb added to `lo`. The workers stop and the XDP
     /// programs are detached when the last reference to the runtime drops
     /// (the API's view holds one until exit).

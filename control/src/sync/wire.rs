@@ -62,7 +62,7 @@ pub const PROOF_LEN: usize = TAG_LEN;
 /// Events in one frame at most.
 pub const MAX_EVENTS: usize = 512;
 /// The largest event: an IPv6 Open with a MAC.
-pub const MAX_EVENT_LEN: usize = 1 + 37 + 36 + 16 + 2 + 1 + 4 + 1 + 1 + 6 + 8;
+pub const MAX_EVENT_LEN: usize = 1 + 37 + 36 + 16 + 2 + 1 + 4 + 1 + 1 + 2 + 6 + 8;
 /// Frame header after the length: kind, count and sequence number.
 const FRAME_HEAD: usize = 11;
 /// The largest value of a frame's length field: a full batch of the
@@ -427,6 +427,7 @@ pub fn encode_item(item: &Item, out: &mut Vec<u8>) {
             out.extend_from_slice(&f.timeout_s.to_be_bytes());
             out.push(f.fwd_flags);
             out.push(f.rep_flags);
+            out.extend_from_slice(&f.client_port.to_be_bytes());
             if let Some(m) = f.client_mac {
                 out.extend_from_slice(&m.0);
             }
@@ -518,6 +519,7 @@ pub fn decode_events(body: &[u8], count: u16, out: &mut Vec<Item>) -> Result<(),
                 let timeout_s = r.u32()?;
                 let fwd_flags = r.u8()?;
                 let rep_flags = r.u8()?;
+                let client_port = r.u16()?;
                 let client_mac = if kind & ev::MAC != 0 {
                     Some(MacAddr(r.arr()?))
                 } else {
@@ -535,6 +537,7 @@ pub fn decode_events(body: &[u8], count: u16, out: &mut Vec<Item>) -> Result<(),
                         fwd_flags,
                         rep_flags,
                         client_mac,
+                        client_port,
                         opened_unix_ns,
                     }),
                     refresh: kind & ev::REFRESH != 0,
@@ -575,6 +578,7 @@ pub(crate) fn example_flow(sport: u16, opened_unix_ns: u64) -> SyncedFlow {
         fwd_flags: 2,
         rep_flags: 0,
         client_mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
+        client_port: 0,
         opened_unix_ns,
     }
 }
@@ -640,13 +644,22 @@ mod tests {
                 any::<u32>(),
                 any::<u8>(),
                 any::<u8>(),
+                any::<u16>(),
             ),
             proptest::option::of(any::<[u8; 6]>()),
             any::<u64>(),
             any::<bool>(),
         )
             .prop_map(
-                |(key, (xs, xd, xsp, xdp), backend, (bp, mode, t, ff, rf), mac, at, refresh)| {
+                |(
+                    key,
+                    (xs, xd, xsp, xdp),
+                    backend,
+                    (bp, mode, t, ff, rf, cp),
+                    mac,
+                    at,
+                    refresh,
+                )| {
                     Item {
                         event: SyncEvent::Open(SyncedFlow {
                             key,
@@ -663,6 +676,7 @@ mod tests {
                             fwd_flags: ff,
                             rep_flags: rf,
                             client_mac: mac.map(MacAddr),
+                            client_port: cp,
                             opened_unix_ns: at,
                         }),
                         refresh,

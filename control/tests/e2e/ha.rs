@@ -66,6 +66,21 @@ pub fn k3s_rule(name: &str) -> Value {
            "endpoints": eps})
 }
 
+/// A UDP rule beside the K3s one, for long-lived UDP flows: VIP:9000 to the
+/// servers' echo on :9000, round robin, full NAT.
+pub fn udp_rule(name: &str) -> Value {
+    let eps: Vec<Value> = SERVERS
+        .iter()
+        .map(|s| json!({"endpointIP": s, "targetPort": UDP_PORT, "weight": 1}))
+        .collect();
+    json!({"serviceArguments": {"externalIP": VIP, "port": UDP_PORT, "protocol": "udp",
+                                "sel": 0, "mode": 2, "name": name},
+           "endpoints": eps})
+}
+
+/// The UDP echo port of the servers and of [`udp_rule`].
+pub const UDP_PORT: u16 = 9000;
+
 impl HaLab {
     /// The segment, the client, the three servers, and one namespace per
     /// balancer in `members` (lb-1, lb-2, lb-3 in order); no xlb started.
@@ -111,7 +126,6 @@ impl HaLab {
                     &name,
                     "--http-port",
                     "6443",
-                    "--no-udp",
                 ])
                 .start()
                 .expect("server"),
@@ -148,7 +162,7 @@ impl HaLab {
     pub fn start(&mut self, node: usize) {
         let members = LBS[..self.nodes.len()].join(",");
         let n = &mut self.nodes[node];
-        let lbconfig = json!({"lbAttr": [k3s_rule("k3s-api")]});
+        let lbconfig = json!({"lbAttr": [k3s_rule("k3s-api"), udp_rule("k3s-udp")]});
         std::fs::write(n.cfg.join("lbconfig.txt"), lbconfig.to_string()).expect("lbconfig");
         let cfg = n.cfg.to_string_lossy().into_owned();
         let me = node.to_string();
@@ -324,6 +338,42 @@ impl HaLab {
             "0.05",
             "--timeout",
             "0.3",
+        ];
+        Watch::start(&self.client, &args)
+    }
+
+    /// The connection-sync client: `long` long-lived TCP connections and
+    /// `udp` long-lived UDP flows to the VIP, opened one every `stagger`
+    /// seconds, each request allowed 3 s (longer than a takeover, so TCP
+    /// retransmits across it), and a new connection every 50 ms.
+    pub fn sync_client(&self, secs: u32, long: u32, udp: u32, stagger: f64) -> Watch {
+        let (secs, long, udp, stagger) = (
+            secs.to_string(),
+            long.to_string(),
+            udp.to_string(),
+            stagger.to_string(),
+        );
+        let f = script("failover_client.py");
+        let args = [
+            "python3",
+            &f,
+            VIP,
+            "6443",
+            &secs,
+            "--long",
+            &long,
+            "--udp",
+            &udp,
+            "--udp-port",
+            "9000",
+            "--stagger",
+            &stagger,
+            "--every",
+            "0.05",
+            "--timeout",
+            "0.3",
+            "--long-timeout",
+            "3",
         ];
         Watch::start(&self.client, &args)
     }

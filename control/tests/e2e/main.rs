@@ -10,6 +10,7 @@
 mod ha;
 mod ha_tests;
 mod lab;
+mod sync_tests;
 
 use std::time::{Duration, Instant};
 
