@@ -377,3 +377,35 @@ async fn a_holder_refreshes_its_active_flows() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(b.svc.status().received.contains(&("refresh", 2)));
 }
+
+/// 100k new flows in bursts of 1000 every 10 ms: all arrive, none is
+/// lost on the way (`cargo test -p xlb-control --lib sync::tests::bursts
+/// -- --nocapture` prints the lag histogram).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_new_flows_arrive_whole() {
+    let peers = addrs(3);
+    let mut a = node(&peers, 0, KEY, true).await;
+    let mut b = node(&peers, 1, KEY, false).await;
+    meshed(&[&a, &b]).await;
+    let t = Instant::now();
+    let mut n = 0usize;
+    let mut got = 0usize;
+    for round in 0..100u32 {
+        for i in 0..1000u32 {
+            let s = (round * 1000 + i) as u16;
+            a.workers[(i % 2) as usize].emit(SyncEvent::Open(flow(s)));
+            n += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        got += received(&mut b, 0, Duration::ZERO).await.len();
+    }
+    got += received(&mut b, n - got, Duration::from_secs(2))
+        .await
+        .len();
+    let st = b.svc.status();
+    eprintln!("{n} flows in {:?}; lag {:?}", t.elapsed(), st.lag);
+    assert_eq!(got, n);
+    assert_eq!(a.svc.status().queue_dropped, 0);
+    assert_eq!((st.delivered, st.delivery_refused), (n as u64, 0));
+    assert_eq!(st.lag.count, n as u64);
+}
