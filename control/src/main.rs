@@ -423,7 +423,8 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
             None => None,
         };
         if let Some(s) = &sync {
-            // Started once the dataplane hands over its workers' sync queues.
+            // daemon::start_sync, once the dataplane hands over its workers'
+            // sync queues and a view of its flow table.
             tracing::debug!(peers = ?s.peers, "connection sync not started: no sync queues");
         }
         let served = daemon::serve(&opts, daemon.api.clone(), shutdown_signal()).await;

@@ -238,6 +238,11 @@ async fn run_out(
     }
 }
 
+/// Connections in at once at most: each member's current one, the ones it
+/// is replacing, and handshakes (which end within [`HANDSHAKE_TIMEOUT`]).
+/// More is someone else's flood; they are closed at once.
+const MAX_CONNS_IN: usize = 64;
+
 /// Accept connections for ever; each runs in a task of this one, so that
 /// stopping it closes them all.
 pub(super) async fn listen(shared: Arc<Shared>, listener: TcpListener) {
@@ -245,6 +250,9 @@ pub(super) async fn listen(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         tokio::select! {
             a = listener.accept() => match a {
+                Ok((_, from)) if conns.len() >= MAX_CONNS_IN => {
+                    tracing::debug!(%from, "sync: too many connections in; closed");
+                }
                 Ok((s, from)) => {
                     conns.spawn(serve(shared.clone(), s, from));
                 }

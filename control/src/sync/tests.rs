@@ -292,8 +292,9 @@ async fn closed(s: &mut tokio::net::TcpStream) -> bool {
 
 #[tokio::test]
 async fn garbage_and_forgeries_are_counted_and_cut_off() {
-    // Only B runs: the test plays member 0 by hand.
-    let peers = addrs(3);
+    // Only B runs: the test plays member 0 by hand. Member 2 is elsewhere.
+    let mut peers = addrs(3);
+    peers[2] = "127.0.0.2:1".parse().expect("addr");
     let b = node(&peers, 1, KEY, false).await;
     let at = b.svc.local_addr();
 
@@ -306,6 +307,15 @@ async fn garbage_and_forgeries_are_counted_and_cut_off() {
     let h = wire::Hello {
         from: 0,
         to: 2,
+        nonce: [0; wire::NONCE_LEN],
+    };
+    s.write_all(&h.encode()).await.expect("write");
+    assert!(closed(&mut s).await);
+    // A hello from member 2, but not from its address.
+    let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
+    let h = wire::Hello {
+        from: 2,
+        to: 1,
         nonce: [0; wire::NONCE_LEN],
     };
     s.write_all(&h.encode()).await.expect("write");
@@ -339,7 +349,7 @@ async fn garbage_and_forgeries_are_counted_and_cut_off() {
     wait_until("all counted", Duration::from_secs(2), || {
         let st = b.svc.status();
         rejected(&st, "malformed") == 2
-            && rejected(&st, "foreign") == 1
+            && rejected(&st, "foreign") == 2
             && rejected(&st, "oversized") == 1
             && rejected(&st, "bad_auth") == 1
             && rejected(&st, "replayed") == 1
