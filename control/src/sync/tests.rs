@@ -298,28 +298,22 @@ async fn garbage_and_forgeries_are_counted_and_cut_off() {
     let b = node(&peers, 1, KEY, false).await;
     let at = b.svc.local_addr();
 
-    // Not even a hello.
-    let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
-    s.write_all(&[0xab; 100]).await.expect("write");
-    assert!(closed(&mut s).await);
-    // A hello for another member.
-    let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
-    let h = wire::Hello {
-        from: 0,
-        to: 2,
-        nonce: [0; wire::NONCE_LEN],
+    // Not even a hello; a hello for another member; a hello from member
+    // 2, but not from its address.
+    let hello = |from, to| {
+        wire::Hello {
+            from,
+            to,
+            nonce: [0; wire::NONCE_LEN],
+        }
+        .encode()
+        .to_vec()
     };
-    s.write_all(&h.encode()).await.expect("write");
-    assert!(closed(&mut s).await);
-    // A hello from member 2, but not from its address.
-    let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
-    let h = wire::Hello {
-        from: 2,
-        to: 1,
-        nonce: [0; wire::NONCE_LEN],
-    };
-    s.write_all(&h.encode()).await.expect("write");
-    assert!(closed(&mut s).await);
+    for bytes in [vec![0xab; 100], hello(0, 2), hello(2, 1)] {
+        let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
+        s.write_all(&bytes).await.expect("write");
+        assert!(closed(&mut s).await);
+    }
 
     // After a good handshake: an oversized length.
     let (mut s, _) = handshaken(at, 0, 1).await;
