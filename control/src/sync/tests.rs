@@ -413,3 +413,31 @@ async fn bursts_of_new_flows_arrive_whole() {
     assert_eq!((st.delivered, st.delivery_refused), (n as u64, 0));
     assert_eq!(st.lag.count, n as u64);
 }
+
+#[tokio::test]
+async fn a_restarted_holder_reconnects_and_dumps_again() {
+    let peers = addrs(3);
+    let a = node(&peers, 0, KEY, true).await;
+    *lock(&a.table.all) = vec![flow(1)];
+    let mut b = node(&peers, 1, KEY, false).await;
+    wait_until("B complete from A", Duration::from_secs(5), || {
+        b.svc.complete_from(0)
+    })
+    .await;
+    assert_eq!(received(&mut b, 1, Duration::from_secs(1)).await.len(), 1);
+    drop(a);
+    wait_until("B sees A gone", Duration::from_secs(5), || {
+        !b.svc.complete_from(0)
+    })
+    .await;
+    // Let the runtime close the old listener, then start A again on its port.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = node(&peers, 0, KEY, true).await;
+    *lock(&a.table.all) = vec![flow(1), flow(2)];
+    wait_until("B complete from the new A", Duration::from_secs(5), || {
+        b.svc.complete_from(0)
+    })
+    .await;
+    assert_eq!(received(&mut b, 2, Duration::from_secs(1)).await.len(), 2);
+    meshed(&[&a, &b]).await;
+}
