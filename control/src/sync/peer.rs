@@ -24,7 +24,8 @@ use super::{lock, unix_ns, Batch, Shared, PEER_QUEUE};
 
 /// First wait before redialling; doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// Longest wait between dials: a returning peer is reached within it.
+/// Longest wait between dials: a returning peer is reached within it, or
+/// as soon as it connects to this node.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// A TCP connect, and a handshake, must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -115,7 +116,10 @@ pub(super) async fn dial(shared: Arc<Shared>, peer: usize) {
                 tracing::debug!(peer = %shared.peers_addr[peer], "sync: dialling: {e}");
             }
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shared.peers[peer].redial.notified() => {}
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -281,6 +285,9 @@ async fn serve(shared: Arc<Shared>, mut s: TcpStream, from: SocketAddr) {
     let gen = state.inbound_gen.fetch_add(1, Ordering::AcqRel) + 1;
     state.dump_complete.store(false, Ordering::Release);
     state.in_up.store(true, Ordering::Release);
+    if !state.out_up.load(Ordering::Acquire) {
+        state.redial.notify_one();
+    }
     shared.heard(peer);
     tracing::info!(peer = %shared.peers_addr[peer], "sync: connected in");
     let r = run_in(&shared, peer, gen, s, opener).await;

@@ -441,3 +441,23 @@ async fn a_restarted_holder_reconnects_and_dumps_again() {
     assert_eq!(received(&mut b, 2, Duration::from_secs(1)).await.len(), 2);
     meshed(&[&a, &b]).await;
 }
+
+#[tokio::test]
+async fn a_returning_backup_gets_the_dump_without_waiting_out_the_backoff() {
+    let peers = addrs(3);
+    let b = node(&peers, 1, KEY, true).await;
+    *lock(&b.table.all) = vec![flow(1)];
+    let a = node(&peers, 0, KEY, false).await;
+    meshed(&[&a, &b]).await;
+    drop(a);
+    // B's dials to the absent A back off to their longest wait.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let t = Instant::now();
+    let a = node(&peers, 0, KEY, false).await;
+    wait_until("A complete from B", Duration::from_secs(5), || {
+        a.svc.complete_from(1)
+    })
+    .await;
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(300), "took {took:?}");
+}
