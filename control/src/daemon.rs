@@ -241,6 +241,24 @@ pub async fn serve_tls_on(
         .map_err(DaemonError::Serve)
 }
 
+/// Start connection-state sync (`--cluster` with a dataplane) as a client
+/// of the prepared daemon: this node's events go out while the election's
+/// gate says it holds, and its metrics join the API's export. `hub` is
+/// control's end of the workers' sync queues; `source` serves dumps and
+/// refreshes from the flow table. Call inside the tokio runtime.
+pub async fn start_sync(
+    cfg: crate::sync::SyncConfig,
+    hub: xlb_dataplane::sync::SyncHub,
+    source: Arc<dyn crate::sync::FlowSource>,
+    daemon: &Prepared,
+) -> Result<Arc<crate::sync::SyncService>, crate::sync::SyncError> {
+    let sync = Arc::new(
+        crate::sync::SyncService::start(cfg, hub, source, Arc::new(daemon.gate.clone())).await?,
+    );
+    daemon.api.set_sync(sync.clone());
+    Ok(sync)
+}
+
 /// How often the members' liveness reaches `GET /config/cistate`.
 const MEMBERS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -422,15 +422,9 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         // Connection sync first, so that the election can ask it whether
         // this node has the holder's flows before it may campaign.
         let sync = match (sync, running.as_ref().and_then(|r| r.take_sync_hub())) {
-            (Some(cfg), Some((hub, table))) => Some(Arc::new(
-                xlb_control::sync::SyncService::start(
-                    cfg,
-                    hub,
-                    Arc::new(table),
-                    Arc::new(daemon.gate.clone()),
-                )
-                .await?,
-            )),
+            (Some(cfg), Some((hub, table))) => {
+                Some(daemon::start_sync(cfg, hub, Arc::new(table), &daemon).await?)
+            }
             _ => None,
         };
         let ready: xlb_control::ha::Readiness = match &sync {

@@ -1216,3 +1216,54 @@ fn published_openapi_document_is_current() {
         "regenerate with: cargo run -p xlb-control -- openapi > control/openapi.json"
     );
 }
+
+/// A stand-in flow table for the sync service: empty.
+struct NoFlows;
+
+impl xlb_control::sync::FlowSource for NoFlows {
+    fn dump(&self) -> Vec<xlb_dataplane::sync::SyncedFlow> {
+        Vec::new()
+    }
+    fn active_since(&self, _: u64) -> Vec<xlb_dataplane::sync::SyncedFlow> {
+        Vec::new()
+    }
+}
+
+#[tokio::test]
+async fn sync_metrics_join_the_export_once_sync_runs() {
+    use xlb_control::sync::{SyncConfig, SyncService};
+    let h = Harness::new();
+    let r = h.get("/netlox/v1/metrics").await;
+    assert!(!r.body.contains("xlb_sync_"), "no sync, no sync metrics");
+    let (hub, _workers) = xlb_dataplane::sync::sync_queues(1, 16);
+    let peer: std::net::SocketAddr = "127.0.0.1:1".parse().expect("addr");
+    let sync = SyncService::start(
+        SyncConfig {
+            peers: vec!["127.0.0.1:0".parse().expect("addr"), peer],
+            me: 0,
+            key: b"a test key of 32 bytes, no more.".to_vec(),
+        },
+        hub,
+        std::sync::Arc::new(NoFlows),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .await
+    .expect("started");
+    h.api.set_sync(std::sync::Arc::new(sync));
+    let r = h.get("/netlox/v1/metrics").await;
+    for line in [
+        "xlb_sync_events_sent_total 0",
+        "xlb_sync_events_received_total{kind=\"open\"} 0",
+        "xlb_sync_frames_rejected_total{reason=\"bad_auth\"} 0",
+        "xlb_sync_peer_up{peer=\"127.0.0.1:1\"} 0",
+        "xlb_sync_dump_complete{peer=\"127.0.0.1:1\"} 0",
+        "xlb_sync_lag_seconds_bucket{le=\"0.001\"} 0",
+        "xlb_sync_lag_seconds_count 0",
+    ] {
+        assert!(
+            r.body.lines().any(|l| l == line),
+            "missing {line}:\n{}",
+            r.body
+        );
+    }
+}

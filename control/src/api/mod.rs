@@ -55,6 +55,8 @@ pub struct Api {
     log_level: StdMutex<String>,
     log_setter: Option<LogLevelSetter>,
     started: Instant,
+    /// Connection sync, once started: its metrics join the export.
+    sync: std::sync::OnceLock<Arc<crate::sync::SyncService>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -76,7 +78,13 @@ impl Api {
             log_level: StdMutex::new("info".into()),
             log_setter: None,
             started: Instant::now(),
+            sync: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Export `sync`'s metrics from now on (the first service given stays).
+    pub fn set_sync(&self, sync: Arc<crate::sync::SyncService>) {
+        let _ = self.sync.set(sync);
     }
 
     /// Require `Authorization: Bearer <token>` (liveness and version stay open).
@@ -270,10 +278,13 @@ impl Api {
             )),
             Op::Metrics => {
                 let view = self.view.clone();
-                let text = self
+                let mut text = self
                     .control
                     .read(move |st| crate::metrics::render(st, view.as_ref()))
                     .await?;
+                if let Some(s) = self.sync.get() {
+                    text.push_str(&crate::metrics::render_sync(&s.status()));
+                }
                 Response::builder()
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)

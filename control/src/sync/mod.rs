@@ -151,6 +151,10 @@ struct PeerState {
     received: AtomicU64,
     /// Of those, delivered to a worker's ring.
     delivered: AtomicU64,
+    /// Wakes the dialler out of its backoff: the peer just connected to
+    /// this node, so it is back (a returning node gets the holder's dump
+    /// without waiting out the holder's backoff).
+    redial: tokio::sync::Notify,
 }
 
 /// The lag histogram's bucket bounds, in seconds.

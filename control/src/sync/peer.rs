@@ -24,7 +24,8 @@ use super::{lock, unix_ns, Batch, Shared, PEER_QUEUE};
 
 /// First wait before redialling; doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// Longest wait between dials: a returning peer is reached within it.
+/// Longest wait between dials: a returning peer is reached within it, or
+/// as soon as it connects to this node.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// A TCP connect, and a handshake, must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -115,7 +116,10 @@ pub(super) async fn dial(shared: Arc<Shared>, peer: usize) {
                 tracing::debug!(peer = %shared.peers_addr[peer], "sync: dialling: {e}");
             }
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shared.peers[peer].redial.notified() => {}
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -238,6 +242,11 @@ async fn run_out(
     }
 }
 
+/// Connections in at once at most: each member's current one, the ones it
+/// is replacing, and handshakes (which end within [`HANDSHAKE_TIMEOUT`]).
+/// More is someone else's flood; they are closed at once.
+const MAX_CONNS_IN: usize = 64;
+
 /// Accept connections for ever; each runs in a task of this one, so that
 /// stopping it closes them all.
 pub(super) async fn listen(shared: Arc<Shared>, listener: TcpListener) {
@@ -245,6 +254,9 @@ pub(super) async fn listen(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         tokio::select! {
             a = listener.accept() => match a {
+                Ok((_, from)) if conns.len() >= MAX_CONNS_IN => {
+                    tracing::debug!(%from, "sync: too many connections in; closed");
+                }
                 Ok((s, from)) => {
                     conns.spawn(serve(shared.clone(), s, from));
                 }
@@ -273,6 +285,9 @@ async fn serve(shared: Arc<Shared>, mut s: TcpStream, from: SocketAddr) {
     let gen = state.inbound_gen.fetch_add(1, Ordering::AcqRel) + 1;
     state.dump_complete.store(false, Ordering::Release);
     state.in_up.store(true, Ordering::Release);
+    if !state.out_up.load(Ordering::Acquire) {
+        state.redial.notify_one();
+    }
     shared.heard(peer);
     tracing::info!(peer = %shared.peers_addr[peer], "sync: connected in");
     let r = run_in(&shared, peer, gen, s, opener).await;

@@ -292,24 +292,28 @@ async fn closed(s: &mut tokio::net::TcpStream) -> bool {
 
 #[tokio::test]
 async fn garbage_and_forgeries_are_counted_and_cut_off() {
-    // Only B runs: the test plays member 0 by hand.
-    let peers = addrs(3);
+    // Only B runs: the test plays member 0 by hand. Member 2 is elsewhere.
+    let mut peers = addrs(3);
+    peers[2] = "127.0.0.2:1".parse().expect("addr");
     let b = node(&peers, 1, KEY, false).await;
     let at = b.svc.local_addr();
 
-    // Not even a hello.
-    let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
-    s.write_all(&[0xab; 100]).await.expect("write");
-    assert!(closed(&mut s).await);
-    // A hello for another member.
-    let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
-    let h = wire::Hello {
-        from: 0,
-        to: 2,
-        nonce: [0; wire::NONCE_LEN],
+    // Not even a hello; a hello for another member; a hello from member
+    // 2, but not from its address.
+    let hello = |from, to| {
+        wire::Hello {
+            from,
+            to,
+            nonce: [0; wire::NONCE_LEN],
+        }
+        .encode()
+        .to_vec()
     };
-    s.write_all(&h.encode()).await.expect("write");
-    assert!(closed(&mut s).await);
+    for bytes in [vec![0xab; 100], hello(0, 2), hello(2, 1)] {
+        let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
+        s.write_all(&bytes).await.expect("write");
+        assert!(closed(&mut s).await);
+    }
 
     // After a good handshake: an oversized length.
     let (mut s, _) = handshaken(at, 0, 1).await;
@@ -339,7 +343,7 @@ async fn garbage_and_forgeries_are_counted_and_cut_off() {
     wait_until("all counted", Duration::from_secs(2), || {
         let st = b.svc.status();
         rejected(&st, "malformed") == 2
-            && rejected(&st, "foreign") == 1
+            && rejected(&st, "foreign") == 2
             && rejected(&st, "oversized") == 1
             && rejected(&st, "bad_auth") == 1
             && rejected(&st, "replayed") == 1
@@ -376,4 +380,84 @@ async fn a_holder_refreshes_its_active_flows() {
     let got = received(&mut b, 2, REFRESH * 2).await;
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(b.svc.status().received.contains(&("refresh", 2)));
+}
+
+/// 100k new flows in bursts of 1000 every 10 ms: all arrive, none is
+/// lost on the way (`cargo test -p xlb-control --lib sync::tests::bursts
+/// -- --nocapture` prints the lag histogram).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_new_flows_arrive_whole() {
+    let peers = addrs(3);
+    let mut a = node(&peers, 0, KEY, true).await;
+    let mut b = node(&peers, 1, KEY, false).await;
+    meshed(&[&a, &b]).await;
+    let t = Instant::now();
+    let mut n = 0usize;
+    let mut got = 0usize;
+    for round in 0..100u32 {
+        for i in 0..1000u32 {
+            let s = (round * 1000 + i) as u16;
+            a.workers[(i % 2) as usize].emit(SyncEvent::Open(flow(s)));
+            n += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        got += received(&mut b, 0, Duration::ZERO).await.len();
+    }
+    got += received(&mut b, n - got, Duration::from_secs(2))
+        .await
+        .len();
+    let st = b.svc.status();
+    eprintln!("{n} flows in {:?}; lag {:?}", t.elapsed(), st.lag);
+    assert_eq!(got, n);
+    assert_eq!(a.svc.status().queue_dropped, 0);
+    assert_eq!((st.delivered, st.delivery_refused), (n as u64, 0));
+    assert_eq!(st.lag.count, n as u64);
+}
+
+#[tokio::test]
+async fn a_restarted_holder_reconnects_and_dumps_again() {
+    let peers = addrs(3);
+    let a = node(&peers, 0, KEY, true).await;
+    *lock(&a.table.all) = vec![flow(1)];
+    let mut b = node(&peers, 1, KEY, false).await;
+    wait_until("B complete from A", Duration::from_secs(5), || {
+        b.svc.complete_from(0)
+    })
+    .await;
+    assert_eq!(received(&mut b, 1, Duration::from_secs(1)).await.len(), 1);
+    drop(a);
+    wait_until("B sees A gone", Duration::from_secs(5), || {
+        !b.svc.complete_from(0)
+    })
+    .await;
+    // Let the runtime close the old listener, then start A again on its port.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = node(&peers, 0, KEY, true).await;
+    *lock(&a.table.all) = vec![flow(1), flow(2)];
+    wait_until("B complete from the new A", Duration::from_secs(5), || {
+        b.svc.complete_from(0)
+    })
+    .await;
+    assert_eq!(received(&mut b, 2, Duration::from_secs(1)).await.len(), 2);
+    meshed(&[&a, &b]).await;
+}
+
+#[tokio::test]
+async fn a_returning_backup_gets_the_dump_without_waiting_out_the_backoff() {
+    let peers = addrs(3);
+    let b = node(&peers, 1, KEY, true).await;
+    *lock(&b.table.all) = vec![flow(1)];
+    let a = node(&peers, 0, KEY, false).await;
+    meshed(&[&a, &b]).await;
+    drop(a);
+    // B's dials to the absent A back off to their longest wait.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let t = Instant::now();
+    let a = node(&peers, 0, KEY, false).await;
+    wait_until("A complete from B", Duration::from_secs(5), || {
+        a.svc.complete_from(1)
+    })
+    .await;
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(300), "took {took:?}");
 }
