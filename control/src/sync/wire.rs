@@ -738,13 +738,13 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv4_open_takes_53_bytes() {
+    fn an_ipv4_open_takes_55_bytes() {
         let f = example_flow(40000, 1);
         let b = encode_items(&[Item {
             event: SyncEvent::Open(f),
             refresh: false,
         }]);
-        assert_eq!(b.len(), 53);
+        assert_eq!(b.len(), 55);
     }
 
     proptest! {
