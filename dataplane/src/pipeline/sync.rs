@@ -84,7 +84,11 @@ impl Pipeline {
     /// [`Pipeline::announce_open`] of a flow the new-flow path opened.
     #[inline(never)]
     pub(super) fn announce_open_v4(&mut self, flow: &NewFlowV4, ep: &Endpoint, now: u64) {
-        self.announce_open(&FlowRecord::from(flow), ep, now);
+        if let Some(s) = &mut self.sync {
+            let opened = now.saturating_add_signed(s.unix_offset_ns);
+            s.ends
+                .emit(SyncEvent::Open(SyncedFlow::of_v4(flow, ep, opened)));
+        }
     }
 
     /// Install or remove up to `max` flows control delivered.
