@@ -38,9 +38,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::conntrack::{Conntrack, FlowKey, FlowRecord};
+use crate::conntrack::{Conntrack, FlowKey, FlowRecord, NewFlowV4};
 use crate::frame::PortId;
 use crate::net::{Ip16, MacAddr};
+use crate::prefetch::prefetch_addr;
 use crate::tables::{Endpoint, Tables};
 use crate::wire::proto;
 use crate::wire::rewrite::Xlat;
@@ -96,6 +97,25 @@ impl SyncedFlow {
             rep_flags: rec.rep_flags,
             client_mac: rec.to_client.map(|h| h.mac),
             client_port: rec.to_client.map_or(0, |h| h.port),
+            opened_unix_ns,
+        }
+    }
+
+    /// [`SyncedFlow::of`] the flow the new-flow path opened (without
+    /// making its [`FlowRecord`] first: this runs for every new flow).
+    #[inline]
+    pub fn of_v4(f: &NewFlowV4, ep: &Endpoint, opened_unix_ns: u64) -> SyncedFlow {
+        SyncedFlow {
+            key: f.forward_key(),
+            xlat: f.translation(),
+            backend: ep.addr,
+            backend_port: ep.port,
+            mode: f.mode,
+            timeout_s: f.timeout_s,
+            fwd_flags: f.fwd_flags,
+            rep_flags: 0,
+            client_mac: Some(f.to_client.mac),
+            client_port: f.to_client.port,
             opened_unix_ns,
         }
     }
@@ -201,6 +221,19 @@ impl WorkerSync {
     pub fn emit(&mut self, ev: SyncEvent) {
         if self.out.push(ev).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // The next event's slot, fetched now: it is written one new flow
+        // later, and a slot is otherwise a cache miss on the packet path
+        // (control's thread read it last, or nothing has touched it).
+        if let Ok(mut next) = self.out.write_chunk_uninit(1) {
+            if let Some(slot) = next.as_mut_slices().0.first() {
+                let at = std::ptr::from_ref(slot).cast::<u8>();
+                let size = std::mem::size_of::<SyncEvent>();
+                for off in (0..size).step_by(64).chain(std::iter::once(size - 1)) {
+                    prefetch_addr(at.wrapping_add(off));
+                }
+            }
         }
     }
 

@@ -609,3 +609,105 @@ fn the_refresh_carries_the_tcp_state_the_holder_saw_since() {
         .count();
     assert_eq!(fins, 2, "each worker's copy has the client's FIN");
 }
+
+/// The backend's answer to `sent` (what xlb sent it): addresses and ports
+/// swapped, from the backend's MAC.
+fn answer_to(sent: &[u8]) -> Vec<u8> {
+    let m = xlb_dataplane::wire::parse(sent).expect("parsable");
+    let (src, dst) = (
+        std::net::SocketAddr::new(m.dst.into(), m.dport),
+        std::net::SocketAddr::new(m.src.into(), m.sport),
+    );
+    let b = match m.proto {
+        6 => Builder::tcp(src, dst, ACK),
+        17 => Builder::udp(src, dst),
+        1 => Builder::icmp_echo(src.ip(), dst.ip(), m.sport, 1, true),
+        p => panic!("no answer for protocol {p}"),
+    };
+    from_backend(b.payload(b"answer"))
+}
+
+#[test]
+fn the_other_node_forwards_a_synced_flow_as_its_holder_does_in_every_mode() {
+    const VIP: &str = "192.0.2.10";
+    let vip = VIP;
+    let tcp = |mode: NatMode| {
+        Service::tcp(vip, 80)
+            .mode(mode)
+            .eps(BACKENDS_V4, if mode == NatMode::Dsr { 80 } else { 8080 })
+            .build()
+    };
+    // (name, rule, the client's first or later packet from port/id p)
+    type Frame = Box<dyn Fn(u16, bool) -> Vec<u8>>;
+    let cases: Vec<(&str, ServiceSpec, Frame)> = vec![
+        (
+            "TCP DNAT",
+            tcp(NatMode::Dnat),
+            Box::new(|p, first| seg(p, if first { SYN } else { ACK })),
+        ),
+        (
+            "TCP one-arm",
+            tcp(NatMode::OneArm),
+            Box::new(|p, first| seg(p, if first { SYN } else { ACK })),
+        ),
+        (
+            "TCP full NAT",
+            tcp(NatMode::FullNat),
+            Box::new(|p, first| seg(p, if first { SYN } else { ACK })),
+        ),
+        (
+            "TCP DSR",
+            tcp(NatMode::Dsr),
+            Box::new(|p, first| seg(p, if first { SYN } else { ACK })),
+        ),
+        (
+            "UDP one-arm",
+            Service::udp(vip, 53)
+                .mode(NatMode::OneArm)
+                .eps(BACKENDS_V4, 53)
+                .build(),
+            Box::new(|p, _| {
+                from_client(
+                    Builder::udp(sa(&format!("10.0.0.2:{p}")), sa("192.0.2.10:53")).payload(b"q"),
+                )
+            }),
+        ),
+        (
+            "ICMP echo, full NAT",
+            Service::new(vip, L4Proto::Icmp, 0)
+                .mode(NatMode::FullNat)
+                .eps(BACKENDS_V4, 0)
+                .build(),
+            Box::new(|id, _| {
+                from_client(
+                    Builder::icmp_echo(ip("10.0.0.2"), ip(VIP), id, 1, false).payload(b"ping"),
+                )
+            }),
+        ),
+    ];
+    for (name, service, frame) in cases {
+        let services = [service];
+        let mut a = Node::new(&services);
+        let mut b = Node::new(&services);
+        // The second flow: round robin's second backend on A.
+        for p in [40001, 40002] {
+            let (v, _) = a.lab.run(0, CLIENT_PORT, &frame(p, true));
+            assert_eq!(v, Verdict::Tx(BACKEND_PORT), "{name}");
+        }
+        b.receive(&a.announced());
+        let later = frame(40002, false);
+        let (va, to_a) = a.lab.run(0, CLIENT_PORT, &later);
+        let (vb, to_b) = b.lab.run(1, CLIENT_PORT, &later);
+        assert_eq!((vb, &to_b), (va, &to_a), "{name}: the client's packet");
+        // (B's own round robin would have chosen .11.)
+        assert_eq!(&to_b[..6], &be_mac("10.1.0.12").0, "{name}");
+        if !name.contains("DSR") {
+            let answer = answer_to(&to_a);
+            let (va, back_a) = a.lab.run(1, BACKEND_PORT, &answer);
+            let (vb, back_b) = b.lab.run(0, BACKEND_PORT, &answer);
+            assert_eq!(va, Verdict::Tx(CLIENT_PORT), "{name}");
+            assert_eq!((vb, back_b), (va, back_a), "{name}: the backend's answer");
+        }
+        assert_eq!(b.sum(|c| load(&c.flows_created)), 0, "{name}");
+    }
+}

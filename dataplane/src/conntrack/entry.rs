@@ -293,23 +293,36 @@ pub struct NewFlowV4 {
     pub to_client: NextHop,
 }
 
+impl NewFlowV4 {
+    /// The forward key, as a [`FlowRecord`] has it.
+    #[inline]
+    pub fn forward_key(&self) -> FlowKey {
+        FlowKey {
+            src: Ip16::v4(self.key.src),
+            dst: Ip16::v4(self.key.dst),
+            sport: self.key.sport,
+            dport: self.key.dport,
+            proto: self.proto,
+        }
+    }
+
+    /// The translation, as a [`FlowRecord`] has it.
+    #[inline]
+    pub fn translation(&self) -> Xlat {
+        Xlat {
+            src: Ip16::v4(self.xlat.src),
+            dst: Ip16::v4(self.xlat.dst),
+            sport: self.xlat.sport,
+            dport: self.xlat.dport,
+        }
+    }
+}
+
 impl From<&NewFlowV4> for FlowRecord {
     fn from(f: &NewFlowV4) -> FlowRecord {
-        let ip = |a: [u8; 4]| Ip16::v4(a);
         FlowRecord {
-            key: FlowKey {
-                src: ip(f.key.src),
-                dst: ip(f.key.dst),
-                sport: f.key.sport,
-                dport: f.key.dport,
-                proto: f.proto,
-            },
-            xlat: Xlat {
-                src: ip(f.xlat.src),
-                dst: ip(f.xlat.dst),
-                sport: f.xlat.sport,
-                dport: f.xlat.dport,
-            },
+            key: f.forward_key(),
+            xlat: f.translation(),
             mode: f.mode,
             timeout_s: f.timeout_s,
             fwd_flags: f.fwd_flags,

@@ -74,17 +74,23 @@ impl Pipeline {
     /// Announce the flow `rec` this worker just opened to endpoint `ep`.
     #[inline(never)]
     pub(super) fn announce_open(&mut self, rec: &FlowRecord, ep: &Endpoint, now: u64) {
-        if let Some(s) = &mut self.sync {
-            let opened = now.saturating_add_signed(s.unix_offset_ns);
-            s.ends
-                .emit(SyncEvent::Open(SyncedFlow::of(rec, ep, opened)));
-        }
+        self.announce(now, |opened| SyncedFlow::of(rec, ep, opened));
     }
 
     /// [`Pipeline::announce_open`] of a flow the new-flow path opened.
     #[inline(never)]
     pub(super) fn announce_open_v4(&mut self, flow: &NewFlowV4, ep: &Endpoint, now: u64) {
-        self.announce_open(&FlowRecord::from(flow), ep, now);
+        self.announce(now, |opened| SyncedFlow::of_v4(flow, ep, opened));
+    }
+
+    /// Announce the flow `flow(opened)` opened at `now` (`opened`: in Unix
+    /// time).
+    #[inline(always)]
+    fn announce(&mut self, now: u64, flow: impl FnOnce(u64) -> SyncedFlow) {
+        if let Some(s) = &mut self.sync {
+            let opened = now.saturating_add_signed(s.unix_offset_ns);
+            s.ends.emit(SyncEvent::Open(flow(opened)));
+        }
     }
 
     /// Install or remove up to `max` flows control delivered.
