@@ -29,12 +29,10 @@ usage: ha_bench.py [--quick] [--failovers N] [--contenders xlb,haproxy,nft]
                    [--out FILE] [--keep-logs]
        ha_bench.py --report FILE.json [--out FILE]   (the Markdown again)
        ha_bench.py --client VIP PORT   (the client, run inside its namespace)"""
-import datetime
 import http.client
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,8 +40,9 @@ import threading
 import time
 
 import halab
-from halab import (PORT, ROOT, VIP, BenchError, Client, HaproxyPair, Lab, NftPair, Xlb, failures,
-                   guard, holders, ms, outage, pct, power_on, run, versions, wait_stable)
+from halab import (PORT, ROOT, VIP, Client, HaproxyPair, Lab, NftPair, Xlb,
+                   bench_main, failures, guard, keep_logs, ms, outage, pct, power_on,
+                   run, save_report, wait_moved, wait_stable)
 
 EVERY = 0.02
 TIMEOUT = 0.2
@@ -116,18 +115,8 @@ if len(sys.argv) >= 4 and sys.argv[1] == "--client":
 # ------------------------------------------------------------------ options
 
 os.chdir(ROOT)
-ARGS = sys.argv[1:]
-
-
-def opt(name, default):
-    return ARGS[ARGS.index(name) + 1] if name in ARGS else default
-
-
-QUICK = "--quick" in ARGS
-FAILOVERS = int(opt("--failovers", 3 if QUICK else 20))
-CONTENDERS = opt("--contenders", "xlb,haproxy,nft").split(",")
-OUT = opt("--out", "perf/results/ha-failover.md")
-KEEP_LOGS = "--keep-logs" in ARGS
+OPTS = halab.Options("xlb,haproxy,nft", "perf/results/ha-failover.md")
+FAILOVERS, OUT = OPTS.failovers, OPTS.out
 halab.setup("xhb", "ha bench")
 CONTENDER_TYPES = {c.name: c for c in (Xlb, HaproxyPair, NftPair)}
 
@@ -155,15 +144,7 @@ def one_failover(lab, c, alive, holder, victim):
         survivors = [n for n in alive if n != victim]
         new, moved = holder, None
         if victim == holder:
-            deadline = killed + 15
-            while moved is None:
-                if time.time() > deadline:
-                    raise BenchError(f"{c.name}: nobody took the VIP over within 15 s")
-                h = holders(lab, survivors)
-                if h:
-                    new, moved = h[0], time.time() - killed
-                else:
-                    time.sleep(0.02)
+            new, moved = wait_moved(lab, c, survivors, killed)
             client.wait_clean(killed, 20, f"{c.name}: new connections kept failing")
         else:
             # Longer than keepalived's master-down interval and xlb's takeover.
@@ -290,10 +271,8 @@ def run_contender(name):
               f"{p['failed']} new connections failed", flush=True)
         return {"runs": runs, "bystander": b, "partition": p}
     finally:
-        if KEEP_LOGS:
-            keep = f"/tmp/{halab.PREFIX}-logs/{name}"
-            shutil.copytree(lab.dir, keep, dirs_exist_ok=True)
-            print(f"  logs kept in {keep}")
+        if OPTS.keep_logs:
+            keep_logs(lab, name)
         lab.close()
 
 
@@ -343,32 +322,8 @@ def phase_notes(name, res):
 
 
 def main():
-    if "--report" in ARGS:
-        with open(opt("--report", "")) as f:
-            saved = json.load(f)
-        write_report(saved["meta"], saved["results"], raw=None)
-        return
-    for name in CONTENDERS:
-        if name not in CONTENDER_TYPES:
-            raise SystemExit(f"unknown contender {name!r} (xlb, haproxy, nft)")
-    results = {}
-    for name in CONTENDERS:
-        print(f"{name}: {FAILOVERS} failovers", flush=True)
-        results[name] = run_contender(name)
-    shown = [a for i, a in enumerate(ARGS)
-             if a not in ("--out", "--keep-logs") and (i == 0 or ARGS[i - 1] != "--out")]
-    meta = {
-        "command": " ".join(["sudo scripts/bench-ha.sh", *shown]),
-        "date": datetime.date.today().isoformat(),
-        "cores": os.cpu_count(),
-        "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                     if line.startswith("model name")), "?"),
-        "kernel": os.uname().release,
-        "load": " ".join(open("/proc/loadavg").read().split()[:3]),
-        "versions": versions(),
-        "every_s": EVERY, "timeout_s": TIMEOUT, "settle_s": SETTLE,
-    }
-    write_report(meta, results, raw=os.path.splitext(OUT)[0] + ".json")
+    bench_main(OPTS, CONTENDER_TYPES, run_contender, write_report, "scripts/bench-ha.sh",
+               {"every_s": EVERY, "timeout_s": TIMEOUT, "settle_s": SETTLE})
 
 
 def turns(ts):
@@ -485,17 +440,9 @@ def write_report(meta, results, raw):
     errs = {n: sorted({e for r in results[n]["runs"] for e in r["errors"]}) for n in names}
     doc += ["", "Errors the client saw: " + "; ".join(
         f"{n}: {', '.join(e) or 'none'}" for n, e in errs.items()) + ".",
-        "", f"Every failover's numbers: `{os.path.basename(raw or opt('--report', ''))}`; "
+        "", f"Every failover's numbers: `{os.path.basename(raw or OPTS.opt('--report', ''))}`; "
         f"`scripts/lab/ha_bench.py --report` on it writes this file again."]
-    os.makedirs(os.path.dirname(OUT) or ".", exist_ok=True)
-    with open(OUT, "w") as f:
-        f.write("\n".join(doc) + "\n")
-    if raw:
-        with open(raw, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=1)
-        print(f"wrote {OUT} and {raw}")
-    else:
-        print(f"wrote {OUT}")
+    save_report(OUT, doc, meta, results, raw)
 
 
 guard(main)

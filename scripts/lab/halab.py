@@ -613,6 +613,17 @@ def holders(lab, alive):
     return [n for n in alive if lab.has_vip(n)]
 
 
+def wait_moved(lab, c, survivors, killed):
+    """Which survivor holds the VIP once one does, and how long after
+    `killed` it was seen there (polled every 20 ms, for 15 s at most)."""
+    while time.time() <= killed + 15:
+        h = holders(lab, survivors)
+        if h:
+            return h[0], time.time() - killed
+        time.sleep(0.02)
+    raise BenchError(f"{c.name}: nobody took the VIP over within 15 s")
+
+
 def wait_stable(lab, c, alive, holder=None, limit=30.0):
     """Exactly one live node holds the VIP (`holder` if given) and says
     MASTER; every other live node says BACKUP. Which node holds."""
@@ -656,3 +667,76 @@ def versions():
             f"{' '.join(hp[0].split()[:3]) if hp else 'HAProxy ?'}, {nft or 'nftables ?'}")
 
 
+# ------------------------------------------------------------ the runs
+
+class Options:
+    """The benchmarks' command line: [--quick] [--failovers N]
+    [--contenders A,B] [--out FILE] [--keep-logs], or --report FILE.json
+    [--out FILE]."""
+
+    def __init__(self, contenders, out):
+        self.args = sys.argv[1:]
+        self.quick = "--quick" in self.args
+        self.failovers = int(self.opt("--failovers", 3 if self.quick else 20))
+        self.contenders = self.opt("--contenders", contenders).split(",")
+        self.out = self.opt("--out", out)
+        self.keep_logs = "--keep-logs" in self.args
+
+    def opt(self, name, default):
+        return self.args[self.args.index(name) + 1] if name in self.args else default
+
+
+def keep_logs(lab, name):
+    """A copy of the lab's logs and configurations that outlives the run."""
+    keep = f"/tmp/{PREFIX}-logs/{name}"
+    # Not conntrackd's control sockets.
+    shutil.copytree(lab.dir, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ctl"))
+    print(f"  logs kept in {keep}")
+
+
+def bench_main(opts, types, run_contender, write_report, script, extra):
+    """Every contender of the command line through run_contender(name),
+    then write_report(meta, results, raw) with the run's circumstances
+    (`extra` added to them); or --report: the report again from its
+    .json."""
+    if "--report" in opts.args:
+        with open(opts.opt("--report", "")) as f:
+            saved = json.load(f)
+        write_report(saved["meta"], saved["results"], raw=None)
+        return
+    for name in opts.contenders:
+        if name not in types:
+            raise SystemExit(f"unknown contender {name!r} ({', '.join(types)})")
+    results = {}
+    for name in opts.contenders:
+        print(f"{name}: {opts.failovers} failovers", flush=True)
+        results[name] = run_contender(name)
+    args = opts.args
+    shown = [a for i, a in enumerate(args)
+             if a not in ("--out", "--keep-logs") and (i == 0 or args[i - 1] != "--out")]
+    meta = {
+        "command": " ".join([f"sudo {script}", *shown]),
+        "date": datetime.date.today().isoformat(),
+        "cores": os.cpu_count(),
+        "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                     if line.startswith("model name")), "?"),
+        "kernel": os.uname().release,
+        "load": " ".join(open("/proc/loadavg").read().split()[:3]),
+        "versions": versions(),
+        **extra,
+    }
+    write_report(meta, results, raw=os.path.splitext(opts.out)[0] + ".json")
+
+
+def save_report(out, doc, meta, results, raw):
+    """The Markdown `doc` (lines) in `out`; for a new run, its raw numbers
+    in `raw` (.json)."""
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        f.write("\n".join(doc) + "\n")
+    if raw:
+        with open(raw, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
+        print(f"wrote {out} and {raw}")
+    else:
+        print(f"wrote {out}")
