@@ -345,6 +345,22 @@ General {{
                                      check=False).returncode == 0,
                  10, f"conntrackd on lb{node + 1} did not answer")
 
+    def caches(self, alive):
+        """Per node: the entries of its internal cache (its own connections)
+        and of its external cache (the ones synced from the others), and
+        the sync messages it lost, from `conntrackd -s`."""
+        out = {}
+        for n in alive:
+            r = halab.in_ns(self.lab.lbs[n], "conntrackd", "-C",
+                            os.path.join(self.lab.dir, f"lb{n + 1}/conntrackd.conf"), "-s",
+                            check=False)
+            active = re.findall(r"current active connections:\s*(\d+)", r.stdout)
+            lost = re.search(r"(\d+) Lost msgs", r.stdout)
+            if len(active) >= 2:
+                out[f"lb{n + 1}"] = [int(active[0]), int(active[1]),
+                                     int(lost.group(1)) if lost else None]
+        return out
+
     def steps(self, node):
         """(time, state, step, exit status) of the notify actions."""
         try:
@@ -366,6 +382,8 @@ General {{
 
 
 class SyncXlb(Xlb):
+    """xlb as in ha_bench.py, with the UDP rule too."""
+
     def __init__(self, lab):
         super().__init__(lab, udp=True)
 
@@ -409,6 +427,7 @@ def one_failover(lab, c, alive, holder, client):
     """The holder loses power at a random point of a second; WINDOW s later
     it comes back. The times, and where the takeover's time went."""
     time.sleep(random.uniform(0.0, 1.0))
+    caches = c.caches(alive) if hasattr(c, "caches") else None
     killed = time.time()
     client.hold(killed + WINDOW)
     lab.power_loss(holder)
@@ -422,6 +441,7 @@ def one_failover(lab, c, alive, holder, client):
     wait_stable(lab, c, alive, holder=new)
     return {"killed_at": killed, "back_at": back, "recovered_at": recovered,
             "victim": holder + 1, "new_holder": new + 1, "vip_moved": moved,
+            "caches": caches,
             **c.phases(killed, new, survivors)}
 
 
@@ -580,6 +600,15 @@ def notes(names, results):
             xs = [k[key] for k in runs if k.get(key) is not None]
             if xs:
                 parts.append(f"{what} p50 {ms(pct(xs, 0.5))}, max {ms(max(xs))}")
+        sizes = [(k["caches"][f"lb{k['victim']}"][0], v[1]) for k in runs
+                 if k.get("caches") and f"lb{k['victim']}" in k["caches"]
+                 for node, v in k["caches"].items() if node != f"lb{k['victim']}"]
+        if sizes:
+            lost = sum(v[2] or 0 for k in runs for v in (k.get("caches") or {}).values())
+            parts.append("just before each kill the backups' external caches held "
+                         + ", ".join(f"{e}" for _, e in sizes) + " entries against the holder's "
+                         + ", ".join(sorted({f"{i}" for i, _ in sizes}, key=int))
+                         + f" own (sync messages lost, all nodes: {lost})")
         broke = [t for k in runs for t in k.get("broke_after", [])]
         if broke:
             parts.append(f"errors and answers from another backend {ms(min(broke))} to "
