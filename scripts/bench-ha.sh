@@ -13,4 +13,5 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 scripts/deps.sh
 cargo build -q --release --locked -p xlb-control
-exec python3 scripts/lab/ha_bench.py "$@"
+# scripts/bench-sync.sh runs its benchmark on the same preparation.
+exec python3 "scripts/lab/${XLB_HA_BENCH:-ha_bench.py}" "$@"

@@ -29,30 +29,21 @@ usage: ha_bench.py [--quick] [--failovers N] [--contenders xlb,haproxy,nft]
                    [--out FILE] [--keep-logs]
        ha_bench.py --report FILE.json [--out FILE]   (the Markdown again)
        ha_bench.py --client VIP PORT   (the client, run inside its namespace)"""
-import datetime
 import http.client
 import json
 import os
 import random
-import re
-import secrets
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VIP = "10.10.10.100"
-PORT = 6443
-FLOATING = "10.10.10.101"
-CLIENT = "10.10.10.2"
-LBS = ["10.10.10.98", "10.10.10.99", "10.10.10.97"]
-SERVERS = ["10.10.10.50", "10.10.10.51", "10.10.10.52"]
-PRIORITIES = [150, 100, 50]
+import halab
+from halab import (PORT, ROOT, VIP, Client, HaproxyPair, Lab, NftPair, Xlb,
+                   bench_main, failures, guard, keep_logs, ms, outage, pct, power_on,
+                   run, save_report, wait_moved, wait_stable)
+
 EVERY = 0.02
 TIMEOUT = 0.2
 # After a node's return is stable, how long its failures are still counted:
@@ -70,9 +61,6 @@ ARP_EVERY = 0.01
 # How long the client must see only successes before the outage counts as over.
 CLEAN = 1.0
 CLIENT_MAX_SECS = 120.0
-LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+Z)")
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-TERM = re.compile(r"\bterm=(\d+)")
 
 
 # ------------------------------------------------------------------ client
@@ -127,560 +115,24 @@ if len(sys.argv) >= 4 and sys.argv[1] == "--client":
 # ------------------------------------------------------------------ options
 
 os.chdir(ROOT)
-ARGS = sys.argv[1:]
-
-
-def opt(name, default):
-    return ARGS[ARGS.index(name) + 1] if name in ARGS else default
-
-
-QUICK = "--quick" in ARGS
-FAILOVERS = int(opt("--failovers", 3 if QUICK else 20))
-CONTENDERS = opt("--contenders", "xlb,haproxy,nft").split(",")
-OUT = opt("--out", "perf/results/ha-failover.md")
-KEEP_LOGS = "--keep-logs" in ARGS
-XLB = os.path.abspath(os.environ.get("XLB_BIN", "target/release/xlb"))
-PREFIX = f"xhb{os.getpid() % 10000}"
-WORK = tempfile.mkdtemp(prefix=f"{PREFIX}-")
-KEY = secrets.token_hex(16)
-# Every namespace this run made and has not removed yet: removed on any exit.
-LIVE_NS = []
-
-
-class BenchError(Exception):
-    pass
-
-
-def run(*args, check=True, timeout=20, env=None, input=None):
-    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
-                       input=input)
-    if check and r.returncode != 0:
-        raise BenchError(f"{' '.join(args)}: {r.stderr.strip() or r.stdout.strip()}")
-    return r
-
-
-def in_ns(ns, *args, **kw):
-    return run("ip", "netns", "exec", ns, *args, **kw)
-
-
-def signal_pid(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def netns_pids(ns):
-    r = run("ip", "netns", "pids", ns, check=False)
-    me = os.getpid()
-    return [int(p) for p in r.stdout.split() if p.isdigit() and int(p) != me]
-
-
-# ------------------------------------------------------------------ the lab
-
-class Lab:
-    """One copy of the K3s layout: namespaces named after this process,
-    every one of them removed by close(), whatever happened before."""
-
-    def __init__(self, name):
-        self.name = name
-        self.dir = os.path.join(WORK, name)
-        os.makedirs(self.dir)
-        self.procs = {}  # node -> [Popen]
-        self.servers = []
-
-    def build(self):
-        self.sw = self.add_ns("sw")
-        run("ip", "-n", self.sw, "link", "add", "br0", "type", "bridge")
-        for k in ("iptables", "ip6tables", "arptables"):
-            in_ns(self.sw, "sysctl", "-qw", f"net.bridge.bridge-nf-call-{k}=0", check=False)
-        run("ip", "-n", self.sw, "link", "set", "br0", "up")
-        self.client = self.attach("client", "pc", CLIENT)
-        self.lbs = [self.attach(f"lb{i + 1}", f"pl{i + 1}", a) for i, a in enumerate(LBS)]
-        srv = [self.attach(f"s{i + 1}", f"ps{i + 1}", a) for i, a in enumerate(SERVERS)]
-        for i, ns in enumerate(srv):
-            log = open(os.path.join(self.dir, f"s{i + 1}.log"), "w")
-            self.servers.append(subprocess.Popen(
-                ["ip", "netns", "exec", ns, "python3", "scripts/lab/backend.py",
-                 f"backend-{i + 1}", "--http-port", str(PORT), "--no-udp"],
-                stdout=log, stderr=log))
-            # Speak first, so the segment learns where each server is.
-            in_ns(ns, "ping", "-c", "1", "-W", "1", CLIENT, check=False)
-        for s in SERVERS:
-            self.wait(lambda s=s: in_ns(self.client, "curl", "-s", "-m", "1",
-                                        f"http://{s}:{PORT}/", check=False).returncode == 0,
-                      10, f"server {s} did not answer")
-
-    def add_ns(self, role):
-        name = f"{PREFIX}-{role}"
-        LIVE_NS.append(name)
-        run("ip", "netns", "add", name)
-        run("ip", "-n", name, "link", "set", "lo", "up")
-        return name
-
-    def attach(self, role, port, addr):
-        ns = self.add_ns(role)
-        run("ip", "-n", self.sw, "link", "add", port, "type", "veth",
-            "peer", "name", "eth0", "netns", ns)
-        run("ip", "-n", self.sw, "link", "set", port, "master", "br0")
-        # Test hosts on veth: no partial checksums (as the test kit does).
-        in_ns(self.sw, "ethtool", "-K", port, "tx", "off", check=False)
-        in_ns(ns, "ethtool", "-K", "eth0", "tx", "off", check=False)
-        run("ip", "-n", self.sw, "link", "set", port, "up")
-        run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-        run("ip", "-n", ns, "link", "set", "eth0", "up")
-        return ns
-
-    @staticmethod
-    def wait(cond, limit, what):
-        deadline = time.time() + limit
-        while time.time() < deadline:
-            if cond():
-                return
-            time.sleep(0.1)
-        raise BenchError(what)
-
-    def spawn(self, node, args, log, env=None):
-        f = open(os.path.join(self.dir, log), "a")
-        p = subprocess.Popen(["ip", "netns", "exec", self.lbs[node], *args],
-                             stdout=f, stderr=f, env=env)
-        self.procs.setdefault(node, []).append(p)
-        return p
-
-    def has_vip(self, node):
-        r = run("ip", "-n", self.lbs[node], "-4", "-o", "addr", "show", check=False)
-        return f" {VIP}/" in r.stdout
-
-    def power_loss(self, node):
-        """Processes frozen first, so none sees its links go down; then the
-        links; then the processes killed."""
-        ns = self.lbs[node]
-        pids = netns_pids(ns)
-        for p in pids:
-            signal_pid(p, signal.SIGSTOP)
-        links = json.loads(run("ip", "-n", ns, "-j", "link", "show").stdout)
-        for link in links:
-            if link["ifname"] != "lo":
-                run("ip", "-n", ns, "link", "set", link["ifname"], "down")
-        for p in pids:
-            signal_pid(p, signal.SIGKILL)
-        for p in self.procs.pop(node, []):
-            p.kill()
-            p.wait(10)
-
-    def cut(self, node, others, heal=False):
-        """Drop every frame between `node`'s port and the `others`' on the
-        bridge (both ways); the client still reaches everyone. `heal`
-        undoes it."""
-        if not heal and not getattr(self, "cut_table", False):
-            in_ns(self.sw, "nft", "-f", "-", input=(
-                "table bridge xhbcut {\n set cut { type ifname . ifname; }\n"
-                " chain forward {\n  type filter hook forward priority 0; policy accept;\n"
-                "  iifname . oifname @cut drop\n }\n}\n"))
-            self.cut_table = True
-        pairs = ", ".join(f"pl{a + 1} . pl{b + 1}" for o in others
-                          for a, b in ((node, o), (o, node)))
-        in_ns(self.sw, "nft", "delete" if heal else "add", "element", "bridge", "xhbcut",
-              "cut", f"{{ {pairs} }}")
-
-    def reboot_state(self, node):
-        """What a reboot leaves: only the configured address, no XDP program,
-        no nftables rules, an empty connection table; links up."""
-        ns = self.lbs[node]
-        run("ip", "-n", ns, "addr", "flush", "dev", "lo", "scope", "global")
-        run("ip", "-n", ns, "addr", "flush", "dev", "eth0")
-        run("ip", "-n", ns, "link", "set", "dev", "eth0", "xdp", "off", check=False)
-        in_ns(ns, "nft", "flush", "ruleset", check=False)
-        in_ns(ns, "conntrack", "-F", check=False)
-        run("ip", "-n", ns, "addr", "add", f"{LBS[node]}/24", "dev", "eth0")
-        run("ip", "-n", ns, "link", "set", "lo", "up")
-        run("ip", "-n", ns, "link", "set", "eth0", "up")
-
-    def close(self):
-        procs = [p for ps in self.procs.values() for p in ps] + self.servers
-        self.procs, self.servers = {}, []
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        remove_namespaces()
-
-
-def remove_namespaces():
-    """Kill what runs in this run's namespaces, then delete them."""
-    for ns in reversed(LIVE_NS):
-        for p in netns_pids(ns):
-            signal_pid(p, signal.SIGKILL)
-    for ns in reversed(LIVE_NS):
-        r = run("ip", "netns", "del", ns, check=False)
-        if r.returncode != 0:
-            print(f"ha bench: could not remove namespace {ns}: {r.stderr.strip()}",
-                  file=sys.stderr)
-    LIVE_NS.clear()
-
-
-# ------------------------------------------------------------ contenders
-
-class Xlb:
-    """Three xlb nodes electing the holder (docs/ha.md, the K3s example)."""
-    name = "xlb"
-    label = "xlb election (3 nodes, Raft with leases)"
-
-    def __init__(self, lab):
-        self.lab = lab
-        rule = {"serviceArguments": {"externalIP": VIP, "port": PORT, "protocol": "tcp",
-                                     "sel": 0, "mode": 2, "name": "k3s-api"},
-                "endpoints": [{"endpointIP": s, "targetPort": PORT, "weight": 1}
-                              for s in SERVERS]}
-        for i in range(3):
-            d = os.path.join(lab.dir, f"lb{i + 1}")
-            os.makedirs(d, exist_ok=True)
-            with open(os.path.join(d, "lbconfig.txt"), "w") as f:
-                json.dump({"lbAttr": [rule]}, f)
-
-    def start(self, node):
-        d = os.path.join(self.lab.dir, f"lb{node + 1}")
-        # openraft's own info lines (elections and votes only, quiet in
-        # between) say where a slow takeover's time went.
-        env = dict(os.environ, XLB_CLUSTER_KEY=KEY, NO_COLOR="1",
-                   RUST_LOG=os.environ.get("RUST_LOG", "info,openraft=info"))
-        p = self.lab.spawn(node, [XLB, "run", "--iface", "eth0", "--snat-addrs", FLOATING,
-                                  "--cluster", ",".join(LBS), "--self", str(node),
-                                  "--config-path", d, "--api", "127.0.0.1:11111"],
-                           f"lb{node + 1}/xlb.log", env=env)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.state(node) is not None:
-                return
-            if p.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise BenchError(f"xlb on lb{node + 1} did not answer:\n{self.log_tail(node)}")
-
-    def state(self, node):
-        r = in_ns(self.lab.lbs[node], "curl", "-s", "-m", "1",
-                  "http://127.0.0.1:11111/netlox/v1/config/cistate/all", check=False)
-        try:
-            for inst in json.loads(r.stdout)["Attr"]:
-                if inst["instance"] == "llb-inst0":
-                    return inst["state"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        return None
-
-    def holds_all(self, node):
-        r = run("ip", "-n", self.lab.lbs[node], "-4", "-o", "addr", "show", "dev", "lo",
-                check=False)
-        return f" {FLOATING}/" in r.stdout
-
-    def log_lines(self, node):
-        try:
-            with open(os.path.join(self.lab.dir, f"lb{node + 1}/xlb.log")) as f:
-                return [ANSI.sub("", line) for line in f]
-        except OSError:
-            return []
-
-    def log_tail(self, node):
-        return "".join(self.log_lines(node)[-20:])
-
-    def timed(self, node, marker):
-        """The times of the node's log lines containing `marker`."""
-        out = []
-        for line in self.log_lines(node):
-            m = LOG_TIME.match(line)
-            if m and marker in line:
-                out.append((datetime.datetime.fromisoformat(
-                    m.group(1).replace("Z", "+00:00")).timestamp(), line))
-        return out
-
-    def events(self, node):
-        """(time, reason, term) of the node's role changes."""
-        out = []
-        for t, line in self.timed(node, "cluster role: "):
-            term = TERM.search(line)
-            out.append((t, line.split("cluster role: ", 1)[1].strip(),
-                        int(term.group(1)) if term else None))
-        return out
-
-    def slowed(self, node, killed):
-        """Whether openraft would delay this node's next candidacy when the
-        holder died: it had seen a greater log than its own (a vote it asked
-        for was refused by log) since it last campaigned. openraft then adds
-        `smaller_log_timeout` (2 × the longest election timeout) to its
-        election timeout, until it campaigns again."""
-        # A restart clears it: only this process's lines count, from its
-        # Raft's initialisation (whose vote is answered before xlb logs
-        # "election started").
-        up = max((t for t, _ in self.timed(node, "received RaftMsg::Initialize")
-                  if t < killed), default=0)
-        seen = [t for t, _ in self.timed(node, "seen a greater log id") if up <= t < killed]
-        tried = [t for t, _ in self.timed(node, "do trigger election") if up <= t < killed]
-        return bool(seen) and (not tried or max(seen) > max(tried))
-
-    def phases(self, killed, new, survivors):
-        """Where the takeover's time went, from the survivors' logs: the
-        first survivor to give up on the dead holder, the new holder's
-        election, how many Raft terms it took (more than one: a split vote,
-        or a candidate refused within a leader lease), and how many
-        survivors openraft held back (see `slowed`)."""
-        ev = {n: self.events(n) for n in survivors}
-        after = [e for n in survivors for e in ev[n] if e[0] >= killed]
-        detected = min((t for t, r, _ in after if not r.startswith("another member holds")),
-                       default=None)
-        elected = min(((t, term) for t, r, term in ev[new]
-                       if t >= killed and r.startswith("elected")), default=None)
-        before = max((term for n in survivors for t, _, term in ev[n]
-                      if t < killed and term is not None), default=None)
-        return {"detected": None if detected is None else detected - killed,
-                "elected": None if elected is None else elected[0] - killed,
-                "terms": None if elected is None or before is None or elected[1] is None
-                else elected[1] - before,
-                "held_back": sum(self.slowed(n, killed) for n in survivors)}
-
-
-class Keepalived:
-    """keepalived (Debian's) on the three balancers moving the VIP on eth0;
-    what forwards on the holder is the subclass's."""
-
-    def __init__(self, lab):
-        self.lab = lab
-        for i in range(3):
-            d = os.path.join(lab.dir, f"lb{i + 1}")
-            os.makedirs(d, exist_ok=True)
-            notify = os.path.join(d, "notify.sh")
-            with open(notify, "w") as f:
-                # keepalived appends TYPE NAME STATE PRIORITY.
-                f.write(f'#!/bin/sh\necho "$(date +%s.%N) $3" >> {d}/state\n')
-            os.chmod(notify, 0o755)
-            with open(os.path.join(d, "keepalived.conf"), "w") as f:
-                f.write(f"""global_defs {{
-    script_user root
-}}
-vrrp_instance k3s_api {{
-    # Every node starts as BACKUP, without preemption: a node that comes
-    # back does not take the VIP back (xlb's election does not either).
-    state BACKUP
-    nopreempt
-    interface eth0
-    virtual_router_id 51
-    priority {PRIORITIES[i]}
-    advert_int 1
-    virtual_ipaddress {{
-        {VIP}/24
-    }}
-    notify "{notify}"
-}}
-""")
-
-    def start(self, node):
-        d = os.path.join(self.lab.dir, f"lb{node + 1}")
-        self.start_forwarder(node, d)
-        open(os.path.join(d, "state"), "w").close()
-        self.lab.spawn(node, ["keepalived", "--dont-fork", "--log-console", "--vrrp",
-                              "--use-file", f"{d}/keepalived.conf",
-                              "--pid", f"{d}/keepalived.pid", "--vrrp_pid", f"{d}/vrrp.pid"],
-                       f"lb{node + 1}/keepalived.log")
-        Lab.wait(lambda: self.state(node) is not None, 10,
-                 f"keepalived on lb{node + 1} reported no state")
-
-    def transitions(self, node):
-        try:
-            with open(os.path.join(self.lab.dir, f"lb{node + 1}/state")) as f:
-                return [(float(t), s) for t, s in (line.split() for line in f if line.strip())]
-        except (OSError, ValueError):
-            return []
-
-    def state(self, node):
-        t = self.transitions(node)
-        return t[-1][1] if t else None
-
-    def holds_all(self, node):
-        return True
-
-    def log_tail(self, node):
-        try:
-            with open(os.path.join(self.lab.dir, f"lb{node + 1}/keepalived.log")) as f:
-                return "".join(f.readlines()[-20:])
-        except OSError:
-            return ""
-
-    def phases(self, killed, new, survivors):
-        master = min((t for t, s in self.transitions(new) if s == "MASTER" and t >= killed),
-                     default=None)
-        return {"detected": None, "elected": None if master is None else master - killed}
-
-
-class HaproxyPair(Keepalived):
-    name = "haproxy"
-    label = "keepalived + HAProxy (TCP mode)"
-
-    def start_forwarder(self, node, d):
-        cfg = os.path.join(d, "haproxy.cfg")
-        servers = "\n".join(f"    server server-{i + 1} {s}:{PORT} check"
-                            for i, s in enumerate(SERVERS))
-        with open(cfg, "w") as f:
-            # The K3s docs' frontend and backend; one thread and a small
-            # maxconn for a 2-core machine shared by six balancer daemons.
-            f.write(f"""global
-    maxconn 4096
-    nbthread 1
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend k3s-frontend
-    bind *:{PORT}
-    mode tcp
-    default_backend k3s-backend
-backend k3s-backend
-    mode tcp
-    option tcp-check
-    balance roundrobin
-    default-server inter 10s downinter 5s
-{servers}
-""")
-        self.lab.spawn(node, ["haproxy", "-db", "-f", cfg], f"lb{node + 1}/haproxy.log")
-        Lab.wait(lambda: f":{PORT} " in in_ns(self.lab.lbs[node], "ss", "-Hltn",
-                                               check=False).stdout,
-                 10, f"haproxy on lb{node + 1} did not listen")
-
-
-class NftPair(Keepalived):
-    name = "nft"
-    label = "keepalived + nftables DNAT"
-
-    def start_forwarder(self, node, d):
-        ns = self.lab.lbs[node]
-        for k, v in (("net.ipv4.ip_forward", "1"),
-                     # Requests come in and go out eth0: no redirects to the client.
-                     ("net.ipv4.conf.all.send_redirects", "0"),
-                     ("net.ipv4.conf.eth0.send_redirects", "0")):
-            in_ns(ns, "sysctl", "-qw", f"{k}={v}")
-        ruleset = os.path.join(d, "nat.nft")
-        servers = ", ".join(f"{i} : {s}" for i, s in enumerate(SERVERS))
-        with open(ruleset, "w") as f:
-            f.write(f"""table ip k3s_nat {{
-    chain prerouting {{
-        type nat hook prerouting priority dstnat; policy accept;
-        ip daddr {VIP} tcp dport {PORT} dnat to numgen inc mod {len(SERVERS)} map {{ {servers} }}
-    }}
-    chain postrouting {{
-        type nat hook postrouting priority srcnat; policy accept;
-        ct status dnat ip daddr {{ {", ".join(SERVERS)} }} tcp dport {PORT} masquerade
-    }}
-}}
-""")
-        in_ns(ns, "nft", "-f", ruleset)
-
-
+OPTS = halab.Options("xlb,haproxy,nft", "perf/results/ha-failover.md")
+FAILOVERS, OUT = OPTS.failovers, OPTS.out
+halab.setup("xhb", "ha bench")
 CONTENDER_TYPES = {c.name: c for c in (Xlb, HaproxyPair, NftPair)}
 
 
 # ------------------------------------------------------------ measuring
 
-class Client:
-    """The client in its namespace; its attempts as they end."""
-
-    def __init__(self, lab):
-        self.p = subprocess.Popen(
-            ["ip", "netns", "exec", lab.client, "python3", os.path.abspath(__file__),
-             "--client", VIP, str(PORT)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.attempts = []
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self.read, daemon=True)
-        self.reader.start()
-
-    def read(self):
-        for line in self.p.stdout:
-            try:
-                start, who, err = json.loads(line)
-            except ValueError:
-                continue
-            with self.lock:
-                self.attempts.append((start, who is not None, err))
-
-    def snapshot(self):
-        with self.lock:
-            return sorted(self.attempts)
-
-    def clean_since(self, since, span):
-        """Whether every attempt started in the last `span` seconds (and
-        already ended) succeeded, with at least a few of them, and all after
-        `since`."""
-        now = time.time()
-        recent = [a for a in self.snapshot() if now - span - TIMEOUT <= a[0] < now - TIMEOUT]
-        return (len(recent) >= span / EVERY / 3 and all(a[1] for a in recent)
-                and recent[0][0] >= since)
-
-    def wait_clean(self, since, limit, what):
-        Lab.wait(lambda: self.clean_since(since, CLEAN), limit, what)
-
-    def finish(self):
-        try:
-            self.p.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self.reader.join(5)
-        return self.snapshot()
-
-
-def outage(attempts, at, until):
-    """control/tests/e2e/ha.rs's outage(): from `at` to the start of the
-    first answered connection after the last failed one (0 if none failed),
-    over the attempts started in [at, until)."""
-    after = [a for a in attempts if at <= a[0] < until]
-    fails = [i for i, a in enumerate(after) if not a[1]]
-    if not fails:
-        return 0.0
-    nxt = fails[-1] + 1
-    return after[nxt][0] - at if nxt < len(after) else float("inf")
-
-
-def failures(attempts, start, end):
-    return sum(1 for a in attempts if start <= a[0] < end and not a[1])
-
-
-def holders(lab, alive):
-    return [n for n in alive if lab.has_vip(n)]
-
-
-def wait_stable(lab, c, alive, holder=None, limit=30.0):
-    """Exactly one live node holds the VIP (`holder` if given) and says
-    MASTER; every other live node says BACKUP. Which node holds."""
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        h = holders(lab, alive)
-        if len(h) == 1 and (holder is None or h[0] == holder) and c.holds_all(h[0]):
-            states = {n: c.state(n) for n in alive}
-            if states[h[0]] == "MASTER" and all(states[n] == "BACKUP" for n in alive if n != h[0]):
-                return h[0]
-        time.sleep(0.1)
-    tails = "\n".join(f"--- lb{n + 1} ({c.state(n)}) ---\n{c.log_tail(n)}" for n in alive)
-    raise BenchError(f"{c.name}: no stable group within {limit:.0f} s (holders "
-                     f"{holders(lab, alive)})\n{tails}")
-
-
-def power_on(lab, c, node):
-    lab.reboot_state(node)
-    c.start(node)
+def new_client(lab):
+    """This file's client in the client's namespace."""
+    return Client(lab, ["python3", os.path.abspath(__file__), "--client", VIP, str(PORT)],
+                  EVERY, TIMEOUT, CLEAN)
 
 
 def one_failover(lab, c, alive, holder, victim):
     """Power loss of `victim` (the holder, or a node holding nothing) under
     the client, then its return. What the client saw."""
-    client = Client(lab)
+    client = new_client(lab)
     started = time.time()
     try:
         client.wait_clean(started, 10, f"{c.name}: the client did not get through")
@@ -692,15 +144,7 @@ def one_failover(lab, c, alive, holder, victim):
         survivors = [n for n in alive if n != victim]
         new, moved = holder, None
         if victim == holder:
-            deadline = killed + 15
-            while moved is None:
-                if time.time() > deadline:
-                    raise BenchError(f"{c.name}: nobody took the VIP over within 15 s")
-                h = holders(lab, survivors)
-                if h:
-                    new, moved = h[0], time.time() - killed
-                else:
-                    time.sleep(0.02)
+            new, moved = wait_moved(lab, c, survivors, killed)
             client.wait_clean(killed, 20, f"{c.name}: new connections kept failing")
         else:
             # Longer than keepalived's master-down interval and xlb's takeover.
@@ -764,7 +208,7 @@ def one_partition(lab, c, alive, holder):
          "eth0", VIP, str(secs), "--every", str(ARP_EVERY)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watch.stderr.readline()  # "ready"
-    client = Client(lab)
+    client = new_client(lab)
     try:
         client.wait_clean(time.time(), 10, f"{c.name}: the client did not get through")
         cut = time.time()
@@ -827,24 +271,9 @@ def run_contender(name):
               f"{p['failed']} new connections failed", flush=True)
         return {"runs": runs, "bystander": b, "partition": p}
     finally:
-        if KEEP_LOGS:
-            keep = f"/tmp/{PREFIX}-logs/{name}"
-            shutil.copytree(lab.dir, keep, dirs_exist_ok=True)
-            print(f"  logs kept in {keep}")
+        if OPTS.keep_logs:
+            keep_logs(lab, name)
         lab.close()
-
-
-def pct(xs, q):
-    """Linear interpolation between the closest ranks (numpy's default)."""
-    xs = sorted(xs)
-    k = (len(xs) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def ms(x):
-    return "–" if x is None else ("never" if x == float("inf") else f"{x * 1000:.0f} ms")
 
 
 def row(name, res):
@@ -892,42 +321,9 @@ def phase_notes(name, res):
     return "\n".join(notes)
 
 
-def versions():
-    ka = run("keepalived", "--version", check=False)
-    ka = (ka.stdout + ka.stderr).strip().splitlines()
-    hp = run("haproxy", "-v", check=False).stdout.strip().splitlines()
-    nft = run("nft", "--version", check=False).stdout.strip()
-    return (f"{ka[0] if ka else 'keepalived ?'}, "
-            f"{' '.join(hp[0].split()[:3]) if hp else 'HAProxy ?'}, {nft or 'nftables ?'}")
-
-
 def main():
-    if "--report" in ARGS:
-        with open(opt("--report", "")) as f:
-            saved = json.load(f)
-        write_report(saved["meta"], saved["results"], raw=None)
-        return
-    for name in CONTENDERS:
-        if name not in CONTENDER_TYPES:
-            raise SystemExit(f"unknown contender {name!r} (xlb, haproxy, nft)")
-    results = {}
-    for name in CONTENDERS:
-        print(f"{name}: {FAILOVERS} failovers", flush=True)
-        results[name] = run_contender(name)
-    shown = [a for i, a in enumerate(ARGS)
-             if a not in ("--out", "--keep-logs") and (i == 0 or ARGS[i - 1] != "--out")]
-    meta = {
-        "command": " ".join(["sudo scripts/bench-ha.sh", *shown]),
-        "date": datetime.date.today().isoformat(),
-        "cores": os.cpu_count(),
-        "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                     if line.startswith("model name")), "?"),
-        "kernel": os.uname().release,
-        "load": " ".join(open("/proc/loadavg").read().split()[:3]),
-        "versions": versions(),
-        "every_s": EVERY, "timeout_s": TIMEOUT, "settle_s": SETTLE,
-    }
-    write_report(meta, results, raw=os.path.splitext(OUT)[0] + ".json")
+    bench_main(OPTS, CONTENDER_TYPES, run_contender, write_report, "scripts/bench-ha.sh",
+               {"every_s": EVERY, "timeout_s": TIMEOUT, "settle_s": SETTLE})
 
 
 def turns(ts):
@@ -1044,34 +440,9 @@ def write_report(meta, results, raw):
     errs = {n: sorted({e for r in results[n]["runs"] for e in r["errors"]}) for n in names}
     doc += ["", "Errors the client saw: " + "; ".join(
         f"{n}: {', '.join(e) or 'none'}" for n, e in errs.items()) + ".",
-        "", f"Every failover's numbers: `{os.path.basename(raw or opt('--report', ''))}`; "
+        "", f"Every failover's numbers: `{os.path.basename(raw or OPTS.opt('--report', ''))}`; "
         f"`scripts/lab/ha_bench.py --report` on it writes this file again."]
-    os.makedirs(os.path.dirname(OUT) or ".", exist_ok=True)
-    with open(OUT, "w") as f:
-        f.write("\n".join(doc) + "\n")
-    if raw:
-        with open(raw, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=1)
-        print(f"wrote {OUT} and {raw}")
-    else:
-        print(f"wrote {OUT}")
+    save_report(OUT, doc, meta, results, raw)
 
 
-def on_signal(signum, _frame):
-    raise SystemExit(f"stopped by signal {signum}")
-
-
-# Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited ignored
-# (a background job).
-signal.signal(signal.SIGINT, signal.default_int_handler)
-signal.signal(signal.SIGTERM, on_signal)
-signal.signal(signal.SIGHUP, on_signal)
-try:
-    main()
-except BenchError as e:
-    raise SystemExit(f"ha bench: {e}")
-except KeyboardInterrupt:
-    raise SystemExit("ha bench: interrupted")
-finally:
-    remove_namespaces()
-    shutil.rmtree(WORK, ignore_errors=True)
+guard(main)
