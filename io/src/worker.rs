@@ -478,9 +478,12 @@ impl<I: PacketIo> Worker<I> {
                 self.publish_device_stats(&stats);
                 last_device_stats = Instant::now();
             }
-            if let Err(e) = self.io.wait(IDLE_POLL_MS) {
+            let wait = processor
+                .idle_wait_ms()
+                .map_or(IDLE_POLL_MS, |w| w.clamp(1, IDLE_POLL_MS));
+            if let Err(e) = self.io.wait(wait) {
                 tracing::warn!(error = %e, "waiting for packets failed");
-                std::thread::sleep(Duration::from_millis(IDLE_POLL_MS as u64));
+                std::thread::sleep(Duration::from_millis(wait as u64));
             }
         }
         self.publish_drops(&stats);
@@ -515,6 +518,8 @@ mod tests {
     struct Steer {
         batches: Arc<Mutex<Vec<usize>>>,
         idles: Arc<AtomicU64>,
+        /// What `idle_wait_ms` says (a pipeline with sync on says 2).
+        idle_wait: Option<i32>,
     }
 
     impl Processor for Steer {
@@ -542,6 +547,10 @@ mod tests {
 
         fn idle(&mut self, _tables: &Tables, _now_ns: u64) {
             self.idles.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn idle_wait_ms(&self) -> Option<i32> {
+            self.idle_wait
         }
     }
 
@@ -950,6 +959,33 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         h.join().expect("worker thread");
         assert_eq!(stats.rx.load(Ordering::Relaxed), 1);
+    }
+
+    /// A processor that wants to be called often while idle (connection
+    /// sync's flows from other members wait in its ring) gets short waits.
+    #[test]
+    fn an_idle_worker_waits_no_longer_than_its_processor_asks() {
+        let io = MemIo::new(1, 256, 2048, 64);
+        let w = Worker::new(io, 16);
+        let p = Steer {
+            idle_wait: Some(2),
+            ..Steer::default()
+        };
+        let idles = p.idles.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(WorkerStats::default());
+        let h = {
+            let (stop, stats) = (stop.clone(), stats.clone());
+            std::thread::spawn(move || w.run(Box::new(p), TablesHandle::new(), false, stop, stats))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let before = idles.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(300));
+        let called = idles.load(Ordering::Relaxed) - before;
+        stop.store(true, Ordering::Relaxed);
+        h.join().expect("worker thread");
+        // 2 ms waits: ~150 in 300 ms; 50 ms ones would give 6.
+        assert!(called >= 30, "idle called {called} times in 300 ms");
     }
 
     #[test]

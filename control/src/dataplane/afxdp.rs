@@ -289,8 +289,10 @@ impl DataplaneView for Running {
             .filter(|f| f.data.kind == Kind::Reply)
             .map(|f| (f.key, f))
             .collect();
+        // A member keeps a copy of each synced flow per worker: show it once.
+        let mut seen = std::collections::HashSet::new();
         all.iter()
-            .filter(|f| f.data.kind == Kind::Forward)
+            .filter(|f| f.data.kind == Kind::Forward && seen.insert(f.key))
             .take(100_000)
             .map(|f| {
                 let reply = replies.get(&f.data.partner_key(f.key.proto));
