@@ -466,7 +466,8 @@ def run_contender(name):
             holder = k["new_holder"] - 1
             kills.append(k)
             print(f"  {name} {i + 1}/{FAILOVERS}: lb{k['victim']} -> lb{k['new_holder']}, "
-                  f"new connections back after {k['recovered_at'] - k['killed_at']:.2f} s",
+                  f"new connections clean again after {k['recovered_at'] - k['killed_at']:.2f} s "
+                  "(1 s of successes, then the 200 ms timeout: the outage is in the report)",
                   flush=True)
             ready = max(k["recovered_at"] + LIFE, time.time() + SETTLE)
         attempts, long = client.finish()
