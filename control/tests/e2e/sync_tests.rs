@@ -59,8 +59,19 @@ fn youngest_at(report: &Value, at: f64) -> f64 {
 
 #[test]
 fn established_connections_survive_the_holders_power_loss_and_its_return() {
-    let mut lab = HaLab::up(&[Member::Candidate; 3]);
-    for n in 0..3 {
+    survive(&[Member::Candidate; 3]);
+}
+
+/// The same with two balancers and a `--no-dataplane` witness (which votes
+/// and has no flows): the two balancers sync with each other.
+#[test]
+fn two_balancers_and_a_witness_keep_established_connections_too() {
+    survive(&[Member::Candidate, Member::Candidate, Member::Witness]);
+}
+
+fn survive(members: &[Member]) {
+    let mut lab = HaLab::up(members);
+    for n in 0..members.len() {
         lab.start(n);
     }
     let first = lab.wait_holder(Duration::from_secs(15));
