@@ -6,10 +6,6 @@
 # Usage: sudo scripts/bench-failover.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ $(id -u) -ne 0 ]]; then
-  echo "xlb: the benchmark creates network namespaces and attaches XDP: run as root" >&2
-  exit 1
-fi
-scripts/deps.sh
-cargo build -q --release --locked -p xlb-control
+source scripts/lab/bench-prep.sh
+bench_prepare xlb-control
 exec python3 scripts/lab/failover_bench.py "$@"

@@ -7,11 +7,6 @@
 # Usage: sudo scripts/bench-ha.sh [--quick] [--failovers N] [--contenders xlb,haproxy,nft] [--keep-logs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ $(id -u) -ne 0 ]]; then
-  echo "xlb: the benchmark creates network namespaces and attaches XDP: run as root" >&2
-  exit 1
-fi
-scripts/deps.sh
-cargo build -q --release --locked -p xlb-control
-# scripts/bench-sync.sh runs its benchmark on the same preparation.
-exec python3 "scripts/lab/${XLB_HA_BENCH:-ha_bench.py}" "$@"
+source scripts/lab/bench-prep.sh
+bench_prepare xlb-control
+exec python3 scripts/lab/ha_bench.py "$@"

@@ -6,5 +6,8 @@
 # (and .json). Namespaces are pid-tagged and removed at the end (also on
 # failure or Ctrl-C).
 # Usage: sudo scripts/bench-sync.sh [--quick] [--failovers N] [--contenders xlb,conntrackd,haproxy] [--keep-logs]
-# The HA benchmark's preparation (root, packages, the xlb build), then this one.
-XLB_HA_BENCH=sync_bench.py exec "$(dirname "$0")/bench-ha.sh" "$@"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lab/bench-prep.sh
+bench_prepare xlb-control
+exec python3 scripts/lab/sync_bench.py "$@"

@@ -11,11 +11,7 @@
 # Usage: sudo scripts/bench.sh [--quick] [--suites udp,tcp,flows] [xlb-perf bench options...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh
-if [[ $(id -u) -ne 0 ]]; then
-  echo "xlb: the benchmark creates network namespaces and attaches XDP: run as root" >&2
-  exit 1
-fi
-cargo build -q --release --locked -p xlb-perf -p xlb-control
+source scripts/lab/bench-prep.sh
+bench_prepare xlb-perf xlb-control
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 exec target/release/xlb-perf bench --xlb-bin target/release/xlb "$@"
