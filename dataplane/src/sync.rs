@@ -319,25 +319,6 @@ impl SyncHub {
     }
 }
 
-/// A worker of `workers` for the flow keyed `key`: a fixed function of
-/// the key, for spreading work by flow. ([`SyncHub::deliver`] gives every
-/// event to every worker.)
-pub fn worker_of(key: &FlowKey, workers: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key
-        .src
-        .0
-        .iter()
-        .chain(key.dst.0.iter())
-        .chain(key.sport.to_be_bytes().iter())
-        .chain(key.dport.to_be_bytes().iter())
-        .chain(std::iter::once(&key.proto))
-    {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % workers.max(1) as u64) as usize
-}
-
 /// The rings of `workers` workers, each `capacity` events each way: control's
 /// ends and each worker's.
 pub fn sync_queues(workers: usize, capacity: usize) -> (SyncHub, Vec<WorkerSync>) {
