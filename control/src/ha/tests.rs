@@ -50,6 +50,39 @@ async fn start_ready(
     .expect("started")
 }
 
+/// Three candidates, started, and the member they elected.
+async fn three_elected(m: &[SocketAddr], log: &Timeline) -> (Vec<Option<Election>>, usize) {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(Some(start(m, i, true, log).await));
+    }
+    let (holder, _) = wait_for_holder(log, None, Duration::from_secs(5)).await;
+    (nodes, holder)
+}
+
+/// Member `i` stopped (if running), down a moment as a restart is (its
+/// socket closed), and started again, saying `ready` of its state.
+async fn restart(
+    nodes: &mut [Option<Election>],
+    m: &[SocketAddr],
+    i: usize,
+    ready: bool,
+    log: &Timeline,
+) {
+    if let Some(n) = nodes[i].take() {
+        n.stop().await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nodes[i] = Some(start_ready(m, i, true, ready, log).await);
+}
+
+/// Every running member stopped.
+async fn stop_all(nodes: Vec<Option<Election>>) {
+    for n in nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
+
 /// The holders after every event of the timeline: never more than one.
 fn assert_one_holder_at_a_time(log: &Timeline) {
     let log = lock(log).clone();
@@ -98,11 +131,7 @@ async fn wait_for_holder(log: &Timeline, not: Option<usize>, within: Duration) -
 async fn three_members_elect_one_holder_and_replace_a_dead_one_within_a_second() {
     let m = members(3);
     let log: Timeline = Arc::default();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(Some(start(&m, i, true, &log).await));
-    }
-    let (first, _) = wait_for_holder(&log, None, Duration::from_secs(5)).await;
+    let (mut nodes, first) = three_elected(&m, &log).await;
     // Everyone agrees who holds.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for n in nodes.iter().flatten() {
@@ -137,9 +166,7 @@ async fn three_members_elect_one_holder_and_replace_a_dead_one_within_a_second()
         "the holder changed standing: {interrupted:?}"
     );
     assert_one_holder_at_a_time(&log);
-    for n in nodes.into_iter().flatten() {
-        n.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 /// The case behind the benchmark's slow takeovers: both survivors of the
@@ -151,19 +178,10 @@ async fn three_members_elect_one_holder_and_replace_a_dead_one_within_a_second()
 async fn members_that_returned_while_another_held_take_over_within_a_second() {
     let m = members(3);
     let log: Timeline = Arc::default();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(Some(start(&m, i, true, &log).await));
-    }
-    let (mut holder, _) = wait_for_holder(&log, None, Duration::from_secs(5)).await;
+    let (mut nodes, mut holder) = three_elected(&m, &log).await;
     for round in 0..3 {
         for other in (0..3).filter(|&i| i != holder) {
-            if let Some(n) = nodes[other].take() {
-                n.stop().await;
-                // Down a moment, as a restart is (and its socket closed).
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            nodes[other] = Some(start(&m, other, true, &log).await);
+            restart(&mut nodes, &m, other, true, &log).await;
         }
         // Both have joined: they know the holder.
         tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -182,9 +200,7 @@ async fn members_that_returned_while_another_held_take_over_within_a_second() {
         holder = next;
     }
     assert_one_holder_at_a_time(&log);
-    for n in nodes.into_iter().flatten() {
-        n.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 /// A member that returned while another held, and lacks the holder's
@@ -195,17 +211,11 @@ async fn members_that_returned_while_another_held_take_over_within_a_second() {
 async fn a_returned_member_without_the_holders_state_is_not_elected() {
     let m = members(3);
     let log: Timeline = Arc::default();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(Some(start(&m, i, true, &log).await));
-    }
-    let (mut holder, _) = wait_for_holder(&log, None, Duration::from_secs(5)).await;
+    let (mut nodes, mut holder) = three_elected(&m, &log).await;
     for round in 0..3 {
         let others: Vec<usize> = (0..3).filter(|&i| i != holder).collect();
         let (late, ready) = (others[round % 2], others[1 - round % 2]);
-        nodes[late].take().expect("running").stop().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        nodes[late] = Some(start_ready(&m, late, true, false, &log).await);
+        restart(&mut nodes, &m, late, false, &log).await;
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let s = nodes[late].as_ref().expect("running").status().await;
         assert_eq!(s.holder, Some(holder), "round {round}: {s:?}");
@@ -215,15 +225,12 @@ async fn a_returned_member_without_the_holders_state_is_not_elected() {
             next, ready,
             "round {round}: the member without the state won"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        nodes[holder] = Some(start(&m, holder, true, &log).await);
+        restart(&mut nodes, &m, holder, true, &log).await;
         tokio::time::sleep(Duration::from_millis(1200)).await;
         holder = next;
     }
     assert_one_holder_at_a_time(&log);
-    for n in nodes.into_iter().flatten() {
-        n.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,9 +255,7 @@ async fn a_witness_votes_but_never_holds() {
         .iter()
         .all(|(_, who, s)| *who != 2 || *s != Standing::Holder));
     assert_one_holder_at_a_time(&log);
-    for n in nodes.into_iter().flatten() {
-        n.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
