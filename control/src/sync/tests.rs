@@ -15,14 +15,15 @@ use super::*;
 
 const KEY: &[u8] = b"a test key of 32 bytes, no more.";
 
-/// Free loopback ports (bound and released; the members bind them next).
+/// Loopback addresses on ports the test kit hands out: free now, outside
+/// the ephemeral range (which the members' own dials draw from) and never
+/// the same twice in this process.
 fn addrs(n: usize) -> Vec<SocketAddr> {
-    let socks: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    socks
-        .iter()
-        .map(|s| s.local_addr().expect("addr"))
+    (0..n)
+        .map(|_| {
+            let port = xlb_testkit::unused_port().expect("a free port");
+            SocketAddr::from(([127, 0, 0, 1], port))
+        })
         .collect()
 }
 
