@@ -565,6 +565,38 @@ mod tests {
         Worker::new(MemIo::new(ports, frames, 2048, ring), batch)
     }
 
+    /// A worker loop on its own thread, as the runtime starts one.
+    struct Looping {
+        stop: Arc<AtomicBool>,
+        stats: Arc<WorkerStats>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl Looping {
+        fn start(w: Worker<MemIo>, p: Steer, busy_poll: bool) -> Looping {
+            let stop = Arc::new(AtomicBool::new(false));
+            let stats = Arc::new(WorkerStats::default());
+            let thread = {
+                let (stop, stats) = (stop.clone(), stats.clone());
+                std::thread::spawn(move || {
+                    w.run(Box::new(p), TablesHandle::new(), busy_poll, stop, stats)
+                })
+            };
+            Looping {
+                stop,
+                stats,
+                thread,
+            }
+        }
+
+        /// Stop the loop and wait for its thread; its statistics.
+        fn finish(self) -> Arc<WorkerStats> {
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread.join().expect("worker thread");
+            self.stats
+        }
+    }
+
     /// No frame is lost or duplicated: every frame is in the worker's hands
     /// (free or backlog) or on the ring the worker's books say.
     fn assert_accounted(w: &Worker<MemIo>, frames: usize) {
@@ -929,12 +961,8 @@ mod tests {
         let w = Worker::new(io, 16);
         let p = Steer::default();
         let idles = p.idles.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(WorkerStats::default());
-        let h = {
-            let (stop, stats) = (stop.clone(), stats.clone());
-            std::thread::spawn(move || w.run(Box::new(p), TablesHandle::new(), false, stop, stats))
-        };
+        let running = Looping::start(w, p, false);
+        let stats = running.stats.clone();
         let deadline = Instant::now() + Duration::from_secs(5);
         while idles.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -956,8 +984,7 @@ mod tests {
             .expect("the frame was forwarded");
         assert_eq!((port, f[1]), (0, 1));
         assert_eq!(waits.woken.load(Ordering::Relaxed), 1, "woken by the frame");
-        stop.store(true, Ordering::Relaxed);
-        h.join().expect("worker thread");
+        let stats = running.finish();
         assert_eq!(stats.rx.load(Ordering::Relaxed), 1);
     }
 
@@ -972,18 +999,12 @@ mod tests {
             ..Steer::default()
         };
         let idles = p.idles.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(WorkerStats::default());
-        let h = {
-            let (stop, stats) = (stop.clone(), stats.clone());
-            std::thread::spawn(move || w.run(Box::new(p), TablesHandle::new(), false, stop, stats))
-        };
+        let running = Looping::start(w, p, false);
         std::thread::sleep(Duration::from_millis(100));
         let before = idles.load(Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(300));
         let called = idles.load(Ordering::Relaxed) - before;
-        stop.store(true, Ordering::Relaxed);
-        h.join().expect("worker thread");
+        running.finish();
         // 2 ms waits: ~150 in 300 ms; 50 ms ones would give 6.
         assert!(called >= 30, "idle called {called} times in 300 ms");
     }
@@ -993,23 +1014,9 @@ mod tests {
         let io = MemIo::new(1, 256, 2048, 64);
         let waits = io.wait_stats();
         let w = Worker::new(io, 16);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(WorkerStats::default());
-        let h = {
-            let (stop, stats) = (stop.clone(), stats.clone());
-            std::thread::spawn(move || {
-                w.run(
-                    Box::new(Steer::default()),
-                    TablesHandle::new(),
-                    true,
-                    stop,
-                    stats,
-                )
-            })
-        };
+        let running = Looping::start(w, Steer::default(), true);
         std::thread::sleep(Duration::from_millis(100));
-        stop.store(true, Ordering::Relaxed);
-        h.join().expect("worker thread");
+        let stats = running.finish();
         assert_eq!(waits.waits.load(Ordering::Relaxed), 0);
         assert_eq!(stats.sleeps.load(Ordering::Relaxed), 0);
     }
