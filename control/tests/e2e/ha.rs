@@ -323,23 +323,7 @@ impl HaLab {
     /// The failover client against the VIP for `secs` seconds, once its
     /// long connections are open.
     pub fn failover_client(&self, secs: u32) -> Watch {
-        let secs = secs.to_string();
-        let f = script("failover_client.py");
-        // 300 ms per attempt: a new connection is one SYN, not a retransmission.
-        let args = [
-            "python3",
-            &f,
-            VIP,
-            "6443",
-            &secs,
-            "--long",
-            "6",
-            "--every",
-            "0.05",
-            "--timeout",
-            "0.3",
-        ];
-        Watch::start(&self.client, &args)
+        self.client_with(secs, &["--long", "6"])
     }
 
     /// The connection-sync client: `long` long-lived TCP connections and
@@ -347,34 +331,32 @@ impl HaLab {
     /// seconds, each request allowed 3 s (longer than a takeover, so TCP
     /// retransmits across it), and a new connection every 50 ms.
     pub fn sync_client(&self, secs: u32, long: u32, udp: u32, stagger: f64) -> Watch {
-        let (secs, long, udp, stagger) = (
-            secs.to_string(),
-            long.to_string(),
-            udp.to_string(),
-            stagger.to_string(),
-        );
-        let f = script("failover_client.py");
-        let args = [
-            "python3",
-            &f,
-            VIP,
-            "6443",
-            &secs,
-            "--long",
-            &long,
-            "--udp",
-            &udp,
-            "--udp-port",
-            "9000",
-            "--stagger",
-            &stagger,
-            "--every",
-            "0.05",
-            "--timeout",
-            "0.3",
-            "--long-timeout",
-            "3",
-        ];
+        let (long, udp, stagger) = (long.to_string(), udp.to_string(), stagger.to_string());
+        self.client_with(
+            secs,
+            &[
+                "--long",
+                &long,
+                "--udp",
+                &udp,
+                "--udp-port",
+                "9000",
+                "--stagger",
+                &stagger,
+                "--long-timeout",
+                "3",
+            ],
+        )
+    }
+
+    /// `failover_client.py` against the VIP for `secs` seconds with `opts`,
+    /// and a new connection every 50 ms, 300 ms each (one SYN, not a
+    /// retransmission).
+    fn client_with(&self, secs: u32, opts: &[&str]) -> Watch {
+        let (secs, f) = (secs.to_string(), script("failover_client.py"));
+        let mut args = vec!["python3", f.as_str(), VIP, "6443", secs.as_str()];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&["--every", "0.05", "--timeout", "0.3"]);
         Watch::start(&self.client, &args)
     }
 
