@@ -120,6 +120,7 @@ class Lab:
         os.makedirs(self.dir)
         self.procs = {}  # node -> [Popen]
         self.servers = []
+        self.cut_table = False  # the bridge's partition table exists
 
     def build(self, udp=False):
         """The bridge, the client, the balancers and the servers (with
@@ -206,7 +207,7 @@ class Lab:
         """Drop every frame between `node`'s port and the `others`' on the
         bridge (both ways); the client still reaches everyone. `heal`
         undoes it."""
-        if not heal and not getattr(self, "cut_table", False):
+        if not heal and not self.cut_table:
             in_ns(self.sw, "nft", "-f", "-", input=(
                 "table bridge xhbcut {\n set cut { type ifname . ifname; }\n"
                 " chain forward {\n  type filter hook forward priority 0; policy accept;\n"
