@@ -177,13 +177,17 @@ pub fn start(opts: &DataplaneOptions) -> Result<(Dataplane, Arc<Running>), Start
     Ok((dataplane, running))
 }
 
+/// Unix time now, ns.
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Unix time minus the workers' clock (CLOCK_MONOTONIC), ns: what a worker
 /// adds to its `now` to stamp a flow's opening for other members.
 fn unix_offset_ns() -> i64 {
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    unix - xlb_io::monotonic_ns() as i64
+    unix_now_ns() as i64 - xlb_io::monotonic_ns() as i64
 }
 
 /// The flow table as connection sync reads it: whole for a member that
@@ -196,15 +200,12 @@ pub struct TableSource {
 
 impl crate::sync::FlowSource for TableSource {
     fn dump(&self) -> Vec<SyncedFlow> {
-        let stamp = (xlb_io::monotonic_ns() as i64 + unix_offset_ns()) as u64;
-        sync::dump(&self.ct, &self.handle.current(), None, stamp)
+        sync::dump(&self.ct, &self.handle.current(), None, unix_now_ns())
     }
 
     fn active_since(&self, unix_ns: u64) -> Vec<SyncedFlow> {
-        let offset = unix_offset_ns();
-        let since = (unix_ns as i64 - offset).max(0) as u64;
-        let stamp = (xlb_io::monotonic_ns() as i64 + offset) as u64;
-        sync::dump(&self.ct, &self.handle.current(), Some(since), stamp)
+        let since = (unix_ns as i64 - unix_offset_ns()).max(0) as u64;
+        sync::dump(&self.ct, &self.handle.current(), Some(since), unix_now_ns())
     }
 }
 
