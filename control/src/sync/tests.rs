@@ -145,6 +145,7 @@ async fn a_holders_events_reach_every_peer_within_milliseconds() {
         a.workers[i % 2].emit(SyncEvent::Open(*f));
     }
     a.workers[0].emit(SyncEvent::Close(flow(1000).key));
+    a.workers.iter_mut().for_each(WorkerSync::flush);
     for n in [&mut b, &mut c] {
         let got = received(n, 101, Duration::from_secs(2)).await;
         let took = sent_at.elapsed();
@@ -184,6 +185,7 @@ async fn a_backup_sends_nothing() {
     for i in 0..10 {
         a.workers[0].emit(SyncEvent::Close(flow(i).key));
     }
+    a.workers[0].flush();
     wait_until("drained", Duration::from_secs(1), || {
         a.svc.status().discarded_inactive == 10
     })
@@ -195,6 +197,7 @@ async fn a_backup_sends_nothing() {
     // Holding from now on: the next events go out.
     a.holding.store(true, Ordering::Release);
     a.workers[0].emit(SyncEvent::Close(flow(99).key));
+    a.workers[0].flush();
     assert_eq!(
         received(&mut b, 1, Duration::from_secs(2)).await,
         vec![SyncEvent::Close(flow(99).key)]
@@ -256,6 +259,7 @@ async fn a_member_with_another_key_is_refused_and_counted() {
     })
     .await;
     a.workers[0].emit(SyncEvent::Close(flow(1).key));
+    a.workers[0].flush();
     assert!(received(&mut b, 1, Duration::from_millis(200))
         .await
         .is_empty());
@@ -403,6 +407,7 @@ async fn bursts_of_new_flows_arrive_whole() {
             a.workers[(i % 2) as usize].emit(SyncEvent::Open(flow(s)));
             n += 1;
         }
+        a.workers.iter_mut().for_each(WorkerSync::flush);
         tokio::time::sleep(Duration::from_millis(10)).await;
         got += received(&mut b, 0, Duration::ZERO).await.len();
     }

@@ -520,6 +520,7 @@ impl Processor for Pipeline {
         self.scratch = Some(sc);
         self.table = Some(table);
         self.expire_due(now_ns);
+        self.flush_sync();
     }
 
     fn idle(&mut self, tables: &Tables, now_ns: u64) {
@@ -527,6 +528,7 @@ impl Processor for Pipeline {
             self.drain_sync(tables, now_ns, sync::PER_IDLE);
         }
         self.expire_due(now_ns);
+        self.flush_sync();
     }
 
     fn idle_wait_ms(&self) -> Option<i32> {

@@ -17,7 +17,7 @@
 use crate::conntrack::{flags, FlowKey, FlowRecord, Kind, NewFlowV4, Removed};
 use crate::counters::bump;
 use crate::frame::PortId;
-use crate::sync::{AdoptFailure, SyncEvent, SyncedFlow, WorkerSync};
+use crate::sync::{AdoptFailure, EventV4, SyncEvent, SyncedFlow, WorkerSync};
 use crate::tables::{Endpoint, EndpointState, NextHop, Selection, Tables};
 
 use super::gc::{on_removed, release};
@@ -71,6 +71,15 @@ impl Pipeline {
         self.sync.as_ref().is_some_and(|s| s.ends.has_inbound())
     }
 
+    /// Hand what this batch announced to control
+    /// ([`WorkerSync::flush`]).
+    #[inline]
+    pub(super) fn flush_sync(&mut self) {
+        if let Some(s) = &mut self.sync {
+            s.ends.flush();
+        }
+    }
+
     /// Announce the flow `rec` this worker just opened to endpoint `ep`.
     #[inline(never)]
     pub(super) fn announce_open(&mut self, rec: &FlowRecord, ep: &Endpoint, now: u64) {
@@ -80,7 +89,10 @@ impl Pipeline {
     /// [`Pipeline::announce_open`] of a flow the new-flow path opened.
     #[inline(never)]
     pub(super) fn announce_open_v4(&mut self, flow: &NewFlowV4, ep: &Endpoint, now: u64) {
-        self.announce(now, |opened| SyncedFlow::of_v4(flow, ep, opened));
+        if let Some(s) = &mut self.sync {
+            let opened = now.saturating_add_signed(s.unix_offset_ns);
+            s.ends.emit_v4(EventV4::open(flow, ep, opened));
+        }
     }
 
     /// Announce the flow `flow(opened)` opened at `now` (`opened`: in Unix
