@@ -42,6 +42,11 @@ pub struct ServeOptions {
     /// node holds nothing until it is elected, from its first snapshot on
     /// (a node that comes back never claims a VIP another holds).
     pub elected: bool,
+    /// A member of a sync group whose roles a controller sets
+    /// (`--cluster --no-election`): the instances no controller set yet
+    /// are BACKUP, not NOT_DEFINED, so that a node that starts (or comes
+    /// back) claims no VIP before kube-loxilb or keepalived gives it one.
+    pub controlled: bool,
 }
 
 /// Why the daemon could not run.
@@ -80,6 +85,8 @@ pub struct Prepared {
     pub api: Arc<Api>,
     /// The election's flag that every snapshot's roles read.
     pub gate: HoldGate,
+    /// Set while a controller has made an instance MASTER here.
+    pub masters: HoldGate,
     /// Where snapshots go, for the election's fast path.
     pub publisher: Arc<dyn Publisher>,
 }
@@ -106,6 +113,7 @@ pub fn prepare(
     } = dataplane;
     let mut state = ControlState::new(publisher.clone(), net);
     let gate = state.gate();
+    let masters = state.masters();
     if let Some(bad) = opts.snat_addrs.iter().find(|a| !usable_source(a)) {
         return Err(DaemonError::SnatAddr(*bad));
     }
@@ -114,11 +122,19 @@ pub fn prepare(
     // returning node put the floating source on its host for a moment and
     // announced it: the servers then sent their answers to it, not to the
     // holder, for seconds.)
-    if opts.elected {
-        let waiting = crate::ha::Transition {
-            standing: crate::ha::Standing::Fault,
-            holder: None,
-            reason: "starting",
+    if opts.elected || opts.controlled {
+        let waiting = if opts.elected {
+            crate::ha::Transition {
+                standing: crate::ha::Standing::Fault,
+                holder: None,
+                reason: "starting",
+            }
+        } else {
+            crate::ha::Transition {
+                standing: crate::ha::Standing::Backup,
+                holder: None,
+                reason: "waiting for a controller to set the role",
+            }
         };
         state
             .set_elected(waiting, Vec::new())
@@ -176,6 +192,7 @@ pub fn prepare(
         controller,
         api,
         gate,
+        masters,
         publisher,
     })
 }
@@ -242,8 +259,9 @@ pub async fn serve_tls_on(
 }
 
 /// Start connection-state sync (`--cluster` with a dataplane) as a client
-/// of the prepared daemon: this node's events go out while the election's
-/// gate says it holds, and its metrics join the API's export. `hub` is
+/// of the prepared daemon: this node's events go out while it holds VIPs,
+/// by the election's gate or a controller's MASTER ([`crate::sync::Roles`]),
+/// and its metrics join the API's export. `hub` is
 /// control's end of the workers' sync queues; `source` serves dumps and
 /// refreshes from the flow table. Call inside the tokio runtime.
 pub async fn start_sync(
@@ -253,7 +271,16 @@ pub async fn start_sync(
     daemon: &Prepared,
 ) -> Result<Arc<crate::sync::SyncService>, crate::sync::SyncError> {
     let sync = Arc::new(
-        crate::sync::SyncService::start(cfg, hub, source, Arc::new(daemon.gate.clone())).await?,
+        crate::sync::SyncService::start(
+            cfg,
+            hub,
+            source,
+            Arc::new(crate::sync::Roles {
+                elected: daemon.gate.clone(),
+                controlled: daemon.masters.clone(),
+            }),
+        )
+        .await?,
     );
     daemon.api.set_sync(sync.clone());
     Ok(sync)

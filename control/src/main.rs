@@ -169,6 +169,16 @@ struct RunArgs {
     /// balancers and a --no-dataplane witness at least).
     #[arg(long, value_delimiter = ',', env = "XLB_CLUSTER")]
     cluster: Vec<String>,
+    /// With --cluster: no election. The members share their connections,
+    /// but roles come only through POST /config/cistate (kube-loxilb's
+    /// --setRoles, keepalived's notify hook: `xlb notify`), as with
+    /// loxilb's --cluster; a member holding a MASTER instance sends its
+    /// flows to the others. No witness is needed. Instances no controller
+    /// has set are BACKUP (loxilb: NOT_DEFINED, which serves), so a node
+    /// that starts claims no VIP before it is given one.
+    #[arg(long, env = "XLB_NO_ELECTION", requires = "cluster",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    no_election: bool,
     /// This node's index in --cluster, from 0.
     #[arg(long = "self", env = "XLB_SELF", requires = "cluster")]
     self_index: Option<usize>,
@@ -392,6 +402,7 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
     });
 
     let cluster = cluster_config(&args)?;
+    let no_election = args.no_election;
     let sync = cluster.as_ref().map(|c| xlb_control::sync::SyncConfig {
         peers: xlb_control::sync::sync_addrs(&c.members, args.sync_port),
         me: c.me,
@@ -413,7 +424,8 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         snat_addrs: args.snat_addrs,
         maglev_size: args.maglev_size,
         dsr_ipip: args.dsr_ipip,
-        elected: cluster.is_some(),
+        elected: cluster.is_some() && !no_election,
+        controlled: cluster.is_some() && no_election,
     };
     let daemon = daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?;
     let served = rt.block_on(async {
@@ -435,8 +447,8 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
             None => Arc::new(|_| true),
         };
         let election = match cluster {
-            Some(cfg) => Some(daemon::start_election(cfg, &daemon, ready).await?),
-            None => None,
+            Some(cfg) if !no_election => Some(daemon::start_election(cfg, &daemon, ready).await?),
+            _ => None,
         };
         let served = daemon::serve(&opts, daemon.api.clone(), shutdown_signal()).await;
         if let Some(e) = election {
@@ -478,7 +490,11 @@ fn cluster_config(args: &RunArgs) -> anyhow::Result<Option<xlb_control::ha::Clus
         key: args.cluster_key.clone().unwrap_or_default().into_bytes(),
         candidate: !args.no_dataplane,
     };
-    cfg.validate()?;
+    if args.no_election {
+        cfg.validate_group()?;
+    } else {
+        cfg.validate()?;
+    }
     Ok(Some(cfg))
 }
 

@@ -413,6 +413,7 @@ async fn daemon_prepare_and_serve_over_tcp() {
         maglev_size: MaglevSize::default(),
         dsr_ipip: false,
         elected: false,
+        controlled: false,
     };
     let handle = TablesHandle::new();
     let dp = Dataplane::unattached(handle.clone());
@@ -467,6 +468,7 @@ fn snat_addrs_option_sets_the_full_nat_source_and_bad_ones_are_refused() {
         maglev_size: MaglevSize::default(),
         dsr_ipip: false,
         elected: false,
+        controlled: false,
     };
     let handle = TablesHandle::new();
     let dp = Dataplane::unattached(handle.clone());
@@ -579,6 +581,7 @@ fn maglev_size_and_dsr_ipip_options_reach_the_tables() {
         maglev_size: "1009".parse().expect("a prime in range"),
         dsr_ipip: true,
         elected: false,
+        controlled: false,
     };
     let handle = TablesHandle::new();
     let dp = Dataplane::unattached(handle.clone());

@@ -349,6 +349,14 @@ impl ControlState {
         self.gate.clone()
     }
 
+    /// A flag set while a controller (kube-loxilb, keepalived's hook) has
+    /// made any instance MASTER on this node: with the election's
+    /// [`ControlState::gate`], whether this node's flows are the ones the
+    /// other members copy (connection sync).
+    pub fn masters(&self) -> HoldGate {
+        self.masters.clone()
+    }
+
     /// `POST /config/cistate`.
     pub fn post_cistate(&mut self, ci: &CiStateIn) -> Result<(), RuleError> {
         let role = Role::parse(&ci.state).ok_or(RuleError::InvalidCiState)?;
@@ -388,6 +396,12 @@ impl ControlState {
             return Err(e);
         }
         self.instances.observe();
+        self.masters.set(
+            self.instances
+                .map
+                .values()
+                .any(|i| i.set_by == SetBy::Api && i.role == Role::Master),
+        );
         if was != role {
             tracing::info!(
                 instance = name,

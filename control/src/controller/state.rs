@@ -67,6 +67,9 @@ pub struct ControlState {
     pub(super) instances: Instances,
     /// The election's flag, shared with every snapshot's roles.
     pub(super) gate: HoldGate,
+    /// Set while a controller has made any instance MASTER here (what
+    /// connection sync asks besides the election: [`ControlState::masters`]).
+    pub(super) masters: HoldGate,
     pub(super) snat_addrs: Vec<IpAddr>,
     pub(super) maglev_size: MaglevSize,
     /// IPIP for every IPv4 DSR rule, not only those that ask (`xlb run --dsr-ipip`).
@@ -114,6 +117,7 @@ impl ControlState {
             holds: Vec::new(),
             instances: Instances::default(),
             gate: HoldGate::new(),
+            masters: HoldGate::new(),
             snat_addrs: Vec::new(),
             maglev_size: MaglevSize::default(),
             dsr_ipip: false,

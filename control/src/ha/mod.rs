@@ -142,12 +142,19 @@ pub enum ClusterError {
 }
 
 impl ClusterConfig {
-    /// Check the configuration.
+    /// Check the configuration for the election (three members at least).
     pub fn validate(&self) -> Result<(), ClusterError> {
-        let n = self.members.len();
-        if n < 3 {
+        if self.members.len() < 3 {
             return Err(ClusterError::TooFew);
         }
+        self.validate_group()
+    }
+
+    /// What a group needs without the election too (`--no-election`: a
+    /// controller sets the roles, the members only share connections):
+    /// this node in the list, no member twice, a key.
+    pub fn validate_group(&self) -> Result<(), ClusterError> {
+        let n = self.members.len();
         if self.me >= n {
             return Err(ClusterError::SelfOutOfRange { me: self.me, n });
         }

@@ -108,6 +108,23 @@ impl Holding for HoldGate {
     }
 }
 
+/// Holding as a member's roles say: the election made it the holder, or a
+/// controller (kube-loxilb's `--setRoles`, keepalived's notify hook) made
+/// one of its instances MASTER.
+#[derive(Debug, Clone)]
+pub struct Roles {
+    /// The election's gate ([`crate::controller::ControlState::gate`]).
+    pub elected: HoldGate,
+    /// A controller's MASTER ([`crate::controller::ControlState::masters`]).
+    pub controlled: HoldGate,
+}
+
+impl Holding for Roles {
+    fn holding(&self) -> bool {
+        self.elected.holding() || self.controlled.holding()
+    }
+}
+
 impl Holding for AtomicBool {
     fn holding(&self) -> bool {
         self.load(Ordering::Acquire)

@@ -36,6 +36,9 @@ pub enum Member {
     Witness,
     /// A balancer without election: roles come through POST /config/cistate.
     Controlled,
+    /// [`Member::Controlled`] in a sync group (`--cluster --no-election`),
+    /// as loxilb runs under kube-loxilb's `--setRoles`.
+    Synced,
 }
 
 struct Node {
@@ -179,10 +182,13 @@ impl HaLab {
             // The election's floating source: --snat-addrs, which follows llb-inst0.
             Member::Candidate => args.extend(["--iface", "eth0", "--snat-addrs", FLOATING]),
             // A controller's: cistate's vip.
-            Member::Controlled => args.extend(["--iface", "eth0"]),
+            Member::Controlled | Member::Synced => args.extend(["--iface", "eth0"]),
         }
         if n.member != Member::Controlled {
             args.extend(["--cluster", &members, "--self", &me]);
+        }
+        if n.member == Member::Synced {
+            args.push("--no-election");
         }
         let log = n.cfg.join("xlb.log");
         let proc =
@@ -446,7 +452,16 @@ pub fn attempts(report: &Value) -> Vec<(f64, bool)> {
 /// The client-visible outage after `at`: from `at` to the start of the
 /// first answered connection after the last failed one (0 if none failed).
 pub fn outage(report: &Value, at: f64) -> f64 {
-    let after: Vec<(f64, bool)> = attempts(report).into_iter().filter(|a| a.0 >= at).collect();
+    outage_before(report, at, f64::INFINITY)
+}
+
+/// [`outage`] counting only the connections started before `until` (the
+/// next failure the test causes).
+pub fn outage_before(report: &Value, at: f64, until: f64) -> f64 {
+    let after: Vec<(f64, bool)> = attempts(report)
+        .into_iter()
+        .filter(|a| a.0 >= at && a.0 < until)
+        .collect();
     let Some(last_fail) = after.iter().rposition(|a| !a.1) else {
         return 0.0;
     };

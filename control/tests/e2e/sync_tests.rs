@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::ha::{failures, outage, unix_now, HaLab, Member};
+use crate::ha::{failures, outage, outage_before, unix_now, HaLab, Member, FLOATING};
 
 /// Every long-lived connection and UDP flow of a sync client's report kept
 /// its first server and never failed (a UDP flow may lose a datagram in
@@ -108,7 +108,7 @@ fn survive(members: &[Member]) {
     let young = youngest_at(&report, killed_at);
     eprintln!(
         "sync: youngest long connection at the first kill {young:.3} s; takeovers {:.3} s and {:.3} s",
-        outage(&report, killed_at),
+        outage_before(&report, killed_at, back_at),
         outage(&away, killed2_at)
     );
     assert!(young < 1.0, "no connection younger than 1 s at the kill");
@@ -119,5 +119,75 @@ fn survive(members: &[Member]) {
         failures(&report, back_at, killed2_at),
         0,
         "the return failed new connections\n{logs}"
+    );
+}
+
+/// Roles from a controller, as kube-loxilb's `--setRoles` sets them
+/// (`POST /config/cistate` to every node, the floating source as the
+/// instance's `vip`; loxilb's `--cluster` without `--ka`): the MASTER's
+/// flows reach the BACKUP; the MASTER loses power and the controller makes
+/// the other node MASTER; every established connection goes on. The dead
+/// node comes back as BACKUP (claiming nothing before the controller says
+/// so), pulls the table, and takes over from the second under the flows
+/// opened meanwhile.
+#[test]
+fn roles_set_by_a_controller_keep_established_connections() {
+    let mut lab = HaLab::up(&[Member::Synced, Member::Synced]);
+    lab.start(0);
+    lab.start(1);
+    // Before any role: both wait, neither claims the VIP.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(lab.holders().is_empty(), "a node claimed the VIP unasked");
+    let set = |lab: &HaLab, node: usize, state: &str| {
+        let (code, body) = lab.cistate(node, "llb-inst0", state, FLOATING);
+        assert_eq!(code, 200, "{state} on lb{}: {body}", node + 1);
+    };
+    set(&lab, 1, "BACKUP");
+    set(&lab, 0, "MASTER");
+    assert_eq!(lab.wait_holder(Duration::from_secs(3)), 0);
+    let client = lab.sync_client(40, 20, 4, 0.25);
+    std::thread::sleep(Duration::from_millis(5200));
+    let killed_at = unix_now();
+    lab.power_loss(0);
+    // kube-loxilb polls every 2 s; here the controller reacts at once.
+    set(&lab, 1, "MASTER");
+    assert_eq!(lab.wait_holder(Duration::from_secs(3)), 1);
+
+    std::thread::sleep(Duration::from_secs(1));
+    let while_away = lab.sync_client(30, 10, 2, 0.2);
+    std::thread::sleep(Duration::from_secs(3));
+    let back_at = unix_now();
+    lab.power_on(0);
+    assert_eq!(
+        lab.holders(),
+        [1].into(),
+        "the returning node claimed the VIP"
+    );
+    set(&lab, 0, "BACKUP");
+    // It pulls the table (the MASTER dumps it when the link comes up).
+    std::thread::sleep(Duration::from_secs(4));
+
+    let killed2_at = unix_now();
+    lab.power_loss(1);
+    set(&lab, 0, "MASTER");
+    assert_eq!(lab.wait_holder(Duration::from_secs(3)), 0);
+    let report = client.finish();
+    let away = while_away.finish();
+    let logs = lab.logs();
+
+    let young = youngest_at(&report, killed_at);
+    eprintln!(
+        "sync (controller roles): youngest long connection at the first kill {young:.3} s; \
+         takeovers {:.3} s and {:.3} s",
+        outage_before(&report, killed_at, back_at),
+        outage(&away, killed2_at)
+    );
+    assert!(young < 1.0, "no connection younger than 1 s at the kill");
+    assert_all_survived(&report, "opened before the first power loss", &logs);
+    assert_all_survived(&away, "opened while the first node was away", &logs);
+    assert_eq!(
+        failures(&report, back_at, killed2_at),
+        0,
+        "new connections failed while the first node returned\n{logs}"
     );
 }
