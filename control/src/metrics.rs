@@ -302,6 +302,11 @@ pub fn render_sync(s: &crate::sync::SyncStatus) -> String {
             s.sent,
         ),
         (
+            "xlb_sync_bytes_sent_total",
+            "Bytes of sync frames sent to peers (each peer counted; TCP/IP headers aside).",
+            s.bytes_sent,
+        ),
+        (
             "xlb_sync_delivered_total",
             "Received flow events handed to a worker.",
             s.delivered,

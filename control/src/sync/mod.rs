@@ -164,6 +164,9 @@ struct PeerState {
     heard_ms: AtomicU64,
     /// Events sent to it.
     sent: AtomicU64,
+    /// Bytes of frames sent to it (what the link carries, TCP/IP headers
+    /// aside).
+    bytes_sent: AtomicU64,
     /// Events received from it.
     received: AtomicU64,
     /// Of those, delivered to a worker's ring.
@@ -417,6 +420,7 @@ impl SyncService {
                     at => Some(Duration::from_millis(now_ms.saturating_sub(at))),
                 },
                 sent: load(&p.sent),
+                bytes_sent: load(&p.bytes_sent),
                 received: load(&p.received),
                 delivered: load(&p.delivered),
             })
@@ -431,6 +435,7 @@ impl SyncService {
         SyncStatus {
             holding: s.holding.holding(),
             sent: peers.iter().map(|p| p.sent).sum(),
+            bytes_sent: peers.iter().map(|p| p.bytes_sent).sum(),
             received: vec![
                 ("open", load(&c.received_open)),
                 ("refresh", load(&c.received_refresh)),
@@ -478,6 +483,8 @@ pub struct PeerStatus {
     pub last_heard: Option<Duration>,
     /// Events sent to it.
     pub sent: u64,
+    /// Bytes of frames sent to it.
+    pub bytes_sent: u64,
     /// Events received from it.
     pub received: u64,
     /// Of those, handed to a worker.
@@ -505,6 +512,8 @@ pub struct SyncStatus {
     pub peers: Vec<PeerStatus>,
     /// Events sent (over all peers).
     pub sent: u64,
+    /// Bytes of frames sent (over all peers).
+    pub bytes_sent: u64,
     /// Events received, by kind: open (new flows), refresh (dumps and
     /// refreshes), close.
     pub received: Vec<(&'static str, u64)>,

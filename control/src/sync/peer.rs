@@ -8,7 +8,7 @@
 //! connection, and the dialler reconnects with backoff.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,13 +155,14 @@ async fn connect(shared: &Shared, peer: usize) -> Result<(TcpStream, Sealer), Co
     .await
 }
 
-/// Write one sealed frame.
+/// Write one sealed frame, counting its bytes in `sent`.
 async fn send(
     s: &mut tokio::net::tcp::OwnedWriteHalf,
     sealer: &mut Sealer,
     kind: Kind,
     count: usize,
     body: &[u8],
+    sent: &AtomicU64,
 ) -> Result<(), ConnError> {
     let frame = sealer
         .seal(kind, count, body)
@@ -169,6 +170,7 @@ async fn send(
     tokio::time::timeout(WRITE_TIMEOUT, s.write_all(&frame))
         .await
         .map_err(|_| ConnError::Timeout)??;
+    sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -203,13 +205,29 @@ async fn run_out(
                 refresh: true,
             }));
             let body = wire::encode_items(&items);
-            send(&mut wr, &mut sealer, Kind::Events, items.len(), &body).await?;
+            send(
+                &mut wr,
+                &mut sealer,
+                Kind::Events,
+                items.len(),
+                &body,
+                &stats.bytes_sent,
+            )
+            .await?;
             stats.sent.fetch_add(items.len() as u64, Ordering::Relaxed);
             // Paced: the live stream's pump and the other peers run
             // between batches.
             tokio::task::yield_now().await;
         }
-        send(&mut wr, &mut sealer, Kind::DumpDone, 0, &[]).await?;
+        send(
+            &mut wr,
+            &mut sealer,
+            Kind::DumpDone,
+            0,
+            &[],
+            &stats.bytes_sent,
+        )
+        .await?;
         tracing::info!(peer = %shared.peers_addr[peer], flows = n, "sync: dump sent");
     }
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -220,13 +238,13 @@ async fn run_out(
         tokio::select! {
             b = rx.recv() => {
                 let Some(b) = b else { return Err(ConnError::Dropped) };
-                send(&mut wr, &mut sealer, Kind::Events, b.count, &b.body).await?;
+                send(&mut wr, &mut sealer, Kind::Events, b.count, &b.body, &stats.bytes_sent).await?;
                 stats.sent.fetch_add(b.count as u64, Ordering::Relaxed);
                 sent_since_ping = true;
             }
             _ = ping.tick() => {
                 if !std::mem::take(&mut sent_since_ping) {
-                    send(&mut wr, &mut sealer, Kind::Ping, 0, &[]).await?;
+                    send(&mut wr, &mut sealer, Kind::Ping, 0, &[], &stats.bytes_sent).await?;
                 }
             }
             // The listener sends nothing after the handshake: anything

@@ -172,6 +172,11 @@ async fn a_holders_events_reach_every_peer_within_milliseconds() {
         }
     }
     assert_eq!(a.svc.status().sent, 202);
+    // 202 events of at least a 5-tuple each went over the links.
+    let bytes = a.svc.status().bytes_sent;
+    assert!(bytes > 202 * 37, "{bytes} bytes for 202 events");
+    assert!(crate::metrics::render_sync(&a.svc.status())
+        .contains(&format!("xlb_sync_bytes_sent_total {bytes}")));
     assert!(a.svc.status().holding);
 }
 
