@@ -500,6 +500,17 @@ impl SyncHub {
         res
     }
 
+    /// Room for how many more events every worker's inbound ring has now
+    /// (the fullest ring's), so that control can hold a burst back until
+    /// the workers have taken what came before instead of losing it.
+    pub fn room(&self) -> usize {
+        self.ins
+            .iter()
+            .map(rtrb::Producer::slots)
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Events the workers could not hand over (their out ring was full).
     pub fn dropped(&self) -> u64 {
         self.dropped.iter().map(|d| d.load(Ordering::Relaxed)).sum()
@@ -684,10 +695,13 @@ mod tests {
     #[test]
     fn a_full_inbound_ring_refuses_and_counts() {
         let (mut hub, mut ends) = sync_queues(2, 2);
+        assert_eq!(hub.room(), 2);
         assert!(hub.deliver(SyncEvent::Close(key(1))).is_ok());
+        assert_eq!(hub.room(), 1);
         assert!(hub.deliver(SyncEvent::Close(key(2))).is_ok());
         // Worker 1 makes room; worker 0 does not.
         assert_eq!(ends[1].receive(), Some(SyncEvent::Close(key(1))));
+        assert_eq!(hub.room(), 0, "the fullest ring's room");
         assert_eq!(hub.deliver(SyncEvent::Close(key(3))), Err(QueueFull));
         assert_eq!(hub.refused(), 1);
         assert_eq!(ends[1].receive(), Some(SyncEvent::Close(key(2))));

@@ -387,7 +387,7 @@ async fn run_in(
             Frame::Events { count, body } => {
                 items.clear();
                 wire::decode_events(body, count, &mut items)?;
-                deliver(shared, peer, &items);
+                deliver_paced(shared, peer, &items).await;
             }
         }
     }
@@ -403,6 +403,39 @@ fn count_in(shared: &Shared, e: &ConnError) {
         _ => {}
     }
 }
+
+/// [`deliver`] `items` as the workers' inbound rings make room: a burst
+/// larger than a ring (a dump, a flood of new flows on the holder) waits
+/// for the workers to take what came before rather than being lost, and
+/// TCP holds the sender back meanwhile. Only when the workers take nothing
+/// for [`ROOM_WAIT`] (stuck, or starved of CPU) are the rest delivered
+/// regardless, and what does not fit is lost (counted as refused).
+async fn deliver_paced(shared: &Shared, peer: usize, items: &[Item]) {
+    let mut rest = items;
+    let mut deadline = tokio::time::Instant::now() + ROOM_WAIT;
+    while !rest.is_empty() {
+        let room = lock(&shared.hub).room();
+        if room == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(ROOM_POLL).await;
+            continue;
+        }
+        let (now, later) = rest.split_at(if room == 0 {
+            rest.len()
+        } else {
+            room.min(rest.len())
+        });
+        deliver(shared, peer, now);
+        rest = later;
+        deadline = tokio::time::Instant::now() + ROOM_WAIT;
+    }
+}
+
+/// The longest the workers may take nothing before a frame's events are
+/// delivered regardless.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
+/// How often it looks (a worker with sync on takes its ring within
+/// about 2 ms even when idle).
+const ROOM_POLL: Duration = Duration::from_micros(500);
 
 /// Hand `items` from `peer` to the workers, counting them and measuring
 /// the lag of new flows.

@@ -53,7 +53,18 @@ struct Node {
 }
 
 async fn node(peers: &[SocketAddr], me: usize, key: &[u8], holding: bool) -> Node {
-    let (hub, workers) = sync_queues(2, 4096);
+    node_with_rings(peers, me, key, holding, 4096).await
+}
+
+/// [`node`] whose workers' rings hold `ring` events each way.
+async fn node_with_rings(
+    peers: &[SocketAddr],
+    me: usize,
+    key: &[u8],
+    holding: bool,
+    ring: usize,
+) -> Node {
+    let (hub, workers) = sync_queues(2, ring);
     let holding = Arc::new(AtomicBool::new(holding));
     let table = Arc::new(Table::default());
     let svc = SyncService::start(
@@ -473,4 +484,42 @@ async fn a_returning_backup_gets_the_dump_without_waiting_out_the_backoff() {
     .await;
     let took = t.elapsed();
     assert!(took < Duration::from_millis(300), "took {took:?}");
+}
+
+/// A burst far larger than the receiver's rings, taken by workers slower
+/// than the link: it waits for them (TCP holds the sender back) and
+/// nothing is lost.
+#[tokio::test]
+async fn a_burst_larger_than_the_rings_waits_for_slow_workers() {
+    let peers = addrs(2);
+    let mut a = node(&peers, 0, KEY, true).await;
+    let mut b = node_with_rings(&peers, 1, KEY, false, 64).await;
+    meshed(&[&a, &b]).await;
+    let n = 3000u16;
+    for s in 0..n {
+        a.workers[usize::from(s % 2)].emit(SyncEvent::Open(flow(s)));
+        if s % 512 == 511 {
+            a.workers.iter_mut().for_each(WorkerSync::flush);
+        }
+    }
+    a.workers.iter_mut().for_each(WorkerSync::flush);
+    // B's workers take at most 32 events each per millisecond.
+    let mut got = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got < usize::from(n) && Instant::now() < deadline {
+        for (i, w) in b.workers.iter_mut().enumerate() {
+            for _ in 0..32 {
+                match w.receive() {
+                    Some(_) if i == 0 => got += 1,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let s = b.svc.status();
+    assert_eq!(got, usize::from(n), "{s:?}");
+    assert_eq!(s.delivery_refused, 0);
+    assert_eq!(s.delivered, u64::from(n));
 }
