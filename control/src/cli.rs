@@ -179,6 +179,56 @@ pub struct LbArgs {
     pub dsr_ipip: bool,
 }
 
+/// Flags of `xlb create ep`.
+#[derive(Debug, Clone, Default)]
+pub struct EpArgs {
+    /// The host probed.
+    pub host: String,
+    /// `--name`.
+    pub name: String,
+    /// `--probetype`.
+    pub probetype: String,
+    /// `--probeport`.
+    pub probeport: u16,
+    /// `--probereq`.
+    pub probereq: String,
+    /// `--proberesp`.
+    pub proberesp: String,
+    /// `--period` (`probeDuration`).
+    pub period: u32,
+    /// `--retries` (`inactiveReTries`).
+    pub retries: u32,
+    /// `--probe-timeout` (xlb's `probeTimeout`, seconds), as typed.
+    pub probe_timeout: Option<String>,
+    /// `--active-retries` (xlb's `activeReTries`), as typed.
+    pub active_retries: Option<String>,
+}
+
+/// The POST body `xlb create ep` sends. xlb's two knobs go in only when
+/// given, as numbers; their ranges are the server's to check (it names the
+/// field), so the CLI and the API cannot disagree.
+pub fn ep_body(a: &EpArgs) -> Result<Value, CliError> {
+    let mut body = json!({
+        "hostName": a.host, "name": a.name, "probeType": a.probetype,
+        "probePort": a.probeport, "probeReq": a.probereq, "probeResp": a.proberesp,
+        "probeDuration": a.period, "inactiveReTries": a.retries,
+    });
+    for (key, flag, v) in [
+        ("probeTimeout", "--probe-timeout", &a.probe_timeout),
+        ("activeReTries", "--active-retries", &a.active_retries),
+    ] {
+        let Some(text) = v else { continue };
+        let n: serde_json::Number = text
+            .trim()
+            .parse()
+            .map_err(|_| CliError::Usage(format!("{flag}: {text:?} is not a number")))?;
+        if let Some(m) = body.as_object_mut() {
+            m.insert(key.into(), Value::Number(n));
+        }
+    }
+    Ok(body)
+}
+
 fn mode_number(m: &str) -> Result<i64, CliError> {
     Ok(match m {
         "" | "dnat" | "default" | "0" => 0,
@@ -528,6 +578,43 @@ pub fn ci_table(l: &[CiStateOut]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_ep_sends_the_knobs_only_when_given() {
+        let a = EpArgs {
+            host: "10.0.0.1".into(),
+            probetype: "tcp".into(),
+            probeport: 6443,
+            period: 1,
+            ..Default::default()
+        };
+        let b = ep_body(&a).expect("valid");
+        assert!(b.get("probeTimeout").is_none() && b.get("activeReTries").is_none());
+        let b = ep_body(&EpArgs {
+            probe_timeout: Some("0.5".into()),
+            active_retries: Some("5".into()),
+            ..a.clone()
+        })
+        .expect("valid");
+        assert_eq!(b["probeTimeout"], 0.5);
+        assert_eq!(b["activeReTries"], 5);
+        // Range checks are the server's; non-numbers never leave the CLI.
+        let neg = ep_body(&EpArgs {
+            probe_timeout: Some("-1".into()),
+            ..a.clone()
+        })
+        .expect("a number");
+        assert_eq!(neg["probeTimeout"], -1);
+        let err = ep_body(&EpArgs {
+            active_retries: Some("five".into()),
+            ..a
+        })
+        .expect_err("not a number");
+        assert_eq!(
+            err.to_string(),
+            r#"--active-retries: "five" is not a number"#
+        );
+    }
 
     #[test]
     fn create_lb_builds_one_rule_per_port() {

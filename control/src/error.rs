@@ -80,6 +80,9 @@ pub enum RuleError {
     /// a tcp/udp/sctp probe entry without a port
     #[error("host-args unknown probe port")]
     HostProbePort,
+    /// a probe entry's `probeTimeout` or `activeReTries` (xlb's knobs) out of range
+    #[error("host-args error: {0}")]
+    HostProbeKnob(String),
     /// a host state that is not green, yellow or red, or a bad port/protocol
     #[error("host-args error{}", detail(.0))]
     HostState(String),

@@ -83,9 +83,10 @@ fn spec_of(p: &Probe) -> ProbeSpec {
     s.req = p.req.clone();
     s.resp = p.resp.clone();
     s.interval = Duration::from_secs(u64::from(p.duration_s.max(1)));
-    // A probe never outlasts its period.
-    s.timeout = s.timeout.min(s.interval);
+    // A probe never outlasts its period (a set timeout is below it already).
+    s.timeout = p.timeout.unwrap_or(s.timeout).min(s.interval);
     s.retries = p.retries;
+    s.active_retries = p.active_retries.unwrap_or(s.active_retries);
     s
 }
 

@@ -352,6 +352,12 @@ struct EpFlags {
     /// Failures before down.
     #[arg(long, default_value_t = 0)]
     retries: u32,
+    /// Seconds one probe may take (fractions allowed), below --period (xlb's probeTimeout).
+    #[arg(long, allow_hyphen_values = true)]
+    probe_timeout: Option<String>,
+    /// Successes in a row before a down endpoint is up again (xlb's activeReTries; default 1).
+    #[arg(long, allow_hyphen_values = true)]
+    active_retries: Option<String>,
 }
 
 impl PortFlags {
@@ -644,11 +650,18 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                 out("Success\n")?;
             }
             CreateWhat::Ep(f) => {
-                let body = json!({
-                    "hostName": f.host, "name": f.name, "probeType": f.probetype,
-                    "probePort": f.probeport, "probeReq": f.probereq, "probeResp": f.proberesp,
-                    "probeDuration": f.period, "inactiveReTries": f.retries,
-                });
+                let body = cli::ep_body(&cli::EpArgs {
+                    host: f.host,
+                    name: f.name,
+                    probetype: f.probetype,
+                    probeport: f.probeport,
+                    probereq: f.probereq,
+                    proberesp: f.proberesp,
+                    period: f.period,
+                    retries: f.retries,
+                    probe_timeout: f.probe_timeout,
+                    active_retries: f.active_retries,
+                })?;
                 c.call("POST", "/config/endpoint", Some(&body))?;
                 out("Success\n")?;
             }

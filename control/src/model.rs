@@ -8,9 +8,11 @@
 //! (sorted by name), zero values omitted except where loxilb prints them.
 //! Unknown keys are ignored; `null` means "absent".
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize, Serializer};
-use serde_json::Value;
+use std::time::Duration;
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Number, Value};
 
 use crate::error::ApiError;
 
@@ -20,6 +22,45 @@ fn is_zero(v: &i64) -> bool {
 
 fn is_false(v: &bool) -> bool {
     !*v
+}
+
+/// xlb's optional probe knobs are JSON numbers kept as written (the
+/// handler checks their range); anything else is refused naming the field,
+/// which serde's own message would not.
+fn number<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<Option<Number>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Number(n) => Ok(Some(n)),
+        other => Err(D::Error::custom(format!(
+            "{field} must be a number, not {}",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn de_probe_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Number>, D::Error> {
+    number(d, "probeTimeout")
+}
+
+fn de_active_retries<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Number>, D::Error> {
+    number(d, "activeReTries")
+}
+
+fn de_probe_reply_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Number>, D::Error> {
+    number(d, "serviceArguments.probeReplyTimeout")
+}
+
+fn de_probe_active_retries<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Number>, D::Error> {
+    number(d, "serviceArguments.probeActiveRetries")
+}
+
+/// A probe timeout as GET prints it: whole seconds as an integer, else the
+/// fraction (what was posted, `1` or `0.5`, comes back as posted).
+pub fn seconds(d: Duration) -> Number {
+    if d.subsec_nanos() == 0 {
+        Number::from(d.as_secs())
+    } else {
+        Number::from_f64(d.as_secs_f64()).unwrap_or_else(|| Number::from(d.as_secs()))
+    }
 }
 
 /// loxilb prints empty `secondaryIPs`/`allowedSources` as `null`.
@@ -103,6 +144,25 @@ pub struct ServiceArgs {
         skip_serializing_if = "String::is_empty"
     )]
     pub privateip: String,
+    /// xlb extension, not in loxilb's API: successes in a row before a down
+    /// endpoint of a monitored rule is up again (the entries'
+    /// `activeReTries`; absent: 1, loxilb's behaviour). Omitted when absent.
+    #[serde(
+        rename(serialize = "probeActiveRetries"),
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_probe_active_retries"
+    )]
+    pub probeactiveretries: Option<Number>,
+    /// xlb extension, not in loxilb's API: how long one probe of a monitored
+    /// rule's endpoint may take, in seconds, below the rule's probe interval
+    /// (the entries' `probeTimeout`; a rule's own `probeTimeout` is loxilb's
+    /// interval). Absent: the method's default, as in loxilb.
+    #[serde(
+        rename(serialize = "probeReplyTimeout"),
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_probe_reply_timeout"
+    )]
+    pub probereplytimeout: Option<Number>,
     /// Failures before an endpoint goes down.
     #[serde(rename(serialize = "probeRetries"), skip_serializing_if = "is_zero")]
     pub proberetries: i64,
@@ -191,6 +251,14 @@ pub struct LbRuleList {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EpProbe {
+    /// xlb extension, not in loxilb's API: successes in a row before a down
+    /// endpoint is up again (absent: 1, loxilb's behaviour). Omitted when absent.
+    #[serde(
+        rename(serialize = "activeReTries"),
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_active_retries"
+    )]
+    pub activeretries: Option<Number>,
     /// The endpoint's address.
     #[serde(rename(serialize = "hostName"))]
     pub hostname: String,
@@ -218,6 +286,15 @@ pub struct EpProbe {
         skip_serializing_if = "String::is_empty"
     )]
     pub proberesp: String,
+    /// xlb extension, not in loxilb's API: how long one probe may take, in
+    /// seconds (fractions allowed), below `probeDuration`. Absent: the
+    /// method's default (2 s http/https, 1 s otherwise), as in loxilb.
+    #[serde(
+        rename(serialize = "probeTimeout"),
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_probe_timeout"
+    )]
+    pub probetimeout: Option<Number>,
     /// tcp, udp, sctp, ping, http, https, none.
     #[serde(
         rename(serialize = "probeType"),
@@ -249,6 +326,13 @@ pub struct EpHostState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EpProbeStatus {
+    /// Successes in a row before a down endpoint is up again (when set).
+    #[serde(
+        rename(serialize = "activeReTries"),
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_active_retries"
+    )]
+    pub activeretries: Option<Number>,
     /// Average probe delay.
     #[serde(
         rename(serialize = "avgDelay"),
@@ -303,6 +387,13 @@ pub struct EpProbeStatus {
         skip_serializing_if = "String::is_empty"
     )]
     pub proberesp: String,
+    /// How long one probe may take, in seconds (when set).
+    #[serde(
+        rename(serialize = "probeTimeout"),
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_probe_timeout"
+    )]
+    pub probetimeout: Option<Number>,
     /// Probe type.
     #[serde(
         rename(serialize = "probeType"),
@@ -315,6 +406,7 @@ impl EpProbeStatus {
     /// The POST form of this entry (what `EPconfig.txt` needs).
     pub fn to_probe(&self) -> EpProbe {
         EpProbe {
+            activeretries: self.activeretries.clone(),
             hostname: self.hostname.clone(),
             inactiveretries: self.inactiveretries,
             name: self.name.clone(),
@@ -322,6 +414,7 @@ impl EpProbeStatus {
             probeport: self.probeport,
             probereq: self.probereq.clone(),
             proberesp: self.proberesp.clone(),
+            probetimeout: self.probetimeout.clone(),
             probetype: self.probetype.clone(),
         }
     }

@@ -7,6 +7,9 @@
 //! the rule really is, and an identical re-post compares equal.
 
 use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::Number;
 
 use xlb_dataplane::net::Cidr;
 use xlb_dataplane::tables::{
@@ -15,7 +18,7 @@ use xlb_dataplane::tables::{
 };
 
 use crate::error::RuleError;
-use crate::model::{EpHostState, EpProbe, LbRule};
+use crate::model::{EpHostState, EpProbe, LbRule, ServiceArgs};
 
 /// Longest idle timeout loxilb accepts (s).
 pub const MAX_INACTIVE_TIMEOUT: i64 = 86_400;
@@ -29,6 +32,8 @@ pub const DEFAULT_PROBE_DURATION: u32 = 60;
 pub const DEFAULT_PROBE_RETRIES: u32 = 2;
 /// Most probe retries an entry may ask for.
 pub const MAX_PROBE_RETRIES: i64 = 100;
+/// Most successes in a row an entry may ask for (`activeReTries`), as for failures.
+pub const MAX_ACTIVE_RETRIES: i64 = MAX_PROBE_RETRIES;
 
 /// What a rule POST asks for (`oper`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +116,51 @@ pub struct Probe {
     pub duration_s: u32,
     /// Consecutive failures before down.
     pub retries: u32,
+    /// How long one probe may take, below the interval (`None`: the method's
+    /// default, loxilb's).
+    pub timeout: Option<Duration>,
+    /// Consecutive successes before a down endpoint is up again (`None`: 1, loxilb's).
+    pub active_retries: Option<u32>,
+}
+
+/// xlb's probe timeout knob: seconds, fractions allowed, above zero and below
+/// the interval `period_s` (named `period_field` in the message). The error
+/// text names `field`.
+fn probe_timeout(
+    v: Option<&Number>,
+    field: &str,
+    period_s: u32,
+    period_field: &str,
+) -> Result<Option<Duration>, String> {
+    let Some(n) = v else {
+        return Ok(None);
+    };
+    let secs = n.as_f64().unwrap_or(0.0);
+    if secs <= 0.0 {
+        return Err(format!("{field} {n} must be above zero (seconds)"));
+    }
+    if secs >= f64::from(period_s) {
+        return Err(format!(
+            "{field} {n} must be below {period_field} ({period_s} s)"
+        ));
+    }
+    Duration::try_from_secs_f64(secs)
+        .map(Some)
+        .map_err(|e| format!("{field} {n}: {e}"))
+}
+
+/// xlb's healthy threshold knob: a whole number of successes in
+/// 1..=[`MAX_ACTIVE_RETRIES`]. The error text names `field`.
+fn active_retries(v: Option<&Number>, field: &str) -> Result<Option<u32>, String> {
+    let Some(n) = v else {
+        return Ok(None);
+    };
+    match n.as_i64() {
+        Some(r @ 1..=MAX_ACTIVE_RETRIES) => Ok(u32::try_from(r).ok()),
+        _ => Err(format!(
+            "{field} {n} must be a whole number in 1..={MAX_ACTIVE_RETRIES}"
+        )),
+    }
 }
 
 /// The key loxilb gives a probe entry without a name.
@@ -204,6 +254,7 @@ impl LbRule {
                 s.probetimeout
             )));
         }
+        rule_probe_knobs(s).map_err(RuleError::ServiceArgs)?;
         let monitor = s.monitor || matches!(probe_type, Some(t) if t != ProbeType::None);
 
         let n = self.endpoints.len();
@@ -432,6 +483,8 @@ impl ValidRule {
                 L4Proto::Icmp => (ProbeType::Ping, 0),
             },
         };
+        // Checked by `LbRule::validate`.
+        let knobs = rule_probe_knobs(s).unwrap_or_default();
         Some(Probe {
             name: probe_key(e.addr, probe_type, port),
             host: e.addr,
@@ -439,14 +492,13 @@ impl ValidRule {
             port,
             req: s.probereq.clone(),
             resp: s.proberesp.clone(),
-            duration_s: match s.probetimeout {
-                0 => DEFAULT_PROBE_DURATION,
-                t => u32::try_from(t).unwrap_or(DEFAULT_PROBE_DURATION),
-            },
+            duration_s: rule_probe_period(s),
             retries: match s.proberetries {
                 0 => DEFAULT_PROBE_RETRIES,
                 r => u32::try_from(r).unwrap_or(DEFAULT_PROBE_RETRIES),
             },
+            timeout: knobs.timeout,
+            active_retries: knobs.active_retries,
         })
     }
 
@@ -478,6 +530,8 @@ impl ValidRule {
                 s.proberesp.clone(),
                 s.probetimeout,
                 s.proberetries,
+                s.probereplytimeout.clone(),
+                s.probeactiveretries.clone(),
                 self.monitor,
             ),
             s.sel,
@@ -485,6 +539,35 @@ impl ValidRule {
             allowed,
         )
     }
+}
+
+/// A rule's `probeReplyTimeout` and `probeActiveRetries` (xlb's knobs for
+/// the entries monitoring implies), checked against its probe interval.
+#[derive(Default)]
+struct RuleProbeKnobs {
+    timeout: Option<Duration>,
+    active_retries: Option<u32>,
+}
+
+/// A rule's probe interval: loxilb's `probeTimeout`, 0 meaning the default.
+fn rule_probe_period(s: &ServiceArgs) -> u32 {
+    match s.probetimeout {
+        0 => DEFAULT_PROBE_DURATION,
+        t => u32::try_from(t).unwrap_or(DEFAULT_PROBE_DURATION),
+    }
+}
+
+fn rule_probe_knobs(s: &ServiceArgs) -> Result<RuleProbeKnobs, String> {
+    let period_s = rule_probe_period(s);
+    Ok(RuleProbeKnobs {
+        timeout: probe_timeout(
+            s.probereplytimeout.as_ref(),
+            "probeReplyTimeout",
+            period_s,
+            "probeTimeout (the rule's probe interval)",
+        )?,
+        active_retries: active_retries(s.probeactiveretries.as_ref(), "probeActiveRetries")?,
+    })
 }
 
 impl EpProbe {
@@ -515,6 +598,19 @@ impl EpProbe {
         } else {
             self.name.clone()
         };
+        let duration_s = match self.probeduration {
+            0 => DEFAULT_PROBE_DURATION,
+            d => u32::try_from(d).unwrap_or(DEFAULT_PROBE_DURATION),
+        };
+        let timeout = probe_timeout(
+            self.probetimeout.as_ref(),
+            "probeTimeout",
+            duration_s,
+            "probeDuration",
+        )
+        .map_err(RuleError::HostProbeKnob)?;
+        let active_retries = active_retries(self.activeretries.as_ref(), "activeReTries")
+            .map_err(RuleError::HostProbeKnob)?;
         Ok(Probe {
             name,
             host,
@@ -522,14 +618,13 @@ impl EpProbe {
             port,
             req: self.probereq.clone(),
             resp: self.proberesp.clone(),
-            duration_s: match self.probeduration {
-                0 => DEFAULT_PROBE_DURATION,
-                d => u32::try_from(d).unwrap_or(DEFAULT_PROBE_DURATION),
-            },
+            duration_s,
             retries: match self.inactiveretries {
                 0 => DEFAULT_PROBE_RETRIES,
                 r => u32::try_from(r).unwrap_or(DEFAULT_PROBE_RETRIES),
             },
+            timeout,
+            active_retries,
         })
     }
 }

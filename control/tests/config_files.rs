@@ -970,3 +970,167 @@ fn sighup_reloads_the_config_files_all_or_nothing() {
     };
     assert!(code.success(), "{code:?}");
 }
+
+/// Issue 22's knobs in `EPconfig.txt` and `lbconfig.txt`: `check-config`
+/// accepts good ones and names the field of each bad one; a start loads the
+/// good entries only.
+#[tokio::test]
+async fn check_config_validates_the_probe_knobs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().to_str().expect("utf-8");
+    let ep = |extra: serde_json::Value| {
+        let mut e = json!({"hostName": "10.0.0.5", "probeType": "tcp", "probePort": 6443,
+            "probeDuration": 1});
+        if let (Some(m), serde_json::Value::Object(x)) = (e.as_object_mut(), extra) {
+            m.extend(x);
+        }
+        e
+    };
+    let good = json!({"Attr": [ep(json!({"probeTimeout": 0.5, "activeReTries": 5}))]});
+    std::fs::write(dir.path().join(config::EP_FILE), good.to_string()).expect("write");
+    let out = xlb(&["check-config", "-c", d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = [
+        (json!({"probeTimeout": -1}), "probeTimeout"),
+        (json!({"probeTimeout": 0}), "probeTimeout"),
+        (json!({"probeTimeout": 1}), "probeTimeout"),
+        (json!({"probeTimeout": "soon"}), "probeTimeout"),
+        (json!({"activeReTries": 0}), "activeReTries"),
+        (json!({"activeReTries": -1}), "activeReTries"),
+        (json!({"activeReTries": "x"}), "activeReTries"),
+    ];
+    let mut all = vec![ep(json!({"name": "good", "activeReTries": 2}))];
+    all.extend(bad.iter().map(|(x, _)| ep(x.clone())));
+    std::fs::write(
+        dir.path().join(config::EP_FILE),
+        json!({ "Attr": all }).to_string(),
+    )
+    .expect("write");
+    let out = xlb(&["check-config", "-c", d]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (i, (_, field)) in bad.iter().enumerate() {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("EPconfig.txt: entry {}:", i + 1)))
+            .unwrap_or_else(|| panic!("entry {} reported: {err}", i + 1));
+        assert!(line.contains(field), "{line}");
+    }
+    assert!(!err.contains("entry 0:"), "{err}");
+    let (h, report) = harness_from(dir.path());
+    assert_eq!((report.endpoints, report.errors.len()), (1, bad.len()));
+    let body = h.get("/netlox/v1/config/endpoint/all").await.body;
+    assert!(body.contains(r#""activeReTries":2"#), "{body}");
+
+    // A rule's knobs, checked against its probe interval.
+    std::fs::remove_file(dir.path().join(config::EP_FILE)).expect("rm");
+    std::fs::write(
+        dir.path().join(config::LB_FILE),
+        r#"{"lbAttr":[{"serviceArguments":{"externalIP":"192.0.2.1","port":80,"protocol":"tcp","monitor":true,"probeTimeout":2,"probeReplyTimeout":3},"endpoints":[{"endpointIP":"10.0.0.1","targetPort":80,"weight":1}]}]}"#,
+    )
+    .expect("write");
+    let out = xlb(&["check-config", "-c", d]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lbconfig.txt: entry 0: service-args error: probeReplyTimeout 3 must be below probeTimeout"),
+        "{err}"
+    );
+}
+
+/// `xlb create ep` with the knobs through the real binary and server: set
+/// ones come back and survive `save` and a restart; bad ones fail naming
+/// the flag (not a number) or the field (out of range), changing nothing.
+#[test]
+fn cli_create_ep_with_the_probe_knobs_save_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().to_str().expect("utf-8 path");
+    let port = free_port();
+    let server = format!("http://127.0.0.1:{port}");
+    let daemon = start_daemon(dir.path(), port);
+    let run = |args: &[&str]| {
+        let mut full = vec!["--api-server", server.as_str()];
+        full.extend_from_slice(args);
+        xlb(&full)
+    };
+    let create = |extra: &[&str]| {
+        let mut a = vec![
+            "create",
+            "ep",
+            "10.0.0.7",
+            "--probetype=tcp",
+            "--probeport=6443",
+            "--period=2",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let out = create(&["--probe-timeout=0.5", "--active-retries=5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "create",
+        "ep",
+        "10.0.0.8",
+        "--probetype=tcp",
+        "--probeport=6443",
+    ]);
+    assert!(out.status.success());
+    let get = |server: &str| {
+        let out = xlb(&["--api-server", server, "get", "ep", "-o", "json"]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = get(&server);
+    let v: serde_json::Value = serde_json::from_str(&before).expect("json");
+    let e = |i: usize| v["Attr"][i].clone();
+    assert_eq!(
+        (e(0)["probeTimeout"].clone(), e(0)["activeReTries"].clone()),
+        (json!(0.5), json!(5))
+    );
+    assert!(e(1).get("probeTimeout").is_none() && e(1).get("activeReTries").is_none());
+
+    for (flags, says) in [
+        (&["--probe-timeout=-1"][..], "probeTimeout"),
+        (&["--probe-timeout", "-1"][..], "probeTimeout"),
+        (&["--probe-timeout=0"][..], "probeTimeout"),
+        (&["--probe-timeout=2"][..], "probeTimeout"),
+        (&["--probe-timeout=soon"][..], "--probe-timeout"),
+        (&["--active-retries=0"][..], "activeReTries"),
+        (&["--active-retries=-2"][..], "activeReTries"),
+        (&["--active-retries=1.5"][..], "activeReTries"),
+        (&["--active-retries=many"][..], "--active-retries"),
+    ] {
+        let out = create(flags);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} accepted");
+        assert!(err.contains(says), "{flags:?}: {err}");
+        assert_eq!(get(&server), before, "{flags:?} changed the state");
+    }
+
+    let out = run(&["save", "-c", d]);
+    assert!(out.status.success());
+    drop(daemon);
+    let saved = std::fs::read_to_string(dir.path().join(config::EP_FILE)).expect("saved");
+    assert!(
+        saved.contains("probeTimeout") && saved.contains("activeReTries"),
+        "{saved}"
+    );
+    let check = xlb(&["check-config", "-c", d]);
+    assert!(check.status.success());
+    let port2 = free_port();
+    let _daemon = start_daemon(dir.path(), port2);
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port2}")),
+        before,
+        "same entries after save and restart"
+    );
+}

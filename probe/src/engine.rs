@@ -1,8 +1,14 @@
 //! The probe engine: one scheduler task fires every entry at fixed rate
 //! (`next = previous deadline + interval`, first run spread over one interval),
 //! bounded by a semaphore; results drive an Up/Down state machine per entry
-//! (`inactiveReTries` consecutive failures → Down, one success → Up), and
-//! every change of an entry's effective state is logged and broadcast.
+//! (`inactiveReTries` consecutive failures → Down, `activeReTries`
+//! consecutive successes → Up, loxilb's being one), and every change of an
+//! entry's effective state is logged and broadcast.
+//!
+//! A new entry starts in [`EngineConfig::initial_state`] (Up, as in loxilb:
+//! it does not wait for its first probe); the healthy threshold applies only
+//! to an entry that is Down. A spec change restarts both counts but keeps
+//! the state.
 //!
 //! Entries are keyed like loxilb's: a user entry (`upsert`, from the endpoint
 //! API) and reference-counted automatic entries (`acquire`, one per monitored
@@ -79,7 +85,7 @@ pub enum ProbeError {
 /// Why an entry's effective state changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
-    /// A probe succeeded.
+    /// A probe succeeded: the `activeReTries`-th in a row.
     ProbeSucceeded,
     /// The `inactiveReTries`-th consecutive probe failed; the last failure.
     ProbeFailed(ProbeFailure),
@@ -123,6 +129,8 @@ pub struct ProbeStatus {
     pub last_error: Option<ProbeFailure>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
+    /// Successes since the last failure.
+    pub consecutive_successes: u32,
     /// Shortest successful probe delay (round trip for ping).
     pub min_delay: Option<Duration>,
     /// Mean successful probe delay.
@@ -198,6 +206,7 @@ struct Entry {
     forced: Option<ProbeState>,
     last_error: Option<ProbeFailure>,
     consecutive_failures: u32,
+    consecutive_successes: u32,
     probes: u64,
     successes: u64,
     delay_sum: Duration,
@@ -403,6 +412,7 @@ impl ProbeEngine {
                 forced: e.forced,
                 last_error: e.last_error.clone(),
                 consecutive_failures: e.consecutive_failures,
+                consecutive_successes: e.consecutive_successes,
                 min_delay: e.min_delay,
                 avg_delay: (e.successes > 0).then(|| e.delay_sum / e.successes as u32),
                 max_delay: e.max_delay,
@@ -484,6 +494,7 @@ impl Inner {
                 forced: None,
                 last_error: None,
                 consecutive_failures: 0,
+                consecutive_successes: 0,
                 probes: 0,
                 successes: 0,
                 delay_sum: Duration::ZERO,
@@ -518,6 +529,7 @@ impl Inner {
         self.next_gen += 1;
         e.gen = gen;
         e.consecutive_failures = 0;
+        e.consecutive_successes = 0;
         e.probes = 0;
         e.successes = 0;
         e.delay_sum = Duration::ZERO;
@@ -593,14 +605,18 @@ impl Shared {
             Ok(d) => {
                 e.successes += 1;
                 e.consecutive_failures = 0;
+                e.consecutive_successes = e.consecutive_successes.saturating_add(1);
                 e.last_error = None;
                 e.delay_sum += d;
                 e.min_delay = Some(e.min_delay.map_or(d, |m| m.min(d)));
                 e.max_delay = Some(e.max_delay.map_or(d, |m| m.max(d)));
-                e.probed = ProbeState::Up;
+                if e.consecutive_successes >= e.spec().successes_to_up() {
+                    e.probed = ProbeState::Up;
+                }
                 Cause::ProbeSucceeded
             }
             Err(f) => {
+                e.consecutive_successes = 0;
                 e.consecutive_failures = e.consecutive_failures.saturating_add(1);
                 if e.consecutive_failures >= e.spec().failures_to_down() {
                     e.probed = ProbeState::Down;

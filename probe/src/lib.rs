@@ -39,5 +39,6 @@ pub use engine::{
 pub use fmt::go_duration;
 pub use methods::{probe_once, sctp_supported, ProbeFailure, UDP_PROBE_PAYLOAD};
 pub use spec::{
-    ProbeKind, ProbeSpec, SpecError, DEFAULT_INTERVAL, DEFAULT_RETRIES, MAX_INTERVAL, MAX_RETRIES,
+    ProbeKind, ProbeSpec, SpecError, DEFAULT_ACTIVE_RETRIES, DEFAULT_INTERVAL, DEFAULT_RETRIES,
+    MAX_INTERVAL, MAX_RETRIES,
 };

@@ -1,6 +1,7 @@
 //! Probe specifications: what to probe, how often, and loxilb's validation rules
 //! for `/config/endpoint` (tcp/udp/sctp need a port, ping/none must not have
-//! one, `inactiveReTries` ≤ 100, `probeDuration` ≤ 86400 s).
+//! one, `inactiveReTries` ≤ 100, `probeDuration` ≤ 86400 s), plus xlb's
+//! healthy threshold (`activeReTries`, 1..=100; loxilb's is always 1).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -13,6 +14,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETRIES: u32 = 2;
 /// Largest `inactiveReTries` loxilb accepts.
 pub const MAX_RETRIES: u32 = 100;
+/// loxilb's healthy threshold: one success brings a down endpoint back.
+pub const DEFAULT_ACTIVE_RETRIES: u32 = 1;
 /// Largest `probeDuration` loxilb accepts.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
 
@@ -121,6 +124,9 @@ pub enum SpecError {
     /// zero timeout
     #[error("probe timeout must be above zero")]
     ZeroTimeout,
+    /// activeReTries zero or above 100
+    #[error("activeReTries {0} is not in 1..={MAX_RETRIES}")]
+    BadActiveRetries(u32),
 }
 
 /// One health probe, as the endpoint API or a monitored rule describes it.
@@ -144,11 +150,15 @@ pub struct ProbeSpec {
     pub timeout: Duration,
     /// loxilb's `inactiveReTries`: consecutive failures before Down (0 acts as 1).
     pub retries: u32,
+    /// xlb's `activeReTries`: consecutive successes before a Down entry is Up
+    /// again; a failure in between starts the count again. An Up entry (a new
+    /// one included) stays Up on success whatever this is.
+    pub active_retries: u32,
 }
 
 impl ProbeSpec {
-    /// A spec with loxilb's defaults: every 60 s, down after 2 failures, the
-    /// kind's default timeout, no request or expected reply.
+    /// A spec with loxilb's defaults: every 60 s, down after 2 failures, up
+    /// after 1 success, the kind's default timeout, no request or expected reply.
     pub fn new(host: IpAddr, kind: ProbeKind, port: u16) -> Self {
         ProbeSpec {
             name: String::new(),
@@ -160,6 +170,7 @@ impl ProbeSpec {
             interval: DEFAULT_INTERVAL,
             timeout: kind.default_timeout(),
             retries: DEFAULT_RETRIES,
+            active_retries: DEFAULT_ACTIVE_RETRIES,
         }
     }
 
@@ -199,12 +210,20 @@ impl ProbeSpec {
         if self.timeout.is_zero() {
             return Err(SpecError::ZeroTimeout);
         }
+        if !(1..=MAX_RETRIES).contains(&self.active_retries) {
+            return Err(SpecError::BadActiveRetries(self.active_retries));
+        }
         Ok(())
     }
 
     /// Consecutive failures that take the entry down.
     pub(crate) fn failures_to_down(&self) -> u32 {
         self.retries.max(1)
+    }
+
+    /// Consecutive successes that bring a Down entry back.
+    pub(crate) fn successes_to_up(&self) -> u32 {
+        self.active_retries.max(1)
     }
 }
 
@@ -269,6 +288,14 @@ mod tests {
         s.interval = Duration::from_secs(1);
         s.timeout = Duration::ZERO;
         assert_eq!(s.validate(), Err(SpecError::ZeroTimeout));
+        s.timeout = Duration::from_millis(500);
+        assert_eq!(s.active_retries, 1, "loxilb's healthy threshold");
+        for bad in [0, 101] {
+            s.active_retries = bad;
+            assert_eq!(s.validate(), Err(SpecError::BadActiveRetries(bad)));
+        }
+        s.active_retries = 100;
+        assert!(s.validate().is_ok());
     }
 
     #[test]

@@ -140,6 +140,15 @@ pub fn document() -> Value {
         "holder": {"type": "string", "description": "xlb, with --cluster: the member holding the election's instances"},
         "members": {"type": "array", "description": "xlb, with --cluster", "items": {"type": "object", "properties": {
             "addr": {"type": "string"}, "me": {"type": "boolean"}, "up": {"type": "boolean"}}}}}});
+    // xlb's health-check knobs (issue 22), on probe entries and monitored rules.
+    let ep_timeout = json!({"type": "number", "exclusiveMinimum": true, "minimum": 0,
+        "description": "xlb extension (not in loxilb): seconds one probe may take (fractions allowed), below probeDuration; absent: 2 s for http/https, 1 s otherwise (loxilb); in GET only when set"});
+    let ep_active = json!({"type": "integer", "minimum": 1, "maximum": 100,
+        "description": "xlb extension (not in loxilb): successes in a row before a down endpoint is up again, a failure in between starting the count again; absent: 1 (loxilb); in GET only when set"});
+    let rule_timeout = json!({"type": "number", "exclusiveMinimum": true, "minimum": 0,
+        "description": "xlb extension (not in loxilb): seconds one probe of an endpoint may take (fractions allowed), below probeTimeout; absent: the method's default; in GET only when set"});
+    let rule_active = json!({"type": "integer", "minimum": 1, "maximum": 100,
+        "description": "xlb extension (not in loxilb): successes in a row before a down endpoint is up again; absent: 1 (loxilb); in GET only when set"});
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -173,7 +182,10 @@ pub fn document() -> Value {
                     "inactiveTimeOut": int, "block": int,
                     "probetype": {"type": "string", "enum": ["tcp", "udp", "sctp", "ping", "none"]},
                     "probeport": int, "probereq": str_, "proberesp": str_,
-                    "probeTimeout": int, "probeRetries": int, "name": str_}},
+                    "probeTimeout": {"type": "integer", "description": "the probe interval in seconds (loxilb's name; default 60)"},
+                    "probeRetries": int,
+                    "probeReplyTimeout": rule_timeout, "probeActiveRetries": rule_active,
+                    "name": str_}},
                 "endpoints": {"type": "array", "minItems": 1, "maxItems": 32, "items": {
                     "type": "object", "required": ["endpointIP", "targetPort", "weight"], "properties": {
                         "endpointIP": str_, "targetPort": int, "weight": int,
@@ -185,7 +197,8 @@ pub fn document() -> Value {
             "EndPoint": {"type": "object", "required": ["hostName"], "properties": {
                 "hostName": str_, "name": str_, "inactiveReTries": int,
                 "probeType": {"type": "string", "enum": ["tcp", "udp", "sctp", "ping", "http", "https", "none"]},
-                "probeReq": str_, "probeResp": str_, "probeDuration": int, "probePort": int}},
+                "probeReq": str_, "probeResp": str_, "probeDuration": int, "probePort": int,
+                "probeTimeout": ep_timeout, "activeReTries": ep_active}},
             "EndPointList": {"type": "object", "properties": {"Attr": {"type": "array", "items": {
                 "allOf": [{"$ref": "#/components/schemas/EndPoint"}, {"type": "object", "properties": {
                     "minDelay": str_, "avgDelay": str_, "maxDelay": str_,

@@ -9,7 +9,7 @@ use xlb_dataplane::tables::{EndpointSpec, ServiceKey};
 
 use super::ControlState;
 use crate::error::RuleError;
-use crate::model::EpProbeStatus;
+use crate::model::{seconds, EpProbeStatus};
 use crate::rules::{HostHold, Probe, ValidRule};
 
 /// Latest probe result of an entry.
@@ -123,6 +123,7 @@ impl ControlState {
                 let st = self.status.get(&p.name);
                 let held = self.holds.iter().any(|h| h.covers_probe(&p));
                 EpProbeStatus {
+                    activeretries: p.active_retries.map(Into::into),
                     avgdelay: st.map(|s| s.delays[1].clone()).unwrap_or_default(),
                     currstate: if !held && st.is_none_or(|s| s.ok) {
                         "ok"
@@ -139,6 +140,7 @@ impl ControlState {
                     probeport: i64::from(p.port),
                     probereq: p.req.clone(),
                     proberesp: p.resp.clone(),
+                    probetimeout: p.timeout.map(seconds),
                     probetype: p.probe_type.name().into(),
                 }
             })

@@ -516,6 +516,8 @@ fn update_in_place(old: &ValidRule, new: &ValidRule) -> Result<ValidRule, RuleEr
     s.proberesp = n.proberesp.clone();
     s.probetimeout = n.probetimeout;
     s.proberetries = n.proberetries;
+    s.probereplytimeout = n.probereplytimeout.clone();
+    s.probeactiveretries = n.probeactiveretries.clone();
     s.monitor = n.monitor;
     s.inactivetimeout = n.inactivetimeout;
     doc.allowedsources = new.doc.allowedsources.clone();

@@ -10,6 +10,7 @@
 mod ha;
 mod ha_tests;
 mod lab;
+mod probe_knob_tests;
 mod sync_tests;
 
 use std::time::{Duration, Instant};

@@ -550,3 +550,158 @@ async fn measure_window(e: &ProbeEngine, n: usize, period: Duration) -> String {
         if ok { "ok" } else { "FAIL" }
     )
 }
+
+/// The first transition of `name` to `to` after now, and when it came.
+async fn transition_to(
+    rx: &mut broadcast::Receiver<Transition>,
+    name: &str,
+    to: ProbeState,
+    within: Duration,
+) -> Option<(Transition, Instant)> {
+    let end = Instant::now() + within;
+    loop {
+        let t = next_of(
+            rx,
+            name,
+            end.saturating_duration_since(Instant::now()),
+            &mut vec![],
+        )
+        .await?;
+        if t.to == to {
+            return Some((t, Instant::now()));
+        }
+    }
+}
+
+/// A TCP server that goes away and comes back, probed every second: with
+/// `activeReTries` 3 it is up only after three successes in a row (≥ 2 s
+/// after its port opens, < 3 s plus slack); with loxilb's threshold the
+/// first success brings it back.
+#[tokio::test]
+async fn healthy_threshold_delays_a_returning_tcp_server() {
+    let _timing = TIMING.lock().await;
+    for (active_retries, at_least, at_most) in [
+        (3, Duration::from_secs(2), Duration::from_secs(4)),
+        (1, Duration::ZERO, Duration::from_millis(1500)),
+    ] {
+        let mut srv = TcpServer::start("127.0.0.1:0".parse().unwrap()).await;
+        let e = ProbeEngine::new(4);
+        let mut rx = e.subscribe();
+        let mut s = ProbeSpec::new(srv.addr.ip(), ProbeKind::Tcp, srv.addr.port());
+        s.interval = Duration::from_secs(1);
+        s.timeout = Duration::from_millis(500);
+        s.retries = 1;
+        s.active_retries = active_retries;
+        let name = e.upsert(s).unwrap();
+        srv.close().await;
+        transition_to(&mut rx, &name, ProbeState::Down, Duration::from_secs(3))
+            .await
+            .expect("went down");
+
+        let _back = TcpServer::start(srv.addr).await;
+        let opened = Instant::now();
+        let (t, at) = transition_to(&mut rx, &name, ProbeState::Up, Duration::from_secs(5))
+            .await
+            .expect("came back");
+        let took = at - opened;
+        assert_eq!(t.cause, Cause::ProbeSucceeded);
+        assert!(
+            took >= at_least && took <= at_most,
+            "activeReTries {active_retries}: up {took:?} after the port opened"
+        );
+        let st = &e.snapshot()[0];
+        assert_eq!(st.consecutive_successes, active_retries);
+        assert!(
+            st.probes > u64::from(active_retries),
+            "a failure, then the successes"
+        );
+    }
+}
+
+/// Results fed straight into the state machine: a failure between successes
+/// starts the healthy count again, and an Up entry is not held back by it.
+#[tokio::test]
+async fn a_failure_restarts_the_healthy_count() {
+    let e = ProbeEngine::new(4);
+    // An hour's period: the scheduler stays out of the way of the fed results.
+    let mut s = ProbeSpec::new("127.0.2.10".parse().unwrap(), ProbeKind::None, 0);
+    s.interval = Duration::from_secs(86_400);
+    s.retries = 2;
+    s.active_retries = 3;
+    let name = e.upsert(s).unwrap();
+    let gen = lock(&e.shared.inner).entries[&name].gen;
+    let ok = || Ok(Duration::from_millis(1));
+    let fail = || Err(ProbeFailure::Refused);
+    let feed = |r: Result<Duration, ProbeFailure>| {
+        e.shared.record(&name, gen, r);
+        e.state(&name).unwrap()
+    };
+    // New entries start up, as in loxilb; one failure is not enough to leave.
+    assert_eq!(e.state(&name), Some(ProbeState::Up));
+    assert_eq!(feed(fail()), ProbeState::Up);
+    assert_eq!(feed(ok()), ProbeState::Up);
+    assert_eq!(feed(fail()), ProbeState::Up);
+    assert_eq!(feed(fail()), ProbeState::Down);
+    // Two successes, a failure, two successes: still down.
+    for r in [ok(), ok(), fail(), ok(), ok()] {
+        assert_eq!(feed(r), ProbeState::Down);
+    }
+    assert_eq!(e.snapshot()[0].consecutive_successes, 2);
+    // The third in a row brings it back.
+    assert_eq!(feed(ok()), ProbeState::Up);
+    assert_eq!(e.snapshot()[0].consecutive_successes, 3);
+}
+
+/// An HTTP server that accepts at once but answers after 2 s: with
+/// `probeTimeout` 1 s each probe is a timeout, and the entry goes down.
+#[tokio::test]
+async fn a_slow_answer_beyond_the_probe_timeout_is_a_failure() {
+    let _timing = TIMING.lock().await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let _srv = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                sleep(Duration::from_secs(2)).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let mut s = ProbeSpec::new(addr.ip(), ProbeKind::Http, addr.port());
+    s.interval = Duration::from_secs(2);
+    s.timeout = Duration::from_secs(1);
+    s.retries = 1;
+    let started = Instant::now();
+    assert_eq!(
+        probe_once(&s).await,
+        Err(ProbeFailure::Timeout(Duration::from_secs(1)))
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1800),
+        "gave up after {took:?}"
+    );
+
+    let e = ProbeEngine::new(4);
+    let mut rx = e.subscribe();
+    let name = e.upsert(s.clone()).unwrap();
+    let (t, _) = transition_to(&mut rx, &name, ProbeState::Down, Duration::from_secs(5))
+        .await
+        .expect("went down");
+    assert_eq!(
+        t.cause,
+        Cause::ProbeFailed(ProbeFailure::Timeout(Duration::from_secs(1)))
+    );
+
+    // The same server within a 3 s timeout is up: the answer itself is fine.
+    s.timeout = Duration::from_secs(3);
+    assert!(probe_once(&s).await.is_ok());
+}
