@@ -91,8 +91,10 @@ fn error_responses() -> Value {
         "404": {"description": "Resource or path not found", "content": e},
         "405": {"description": "Method not allowed (see Allow)", "content": e},
         "409": {"description": "Resource conflict (lbrule-exists error, LB Rule-referred)", "content": e},
+        "413": {"description": "Body larger than 256 KiB", "content": e},
         "415": {"description": "Body without Content-Type: application/json", "content": e},
-        "422": {"description": "Schema violation: code 602 required field, 606 enum, 601 type", "content": e},
+        "422": {"description": "Schema violation: code 602 required field, 603 too long, 606 enum, 601 type", "content": e},
+        "500": {"description": "Internal error", "content": e},
     })
 }
 
@@ -128,6 +130,12 @@ pub fn document() -> Value {
         }
     }
     let str_ = json!({"type": "string"});
+    let name = json!({"type": "string", "maxLength": crate::model::MAX_NAME});
+    let probe_text = json!({"type": "string", "maxLength": crate::model::MAX_PROBE_TEXT});
+    let unicast = |what: &str| {
+        json!({"type": "string", "description": format!(
+            "{what}: a unicast address (not unspecified, loopback, multicast, broadcast or link-local)")})
+    };
     let int = json!({"type": "integer"});
     let boolean = json!({"type": "boolean"});
     // Built apart: the whole document in one json! exceeds the macro's recursion limit.
@@ -160,7 +168,7 @@ pub fn document() -> Value {
                 "message": str_, "result": str_}},
             "LoadbalanceEntry": {"type": "object", "required": ["serviceArguments", "endpoints"], "properties": {
                 "serviceArguments": {"type": "object", "required": ["externalIP", "port"], "properties": {
-                    "externalIP": str_, "privateIP": str_, "port": int, "portMax": int,
+                    "externalIP": unicast("the VIP"), "privateIP": str_, "port": int, "portMax": int,
                     "protocol": {"type": "string", "enum": ["tcp", "udp", "sctp", "icmp"]},
                     "sel": {"type": "integer", "enum": [0, 1, 2, 3, 4],
                         "description": "0 rr, 1 hash, 2 priority, 3 persist, 4 least-connections (5, 6 unsupported)"},
@@ -172,20 +180,20 @@ pub fn document() -> Value {
                     "bgp": boolean, "monitor": boolean, "managed": boolean,
                     "inactiveTimeOut": int, "block": int,
                     "probetype": {"type": "string", "enum": ["tcp", "udp", "sctp", "ping", "none"]},
-                    "probeport": int, "probereq": str_, "proberesp": str_,
-                    "probeTimeout": int, "probeRetries": int, "name": str_}},
+                    "probeport": int, "probereq": probe_text, "proberesp": probe_text,
+                    "probeTimeout": int, "probeRetries": int, "name": name, "host": name}},
                 "endpoints": {"type": "array", "minItems": 1, "maxItems": 32, "items": {
                     "type": "object", "required": ["endpointIP", "targetPort", "weight"], "properties": {
-                        "endpointIP": str_, "targetPort": int, "weight": int,
+                        "endpointIP": unicast("the endpoint"), "targetPort": int, "weight": int,
                         "state": {"type": "string", "description": "GET: active|inactive"},
                         "counter": {"type": "string", "description": "GET: packets:bytes"}}}},
                 "secondaryIPs": {"type": "array", "nullable": true, "items": {"type": "object", "properties": {"secondaryIP": str_}}},
                 "allowedSources": {"type": "array", "nullable": true, "items": {"type": "object", "properties": {"prefix": str_}}}}},
             "LoadbalanceList": {"type": "object", "properties": {"lbAttr": {"type": "array", "items": {"$ref": "#/components/schemas/LoadbalanceEntry"}}}},
             "EndPoint": {"type": "object", "required": ["hostName"], "properties": {
-                "hostName": str_, "name": str_, "inactiveReTries": int,
+                "hostName": str_, "name": name, "inactiveReTries": int,
                 "probeType": {"type": "string", "enum": ["tcp", "udp", "sctp", "ping", "http", "https", "none"]},
-                "probeReq": str_, "probeResp": str_, "probeDuration": int, "probePort": int}},
+                "probeReq": probe_text, "probeResp": probe_text, "probeDuration": int, "probePort": int}},
             "EndPointList": {"type": "object", "properties": {"Attr": {"type": "array", "items": {
                 "allOf": [{"$ref": "#/components/schemas/EndPoint"}, {"type": "object", "properties": {
                     "minDelay": str_, "avgDelay": str_, "maxDelay": str_,
@@ -194,7 +202,7 @@ pub fn document() -> Value {
                 "hostName": str_, "epPort": int,
                 "epProto": {"type": "string", "description": "tcp, udp, sctp, icmp, http, https; empty: every protocol"},
                 "state": {"type": "string", "enum": ["green", "yellow", "red"]}}},
-            "CIStatusEntry": {"type": "object", "properties": {"instance": str_,
+            "CIStatusEntry": {"type": "object", "properties": {"instance": name,
                 "state": {"type": "string", "enum": ["MASTER", "BACKUP", "FAULT", "STOP", "NOT_DEFINED"]}, "vip": str_}},
             "CIStatusList": {"type": "object", "properties": {"Attr": {"type": "array", "items": ci_entry}}},
             "ConntrackList": {"type": "object", "properties": {"ctAttr": {"type": "array", "items": {"type": "object", "properties": {
