@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::api::server::{self, raise_fd_limit, Limits};
 use crate::api::{router, Api, LogLevelSetter};
 use crate::config;
 use crate::controller::{Command, ControlState, Controller, MaglevSize};
@@ -58,9 +59,6 @@ pub enum DaemonError {
     /// the API address could not be bound
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
-    /// the server failed
-    #[error("API server: {0}")]
-    Serve(std::io::Error),
     /// the TLS certificate or key is not usable
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -206,7 +204,9 @@ fn usable_source(a: &IpAddr) -> bool {
     !bad
 }
 
-/// Run the API until `shutdown` resolves (HTTPS if `opts.tls` is set).
+/// Run the API until `shutdown` resolves (HTTPS if `opts.tls` is set),
+/// within [`Limits`] sized from the descriptor limit, which is raised to
+/// its hard limit first.
 pub async fn serve(
     opts: &ServeOptions,
     api: Arc<Api>,
@@ -217,6 +217,7 @@ pub async fn serve(
         Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
         None => None,
     };
+    let limits = Limits::for_fd_limit(raise_fd_limit());
     let listener = tokio::net::TcpListener::bind(opts.api)
         .await
         .map_err(|e| DaemonError::Bind(opts.api, e))?;
@@ -224,24 +225,30 @@ pub async fn serve(
         addr = %opts.api,
         tls = acceptor.is_some(),
         auth = opts.api_token.is_some(),
+        max_conns = limits.max_conns,
         "API listening"
     );
-    match acceptor {
-        Some(acceptor) => serve_tls_on(listener, acceptor, api, shutdown).await,
-        None => serve_on(listener, api, shutdown).await,
+    if opts.api_token.is_none() && !opts.api.ip().is_loopback() {
+        tracing::warn!(
+            addr = %opts.api,
+            "the API is reachable beyond this host without a token: anyone who reaches it \
+             can change the rules and make this node announce any address on its LANs; \
+             set XLB_API_TOKEN, or listen on loopback (--api 127.0.0.1:11111)"
+        );
     }
+    server::serve(listener, acceptor, router(api), limits, shutdown).await;
+    Ok(())
 }
 
-/// Run the API on an already bound listener until `shutdown` resolves.
+/// Run the API on an already bound listener until `shutdown` resolves,
+/// within the [`Limits`] of the process's descriptor limit now.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     api: Arc<Api>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(DaemonError::Serve)
+    server::serve(listener, None, router(api), Limits::default(), shutdown).await;
+    Ok(())
 }
 
 /// [`serve_on`] over TLS.
@@ -251,11 +258,15 @@ pub async fn serve_tls_on(
     api: Arc<Api>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    let listener = crate::tls::TlsListener::new(listener, acceptor).map_err(DaemonError::Serve)?;
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(DaemonError::Serve)
+    server::serve(
+        listener,
+        Some(acceptor),
+        router(api),
+        Limits::default(),
+        shutdown,
+    )
+    .await;
+    Ok(())
 }
 
 /// Start connection-state sync (`--cluster` with a dataplane) as a client

@@ -150,9 +150,20 @@ pub enum ApiError {
         /// what was sent
         value: String,
     },
+    /// a string longer than xlb keeps (go-openapi code 603)
+    #[error("{path} should be at most {max} chars long")]
+    TooLong {
+        /// e.g. "serviceArguments.name in body"
+        path: String,
+        /// the most bytes allowed
+        max: usize,
+    },
     /// the body is not JSON or does not fit the types
     #[error("parsing attr body from \"\" failed, because {0}")]
     Parse(String),
+    /// a body larger than the API takes
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
     /// a body without `Content-Type: application/json`
     #[error("unsupported media type {0:?}, only [application/json] are allowed")]
     UnsupportedMedia(String),
@@ -185,8 +196,12 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::Handler(e) => e.status(),
-            ApiError::Required(_) | ApiError::Enum { .. } | ApiError::InvalidType { .. } => 422,
+            ApiError::Required(_)
+            | ApiError::Enum { .. }
+            | ApiError::InvalidType { .. }
+            | ApiError::TooLong { .. } => 422,
             ApiError::Parse(_) => 400,
+            ApiError::TooLarge(_) => 413,
             ApiError::UnsupportedMedia(_) => 415,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
@@ -212,6 +227,7 @@ impl ApiError {
                 "result": self.to_string(),
             }),
             ApiError::Required(_) => json!({"code": 602, "message": self.to_string()}),
+            ApiError::TooLong { .. } => json!({"code": 603, "message": self.to_string()}),
             ApiError::Enum { .. } => json!({"code": 606, "message": self.to_string()}),
             ApiError::InvalidType { .. } => json!({"code": 601, "message": self.to_string()}),
             _ => json!({"code": status, "message": self.to_string()}),

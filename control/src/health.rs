@@ -102,7 +102,7 @@ fn reconcile(engine: &ProbeEngine, running: &mut HashMap<String, ProbeSpec>, wan
             Ok(_) => {
                 running.insert(p.name.clone(), spec);
             }
-            Err(e) => tracing::warn!(probe = %p.name, "cannot probe: {e}"),
+            Err(e) => tracing::warn!(probe = ?p.name, "cannot probe: {e}"),
         }
     }
     running.retain(|name, _| {
@@ -110,7 +110,7 @@ fn reconcile(engine: &ProbeEngine, running: &mut HashMap<String, ProbeSpec>, wan
             return true;
         }
         if let Err(e) = engine.remove(name) {
-            tracing::warn!(probe = %name, "removing probe: {e}");
+            tracing::warn!(probe = ?name, "removing probe: {e}");
         }
         false
     });

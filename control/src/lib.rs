@@ -17,6 +17,9 @@
 //! [`sync`] (connection-state sync between members), [`metrics`], [`cli`] (the client verbs), [`model`] / [`rules`] /
 //! [`error`] (loxilb's wire types, their checks, their errors).
 
+// The OpenAPI document is one `json!` literal, deeper than the default limit.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -437,9 +437,9 @@ pub struct EpProbeList {
 }
 
 impl Schema for CiStateIn {
-    /// `CIStatusEntry` has no required fields or enums.
+    /// `CIStatusEntry` has no required fields or enums; xlb bounds the name.
     fn check_schema(&self, _: &Value) -> Result<(), ApiError> {
-        Ok(())
+        check_len(&self.instance, MAX_NAME, "instance")
     }
 }
 
@@ -635,6 +635,26 @@ fn has(v: &Value, key: &str) -> bool {
     v.get(key).is_some()
 }
 
+/// The longest name (of a rule, a probe entry, a cluster instance) and
+/// host text xlb keeps, in bytes. loxilb sets none; kube-loxilb's names
+/// (`<namespace>_<service>:<zone>-inst<N>`, each part a DNS label of at
+/// most 63) stay far below it, and a name must fit in a URL to be deleted.
+pub const MAX_NAME: usize = 255;
+/// The longest probe request or expected reply, in bytes.
+pub const MAX_PROBE_TEXT: usize = 1024;
+
+/// go-openapi's `maxLength`: `v` at most `max` bytes.
+fn check_len(v: &str, max: usize, path: &str) -> Result<(), ApiError> {
+    if v.len() <= max {
+        Ok(())
+    } else {
+        Err(ApiError::TooLong {
+            path: format!("{path} in body"),
+            max,
+        })
+    }
+}
+
 fn check_enum<T: PartialEq + Default>(
     v: &T,
     allowed: &[T],
@@ -670,6 +690,8 @@ pub const LOG_LEVELS: &[&str] = &[
     "emergency",
     "alert",
 ];
+
+const LOG_LEVEL_TEXT: &str = "[trace debug info error warning notice critical emergency alert]";
 
 impl Schema for LbRule {
     fn check_schema(&self, v: &Value) -> Result<(), ApiError> {
@@ -732,6 +754,10 @@ impl Schema for LbRule {
             "serviceArguments.sel",
             "[0 1 2 3 4 5 6]",
         )?;
+        check_len(&s.name, MAX_NAME, "serviceArguments.name")?;
+        check_len(&s.host, MAX_NAME, "serviceArguments.host")?;
+        check_len(&s.probereq, MAX_PROBE_TEXT, "serviceArguments.probereq")?;
+        check_len(&s.proberesp, MAX_PROBE_TEXT, "serviceArguments.proberesp")?;
         Ok(())
     }
 }
@@ -746,7 +772,10 @@ impl Schema for EpProbe {
             EP_PROBES,
             "probeType",
             "[tcp udp sctp ping http https none]",
-        )
+        )?;
+        check_len(&self.name, MAX_NAME, "name")?;
+        check_len(&self.probereq, MAX_PROBE_TEXT, "probeReq")?;
+        check_len(&self.proberesp, MAX_PROBE_TEXT, "probeResp")
     }
 }
 
@@ -767,11 +796,19 @@ impl Schema for OperParams {
         if !has(v, "loglevel") {
             return Err(ApiError::Required("logLevel in body".into()));
         }
+        // An empty level is no level (go-swagger lets a zero value through
+        // its enum check; GET would then answer a level that is no level).
+        if self.loglevel.is_empty() {
+            return Err(ApiError::Enum {
+                path: "logLevel in body".into(),
+                allowed: LOG_LEVEL_TEXT,
+            });
+        }
         check_enum(
             &self.loglevel.as_str(),
             LOG_LEVELS,
             "logLevel",
-            "[trace debug info error warning notice critical emergency alert]",
+            LOG_LEVEL_TEXT,
         )
     }
 }

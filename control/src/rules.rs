@@ -191,6 +191,23 @@ fn port16(v: i64) -> Option<u16> {
     u16::try_from(v).ok()
 }
 
+/// Why `a` cannot be a VIP or an endpoint, if it cannot: xlb would put a
+/// VIP on `lo` and answer ARP/NDP for it, and send to an endpoint as to a
+/// host, so only an address of one host on a LAN or beyond will do (loxilb
+/// takes any address).
+pub fn not_unicast(a: IpAddr) -> Option<&'static str> {
+    match a {
+        _ if a.is_unspecified() => Some("unspecified"),
+        _ if a.is_loopback() => Some("loopback"),
+        _ if a.is_multicast() => Some("multicast"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("link-local"),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().and_then(|v4| not_unicast(v4.into())),
+        IpAddr::V4(_) => None,
+    }
+}
+
 /// Parse a protocol name as loxilb spells it.
 pub fn parse_proto(s: &str) -> Option<L4Proto> {
     Some(match s {
@@ -214,6 +231,11 @@ impl LbRule {
             .trim()
             .parse()
             .map_err(|_| RuleError::MalformedService(String::new()))?;
+        if let Some(kind) = not_unicast(vip) {
+            return Err(RuleError::MalformedService(format!(
+                "externalIP {vip} is a {kind} address; a VIP must be a unicast address"
+            )));
+        }
         if !s.privateip.is_empty() && s.privateip.parse::<IpAddr>().is_err() {
             return Err(RuleError::PrivateIp);
         }
@@ -379,6 +401,11 @@ impl LbRule {
                 .trim()
                 .parse()
                 .map_err(|_| RuleError::MalformedLbEp)?;
+            if let Some(kind) = not_unicast(addr) {
+                return Err(RuleError::MalformedEndpoint(format!(
+                    "endpointIP {addr} is a {kind} address; an endpoint must be a unicast address"
+                )));
+            }
             if vip.is_ipv4() && addr.is_ipv6() {
                 return Err(RuleError::Nat46);
             }

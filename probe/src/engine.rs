@@ -575,11 +575,11 @@ impl Shared {
     fn publish(&self, t: Transition) {
         match &t.cause {
             Cause::ProbeFailed(e) => tracing::warn!(
-                name = %t.name, host = %t.host, kind = %t.kind, port = t.port,
+                name = ?t.name, host = %t.host, kind = %t.kind, port = t.port,
                 error = %e, "endpoint probe {:?} -> {:?}", t.from, t.to
             ),
             cause => tracing::info!(
-                name = %t.name, host = %t.host, kind = %t.kind, port = t.port,
+                name = ?t.name, host = %t.host, kind = %t.kind, port = t.port,
                 ?cause, "endpoint probe {:?} -> {:?}", t.from, t.to
             ),
         }

@@ -2,8 +2,9 @@
 //! go-openapi's order, handlers, and loxilb's exact response shapes.
 //!
 //! Routing is a table of every path in loxilb's swagger ([`routes`]). Order of
-//! checks per request: path (404) → method (405) → auth (401) → content type of
-//! a body (415) → body parse (400) → schema (422) → handler (400/403/404/409).
+//! checks per request: path (404) → method (405) → auth (401) → body size
+//! (413) → content type of a body (415) → body parse (400) → schema (422) →
+//! handler (400/403/404/409). The server and its limits: [`server`].
 //!
 //! The API holds no control state: a handler turns a request into a
 //! [`Command`] for the controller (or a read of its state) and answers with
@@ -11,17 +12,18 @@
 
 pub mod openapi;
 pub mod routes;
+pub mod server;
 
 pub use routes::{match_route, percent_decode, Op, Route, ROUTES};
 use routes::{parse_query, Params};
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::{Request, State};
+use axum::body::{to_bytes, Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
@@ -40,8 +42,11 @@ use crate::rules::parse_proto;
 
 /// The API's base path.
 pub const BASE: &str = "/netlox/v1";
-/// Largest request body accepted.
-pub const MAX_BODY: usize = 4 << 20;
+/// Largest request body accepted: a rule with 32 endpoints and its lists
+/// is a few KiB; anything near this is not a request.
+pub const MAX_BODY: usize = 256 << 10;
+/// Time a request body may take to arrive, once its head has.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sets the log level (`POST /config/params`); the daemon wires tracing's reload handle.
 pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -55,6 +60,7 @@ pub struct Api {
     log_level: StdMutex<String>,
     log_setter: Option<LogLevelSetter>,
     started: Instant,
+    body_timeout: Duration,
     /// Connection sync, once started: its metrics join the export.
     sync: std::sync::OnceLock<Arc<crate::sync::SyncService>>,
 }
@@ -78,8 +84,15 @@ impl Api {
             log_level: StdMutex::new("info".into()),
             log_setter: None,
             started: Instant::now(),
+            body_timeout: BODY_TIMEOUT,
             sync: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Give request bodies `t` to arrive instead of [`BODY_TIMEOUT`].
+    pub fn with_body_timeout(mut self, t: Duration) -> Api {
+        self.body_timeout = t;
+        self
     }
 
     /// Export `sync`'s metrics from now on (the first service given stays).
@@ -133,8 +146,20 @@ impl Api {
         if !matches!(op, Op::Liveness | Op::Version) {
             self.check_auth(&parts.headers)?;
         }
-        let body = to_bytes(body, MAX_BODY)
+        // Content-Length, or the size of a body at hand: refused unread.
+        if body.size_hint().lower() > MAX_BODY as u64 {
+            return Err(ApiError::TooLarge(MAX_BODY));
+        }
+        // A client that trickles its body would hold the connection for
+        // as long as it likes: the body has a deadline of its own.
+        let body = tokio::time::timeout(self.body_timeout, to_bytes(body, MAX_BODY))
             .await
+            .map_err(|_| {
+                ApiError::Parse(format!(
+                    "reading the body: not complete within {} s",
+                    self.body_timeout.as_secs_f64()
+                ))
+            })?
             .map_err(|e| ApiError::Parse(format!("reading the body: {e}")))?;
         if !body.is_empty() {
             check_content_type(&parts.headers)?;
@@ -454,21 +479,55 @@ pub fn error_response(e: &ApiError) -> Response {
 
 async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     let method = req.method().clone();
-    let uri = req.uri().clone();
+    let uri = req.uri().to_string();
+    let uri = LogSafe(&uri);
+    // Set by the server ([`server`]); absent when the router is driven directly (tests).
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "-".to_string(), |c| c.0.to_string());
     match api.handle(req).await {
         Ok(r) => {
             if method == Method::GET {
-                tracing::debug!(%method, %uri, status = r.status().as_u16(), "api");
+                tracing::debug!(%client, %method, %uri, status = r.status().as_u16(), "api");
             } else {
                 // Changes are rare and worth an audit line.
-                tracing::info!(%method, %uri, status = r.status().as_u16(), "api change applied");
+                tracing::info!(%client, %method, %uri, status = r.status().as_u16(), "api change applied");
             }
             r
         }
         Err(e) => {
-            tracing::info!(%method, %uri, status = e.status(), error = %e, "api request rejected");
+            let error = e.to_string();
+            tracing::info!(
+                %client,
+                %method,
+                %uri,
+                status = e.status(),
+                error = %LogSafe(&error),
+                "api request rejected"
+            );
             error_response(&e)
         }
+    }
+}
+
+/// A client's string as it may go into a log line: control characters
+/// (newlines, ANSI escapes) written as Rust escapes, so that no client can
+/// forge or recolour a line.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSafe<'a>(pub &'a str);
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
 

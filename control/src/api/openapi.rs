@@ -91,8 +91,10 @@ fn error_responses() -> Value {
         "404": {"description": "Resource or path not found", "content": e},
         "405": {"description": "Method not allowed (see Allow)", "content": e},
         "409": {"description": "Resource conflict (lbrule-exists error, LB Rule-referred)", "content": e},
+        "413": {"description": "Body larger than 256 KiB", "content": e},
         "415": {"description": "Body without Content-Type: application/json", "content": e},
-        "422": {"description": "Schema violation: code 602 required field, 606 enum, 601 type", "content": e},
+        "422": {"description": "Schema violation: code 602 required field, 603 too long, 606 enum, 601 type", "content": e},
+        "500": {"description": "Internal error", "content": e},
     })
 }
 
@@ -128,6 +130,12 @@ pub fn document() -> Value {
         }
     }
     let str_ = json!({"type": "string"});
+    let name = json!({"type": "string", "maxLength": crate::model::MAX_NAME});
+    let probe_text = json!({"type": "string", "maxLength": crate::model::MAX_PROBE_TEXT});
+    let unicast = |what: &str| {
+        json!({"type": "string", "description": format!(
+            "{what}: a unicast address (not unspecified, loopback, multicast, broadcast or link-local)")})
+    };
     let int = json!({"type": "integer"});
     let boolean = json!({"type": "boolean"});
     // Built apart: the whole document in one json! exceeds the macro's recursion limit.
@@ -147,6 +155,8 @@ pub fn document() -> Value {
         "description": "xlb extension (not in loxilb): successes in a row before a down endpoint is up again, a failure in between starting the count again; absent: 1 (loxilb); in GET only when set"});
     let rule_timeout = json!({"type": "number", "exclusiveMinimum": true, "minimum": 0,
         "description": "xlb extension (not in loxilb): seconds one probe of an endpoint may take (fractions allowed), below probeTimeout; absent: the method's default; in GET only when set"});
+    let rule_interval = json!({"type": "integer",
+        "description": "the probe interval in seconds (loxilb's name; default 60)"});
     let rule_active = json!({"type": "integer", "minimum": 1, "maximum": 100,
         "description": "xlb extension (not in loxilb): successes in a row before a down endpoint is up again; absent: 1 (loxilb); in GET only when set"});
     json!({
@@ -169,7 +179,7 @@ pub fn document() -> Value {
                 "message": str_, "result": str_}},
             "LoadbalanceEntry": {"type": "object", "required": ["serviceArguments", "endpoints"], "properties": {
                 "serviceArguments": {"type": "object", "required": ["externalIP", "port"], "properties": {
-                    "externalIP": str_, "privateIP": str_, "port": int, "portMax": int,
+                    "externalIP": unicast("the VIP"), "privateIP": str_, "port": int, "portMax": int,
                     "protocol": {"type": "string", "enum": ["tcp", "udp", "sctp", "icmp"]},
                     "sel": {"type": "integer", "enum": [0, 1, 2, 3, 4],
                         "description": "0 rr, 1 hash, 2 priority, 3 persist, 4 least-connections (5, 6 unsupported)"},
@@ -181,23 +191,22 @@ pub fn document() -> Value {
                     "bgp": boolean, "monitor": boolean, "managed": boolean,
                     "inactiveTimeOut": int, "block": int,
                     "probetype": {"type": "string", "enum": ["tcp", "udp", "sctp", "ping", "none"]},
-                    "probeport": int, "probereq": str_, "proberesp": str_,
-                    "probeTimeout": {"type": "integer", "description": "the probe interval in seconds (loxilb's name; default 60)"},
-                    "probeRetries": int,
+                    "probeport": int, "probereq": probe_text, "proberesp": probe_text,
+                    "probeTimeout": rule_interval, "probeRetries": int,
                     "probeReplyTimeout": rule_timeout, "probeActiveRetries": rule_active,
-                    "name": str_}},
+                    "name": name, "host": name}},
                 "endpoints": {"type": "array", "minItems": 1, "maxItems": 32, "items": {
                     "type": "object", "required": ["endpointIP", "targetPort", "weight"], "properties": {
-                        "endpointIP": str_, "targetPort": int, "weight": int,
+                        "endpointIP": unicast("the endpoint"), "targetPort": int, "weight": int,
                         "state": {"type": "string", "description": "GET: active|inactive"},
                         "counter": {"type": "string", "description": "GET: packets:bytes"}}}},
                 "secondaryIPs": {"type": "array", "nullable": true, "items": {"type": "object", "properties": {"secondaryIP": str_}}},
                 "allowedSources": {"type": "array", "nullable": true, "items": {"type": "object", "properties": {"prefix": str_}}}}},
             "LoadbalanceList": {"type": "object", "properties": {"lbAttr": {"type": "array", "items": {"$ref": "#/components/schemas/LoadbalanceEntry"}}}},
             "EndPoint": {"type": "object", "required": ["hostName"], "properties": {
-                "hostName": str_, "name": str_, "inactiveReTries": int,
+                "hostName": str_, "name": name, "inactiveReTries": int,
                 "probeType": {"type": "string", "enum": ["tcp", "udp", "sctp", "ping", "http", "https", "none"]},
-                "probeReq": str_, "probeResp": str_, "probeDuration": int, "probePort": int,
+                "probeReq": probe_text, "probeResp": probe_text, "probeDuration": int, "probePort": int,
                 "probeTimeout": ep_timeout, "activeReTries": ep_active}},
             "EndPointList": {"type": "object", "properties": {"Attr": {"type": "array", "items": {
                 "allOf": [{"$ref": "#/components/schemas/EndPoint"}, {"type": "object", "properties": {
@@ -207,7 +216,7 @@ pub fn document() -> Value {
                 "hostName": str_, "epPort": int,
                 "epProto": {"type": "string", "description": "tcp, udp, sctp, icmp, http, https; empty: every protocol"},
                 "state": {"type": "string", "enum": ["green", "yellow", "red"]}}},
-            "CIStatusEntry": {"type": "object", "properties": {"instance": str_,
+            "CIStatusEntry": {"type": "object", "properties": {"instance": name,
                 "state": {"type": "string", "enum": ["MASTER", "BACKUP", "FAULT", "STOP", "NOT_DEFINED"]}, "vip": str_}},
             "CIStatusList": {"type": "object", "properties": {"Attr": {"type": "array", "items": ci_entry}}},
             "ConntrackList": {"type": "object", "properties": {"ctAttr": {"type": "array", "items": {"type": "object", "properties": {

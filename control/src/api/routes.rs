@@ -180,9 +180,18 @@ pub const ROUTES: &[Route] = routes![
 pub type Params = BTreeMap<&'static str, String>;
 
 /// Find the route for a path below [`BASE`]. Literal segments beat parameters
-/// (`/config/vlan/all` is not `/config/vlan/{vlan_id}`).
+/// (`/config/vlan/all` is not `/config/vlan/{vlan_id}`). A path with an
+/// empty segment (`//`) matches nothing: read as another path it could name
+/// another route (`//config//loadbalancer//all`); one trailing `/` is let be.
 pub fn match_route(rest: &str) -> Option<(&'static Route, Params)> {
-    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let segs: Vec<&str> = match rest {
+        "" => Vec::new(),
+        _ => rest.strip_prefix('/')?.split('/').collect(),
+    };
+    if segs.iter().any(|s| s.is_empty()) {
+        return None;
+    }
     let mut best: Option<(usize, &'static Route, Params)> = None;
     for r in ROUTES {
         let pat: Vec<&'static str> = r.path.split('/').filter(|s| !s.is_empty()).collect();
@@ -263,6 +272,22 @@ mod tests {
         assert_eq!(r.methods[0].1, Op::LbDelete);
         assert_eq!(p.get("ip_address").map(String::as_str), Some("1.2.3.4"));
         assert!(match_route("/config/nothing").is_none());
+        assert_eq!(
+            match_route("/config/loadbalancer/all/")
+                .expect("trailing /")
+                .0
+                .path,
+            "/config/loadbalancer/all"
+        );
+        for doubled in [
+            "//config//loadbalancer//all",
+            "/config//loadbalancer/all",
+            "/config/loadbalancer/all//",
+            "//",
+            "/config/loadbalancer/name//",
+        ] {
+            assert!(match_route(doubled).is_none(), "{doubled}");
+        }
         assert_eq!(match_route("").expect("base").0.methods[0].1, Op::Liveness);
     }
 

@@ -7,17 +7,20 @@
 //! state as it is between commands. No client ever holds the state.
 //!
 //! Why a thread and a mailbox rather than a lock: a change builds a table
-//! snapshot (milliseconds for a big rule set) and resolves next hops (up to
-//! half a second for an unreachable one); on the controller's thread that
-//! never blocks the API's async tasks, and commands are applied in arrival
-//! order. Rule requests that queue up while one is being built are applied as
+//! snapshot (milliseconds for a big rule set); on the controller's thread
+//! that never blocks the API's async tasks, and commands are applied in
+//! arrival order. Nothing on this thread waits on the network: next hops
+//! are resolved in the background ([`crate::dataplane::NetEnv`]), a rule
+//! whose endpoint has none yet is published at once (its packets counted
+//! as `no_neighbor`), and published again when the network reports one. Rule requests that queue up while one is being built are applied as
 //! one group with one snapshot ([`ControlState::apply_rule_ops`]), yet each is
 //! checked and answered as if it had come alone. A request whose client went
 //! away before the controller took it is withdrawn, never applied later.
 //!
-//! The controller also keeps the tables in step with the network: every
-//! [`REFRESH_EVERY`] it asks the dataplane's [`crate::dataplane::NetEnv`]
-//! whether next hops need resolving again, and rebuilds if so.
+//! The controller also keeps the tables in step with the network: when the
+//! dataplane's [`crate::dataplane::NetEnv`] says a next hop was found,
+//! changed or lost, and every [`REFRESH_EVERY`], it asks whether the
+//! tables should be rebuilt, and rebuilds if so.
 //!
 //! Data flow: client → [`Command`] → [`ControlState`] builds a snapshot →
 //! [`crate::dataplane::Publisher::publish`] (the workers' tables and the XDP
@@ -109,6 +112,8 @@ struct Queue {
     /// Holders of a [`Pause`]: while any, the controller takes nothing.
     paused: usize,
     stop: bool,
+    /// The network said the tables should follow it ([`crate::dataplane::NetEnv::on_change`]).
+    net_changed: bool,
 }
 
 struct Mailbox {
@@ -164,6 +169,15 @@ impl Controller {
             queue: Mutex::default(),
             wake: Condvar::new(),
         });
+        // Next hops resolve in the background: the tables follow as soon as
+        // one is found, not at the next round.
+        let weak = Arc::downgrade(&mailbox);
+        state.net.on_change(Box::new(move || {
+            if let Some(mailbox) = weak.upgrade() {
+                mailbox.lock().net_changed = true;
+                mailbox.wake.notify_one();
+            }
+        }));
         let thread = {
             let mailbox = mailbox.clone();
             std::thread::Builder::new()
@@ -325,7 +339,7 @@ fn run(mailbox: &Mailbox, mut state: ControlState, every: Duration) -> ControlSt
     let mut round = 0u64;
     let mut next_tick = Instant::now() + every;
     loop {
-        let (jobs, tick) = {
+        let (jobs, tick, net_changed) = {
             let mut q = mailbox.lock();
             loop {
                 if q.stop {
@@ -335,7 +349,7 @@ fn run(mailbox: &Mailbox, mut state: ControlState, every: Duration) -> ControlSt
                     return state;
                 }
                 let now = Instant::now();
-                if q.paused == 0 && (!q.jobs.is_empty() || now >= next_tick) {
+                if q.paused == 0 && (!q.jobs.is_empty() || now >= next_tick || q.net_changed) {
                     break;
                 }
                 q = if q.paused > 0 {
@@ -349,15 +363,16 @@ fn run(mailbox: &Mailbox, mut state: ControlState, every: Duration) -> ControlSt
                 };
             }
             let tick = Instant::now() >= next_tick;
-            (std::mem::take(&mut q.jobs), tick)
+            let net_changed = std::mem::take(&mut q.net_changed);
+            (std::mem::take(&mut q.jobs), tick, net_changed)
         };
         if tick {
             round += 1;
             next_tick = Instant::now() + every;
-            if state.net.needs_refresh(round) {
-                if let Err(e) = state.refresh() {
-                    tracing::warn!("refreshing next hops: {e}");
-                }
+        }
+        if (tick || net_changed) && state.net.needs_refresh(round) {
+            if let Err(e) = state.refresh() {
+                tracing::warn!("refreshing next hops: {e}");
             }
         }
         execute(&mut state, jobs);

@@ -106,7 +106,10 @@ pub trait DataplaneView: Send + Sync {
 pub trait NetEnv: Send + Sync {
     /// The balancer's ports (interfaces) and their own addresses.
     fn ports(&self) -> Vec<PortSpec>;
-    /// The next hop for each of `addrs` that is reachable; unknown ones are left out.
+    /// The next hop for each of `addrs` that is known now; unknown ones are
+    /// left out. Called on the controller's thread: it must not wait on the
+    /// network (resolve in the background and report through
+    /// [`NetEnv::on_change`]).
     fn next_hops(&self, addrs: &[IpAddr]) -> Vec<(IpAddr, NextHop)>;
     /// Asked by the controller every [`REFRESH_EVERY`]: whether the tables
     /// should be rebuilt to pick up what changed in the network (a neighbour
@@ -115,6 +118,12 @@ pub trait NetEnv: Send + Sync {
     fn needs_refresh(&self, round: u64) -> bool {
         let _ = round;
         false
+    }
+    /// Call `wake` whenever [`NetEnv::needs_refresh`] would now answer true
+    /// (a next hop was found, changed or lost), so the tables follow at
+    /// once rather than at the next round. The controller sets it at start.
+    fn on_change(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let _ = wake;
     }
 }
 
