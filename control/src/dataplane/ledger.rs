@@ -13,7 +13,8 @@
 //! whose lock can be taken is a dead xlb's), `reserved-ports.json` (what the
 //! operator had in `ip_local_reserved_ports` before the first xlb added to
 //! it, and which live xlbs need the range), and `.lock`, held while any of
-//! them is read and changed together.
+//! them is read and changed together. The last xlb of a namespace to end
+//! removes the directory.
 //!
 //! Invariants: xlb never removes an address that is not both in a record
 //! and still marked as xlb's ([`addr::XLB_PROTO`]), never detaches a
@@ -25,6 +26,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -102,6 +104,9 @@ impl Ledger {
     }
 
     fn open_in(dir: &Path) -> Result<Ledger, LedgerError> {
+        if let Some(base) = dir.parent() {
+            forget_gone_namespaces(base, dir);
+        }
         let _guard = dir_lock(dir)?;
         sweep_dead(dir);
         let name = format!("ledger-{}", std::process::id());
@@ -203,6 +208,7 @@ impl Ledger {
         let r = self.lock().clone();
         release_ports(&self.dir, &self.name, r.reserved_ports);
         remove_record(&self.dir, &self.name);
+        remove_if_last(&self.dir);
     }
 }
 
@@ -216,14 +222,87 @@ impl Drop for Ledger {
 /// changed together.
 fn dir_lock(dir: &Path) -> Result<File, LedgerError> {
     let path = dir.join(".lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    f.lock().map_err(io_err(&path))?;
-    Ok(f)
+    loop {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let f = match OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            // The last xlb of the namespace removed the directory meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        f.lock().map_err(io_err(&path))?;
+        // Holding a lock file the last xlb removed while we waited would
+        // lock out nobody: take the one at the path.
+        let held = f.metadata().map_err(io_err(&path))?;
+        if fs::metadata(&path).is_ok_and(|m| m.ino() == held.ino() && m.dev() == held.dev()) {
+            return Ok(f);
+        }
+    }
+}
+
+/// Remove the namespace's directory when this was its last xlb (nothing
+/// but the directory lock, which the caller holds, is left), so that
+/// namespaces that come and go leave nothing in `/run/xlb`.
+fn remove_if_last(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    if entries.flatten().all(|e| e.file_name() == ".lock") {
+        let _ = fs::remove_file(dir.join(".lock"));
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+/// Remove the directories of namespaces that no longer exist (an xlb
+/// killed in a container's namespace, and the namespace deleted after):
+/// what their records name went with the namespace, and no xlb will ever
+/// start there to sweep them.
+fn forget_gone_namespaces(base: &Path, mine: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    let live = live_namespaces();
+    for e in entries.flatten() {
+        let ino = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("net-"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(ino) = ino {
+            if !live.contains(&ino) && e.path() != mine {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// The inodes of every network namespace in use: any thread's, and those
+/// kept by `ip netns` (a namespace with neither has no process to run an
+/// xlb in).
+fn live_namespaces() -> BTreeSet<u64> {
+    let mut live = BTreeSet::new();
+    let mut add = |p: PathBuf| {
+        if let Ok(m) = fs::metadata(p) {
+            live.insert(m.ino());
+        }
+    };
+    for named in ["/run/netns", "/var/run/netns"] {
+        for e in fs::read_dir(named).into_iter().flatten().flatten() {
+            add(e.path());
+        }
+    }
+    for pid in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let tasks = pid.path().join("task");
+        for t in fs::read_dir(tasks).into_iter().flatten().flatten() {
+            add(t.path().join("ns/net"));
+        }
+    }
+    live
 }
 
 /// Whether the xlb of record `name` lives (holds its `.alive` lock).
@@ -500,5 +579,8 @@ mod tests {
         assert!(alive(dir.path(), &me.name));
         drop(me);
         assert!(!mine.exists(), "a clean end removes the record");
+        assert!(!dir.path().exists(), "and the last one its directory");
+        let again = Ledger::open_in(dir.path()).expect("a later xlb recreates it");
+        drop(again);
     }
 }

@@ -109,13 +109,21 @@ impl InterfaceLock {
         };
         let path = dir.join(format!("if{ifindex}.lock"));
         loop {
-            let mut file = OpenOptions::new()
+            let mut file = match OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|e| io_err(&path, e))?;
+            {
+                Ok(f) => f,
+                // The last xlb of the namespace removed the directory.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+                    continue;
+                }
+                Err(e) => return Err(io_err(&path, e)),
+            };
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
@@ -162,6 +170,10 @@ impl Drop for InterfaceLock {
         // the file then releases the lock.
         let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
+        // The namespace's directory too, if nothing else is in it.
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
