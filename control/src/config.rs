@@ -4,8 +4,22 @@
 //!
 //! Entries go through exactly the checks a REST request gets, one at a time: a
 //! bad entry is reported (file, index, reason) and skipped, the good ones load,
-//! as loxilb does. Saving is atomic: a temporary file is written and synced,
-//! the previous file is kept as `<name>.bk`, then the new one is renamed over.
+//! as loxilb does.
+//!
+//! Saving writes the two files as a pair. Both carry the same generation
+//! (root key `"xlbSave"`, which loxilb and loxicmd ignore as they ignore
+//! every unknown key). Both new files are written and synced as temporary
+//! files first; then each replaces its file by a rename, the previous one
+//! kept as `<name>.bk`. A save killed between the two renames leaves the
+//! new `EPconfig.txt` beside the old `lbconfig.txt` and the new one's
+//! temporary file, of the same generation: whoever reads the directory
+//! next ([`load`], [`save`]) finishes that rename first ([`settle`]), so
+//! xlb never loads a mixed pair. A temporary file of a save killed before
+//! its first rename is discarded (that save never reported success).
+//!
+//! A save never replaces a file that cannot be read (not JSON, not the
+//! expected document): a daemon started on it did not load it, and saving
+//! what it runs would lose the original and, at the next save, its `.bk`.
 
 use std::fs;
 use std::io::{self, Write};
@@ -23,6 +37,8 @@ pub const LB_FILE: &str = "lbconfig.txt";
 pub const EP_FILE: &str = "EPconfig.txt";
 /// Default directory.
 pub const DEFAULT_DIR: &str = "/etc/loxilb";
+/// The root key holding a saved pair's generation (see the module doc).
+pub const GENERATION_KEY: &str = "xlbSave";
 
 /// A problem with a config file or one of its entries.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +59,18 @@ pub enum ConfigError {
         /// 0-based position in the array.
         index: usize,
         /// Why (the API's error text).
+        reason: String,
+    },
+    /// saving would replace a file that cannot be read
+    #[error(
+        "{} cannot be read ({reason}): a daemon started on it did not load it, and saving would \
+         replace it; fix it or move it aside, then save again",
+        file.display()
+    )]
+    Unreadable {
+        /// The file.
+        file: PathBuf,
+        /// Why it cannot be read.
         reason: String,
     },
     /// writing a file failed
@@ -123,6 +151,9 @@ pub fn apply_probe(state: &mut ControlState, v: Value) -> Result<(), ApiError> {
 /// offending entry is the one reported.
 pub fn load(state: &mut ControlState, dir: &Path) -> LoadReport {
     let mut file_errors = Vec::new();
+    if let Err(e) = settle(dir) {
+        file_errors.push(e);
+    }
     let mut read = |name: &str, root: &str| {
         let file = dir.join(name);
         match read_entries(&file, root) {
@@ -227,27 +258,121 @@ pub fn saved_documents(rules: &LbRuleList, eps: &EpStatusList) -> (LbRuleList, E
     (lb, ep)
 }
 
-/// Write both files into `dir` atomically (see the module doc).
+/// Write both files into `dir` as a pair (see the module doc); refused if a
+/// file there cannot be read.
 pub fn save(dir: &Path, rules: &LbRuleList, eps: &EpStatusList) -> Result<(), ConfigError> {
     let (lb, ep) = saved_documents(rules, eps);
-    let enc = |file: &Path, r: serde_json::Result<String>| {
-        r.map_err(|e| ConfigError::Write {
-            file: file.into(),
-            source: io::Error::other(e),
-        })
-    };
+    settle(dir)?;
     let ep_file = dir.join(EP_FILE);
     let lb_file = dir.join(LB_FILE);
-    let ep_text = enc(&ep_file, serde_json::to_string_pretty(&ep))?;
-    let lb_text = enc(&lb_file, serde_json::to_string_pretty(&lb))?;
-    write_atomic(&ep_file, ep_text.as_bytes())?;
-    write_atomic(&lb_file, lb_text.as_bytes())?;
+    for (file, root) in [(&ep_file, "Attr"), (&lb_file, "lbAttr")] {
+        if let Err(ConfigError::File { file, reason }) = read_entries(file, root) {
+            return Err(ConfigError::Unreadable { file, reason });
+        }
+    }
+    let generation = format!(
+        "{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        std::process::id()
+    );
+    let ep_text = marked_text(&ep_file, &ep, &generation)?;
+    let lb_text = marked_text(&lb_file, &lb, &generation)?;
+    write_temporary(&ep_file, ep_text.as_bytes())?;
+    write_temporary(&lb_file, lb_text.as_bytes())?;
+    install(&ep_file)?;
+    install(&lb_file)?;
+    Ok(())
+}
+
+/// `doc` as pretty JSON with the pair's `generation` at its root.
+fn marked_text<T: serde::Serialize>(
+    file: &Path,
+    doc: &T,
+    generation: &str,
+) -> Result<String, ConfigError> {
+    let enc = |e: serde_json::Error| ConfigError::Write {
+        file: file.into(),
+        source: io::Error::other(e),
+    };
+    let mut v = serde_json::to_value(doc).map_err(enc)?;
+    if let Value::Object(m) = &mut v {
+        m.insert(GENERATION_KEY.into(), Value::String(generation.into()));
+    }
+    serde_json::to_string_pretty(&v).map_err(enc)
+}
+
+/// The pair generation a saved file carries, if it is readable and has one.
+fn generation_of(file: &Path) -> Option<String> {
+    let v: Value = serde_json::from_slice(&fs::read(file).ok()?).ok()?;
+    Some(v.get(GENERATION_KEY)?.as_str()?.to_string())
+}
+
+/// Finish a save that was killed between its two renames (see the module
+/// doc), and drop the temporary files of one killed before them.
+pub fn settle(dir: &Path) -> Result<(), ConfigError> {
+    let lb_file = dir.join(LB_FILE);
+    let lb_tmp = temporary(&lb_file);
+    if let Some(g) = generation_of(&dir.join(EP_FILE)) {
+        if lb_tmp.exists()
+            && generation_of(&lb_tmp).as_ref() == Some(&g)
+            && generation_of(&lb_file).as_ref() != Some(&g)
+        {
+            tracing::warn!(
+                dir = %dir.display(),
+                "config: completing a save that was interrupted between its two files"
+            );
+            install(&lb_file)?;
+        }
+    }
+    for file in [dir.join(EP_FILE), lb_file] {
+        match fs::remove_file(temporary(&file)) {
+            Ok(()) => tracing::info!(
+                file = %file.display(),
+                "config: discarded the temporary file of a save that did not finish"
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ConfigError::Write { file, source }),
+        }
+    }
     Ok(())
 }
 
 /// Write `data` to `path` via a synced temporary file and a rename, keeping
 /// the previous file as `<path>.bk`.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
+    write_temporary(path, data)?;
+    install(path)
+}
+
+/// Where the next content of `path` waits for its rename.
+fn temporary(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Write and sync `path`'s temporary file.
+fn write_temporary(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
+    let err = |source: io::Error| ConfigError::Write {
+        file: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut f = fs::File::create(temporary(path)).map_err(err)?;
+    f.write_all(data).map_err(err)?;
+    f.write_all(b"\n").map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+/// Replace `path` with its temporary file, keeping the previous one as
+/// `<path>.bk`.
+fn install(path: &Path) -> Result<(), ConfigError> {
     let err = |source: io::Error| ConfigError::Write {
         file: path.into(),
         source,
@@ -256,17 +381,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
     let bk = path.with_file_name(format!("{name}.bk"));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(err)?;
-    }
-    {
-        let mut f = fs::File::create(&tmp).map_err(err)?;
-        f.write_all(data).map_err(err)?;
-        f.write_all(b"\n").map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
     if path.exists() {
         // A hard link keeps the old file in place until the rename replaces it,
         // so a reader never finds the file missing.
@@ -279,7 +394,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ConfigError> {
             fs::copy(path, &bk).map_err(err)?;
         }
     }
-    fs::rename(&tmp, path).map_err(err)?;
+    fs::rename(temporary(path), path).map_err(err)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // Make the rename durable; not all filesystems allow syncing a directory.
         if let Ok(d) = fs::File::open(dir) {
@@ -310,5 +425,58 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    }
+
+    fn empty_lists() -> (LbRuleList, EpStatusList) {
+        (
+            LbRuleList { lb_attr: vec![] },
+            EpStatusList { attr: vec![] },
+        )
+    }
+
+    #[test]
+    fn a_save_killed_between_its_renames_is_completed_not_mixed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (rules, eps) = empty_lists();
+        save(dir.path(), &rules, &eps).expect("first save");
+        let (ep, lb) = (dir.path().join(EP_FILE), dir.path().join(LB_FILE));
+        let old = generation_of(&lb).expect("marked");
+        assert_eq!(generation_of(&ep), Some(old.clone()));
+        // What a save killed after its first rename leaves.
+        let text = |g: &str| format!("{{\"Attr\": [], \"{GENERATION_KEY}\": \"{g}\"}}");
+        write_temporary(&ep, text("new").as_bytes()).expect("tmp");
+        write_temporary(&lb, text("new").replace("Attr", "lbAttr").as_bytes()).expect("tmp");
+        install(&ep).expect("first rename");
+        assert_ne!(
+            generation_of(&ep),
+            generation_of(&lb),
+            "mixed before settling"
+        );
+        settle(dir.path()).expect("settle");
+        assert_eq!(generation_of(&ep).as_deref(), Some("new"));
+        assert_eq!(generation_of(&lb).as_deref(), Some("new"));
+        let bk = dir.path().join(format!("{LB_FILE}.bk"));
+        assert_eq!(generation_of(&bk), Some(old), "the old rules are the .bk");
+        assert!(!temporary(&lb).exists());
+        // A save killed before its first rename: its files are dropped.
+        write_temporary(&ep, text("lost").as_bytes()).expect("tmp");
+        settle(dir.path()).expect("settle");
+        assert!(!temporary(&ep).exists());
+        assert_eq!(generation_of(&ep).as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn save_refuses_to_replace_a_file_it_cannot_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let lb = dir.path().join(LB_FILE);
+        fs::write(&lb, "{ not json").expect("write");
+        let (rules, eps) = empty_lists();
+        for _ in 0..2 {
+            let e = save(dir.path(), &rules, &eps).expect_err("refused");
+            assert!(matches!(e, ConfigError::Unreadable { .. }), "{e}");
+            assert!(e.to_string().contains("move it aside"), "{e}");
+        }
+        assert_eq!(fs::read_to_string(&lb).expect("read"), "{ not json");
+        assert!(!dir.path().join(EP_FILE).exists(), "nothing half-saved");
     }
 }

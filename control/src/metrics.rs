@@ -151,6 +151,16 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
         }
     }
     o.family(
+        "xlb_xdp_programs_removed_total",
+        "counter",
+        "Times a served interface was found without xlb's XDP program (removed by someone else).",
+    );
+    o.sample(
+        "xlb_xdp_programs_removed_total",
+        &[],
+        view.xdp_programs_removed(),
+    );
+    o.family(
         "xlb_worker_tx_deferred_total",
         "counter",
         "Frames that waited for room on a full TX ring (sent later).",

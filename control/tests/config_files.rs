@@ -1134,3 +1134,97 @@ fn cli_create_ep_with_the_probe_knobs_save_restart() {
         "same entries after save and restart"
     );
 }
+
+/// `xlb save` killed at any moment of its run, again and again, never
+/// leaves a pair that loads as a mixture: after every kill what xlb loads
+/// has as many rules as probe entries (each round adds one of each), and
+/// is the last complete save or the interrupted one.
+#[test]
+fn kills_during_save_never_leave_a_mixed_pair() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().to_str().expect("utf-8 path");
+    let port = free_port();
+    let server = format!("http://127.0.0.1:{port}");
+    let _daemon = start_daemon(dir.path(), port);
+    let client = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xlb"));
+        c.args(["--api-server", server.as_str()]).args(args);
+        c
+    };
+    let ok = |args: &[&str]| {
+        let out = client(args).output().expect("run xlb");
+        assert!(out.status.success(), "xlb {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // How long one save takes, to spread the kills over it.
+    let t = Instant::now();
+    ok(&["save", "-c", d]);
+    let save_us = t.elapsed().as_micros().max(1) as u64;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last = 0;
+    for i in 1..=40u64 {
+        ok(&[
+            "create",
+            "lb",
+            &format!("192.0.2.{i}"),
+            "--tcp=80:8080",
+            "--endpoints=10.0.0.1:1",
+        ]);
+        ok(&["create", "ep", &format!("10.0.1.{i}"), "--probetype=none"]);
+        let mut save = client(&["save", "-c", d])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn save");
+        // Spread over 0..1.5 save durations, in an order that jumps around.
+        std::thread::sleep(Duration::from_micros((i * 37 % 40) * save_us * 3 / 80));
+        let _ = save.kill();
+        let _ = save.wait();
+        let out = ok(&["check-config", "-c", d]);
+        let n: Vec<u64> = out
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert!(n.len() >= 2, "{out}");
+        assert_eq!(n[0], n[1], "round {i}: a mixed pair loads: {out}");
+        assert!(
+            last <= n[0] && n[0] <= i,
+            "round {i}: an older pair came back: {out}"
+        );
+        last = n[0];
+        seen.insert(n[0] == i);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "the kills hit both before and after the saves' renames"
+    );
+}
+
+/// A daemon started on an unreadable `lbconfig.txt` (the default,
+/// non-strict) runs without it; `xlb save` then refuses to replace it,
+/// however often it is run, so neither the file nor its `.bk` is lost.
+#[test]
+fn save_never_replaces_a_file_the_daemon_could_not_read() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().to_str().expect("utf-8 path");
+    let broken = "{\"lbAttr\": [ {\"serviceArguments\": ";
+    std::fs::write(dir.path().join(config::LB_FILE), broken).expect("write");
+    let port = free_port();
+    let server = format!("http://127.0.0.1:{port}");
+    let _daemon = start_daemon(dir.path(), port);
+    for _ in 0..2 {
+        let out = xlb(&["--api-server", &server, "save", "-c", d]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "save replaced an unreadable file");
+        assert!(
+            err.contains("cannot be read") && err.contains("lbconfig.txt"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(config::LB_FILE)).expect("read"),
+        broken
+    );
+    assert!(!dir.path().join("lbconfig.txt.bk").exists());
+}

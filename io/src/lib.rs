@@ -47,7 +47,7 @@ pub use io::xsk::{XskConfig, XskError, XskIo};
 pub use io::{DeviceStats, PacketIo};
 pub use kernel::sys::monotonic_ns;
 pub use runtime::{PortInfo, Runtime, RuntimeConfig, RuntimeError, RuntimeStats, WorkerCounters};
-pub use xdp::loader::{attach_pass_program, detach_stale, PassProgram};
+pub use xdp::loader::{attach_pass_program, detach_if, detach_stale, PassProgram};
 pub use xdp::maps::{MapSync, SyncReport};
 pub use xdp::program::XdpProgram;
 pub use xdp::stats::{Stat, XdpStats};

@@ -439,6 +439,27 @@ impl Runtime {
         }
     }
 
+    /// `(ifindex, program id)` of the steering program on each served
+    /// interface, for the record of what this process attached.
+    pub fn attached_programs(&self) -> Vec<(u32, u32)> {
+        self.programs
+            .iter()
+            .map(|p| (p.ifindex(), p.prog_id()))
+            .collect()
+    }
+
+    /// The served interfaces (names) that no longer run this runtime's
+    /// steering program: someone detached or replaced it, and their VIP
+    /// traffic goes to the kernel instead of the workers.
+    pub fn programs_removed(&self) -> Vec<String> {
+        self.programs
+            .iter()
+            .zip(&self.ports)
+            .filter(|(p, _)| matches!(p.still_attached(), Ok(false)))
+            .map(|(_, port)| port.iface.name.clone())
+            .collect()
+    }
+
     /// Bring the XDP steering maps in line with `tables`. Control calls this
     /// after each `TablesHandle::publish` (order: publish, then sync, so the
     /// workers already know a VIP when its packets start arriving).

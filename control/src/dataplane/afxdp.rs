@@ -22,6 +22,7 @@ use xlb_io::kernel::netinfo;
 use xlb_io::{Runtime, RuntimeConfig, XdpMode};
 
 use super::host::{self, Follower};
+use super::ledger::{Ledger, LedgerError};
 use super::{CtEntry, Dataplane, DataplaneView, KernelNet, Publisher, WorkerStats};
 
 /// How often starting the runtime is tried when AF_XDP sockets are still busy.
@@ -62,6 +63,9 @@ pub enum StartError {
     /// the AF_XDP runtime refused to start
     #[error("{0}")]
     Runtime(#[from] xlb_io::RuntimeError),
+    /// the record of what xlb changes on the host could not be kept
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
 }
 
 /// The running dataplane. [`Running::shutdown`] removes the addresses xlb
@@ -76,6 +80,10 @@ pub struct Running {
     host: Follower,
     /// Control's end of the workers' sync rings, until taken.
     sync_hub: Mutex<Option<SyncHub>>,
+    /// What this xlb changed on the host. Last: dropped (the reserved
+    /// ports given back, the record removed) after the runtime reference
+    /// above, usually the last, has detached the programs.
+    _ledger: Arc<Ledger>,
 }
 
 impl std::fmt::Debug for Running {
@@ -94,7 +102,9 @@ pub fn start(opts: &DataplaneOptions) -> Result<(Dataplane, Arc<Running>), Start
         Some(q) => q.max(1) as usize,
         None => netinfo::rx_queues(first)? as usize,
     };
-    host::reserve_nat_ports();
+    // First: what a dead xlb left (addresses, programs, reserved ports) goes.
+    let ledger = Arc::new(Ledger::open()?);
+    host::reserve_nat_ports(&ledger);
     let handle = TablesHandle::new();
     let ct = Arc::new(Conntrack::new(
         workers,
@@ -154,6 +164,7 @@ pub fn start(opts: &DataplaneOptions) -> Result<(Dataplane, Arc<Running>), Start
     let mut counters = std::mem::take(&mut *counters.lock().unwrap_or_else(|e| e.into_inner()));
     counters.sort_by_key(|(w, _)| *w);
     let runtime = Arc::new(runtime);
+    ledger.set_programs(runtime.attached_programs());
     let net = KernelNet::new(runtime.port_specs());
     tracing::info!(
         ifaces = ?opts.ifaces,
@@ -162,12 +173,13 @@ pub fn start(opts: &DataplaneOptions) -> Result<(Dataplane, Arc<Running>), Start
         "dataplane started"
     );
     let running = Arc::new(Running {
-        host: Follower::start(runtime.clone()),
+        host: Follower::start(runtime.clone(), ledger.clone()),
         runtime,
         ct,
         counters: counters.into_iter().map(|(_, c)| c).collect(),
         handle,
         sync_hub: Mutex::new(sync_hub),
+        _ledger: ledger,
     });
     let dataplane = Dataplane {
         publisher: running.clone(),
@@ -381,6 +393,10 @@ impl DataplaneView for Running {
                     .collect(),
             })
             .collect()
+    }
+
+    fn xdp_programs_removed(&self) -> u64 {
+        self.host.programs_removed()
     }
 }
 

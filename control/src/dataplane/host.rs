@@ -8,12 +8,18 @@
 //! ones not served any more, and retry a steering-map sync that failed. One background thread ([`Follower`]) does it after each publish,
 //! taking only the newest snapshot when several came meanwhile.
 //!
+//! It also watches that the served interfaces still run xlb's steering
+//! program: one that someone removed (`ip link set dev X xdp off`) is
+//! logged once and counted ([`Follower::programs_removed`]).
+//!
 //! Invariant: xlb removes only the addresses it added itself; an address
 //! that was already there (configured by the operator) is answered for but
-//! never removed.
+//! never removed. What it holds is in its [`Ledger`], so that a restart
+//! after a crash removes exactly its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,6 +29,8 @@ use xlb_io::kernel::addr::{self, Added};
 use xlb_io::kernel::announce::Announcer;
 use xlb_io::kernel::netinfo;
 use xlb_io::Runtime;
+
+use super::ledger::Ledger;
 
 /// How soon a failed steering-map sync is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -49,6 +57,8 @@ struct Wanted {
 struct Shared {
     wanted: Mutex<Wanted>,
     wake: Condvar,
+    /// Served interfaces found without xlb's program, each counted once.
+    programs_removed: AtomicU64,
 }
 
 impl Shared {
@@ -66,16 +76,18 @@ pub(super) struct Follower {
 impl Follower {
     /// Start following; the thread syncs the steering maps through `runtime`
     /// when asked to retry.
-    pub(super) fn start(runtime: Arc<Runtime>) -> Follower {
+    /// What it adds is recorded in `ledger`.
+    pub(super) fn start(runtime: Arc<Runtime>, ledger: Arc<Ledger>) -> Follower {
         let shared = Arc::new(Shared {
             wanted: Mutex::default(),
             wake: Condvar::new(),
+            programs_removed: AtomicU64::new(0),
         });
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("xlb-host".into())
-                .spawn(move || follow(&shared, &runtime))
+                .spawn(move || follow(&shared, &runtime, &ledger))
                 .map_err(|e| {
                     tracing::error!("starting the host follower: {e}; VIPs are not added to lo")
                 })
@@ -96,6 +108,12 @@ impl Follower {
         self.shared.wake.notify_one();
     }
 
+    /// How many times a served interface was found without xlb's steering
+    /// program (each removal counted once).
+    pub(super) fn programs_removed(&self) -> u64 {
+        self.shared.programs_removed.load(Ordering::Relaxed)
+    }
+
     /// Remove every address xlb added and end the thread.
     pub(super) fn stop(&self) {
         self.shared.lock().stop = true;
@@ -107,10 +125,11 @@ impl Follower {
     }
 }
 
-fn follow(shared: &Shared, runtime: &Runtime) {
+fn follow(shared: &Shared, runtime: &Runtime, ledger: &Ledger) {
     // Addresses this thread added, so it removes only its own.
     let mut owned = Held::new();
-    remove_left_behind();
+    remove_left_behind(ledger);
+    let mut missing = BTreeSet::new();
     let mut last: Option<Arc<Tables>> = None;
     let mut ann = Announcements::new();
     let mut next_renew = Instant::now() + RENEW_EVERY;
@@ -123,7 +142,8 @@ fn follow(shared: &Shared, runtime: &Runtime) {
                 }
                 let now = Instant::now();
                 let retry = w.maps_stale.then_some(now + RETRY_EVERY);
-                let renew = (!owned.is_empty()).then_some(next_renew);
+                // Also the program watch's tick.
+                let renew = Some(next_renew);
                 let due = [ann.next_due(&owned), retry, renew]
                     .into_iter()
                     .flatten()
@@ -146,6 +166,7 @@ fn follow(shared: &Shared, runtime: &Runtime) {
         };
         if let Some(t) = tables {
             let added = set_local_addrs(&wanted_local_addrs(&t), &mut owned, &t.ports);
+            record(ledger, &owned);
             last = Some(t);
             for a in added {
                 ann.taken_over(a);
@@ -156,6 +177,7 @@ fn follow(shared: &Shared, runtime: &Runtime) {
         }
         if Instant::now() >= next_renew {
             renew_local_addrs(&owned);
+            watch_programs(runtime, &mut missing, &shared.programs_removed);
             next_renew = Instant::now() + RENEW_EVERY;
         }
         if retry {
@@ -176,6 +198,32 @@ fn follow(shared: &Shared, runtime: &Runtime) {
     }
     let ports = last.as_ref().map(|t| t.ports.clone()).unwrap_or_default();
     set_local_addrs(&BTreeSet::new(), &mut owned, &ports);
+    record(ledger, &owned);
+}
+
+/// Write down which addresses this xlb holds now.
+fn record(ledger: &Ledger, owned: &Held) {
+    ledger.set_addrs(
+        owned
+            .iter()
+            .flat_map(|(a, homes)| homes.iter().map(move |&h| (h, *a))),
+    );
+}
+
+/// Log (once per interface) and count a served interface that no longer
+/// runs xlb's steering program: its VIP traffic now goes to the kernel,
+/// and only a restart of xlb attaches the program again.
+fn watch_programs(runtime: &Runtime, missing: &mut BTreeSet<String>, count: &AtomicU64) {
+    let now: BTreeSet<String> = runtime.programs_removed().into_iter().collect();
+    for iface in now.difference(missing) {
+        tracing::error!(
+            iface = %iface,
+            "xlb's XDP program was removed from {iface} (by another program or tool): \
+             its VIP traffic no longer reaches xlb; restart xlb to attach it again"
+        );
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+    *missing = now;
 }
 
 /// Announcements per address taken over, as keepalived sends them
@@ -326,15 +374,19 @@ fn renew_local_addrs(owned: &Held) {
 }
 
 /// Take away the addresses an xlb that died left behind (marked as xlb's,
-/// on any interface), before anything else: a restarted node must not
-/// answer ARP/NDP for a VIP until its role says so. Those it serves are
-/// added again, and announced.
-fn remove_left_behind() {
+/// on any interface, and not held by another live xlb of this namespace),
+/// before anything else: a restarted node must not answer ARP/NDP for a
+/// VIP until its role says so. Those it serves are added again, and
+/// announced. (Opening the ledger already removed those a dead xlb
+/// recorded; this catches the ones added just before a crash, before
+/// they were recorded.)
+fn remove_left_behind(ledger: &Ledger) {
     let left = match addr::marked_anywhere() {
         Ok(left) => left,
         Err(e) => return tracing::warn!("listing the addresses a previous xlb left: {e}"),
     };
-    for (ifindex, a) in left {
+    let others = ledger.held_by_others();
+    for (ifindex, a) in left.into_iter().filter(|l| !others.contains(l)) {
         match addr::del(ifindex, a) {
             Ok(_) => tracing::info!(addr = %a, ifindex, "removed an address a previous xlb left"),
             Err(e) => tracing::warn!(addr = %a, ifindex, "removing an address left behind: {e}"),
@@ -382,11 +434,12 @@ fn set_local_addrs(want: &BTreeSet<IpAddr>, owned: &mut Held, ports: &[PortSpec]
 }
 
 /// Keep the kernel's own connections out of the source-NAT port range, so
-/// return traffic the XDP program steers to xlb is never the node's own.
-pub(super) fn reserve_nat_ports() {
+/// return traffic the XDP program steers to xlb is never the node's own:
+/// added to what `ip_local_reserved_ports` holds (an operator's ranges, a
+/// NodePort range, stay), and taken out again when xlb ends.
+pub(super) fn reserve_nat_ports(ledger: &Ledger) {
     let (lo, hi) = xlb_dataplane::tables::DEFAULT_NAT_PORTS;
-    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
-    if let Err(e) = std::fs::write(path, format!("{lo}-{hi}")) {
-        tracing::warn!("reserving NAT ports {lo}-{hi} in {path}: {e}");
+    if let Err(e) = ledger.reserve_ports(lo, hi) {
+        tracing::warn!("reserving NAT ports {lo}-{hi} in ip_local_reserved_ports: {e}");
     }
 }

@@ -21,6 +21,7 @@
 pub mod afxdp;
 pub mod fixed;
 mod host;
+pub mod ledger;
 mod net;
 
 pub use fixed::{StaticNet, StaticView, Unattached};
@@ -100,6 +101,11 @@ pub trait DataplaneView: Send + Sync {
     fn conntrack(&self) -> Vec<CtEntry>;
     /// Per-worker counters.
     fn worker_stats(&self) -> Vec<WorkerStats>;
+    /// How many times a served interface was found without xlb's XDP
+    /// program (removed by someone else; each removal counted once).
+    fn xdp_programs_removed(&self) -> u64 {
+        0
+    }
 }
 
 /// The host's network as the tables need it.

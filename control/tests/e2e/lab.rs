@@ -31,7 +31,7 @@ pub fn script(name: &str) -> String {
         .into_owned()
 }
 
-fn xlb_bin() -> &'static str {
+pub fn xlb_bin() -> &'static str {
     env!("CARGO_BIN_EXE_xlb")
 }
 

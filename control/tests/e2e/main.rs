@@ -9,6 +9,7 @@
 
 mod ha;
 mod ha_tests;
+mod host_tests;
 mod lab;
 mod probe_knob_tests;
 mod sync_tests;

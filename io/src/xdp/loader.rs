@@ -23,16 +23,29 @@ pub(crate) const STEER_PROG: &str = "xlb_steer";
 const PASS_PROG: &str = "xlb_pass";
 
 /// Detach whatever XDP program (xlb's or not) is attached to `ifindex`, in
-/// either mode. Returns how many were detached. Used at start-up: a program
+/// either mode. Returns how many were detached. Used at start-up, once the
+/// interface is claimed ([`super::owner::InterfaceLock`]): a program
 /// attached with a plain attach survives the process that attached it.
 pub fn detach_stale(ifindex: u32) -> Result<usize, XdpError> {
+    detach_where(ifindex, |_| true)
+}
+
+/// Detach the program with the kernel's id `prog_id` from `ifindex`, if it
+/// is still the one attached there (in either mode); anything else on the
+/// interface is left alone. Returns whether it was detached. For removing
+/// what a dead xlb recorded it attached, wherever it was.
+pub fn detach_if(ifindex: u32, prog_id: u32) -> Result<bool, XdpError> {
+    Ok(detach_where(ifindex, |id| id == prog_id)? > 0)
+}
+
+fn detach_where(ifindex: u32, which: impl Fn(u32) -> bool) -> Result<usize, XdpError> {
     let obj = open_and_load(&[])?;
     // `Xdp` wants a program fd for its opts; detach and query ignore it.
     let prog = find_prog(&obj, PASS_PROG)?;
     let xdp = Xdp::new(prog.as_fd());
     let mut n = 0;
     for mode in [XdpMode::Native, XdpMode::Generic] {
-        if matches!(xdp.query_id(ifindex as i32, mode.flags()), Ok(id) if id != 0) {
+        if matches!(xdp.query_id(ifindex as i32, mode.flags()), Ok(id) if id != 0 && which(id)) {
             xdp.detach(ifindex as i32, mode.flags())
                 .map_err(|source| XdpError::Attach {
                     ifindex,

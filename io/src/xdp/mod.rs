@@ -1,7 +1,8 @@
 //! The Rust side of the XDP steering program (`bpf/xlb.bpf.c`): loading the
 //! compiled object ([`loader`]), the program attached to an interface
-//! ([`program`]), the steering maps it reads and their sync from a tables
-//! snapshot ([`maps`]), and its per-action counters ([`stats`]).
+//! ([`program`]) and the claim on that interface that keeps a second xlb
+//! off it ([`owner`]), the steering maps it reads and their sync from a
+//! tables snapshot ([`maps`]), and its per-action counters ([`stats`]).
 //!
 //! Every layout and constant here mirrors `bpf/xlb_consts.h` and
 //! `bpf/xlb_structs.h`; `io/tests/c_headers.rs` fails when the two disagree.
@@ -11,6 +12,7 @@
 
 pub mod loader;
 pub mod maps;
+pub mod owner;
 pub mod program;
 pub mod stats;
 
@@ -55,6 +57,9 @@ pub enum XdpError {
     /// the compiled object lacks a program or map this crate expects
     #[error("the XDP object has no {0} (bpf/xlb.bpf.c and the io crate disagree)")]
     Missing(&'static str),
+    /// another xlb serves the interface, or it could not be claimed
+    #[error("{0}")]
+    Owner(#[from] owner::OwnerError),
     /// a BPF map operation failed
     #[error("BPF map {map}: {source}")]
     Map {

@@ -3,9 +3,11 @@
 //! maps, the others share them), points each rx queue's XSKMAP slot at its
 //! worker's AF_XDP socket, and reads the per-action counters.
 //!
-//! Invariants: at most one xlb program per interface (a stale one, left by a
-//! crashed process, is detached first); the program is detached when the
-//! [`XdpProgram`] is dropped or [`XdpProgram::detach`]ed.
+//! Invariants: at most one xlb program per interface: the program claims
+//! the interface ([`InterfaceLock`]) before anything else, so a live
+//! owner's program is never taken for a stale one; a stale one (its owner
+//! died) is detached next. The program is detached when the [`XdpProgram`]
+//! is dropped or [`XdpProgram::detach`]ed, and the claim released after.
 
 use std::os::fd::{AsFd, RawFd};
 
@@ -13,6 +15,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, Xdp};
 
 use super::loader::{detach_stale, find_prog, map_handle, open_and_load, STEER_PROG};
 use super::maps::SteeringMaps;
+use super::owner::InterfaceLock;
 use super::stats::{XdpStats, STAT_SLOTS};
 use super::{XdpError, XdpMode};
 
@@ -24,6 +27,10 @@ pub struct XdpProgram {
     attached: bool,
     xsks: MapHandle,
     stats: MapHandle,
+    /// The kernel's id of the attached program (0 when unattached).
+    prog_id: u32,
+    /// This process's claim on the interface; dropped after the detach.
+    _claim: Option<InterfaceLock>,
 }
 
 impl std::fmt::Debug for XdpProgram {
@@ -51,6 +58,9 @@ impl XdpProgram {
         mode: XdpMode,
         shared: Option<&SteeringMaps>,
     ) -> Result<XdpProgram, XdpError> {
+        let name = crate::kernel::sys::ifname(ifindex).unwrap_or_else(|| format!("#{ifindex}"));
+        let claim = InterfaceLock::claim(&name, ifindex)?;
+        // Only now is a program on the interface known to be stale.
         let stale = detach_stale(ifindex)?;
         if stale > 0 {
             tracing::warn!(
@@ -69,8 +79,11 @@ impl XdpProgram {
             attached: false,
             xsks,
             stats,
+            prog_id: 0,
+            _claim: Some(claim),
         };
         let prog = find_prog(&p.obj, STEER_PROG)?;
+        p.prog_id = libbpf_rs::Program::id_from_fd(prog.as_fd()).map_err(XdpError::Load)?;
         let xdp = Xdp::new(prog.as_fd());
         match xdp.attach(ifindex as i32, mode.flags()) {
             Ok(()) => {}
@@ -113,6 +126,8 @@ impl XdpProgram {
             attached: false,
             xsks,
             stats,
+            prog_id: 0,
+            _claim: None,
         })
     }
 
@@ -146,6 +161,27 @@ impl XdpProgram {
     /// The interface index.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+
+    /// The kernel's id of the attached program (`bpftool prog show id N`;
+    /// 0 when not attached).
+    pub fn prog_id(&self) -> u32 {
+        self.prog_id
+    }
+
+    /// Whether the interface still runs this program: false once someone
+    /// (`ip link set dev X xdp off`, another tool) removed or replaced it,
+    /// after which its traffic no longer reaches the workers.
+    pub fn still_attached(&self) -> Result<bool, XdpError> {
+        let prog = find_prog(&self.obj, STEER_PROG)?;
+        let id = Xdp::new(prog.as_fd())
+            .query_id(self.ifindex as i32, self.mode.flags())
+            .map_err(|source| XdpError::Attach {
+                ifindex: self.ifindex,
+                mode: self.mode,
+                source,
+            })?;
+        Ok(self.attached && id == self.prog_id)
     }
 
     /// Handles on the steering maps, to share with other interfaces' programs
