@@ -8,14 +8,14 @@ NOTIFY_SOCKET pointing at a socket this script reads, in a lab namespace.
 It checks what the unit promises: READY=1 arrives, and at that moment the
 XDP program is attached to every interface and GET /readyz answers 200;
 traffic from the client namespace through the VIP is answered (the lab's
-client.py); SIGTERM brings STOPPING=1 and a clean exit with the XDP
+client.py); an XDP program detached by hand turns /readyz to 503 naming
+the interface; SIGTERM brings STOPPING=1 and a clean exit with the XDP
 programs detached.
 
   run_unit.py --unit PATH --netns LB_NS --client-ns CLIENT_NS --vip VIP \
-      [--env KEY=VALUE ...] [--api 127.0.0.1:11111] [--cmd-prefix 'WORDS']
+      [--env KEY=VALUE ...] [--api 127.0.0.1:11111]
 
---cmd-prefix runs the command through another launcher (for the image's
-rootfs: 'chroot ROOTFS'). Exit 0 when every check passed.
+Exit 0 when every check passed.
 """
 import argparse
 import json
@@ -144,7 +144,6 @@ def main():
     ap.add_argument("--vip", required=True)
     ap.add_argument("--env", action="append", default=[])
     ap.add_argument("--api", default="127.0.0.1:11111")
-    ap.add_argument("--cmd-prefix", default="")
     a = ap.parse_args()
 
     svc = service_section(a.unit)
@@ -170,7 +169,7 @@ def main():
                 f"--ambient-caps=-all,{ambient}"]
     if svc.get("NoNewPrivileges") == ["yes"]:
         launcher.append("--no-new-privs")
-    cmd = ["ip", "netns", "exec", a.netns, *launcher, *shlex.split(a.cmd_prefix), *argv]
+    cmd = ["ip", "netns", "exec", a.netns, *launcher, *argv]
     print("run_unit: " + " ".join(shlex.quote(c) for c in cmd))
 
     memlock = svc.get("LimitMEMLOCK", [None])[-1]
@@ -214,6 +213,14 @@ def main():
                 ready_at = time.monotonic()
         # At READY=1: everything it promises is there already.
         serving(a.netns, a.client_ns, a.vip, ifaces, a.api, "READY=1")
+        # An XDP program taken away by hand: /readyz must say so.
+        gone = ifaces[-1]
+        for mode in ("xdp", "xdpgeneric"):
+            subprocess.run(["ip", "-n", a.netns, "link", "set", "dev", gone, mode, "off"], check=False)
+        body = nsx(a.netns, "curl", "-s", "-w", " %{http_code}", f"http://{a.api}/readyz").stdout
+        if not body.endswith(" 503") or gone not in body:
+            fail(f"XDP detached from {gone} by hand, but /readyz answered {body}")
+        print(f"run_unit: XDP detached from {gone} by hand: /readyz 503 naming it")
         proc.terminate()
         deadline = time.monotonic() + 15
         stopping = False
