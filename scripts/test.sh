@@ -27,6 +27,8 @@ echo "== cargo test (unit, property, golden, end-to-end)"
 # In parallel: every test has its own namespaces, and the few that must not
 # overlap take a lock of the test kit themselves.
 cargo test --workspace --locked
+echo "== deployment: the Debian package and its unit, the container image, the Kubernetes manifests"
+scripts/test-deploy.sh all
 echo "== fuzz smoke (every target in dataplane/fuzz, ${FUZZ_SECONDS:-15}s each)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-15} scripts/fuzz-smoke.sh
 echo "== all xlb tests passed"

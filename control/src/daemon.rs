@@ -182,6 +182,9 @@ pub fn prepare(
     }
     let controller = Controller::start(state).map_err(DaemonError::Controller)?;
     let api = Api::new(controller.handle(), view).with_token(opts.api_token.clone());
+    // Here only once the files are read (a strict run that rejected an
+    // entry has already stopped).
+    api.readiness().add("config", Box::new(|| Ok(())));
     let api = Arc::new(match log {
         Some((level, setter)) => api.with_log_setter(&level, setter),
         None => api,
@@ -207,6 +210,12 @@ fn usable_source(a: &IpAddr) -> bool {
 /// Run the API until `shutdown` resolves (HTTPS if `opts.tls` is set),
 /// within [`Limits`] sized from the descriptor limit, which is raised to
 /// its hard limit first.
+///
+/// Once the API listens, and if every readiness check passes (the config
+/// loaded, the dataplane's workers running and XDP attached: whatever the
+/// caller registered on [`Api::readiness`]), the service manager hears
+/// `READY=1` ([`crate::systemd`]); when `shutdown` resolves the daemon
+/// turns unready and it hears `STOPPING=1`.
 pub async fn serve(
     opts: &ServeOptions,
     api: Arc<Api>,
@@ -236,6 +245,20 @@ pub async fn serve(
              set XLB_API_TOKEN, or listen on loopback (--api 127.0.0.1:11111)"
         );
     }
+    let report = api.readiness().report();
+    if report.ready {
+        crate::systemd::notify_or_log(&format!("READY=1\nSTATUS=serving, API on {}", opts.api));
+    } else {
+        // The service manager then gives up on the start after its timeout
+        // (and restarts xlb, with Restart=on-failure).
+        tracing::error!(checks = ?report.checks, "not ready: the service manager is not told READY=1");
+    }
+    let readiness = api.readiness().clone();
+    let shutdown = async move {
+        shutdown.await;
+        readiness.set_stopping();
+        crate::systemd::notify_or_log("STOPPING=1");
+    };
     server::serve(listener, acceptor, router(api), limits, shutdown).await;
     Ok(())
 }

@@ -14,7 +14,8 @@
 //! and its commands), [`dataplane`] (what control drives: AF_XDP or none),
 //! [`health`] (probing → results to the controller), [`config`]
 //! (lbconfig.txt / EPconfig.txt), [`daemon`] (`xlb run`'s wiring),
-//! [`sync`] (connection-state sync between members), [`metrics`], [`cli`] (the client verbs), [`model`] / [`rules`] /
+//! [`sync`] (connection-state sync between members), [`ready`] (what
+//! `/readyz` judges) and [`systemd`] (readiness to the service manager), [`metrics`], [`cli`] (the client verbs), [`model`] / [`rules`] /
 //! [`error`] (loxilb's wire types, their checks, their errors).
 
 // The OpenAPI document is one `json!` literal, deeper than the default limit.
@@ -31,7 +32,9 @@ pub mod ha;
 pub mod health;
 pub mod metrics;
 pub mod model;
+pub mod ready;
 pub mod rules;
 pub mod sync;
 pub mod sysinfo;
+pub mod systemd;
 pub mod tls;

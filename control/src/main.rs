@@ -48,6 +48,19 @@ enum Cmd {
     Run(RunArgs),
     /// Print xlb's OpenAPI document (what `xlb run` serves at /netlox/v1/openapi.json).
     Openapi,
+    /// Print a shell completion script, e.g.
+    /// `xlb completion bash > /etc/bash_completion.d/xlb` (as loxicmd's).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages: xlb.1 and one per command into DIR (for
+    /// packaging), or xlb.1 to standard output.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write into.
+        dir: Option<PathBuf>,
+    },
     #[command(flatten)]
     Client(ClientCmd),
 }
@@ -434,6 +447,14 @@ fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
         controlled: cluster.is_some() && no_election,
     };
     let daemon = daemon::prepare(&opts, dataplane, Some((args.log_level, setter)))?;
+    if let Some(r) = &running {
+        // Weak: the dataplane stops when `running` goes, whoever asks later.
+        let r = Arc::downgrade(r);
+        daemon.api.readiness().add(
+            "dataplane",
+            Box::new(move || r.upgrade().map_or(Err("stopped".into()), |r| r.check())),
+        );
+    }
     let served = rt.block_on(async {
         reload_on_sighup(daemon.controller.handle(), opts.config_path.clone())?;
         xlb_control::health::spawn(daemon.controller.handle());
@@ -772,11 +793,38 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `xlb completion SHELL`: the script, from the CLI definition.
+fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut script);
+    out(&String::from_utf8(script).context("the completion script is not UTF-8")?)
+}
+
+/// `xlb man [DIR]`: the man pages, from the CLI definition.
+fn man(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing the man pages into {}", dir.display()))
+        }
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            out(&String::from_utf8_lossy(&page))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run(args) => run(args, cli.api_token),
         Cmd::Openapi => print_json(&xlb_control::api::openapi::document()),
+        Cmd::Completion { shell } => completion(shell),
+        Cmd::Man { dir } => man(dir),
         Cmd::Client(cmd) => {
             let client = Client::new(&cli.api_server, cli.api_token);
             match cli.ca_cert {

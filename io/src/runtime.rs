@@ -481,6 +481,25 @@ impl Runtime {
         self.sync(&handle.current())
     }
 
+    /// Whether every worker thread is still running (one that ended on a
+    /// panic has not) and an XDP program is still attached to every port
+    /// (an operator's `ip link set dev X xdp off` would take it away);
+    /// `Err` says which is not. For readiness probes: one netlink query per
+    /// port, no waiting on the workers.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some((w, _)) = self.threads.iter().find(|(_, h)| h.is_finished()) {
+            return Err(format!("worker {w} has stopped"));
+        }
+        for p in &self.ports {
+            match netinfo::xdp_prog_id(&p.iface.name) {
+                Ok(0) => return Err(format!("no XDP program attached to {}", p.iface.name)),
+                Ok(_) => {}
+                Err(e) => return Err(format!("asking for {}'s XDP program: {e}", p.iface.name)),
+            }
+        }
+        Ok(())
+    }
+
     /// A flag that stops the workers when set (the runtime still needs
     /// [`Runtime::stop`] or a drop to join them and detach the programs).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {

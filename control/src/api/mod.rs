@@ -14,7 +14,7 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 
-pub use routes::{match_route, percent_decode, Op, Route, ROUTES};
+pub use routes::{match_route, percent_decode, Op, Route, PROBES, ROUTES};
 use routes::{parse_query, Params};
 
 use std::collections::BTreeMap;
@@ -63,6 +63,8 @@ pub struct Api {
     body_timeout: Duration,
     /// Connection sync, once started: its metrics join the export.
     sync: std::sync::OnceLock<Arc<crate::sync::SyncService>>,
+    /// What `/readyz` judges.
+    readiness: Arc<crate::ready::Readiness>,
 }
 
 impl std::fmt::Debug for Api {
@@ -86,6 +88,7 @@ impl Api {
             started: Instant::now(),
             body_timeout: BODY_TIMEOUT,
             sync: std::sync::OnceLock::new(),
+            readiness: Arc::default(),
         }
     }
 
@@ -93,6 +96,11 @@ impl Api {
     pub fn with_body_timeout(mut self, t: Duration) -> Api {
         self.body_timeout = t;
         self
+    }
+
+    /// The checks `/readyz` asks (add to them; no checks: ready).
+    pub fn readiness(&self) -> &Arc<crate::ready::Readiness> {
+        &self.readiness
     }
 
     /// Export `sync`'s metrics from now on (the first service given stays).
@@ -126,13 +134,18 @@ impl Api {
     async fn handle(&self, req: Request) -> Result<Response, ApiError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
-        let Some(rest) = path.strip_prefix(BASE) else {
-            return Err(ApiError::NotFound(path));
+        let (route, params) = match PROBES.iter().find(|r| r.path == path) {
+            Some(probe) => (probe, Params::new()),
+            None => {
+                let Some(rest) = path.strip_prefix(BASE) else {
+                    return Err(ApiError::NotFound(path));
+                };
+                if !rest.is_empty() && !rest.starts_with('/') {
+                    return Err(ApiError::NotFound(path));
+                }
+                match_route(rest).ok_or_else(|| ApiError::NotFound(path.clone()))?
+            }
         };
-        if !rest.is_empty() && !rest.starts_with('/') {
-            return Err(ApiError::NotFound(path));
-        }
-        let (route, params) = match_route(rest).ok_or_else(|| ApiError::NotFound(path.clone()))?;
         let method = parts.method.as_str();
         let op = route
             .methods
@@ -143,7 +156,7 @@ impl Api {
                 method: method.to_string(),
                 allowed: route.methods.iter().map(|(m, _)| *m).collect(),
             })?;
-        if !matches!(op, Op::Liveness | Op::Version) {
+        if !matches!(op, Op::Liveness | Op::Version | Op::Healthz | Op::Readyz) {
             self.check_auth(&parts.headers)?;
         }
         // Content-Length, or the size of a body at hand: refused unread.
@@ -333,6 +346,11 @@ impl Api {
                 Ok(success())
             }
             Op::OpenApi => Ok(json_response(200, &openapi::document())),
+            Op::Healthz => Ok(json_response(200, &json!({ "status": "alive" }))),
+            Op::Readyz => {
+                let report = self.readiness.report();
+                Ok(json_response(if report.ready { 200 } else { 503 }, &report))
+            }
             Op::Unsupported => Err(ApiError::NotImplemented {
                 method: method.to_string(),
                 path: path.to_string(),

@@ -45,7 +45,8 @@ fn summary(op: Op) -> Option<(&'static str, Option<&'static str>, &'static str)>
         Op::ParamsGet => ("Operational parameters", None, "OperParams"),
         Op::ParamsPost => ("Set operational parameters", Some("OperParams"), "Success"),
         Op::OpenApi => ("This document", None, "Object"),
-        Op::Unsupported => return None,
+        // Outside the base path this document describes.
+        Op::Unsupported | Op::Healthz | Op::Readyz => return None,
     })
 }
 

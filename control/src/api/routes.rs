@@ -51,6 +51,11 @@ pub enum Op {
     OpenApi,
     /// A loxilb path xlb does not implement.
     Unsupported,
+    /// `GET /healthz`: the process is alive (Kubernetes' liveness probe).
+    Healthz,
+    /// `GET /readyz`: config loaded, XDP attached, workers running
+    /// (Kubernetes' readiness probe; 503 otherwise).
+    Readyz,
 }
 
 /// A path and what each method does on it.
@@ -176,6 +181,13 @@ pub const ROUTES: &[Route] = routes![
     "/config/export" => ["GET": Unsupported],
 ];
 
+/// The probe paths, outside [`BASE`](super::BASE) as Kubernetes probes
+/// expect, open without a token (like liveness and version).
+pub const PROBES: &[Route] = routes![
+    "/healthz" => ["GET": Healthz],
+    "/readyz" => ["GET": Readyz],
+];
+
 /// Path parameters by name.
 pub type Params = BTreeMap<&'static str, String>;
 
@@ -299,6 +311,14 @@ mod tests {
         }
         // 102 swagger paths, plus the base path and xlb's OpenAPI document.
         assert_eq!(ROUTES.len(), 104);
+    }
+
+    #[test]
+    fn probes_sit_outside_the_base_path() {
+        for r in PROBES {
+            assert!(match_route(r.path).is_none(), "{}", r.path);
+            assert!(matches!(r.methods, [("GET", Op::Healthz | Op::Readyz)]));
+        }
     }
 
     #[test]

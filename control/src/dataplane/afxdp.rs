@@ -239,6 +239,12 @@ impl Running {
         ))
     }
 
+    /// Whether the dataplane still forwards: every worker running and the
+    /// XDP programs attached (`Err` says what is wrong). For `/readyz`.
+    pub fn check(&self) -> Result<(), String> {
+        self.runtime.check()
+    }
+
     /// Remove the addresses xlb added to `lo`. The workers stop and the XDP
     /// programs are detached when the last reference to the runtime drops
     /// (the API's view holds one until exit).

@@ -13,6 +13,9 @@
 //! died without removing it (SIGKILL, a crash) stops being answered for
 //! within the lease, rather than claiming a VIP another node now holds.
 //!
+//! It also lists an interface's own addresses ([`global`]), for the ports'
+//! source addresses.
+//!
 //! Acts on the calling thread's network namespace (the socket's).
 
 use std::net::IpAddr;
@@ -191,31 +194,61 @@ pub fn marked_anywhere() -> Result<Vec<(u32, IpAddr)>, NetlinkError> {
 
 fn marked_where(on: impl Fn(u32) -> bool) -> Result<Vec<(u32, IpAddr)>, NetlinkError> {
     let mut found = Vec::new();
-    dump(
-        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-        "listing addresses",
-        |m| {
-            let RouteNetlinkMessage::NewAddress(a) = m else {
-                return;
-            };
-            if !on(a.header.index) {
-                return;
-            }
-            let ours = a
-                .attributes
-                .iter()
-                .any(|at| matches!(at, AddressAttribute::Protocol(p) if u8::from(*p) == XLB_PROTO));
-            let local = a.attributes.iter().find_map(|at| match at {
-                AddressAttribute::Local(ip) => Some(*ip),
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            });
-            if let (true, Some(ip)) = (ours, local) {
-                found.push((a.header.index, ip));
-            }
-        },
-    )?;
+    each_address("listing addresses", |a| {
+        let ours = a
+            .attributes
+            .iter()
+            .any(|at| matches!(at, AddressAttribute::Protocol(p) if u8::from(*p) == XLB_PROTO));
+        if let (true, true, Some(ip)) = (on(a.header.index), ours, local(a)) {
+            found.push((a.header.index, ip));
+        }
+    })?;
     found.sort();
     found.dedup();
     Ok(found)
+}
+
+/// The global-scope addresses of interface `ifindex` (what `ip addr show
+/// dev X scope global` lists), IPv4 first, each family in the kernel's
+/// order. The VIPs xlb holds there are among them: see [`marked`].
+pub fn global(ifindex: u32) -> Result<Vec<IpAddr>, NetlinkError> {
+    let mut found = Vec::new();
+    each_address("listing an interface's addresses", |a| {
+        if a.header.index == ifindex && a.header.scope == AddressScope::Universe {
+            found.extend(local(a));
+        }
+    })?;
+    // Stable: the kernel's order within a family stays.
+    found.sort_by_key(IpAddr::is_ipv6);
+    Ok(found)
+}
+
+/// The address itself: `IFA_LOCAL` where there is one (on a point-to-point
+/// link `IFA_ADDRESS` is the peer's), else `IFA_ADDRESS` (IPv6 sends only
+/// that).
+fn local(a: &AddressMessage) -> Option<IpAddr> {
+    let attr = |want_local: bool| {
+        a.attributes.iter().find_map(|at| match at {
+            AddressAttribute::Local(ip) if want_local => Some(*ip),
+            AddressAttribute::Address(ip) if !want_local => Some(*ip),
+            _ => None,
+        })
+    };
+    attr(true).or_else(|| attr(false))
+}
+
+/// Hand every address the kernel holds, on any interface, to `each`.
+fn each_address(
+    what: &'static str,
+    mut each: impl FnMut(&AddressMessage),
+) -> Result<(), NetlinkError> {
+    dump(
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        what,
+        |m| {
+            if let RouteNetlinkMessage::NewAddress(a) = m {
+                each(&a);
+            }
+        },
+    )
 }

@@ -1,15 +1,17 @@
 //! What xlb asks of the kernel outside the packet path: interfaces,
-//! addresses and next hops ([`netinfo`]), routes ([`route`]), neighbours
-//! ([`neigh`]) and the addresses xlb holds ([`addr`]) over rtnetlink, the
-//! announcements of addresses that moved here ([`announce`]), the NAPI settings busy polling wants
-//! ([`napi`]), and the raw syscalls the crate makes (`sys`).
+//! addresses and next hops ([`netinfo`]); links ([`link`]), routes
+//! ([`route`]), neighbours ([`neigh`]) and addresses ([`addr`]) over
+//! rtnetlink; the announcements of addresses that moved here
+//! ([`announce`]), the NAPI settings busy polling wants ([`napi`]), and the
+//! raw syscalls the crate makes (`sys`). No process is spawned.
 //!
 //! Everything acts on the calling thread's network namespace. Dependencies
-//! run one way: `netinfo` and `napi` build on the others, `neigh`, `route`
-//! and `addr` on the shared rtnetlink plumbing, `sys` on nothing.
+//! run one way: `netinfo` and `napi` build on the others, `link`, `neigh`,
+//! `route` and `addr` on the shared rtnetlink plumbing, `sys` on nothing.
 
 pub mod addr;
 pub mod announce;
+pub mod link;
 pub mod napi;
 pub mod neigh;
 pub mod netinfo;

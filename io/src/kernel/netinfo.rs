@@ -4,28 +4,22 @@
 //! Everything is asked in the calling thread's network namespace (never via
 //! sysfs, which shows the namespace it was mounted in).
 //!
-//! Routes and neighbours, which the next-hop refresh asks for every few
-//! seconds and per endpoint, come from rtnetlink ([`route`],
-//! one request per lookup; [`neigh`], which can also watch for
-//! changes). Links and addresses, read when something starts, still come from
-//! `ip -j` (iproute2 JSON): a process spawn per query, and iproute2 must be
-//! installed (scripts/deps.sh installs it), but the output is easy to check
-//! by hand with the same commands. They can move to rtnetlink
-//! (`netlink-packet-route` is already a dependency) if they are ever asked
-//! often.
+//! Everything comes from rtnetlink: links ([`link`]) and addresses
+//! ([`addr`]) when something starts, routes ([`route`], one request per
+//! lookup) and neighbours ([`neigh`], which can also watch for changes)
+//! every few seconds and per endpoint. No process is spawned, so nothing
+//! but xlb need be installed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use xlb_dataplane::frame::PortId;
 use xlb_dataplane::net::MacAddr;
 use xlb_dataplane::tables::{NextHop, PortSpec};
 
 use super::netlink::NetlinkError;
-use super::{neigh, route, sys};
+use super::{addr, link, neigh, route, sys};
 
 /// Why a kernel query failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,26 +27,9 @@ pub enum NetInfoError {
     /// no such network interface
     #[error("no network interface named {0:?}")]
     NoInterface(String),
-    /// running `ip` failed (iproute2 missing?)
-    #[error("running `ip {args}`: {detail}")]
-    Ip {
-        /// Arguments.
-        args: String,
-        /// stderr or the spawn error.
-        detail: String,
-    },
     /// an rtnetlink request failed
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-    /// `ip -j` printed something unexpected
-    #[error("parsing `ip {args}` output: {source}")]
-    Parse {
-        /// Arguments.
-        args: String,
-        /// The JSON error.
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 /// An interface as the runtime sees it.
@@ -82,28 +59,15 @@ impl IfaceInfo {
     }
 }
 
-#[derive(Deserialize)]
-struct LinkEntry {
-    ifindex: u32,
-    address: Option<String>,
-    num_rx_queues: Option<u32>,
-}
-
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() < 16 && !name.contains(['/', ' ', '\0'])
 }
 
-fn link(name: &str) -> Result<LinkEntry, NetInfoError> {
+fn link(name: &str) -> Result<link::Link, NetInfoError> {
     if !valid_name(name) {
         return Err(NetInfoError::NoInterface(name.to_string()));
     }
-    let v: Vec<LinkEntry> = ip_json(&["-d", "link", "show", "dev", name]).map_err(|e| match e {
-        NetInfoError::Ip { .. } => NetInfoError::NoInterface(name.to_string()),
-        other => other,
-    })?;
-    v.into_iter()
-        .next()
-        .ok_or_else(|| NetInfoError::NoInterface(name.to_string()))
+    link::get(name)?.ok_or_else(|| NetInfoError::NoInterface(name.to_string()))
 }
 
 /// The kernel's interface index of `name` (in the calling thread's namespace).
@@ -122,70 +86,19 @@ pub fn rx_queues(name: &str) -> Result<u32, NetInfoError> {
     Ok(link(name)?.num_rx_queues.unwrap_or(1).max(1))
 }
 
-fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<T, NetInfoError> {
-    let joined = args.join(" ");
-    let out = Command::new("ip")
-        .arg("-j")
-        .args(args)
-        .output()
-        .map_err(|e| NetInfoError::Ip {
-            args: joined.clone(),
-            detail: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(NetInfoError::Ip {
-            args: joined,
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    let text = if out.stdout.iter().all(|b| b.is_ascii_whitespace()) {
-        b"[]".to_vec()
-    } else {
-        out.stdout
-    };
-    serde_json::from_slice(&text).map_err(|source| NetInfoError::Parse {
-        args: joined,
-        source,
-    })
-}
-
-#[derive(Deserialize)]
-struct AddrEntry {
-    #[serde(default)]
-    addr_info: Vec<AddrInfo>,
-}
-
-#[derive(Deserialize)]
-struct AddrInfo {
-    local: Option<IpAddr>,
-    scope: Option<String>,
-}
-
-/// Parse `ip -j addr show dev X`: global addresses, IPv4 first.
-fn parse_addrs(entries: &[AddrEntry]) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = entries
-        .iter()
-        .flat_map(|e| e.addr_info.iter())
-        .filter(|a| a.scope.as_deref().unwrap_or("global") == "global")
-        .filter_map(|a| a.local)
-        .collect();
-    v.sort_by_key(|a| a.is_ipv6());
-    v
+/// Id of the XDP program attached to `name` in any mode (0: none).
+pub fn xdp_prog_id(name: &str) -> Result<u32, NetInfoError> {
+    Ok(link(name)?.xdp_prog_id)
 }
 
 /// Everything about interface `name`.
 pub fn iface_info(name: &str) -> Result<IfaceInfo, NetInfoError> {
     let l = link(name)?;
     let ifindex = l.ifindex;
-    let mac = l
-        .address
-        .as_deref()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_default();
-    let entries: Vec<AddrEntry> = ip_json(&["addr", "show", "dev", name])?;
+    let mac = l.mac.map(MacAddr).unwrap_or_default();
     // The VIPs xlb holds on the interface (IPv6) are not the port's own.
-    let held = super::addr::marked(ifindex).unwrap_or_default();
-    let mut addrs = parse_addrs(&entries);
+    let held = addr::marked(ifindex).unwrap_or_default();
+    let mut addrs = addr::global(ifindex)?;
     addrs.retain(|a| !held.contains(a));
     Ok(IfaceInfo {
         name: name.to_string(),
@@ -286,19 +199,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_ip_json_addr_output() {
-        let addr = r#"[{"ifindex":5,"ifname":"x0","addr_info":[
-            {"family":"inet6","local":"fe80::1","prefixlen":64,"scope":"link"},
-            {"family":"inet6","local":"2001:db8::1","prefixlen":64,"scope":"global"},
-            {"family":"inet","local":"10.0.0.1","prefixlen":24,"scope":"global"}]}]"#;
-        let e: Vec<AddrEntry> = serde_json::from_str(addr).expect("valid json");
-        assert_eq!(
-            parse_addrs(&e),
-            vec![
-                "10.0.0.1".parse::<IpAddr>().expect("ip"),
-                "2001:db8::1".parse().expect("ip")
-            ]
-        );
+    fn loopback_as_the_kernel_has_it() {
+        let lo = iface_info("lo").expect("lo");
+        assert_eq!(lo.ifindex, 1);
+        assert_eq!(lo.mac, MacAddr::default());
+        // 127.0.0.1 is host scope, ::1 too: no global address.
+        assert!(lo.addrs.iter().all(|a| !a.is_loopback()), "{:?}", lo.addrs);
+        assert!(lo.rx_queues >= 1);
+        assert_eq!(xdp_prog_id("lo").expect("lo"), 0);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! rtnetlink plumbing shared by the neighbour and route queries: one socket
+//! rtnetlink plumbing shared by the link, address, neighbour and route
+//! queries: one socket
 //! per request (or subscription), requests serialised with
 //! `netlink-packet-route`, and the error every rtnetlink call returns.
 //!
@@ -48,6 +49,25 @@ pub(crate) fn request(msg: RouteNetlinkMessage, flags: u16) -> Result<Socket, Ne
     req.serialize(&mut buf);
     s.send(&buf, 0).map_err(|e| nl_err("sending", e))?;
     Ok(s)
+}
+
+/// Send the single request `msg` and read the kernel's one answer: the
+/// message, or the errno of its refusal (`ENODEV` for a link that is not
+/// there, `ENETUNREACH` for a route that is not, ...), which the caller
+/// judges.
+pub(crate) fn ask(
+    msg: RouteNetlinkMessage,
+) -> Result<Result<RouteNetlinkMessage, i32>, NetlinkError> {
+    use netlink_packet_core::NLM_F_REQUEST;
+    let s = request(msg, NLM_F_REQUEST)?;
+    let (dgram, _) = s.recv_from_full().map_err(|e| nl_err("receiving", e))?;
+    let reply: NetlinkMessage<RouteNetlinkMessage> =
+        NetlinkMessage::deserialize(&dgram).map_err(|e| nl_err("decoding", e))?;
+    match reply.payload {
+        NetlinkPayload::InnerMessage(m) => Ok(Ok(m)),
+        NetlinkPayload::Error(e) => Ok(Err(e.code.map_or(0, |c| -c.get()))),
+        other => Err(nl_err("asking", format!("unexpected answer {other:?}"))),
+    }
 }
 
 /// Send the dump request `msg` and hand every message of the answer to

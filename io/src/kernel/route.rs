@@ -7,11 +7,10 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::netlink::{nl_err, request, NetlinkError};
+use super::netlink::{ask, NetlinkError};
 
 /// Where the kernel would send a packet to `dst`: (outgoing interface index,
 /// the neighbour it is handed to: the gateway, or `dst` itself when on
@@ -27,17 +26,13 @@ pub fn get(dst: IpAddr) -> Result<Option<(u32, IpAddr)>, NetlinkError> {
     msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
     msg.attributes
         .push(RouteAttribute::Destination(RouteAddress::from(dst)));
-    let s = request(RouteNetlinkMessage::GetRoute(msg), NLM_F_REQUEST)?;
     // The kernel answers a single RTM_GETROUTE with one message: the route
     // or an error.
-    let (dgram, _) = s.recv_from_full().map_err(|e| nl_err("receiving", e))?;
-    let reply: NetlinkMessage<RouteNetlinkMessage> =
-        NetlinkMessage::deserialize(&dgram).map_err(|e| nl_err("decoding", e))?;
-    Ok(match reply.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => parse(&r, dst),
+    Ok(match ask(RouteNetlinkMessage::GetRoute(msg))? {
+        Ok(RouteNetlinkMessage::NewRoute(r)) => parse(&r, dst),
         // ENETUNREACH, EHOSTUNREACH, EACCES (prohibit), ...: no route.
-        NetlinkPayload::Error(_) => None,
-        _ => None,
+        Err(_) => None,
+        Ok(_) => None,
     })
 }
 
