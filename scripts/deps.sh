@@ -8,9 +8,10 @@ set -euo pipefail
 # table between the flows suite's parts; librsvg2-bin: its PNG charts;
 # wrk, nginx (+ its stream module) and haproxy: its TCP suite (client, backends, proxies);
 # keepalived: the HA tests drive xlb nodes with it through `xlb notify`;
-# conntrackd: the connection-sync benchmark's keepalived + nftables contender (FTFW).
+# conntrackd: the connection-sync benchmark's keepalived + nftables contender (FTFW);
+# tmux: the `xlb top` test reads its screen from a tmux pane.
 pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool iputils-ping iputils-arping curl python3
-  openssl nftables conntrack librsvg2-bin wrk nginx libnginx-mod-stream haproxy keepalived conntrackd)
+  openssl nftables conntrack librsvg2-bin wrk nginx libnginx-mod-stream haproxy keepalived conntrackd tmux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,7 +14,7 @@
 //! and its commands), [`dataplane`] (what control drives: AF_XDP or none),
 //! [`health`] (probing → results to the controller), [`config`]
 //! (lbconfig.txt / EPconfig.txt), [`daemon`] (`xlb run`'s wiring),
-//! [`sync`] (connection-state sync between members), [`metrics`], [`cli`] (the client verbs), [`model`] / [`rules`] /
+//! [`sync`] (connection-state sync between members), [`metrics`], [`cli`] (the client verbs), [`top`] (`xlb top`), [`logging`], [`version`], [`model`] / [`rules`] /
 //! [`error`] (loxilb's wire types, their checks, their errors).
 
 pub mod api;
@@ -26,9 +26,12 @@ pub mod dataplane;
 pub mod error;
 pub mod ha;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod rules;
 pub mod sync;
 pub mod sysinfo;
 pub mod tls;
+pub mod top;
+pub mod version;

@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use xlb_dataplane::tables::{NextHop, PortSpec};
 use xlb_io::kernel::netinfo;
+
+use crate::logging::{Repeated, Report};
 
 use super::NetEnv;
 
@@ -19,6 +21,9 @@ use super::NetEnv;
 /// next hop is resolved again, so a MAC change the watch missed still
 /// reaches the tables (30 s).
 const FULL_REFRESH_ROUNDS: u64 = 15;
+
+/// At most one repeat of the "no next hop yet" warning per address this often.
+const NO_NEXT_HOP_REPEAT: Duration = Duration::from_secs(60);
 
 /// The kernel's interfaces and neighbours, as the tables need them.
 pub struct KernelNet {
@@ -29,6 +34,9 @@ pub struct KernelNet {
     /// A neighbour on a served port changed its MAC (or a next hop's entry
     /// went away) since the last [`KernelNet::take_changed`].
     changed: AtomicBool,
+    /// Addresses warned about as having no next hop: the warning repeats
+    /// at most once a minute (the resolution is retried every round).
+    unresolved: Mutex<Repeated<IpAddr>>,
 }
 
 impl std::fmt::Debug for KernelNet {
@@ -48,6 +56,7 @@ impl KernelNet {
             cache: Mutex::default(),
             wanted: Mutex::default(),
             changed: AtomicBool::new(false),
+            unresolved: Mutex::new(Repeated::new(NO_NEXT_HOP_REPEAT)),
         });
         KernelNet::watch_neighbours(&net);
         net
@@ -183,9 +192,26 @@ impl NetEnv for KernelNet {
                 }
                 Err(e) => tracing::warn!("resolving next hops: {e}"),
             }
+            let now = Instant::now();
+            let mut warned = self.unresolved.lock().unwrap_or_else(|e| e.into_inner());
+            warned.retain(|a| addrs.contains(a));
             for a in &unknown {
-                if !cache.contains_key(a) {
-                    tracing::warn!(addr = %a, "no next hop yet; its packets drop as no_neighbor");
+                if cache.contains_key(a) {
+                    if let Some((times, secs)) = warned.clear(a, now) {
+                        tracing::info!(addr = %a, "next hop resolved after {secs} s ({times} attempts)");
+                    }
+                    continue;
+                }
+                match warned.report(a, now) {
+                    Report::First => tracing::warn!(
+                        addr = %a,
+                        "no next hop yet; its packets drop as no_neighbor (retrying; repeated at most once a minute)"
+                    ),
+                    Report::Again { times, for_secs } => tracing::warn!(
+                        addr = %a,
+                        "still no next hop after {for_secs} s ({times} attempts since the last warning); its packets drop as no_neighbor"
+                    ),
+                    Report::Quiet => {}
                 }
             }
         }
