@@ -10,10 +10,11 @@ set -euo pipefail
 # keepalived: the HA tests drive xlb nodes with it through `xlb notify`;
 # conntrackd: the connection-sync benchmark's keepalived + nftables contender (FTFW);
 # dpkg-dev (dpkg-shlibdeps), systemd (systemd-analyze), podman and python3-venv
-# (kubernetes-validate): scripts/test-deploy.sh's package, unit, image and manifests.
+# (kubernetes-validate): scripts/test-deploy.sh's package, unit, image and manifests;
+# tmux: the `xlb top` test reads its screen from a tmux pane.
 pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config m4 iproute2 ethtool iputils-ping iputils-arping curl python3
   openssl nftables conntrack librsvg2-bin wrk nginx libnginx-mod-stream haproxy keepalived conntrackd
-  dpkg-dev systemd podman python3-venv)
+  dpkg-dev systemd podman python3-venv tmux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,11 +1,17 @@
 //! The operator CLI's client side, modelled on loxicmd: request bodies built
-//! from flags, a small blocking HTTP client, and aligned table output.
+//! from flags, a small blocking HTTP client, aligned table output in
+//! loxicmd's shapes, and `save` / `apply` of loxilb's config files.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::config;
 use crate::model::{CiStateOut, CtAttr, EpStatusList, LbRuleList};
+
+/// The API port when `-s`/`--api-server` names none (loxilb's).
+pub const DEFAULT_PORT: u16 = 11111;
 
 /// Why a CLI command failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +28,14 @@ pub enum CliError {
     /// the answer is not what the API returns
     #[error("unexpected answer from the API server: {0}")]
     Decode(String),
+    /// a config file to apply cannot be read or is not loxilb's format
+    #[error("{}: {reason}", file.display())]
+    File {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// the CA certificate file is not usable
     #[error("CA certificate {}: {reason}", file.display())]
     CaCert {
@@ -41,18 +55,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `server` (e.g. `http://127.0.0.1:11111`).
-    /// `server` is a URL, or `host:port` (loxicmd's `-s`/`-p` habit),
-    /// which means `http://host:port`.
+    /// A client for `server` (e.g. `http://127.0.0.1:11111`); see
+    /// [`server_url`] for the other spellings.
     pub fn new(server: &str, token: Option<String>) -> Client {
-        let server = server.trim_end_matches('/');
-        let base = if server.contains("://") {
-            format!("{server}/netlox/v1")
-        } else {
-            format!("http://{server}/netlox/v1")
-        };
         Client {
-            base,
+            base: format!("{}/netlox/v1", server_url(server, None)),
             token,
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(10))
@@ -129,6 +136,194 @@ impl Client {
     pub fn endpoints(&self) -> Result<EpStatusList, CliError> {
         decode(self.call("GET", "/config/endpoint/all", None)?)
     }
+
+    /// The API server's URL, without the `/netlox/v1` base path.
+    pub fn server(&self) -> &str {
+        self.base.trim_end_matches("/netlox/v1")
+    }
+
+    /// Whether the API server is on this host (a loopback address or
+    /// `localhost`): where `save` writes is then where the daemon runs.
+    pub fn is_local(&self) -> bool {
+        let rest = self
+            .server()
+            .split_once("://")
+            .map_or(self.server(), |(_, r)| r);
+        let host = match rest.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => rest.split(':').next().unwrap_or(""),
+        };
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// The API server's URL from `-s`/`--api-server` and `-p`/`--port`
+/// (loxicmd's habits): a URL (`https://lb1:11111`), `host:port`, or a
+/// host alone (an IPv6 address bare or in brackets), which gets `port` or
+/// else [`DEFAULT_PORT`]; `port` also replaces a port the server names.
+/// No scheme means `http`; a URL without a port and no `port` is kept
+/// as it is (its scheme's port).
+pub fn server_url(server: &str, port: Option<u16>) -> String {
+    let server = server.trim().trim_end_matches('/');
+    if server.contains("://") && port.is_none() {
+        // A URL as given: without a port, its scheme's (as a browser would).
+        return server.to_string();
+    }
+    let (scheme, rest) = server.split_once("://").unwrap_or(("http", server));
+    let (host, named) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').unwrap_or((v6, ""));
+        (
+            format!("[{h}]"),
+            after.strip_prefix(':').and_then(|p| p.parse().ok()),
+        )
+    } else if rest.matches(':').count() > 1 {
+        // A bare IPv6 address: every colon is the address's.
+        (format!("[{rest}]"), None)
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse::<u16>().ok()),
+            None => (rest.to_string(), None),
+        }
+    };
+    let port = port.or(named).unwrap_or(DEFAULT_PORT);
+    format!("{scheme}://{host}:{port}")
+}
+
+impl Client {
+    /// Send each entry of loxilb's config file `file` (`lbconfig.txt`:
+    /// `{"lbAttr":[...]}`, or `EPconfig.txt`: `{"Attr":[...]}`, told
+    /// apart by their content) to the daemon as its own request, as
+    /// `loxicmd apply` does. Every entry is tried; a rejected one is
+    /// reported with its position and the server's reason.
+    pub fn apply_file(&self, file: &Path) -> Result<ApplyReport, CliError> {
+        let bad = |reason: String| CliError::File {
+            file: file.into(),
+            reason,
+        };
+        let text = std::fs::read(file).map_err(|e| bad(e.to_string()))?;
+        let v: Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        let Value::Object(map) = v else {
+            return Err(bad("not a JSON object".into()));
+        };
+        // Go matches keys case-insensitively, as the daemon's loader does.
+        let (kind, entries) = map
+            .into_iter()
+            .find_map(|(k, v)| {
+                if k.eq_ignore_ascii_case("lbAttr") {
+                    Some((ApplyKind::Rules, v))
+                } else if k.eq_ignore_ascii_case("Attr") {
+                    Some((ApplyKind::ProbeEntries, v))
+                } else {
+                    None
+                }
+            })
+            .ok_or_else(|| {
+                bad(format!(
+                    "neither \"lbAttr\" ({}) nor \"Attr\" ({}) in it",
+                    config::LB_FILE,
+                    config::EP_FILE
+                ))
+            })?;
+        let entries = match entries {
+            Value::Array(a) => a,
+            Value::Null => Vec::new(),
+            _ => return Err(bad("its entries are not an array".into())),
+        };
+        let path = match kind {
+            ApplyKind::Rules => "/config/loadbalancer",
+            ApplyKind::ProbeEntries => "/config/endpoint",
+        };
+        let mut report = ApplyReport {
+            kind,
+            ..ApplyReport::default()
+        };
+        for (index, entry) in entries.iter().enumerate() {
+            match self.call("POST", path, Some(entry)) {
+                Ok(_) => report.applied += 1,
+                // Already there as the file says.
+                Err(CliError::Server(t)) if t == "lbrule-exists error" => report.unchanged += 1,
+                Err(e) => report
+                    .rejected
+                    .push(format!("{}: entry {index}: {e}", file.display())),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What a config file holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ApplyKind {
+    /// `lbconfig.txt`'s rules.
+    #[default]
+    Rules,
+    /// `EPconfig.txt`'s probe entries.
+    ProbeEntries,
+}
+
+/// What [`Client::apply_file`] did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Which kind of entries the file held.
+    pub kind: ApplyKind,
+    /// Entries the daemon took.
+    pub applied: usize,
+    /// Rules that were already there as the file says.
+    pub unchanged: usize,
+    /// `file: entry N: reason` of each rejected entry.
+    pub rejected: Vec<String>,
+}
+
+/// Which files `xlb save` writes (loxicmd's `--all`, `--lb`, `--endpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveWhat {
+    /// `lbconfig.txt`.
+    pub rules: bool,
+    /// `EPconfig.txt`.
+    pub probe_entries: bool,
+}
+
+/// Write the daemon's rules and probe entries (as `GET` returned them)
+/// into `dir` as loxilb's files, atomically (see [`config::write_atomic`]);
+/// returns the files written, as absolute paths where they can be had.
+pub fn save_files(
+    dir: &Path,
+    rules: &LbRuleList,
+    eps: &EpStatusList,
+    what: SaveWhat,
+) -> Result<Vec<(PathBuf, usize)>, config::ConfigError> {
+    let (lb, ep) = config::saved_documents(rules, eps);
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut written = Vec::new();
+    let mut write = |name: &str, doc: Result<String, serde_json::Error>, n: usize| {
+        let file = dir.join(name);
+        let text = doc.map_err(|e| config::ConfigError::Write {
+            file: file.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        config::write_atomic(&file, text.as_bytes())?;
+        written.push((file, n));
+        Ok::<_, config::ConfigError>(())
+    };
+    // EPconfig.txt first: the daemon loads it first.
+    if what.probe_entries {
+        write(
+            config::EP_FILE,
+            serde_json::to_string_pretty(&ep),
+            ep.attr.len(),
+        )?;
+    }
+    if what.rules {
+        write(
+            config::LB_FILE,
+            serde_json::to_string_pretty(&lb),
+            lb.lb_attr.len(),
+        )?;
+    }
+    Ok(written)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, CliError> {
@@ -155,17 +350,17 @@ pub struct LbArgs {
     pub icmp: bool,
     /// `--endpoints`: "ip:weight", comma-separated.
     pub endpoints: String,
-    /// dnat, onearm, fullnat, dsr (or 0..3).
-    pub mode: String,
-    /// rr, hash, priority, persist, lc (or 0..4).
-    pub sel: String,
+    /// `--mode`.
+    pub mode: Mode,
+    /// `--sel`.
+    pub sel: Sel,
     /// `--monitor`.
     pub monitor: bool,
     /// `--name`.
     pub name: String,
-    /// `--inactive-timeout`.
+    /// `--inactive-timeout` (loxicmd's `--inatimeout`).
     pub inactive_timeout: u32,
-    /// `--block`.
+    /// `--block` (loxicmd's `--mark`).
     pub block: u32,
     /// `--bgp`.
     pub bgp: bool,
@@ -173,8 +368,14 @@ pub struct LbArgs {
     pub probetype: String,
     /// `--probeport`.
     pub probeport: u16,
-    /// `--allowed-sources`, comma-separated prefixes.
+    /// `--allowed-sources` (loxicmd's `--sources`), comma-separated prefixes.
     pub allowed: String,
+    /// `--secips`: secondary VIPs, comma-separated (loxilb's SCTP
+    /// multihoming; the daemon refuses them as unsupported).
+    pub secips: String,
+    /// `--attachEP` (oper 1) / `--detachEP` (oper 2): add endpoints to, or
+    /// remove them from, an existing rule instead of replacing its set.
+    pub oper: Oper,
     /// `--dsr-ipip` (xlb's `dsrIpip`).
     pub dsr_ipip: bool,
 }
@@ -229,29 +430,71 @@ pub fn ep_body(a: &EpArgs) -> Result<Value, CliError> {
     Ok(body)
 }
 
-fn mode_number(m: &str) -> Result<i64, CliError> {
-    Ok(match m {
-        "" | "dnat" | "default" | "0" => 0,
-        "onearm" | "1" => 1,
-        "fullnat" | "2" => 2,
-        "dsr" | "3" => 3,
-        "fullproxy" | "4" => 4,
-        "hostonearm" | "5" => 5,
-        _ => return Err(CliError::Usage(format!("unknown --mode {m:?}"))),
-    })
+/// NAT mode of a rule (`serviceArguments.mode`); loxicmd's names, with
+/// loxilb's numbers as aliases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[repr(i64)]
+pub enum Mode {
+    /// Destination NAT (0).
+    #[default]
+    #[value(aliases = ["default", "0"])]
+    Dnat = 0,
+    /// One-arm: source NAT to the balancer's address on the backend LAN (1).
+    #[value(alias = "1")]
+    Onearm = 1,
+    /// Full NAT: source NAT to a balancer-owned address (2).
+    #[value(alias = "2")]
+    Fullnat = 2,
+    /// Direct server return: only the MACs change (3).
+    #[value(alias = "3")]
+    Dsr = 3,
+    /// loxilb's full proxy (4): not supported by xlb; the daemon says so.
+    #[value(alias = "4", hide = true)]
+    Fullproxy = 4,
+    /// loxilb's host one-arm (5): not supported by xlb; the daemon says so.
+    #[value(alias = "5", hide = true)]
+    Hostonearm = 5,
 }
 
-fn sel_number(s: &str) -> Result<i64, CliError> {
-    Ok(match s {
-        "" | "rr" | "roundrobin" | "0" => 0,
-        "hash" | "1" => 1,
-        "priority" | "2" => 2,
-        "persist" | "3" => 3,
-        "lc" | "leastconn" | "4" => 4,
-        "n2" | "5" => 5,
-        "n3" | "6" => 6,
-        _ => return Err(CliError::Usage(format!("unknown --sel {s:?}"))),
-    })
+/// Endpoint selection of a rule (`serviceArguments.sel`); loxicmd's
+/// names, with loxilb's numbers as aliases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[repr(i64)]
+pub enum Sel {
+    /// Round robin (0).
+    #[default]
+    #[value(aliases = ["roundrobin", "0"])]
+    Rr = 0,
+    /// Maglev over the 5-tuple, weighted (1).
+    #[value(alias = "1")]
+    Hash = 1,
+    /// Weighted by priority percentages (2).
+    #[value(alias = "2")]
+    Priority = 2,
+    /// Client-IP affinity with a timeout (3).
+    #[value(alias = "3")]
+    Persist = 3,
+    /// Least connections (4).
+    #[value(aliases = ["leastconn", "4"])]
+    Lc = 4,
+    /// loxilb's N2 (5): not supported by xlb; the daemon says so.
+    #[value(alias = "5", hide = true)]
+    N2 = 5,
+    /// loxilb's N3 (6): not supported by xlb; the daemon says so.
+    #[value(alias = "6", hide = true)]
+    N3 = 6,
+}
+
+/// What `xlb create lb` does to an existing rule (`serviceArguments.oper`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Oper {
+    /// Create the rule, or replace its endpoints (0).
+    #[default]
+    Replace,
+    /// Add the endpoints to the rule (1, loxicmd's `--attachEP`).
+    Attach,
+    /// Remove the endpoints from the rule (2, loxicmd's `--detachEP`).
+    Detach,
 }
 
 fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, CliError> {
@@ -292,8 +535,7 @@ pub fn port_specs(a: &LbArgs) -> Result<Vec<(String, i64, i64, i64)>, CliError> 
 
 /// The POST bodies `xlb create lb` sends (one per port spec).
 pub fn lb_bodies(a: &LbArgs) -> Result<Vec<Value>, CliError> {
-    let mode = mode_number(&a.mode)?;
-    let sel = sel_number(&a.sel)?;
+    let (mode, sel) = (a.mode as i64, a.sel as i64);
     let mut eps = Vec::new();
     for item in a.endpoints.split(',').filter(|s| !s.trim().is_empty()) {
         let (ip, w) = item.rsplit_once(':').unwrap_or((item, "1"));
@@ -304,12 +546,14 @@ pub fn lb_bodies(a: &LbArgs) -> Result<Vec<Value>, CliError> {
             "--endpoints is required (ip:weight,...)".into(),
         ));
     }
-    let allowed: Vec<Value> = a
-        .allowed
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|p| json!({"prefix": p.trim()}))
-        .collect();
+    let list = |s: &str, key: &str| -> Vec<Value> {
+        s.split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|v| json!({ key: v.trim() }))
+            .collect()
+    };
+    let allowed = list(&a.allowed, "prefix");
+    let secips = list(&a.secips, "secondaryIP");
     port_specs(a)?
         .into_iter()
         .map(|(proto, port, portmax, target)| {
@@ -329,12 +573,25 @@ pub fn lb_bodies(a: &LbArgs) -> Result<Vec<Value>, CliError> {
                 if a.dsr_ipip {
                     m.insert("dsrIpip".into(), json!(true));
                 }
+                let oper = match a.oper {
+                    Oper::Replace => 0,
+                    Oper::Attach => 1,
+                    Oper::Detach => 2,
+                };
+                if oper != 0 {
+                    m.insert("oper".into(), json!(oper));
+                }
             }
             let endpoints: Vec<Value> = eps
                 .iter()
                 .map(|(ip, w)| json!({"endpointIP": ip, "targetPort": target, "weight": w}))
                 .collect();
-            Ok(json!({"serviceArguments": sa, "endpoints": endpoints, "allowedSources": allowed}))
+            let mut body =
+                json!({"serviceArguments": sa, "endpoints": endpoints, "allowedSources": allowed});
+            if !secips.is_empty() {
+                body["secondaryIPs"] = json!(secips);
+            }
+            Ok(body)
         })
         .collect()
 }
@@ -401,15 +658,29 @@ fn name_of(list: &[&str], v: i64) -> String {
         .map_or_else(|| v.to_string(), |s| (*s).to_string())
 }
 
-/// `xlb get lb` as a table (one line per endpoint).
+/// `xlb get lb` as a table in loxicmd's shapes: one line per rule with its
+/// number of endpoints; `wide`, one line per endpoint with its state and
+/// counters (loxicmd's wide columns, then xlb's PROBE and MANAGED).
 pub fn lb_table(l: &LbRuleList, wide: bool) -> String {
-    let mut header = vec![
-        "EXT IP", "PORT", "PROTO", "NAME", "BLOCK", "SEL", "MODE", "ENDPOINT", "EPORT", "WEIGHT",
-        "STATE", "COUNTERS",
-    ];
-    if wide {
-        header.extend(["MONITOR", "TIMEOUT", "PROBE", "MANAGED"]);
-    }
+    let header: &[&str] = if wide {
+        &[
+            "EXT IP", "SEC IPS", "SOURCES", "HOST", "PORT", "PROTO", "NAME", "MARK", "SEL", "MODE",
+            "ENDPOINT", "EPORT", "WEIGHT", "STATE", "COUNTERS", "PROBE", "MANAGED",
+        ]
+    } else {
+        &[
+            "EXT IP",
+            "PORT",
+            "PROTO",
+            "NAME",
+            "MARK",
+            "SEL",
+            "MODE",
+            "# OF ENDPOINTS",
+            "TIMEOUT",
+            "MONITOR",
+        ]
+    };
     let mut rows = Vec::new();
     for r in &l.lb_attr {
         let s = &r.serviceargs;
@@ -418,44 +689,65 @@ pub fn lb_table(l: &LbRuleList, wide: bool) -> String {
         } else {
             s.port.to_string()
         };
+        let mode = if s.dsripip {
+            "dsr-ipip".to_string()
+        } else {
+            name_of(&MODES, s.mode)
+        };
+        let (sel, mark) = (name_of(&SELS, s.sel), s.block.to_string());
+        if !wide {
+            rows.push(vec![
+                s.externalip.clone(),
+                port,
+                s.protocol.clone(),
+                s.name.clone(),
+                mark,
+                sel,
+                mode,
+                r.endpoints.len().to_string(),
+                s.inactivetimeout.to_string(),
+                if s.monitor { "On" } else { "Off" }.to_string(),
+            ]);
+            continue;
+        }
+        let joined = |v: Vec<&str>| v.join(",");
+        let secips = joined(
+            r.secondaryips
+                .iter()
+                .map(|x| x.secondaryip.as_str())
+                .collect(),
+        );
+        let sources = joined(r.allowedsources.iter().map(|x| x.prefix.as_str()).collect());
+        let probe = if s.probetype.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", s.probetype, s.probeport)
+        };
         for (i, e) in r.endpoints.iter().enumerate() {
-            let first = i == 0;
-            let c = |v: String| if first { v } else { String::new() };
-            let mut row = vec![
-                c(s.externalip.clone()),
-                c(port.clone()),
-                c(s.protocol.clone()),
-                c(s.name.clone()),
-                c(s.block.to_string()),
-                c(name_of(&SELS, s.sel)),
-                c(if s.dsripip {
-                    "dsr-ipip".to_string()
-                } else {
-                    name_of(&MODES, s.mode)
-                }),
+            // The rule's columns on its first line only, as loxicmd prints them.
+            let c = |v: &str| if i == 0 { v.to_string() } else { String::new() };
+            rows.push(vec![
+                c(&s.externalip),
+                c(&secips),
+                c(&sources),
+                c(&s.host),
+                c(&port),
+                c(&s.protocol),
+                c(&s.name),
+                c(&mark),
+                c(&sel),
+                c(&mode),
                 e.endpointip.clone(),
                 e.targetport.to_string(),
                 e.weight.to_string(),
                 e.state.clone(),
                 e.counter.clone(),
-            ];
-            if wide {
-                let probe = if s.probetype.is_empty() {
-                    String::new()
-                } else {
-                    format!("{}:{}", s.probetype, s.probeport)
-                };
-                row.extend([
-                    c(s.monitor.to_string()),
-                    c(s.inactivetimeout.to_string()),
-                    c(probe),
-                    c(s.managed.to_string()),
-                ]);
-            }
-            rows.push(row);
+                c(&probe),
+                c(&s.managed.to_string()),
+            ]);
         }
     }
-    table(&header, &rows)
+    table(header, &rows)
 }
 
 /// `xlb get ep` as a table.
@@ -622,8 +914,8 @@ mod tests {
             vip: "192.0.2.1".into(),
             ports: vec![("tcp".into(), "80:8080,443".into())],
             endpoints: "10.0.0.1:1,10.0.0.2:2".into(),
-            mode: "fullnat".into(),
-            sel: "hash".into(),
+            mode: Mode::Fullnat,
+            sel: Sel::Hash,
             monitor: true,
             ..Default::default()
         };
@@ -640,7 +932,7 @@ mod tests {
             "loxilb's body unless asked"
         );
         let ipip = LbArgs {
-            mode: "dsr".into(),
+            mode: Mode::Dsr,
             dsr_ipip: true,
             ..a.clone()
         };
@@ -652,11 +944,79 @@ mod tests {
             lb_delete_paths(&a).expect("valid")[0],
             "/config/loadbalancer/externalipaddress/192.0.2.1/port/80/protocol/tcp?block=0"
         );
-        let bad = LbArgs {
-            mode: "weird".into(),
+        let attach = LbArgs {
+            oper: Oper::Attach,
+            secips: "192.0.2.2".into(),
+            ..a.clone()
+        };
+        let b = lb_bodies(&attach).expect("valid");
+        assert_eq!(b[0]["serviceArguments"]["oper"], 1);
+        assert_eq!(b[0]["secondaryIPs"][0]["secondaryIP"], "192.0.2.2");
+        let no_ports = LbArgs {
+            ports: Vec::new(),
             ..a
         };
-        assert!(lb_bodies(&bad).is_err());
+        assert!(lb_bodies(&no_ports).is_err());
+    }
+
+    #[test]
+    fn server_spellings() {
+        assert_eq!(server_url("10.0.0.1", None), "http://10.0.0.1:11111");
+        assert_eq!(server_url("10.0.0.1", Some(8181)), "http://10.0.0.1:8181");
+        assert_eq!(server_url("10.0.0.1:9", None), "http://10.0.0.1:9");
+        assert_eq!(server_url("10.0.0.1:9", Some(8)), "http://10.0.0.1:8");
+        assert_eq!(server_url("fd00::1", None), "http://[fd00::1]:11111");
+        assert_eq!(server_url("[fd00::1]:9", None), "http://[fd00::1]:9");
+        assert_eq!(
+            server_url("https://lb.example/", None),
+            "https://lb.example"
+        );
+        assert_eq!(
+            server_url("https://lb.example:1", Some(2)),
+            "https://lb.example:2"
+        );
+        assert!(Client::new("127.0.0.1", None).is_local());
+        assert!(Client::new("http://[::1]:5", None).is_local());
+        assert!(!Client::new("192.0.2.1", None).is_local());
+    }
+
+    #[test]
+    fn lb_table_is_one_line_per_rule_and_wide_one_per_endpoint() {
+        let l: LbRuleList = crate::model::from_json(json!({"lbAttr": [{
+            "serviceArguments": {"externalIP": "192.0.2.1", "port": 80, "protocol": "tcp",
+                                 "mode": 2, "sel": 1, "monitor": true, "inactiveTimeOut": 30},
+            "endpoints": [
+                {"endpointIP": "10.0.0.1", "targetPort": 8080, "weight": 1, "state": "active", "counter": "1:2"},
+                {"endpointIP": "10.0.0.2", "targetPort": 8080, "weight": 1, "state": "active", "counter": "3:4"}
+            ]
+        }]}))
+        .expect("rules");
+        let t = lb_table(&l, false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2, "{t}");
+        assert!(lines[0].starts_with("EXT IP") && lines[0].contains("# OF ENDPOINTS"));
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "192.0.2.1",
+                "80",
+                "tcp",
+                "0",
+                "hash",
+                "fullnat",
+                "2",
+                "30",
+                "On"
+            ],
+            "(the empty name takes no cell)"
+        );
+        let w = lb_table(&l, true);
+        assert_eq!(w.lines().count(), 3, "{w}");
+        assert!(w
+            .lines()
+            .nth(2)
+            .is_some_and(|l| l.trim_start().starts_with("10.0.0.2")));
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! [`health`] (probing → results to the controller), [`config`]
 //! (lbconfig.txt / EPconfig.txt), [`daemon`] (`xlb run`'s wiring),
 //! [`sync`] (connection-state sync between members), [`ready`] (what
-//! `/readyz` judges) and [`systemd`] (readiness to the service manager), [`metrics`], [`cli`] (the client verbs), [`model`] / [`rules`] /
+//! `/readyz` judges) and [`systemd`] (readiness to the service manager),
+//! [`metrics`], [`cli`] (the client verbs), [`top`] (`xlb top`),
+//! [`logging`], [`version`], [`model`] / [`rules`] /
 //! [`error`] (loxilb's wire types, their checks, their errors).
 
 // The OpenAPI document is one `json!` literal, deeper than the default limit.
@@ -30,6 +32,7 @@ pub mod dataplane;
 pub mod error;
 pub mod ha;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod ready;
@@ -38,3 +41,5 @@ pub mod sync;
 pub mod sysinfo;
 pub mod systemd;
 pub mod tls;
+pub mod top;
+pub mod version;

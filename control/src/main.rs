@@ -1,5 +1,6 @@
 //! The `xlb` binary: `xlb run` is the daemon; the other verbs are the operator's
-//! client of its REST API, modelled on loxicmd.
+//! client of its REST API, modelled on loxicmd (its spellings are accepted;
+//! control/README.md lists what stays different).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -7,10 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use tracing_subscriber::{reload, EnvFilter};
-use xlb_control::cli::{self, Client, LbArgs};
+use xlb_control::cli::{self, Client, LbArgs, Mode, Oper, Sel};
 use xlb_control::config;
 use xlb_control::controller::{ControlState, MaglevSize};
 use xlb_control::daemon::{self, ServeOptions};
@@ -20,26 +20,66 @@ use xlb_control::model::{from_json, CiStateOut, CtAttr};
 #[derive(Parser, Debug)]
 #[command(
     name = "xlb",
-    version,
+    version = xlb_control::version::LONG,
     about = "xlb: an AF_XDP L4 load balancer with loxilb's API"
 )]
 struct Cli {
-    /// API server the client verbs talk to.
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// How the client verbs reach the daemon, and how they print (loxicmd's
+/// global options). Hidden from `xlb run --help` ([`command`]): the daemon
+/// does not use them.
+#[derive(Args, Debug)]
+struct Conn {
+    /// API server: a URL, HOST:PORT, or a host (port from --port, else 11111).
     #[arg(
+        short = 's',
         long,
+        visible_alias = "apiserver",
         global = true,
         env = "XLB_API_SERVER",
         default_value = "http://127.0.0.1:11111"
     )]
     api_server: String,
+    /// API server port (replaces the one --api-server names).
+    #[arg(short = 'p', long, global = true)]
+    port: Option<u16>,
     /// CA certificate (PEM) to trust for an https:// API server.
     #[arg(long, global = true, env = "XLB_CA_CERT")]
     ca_cert: Option<PathBuf>,
     /// Bearer token (client verbs send it; `run` requires it when set).
-    #[arg(long, global = true, env = "XLB_API_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        visible_alias = "token",
+        global = true,
+        env = "XLB_API_TOKEN",
+        hide_env_values = true
+    )]
     api_token: Option<String>,
-    #[command(subcommand)]
-    cmd: Cmd,
+    /// Output format of `get`: a table by default.
+    #[arg(short, long, value_enum, global = true)]
+    output: Option<Output>,
+}
+
+/// The client options `xlb run --help` leaves out.
+const CLIENT_ONLY: [&str; 4] = ["api_server", "port", "ca_cert", "output"];
+
+/// The command line: [`Cli`]'s, with the client options hidden in `run`'s
+/// help (they are global so that `xlb get lb -s HOST` works as in loxicmd).
+fn command() -> clap::Command {
+    let cmd = Cli::command();
+    // A subcommand that has an argument of a global's id keeps its own (a
+    // hidden copy here) instead of receiving the global.
+    let hidden: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| CLIENT_ONLY.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().hide(true))
+        .collect();
+    cmd.mut_subcommand("run", |run| run.args(hidden))
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,11 +110,9 @@ enum Cmd {
 enum ClientCmd {
     /// Show rules, probe entries, connections or the cluster-instance state.
     Get {
-        /// What to show.
+        /// What to show (loxicmd's names work too: loadbalancer, endpoint,
+        /// conntrack, hastate).
         what: GetWhat,
-        /// Output format.
-        #[arg(short, long, value_enum)]
-        output: Option<Output>,
     },
     /// Create a rule or a probe entry.
     Create {
@@ -86,13 +124,50 @@ enum ClientCmd {
         #[command(subcommand)]
         what: DeleteWhat,
     },
-    /// Write the running config to lbconfig.txt/EPconfig.txt (managed rules skipped).
+    /// Write the running config to lbconfig.txt/EPconfig.txt (managed rules
+    /// skipped) on this host, and say where.
     Save {
         /// Directory to write into.
         #[arg(short = 'c', long, default_value = config::DEFAULT_DIR)]
         config_path: PathBuf,
+        /// Both files (the default).
+        #[arg(short = 'a', long, conflicts_with_all = ["lb", "endpoint"])]
+        all: bool,
+        /// Only lbconfig.txt (the rules).
+        #[arg(short = 'l', long)]
+        lb: bool,
+        /// Only EPconfig.txt (the probe entries).
+        #[arg(long)]
+        endpoint: bool,
     },
-    /// Check lbconfig.txt/EPconfig.txt without starting anything; exit 1 on a rejected entry.
+    /// Apply lbconfig.txt- or EPconfig.txt-format files to the running
+    /// daemon (each entry as its own request; give EPconfig.txt first).
+    /// Exit 1 if an entry is rejected.
+    Apply {
+        /// The files.
+        #[arg(
+            short = 'f',
+            long = "file",
+            visible_alias = "lb",
+            visible_short_alias = 'l',
+            required = true
+        )]
+        files: Vec<PathBuf>,
+    },
+    /// Print xlb's version and commit, and the daemon's if it answers.
+    Version,
+    /// Live per-VIP packets/s, new flows/s and drops by reason, from the
+    /// daemon's metrics (q or Ctrl-C ends it).
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Refresh this many times, then exit (0: until stopped).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Check lbconfig.txt/EPconfig.txt without starting anything; exit 1 on a
+    /// rejected entry or a missing directory.
     CheckConfig {
         /// Directory to read.
         #[arg(short = 'c', long, default_value = config::DEFAULT_DIR)]
@@ -214,6 +289,9 @@ struct RunArgs {
     #[arg(long, default_value = "info",
           value_parser = clap::builder::PossibleValuesParser::new(xlb_control::model::LOG_LEVELS))]
     log_level: String,
+    /// Log lines as text (coloured only on a terminal) or one JSON object each.
+    #[arg(long, value_enum, env = "XLB_LOG_FORMAT", default_value = "text")]
+    log_format: xlb_control::logging::LogFormat,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -225,15 +303,25 @@ enum XdpMode {
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum GetWhat {
+    /// Load-balancer rules.
+    #[value(aliases = ["loadbalancer", "loadbalancers", "lbs"])]
     Lb,
+    /// Health-probe entries.
+    #[value(aliases = ["endpoint", "endpoints"])]
     Ep,
+    /// Connections.
+    #[value(aliases = ["conntrack", "conntracks", "cts"])]
     Ct,
+    /// Cluster instances' roles.
+    #[value(aliases = ["hastate", "ha"])]
     Cistate,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Output {
+    /// The API's JSON answer.
     Json,
+    /// More columns (rules: one line per endpoint).
     Wide,
 }
 
@@ -254,7 +342,7 @@ enum DeleteWhat {
         #[command(flatten)]
         ports: PortFlags,
         /// Block (mark) of the rule.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, visible_alias = "mark", default_value_t = 0)]
         block: u32,
         /// Delete every rule.
         #[arg(long)]
@@ -304,12 +392,12 @@ struct LbFlags {
     /// Endpoints "ip:weight", comma-separated.
     #[arg(long)]
     endpoints: String,
-    /// dnat, onearm, fullnat, dsr.
-    #[arg(long, default_value = "dnat")]
-    mode: String,
-    /// rr, hash, priority, persist, lc.
-    #[arg(long, alias = "select", default_value = "rr")]
-    sel: String,
+    /// NAT mode.
+    #[arg(long, value_enum, default_value = "dnat")]
+    mode: Mode,
+    /// Endpoint selection.
+    #[arg(long, visible_alias = "select", value_enum, default_value = "rr")]
+    sel: Sel,
     /// Health-probe the endpoints.
     #[arg(long)]
     monitor: bool,
@@ -317,10 +405,10 @@ struct LbFlags {
     #[arg(long, default_value = "")]
     name: String,
     /// Idle timeout in seconds (0: protocol default).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, visible_alias = "inatimeout", default_value_t = 0)]
     inactive_timeout: u32,
     /// Block (mark).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, visible_alias = "mark", default_value_t = 0)]
     block: u32,
     /// Advertise over BGP.
     #[arg(long)]
@@ -332,8 +420,22 @@ struct LbFlags {
     #[arg(long, default_value_t = 0)]
     probeport: u16,
     /// Allowed client prefixes, comma-separated.
-    #[arg(long, default_value = "")]
+    #[arg(long, visible_alias = "sources", default_value = "")]
     allowed_sources: String,
+    /// Secondary VIPs (loxilb's SCTP multihoming), comma-separated: xlb
+    /// refuses them as unsupported.
+    #[arg(long, default_value = "")]
+    secips: String,
+    /// Add the endpoints to the existing rule (instead of replacing its set).
+    #[arg(
+        long = "attach-ep",
+        visible_alias = "attachEP",
+        conflicts_with = "detach_ep"
+    )]
+    attach_ep: bool,
+    /// Remove the endpoints from the existing rule.
+    #[arg(long = "detach-ep", visible_alias = "detachEP")]
+    detach_ep: bool,
     /// With --mode=dsr and an IPv4 VIP: send packets to the endpoints in
     /// IPIP instead of rewriting only the MACs (xlb's rule field `dsrIpip`).
     #[arg(long)]
@@ -384,41 +486,19 @@ impl PortFlags {
     }
 }
 
-fn tracing_level(loxilb: &str) -> &'static str {
-    match loxilb {
-        "trace" => "trace",
-        "debug" => "debug",
-        "info" | "notice" => "info",
-        "warning" => "warn",
-        _ => "error",
-    }
-}
-
-/// The log filter for loxilb's level name. The election's Raft library
-/// (openraft) speaks only at debug and trace: at lower levels it would log
-/// every missed heartbeat to a dead peer, many times a second, while xlb
-/// logs each change of role and of a peer's liveness itself.
-fn log_filter(loxilb: &str) -> String {
-    match tracing_level(loxilb) {
-        l @ ("trace" | "debug") => l.to_string(),
-        l => format!("{l},openraft=off"),
-    }
-}
-
 fn run(args: RunArgs, token: Option<String>) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(log_filter(&args.log_level)));
-    let (filter, reload_handle) = reload::Layer::new(filter);
-    use tracing_subscriber::prelude::*;
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer())
-        .init();
-    let setter: xlb_control::api::LogLevelSetter = Box::new(move |level: &str| {
-        reload_handle
-            .reload(EnvFilter::new(log_filter(level)))
-            .map_err(|e| e.to_string())
-    });
+    let setter = xlb_control::logging::init(&args.log_level, args.log_format)?;
+    tracing::info!(
+        version = xlb_control::version::VERSION,
+        commit = xlb_control::version::COMMIT,
+        "starting"
+    );
+    if !args.config_path.is_dir() {
+        tracing::warn!(
+            "config directory {} does not exist: no lbconfig.txt or EPconfig.txt to load (xlb save -c creates it)",
+            args.config_path.display()
+        );
+    }
 
     let cluster = cluster_config(&args)?;
     let no_election = args.no_election;
@@ -616,9 +696,9 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
+fn client_cmd(c: &Client, output: Option<Output>, cmd: ClientCmd) -> anyhow::Result<()> {
     match cmd {
-        ClientCmd::Get { what, output } => {
+        ClientCmd::Get { what } => {
             let wide = output == Some(Output::Wide);
             let path = match what {
                 GetWhat::Lb => "/config/loadbalancer/all",
@@ -661,6 +741,12 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                     probetype: f.probetype,
                     probeport: f.probeport,
                     allowed: f.allowed_sources,
+                    secips: f.secips,
+                    oper: match (f.attach_ep, f.detach_ep) {
+                        (true, _) => Oper::Attach,
+                        (_, true) => Oper::Detach,
+                        _ => Oper::Replace,
+                    },
                     dsr_ipip: f.dsr_ipip,
                     ..Default::default()
                 };
@@ -741,16 +827,76 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
                 out("Success\n")?;
             }
         },
-        ClientCmd::Save { config_path } => {
-            let rules = c.rules()?;
-            let eps = c.endpoints()?;
-            config::save(&config_path, &rules, &eps)?;
-            out(&format!(
-                "saved {} and {} in {}\n",
-                config::LB_FILE,
-                config::EP_FILE,
-                config_path.display()
-            ))?;
+        ClientCmd::Save {
+            config_path,
+            all: _,
+            lb,
+            endpoint,
+        } => {
+            // Neither --lb nor --endpoint: both (loxicmd's --all).
+            let what = cli::SaveWhat {
+                rules: lb || !endpoint,
+                probe_entries: endpoint || !lb,
+            };
+            let written = cli::save_files(&config_path, &c.rules()?, &c.endpoints()?, what)?;
+            let mut text = String::new();
+            for (file, n) in &written {
+                text.push_str(&format!("saved {n} entries in {}\n", file.display()));
+            }
+            if !c.is_local() {
+                // The files are on this host; the daemon reads its own.
+                text.push_str(&format!(
+                    "note: written on this host, not where the daemon at {} runs: copy them to its --config-path\n",
+                    c.server()
+                ));
+            }
+            out(&text)?;
+        }
+        ClientCmd::Apply { files } => {
+            let mut rejected = 0;
+            for file in &files {
+                let r = c.apply_file(file)?;
+                for e in &r.rejected {
+                    eprintln!("{e}");
+                }
+                rejected += r.rejected.len();
+                let kind = match r.kind {
+                    cli::ApplyKind::Rules => "rules",
+                    cli::ApplyKind::ProbeEntries => "probe entries",
+                };
+                out(&format!(
+                    "{}: {} {kind} applied, {} already there, {} rejected\n",
+                    file.display(),
+                    r.applied,
+                    r.unchanged,
+                    r.rejected.len()
+                ))?;
+            }
+            if rejected > 0 {
+                return Err(anyhow!("{rejected} entries rejected"));
+            }
+        }
+        ClientCmd::Version => {
+            out(&format!("xlb {}\n", xlb_control::version::LONG))?;
+            let daemon = match c.call("GET", "/version", None) {
+                Ok(v) => format!(
+                    "daemon at {}: {}\n",
+                    c.server(),
+                    v.get("buildInfo")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| v.to_string(), str::to_string)
+                ),
+                Err(e) => format!("daemon at {}: {e}\n", c.server()),
+            };
+            out(&daemon)?;
+        }
+        ClientCmd::Top { interval, count } => {
+            if !(0.1..=3600.0).contains(&interval) {
+                return Err(anyhow!(
+                    "--interval {interval}: give seconds from 0.1 to 3600"
+                ));
+            }
+            xlb_control::top::run(c, std::time::Duration::from_secs_f64(interval), count)?;
         }
         ClientCmd::Notify {
             instance,
@@ -771,6 +917,12 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
             c.call("POST", "/config/cistate", Some(&body))?;
         }
         ClientCmd::CheckConfig { config_path } => {
+            if !config_path.is_dir() {
+                return Err(anyhow!(
+                    "config directory {} does not exist or is not a directory",
+                    config_path.display()
+                ));
+            }
             let mut state = ControlState::new(
                 Arc::new(Unattached::default()),
                 Arc::new(StaticNet::default()),
@@ -795,43 +947,49 @@ fn client_cmd(c: &Client, cmd: ClientCmd) -> anyhow::Result<()> {
 
 /// `xlb completion SHELL`: the script, from the CLI definition.
 fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
-    use clap::CommandFactory;
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut script);
+    clap_complete::generate(shell, &mut command(), "xlb", &mut script);
     out(&String::from_utf8(script).context("the completion script is not UTF-8")?)
 }
 
 /// `xlb man [DIR]`: the man pages, from the CLI definition.
 fn man(dir: Option<PathBuf>) -> anyhow::Result<()> {
-    use clap::CommandFactory;
     match dir {
         Some(dir) => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            clap_mangen::generate_to(Cli::command(), &dir)
+            clap_mangen::generate_to(command(), &dir)
                 .with_context(|| format!("writing the man pages into {}", dir.display()))
         }
         None => {
             let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            clap_mangen::Man::new(command()).render(&mut page)?;
             out(&String::from_utf8_lossy(&page))
         }
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let conn = cli.conn;
     let result = match cli.cmd {
-        Cmd::Run(args) => run(args, cli.api_token),
+        Cmd::Run(args) => run(args, conn.api_token),
         Cmd::Openapi => print_json(&xlb_control::api::openapi::document()),
         Cmd::Completion { shell } => completion(shell),
         Cmd::Man { dir } => man(dir),
         Cmd::Client(cmd) => {
-            let client = Client::new(&cli.api_server, cli.api_token);
-            match cli.ca_cert {
+            let server = cli::server_url(&conn.api_server, conn.port);
+            let client = Client::new(&server, conn.api_token);
+            match conn.ca_cert {
                 Some(ca) => client.with_ca_cert(&ca).map_err(anyhow::Error::from),
                 None => Ok(client),
             }
-            .and_then(|c| client_cmd(&c, cmd))
+            .and_then(|c| client_cmd(&c, conn.output, cmd))
         }
     };
     match result {

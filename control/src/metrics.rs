@@ -3,8 +3,16 @@
 //! connection-table occupancy, and the cluster: each instance's role, its
 //! changes and the time since the last, and the election's members and
 //! datagrams; and ([`render_sync`]) connection sync between the members.
+//!
+//! Beside the `xlb_*` families, loxilb's own names ([`loxilb`]) carry the
+//! same values, so dashboards and alerts written for loxilb work unchanged:
+//! its legacy names (gauges, as loxilb publishes them) and its canonical
+//! `loxilb_*` names. control/README.md lists which of loxilb's families
+//! xlb has and which it leaves out.
 
 use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::controller::{ControlState, EndpointRow, Role};
 use crate::dataplane::{DataplaneView, WorkerStats};
@@ -37,9 +45,31 @@ impl Out {
     }
 }
 
+/// The rule label of xlb's families: "VIP:PORT[-PORTMAX]/PROTO".
+fn rule_label(k: &xlb_dataplane::tables::ServiceKey) -> String {
+    if k.port_max != k.port_min {
+        format!("{}:{}-{}/{}", k.vip, k.port_min, k.port_max, k.proto.name())
+    } else {
+        format!("{}:{}/{}", k.vip, k.port_min, k.proto.name())
+    }
+}
+
 /// Render every metric.
 pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
     let mut o = Out(String::new());
+    o.family(
+        "xlb_build_info",
+        "gauge",
+        "Always 1: the version and commit xlb was built from.",
+    );
+    o.sample(
+        "xlb_build_info",
+        &[
+            ("version", crate::version::VERSION),
+            ("commit", crate::version::COMMIT),
+        ],
+        1,
+    );
     let rules: Vec<_> = state.rules().collect();
     o.family("xlb_rules", "gauge", "Load-balancer rules configured.");
     o.sample("xlb_rules", &[], rules.len() as u64);
@@ -60,12 +90,7 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
         rows.len() as u64 - active,
     );
     let label = |r: &EndpointRow<'_>| {
-        let k = r.rule.service.key;
-        let rule = if k.port_max != k.port_min {
-            format!("{}:{}-{}/{}", k.vip, k.port_min, k.port_max, k.proto.name())
-        } else {
-            format!("{}:{}/{}", k.vip, k.port_min, k.proto.name())
-        };
+        let rule = rule_label(&r.rule.service.key);
         let ep = format!("{}:{}", r.endpoint.addr, r.endpoint.port);
         (rule, ep, r.rule.doc.serviceargs.name.clone())
     };
@@ -88,6 +113,12 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
             "Bytes sent to the endpoint.",
             |r| r.bytes,
         ),
+        (
+            "xlb_endpoint_new_flows_total",
+            "counter",
+            "Flows opened to the endpoint.",
+            |r| r.new_flows,
+        ),
     ] {
         o.family(name, kind, help);
         for r in &rows {
@@ -98,6 +129,20 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
                 f(r),
             );
         }
+    }
+
+    o.family(
+        "xlb_rule_new_flows_total",
+        "counter",
+        "Flows opened to the rule's endpoints (its rate is the rule's new flows per second).",
+    );
+    for (r, n) in per_rule(&rows, |r| r.new_flows) {
+        let (rule, _, name) = label(r);
+        o.sample(
+            "xlb_rule_new_flows_total",
+            &[("rule", &rule), ("name", &name)],
+            n,
+        );
     }
 
     let workers = view.worker_stats();
@@ -223,7 +268,213 @@ pub fn render(state: &ControlState, view: &dyn DataplaneView) -> String {
         );
     }
     cluster(&mut o, state);
+    loxilb(&mut o, rules.len() as u64, &rows, &workers);
     o.0
+}
+
+/// `f` summed over each rule's endpoint rows, with the rule's first row
+/// (for its labels), in rule order (a rule's rows are consecutive).
+fn per_rule<'r, 'a>(
+    rows: &'r [EndpointRow<'a>],
+    f: impl Fn(&EndpointRow<'a>) -> u64,
+) -> Vec<(&'r EndpointRow<'a>, u64)> {
+    let mut out: Vec<(&EndpointRow<'a>, u64)> = Vec::new();
+    for r in rows {
+        match out.last_mut() {
+            Some((first, n)) if std::ptr::eq(first.rule, r.rule) => *n += f(r),
+            _ => out.push((r, f(r))),
+        }
+    }
+    out
+}
+
+/// How often loxilb's `new_flow_count` / `loxilb_new_flows` gauge moves on:
+/// it holds the flows opened during the last whole period, as loxilb's
+/// exporter computes it every 10 s.
+const NEW_FLOW_PERIOD: Duration = Duration::from_secs(10);
+
+/// (start of the current period, new flows counted then, the gauge's value).
+static NEW_FLOW_WINDOW: Mutex<Option<(Instant, u64, u64)>> = Mutex::new(None);
+
+/// loxilb's gauge of new flows: flows opened in the last whole period.
+fn new_flow_gauge(total: u64, now: Instant) -> u64 {
+    let mut w = NEW_FLOW_WINDOW.lock().unwrap_or_else(|e| e.into_inner());
+    match *w {
+        None => {
+            *w = Some((now, total, 0));
+            0
+        }
+        Some((start, at_start, _)) if now.duration_since(start) >= NEW_FLOW_PERIOD => {
+            let v = total.saturating_sub(at_start);
+            *w = Some((now, total, v));
+            v
+        }
+        Some((_, _, value)) => value,
+    }
+}
+
+/// loxilb's names for what xlb measures: each legacy name (a gauge in
+/// loxilb, also for totals) and its canonical `loxilb_*` name.
+fn loxilb(o: &mut Out, rules: u64, rows: &[EndpointRow<'_>], workers: &[WorkerStats]) {
+    let sum = |f: fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
+    let up = rows.iter().filter(|r| r.up).count() as u64;
+    let new_flows = new_flow_gauge(rows.iter().map(|r| r.new_flows).sum(), Instant::now());
+    let proto = |p: &str, f: fn(&EndpointRow<'_>) -> u64| {
+        rows.iter()
+            .filter(|r| r.rule.service.key.proto.name() == p)
+            .map(f)
+            .sum::<u64>()
+    };
+    // (legacy name or "", canonical name or "", kind of the canonical, help, value)
+    let scalars: [(&str, &str, &str, &str, u64); 8] = [
+        (
+            "lb_rule_count",
+            "loxilb_lb_rules",
+            "gauge",
+            "Load-balancer rules.",
+            rules,
+        ),
+        (
+            "healthy_host_count",
+            "loxilb_healthy_endpoints",
+            "gauge",
+            "Endpoints that take new flows.",
+            up,
+        ),
+        (
+            "unhealthy_host_count",
+            "loxilb_unhealthy_endpoints",
+            "gauge",
+            "Endpoints health probing marked down.",
+            rows.len() as u64 - up,
+        ),
+        (
+            "active_conntrack_count",
+            "loxilb_active_conntrack_entries",
+            "gauge",
+            "Connection-table entries in use (two per flow: forward and reply, one for DSR).",
+            sum(|w| w.ct_entries),
+        ),
+        (
+            "",
+            "loxilb_conntrack_max_entries",
+            "gauge",
+            "Connection-table capacity.",
+            sum(|w| w.ct_capacity),
+        ),
+        (
+            "new_flow_count",
+            "loxilb_new_flows",
+            "gauge",
+            "Flows opened in the last 10 s period (xlb_rule_new_flows_total is the counter).",
+            new_flows,
+        ),
+        (
+            "processed_packets",
+            "loxilb_processed_packets_total",
+            "counter",
+            "Packets received by the dataplane.",
+            sum(|w| w.rx_packets),
+        ),
+        (
+            "processed_bytes",
+            "loxilb_processed_bytes_total",
+            "counter",
+            "Bytes received by the dataplane, headers included.",
+            sum(|w| w.rx_bytes),
+        ),
+    ];
+    let mut emit = |legacy: &str, canonical: &str, kind: &str, help: &str, v: u64| {
+        if !legacy.is_empty() {
+            o.family(
+                legacy,
+                "gauge",
+                &format!("{help} (loxilb's name; see {canonical})."),
+            );
+            o.sample(legacy, &[], v);
+        }
+        o.family(canonical, kind, &format!("{help} (loxilb's name)."));
+        o.sample(canonical, &[], v);
+    };
+    for (legacy, canonical, kind, help, v) in scalars {
+        emit(legacy, canonical, kind, help, v);
+    }
+    for p in ["tcp", "udp", "sctp"] {
+        let upper = p.to_uppercase();
+        emit(
+            &format!("processed_{p}_bytes"),
+            &format!("loxilb_processed_{p}_bytes_total"),
+            "counter",
+            &format!("Bytes of {upper} rules' flows."),
+            proto(p, |r| r.bytes),
+        );
+        // loxilb has no legacy name for packets per protocol.
+        emit(
+            "",
+            &format!("loxilb_processed_{p}_packets_total"),
+            "counter",
+            &format!("Packets of {upper} rules' flows."),
+            proto(p, |r| r.packets),
+        );
+    }
+
+    // Per service ("VIP:PORT", with the protocol as its own label) and per
+    // endpoint of a service.
+    let service = |r: &EndpointRow<'_>| {
+        let k = r.rule.service.key;
+        let port = if k.port_max != k.port_min {
+            format!("{}-{}", k.port_min, k.port_max)
+        } else {
+            k.port_min.to_string()
+        };
+        (format!("{}:{port}", k.vip), k.proto.name())
+    };
+    for (name, help, f) in [
+        (
+            "loxilb_service_traffic_packets_total",
+            "Packets of the service's flows (loxilb's name).",
+            (|r: &EndpointRow<'_>| r.packets) as fn(&_) -> u64,
+        ),
+        (
+            "loxilb_service_traffic_bytes_total",
+            "Bytes of the service's flows (loxilb's name).",
+            |r| r.bytes,
+        ),
+    ] {
+        o.family(name, "counter", help);
+        for (r, n) in per_rule(rows, f) {
+            let (svc, proto) = service(r);
+            o.sample(name, &[("service", &svc), ("proto", proto)], n);
+        }
+    }
+    for (name, help, f) in [
+        (
+            "loxilb_backend_traffic_packets_total",
+            "Packets of the flows to the endpoint (loxilb's name).",
+            (|r: &EndpointRow<'_>| r.packets) as fn(&_) -> u64,
+        ),
+        (
+            "loxilb_backend_traffic_bytes_total",
+            "Bytes of the flows to the endpoint (loxilb's name).",
+            |r| r.bytes,
+        ),
+        (
+            "loxilb_backend_traffic_connections_total",
+            "Flows opened to the endpoint (loxilb's name).",
+            |r| r.new_flows,
+        ),
+    ] {
+        o.family(name, "counter", help);
+        for r in rows {
+            let (svc, proto) = service(r);
+            let ep = format!("{}:{}", r.endpoint.addr, r.endpoint.port);
+            o.sample(
+                name,
+                &[("service", &svc), ("proto", proto), ("endpoint", &ep)],
+                f(r),
+            );
+        }
+    }
 }
 
 /// The cluster instances' roles, and with `--cluster` the election's view.

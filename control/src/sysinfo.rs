@@ -61,7 +61,7 @@ pub fn device() -> Value {
 pub fn build_info() -> String {
     format!(
         "xlb {} ({} {})",
-        env!("CARGO_PKG_VERSION"),
+        crate::version::LONG,
         std::env::consts::OS,
         std::env::consts::ARCH
     )

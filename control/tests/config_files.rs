@@ -1228,3 +1228,204 @@ fn save_never_replaces_a_file_the_daemon_could_not_read() {
     );
     assert!(!dir.path().join("lbconfig.txt.bk").exists());
 }
+
+/// A tmux server of this test's own (its socket name is unique per
+/// process), killed when dropped, also when the test fails.
+struct Tmux(String);
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux(format!("xlb-top-{}", std::process::id()))
+    }
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// `xlb top` against a running daemon, on a terminal (a tmux pane): the
+/// rule's row appears with its rates (numbers once two scrapes are in), and
+/// the drop table; the screen is redrawn in place.
+#[test]
+fn top_shows_each_rule_with_its_rates_in_a_terminal() {
+    let tmux_there = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(tmux_there, "tmux is needed (scripts/deps.sh installs it)");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join(config::LB_FILE),
+        json!({"lbAttr": [{"serviceArguments": {"externalIP": "192.0.2.30", "port": 80, "protocol": "tcp", "name": "web"},
+                           "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 8080, "weight": 1},
+                                         {"endpointIP": "10.0.0.2", "targetPort": 8080, "weight": 1}]}]})
+        .to_string(),
+    )
+    .expect("write");
+    let port = free_port();
+    let _daemon = start_daemon(dir.path(), port);
+    let tmux = Tmux::new();
+    let cmd = format!(
+        "{} -s 127.0.0.1 -p {port} top --interval 0.3",
+        env!("CARGO_BIN_EXE_xlb")
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "150",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let screen = loop {
+        let pane = tmux.run(&["capture-pane", "-p", "-t", "top"]);
+        let text = String::from_utf8_lossy(&pane.stdout).into_owned();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("192.0.2.30:80/tcp"))
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+        // VIP, NAME, PKT/S, BYTES/S, NEW FLOWS/S, ENDPOINTS UP, with rates.
+        if row.is_some_and(|r| r.len() == 6 && r[2].parse::<f64>().is_ok()) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no rates on the screen:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        screen.starts_with("xlb top"),
+        "redrawn from the top:\n{screen}"
+    );
+    assert_eq!(
+        screen.matches("xlb top").count(),
+        1,
+        "one screen:\n{screen}"
+    );
+    assert!(screen.contains("NEW FLOWS/S"), "{screen}");
+    assert!(screen.contains("DROP REASON"), "{screen}");
+    let row = screen
+        .lines()
+        .find(|l| l.starts_with("192.0.2.30:80/tcp"))
+        .expect("the rule's row");
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["192.0.2.30:80/tcp", "web", "0", "0", "0", "2/2"],
+        "{screen}"
+    );
+}
+
+/// loxicmd's habits on the real binary: `get loadbalancer` with `-s`/`-p`,
+/// `apply -f` of an lbconfig.txt, `save --lb` saying where it wrote,
+/// `version`, `check-config` on a missing directory, and `run --help`
+/// without the client options.
+#[test]
+fn loxicmd_spellings_apply_save_and_check_config() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let _daemon = start_daemon(dir.path(), port);
+    let p = port.to_string();
+    let cli = |args: &[&str]| {
+        let mut full = vec!["-s", "127.0.0.1", "-p", p.as_str()];
+        full.extend_from_slice(args);
+        xlb(&full)
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let file = dir.path().join("to-apply.txt");
+    let body = |mode: u8| {
+        json!({"serviceArguments": {"externalIP": "192.0.2.40", "port": 80 + u16::from(mode), "protocol": "tcp", "mode": mode},
+               "endpoints": [{"endpointIP": "10.0.0.1", "targetPort": 80, "weight": 1}]})
+    };
+    std::fs::write(&file, json!({"lbAttr": [body(0), body(5)]}).to_string()).expect("write");
+    let f = file.to_str().expect("utf-8");
+    let out = cli(&["apply", "-f", f]);
+    assert!(
+        !out.status.success(),
+        "a rejected entry fails: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("entry 1: unsupported error"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("1 rules applied"), "{}", text(&out));
+    let out = cli(&["get", "loadbalancer"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = text(&out);
+    assert!(table.contains("# OF ENDPOINTS"), "{table}");
+    assert_eq!(table.lines().count(), 2, "one line per rule: {table}");
+
+    let saved = dir.path().join("saved");
+    let out = cli(&["save", "--lb", "-c", saved.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lb_file = saved.join(config::LB_FILE);
+    assert!(
+        text(&out).contains(&lb_file.display().to_string()),
+        "{}",
+        text(&out)
+    );
+    assert!(lb_file.exists() && !saved.join(config::EP_FILE).exists());
+    let again = cli(&["apply", "-f", lb_file.to_str().expect("utf-8")]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("1 already there"), "{}", text(&again));
+
+    let out = cli(&["version"]);
+    assert!(out.status.success());
+    assert!(text(&out).contains("commit"), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("daemon at http://127.0.0.1:{port}")),
+        "{}",
+        text(&out)
+    );
+
+    let missing = dir.path().join("no-such-dir");
+    let out = xlb(&["check-config", "-c", missing.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+
+    let help = text(&xlb(&["run", "--help"]));
+    for client_only in ["--api-server", "--ca-cert", "--output", "--port"] {
+        assert!(!help.contains(client_only), "{client_only} in run's help");
+    }
+    let help = text(&xlb(&["create", "lb", "--help"]));
+    assert!(
+        help.contains("fullnat") && help.contains("persist"),
+        "{help}"
+    );
+    let bad = xlb(&[
+        "create",
+        "lb",
+        "192.0.2.1",
+        "--tcp=80",
+        "--endpoints=10.0.0.1:1",
+        "--mode=nat",
+    ]);
+    assert!(
+        text(&bad).contains("possible values: dnat, onearm, fullnat, dsr"),
+        "{}",
+        text(&bad)
+    );
+}

@@ -56,8 +56,10 @@ pub struct CounterBlock {
     /// Flows another member sent that this worker could not install, by
     /// [`AdoptFailure`] (index = reason number).
     pub sync_adopt_failures: [AtomicU64; AdoptFailure::SLOTS],
-    /// Per endpoint id: packets and bytes forwarded to that endpoint (both directions).
-    endpoint: Box<[[AtomicU64; 2]]>,
+    /// Per endpoint id: packets and bytes forwarded to that endpoint (both
+    /// directions), and flows opened to it (a rule's new flows are its
+    /// endpoints'; ids are stable while the endpoint stays in its rule).
+    endpoint: Box<[[AtomicU64; 3]]>,
 }
 
 impl CounterBlock {
@@ -80,7 +82,7 @@ impl CounterBlock {
             sync_closed: AtomicU64::new(0),
             sync_adopt_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             endpoint: (0..MAX_ENDPOINT_IDS)
-                .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                 .collect(),
         }
     }
@@ -121,18 +123,34 @@ impl CounterBlock {
     /// Count a packet of `bytes` for endpoint `id`.
     #[inline(always)]
     pub fn endpoint_packet(&self, id: EndpointId, bytes: u64) {
-        if let Some([p, b]) = self.endpoint.get(id as usize) {
+        if let Some([p, b, _]) = self.endpoint.get(id as usize) {
             bump(p, 1);
             bump(b, bytes);
+        }
+    }
+
+    /// Count a new flow to endpoint `id` (with its first packet, which
+    /// [`CounterBlock::endpoint_packet`] counts).
+    #[inline(always)]
+    pub fn endpoint_flow(&self, id: EndpointId) {
+        if let Some([_, _, f]) = self.endpoint.get(id as usize) {
+            bump(f, 1);
         }
     }
 
     /// (packets, bytes) counted for endpoint `id` by this worker.
     pub fn endpoint(&self, id: EndpointId) -> (u64, u64) {
         match self.endpoint.get(id as usize) {
-            Some([p, b]) => (p.load(Relaxed), b.load(Relaxed)),
+            Some([p, b, _]) => (p.load(Relaxed), b.load(Relaxed)),
             None => (0, 0),
         }
+    }
+
+    /// Flows this worker opened to endpoint `id`.
+    pub fn endpoint_flows(&self, id: EndpointId) -> u64 {
+        self.endpoint
+            .get(id as usize)
+            .map_or(0, |[_, _, f]| f.load(Relaxed))
     }
 
     /// Total drops over every reason.
@@ -160,6 +178,11 @@ mod tests {
         assert_eq!(c.endpoint(3), (2, 150));
         assert_eq!(c.endpoint(4), (0, 0));
         assert_eq!(c.endpoint(MAX_ENDPOINT_IDS as u32), (0, 0));
+        c.endpoint_flow(3);
+        c.endpoint_flow(MAX_ENDPOINT_IDS as u32);
+        assert_eq!(c.endpoint_flows(3), 1);
+        assert_eq!(c.endpoint_flows(4), 0);
+        assert_eq!(c.endpoint(3), (2, 150), "a flow is not a packet");
         c.count_drop(DropReason::NoEndpoint);
         assert_eq!(c.drops(DropReason::NoEndpoint), 1);
         assert_eq!(c.total_drops(), 1);

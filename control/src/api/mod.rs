@@ -311,7 +311,8 @@ impl Api {
                 200,
                 &json!({
                     "buildInfo": crate::sysinfo::build_info(),
-                    "version": env!("CARGO_PKG_VERSION"),
+                    "commit": crate::version::COMMIT,
+                    "version": crate::version::VERSION,
                 }),
             )),
             Op::Metrics => {

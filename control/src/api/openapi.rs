@@ -224,7 +224,7 @@ pub fn document() -> Value {
                 "destinationIP": str_, "sourceIP": str_, "destinationPort": int, "sourcePort": int,
                 "protocol": str_, "conntrackState": str_, "conntrackAct": str_,
                 "packets": int, "bytes": int, "servName": str_}}}}},
-            "Version": {"type": "object", "properties": {"version": str_, "buildInfo": str_}},
+            "Version": {"type": "object", "properties": {"version": str_, "buildInfo": str_, "commit": str_}},
             "OperParams": {"type": "object", "required": ["logLevel"], "properties": {"logLevel": {"type": "string",
                 "enum": ["trace", "debug", "info", "error", "warning", "notice", "critical", "emergency", "alert"]}}}
         }}

@@ -25,6 +25,8 @@ pub struct EndpointRow<'a> {
     pub packets: u64,
     /// Bytes sent to it.
     pub bytes: u64,
+    /// Flows opened to it.
+    pub new_flows: u64,
 }
 
 impl ControlState {
@@ -44,15 +46,16 @@ impl ControlState {
             .values()
             .flat_map(|r| r.service.endpoints.iter().map(move |e| (r, e)))
             .map(|(r, e)| {
-                let (packets, bytes) = ids
-                    .get(&(r.service.key, e.addr, e.port))
-                    .map_or((0, 0), |id| view.endpoint_counters(*id));
+                let id = ids.get(&(r.service.key, e.addr, e.port));
+                let (packets, bytes) = id.map_or((0, 0), |id| view.endpoint_counters(*id));
+                let new_flows = id.map_or(0, |id| view.endpoint_new_flows(*id));
                 EndpointRow {
                     rule: r,
                     endpoint: e,
                     up: endpoint_up(&self.status, &self.holds, r, e),
                     packets,
                     bytes,
+                    new_flows,
                 }
             })
             .collect()

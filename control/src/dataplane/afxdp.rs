@@ -300,6 +300,10 @@ impl DataplaneView for Running {
         })
     }
 
+    fn endpoint_new_flows(&self, id: EndpointId) -> u64 {
+        self.counters.iter().map(|c| c.endpoint_flows(id)).sum()
+    }
+
     fn conntrack(&self) -> Vec<CtEntry> {
         let t = self.handle.current();
         let all = self.ct.dump();

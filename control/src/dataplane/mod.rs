@@ -97,6 +97,12 @@ pub trait DataplaneView: Send + Sync {
     /// (packets, bytes) sent to this endpoint, summed over workers, since the id
     /// was assigned; (0, 0) for unknown ids.
     fn endpoint_counters(&self, id: EndpointId) -> (u64, u64);
+    /// New flows opened to endpoint `id`, summed over workers (0 where
+    /// the implementation does not count them).
+    fn endpoint_new_flows(&self, id: EndpointId) -> u64 {
+        let _ = id;
+        0
+    }
     /// A snapshot of the connection tables (may be truncated by the implementation).
     fn conntrack(&self) -> Vec<CtEntry>;
     /// Per-worker counters.

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use xlb_dataplane::tables::{NextHop, PortSpec};
 use xlb_io::kernel::netinfo;
 
+use crate::logging::{Repeated, Report};
+
 use super::NetEnv;
 
 /// Every this many refresh rounds ([`super::REFRESH_EVERY`] each) every
@@ -68,6 +70,10 @@ pub struct Resolver {
     /// [`Resolver::take_changed`].
     changed: AtomicBool,
     wake: Mutex<Option<Wake>>,
+    /// Addresses warned about as having no next hop: the first failure is
+    /// logged, then at most one line a minute with a count, and the
+    /// resolution once.
+    warned: Mutex<Repeated<IpAddr>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -89,6 +95,7 @@ impl Resolver {
             work: Condvar::new(),
             changed: AtomicBool::new(false),
             wake: Mutex::new(None),
+            warned: Mutex::new(Repeated::new(NO_NEXT_HOP_REPEAT)),
         });
         let run = r.clone();
         if let Err(e) = std::thread::Builder::new()
@@ -141,6 +148,10 @@ impl Resolver {
         } = &mut *h;
         wanted.retain(|_, asked| asked.elapsed() < UNUSED_AFTER);
         cache.retain(|a, _| wanted.contains_key(a));
+        self.warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|a| wanted.contains_key(a));
         failed.clear();
         queued.extend(wanted.keys());
         drop(h);
@@ -215,19 +226,29 @@ impl Resolver {
     fn record(&self, batch: &[IpAddr], found: &HashMap<IpAddr, NextHop>) -> bool {
         let now = Instant::now();
         let mut h = self.lock();
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
         for a in batch {
             if let Some(nh) = found.get(a) {
                 h.failed.remove(a);
                 changed |= h.cache.insert(*a, *nh) != Some(*nh);
+                if let Some((_, secs)) = warned.clear(a, now) {
+                    tracing::info!(addr = %a, after_secs = secs, "next hop found");
+                }
                 continue;
+            }
+            match warned.report(a, now) {
+                Report::First => {
+                    tracing::warn!(addr = %a, "no next hop yet; its packets drop as no_neighbor");
+                }
+                Report::Again { times, for_secs } => {
+                    tracing::warn!(addr = %a, times, for_secs, "still no next hop; its packets drop as no_neighbor");
+                }
+                Report::Quiet => {}
             }
             let wait = match h.failed.get(a) {
                 Some((_, wait)) => (*wait * 2).min(LAST_RETRY),
-                None => {
-                    tracing::warn!(addr = %a, "no next hop yet; its packets drop as no_neighbor");
-                    FIRST_RETRY
-                }
+                None => FIRST_RETRY,
             };
             h.failed.insert(*a, (now + wait, wait));
             changed |= h.cache.remove(a).is_some();
@@ -235,6 +256,9 @@ impl Resolver {
         changed
     }
 }
+
+/// At most one repeat of the "no next hop yet" warning per address this often.
+const NO_NEXT_HOP_REPEAT: Duration = Duration::from_secs(60);
 
 /// The kernel's interfaces and neighbours, as the tables need them.
 pub struct KernelNet {

@@ -409,6 +409,7 @@ impl Pipeline {
         self.inserted |= bloom_bit(hash) | bloom_bit(rep_hash);
         self.select.opened(ep);
         bump(&self.counters.flows_created, 1);
+        self.counters.endpoint_flow(ep.id);
         if self.sync.is_some() {
             self.announce_open_v4(&flow, ep, now);
         }

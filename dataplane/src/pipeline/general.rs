@@ -358,6 +358,7 @@ impl Pipeline {
         };
         self.select.opened(ep);
         bump(&self.counters.flows_created, 1);
+        self.counters.endpoint_flow(ep.id);
         if self.sync.is_some() {
             self.announce_open(&flow, ep, now);
         }
