@@ -535,14 +535,25 @@ pub struct SyncStatus {
 
 /// Drain the workers' rings every [`PUMP_EVERY`]; while holding, send the
 /// events and every [`REFRESH`] the flows active since the last refresh.
+///
+/// The refresh reads the whole flow table (tens of milliseconds for a
+/// large one): it runs beside the pump, which goes on sending new flows
+/// every millisecond meanwhile, so their sync lag does not wait for it.
+/// The ends of flows drained while it runs are held back and sent right
+/// after the refreshed flows: a Close that follows the snapshot must
+/// follow its refreshed Open on the wire, or the peer would install the
+/// ended flow again.
 async fn pump(shared: Arc<Shared>) {
     let mut events: Vec<SyncEvent> = Vec::with_capacity(4096);
     let mut items: Vec<Item> = Vec::with_capacity(4096);
+    let mut held: Vec<Item> = Vec::new();
     let mut tick = tokio::time::interval(PUMP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // While holding: when the next refresh is due, and the start of the
     // window it covers.
     let mut refresh: Option<(Instant, u64)> = None;
+    // The refresh under way: the snapshot's start and its task.
+    let mut running: Option<(u64, JoinHandle<Vec<SyncedFlow>>)> = None;
     loop {
         tick.tick().await;
         events.clear();
@@ -553,14 +564,41 @@ async fn pump(shared: Arc<Shared>) {
                 .discarded_inactive
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
             refresh = None;
+            held.clear();
+            if let Some((_, task)) = running.take() {
+                task.abort();
+            }
             continue;
         }
         items.clear();
-        items.extend(events.iter().map(|&event| Item {
-            event,
-            refresh: false,
-        }));
+        for &event in &events {
+            let item = Item {
+                event,
+                refresh: false,
+            };
+            match event {
+                SyncEvent::Close(_) if running.is_some() => held.push(item),
+                _ => items.push(item),
+            }
+        }
         shared.broadcast(&items);
+        if running.as_ref().is_some_and(|(_, t)| t.is_finished()) {
+            if let Some((start, task)) = running.take() {
+                let flows = task.await.unwrap_or_default();
+                items.clear();
+                items.extend(flows.into_iter().map(|f| Item {
+                    event: SyncEvent::Open(f),
+                    refresh: true,
+                }));
+                shared.broadcast(&items);
+                shared.broadcast(&held);
+                held.clear();
+                refresh = Some((Instant::now() + REFRESH, start));
+            }
+        }
+        if running.is_some() {
+            continue;
+        }
         let (due, since) = *refresh.get_or_insert_with(|| {
             // The first refresh covers the flows active just before this
             // node took over too.
@@ -570,20 +608,13 @@ async fn pump(shared: Arc<Shared>) {
         if Instant::now() < due {
             continue;
         }
-        // Taken after the events drained above were sent and before any
-        // drained later: a Close that follows the snapshot follows its
-        // refreshed Open on the wire too.
+        // Taken after the events drained above were sent: what the
+        // snapshot misses of later ones, the live stream carries.
         let start = unix_ns();
         let source = shared.source.clone();
-        let flows = tokio::task::spawn_blocking(move || source.active_since(since))
-            .await
-            .unwrap_or_default();
-        items.clear();
-        items.extend(flows.into_iter().map(|f| Item {
-            event: SyncEvent::Open(f),
-            refresh: true,
-        }));
-        shared.broadcast(&items);
-        refresh = Some((Instant::now() + REFRESH, start));
+        running = Some((
+            start,
+            tokio::task::spawn_blocking(move || source.active_since(since)),
+        ));
     }
 }
