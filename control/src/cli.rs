@@ -287,7 +287,7 @@ pub struct SaveWhat {
 }
 
 /// Write the daemon's rules and probe entries (as `GET` returned them)
-/// into `dir` as loxilb's files, atomically (see [`config::write_atomic`]);
+/// into `dir` as loxilb's files, as a pair ([`config::save_some`]);
 /// returns the files written, as absolute paths where they can be had.
 pub fn save_files(
     dir: &Path,
@@ -295,35 +295,8 @@ pub fn save_files(
     eps: &EpStatusList,
     what: SaveWhat,
 ) -> Result<Vec<(PathBuf, usize)>, config::ConfigError> {
-    let (lb, ep) = config::saved_documents(rules, eps);
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut written = Vec::new();
-    let mut write = |name: &str, doc: Result<String, serde_json::Error>, n: usize| {
-        let file = dir.join(name);
-        let text = doc.map_err(|e| config::ConfigError::Write {
-            file: file.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        config::write_atomic(&file, text.as_bytes())?;
-        written.push((file, n));
-        Ok::<_, config::ConfigError>(())
-    };
-    // EPconfig.txt first: the daemon loads it first.
-    if what.probe_entries {
-        write(
-            config::EP_FILE,
-            serde_json::to_string_pretty(&ep),
-            ep.attr.len(),
-        )?;
-    }
-    if what.rules {
-        write(
-            config::LB_FILE,
-            serde_json::to_string_pretty(&lb),
-            lb.lb_attr.len(),
-        )?;
-    }
-    Ok(written)
+    config::save_some(&dir, rules, eps, what.rules, what.probe_entries)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, CliError> {

@@ -261,29 +261,69 @@ pub fn saved_documents(rules: &LbRuleList, eps: &EpStatusList) -> (LbRuleList, E
 /// Write both files into `dir` as a pair (see the module doc); refused if a
 /// file there cannot be read.
 pub fn save(dir: &Path, rules: &LbRuleList, eps: &EpStatusList) -> Result<(), ConfigError> {
-    let (lb, ep) = saved_documents(rules, eps);
+    save_some(dir, rules, eps, true, true).map(|_| ())
+}
+
+/// [`save`] of the rules (`lb`), the probe entries (`ep`) or both (loxicmd's
+/// `save --lb`, `--endpoint`, `--all`); returns each file written with its
+/// number of entries. Refused if a file it would replace cannot be read. A
+/// lone `lbconfig.txt` takes the generation of the `EPconfig.txt` beside
+/// it, so the two stay a pair.
+pub fn save_some(
+    dir: &Path,
+    rules: &LbRuleList,
+    eps: &EpStatusList,
+    lb: bool,
+    ep: bool,
+) -> Result<Vec<(PathBuf, usize)>, ConfigError> {
+    let (lb_doc, ep_doc) = saved_documents(rules, eps);
     settle(dir)?;
     let ep_file = dir.join(EP_FILE);
     let lb_file = dir.join(LB_FILE);
-    for (file, root) in [(&ep_file, "Attr"), (&lb_file, "lbAttr")] {
+    for (file, root, on) in [(&ep_file, "Attr", ep), (&lb_file, "lbAttr", lb)] {
+        if !on {
+            continue;
+        }
         if let Err(ConfigError::File { file, reason }) = read_entries(file, root) {
             return Err(ConfigError::Unreadable { file, reason });
         }
     }
-    let generation = format!(
-        "{}-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-        std::process::id()
-    );
-    let ep_text = marked_text(&ep_file, &ep, &generation)?;
-    let lb_text = marked_text(&lb_file, &lb, &generation)?;
-    write_temporary(&ep_file, ep_text.as_bytes())?;
-    write_temporary(&lb_file, lb_text.as_bytes())?;
-    install(&ep_file)?;
-    install(&lb_file)?;
-    Ok(())
+    let fresh = || {
+        format!(
+            "{}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            std::process::id()
+        )
+    };
+    let generation = if ep {
+        fresh()
+    } else {
+        generation_of(&ep_file).unwrap_or_else(fresh)
+    };
+    let mut written = Vec::new();
+    if ep {
+        write_temporary(
+            &ep_file,
+            marked_text(&ep_file, &ep_doc, &generation)?.as_bytes(),
+        )?;
+    }
+    if lb {
+        write_temporary(
+            &lb_file,
+            marked_text(&lb_file, &lb_doc, &generation)?.as_bytes(),
+        )?;
+    }
+    if ep {
+        install(&ep_file)?;
+        written.push((ep_file, ep_doc.attr.len()));
+    }
+    if lb {
+        install(&lb_file)?;
+        written.push((lb_file, lb_doc.lb_attr.len()));
+    }
+    Ok(written)
 }
 
 /// `doc` as pretty JSON with the pair's `generation` at its root.
