@@ -101,25 +101,6 @@ impl SyncedFlow {
         }
     }
 
-    /// [`SyncedFlow::of`] the flow the new-flow path opened (without
-    /// making its [`FlowRecord`] first: this runs for every new flow).
-    #[inline]
-    pub fn of_v4(f: &NewFlowV4, ep: &Endpoint, opened_unix_ns: u64) -> SyncedFlow {
-        SyncedFlow {
-            key: f.forward_key(),
-            xlat: f.translation(),
-            backend: ep.addr,
-            backend_port: ep.port,
-            mode: f.mode,
-            timeout_s: f.timeout_s,
-            fwd_flags: f.fwd_flags,
-            rep_flags: 0,
-            client_mac: Some(f.to_client.mac),
-            client_port: f.to_client.port,
-            opened_unix_ns,
-        }
-    }
-
     /// The flow `rec` of this node's table, its backend resolved in `t`
     /// (the tables it was opened or last validated against, or later
     /// ones), stamped `opened_unix_ns`; `None` if its endpoint is no longer

@@ -57,6 +57,36 @@ fn youngest_at(report: &Value, at: f64) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// When the survival tests killed the first holder, brought it back, and
+/// killed the second (Unix time, s).
+struct Times {
+    killed_at: f64,
+    back_at: f64,
+    killed2_at: f64,
+}
+
+/// What both survival tests assert of their two clients' reports: `report`
+/// (opened before the first kill, with a connection under 1 s old then)
+/// and `away` (opened while the first holder was away) kept every long
+/// connection and UDP flow, and new connections failed only in the
+/// takeover windows (none while the first node returned).
+fn assert_kept(what: &str, report: &Value, away: &Value, t: &Times, logs: &str) {
+    let young = youngest_at(report, t.killed_at);
+    eprintln!(
+        "{what}: youngest long connection at the first kill {young:.3} s; takeovers {:.3} s and {:.3} s",
+        outage_before(report, t.killed_at, t.back_at),
+        outage(away, t.killed2_at)
+    );
+    assert!(young < 1.0, "no connection younger than 1 s at the kill");
+    assert_all_survived(report, "opened before the first power loss", logs);
+    assert_all_survived(away, "opened while the first node was away", logs);
+    assert_eq!(
+        failures(report, t.back_at, t.killed2_at),
+        0,
+        "{what}: new connections failed while the first node returned\n{logs}"
+    );
+}
+
 #[test]
 fn established_connections_survive_the_holders_power_loss_and_its_return() {
     survive(&[Member::Candidate; 3]);
@@ -101,24 +131,17 @@ fn survive(members: &[Member]) {
     lab.power_loss(second);
     let third = lab.wait_holder_other_than(Some(second), Duration::from_secs(5));
     assert_ne!(third, second);
-    let report = client.finish();
-    let away = while_away.finish();
-    let logs = lab.logs();
-
-    let young = youngest_at(&report, killed_at);
-    eprintln!(
-        "sync: youngest long connection at the first kill {young:.3} s; takeovers {:.3} s and {:.3} s",
-        outage_before(&report, killed_at, back_at),
-        outage(&away, killed2_at)
-    );
-    assert!(young < 1.0, "no connection younger than 1 s at the kill");
-    assert_all_survived(&report, "opened before the first power loss", &logs);
-    assert_all_survived(&away, "opened while the first node was away", &logs);
-    // New connections fail only in the takeover windows.
-    assert_eq!(
-        failures(&report, back_at, killed2_at),
-        0,
-        "the return failed new connections\n{logs}"
+    let times = Times {
+        killed_at,
+        back_at,
+        killed2_at,
+    };
+    assert_kept(
+        "sync",
+        &client.finish(),
+        &while_away.finish(),
+        &times,
+        &lab.logs(),
     );
 }
 
@@ -171,23 +194,16 @@ fn roles_set_by_a_controller_keep_established_connections() {
     lab.power_loss(1);
     set(&lab, 0, "MASTER");
     assert_eq!(lab.wait_holder(Duration::from_secs(3)), 0);
-    let report = client.finish();
-    let away = while_away.finish();
-    let logs = lab.logs();
-
-    let young = youngest_at(&report, killed_at);
-    eprintln!(
-        "sync (controller roles): youngest long connection at the first kill {young:.3} s; \
-         takeovers {:.3} s and {:.3} s",
-        outage_before(&report, killed_at, back_at),
-        outage(&away, killed2_at)
-    );
-    assert!(young < 1.0, "no connection younger than 1 s at the kill");
-    assert_all_survived(&report, "opened before the first power loss", &logs);
-    assert_all_survived(&away, "opened while the first node was away", &logs);
-    assert_eq!(
-        failures(&report, back_at, killed2_at),
-        0,
-        "new connections failed while the first node returned\n{logs}"
+    let times = Times {
+        killed_at,
+        back_at,
+        killed2_at,
+    };
+    assert_kept(
+        "sync (controller roles)",
+        &client.finish(),
+        &while_away.finish(),
+        &times,
+        &lab.logs(),
     );
 }
